@@ -1,0 +1,1 @@
+"""raftlib: Raft consensus on Trio."""

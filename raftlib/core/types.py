@@ -1,0 +1,199 @@
+"""Plain data shared by the Raft core, storage, transports and the node driver.
+
+Messages and entries are ``msgspec.Struct`` classes: immutable records that the core builds and
+reads like any data class, and that the wire codec (``raftlib.transport.codec``) encodes without
+a conversion step. Nothing here does I/O.
+
+Index and term conventions (as in the Raft paper):
+- log indexes start at 1; index 0 with term 0 is the empty prefix every log agrees on;
+- ``NO_NODE`` (0) means "nobody": no vote cast, no leader known. Node ids are positive ints.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+NodeId = int
+NO_NODE: NodeId = 0
+
+
+class EntryKind(enum.IntEnum):
+    """What an entry carries. Only NORMAL entries reach the user's state machine."""
+
+    NORMAL = 0
+    # Appended by a new leader at the start of its term: committing it commits every earlier
+    # entry (§5.4.2 forbids counting replicas of earlier terms directly) and lets ReadIndex work.
+    NOOP = 1
+
+
+class Entry(msgspec.Struct, frozen=True, array_like=True):
+    """One log entry. ``data`` is opaque to Raft."""
+
+    term: int
+    index: int
+    data: bytes = b""
+    kind: EntryKind = EntryKind.NORMAL
+
+
+class HardState(msgspec.Struct, frozen=True, array_like=True):
+    """What must survive a crash before any message that depends on it is sent (Figure 2)."""
+
+    term: int = 0
+    vote: NodeId = NO_NODE
+    commit: int = 0
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+# --- Messages -------------------------------------------------------------------------------
+# Every message names its sender (``src``), its receiver (``dst``) and the sender's term.
+# Tags are small ints so frames stay compact; never renumber a tag (it is a wire format).
+
+
+class RequestVote(msgspec.Struct, frozen=True, array_like=True, tag=1):
+    """Candidate -> voter (§5.2). With ``pre_vote`` it is a PreVote probe (thesis §9.6): ``term``
+    is the term the sender *would* campaign in, and the receiver changes no state for it."""
+
+    term: int
+    src: NodeId
+    dst: NodeId
+    last_log_index: int
+    last_log_term: int
+    pre_vote: bool = False
+
+
+class RequestVoteResponse(msgspec.Struct, frozen=True, array_like=True, tag=2):
+    term: int
+    src: NodeId
+    dst: NodeId
+    granted: bool
+    pre_vote: bool = False
+
+
+class AppendEntries(msgspec.Struct, frozen=True, array_like=True, tag=3):
+    """Leader -> follower (§5.3). With no entries it is a heartbeat. ``read_ctx`` is the highest
+    ReadIndex request id this round confirms (0 = none); the follower echoes it."""
+
+    term: int
+    src: NodeId
+    dst: NodeId
+    prev_log_index: int
+    prev_log_term: int
+    entries: tuple[Entry, ...] = ()
+    commit: int = 0
+    read_ctx: int = 0
+
+
+class AppendEntriesResponse(msgspec.Struct, frozen=True, array_like=True, tag=4):
+    """Follower -> leader. On success ``match_index`` is the last index known to match. On
+    rejection, ``conflict_index``/``conflict_term`` are the fast-backtracking hints (thesis §5.3
+    optimisation): the leader can skip a whole conflicting term per round trip."""
+
+    term: int
+    src: NodeId
+    dst: NodeId
+    success: bool
+    match_index: int = 0
+    conflict_index: int = 0
+    conflict_term: int = 0
+    read_ctx: int = 0
+
+
+class TimeoutNow(msgspec.Struct, frozen=True, array_like=True, tag=5):
+    """Leader -> chosen successor: campaign now, skipping PreVote (leadership transfer)."""
+
+    term: int
+    src: NodeId
+    dst: NodeId
+
+
+class ReadIndexRequest(msgspec.Struct, frozen=True, array_like=True, tag=6):
+    """Follower -> leader: ask for a read index on behalf of a local reader (thesis §6.4)."""
+
+    term: int
+    src: NodeId
+    dst: NodeId
+    request_id: int
+
+
+class ReadIndexResponse(msgspec.Struct, frozen=True, array_like=True, tag=7):
+    """Leader -> follower: ``index`` once leadership is confirmed; 0 means refused (not leader)."""
+
+    term: int
+    src: NodeId
+    dst: NodeId
+    request_id: int
+    index: int
+
+
+Message = (
+    RequestVote
+    | RequestVoteResponse
+    | AppendEntries
+    | AppendEntriesResponse
+    | TimeoutNow
+    | ReadIndexRequest
+    | ReadIndexResponse
+)
+MESSAGE_TYPES: tuple[type[Message], ...] = (
+    RequestVote,
+    RequestVoteResponse,
+    AppendEntries,
+    AppendEntriesResponse,
+    TimeoutNow,
+    ReadIndexRequest,
+    ReadIndexResponse,
+)
+
+
+class ReadState(msgspec.Struct, frozen=True):
+    """A linearizable read may be served once the node has applied up to ``index``."""
+
+    request_id: int
+    index: int
+
+
+class SoftState(msgspec.Struct, frozen=True):
+    """Volatile state the driver reports; need not be persisted."""
+
+    role: Role
+    leader: NodeId
+
+
+class Ready(msgspec.Struct, frozen=True):
+    """The core's output batch. The driver must, in this order:
+
+    1. persist ``hard_state`` (when not None) and ``entries`` (an append that first truncates
+       any stored entry with index >= entries[0].index), with ONE fsync covering both;
+    2. only then send ``messages`` (votes and acknowledgements depend on step 1);
+    3. apply ``committed`` entries, in order, to the state machine (they are already durable);
+    4. call ``RaftCore.advance(ready)``.
+    ``read_states`` may be served once the applied index reaches each one's ``index``;
+    ``dropped_reads`` lists ReadIndex request ids that cannot be served (leadership lost).
+    """
+
+    hard_state: HardState | None
+    entries: tuple[Entry, ...]
+    messages: tuple[Message, ...]
+    committed: tuple[Entry, ...]
+    read_states: tuple[ReadState, ...] = ()
+    dropped_reads: tuple[int, ...] = ()
+    soft_state: SoftState | None = None
+
+    def is_empty(self) -> bool:
+        return not (
+            self.hard_state is not None
+            or self.entries
+            or self.messages
+            or self.committed
+            or self.read_states
+            or self.dropped_reads
+            or self.soft_state is not None
+        )

@@ -1,0 +1,55 @@
+"""Errors raftlib raises to its users. Each says what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+from raftlib.core.types import NO_NODE, NodeId
+
+
+class RaftError(Exception):
+    """Base class of every error raftlib raises on purpose."""
+
+
+class NotLeader(RaftError):
+    """This node cannot accept the request because it is not the leader.
+
+    ``leader_id`` is the leader this node knows of (``NO_NODE`` when unknown) and
+    ``leader_address`` its address when the driver knows it, so a client can retry there.
+    """
+
+    def __init__(self, leader_id: NodeId = NO_NODE, leader_address: str | None = None) -> None:
+        self.leader_id = leader_id
+        self.leader_address = leader_address
+        where = f"node {leader_id}" if leader_id != NO_NODE else "unknown"
+        if leader_address:
+            where += f" at {leader_address}"
+        super().__init__(f"not the leader (leader: {where})")
+
+
+class ProposalQueueFull(RaftError):
+    """Backpressure: too many proposals are waiting to commit. Retry later."""
+
+
+class ProposalDropped(RaftError):
+    """The proposal was lost before it committed (leadership changed); its outcome is known:
+    it was not applied by this proposal (a retry with the same client session is safe)."""
+
+
+class ConfigError(RaftError, ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+class StorageError(RaftError):
+    """Durable state cannot be read or written. Never ignored: the node stops."""
+
+
+class CorruptLog(StorageError):
+    """A record before the tail of the log fails its checksum: refuse to start, never drop data."""
+
+    def __init__(self, path: str, offset: int, reason: str) -> None:
+        self.path = path
+        self.offset = offset
+        super().__init__(f"{path}: corrupt record at offset {offset}: {reason}")
+
+
+class Stopped(RaftError):
+    """The node has stopped; nothing more can be done with it."""
