@@ -36,8 +36,10 @@ class Operation:
     """A client operation: an invocation and its completion, as the checker sees it.
 
     ``call`` and ``ret`` are event indexes: the operation took effect, if at all, somewhere in
-    the open interval between them. For an operation of unknown outcome ``ret`` is ``None``
-    (it may take effect any time after ``call``, or never) and ``status`` is ``"info"``.
+    the open interval between them. An operation of unknown outcome has ``status`` ``"info"``:
+    it may take effect any time after ``call``, or never, and ``ret`` is ``None``, except for a
+    read that completed without telling its value (a Jepsen EDN read of nil, a porcupine-etcd
+    ``:fail :read``): it keeps its ``ret`` for display, and constrains nothing.
     ``input`` is what the client asked for (the invocation's value) and ``output`` what it
     observed (the completion's value; ``None`` when unknown). Formats normalise values so that a
     model sees the same shapes whatever file they came from.

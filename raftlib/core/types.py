@@ -67,6 +67,9 @@ class RequestVote(msgspec.Struct, frozen=True, array_like=True, tag=1):
     last_log_index: int
     last_log_term: int
     pre_vote: bool = False
+    # Set by a candidate campaigning on a leader's TimeoutNow (leadership transfer): voters
+    # then grant even though they heard from that leader recently (thesis §3.10, §9.6).
+    transfer: bool = False
 
 
 class RequestVoteResponse(msgspec.Struct, frozen=True, array_like=True, tag=2):

@@ -1,0 +1,163 @@
+"""What a leader knows about one follower's log, and how fast it may send to it.
+
+Two states (as in etcd-io/raft's flow control):
+
+- PROBE: the leader does not know where the follower's log matches its own. It sends one
+  AppendEntries at ``next`` and waits for the answer (or the next heartbeat) before sending
+  again, so a follower far behind or divergent costs one message per round trip, not a flood.
+- REPLICATE: ``match`` is known and the follower accepts appends. The leader streams entries
+  optimistically (``next`` moves as soon as a message is sent) with at most
+  ``inflight_appends_max`` unacknowledged messages.
+
+Invariant (checked by ``check``): ``0 <= match < next``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+
+class ProgressState(enum.Enum):
+    PROBE = "probe"
+    REPLICATE = "replicate"
+
+
+class Inflights:
+    """The last index of every unacknowledged AppendEntries sent in replicate state, in order.
+
+    Bounded by ``capacity_messages``: when full, the leader stops sending to that follower.
+    """
+
+    __slots__ = ("_ends", "capacity_messages")
+
+    def __init__(self, capacity_messages: int) -> None:
+        if capacity_messages < 1:
+            raise ValueError(f"capacity_messages must be >= 1, got {capacity_messages}")
+        self.capacity_messages = capacity_messages
+        self._ends: deque[int] = deque()
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def full(self) -> bool:
+        return len(self._ends) >= self.capacity_messages
+
+    def add(self, last_index: int) -> None:
+        ends = self._ends
+        if ends and last_index <= ends[-1]:
+            raise AssertionError(f"inflight end {last_index} not after {ends[-1]}")
+        if len(ends) >= self.capacity_messages:
+            raise AssertionError("inflight window overflow")
+        ends.append(last_index)
+
+    def free_up_to(self, index: int) -> None:
+        """Forget every message whose entries are all acknowledged (end <= index)."""
+        ends = self._ends
+        while ends and ends[0] <= index:
+            ends.popleft()
+
+    def free_first(self) -> None:
+        if self._ends:
+            self._ends.popleft()
+
+    def reset(self) -> None:
+        self._ends.clear()
+
+
+class Progress:
+    """Leader-side replication state of one follower."""
+
+    __slots__ = (
+        "commit_sent",
+        "inflights",
+        "match",
+        "next",
+        "probe_sent",
+        "read_acked",
+        "recent_active",
+        "state",
+    )
+
+    def __init__(self, next_index: int, inflight_appends_max: int) -> None:
+        self.match = 0
+        self.next = next_index
+        self.state = ProgressState.PROBE
+        # In PROBE: an append is outstanding; wait for its answer or the next heartbeat.
+        self.probe_sent = False
+        # Heard from since the last CheckQuorum round (thesis §9.6).
+        self.recent_active = False
+        # Highest read_ctx this follower echoed during this leadership (ReadIndex, §6.4).
+        self.read_acked = 0
+        # The commit index last sent, so a new one goes out even when no entries do.
+        self.commit_sent = 0
+        self.inflights = Inflights(inflight_appends_max)
+        self.check()
+
+    def check(self) -> None:
+        if not 0 <= self.match < self.next:
+            raise AssertionError(f"progress invariant 0 <= match < next broken: {self!r}")
+
+    def __repr__(self) -> str:
+        return (
+            f"Progress(match={self.match}, next={self.next}, state={self.state.value}, "
+            f"inflight={len(self.inflights)}, probe_sent={self.probe_sent})"
+        )
+
+    def become_probe(self) -> None:
+        self.state = ProgressState.PROBE
+        self.probe_sent = False
+        self.inflights.reset()
+        self.next = self.match + 1
+
+    def become_replicate(self) -> None:
+        self.state = ProgressState.REPLICATE
+        self.probe_sent = False
+        self.inflights.reset()
+        self.next = self.match + 1
+
+    def is_paused(self) -> bool:
+        if self.state is ProgressState.PROBE:
+            return self.probe_sent
+        return self.inflights.full()
+
+    def sent(self, last_index: int, entries_count: int) -> None:
+        """Record an AppendEntries carrying entries up to ``last_index``."""
+        if self.state is ProgressState.REPLICATE:
+            if entries_count:
+                self.next = last_index + 1
+                self.inflights.add(last_index)
+        else:
+            self.probe_sent = True
+
+    def acknowledged(self, match_index: int) -> bool:
+        """The follower's log matches ours up to ``match_index``. Returns whether match grew."""
+        self.probe_sent = False
+        grew = match_index > self.match
+        if grew:
+            self.match = match_index
+            if self.next <= match_index:
+                self.next = match_index + 1
+        if self.state is ProgressState.PROBE:
+            # The probe point itself was confirmed: stream from here on.
+            if match_index >= self.next - 1:
+                self.become_replicate()
+        elif grew:
+            self.inflights.free_up_to(match_index)
+        return grew
+
+    def rejected(self, rejected_index: int, next_hint: int) -> bool:
+        """The follower refused an append whose prev_log_index was ``rejected_index``; the
+        leader computed ``next_hint`` from the follower's conflict hints. Returns whether the
+        rejection was current (a stale or duplicate one changes nothing)."""
+        if self.state is ProgressState.REPLICATE:
+            # Anything at or below match was accepted long ago: this answer is stale.
+            if rejected_index <= self.match:
+                return False
+            self.become_probe()
+        elif rejected_index != self.next - 1:
+            # In PROBE only the answer to the latest probe counts.
+            return False
+        self.next = max(self.match + 1, min(next_hint, rejected_index))
+        self.probe_sent = False
+        return True

@@ -1,0 +1,64 @@
+"""Majority math: quorum sizes, the index a majority has replicated, and vote tallies.
+
+Pure functions over plain values; property-tested against brute-force versions.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+
+from raftlib.core.types import NodeId
+
+
+class VoteResult(enum.Enum):
+    PENDING = "pending"
+    WON = "won"
+    LOST = "lost"
+
+
+def quorum_size(voters_count: int) -> int:
+    """Smallest number of voters that intersects every other such set (a strict majority)."""
+    if voters_count < 1:
+        raise ValueError(f"voters_count must be >= 1, got {voters_count}")
+    return voters_count // 2 + 1
+
+
+def committed_index(match_indexes: Sequence[int]) -> int:
+    """The largest index that at least a quorum of the voters have (one match index each).
+
+    Sorted descending, the quorum-th value is held by exactly that many voters or more.
+    """
+    count = len(match_indexes)
+    if count == 1:
+        return match_indexes[0]
+    ordered = sorted(match_indexes, reverse=True)
+    return ordered[quorum_size(count) - 1]
+
+
+def vote_result(voters: Iterable[NodeId], votes: Mapping[NodeId, bool]) -> VoteResult:
+    """WON once a quorum granted, LOST once a quorum can no longer grant, else PENDING.
+
+    Votes from ids that are not voters are ignored.
+    """
+    members = tuple(voters)
+    granted = rejected = 0
+    for voter in members:
+        vote = votes.get(voter)
+        if vote is True:
+            granted += 1
+        elif vote is False:
+            rejected += 1
+    need = quorum_size(len(members))
+    if granted >= need:
+        return VoteResult.WON
+    if len(members) - rejected < need:
+        return VoteResult.LOST
+    return VoteResult.PENDING
+
+
+def has_quorum(voters: Iterable[NodeId], members: Iterable[NodeId]) -> bool:
+    """Whether ``members`` (any ids) contain a quorum of ``voters``."""
+    voter_tuple = tuple(voters)
+    present = frozenset(members)
+    return sum(1 for v in voter_tuple if v in present) >= quorum_size(len(voter_tuple))
