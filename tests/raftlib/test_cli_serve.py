@@ -1,0 +1,90 @@
+"""`raftlib serve`: bad arguments and unusable data directories get one line; SIGTERM stops it."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.raftlib.test_process_crash import free_ports
+
+
+def serve(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "raftlib.cli", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--id", "1", "--peers", "1=127.0.0.1", "--data", "d"], "not ID=HOST:PORT"),
+        (["--id", "1", "--peers", "x=127.0.0.1:1", "--data", "d"], "integer ID"),
+        (["--id", "1", "--peers", "1=127.0.0.1:70000", "--data", "d"], "1..65535"),
+        (["--id", "1", "--peers", "1=h:1,1=h:2", "--data", "d"], "appears twice"),
+        (["--id", "4", "--peers", "1=127.0.0.1:7001", "--data", "d"], "--id 4 is not among"),
+        (["--id", "1", "--peers", "1=127.0.0.1:7001"], "--data"),
+        (["--id", "1", "--peers", "1=127.0.0.1:7001", "--data", "d", "--tick-ms", "0"], "tick"),
+        (["--id", "1", "--peers", "1=127.0.0.1:7001", "--data", "d", "--bogus"], "--bogus"),
+    ],
+)
+def test_bad_arguments_get_one_line_and_exit_2(args: list[str], needle: str) -> None:
+    done = serve(*args)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert needle in lines[0]
+
+
+def test_data_directory_that_is_a_file_gets_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "not-a-dir"
+    data.write_text("x")
+    (port,) = free_ports(1)
+    done = serve("--id", "1", "--peers", f"1=127.0.0.1:{port}", "--data", str(data))
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert str(data) in lines[0]
+
+
+def test_sigterm_stops_the_node_cleanly(tmp_path: Path) -> None:
+    ports = free_ports(3)
+    peers = ",".join(f"{i + 1}=127.0.0.1:{p}" for i, p in enumerate(ports))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "raftlib.cli",
+            "serve",
+            "--id",
+            "1",
+            "--peers",
+            peers,
+            "--data",
+            str(tmp_path / "d1"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "d1").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "stopping on SIGTERM" in err
+    assert "Traceback" not in err
