@@ -5,7 +5,10 @@ Implementations: ``raftlib.storage.wal.WalStorage`` (segment files, CRC-32C, fsy
 not synced). Users may plug their own: implement this protocol.
 
 Methods are synchronous and may block (disk I/O); the Trio driver calls them from a worker
-thread, one call at a time (never concurrently), so implementations need no locking.
+thread, one call at a time (never concurrently), so implementations need no locking. A storage
+that never blocks may say so with a class attribute ``blocking = False``: the driver then calls
+it inline, which keeps simulations deterministic and lets Trio's autojump clock see the node as
+busy rather than idle while it "writes".
 """
 
 from __future__ import annotations
