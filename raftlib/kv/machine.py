@@ -1,0 +1,149 @@
+"""``KvStateMachine``: the replicated key-value state (bytes to bytes) with client sessions.
+
+Writes arrive as log commands (``commands``); reads are plain methods (``get``) that the
+service calls through ``Node.read`` so they happen at a linearizable point without a log entry.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO, Final
+
+import msgspec
+
+from raftlib.kv.commands import (
+    NO_SESSION,
+    Append,
+    Cas,
+    CommandError,
+    Delete,
+    Incr,
+    KvError,
+    Op,
+    OpenSession,
+    Result,
+    Set,
+    decode_command,
+)
+from raftlib.kv.sessions import SESSION_TTL_MS_DEFAULT, SESSIONS_MAX_DEFAULT, SessionTable
+
+# INCR works on signed 64-bit integers, as Redis does, so results fit every client's integer.
+INT64_MIN: Final = -(1 << 63)
+INT64_MAX: Final = (1 << 63) - 1
+SNAPSHOT_FORMAT_VERSION: Final = 1
+
+
+class _Snapshot(msgspec.Struct, array_like=True):
+    version: int
+    data: list[tuple[bytes, bytes]]
+    sessions: list[tuple[int, int, Result, int]]
+    next_session_id: int
+    clock_ms: int
+    applied_commands: int
+
+
+class KvStateMachine:
+    """Deterministic KV state. ``apply`` never raises; errors come back as ``KvError``."""
+
+    def __init__(
+        self,
+        *,
+        sessions_max: int = SESSIONS_MAX_DEFAULT,
+        session_ttl_ms: int = SESSION_TTL_MS_DEFAULT,
+    ) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.sessions = SessionTable(sessions_max=sessions_max, session_ttl_ms=session_ttl_ms)
+        # Commands applied, counted the same way on every replica (a deterministic logical clock).
+        self.applied_commands = 0
+
+    # --- reads (call through Node.read) ----------------------------------------------------
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def key_count(self) -> int:
+        return len(self.data)
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def apply(self, command: bytes) -> Result:
+        self.applied_commands += 1
+        try:
+            cmd = decode_command(command)
+        except CommandError as exc:
+            return KvError("ERR", str(exc))
+        self.sessions.advance_clock(cmd.now_ms)
+        if isinstance(cmd, OpenSession):
+            return self.sessions.open()
+        if cmd.session == NO_SESSION:
+            return self._execute(cmd.op)
+        verdict = self.sessions.check(cmd.session, cmd.seq)
+        if isinstance(verdict, tuple):
+            return verdict[0]
+        if verdict is not None:
+            return verdict
+        reply = self._execute(cmd.op)
+        self.sessions.record(cmd.session, cmd.seq, reply)
+        return reply
+
+    def _execute(self, op: Op) -> Result:
+        data = self.data
+        if isinstance(op, Set):
+            data[op.key] = op.value
+            return True
+        if isinstance(op, Delete):
+            return sum(1 for key in set(op.keys) if data.pop(key, None) is not None)
+        if isinstance(op, Append):
+            value = data.get(op.key, b"") + op.value
+            data[op.key] = value
+            return len(value)
+        if isinstance(op, Incr):
+            return self._incr(op)
+        if isinstance(op, Cas):
+            if data.get(op.key) != op.expected:
+                return False
+            data[op.key] = op.new
+            return True
+        raise AssertionError(f"unhandled op {op!r}")
+
+    def _incr(self, op: Incr) -> Result:
+        raw = self.data.get(op.key, b"0")
+        try:
+            current = int(raw.decode("ascii")) if raw.strip() == raw and raw else None
+        except (UnicodeDecodeError, ValueError):
+            current = None
+        if current is None or not INT64_MIN <= current <= INT64_MAX:
+            return KvError("ERR", "value is not an integer or out of range")
+        new = current + op.by
+        if not INT64_MIN <= new <= INT64_MAX:
+            return KvError("ERR", "increment or decrement would overflow")
+        self.data[op.key] = str(new).encode("ascii")
+        return new
+
+    # --- snapshots (raftlib.statemachine.SnapshotStateMachine) --------------------------------
+
+    def snapshot(self, file: BinaryIO) -> None:
+        snap = _Snapshot(
+            version=SNAPSHOT_FORMAT_VERSION,
+            data=sorted(self.data.items()),
+            sessions=self.sessions.dump(),
+            next_session_id=self.sessions.next_id,
+            clock_ms=self.sessions.clock_ms,
+            applied_commands=self.applied_commands,
+        )
+        file.write(msgspec.msgpack.encode(snap))
+
+    def restore(self, file: BinaryIO) -> None:
+        raw = file.read()
+        try:
+            snap = msgspec.msgpack.decode(raw, type=_Snapshot)
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"KV snapshot is not readable ({len(raw)} bytes): {exc}") from None
+        if snap.version != SNAPSHOT_FORMAT_VERSION:
+            raise ValueError(f"KV snapshot format {snap.version} is not supported")
+        self.data = dict(snap.data)
+        self.sessions.load(
+            [tuple(row) for row in snap.sessions],  # type: ignore[misc]
+            snap.next_session_id,
+            snap.clock_ms,
+        )
+        self.applied_commands = snap.applied_commands

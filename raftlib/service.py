@@ -1,0 +1,381 @@
+"""The replicated KV service: a Raft node running ``KvStateMachine`` behind a RESP2 port.
+
+What ``raftlib serve --client-port P`` runs. ``KvCommandHandler`` turns one RESP command into
+log proposals (writes) or ReadIndex reads, and is also what in-process tests call directly.
+
+Commands (arguments are binary-safe; names are case-insensitive)
+----------------------------------------------------------------
+``PING [msg]``             ``+PONG`` (or ``msg``).  ``ECHO msg``.
+``GET key``                bulk value or nil. A linearizable read (ReadIndex, no log entry);
+                           served by ANY node: a follower forwards the ReadIndex to the leader.
+``SET key value``          ``+OK``. No options (NX, EX ...) yet: they are refused with ``ERR``.
+``DEL key [key ...]``      ``:n`` keys removed.
+``APPEND key value``       ``:n`` the new length.
+``INCR key`` / ``INCRBY key n`` / ``DECR key``  ``:n`` the new value (signed 64-bit).
+``CAS key expected new``   ``:1`` if the value was ``expected`` and is now ``new``, else ``:0``
+                           (an absent key never equals ``expected``).
+``DBSIZE``                 ``:n`` keys (linearizable).
+``INFO [section]``         text: ``# Raft`` (node_id, role, term, leader_id,
+                           leader_client_address, commit_index, applied_index, last_index)
+                           and ``# Keyspace`` (keys, sessions) of this node's view.
+``SESSION.OPEN``           ``:id`` registers an exactly-once client session (a log entry).
+``SESSION.CALL id seq <write command ...>``  runs the write exactly once for (id, seq): number a
+                           session's writes 1, 2, 3 ... one at a time and retry a write, on any
+                           node, with the SAME seq until it gets a definite answer; a retry of
+                           an applied write returns the original reply. ``-SESSIONEXPIRED``: the
+                           session was dropped (idle too long or evicted), the write's outcome
+                           is unknown; ``-STALESEQ``: seq is older than the last one applied.
+``COMMAND``, ``CONFIG GET``, ``SELECT 0``, ``CLIENT ...``: harmless answers so that redis-cli,
+redis-benchmark and redis-py start up. ``QUIT`` closes the connection.
+
+Writes without ``SESSION.CALL`` are applied each time they are committed: a client that retries
+one after a timeout may apply it twice. ``raftlib.client`` always uses a session.
+
+Redirects and errors (the first word is the code)
+--------------------------------------------------
+``-MOVED 0 HOST:PORT``     a write sent to a follower: the leader's client address. The ``0``
+                           is the Redis Cluster hash slot field (there is a single slot), so
+                           ``redis-cli -c`` and cluster-aware clients follow it. Nothing was
+                           applied. Requests are not forwarded (a redirect keeps the follower
+                           out of the data path and makes the client's leader cache work).
+``-TRYAGAIN ...``          nothing was applied and retrying may succeed: no leader is known
+                           (election), the proposal queue is full, or a leader change dropped
+                           the proposal.
+``-UNKNOWN ...``           the outcome is unknown: the write was proposed but no commit was
+                           seen within ``request_timeout_seconds`` or the node stopped. It may
+                           still be applied later. Retry within a session to learn the answer.
+``-ERR ...``               bad command: unknown name, wrong arity, key or value too large
+                           (``key_bytes_max``, ``value_bytes_max``), not an integer.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Final
+
+import attrs
+import trio
+
+from raftlib.core.types import NO_NODE, NodeId
+from raftlib.errors import NotLeader, ProposalDropped, ProposalQueueFull, Stopped
+from raftlib.kv.commands import (
+    NO_SESSION,
+    Append,
+    Cas,
+    Delete,
+    Incr,
+    KvError,
+    Op,
+    OpenSession,
+    Request,
+    Result,
+    Set,
+    encode_command,
+)
+from raftlib.kv.machine import KvStateMachine
+from raftlib.node import Node, NodeConfig, open_node
+from raftlib.resp.protocol import OK, ErrorReply, Reply, SimpleString
+from raftlib.resp.server import RespServer, ServerLimits, open_tcp_listeners
+from raftlib.storage.base import Storage
+from raftlib.transport.base import Transport
+
+log = logging.getLogger("raftlib.service")
+
+VERSION: Final = "0.1.0"
+
+
+@attrs.frozen
+class KvServiceConfig:
+    key_bytes_max: int = 64 * 1024
+    value_bytes_max: int = 1024 * 1024
+    # How long a write waits to be committed and applied before answering UNKNOWN.
+    request_timeout_seconds: float = 5.0
+    # How long a read waits for its ReadIndex before answering (the node also bounds it).
+    read_timeout_seconds: float = 2.0
+
+
+class _CommandError(Exception):
+    """A request this handler refuses before proposing anything (ERR)."""
+
+
+def _int_arg(raw: bytes, what: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _CommandError(f"{what} is not an integer") from None
+    if not -(1 << 63) <= value < (1 << 63):
+        raise _CommandError(f"{what} is out of range")
+    return value
+
+
+WriteBuilder = Callable[[list[bytes]], Op]
+
+
+def _build_set(a: list[bytes]) -> Op:
+    if len(a) != 2:
+        raise _CommandError("syntax error (SET options are not supported)")
+    return Set(a[0], a[1])
+
+
+_WRITES: dict[bytes, tuple[int, int | None, WriteBuilder]] = {
+    # name: (arguments min, max or None, builder)
+    b"SET": (2, None, _build_set),
+    b"DEL": (1, None, lambda a: Delete(tuple(a))),
+    b"APPEND": (2, 2, lambda a: Append(a[0], a[1])),
+    b"INCR": (1, 1, lambda a: Incr(a[0], 1)),
+    b"DECR": (1, 1, lambda a: Incr(a[0], -1)),
+    b"INCRBY": (2, 2, lambda a: Incr(a[0], _int_arg(a[1], "increment"))),
+    b"CAS": (3, 3, lambda a: Cas(a[0], a[1], a[2])),
+}
+
+
+def _reply_of(result: Result) -> Reply:
+    if isinstance(result, KvError):
+        return ErrorReply(result.text())
+    if result is True:
+        return OK
+    if result is False:
+        return 0
+    return result
+
+
+class KvCommandHandler:
+    """Answers RESP commands for one node. ``clock`` is the leader time stamped into writes
+    (seconds; wall clock for real processes, ``trio.current_time`` in simulations)."""
+
+    def __init__(
+        self,
+        node: Node,
+        machine: KvStateMachine,
+        *,
+        client_addresses: Mapping[NodeId, str],
+        clock: Callable[[], float] = time.time,
+        config: KvServiceConfig | None = None,
+    ) -> None:
+        self.node = node
+        self.machine = machine
+        self.client_addresses = dict(client_addresses)
+        self._clock = clock
+        self.config = config or KvServiceConfig()
+        self._commands: dict[bytes, tuple[int, int | None, Callable[[list[bytes]],
+                                                                      Awaitable[Reply]]]] = {
+            b"PING": (0, 1, self._ping),
+            b"ECHO": (1, 1, self._echo),
+            b"GET": (1, 1, self._get),
+            b"DBSIZE": (0, 0, self._dbsize),
+            b"INFO": (0, 1, self._info),
+            b"SESSION.OPEN": (0, 0, self._session_open),
+            b"SESSION.CALL": (3, None, self._session_call),
+            b"COMMAND": (0, None, self._empty_list),
+            b"CONFIG": (1, None, self._config),
+            b"SELECT": (1, 1, self._select),
+            b"CLIENT": (1, None, self._ok),
+        }
+
+    async def handle(self, args: list[bytes]) -> Reply:
+        try:
+            return await self._dispatch(args, NO_SESSION, 0)
+        except _CommandError as exc:
+            return ErrorReply(f"ERR {exc}")
+
+    async def _dispatch(self, args: list[bytes], session: int, seq: int) -> Reply:
+        name = args[0].upper()
+        rest = args[1:]
+        write = _WRITES.get(name)
+        if write is not None:
+            self._check_arity(name, rest, write[0], write[1])
+            self._check_sizes(rest)
+            return await self._write(write[2](rest), session, seq)
+        entry = self._commands.get(name)
+        if entry is None:
+            shown = args[0][:64].decode("utf-8", "replace")
+            raise _CommandError(f"unknown command '{shown}'")
+        self._check_arity(name, rest, entry[0], entry[1])
+        if session != NO_SESSION and name not in (b"GET", b"PING", b"ECHO"):
+            raise _CommandError(f"SESSION.CALL cannot wrap {name.decode('ascii', 'replace')}")
+        return await entry[2](rest)
+
+    @staticmethod
+    def _check_arity(name: bytes, rest: list[bytes], low: int, high: int | None) -> None:
+        if len(rest) < low or (high is not None and len(rest) > high):
+            raise _CommandError(
+                f"wrong number of arguments for '{name.decode('ascii', 'replace').lower()}'"
+            )
+
+    def _check_sizes(self, args: list[bytes]) -> None:
+        cfg = self.config
+        key, values = args[0], args[1:]
+        if len(key) > cfg.key_bytes_max:
+            raise _CommandError(
+                f"key of {len(key)} bytes exceeds key_bytes_max ({cfg.key_bytes_max})"
+            )
+        for value in values:
+            if len(value) > cfg.value_bytes_max:
+                raise _CommandError(
+                    f"value of {len(value)} bytes exceeds value_bytes_max ({cfg.value_bytes_max})"
+                )
+
+    # --- the log path ------------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _redirect(self, exc: NotLeader) -> ErrorReply:
+        leader = exc.leader_id
+        if leader == NO_NODE or leader == self.node.node_id:
+            return ErrorReply("TRYAGAIN no leader known (election in progress)")
+        address = self.client_addresses.get(leader)
+        if address is None:
+            return ErrorReply(f"TRYAGAIN leader is node {leader}; its client address is unknown")
+        return ErrorReply(f"MOVED 0 {address}")
+
+    async def _propose(self, command: bytes) -> Reply:
+        try:
+            with trio.move_on_after(self.config.request_timeout_seconds):
+                return _reply_of(await self.node.propose(command))
+        except NotLeader as exc:
+            return self._redirect(exc)
+        except ProposalQueueFull:
+            return ErrorReply("TRYAGAIN proposal queue full; nothing was applied")
+        except ProposalDropped:
+            return ErrorReply("TRYAGAIN a leader change dropped the proposal; not applied")
+        except Stopped:
+            return ErrorReply("UNKNOWN the node stopped; the write may or may not be applied")
+        return ErrorReply(
+            "UNKNOWN no commit within request_timeout_seconds; the write may still be applied"
+        )
+
+    async def _write(self, op: Op, session: int, seq: int) -> Reply:
+        reply = await self._propose(encode_command(Request(session, seq, self._now_ms(), op)))
+        if isinstance(op, Cas) and reply == OK:
+            return 1  # CAS answers :1 / :0 (the machine's True / False)
+        return reply
+
+    async def _session_open(self, args: list[bytes]) -> Reply:
+        return await self._propose(encode_command(OpenSession(self._now_ms())))
+
+    async def _session_call(self, args: list[bytes]) -> Reply:
+        session = _int_arg(args[0], "session id")
+        seq = _int_arg(args[1], "seq")
+        if session < 1 or seq < 1:
+            raise _CommandError("session id and seq must be >= 1")
+        return await self._dispatch(args[2:], session, seq)
+
+    async def _read(self, fn: Callable[[], Reply]) -> Reply:
+        try:
+            with trio.move_on_after(self.config.read_timeout_seconds):
+                return await self.node.read(fn)
+            return ErrorReply("TRYAGAIN read not confirmed by a leader in time")
+        except NotLeader as exc:
+            return self._redirect(exc)
+        except ProposalQueueFull:
+            return ErrorReply("TRYAGAIN too many reads pending")
+        except Stopped:
+            return ErrorReply("TRYAGAIN the node stopped")
+
+    # --- other commands ------------------------------------------------------------------------
+
+    async def _get(self, args: list[bytes]) -> Reply:
+        key = args[0]
+        return await self._read(lambda: self.machine.get(key))
+
+    async def _dbsize(self, args: list[bytes]) -> Reply:
+        return await self._read(self.machine.key_count)
+
+    async def _ping(self, args: list[bytes]) -> Reply:
+        return args[0] if args else SimpleString("PONG")
+
+    async def _echo(self, args: list[bytes]) -> Reply:
+        return args[0]
+
+    async def _empty_list(self, args: list[bytes]) -> Reply:
+        return []
+
+    async def _config(self, args: list[bytes]) -> Reply:
+        # redis-benchmark asks CONFIG GET save / appendonly; there is no such configuration
+        # here, so every asked-for parameter is reported with an empty value.
+        if args[0].upper() != b"GET":
+            raise _CommandError("only CONFIG GET is supported")
+        return [item for name in args[1:] for item in (name, b"")]
+
+    async def _ok(self, args: list[bytes]) -> Reply:
+        return OK
+
+    async def _select(self, args: list[bytes]) -> Reply:
+        if args[0] != b"0":
+            raise _CommandError("DB index is out of range (only database 0 exists)")
+        return OK
+
+    async def _info(self, args: list[bytes]) -> Reply:
+        return self.info_text().encode()
+
+    def info_text(self) -> str:
+        st = self.node.status()
+        leader_address = self.client_addresses.get(st.leader, "") if st.leader else ""
+        lines = [
+            "# Server",
+            f"raftlib_version:{VERSION}",
+            "# Raft",
+            f"node_id:{st.node_id}",
+            f"role:{st.role.name.lower()}",
+            f"term:{st.term}",
+            f"leader_id:{st.leader}",
+            f"leader_client_address:{leader_address}",
+            f"commit_index:{st.commit_index}",
+            f"applied_index:{st.applied_index}",
+            f"last_index:{st.last_index}",
+            "# Keyspace",
+            f"keys:{self.machine.key_count()}",
+            f"sessions:{len(self.machine.sessions)}",
+            f"duplicate_requests:{self.machine.sessions.duplicates}",
+        ]
+        return "\r\n".join(lines) + "\r\n"
+
+
+async def serve_kv(
+    config: NodeConfig,
+    *,
+    storage: Storage,
+    transport: Transport,
+    client_port: int,
+    client_addresses: Mapping[NodeId, str],
+    client_host: str = "127.0.0.1",
+    service_config: KvServiceConfig | None = None,
+    server_limits: ServerLimits | None = None,
+    task_status: trio.TaskStatus[KvCommandHandler] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run one KV node and its RESP port until cancelled."""
+    machine = KvStateMachine()
+    listeners = await open_tcp_listeners(client_port, client_host)
+    async with open_node(config, storage=storage, transport=transport,
+                         state_machine=machine) as node:
+        handler = KvCommandHandler(node, machine, client_addresses=client_addresses,
+                                   config=service_config)
+        server = RespServer(handler.handle, limits=server_limits)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve, listeners)
+            log.info("node %d: RESP on %s:%d", config.node_id, client_host, client_port)
+            task_status.started(handler)
+
+
+async def serve_kv_until_signal(
+    config: NodeConfig,
+    *,
+    storage: Storage,
+    transport: Transport,
+    client_port: int,
+    client_addresses: Mapping[NodeId, str],
+    signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT),
+) -> None:
+    with trio.open_signal_receiver(*signals) as received:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: serve_kv(
+                config, storage=storage, transport=transport, client_port=client_port,
+                client_addresses=client_addresses, task_status=task_status))
+            async for signum in received:
+                log.info("node %d stopping on %s", config.node_id, signal.Signals(signum).name)
+                break
+            nursery.cancel_scope.cancel()

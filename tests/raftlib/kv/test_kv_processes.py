@@ -1,0 +1,204 @@
+"""The KV service as real processes on TCP: concurrent clients stay linearizable while the
+leader is SIGKILLed and restarted; ``raftlib cluster`` works with redis-cli and
+redis-benchmark (when Debian's redis-tools is installed)."""
+
+from __future__ import annotations
+
+import functools
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lincheck
+import pytest
+import trio
+
+from raftlib.client import KvClient, TcpConnector
+from tests.raftlib.kv.workload import History, kv_worker
+from tests.raftlib.test_process_crash import free_ports
+
+NODES = 3
+KILLS = 2
+SEED = 17
+
+
+class Cluster:
+    def __init__(self, tmp: Path) -> None:
+        ports = free_ports(2 * NODES)
+        self.raft = dict(zip(range(1, NODES + 1), ports[:NODES], strict=True))
+        self.client = dict(zip(range(1, NODES + 1), ports[NODES:], strict=True))
+        self.tmp = tmp
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def address(self, node_id: int) -> str:
+        return f"127.0.0.1:{self.client[node_id]}"
+
+    def start(self, node_id: int) -> None:
+        peers = ",".join(f"{n}=127.0.0.1:{p}" for n, p in self.raft.items())
+        clients = ",".join(f"{n}=127.0.0.1:{p}" for n, p in self.client.items())
+        with (self.tmp / f"node-{node_id}.log").open("ab") as out:
+            self.procs[node_id] = subprocess.Popen(
+                [sys.executable, "-m", "raftlib.cli", "serve", "--id", str(node_id),
+                 "--peers", peers, "--data", str(self.tmp / f"node-{node_id}"),
+                 "--client-port", str(self.client[node_id]), "--client-peers", clients],
+                stdout=out, stderr=subprocess.STDOUT)
+
+    def kill(self, node_id: int) -> None:
+        proc = self.procs.pop(node_id)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+async def find_leader(cluster: Cluster, timeout_seconds: float = 10.0) -> int:
+    probe = KvClient([cluster.address(1)], request_timeout_seconds=0.5)
+    with trio.fail_after(timeout_seconds):
+        while True:
+            for node_id in list(cluster.procs):
+                try:
+                    info = await probe.info(cluster.address(node_id))
+                except Exception:
+                    continue
+                if info.get("role") == "leader":
+                    await probe.aclose()
+                    return node_id
+            await trio.sleep(0.1)
+
+
+async def test_real_processes_stay_linearizable_while_the_leader_is_killed(
+    tmp_path: Path,
+) -> None:
+    cluster = Cluster(tmp_path)
+    history = History()
+    rng = random.Random(SEED)
+    killed: list[int] = []
+    for node_id in range(1, NODES + 1):
+        cluster.start(node_id)
+    try:
+        await find_leader(cluster, timeout_seconds=20)
+        addresses = [cluster.address(n) for n in range(1, NODES + 1)]
+
+        async def nemesis() -> None:
+            for _ in range(KILLS):
+                await trio.sleep(rng.uniform(1.0, 2.0))
+                leader = await find_leader(cluster)
+                cluster.kill(leader)
+                killed.append(leader)
+                await trio.sleep(rng.uniform(0.5, 1.5))
+                cluster.start(leader)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(nemesis)
+            async with trio.open_nursery() as workers:
+                for w in range(4):
+                    client = KvClient(addresses, connector=TcpConnector(),
+                                      request_timeout_seconds=1.0, op_timeout_seconds=10.0)
+                    workers.start_soon(functools.partial(
+                        kv_worker, client, history, worker=w, keys=["a", "b"], ops=60,
+                        rng=random.Random(SEED * 10 + w), pause_seconds_max=0.15))
+            nursery.cancel_scope.cancel()
+    finally:
+        cluster.stop_all()
+    assert len(killed) >= 1, f"seed={SEED}: the workload ended before any kill"
+    assert history.count("ok") > 100, f"seed={SEED}"
+    lincheck.assert_linearizable(history.events, "kv", timeout=60)
+
+
+def _redis_tools() -> tuple[str, str]:
+    cli, bench = shutil.which("redis-cli"), shutil.which("redis-benchmark")
+    if cli is None or bench is None:
+        pytest.skip("redis-tools (redis-cli, redis-benchmark) is not installed")
+    return cli, bench
+
+
+def test_redis_cli_and_redis_benchmark_work_against_raftlib_cluster(tmp_path: Path) -> None:
+    cli, bench = _redis_tools()
+    # The cluster needs consecutive ports, so probe for free runs.
+    raft_base = _consecutive_free(3)
+    client_base = _consecutive_free(3, avoid=raft_base)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raftlib.cli", "cluster", "--nodes", "3",
+         "--data", str(tmp_path / "cluster"), "--base-port", str(raft_base),
+         "--client-base-port", str(client_base)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline().decode()
+            lines.append(line)
+            if line.startswith("ready") or not line:
+                break
+        assert lines[-1].startswith("ready"), "".join(lines)
+
+        def redis(*args: str) -> str:
+            done = subprocess.run([cli, "-c", "-p", str(client_base), *args],
+                                  capture_output=True, text=True, timeout=20)
+            return done.stdout.strip()
+
+        deadline = time.monotonic() + 20
+        while redis("SET", "greeting", "hello") != "OK" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert redis("GET", "greeting") == "hello"
+        assert redis("INCR", "visits") == "1"
+        assert redis("APPEND", "greeting", "!") == "6"
+        assert "role:" in redis("INFO")
+        leader_port = next(
+            client_base + i for i in range(3)
+            if "role:leader" in subprocess.run(
+                [cli, "-p", str(client_base + i), "INFO"], capture_output=True, text=True,
+                timeout=20).stdout
+        )
+        done = subprocess.run(
+            [bench, "-p", str(leader_port), "-t", "set,get", "-n", "2000", "-c", "20", "--csv"],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        rows = [line for line in done.stdout.splitlines() if line.startswith(('"SET"', '"GET"'))]
+        assert len(rows) == 2, done.stdout
+        for row in rows:
+            assert float(row.split(",")[1].strip('"')) > 0, row
+        assert redis("GET", "greeting") == "hello!"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out.decode()
+    assert "cluster stopped" in out.decode()
+
+
+def _consecutive_free(count: int, avoid: int = 0) -> int:
+    import socket
+
+    for _ in range(50):
+        (base,) = free_ports(1)
+        if base + count >= 65536 or (avoid <= base + count and base <= avoid + count):
+            continue
+        socks = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no run of free ports found")

@@ -1,0 +1,213 @@
+"""The RESP port over real TCP: commands, sessions, MOVED redirects, and hostile clients
+(malformed framing, unknown commands, wrong arity, oversized values and bulks, too many
+connections) each get a RESP error while the node keeps serving."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import attrs
+import pytest
+import trio
+
+from raftlib.client import KvClient
+from raftlib.kv import KvStateMachine
+from raftlib.resp import ErrorReply, Reply, RespParser, ServerLimits, SimpleString
+from raftlib.resp.protocol import encode_command
+from raftlib.resp.server import RespServer
+from raftlib.service import KvCommandHandler, KvServiceConfig
+from raftlib.testing import LocalCluster, open_local_cluster
+from tests.raftlib.kv.workload import machine
+
+LIMITS = ServerLimits(connections_max=4)
+SERVICE = KvServiceConfig(value_bytes_max=1000)
+
+
+@attrs.define
+class Served:
+    cluster: LocalCluster
+    ports: dict[int, int]
+    servers: dict[int, RespServer]
+
+    def address(self, node_id: int) -> str:
+        return f"127.0.0.1:{self.ports[node_id]}"
+
+
+async def serve_cluster(size: int) -> AsyncIterator[Served]:
+    async with open_local_cluster(size, seed=1, state_machine_factory=KvStateMachine) as c, \
+            trio.open_nursery() as nursery:
+        listeners = {n: await trio.open_tcp_listeners(0, host="127.0.0.1") for n in c.ids}
+        ports = {n: ls[0].socket.getsockname()[1] for n, ls in listeners.items()}
+        served = Served(c, ports, {})
+        for n in c.ids:
+            handler = KvCommandHandler(
+                c.node(n), machine(c, n), config=SERVICE,
+                client_addresses={m: served.address(m) for m in c.ids})
+            served.servers[n] = RespServer(handler.handle, limits=LIMITS)
+            await nursery.start(served.servers[n].serve, listeners[n])
+        await c.wait_leader()
+        yield served
+        nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def one() -> AsyncIterator[Served]:
+    async for served in serve_cluster(1):
+        yield served
+
+
+@pytest.fixture
+async def three() -> AsyncIterator[Served]:
+    async for served in serve_cluster(3):
+        yield served
+
+
+class Raw:
+    """A bare TCP connection speaking RESP by hand."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.parser = RespParser()
+
+    @classmethod
+    async def open(cls, served: Served, node_id: int = 1) -> Raw:
+        return cls(await trio.open_tcp_stream("127.0.0.1", served.ports[node_id]))
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def reply(self) -> Reply:
+        with trio.fail_after(5):
+            while (got := self.parser.next_value()) is None:
+                data = await self.stream.receive_some(65536)
+                if not data:
+                    raise EOFError("connection closed")
+                self.parser.feed(bytes(data))
+        return got[0]
+
+    async def call(self, *args: bytes) -> Reply:
+        await self.send(encode_command(list(args)))
+        return await self.reply()
+
+    async def closed(self) -> bool:
+        with trio.fail_after(5):
+            return await self.stream.receive_some(1) == b""
+
+
+async def test_every_command_answers_like_redis(one: Served) -> None:
+    raw = await Raw.open(one)
+    assert await raw.call(b"PING") == SimpleString("PONG")
+    assert await raw.call(b"set", b"k", b"v") == SimpleString("OK")
+    assert await raw.call(b"GET", b"k") == b"v"
+    assert await raw.call(b"GET", b"nope") is None
+    assert await raw.call(b"APPEND", b"k", b"w") == 2
+    assert await raw.call(b"INCR", b"n") == 1
+    assert await raw.call(b"INCRBY", b"n", b"10") == 11
+    assert await raw.call(b"DECR", b"n") == 10
+    assert await raw.call(b"CAS", b"k", b"vw", b"z") == 1
+    assert await raw.call(b"CAS", b"k", b"vw", b"q") == 0
+    assert await raw.call(b"DEL", b"k", b"n", b"x") == 2
+    assert await raw.call(b"DBSIZE") == 0
+    info = await raw.call(b"INFO")
+    assert isinstance(info, bytes) and b"role:leader" in info and b"term:" in info
+    reply = await raw.call(b"INCR", b"k2") and await raw.call(b"APPEND", b"s", b"x")
+    assert reply == 1
+    not_int = await raw.call(b"INCR", b"s")
+    assert isinstance(not_int, ErrorReply) and not_int.code == "ERR"
+
+
+async def test_session_call_applies_a_retried_write_once(one: Served) -> None:
+    raw = await Raw.open(one)
+    sid = await raw.call(b"SESSION.OPEN")
+    assert isinstance(sid, int)
+    s = b"%d" % sid
+    assert await raw.call(b"SESSION.CALL", s, b"1", b"INCR", b"c") == 1
+    assert await raw.call(b"SESSION.CALL", s, b"1", b"INCR", b"c") == 1
+    assert await raw.call(b"SESSION.CALL", s, b"2", b"INCR", b"c") == 2
+    stale = await raw.call(b"SESSION.CALL", s, b"1", b"INCR", b"c")
+    assert isinstance(stale, ErrorReply) and stale.code == "STALESEQ"
+    expired = await raw.call(b"SESSION.CALL", b"999", b"1", b"INCR", b"c")
+    assert isinstance(expired, ErrorReply) and expired.code == "SESSIONEXPIRED"
+    assert await raw.call(b"GET", b"c") == b"2"
+
+
+async def test_a_write_to_a_follower_is_redirected_with_moved_and_the_client_follows(
+    three: Served,
+) -> None:
+    leader = three.cluster.leader()
+    assert leader is not None
+    follower = next(n for n in three.cluster.ids if n != leader)
+    raw = await Raw.open(three, follower)
+    assert await raw.call(b"SET", b"k", b"v") == ErrorReply(f"MOVED 0 {three.address(leader)}")
+    # Reads are served by followers too (the ReadIndex is forwarded to the leader).
+    await KvClient([three.address(leader)]).set(b"k", b"v1")
+    assert await raw.call(b"GET", b"k") == b"v1"
+    client = KvClient([three.address(follower)])
+    assert await client.incr(b"n") == 1
+    assert client.leader == three.address(leader)
+
+
+async def test_malformed_framing_gets_an_error_and_only_that_connection_closes(
+    one: Served,
+) -> None:
+    bystander = await Raw.open(one)
+    raw = await Raw.open(one)
+    await raw.send(b"*1\r\n$3\r\nabcXY")
+    reply = await raw.reply()
+    assert isinstance(reply, ErrorReply) and "Protocol error" in reply.text
+    assert await raw.closed()
+    assert await bystander.call(b"PING") == SimpleString("PONG")
+    assert one.servers[1].statistics().protocol_errors == 1
+
+
+async def test_unknown_commands_and_wrong_arity_get_errors_and_the_connection_stays(
+    one: Served,
+) -> None:
+    raw = await Raw.open(one)
+    unknown = await raw.call(b"FLUSHALL")
+    assert unknown == ErrorReply("ERR unknown command 'FLUSHALL'")
+    arity = await raw.call(b"GET")
+    assert arity == ErrorReply("ERR wrong number of arguments for 'get'")
+    options = await raw.call(b"SET", b"k", b"v", b"NX")
+    assert isinstance(options, ErrorReply) and options.code == "ERR"
+    assert await raw.call(b"PING") == SimpleString("PONG")
+
+
+async def test_an_oversized_value_gets_an_error_and_the_connection_stays(one: Served) -> None:
+    raw = await Raw.open(one)
+    big = await raw.call(b"SET", b"k", b"x" * 1001)
+    assert isinstance(big, ErrorReply) and "value_bytes_max" in big.text
+    assert await raw.call(b"GET", b"k") is None
+    assert await raw.call(b"PING") == SimpleString("PONG")
+
+
+async def test_a_bulk_beyond_the_framing_limit_gets_an_error_and_the_node_survives(
+    one: Served,
+) -> None:
+    raw = await Raw.open(one)
+    await raw.send(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$999999999999\r\n")
+    reply = await raw.reply()
+    assert isinstance(reply, ErrorReply) and "bulk_bytes_max" in reply.text
+    assert await raw.closed()
+    again = await Raw.open(one)
+    assert await again.call(b"PING") == SimpleString("PONG")
+
+
+async def test_pipelined_and_inline_commands_are_answered_in_order(one: Served) -> None:
+    raw = await Raw.open(one)
+    await raw.send(encode_command([b"SET", b"a", b"1"]) + b"PING\r\n"
+                   + encode_command([b"GET", b"a"]))
+    assert [await raw.reply() for _ in range(3)] == [SimpleString("OK"),
+                                                      SimpleString("PONG"), b"1"]
+
+
+async def test_connections_beyond_the_limit_are_refused_and_the_others_keep_working(
+    one: Served,
+) -> None:
+    held = [await Raw.open(one) for _ in range(LIMITS.connections_max)]
+    for raw in held:
+        assert await raw.call(b"PING") == SimpleString("PONG")
+    extra = await Raw.open(one)
+    reply = await extra.reply()
+    assert reply == ErrorReply("ERR max number of clients reached")
+    assert await held[0].call(b"PING") == SimpleString("PONG")
