@@ -1,0 +1,117 @@
+"""Campaigns: many seeds of one run configuration, in parallel worker processes.
+
+Each seed runs in its own process (simulations are CPU-bound and single-threaded) and writes
+its own run directory ``OUT/seed-N``. The outcome is a table, and for every run that was not
+valid the command that replays it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from harness.options import RunOptions, command_line
+from harness.runner import run
+
+SEEDS_MAX = 1_000_000
+JOBS_MAX = 256
+
+
+@attrs.frozen
+class SeedOutcome:
+    seed: int
+    verdict: str
+    line: str
+    failed_checks: tuple[str, ...]
+    operations: int
+    faults: int
+    wall_seconds: float
+    out_dir: str
+    command: str
+
+
+def _run_seed(job: tuple[dict[str, Any], str]) -> SeedOutcome:
+    options_json, out = job
+    options = RunOptions.from_json(options_json, "campaign")
+    out_dir = Path(out)
+    started = time.monotonic()
+    # One process per seed already uses every core we were given: lincheck stays serial.
+    report = run(options, out_dir, lincheck_parallel=False)
+    results = report.results
+    return SeedOutcome(
+        seed=options.seed,
+        verdict=report.verdict,
+        line=report.line,
+        failed_checks=tuple(results["failed_checks"]),
+        operations=results["stats"]["operations"]["invoke"],
+        faults=sum(results["stats"]["faults_started"].values()),
+        wall_seconds=round(time.monotonic() - started, 2),
+        out_dir=str(out_dir),
+        command=results["command"],
+    )
+
+
+def run_campaign(
+    base: RunOptions,
+    seeds: range,
+    jobs: int,
+    out_dir: Path,
+    progress: Callable[[SeedOutcome], None] | None = None,
+) -> list[SeedOutcome]:
+    work = [
+        (attrs.evolve(base, seed=seed).to_json(), str(out_dir / f"seed-{seed}")) for seed in seeds
+    ]
+    outcomes: list[SeedOutcome] = []
+    if jobs <= 1:
+        for job in work:
+            outcome = _run_seed(job)
+            outcomes.append(outcome)
+            if progress is not None:
+                progress(outcome)
+    else:
+        # fork: workers start at once with the harness already imported.
+        context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            for outcome in pool.map(_run_seed, work):
+                outcomes.append(outcome)
+                if progress is not None:
+                    progress(outcome)
+    outcomes.sort(key=lambda o: o.seed)
+    return outcomes
+
+
+def table(outcomes: list[SeedOutcome]) -> str:
+    rows = [("seed", "verdict", "ops", "faults", "wall s", "failed checks")]
+    for o in outcomes:
+        rows.append((str(o.seed), o.verdict, str(o.operations), str(o.faults),
+                     f"{o.wall_seconds:.1f}", ",".join(o.failed_checks) or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def summary(outcomes: list[SeedOutcome]) -> str:
+    counts = {v: sum(1 for o in outcomes if o.verdict == v)
+              for v in ("valid", "invalid", "unknown")}
+    lines = [f"{len(outcomes)} runs: {counts['valid']} valid, {counts['invalid']} invalid, "
+             f"{counts['unknown']} unknown"]
+    for o in outcomes:
+        if o.verdict != "valid":
+            lines.append(f"seed {o.seed} {o.verdict}: raft-harness replay {o.out_dir}")
+            lines.append(f"  or: {command_line(_run_argv(o.command))}")
+    return "\n".join(lines)
+
+
+def _run_argv(command: str) -> list[str]:
+    import shlex
+
+    return shlex.split(command)[1:]

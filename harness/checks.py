@@ -1,0 +1,135 @@
+"""The checks of a run and its verdict.
+
+- ``linearizable``: lincheck on the client history with the workload's model (partitioned by
+  key for the keyed workloads). Unknown when lincheck's time budget runs out.
+- ``safety``: Raft's own invariants from what the nodes did (``raftlib.invariants``: election
+  safety, state machine safety, committed entries applied unchanged, log matching on the final
+  logs), plus the cores' counters of messages no correct peer sends and of refused unsafe acts.
+- ``durability``: every write acknowledged to a client is in the applied log of every node
+  after recovery.
+- ``liveness``: after the final heal, a leader is elected, the probe's write and final reads
+  complete and every node catches up, within the recovery time; else "no progress after heal".
+
+The verdict is ``invalid`` if any check failed, else ``unknown`` if any could not decide, else
+``valid``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+import lincheck
+from lincheck import History, Result
+
+from harness.sim.world import SimOutcome
+from raftlib.invariants import acknowledged_durable
+
+Verdict = Literal["valid", "invalid", "unknown"]
+# Violations listed in results.json per check; the count says how many there were in all.
+VIOLATIONS_SHOWN_MAX = 20
+
+
+@attrs.frozen
+class Check:
+    name: str
+    valid: bool | None  # None: could not decide
+    summary: str
+    violations: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "valid": self.valid,
+            "summary": self.summary,
+            "violations": list(self.violations[:VIOLATIONS_SHOWN_MAX]),
+            "violation_count": len(self.violations),
+        }
+
+
+def lincheck_history(outcome: SimOutcome) -> History:
+    return lincheck.history_from_events(outcome.history.events, source="history.jsonl")
+
+
+def model_of(outcome: SimOutcome) -> lincheck.Model:
+    workload = outcome.workload
+    return lincheck.get_model(workload.model, workload.initial)
+
+
+def check_linearizable(
+    outcome: SimOutcome, timeout: float, parallel: bool | None = None
+) -> tuple[Check, History, Result]:
+    history = lincheck_history(outcome)
+    result = lincheck.check(history, model_of(outcome), timeout=timeout, parallel=parallel)
+    ops = len(history.operations)
+    model = outcome.workload.model
+    if result.verdict == "ok":
+        check = Check("linearizable", True, f"{ops} operations linearizable ({model} model, "
+                                            f"{result.stats.get('partitions', 1)} partitions)")
+    elif result.verdict == "illegal":
+        check = Check("linearizable", False, f"not linearizable: {result.reason}",
+                      tuple(lincheck.explain(history, result).splitlines()))
+    else:
+        check = Check("linearizable", None, f"lincheck could not decide: {result.reason}")
+    return check, history, result
+
+
+def check_safety(outcome: SimOutcome) -> Check:
+    violations = outcome.observer.violations(outcome.logs)
+    for node, (invalid, anomalies) in sorted(outcome.anomalies.items()):
+        if invalid:
+            violations.append(f"node {node} received {invalid} message(s) no correct peer sends")
+        if anomalies:
+            violations.append(f"node {node} refused {anomalies} unsafe message(s) (a second "
+                              "leader in a term, or a rewrite of committed entries)")
+    terms = len(outcome.observer.leaders)
+    if violations:
+        return Check("safety", False, f"{len(violations)} Raft safety violation(s)",
+                     tuple(violations))
+    return Check("safety", True, f"election, log and state machine safety hold "
+                                 f"({terms} terms with a leader)")
+
+
+def check_durability(outcome: SimOutcome) -> Check:
+    live = outcome.liveness
+    applied = {
+        node: entries for node, entries in outcome.observer.applied.items()
+        if node not in live.lagging
+    }
+    acknowledged = outcome.acknowledged
+    violations = acknowledged_durable(acknowledged, applied)
+    if violations:
+        return Check("durability", False, "acknowledged writes missing after recovery",
+                     tuple(violations))
+    return Check("durability", True, f"all {len(acknowledged)} acknowledged writes are in the "
+                                     f"applied log of {len(applied)} node(s)")
+
+
+def check_liveness(outcome: SimOutcome) -> Check:
+    live = outcome.liveness
+
+    def after_heal(us: int) -> str:
+        return f"+{(us - live.heal_us) / 1_000_000:.3f} s"
+
+    bound = f"{outcome.options.recovery_time:g} s"
+    if live.probe_done_us is None:
+        leader = ("no leader was elected" if live.leader_after_heal_us is None
+                  else f"a leader was elected at {after_heal(live.leader_after_heal_us)}")
+        return Check("liveness", False, f"no progress after heal: the probe did not complete "
+                                        f"within {bound} ({leader}; "
+                                        f"{live.probe_attempts} attempts)")
+    if live.caught_up_us is None:
+        lagging = ", ".join(f"node {n} at {a}" for n, a in sorted(live.lagging.items()))
+        return Check("liveness", False, f"no progress after heal: nodes did not catch up to "
+                                        f"index {live.catch_up_target} within {bound} "
+                                        f"({lagging})")
+    return Check("liveness", True, f"probe completed at {after_heal(live.probe_done_us)}, all "
+                                   f"nodes caught up at {after_heal(live.caught_up_us)} "
+                                   f"(bound {bound})")
+
+
+def verdict_of(checks: list[Check]) -> Verdict:
+    if any(check.valid is False for check in checks):
+        return "invalid"
+    if any(check.valid is None for check in checks):
+        return "unknown"
+    return "valid"

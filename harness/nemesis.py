@@ -1,0 +1,335 @@
+"""Nemesis schedules: fault windows as plain data, generated from the seed, saved and replayed.
+
+A schedule is a list of ``Fault`` windows: a kind, a start and a stop time (seconds of the
+run) and the kind's parameters, chosen when the schedule is generated. Within one kind windows
+never overlap; different kinds do overlap (a partition during a crash). Every window stops by
+the time limit, so each run ends with every fault healed, followed by the recovery window.
+Only ``isolate-leader`` partitions and ``leader`` targets are resolved when they start (the
+simulator is deterministic, so a replay resolves them the same way); the history records what
+each fault actually did.
+
+Kinds and their parameters:
+
+- ``partition``  mode: ``halves`` | ``isolate`` | ``isolate-leader`` | ``majorities-ring`` |
+  ``bridge``; ``blocked``: the directed links [src, dst] that drop messages (null for
+  isolate-leader).
+- ``kill``       crash and restart: ``nodes`` (or null and ``targets: leader``); a process crash
+  (``lose_unsynced: false``: what reached the OS survives).
+- ``disk``       a crash that is a power loss: ``lose_unsynced: true`` and sometimes ``torn``
+  (the last unsynced write keeps only a prefix).
+- ``pause``      SIGSTOP/SIGCONT: ``nodes`` (or leader) stop processing; inputs queue up.
+- ``loss`` / ``duplicate`` (``probability``), ``delay`` (``delay_ms``, ``jitter_ms``),
+  ``reorder`` (``probability``, ``delay_ms_max``): every link misbehaves meanwhile.
+- ``clock``      ``rates``: [[node, factor], ...]; a node's ticks run ``factor`` times as fast.
+
+A shrinker (next issue) may delete windows, shorten them or drop nodes from them: any list of
+valid windows is a valid schedule.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from harness.options import NEMESIS_KINDS
+
+SCHEDULE_VERSION = 1
+PARTITION_MODES = ("halves", "isolate", "isolate-leader", "majorities-ring", "bridge")
+NODE_TARGETS = ("one", "minority", "majority", "all", "leader")
+# A window shorter than this is not generated (it would end before anything noticed it).
+WINDOW_SECONDS_MIN = 0.05
+FAULTS_MAX = 100_000
+
+
+class ScheduleError(ValueError):
+    """A malformed schedule; ``str()`` is one line naming the fault and field."""
+
+
+@attrs.frozen
+class Fault:
+    id: int
+    kind: str
+    start: float
+    stop: float
+    params: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "start": self.start,
+            "stop": self.stop,
+            "params": dict(self.params),
+        }
+
+
+@attrs.frozen
+class Schedule:
+    nodes: int
+    time_limit: float
+    faults: tuple[Fault, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": SCHEDULE_VERSION,
+            "nodes": self.nodes,
+            "time_limit": self.time_limit,
+            "faults": [fault.to_json() for fault in self.faults],
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=1, sort_keys=True) + "\n"
+
+    def kinds(self) -> list[str]:
+        return sorted({fault.kind for fault in self.faults})
+
+    def describe(self) -> str:
+        """One line per fault, for people."""
+        lines = []
+        for fault in self.faults:
+            shown = ", ".join(f"{k}={_short(v)}" for k, v in sorted(fault.params.items()))
+            lines.append(
+                f"#{fault.id} {fault.kind:<9} {fault.start:8.3f}s .. {fault.stop:8.3f}s  {shown}"
+            )
+        return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+# --- generation -------------------------------------------------------------------------------
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds, 3)
+
+
+def _nodes(n: int) -> list[int]:
+    return list(range(1, n + 1))
+
+
+def _pick_targets(rng: random.Random, n: int) -> dict[str, Any]:
+    targets = rng.choice(NODE_TARGETS)
+    nodes = _nodes(n)
+    if targets == "leader":
+        return {"targets": targets, "nodes": None}
+    count = {"one": 1, "minority": max(1, (n - 1) // 2), "majority": n // 2 + 1, "all": n}[targets]
+    return {"targets": targets, "nodes": sorted(rng.sample(nodes, count))}
+
+
+def _cut_between(a: Sequence[int], b: Sequence[int]) -> list[list[int]]:
+    links = []
+    for x in a:
+        for y in b:
+            links.append([x, y])
+            links.append([y, x])
+    return sorted(links)
+
+
+def partition_links(mode: str, order: Sequence[int]) -> list[list[int]]:
+    """The directed links a partition of ``mode`` blocks, for nodes in ``order`` (shuffled by
+    the caller): ``isolate`` cuts order[0] off, ``halves`` splits the order in two, ``bridge``
+    makes order[0] the only node both halves reach, ``majorities-ring`` arranges a ring."""
+    n = len(order)
+    if mode in ("isolate", "isolate-leader"):
+        return _cut_between(order[:1], order[1:])
+    if mode == "halves":
+        half = n // 2
+        return _cut_between(order[:half], order[half:])
+    if mode == "bridge":
+        # Two halves that only the bridge node (order[0]) can talk across.
+        rest = order[1:]
+        return _cut_between(rest[: len(rest) // 2], rest[len(rest) // 2 :])
+    if mode == "majorities-ring":
+        # Each node hears from its nearest neighbours on the ring: a majority (itself
+        # included), but no two nodes share the same majority, so there is no stable quorum.
+        reach = (n // 2 + 1) // 2
+        links = []
+        for i, src in enumerate(order):
+            for j, dst in enumerate(order):
+                distance = min((i - j) % n, (j - i) % n)
+                if i != j and distance > reach:
+                    links.append([src, dst])
+        return sorted(links)
+    raise ScheduleError(f"unknown partition mode {mode!r}")
+
+
+def _partition_params(rng: random.Random, n: int) -> dict[str, Any]:
+    modes = [m for m in PARTITION_MODES if n >= 2]
+    if n < 5:
+        # With fewer than five nodes a majorities ring is a full mesh: no fault at all.
+        modes = [m for m in modes if m != "majorities-ring"]
+    if n < 3:
+        modes = [m for m in modes if m != "bridge"]
+    mode = rng.choice(modes)
+    if mode == "isolate-leader":
+        return {"mode": mode, "blocked": None}
+    order = _nodes(n)
+    rng.shuffle(order)
+    return {"mode": mode, "blocked": partition_links(mode, order)}
+
+
+def _params(kind: str, rng: random.Random, n: int) -> dict[str, Any]:
+    if kind == "partition":
+        return _partition_params(rng, n)
+    if kind == "kill":
+        return {**_pick_targets(rng, n), "lose_unsynced": False, "torn": False}
+    if kind == "disk":
+        return {**_pick_targets(rng, n), "lose_unsynced": True, "torn": rng.random() < 0.5}
+    if kind == "pause":
+        return _pick_targets(rng, n)
+    if kind in ("loss", "duplicate"):
+        return {"probability": round(rng.uniform(0.05, 0.4), 3)}
+    if kind == "delay":
+        return {"delay_ms": rng.randint(5, 200), "jitter_ms": rng.randint(0, 50)}
+    if kind == "reorder":
+        return {"probability": round(rng.uniform(0.1, 0.5), 3), "delay_ms_max": rng.randint(5, 100)}
+    if kind == "clock":
+        rates = [[node, round(rng.choice((0.25, 0.5, 1.0, 2.0, 4.0)) * rng.uniform(0.9, 1.1), 3)]
+                 for node in _nodes(n)]
+        return {"rates": rates}
+    raise ScheduleError(f"unknown fault kind {kind!r}")
+
+
+def generate(
+    seed: int, kinds: Sequence[str], nodes: int, time_limit: float, interval: float
+) -> Schedule:
+    """A random schedule: for each kind, quiet gaps and fault windows of about ``interval``
+    seconds each (uniform in [0.5, 1.5] x interval), all within [0, time_limit]."""
+    faults: list[Fault] = []
+    for kind in kinds:
+        # One stream per kind: adding a kind leaves the other kinds' windows unchanged.
+        rng = random.Random(f"{seed}:nemesis:{kind}")
+        t = 0.0
+        while len(faults) < FAULTS_MAX:
+            start = t + rng.uniform(0.5, 1.5) * interval
+            stop = min(start + rng.uniform(0.5, 1.5) * interval, time_limit)
+            if stop - start < WINDOW_SECONDS_MIN:
+                break
+            faults.append(Fault(0, kind, _ms(start), _ms(stop), _params(kind, rng, nodes)))
+            t = stop
+    faults.sort(key=lambda f: (f.start, f.kind))
+    numbered = tuple(attrs.evolve(fault, id=i + 1) for i, fault in enumerate(faults))
+    return Schedule(nodes=nodes, time_limit=time_limit, faults=numbered)
+
+
+# --- reading a saved schedule ----------------------------------------------------------------
+
+
+def _number(where: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise ScheduleError(f"{where}: {name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _node_list(where: str, value: Any, n: int) -> None:
+    if value is None:
+        return
+    if not isinstance(value, list) or not value or not all(
+        isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= n for x in value
+    ):
+        raise ScheduleError(f"{where}: nodes must be a non-empty list of node ids in 1..{n}")
+
+
+def _check_params(where: str, kind: str, params: Mapping[str, Any], n: int) -> None:
+    if kind == "partition":
+        if params.get("mode") not in PARTITION_MODES:
+            raise ScheduleError(f"{where}: params.mode must be one of {', '.join(PARTITION_MODES)}")
+        blocked = params.get("blocked")
+        if blocked is None and params["mode"] != "isolate-leader":
+            raise ScheduleError(f"{where}: params.blocked is required for mode {params['mode']}")
+        if blocked is not None and not (
+            isinstance(blocked, list)
+            and all(
+                isinstance(link, list) and len(link) == 2
+                and all(isinstance(x, int) and 1 <= x <= n for x in link)
+                for link in blocked
+            )
+        ):
+            raise ScheduleError(f"{where}: params.blocked must be a list of [src, dst] node ids")
+    elif kind in ("kill", "disk", "pause"):
+        if params.get("targets") not in NODE_TARGETS:
+            raise ScheduleError(
+                f"{where}: params.targets must be one of {', '.join(NODE_TARGETS)}"
+            )
+        _node_list(where, params.get("nodes"), n)
+        if params.get("nodes") is None and params["targets"] != "leader":
+            raise ScheduleError(
+                f"{where}: params.nodes is required for targets {params['targets']}"
+            )
+        if kind != "pause":
+            for flag in ("lose_unsynced", "torn"):
+                if not isinstance(params.get(flag), bool):
+                    raise ScheduleError(f"{where}: params.{flag} must be true or false")
+    elif kind in ("loss", "duplicate", "reorder"):
+        p = _number(where, "params.probability", params.get("probability"))
+        if not 0.0 <= p <= 1.0:
+            raise ScheduleError(f"{where}: params.probability must be in [0, 1], got {p}")
+        delay_max = params.get("delay_ms_max", 0)
+        if kind == "reorder" and _number(where, "params.delay_ms_max", delay_max) < 0:
+            raise ScheduleError(f"{where}: params.delay_ms_max must be >= 0")
+    elif kind == "delay":
+        for name in ("delay_ms", "jitter_ms"):
+            if _number(where, f"params.{name}", params.get(name)) < 0:
+                raise ScheduleError(f"{where}: params.{name} must be >= 0")
+    elif kind == "clock":
+        rates = params.get("rates")
+        if not isinstance(rates, list) or not all(
+            isinstance(r, list) and len(r) == 2 and isinstance(r[0], int) and 1 <= r[0] <= n
+            and isinstance(r[1], int | float) and not isinstance(r[1], bool) and 0.01 <= r[1] <= 100
+            for r in rates
+        ):
+            raise ScheduleError(f"{where}: params.rates must be [[node, factor in 0.01..100], ...]")
+
+
+def schedule_from_json(data: Any, source: str) -> Schedule:
+    """Validate a saved schedule (``nemesis.json``); errors name the fault and field."""
+    if not isinstance(data, dict):
+        raise ScheduleError(f"{source}: a schedule is a JSON object")
+    if data.get("version") != SCHEDULE_VERSION:
+        raise ScheduleError(f"{source}: unsupported schedule version {data.get('version')!r}")
+    n = data.get("nodes")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ScheduleError(f"{source}: nodes must be a positive integer")
+    time_limit = _number(source, "time_limit", data.get("time_limit"))
+    raw_faults = data.get("faults")
+    if not isinstance(raw_faults, list) or len(raw_faults) > FAULTS_MAX:
+        raise ScheduleError(f"{source}: faults must be a list of at most {FAULTS_MAX}")
+    faults = []
+    for position, raw in enumerate(raw_faults):
+        where = f"{source}: faults[{position}]"
+        if not isinstance(raw, dict):
+            raise ScheduleError(f"{where}: a fault is a JSON object")
+        kind = raw.get("kind")
+        if kind not in NEMESIS_KINDS:
+            raise ScheduleError(f"{where}: unknown kind {kind!r}")
+        fid = raw.get("id")
+        if not isinstance(fid, int) or isinstance(fid, bool):
+            raise ScheduleError(f"{where}: id must be an integer")
+        start = _number(where, "start", raw.get("start"))
+        stop = _number(where, "stop", raw.get("stop"))
+        if not 0 <= start <= stop <= time_limit:
+            raise ScheduleError(f"{where}: need 0 <= start <= stop <= time_limit ({time_limit})")
+        params = raw.get("params")
+        if not isinstance(params, dict):
+            raise ScheduleError(f"{where}: params must be a JSON object")
+        _check_params(where, kind, params, n)
+        faults.append(Fault(fid, kind, start, stop, params))
+    by_kind: dict[str, list[Fault]] = {}
+    for fault in faults:
+        by_kind.setdefault(fault.kind, []).append(fault)
+    for kind, windows in by_kind.items():
+        windows.sort(key=lambda f: f.start)
+        for before, after in itertools.pairwise(windows):
+            if after.start < before.stop:
+                raise ScheduleError(
+                    f"{source}: {kind} faults #{before.id} and #{after.id} overlap"
+                )
+    faults.sort(key=lambda f: (f.start, f.kind))
+    return Schedule(nodes=n, time_limit=time_limit, faults=tuple(faults))

@@ -1,0 +1,154 @@
+"""Applies a nemesis schedule (``harness.nemesis``) to a simulated cluster at its times.
+
+Each window starts and stops at its scheduled virtual time; ``heal_all`` at the time limit
+stops whatever is still active, so every run ends healed. What each fault actually did (which
+node was the leader it isolated, which nodes it crashed) goes into the history as a nemesis
+event and into the node log.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+from harness.history import HistoryRecorder
+from harness.nemesis import Fault, Schedule, partition_links
+from harness.sim.loop import EventLoop, seconds_to_us
+from harness.sim.network import NO_FAULTS, LinkFaults, SimNetwork
+from harness.sim.node import SimNode
+from raftlib.core.types import NodeId
+
+_NET_KINDS = ("loss", "duplicate", "delay", "reorder")
+
+
+class NemesisRuntime:
+    def __init__(
+        self,
+        *,
+        loop: EventLoop,
+        network: SimNetwork,
+        nodes: dict[NodeId, SimNode],
+        history: HistoryRecorder,
+        log: Callable[[str], None],
+        rng: random.Random,
+        leader: Callable[[], NodeId | None],
+    ) -> None:
+        self._loop = loop
+        self._network = network
+        self._nodes = nodes
+        self._history = history
+        self._log = log
+        self._rng = rng
+        self._leader = leader
+        # fault id -> (fault, the nodes it hit) for every window now in effect
+        self._active: dict[int, tuple[Fault, list[NodeId]]] = {}
+        self._net: dict[str, Fault] = {}
+        self.fired: dict[str, int] = {}  # kind -> windows started
+
+    def install(self, schedule: Schedule) -> None:
+        for fault in schedule.faults:
+            self._loop.at(seconds_to_us(fault.start), self._start, fault)
+            self._loop.at(seconds_to_us(fault.stop), self._stop, fault)
+
+    def _targets(self, params: Any) -> list[NodeId]:
+        nodes = params.get("nodes")
+        if nodes is not None:
+            return list(nodes)
+        leader = self._leader()
+        if leader is None:
+            # No leader right now: hit a node at random, like a leader that just lost its role.
+            leader = sorted(self._nodes)[self._rng.randrange(len(self._nodes))]
+        return [leader]
+
+    def _start(self, fault: Fault) -> None:
+        if fault.id in self._active:
+            return
+        kind = fault.kind
+        params = fault.params
+        hit: list[NodeId] = []
+        detail: dict[str, Any] = {"id": fault.id}
+        if kind == "partition":
+            blocked = params["blocked"]
+            if blocked is None:  # isolate-leader: resolved now
+                hit = self._targets({"nodes": None})
+                others = [n for n in sorted(self._nodes) if n != hit[0]]
+                blocked = partition_links("isolate", hit + others)
+                detail["isolated"] = hit[0]
+            self._network.blocked = frozenset((a, b) for a, b in blocked)
+            detail["mode"] = params["mode"]
+            detail["blocked"] = [list(link) for link in sorted(self._network.blocked)]
+        elif kind in ("kill", "disk"):
+            hit = self._targets(params)
+            for node in hit:
+                self._nodes[node].crash(lose_unsynced=params["lose_unsynced"], torn=params["torn"])
+            detail.update(nodes=hit, lose_unsynced=params["lose_unsynced"], torn=params["torn"])
+        elif kind == "pause":
+            hit = self._targets(params)
+            for node in hit:
+                self._nodes[node].pause()
+            detail["nodes"] = hit
+        elif kind in _NET_KINDS:
+            self._net[kind] = fault
+            self._network.faults = self._link_faults()
+            detail.update(params)
+        elif kind == "clock":
+            for node, rate in params["rates"]:
+                self._nodes[node].clock_rate = float(rate)
+            detail["rates"] = params["rates"]
+        self._active[fault.id] = (fault, hit)
+        self.fired[kind] = self.fired.get(kind, 0) + 1
+        self._history.nemesis(f"start-{kind}", detail)
+        self._log(f"nemesis start-{kind} {detail}")
+
+    def _stop(self, fault: Fault) -> None:
+        entry = self._active.pop(fault.id, None)
+        if entry is None:
+            return
+        kind = fault.kind
+        _, hit = entry
+        if kind == "partition":
+            self._network.blocked = frozenset()
+        elif kind in ("kill", "disk"):
+            for node in hit:
+                self._nodes[node].restart()
+        elif kind == "pause":
+            for node in hit:
+                self._nodes[node].resume()
+        elif kind in _NET_KINDS:
+            self._net.pop(kind, None)
+            self._network.faults = self._link_faults()
+        elif kind == "clock":
+            for member in self._nodes.values():
+                member.clock_rate = 1.0
+        self._history.nemesis(f"stop-{kind}", {"id": fault.id})
+        self._log(f"nemesis stop-{kind} #{fault.id}")
+
+    def heal_all(self) -> None:
+        """Stop every fault still in effect (the schedule's own stops come first)."""
+        for fault, _ in list(self._active.values()):
+            self._stop(fault)
+        if self._network.blocked or self._network.faults != NO_FAULTS:
+            raise AssertionError("network faults remain after heal_all")
+        for node in self._nodes.values():
+            node.restart()
+            node.resume()
+            node.clock_rate = 1.0
+
+    def _link_faults(self) -> LinkFaults:
+        net = self._net
+        loss = net["loss"].params["probability"] if "loss" in net else 0.0
+        dup = net["duplicate"].params["probability"] if "duplicate" in net else 0.0
+        delay_ms = net["delay"].params["delay_ms"] if "delay" in net else 0
+        jitter_ms = net["delay"].params["jitter_ms"] if "delay" in net else 0
+        reorder = net["reorder"].params["probability"] if "reorder" in net else 0.0
+        reorder_ms = net["reorder"].params["delay_ms_max"] if "reorder" in net else 0
+        return LinkFaults(
+            loss_probability=float(loss),
+            duplicate_probability=float(dup),
+            reorder_probability=float(reorder),
+            reorder_delay_us_max=round(reorder_ms * 1000),
+            extra_delay_us=round(delay_ms * 1000),
+            extra_jitter_us=round(jitter_ms * 1000),
+        )
+

@@ -1,0 +1,148 @@
+"""The simulated network between nodes, and the (fault-free) links from clients to nodes.
+
+Faults are data set by the nemesis: ``blocked`` directed links (a partition) and one
+``LinkFaults`` record for every link (loss, duplication, extra delay, reordering). Each batch a
+node sends to one peer normally travels as one unit (like a TCP write) with its own seeded
+delay, so batches may still arrive out of order; while loss, duplication or reordering is on,
+every message travels alone and each draw is per message. A blocked link drops messages when
+they are sent and when they would arrive, so a partition also catches what is in flight.
+
+Client links are not faulted (as in Jepsen, clients reach their node directly); a crashed or
+paused node is what a client sees fail.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+from harness.sim.loop import EventLoop
+from raftlib.core.types import Message, NodeId
+
+COUNTERS = (
+    "sent",
+    "delivered",
+    "dropped_partition",
+    "dropped_loss",
+    "dropped_down",
+    "duplicated",
+    "reordered",
+    "delayed",
+)
+
+
+class Receiver(Protocol):
+    def receive(self, msgs: Sequence[Message]) -> None: ...
+
+
+@attrs.frozen
+class LinkFaults:
+    loss_probability: float = 0.0
+    duplicate_probability: float = 0.0
+    reorder_probability: float = 0.0
+    reorder_delay_us_max: int = 0
+    extra_delay_us: int = 0
+    extra_jitter_us: int = 0
+
+    def per_message(self) -> bool:
+        return bool(
+            self.loss_probability or self.duplicate_probability or self.reorder_probability
+        )
+
+
+NO_FAULTS = LinkFaults()
+
+
+class SimNetwork:
+    def __init__(
+        self,
+        loop: EventLoop,
+        rng: random.Random,
+        client_rng: random.Random,
+        *,
+        delay_us: int = 500,
+        jitter_us: int = 1000,
+        client_delay_us: int = 200,
+        client_jitter_us: int = 300,
+    ) -> None:
+        self._loop = loop
+        self._rng = rng
+        self._client_rng = client_rng
+        self._delay_us = delay_us
+        self._jitter_us = jitter_us
+        self._client_delay_us = client_delay_us
+        self._client_jitter_us = client_jitter_us
+        self.receivers: dict[NodeId, Receiver] = {}
+        self.blocked: frozenset[tuple[NodeId, NodeId]] = frozenset()
+        self.faults = NO_FAULTS
+        self.counters = dict.fromkeys(COUNTERS, 0)
+
+    # --- node to node ---------------------------------------------------------------------
+
+    def send(self, src: NodeId, messages: Sequence[Message]) -> None:
+        counters = self.counters
+        counters["sent"] += len(messages)
+        if self.faults.per_message():
+            for msg in messages:
+                if (src, msg.dst) in self.blocked:
+                    counters["dropped_partition"] += 1
+                else:
+                    self._send_faulty(src, msg.dst, msg)
+            return
+        # One batch per destination, in send order (most Readies address each peer once).
+        by_dst: dict[NodeId, list[Message]] = {}
+        for msg in messages:
+            batch = by_dst.get(msg.dst)
+            if batch is None:
+                by_dst[msg.dst] = [msg]
+            else:
+                batch.append(msg)
+        blocked = self.blocked
+        after = self._loop.after
+        for dst, batch in by_dst.items():
+            if blocked and (src, dst) in blocked:
+                counters["dropped_partition"] += len(batch)
+            else:
+                after(self._delay(), self._deliver, (src, dst, batch))
+
+    def _delay(self) -> int:
+        faults = self.faults
+        if faults.extra_delay_us or faults.extra_jitter_us:
+            self.counters["delayed"] += 1
+        jitter = self._jitter_us + faults.extra_jitter_us
+        return self._delay_us + faults.extra_delay_us + int(self._rng.random() * (jitter + 1))
+
+    def _send_faulty(self, src: NodeId, dst: NodeId, msg: Message) -> None:
+        rng = self._rng
+        faults = self.faults
+        if rng.random() < faults.loss_probability:
+            self.counters["dropped_loss"] += 1
+            return
+        copies = 1
+        if rng.random() < faults.duplicate_probability:
+            copies = 2
+            self.counters["duplicated"] += 1
+        for _ in range(copies):
+            delay = self._delay()
+            if rng.random() < faults.reorder_probability:
+                delay += int(rng.random() * (faults.reorder_delay_us_max + 1))
+                self.counters["reordered"] += 1
+            self._loop.after(delay, self._deliver, (src, dst, [msg]))
+
+    def _deliver(self, item: tuple[NodeId, NodeId, list[Message]]) -> None:
+        src, dst, batch = item
+        if (src, dst) in self.blocked:
+            self.counters["dropped_partition"] += len(batch)
+            return
+        self.counters["delivered"] += len(batch)
+        self.receivers[dst].receive(batch)
+
+    # --- clients --------------------------------------------------------------------------
+
+    def client_hop(self, fn: Callable[[Any], None], arg: Any) -> None:
+        """Carry a request or reply between a client and a node (never lost, never cut)."""
+        jitter = int(self._client_rng.random() * (self._client_jitter_us + 1))
+        self._loop.after(self._client_delay_us + jitter, fn, arg)

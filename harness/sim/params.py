@@ -1,0 +1,36 @@
+"""SimParams: the simulated machine (clock tick, disk and network latencies, queue bounds).
+
+These mirror ``raftlib.node.NodeConfig``'s defaults where one exists, so the simulated cluster
+times out, heartbeats and batches as the real one does. They are recorded in ``results.json``.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class SimParams:
+    tick_us: int = 25_000
+    election_timeout_ticks_min: int = 10
+    election_timeout_ticks_max: int = 20
+    heartbeat_interval_ticks: int = 2
+    # An fsync takes a uniform time in [min, max]: long enough that a crash can land between
+    # a write and its fsync, which is what the disk faults need.
+    fsync_us_min: int = 500
+    fsync_us_max: int = 5_000
+    net_delay_us: int = 500
+    net_jitter_us: int = 1_000
+    client_delay_us: int = 200
+    client_jitter_us: int = 300
+    # Inputs waiting for a busy or paused node; beyond this they are dropped, as a full socket
+    # buffer would.
+    inbox_items_max: int = 10_000
+    inputs_per_iteration_max: int = 4096
+    pending_requests_max: int = 65_536
+    # Readies one input may produce before the driver yields: a bound, not a tuning knob.
+    readies_per_drain_max: int = 10_000
+    # A client follows at most this many NotLeader answers per operation, waiting this long
+    # before retrying when no leader is known.
+    redirects_max: int = 20
+    retry_backoff_us: int = 50_000

@@ -1,0 +1,284 @@
+"""SimWorld: one whole run in one process on virtual time — cluster, clients, faults.
+
+The phases of a run (all times virtual):
+
+1. ``[0, time_limit)``: clients run the workload at the target rate while the nemesis
+   schedule injects and heals faults;
+2. ``time_limit``: every fault still active is healed and clients stop invoking;
+3. recovery: a probe client must complete one write and a read of every key within
+   ``recovery_time`` (liveness: "no progress after heal" otherwise), then every node must apply
+   up to the leader's commit index (so the durability check sees each node's whole log), and
+   every workload operation still open must complete (they all have timeouts).
+
+Every random choice comes from a ``random.Random`` stream named after its purpose and derived
+from the run seed, so the run is a function of (options, schedule).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import attrs
+
+from harness.history import HistoryRecorder
+from harness.nemesis import Schedule
+from harness.options import RunOptions
+from harness.sim.client import Completion, SimClient
+from harness.sim.loop import EventLoop, seconds_to_us
+from harness.sim.nemesis_runtime import NemesisRuntime
+from harness.sim.network import SimNetwork
+from harness.sim.node import SimNode
+from harness.sim.params import SimParams
+from harness.workloads import OpSpec, Workload, make_workload
+from raftlib.core.types import Entry, NodeId
+from raftlib.invariants import Observer
+
+# How often the recovery phase looks at the cluster, and how long the probe waits before it
+# retries an operation that did not succeed.
+POLL_US = 50_000
+PROBE_RETRY_US = 100_000
+
+
+@attrs.define
+class Liveness:
+    heal_us: int = 0
+    deadline_us: int = 0
+    leader_after_heal_us: int | None = None
+    probe_done_us: int | None = None
+    caught_up_us: int | None = None
+    catch_up_target: int = 0
+    probe_attempts: int = 0
+    lagging: dict[NodeId, int] = attrs.field(factory=dict)  # node -> applied index, if behind
+
+
+@attrs.define
+class SimOutcome:
+    options: RunOptions
+    schedule: Schedule
+    params: SimParams
+    history: HistoryRecorder
+    observer: Observer
+    logs: dict[NodeId, list[Entry]]
+    anomalies: dict[NodeId, tuple[int, int]]  # node -> (invalid messages, safety anomalies)
+    acknowledged: list[bytes]
+    liveness: Liveness
+    node_log: list[str]
+    stats: dict[str, Any]
+    workload: Workload
+
+
+def stream(seed: int, name: str) -> random.Random:
+    """An independent random stream for one purpose (str seeds are hashed with SHA-512, so
+    the stream is the same in every process and Python run)."""
+    return random.Random(f"{seed}:{name}")
+
+
+class SimWorld:
+    def __init__(
+        self, options: RunOptions, schedule: Schedule, params: SimParams | None = None
+    ) -> None:
+        self.options = options
+        self.schedule = schedule
+        self.params = params or SimParams()
+        seed = options.seed
+        self.loop = EventLoop()
+        self.workload = make_workload(options.workload, stream(seed, "workload"))
+        self.history = HistoryRecorder(lambda: self.loop.now_us, self.workload.keyed)
+        self.observer = Observer()
+        self.node_log: list[str] = []
+        p = self.params
+        self.network = SimNetwork(
+            self.loop, stream(seed, "network"), stream(seed, "client-network"),
+            delay_us=p.net_delay_us, jitter_us=p.net_jitter_us,
+            client_delay_us=p.client_delay_us, client_jitter_us=p.client_jitter_us,
+        )
+        voters = tuple(range(1, options.nodes + 1))
+        self.nodes: dict[NodeId, SimNode] = {
+            node_id: SimNode(
+                node_id, voters, loop=self.loop, network=self.network, params=p,
+                observer=self.observer, log=self._node_event, seed=seed,
+                initial=self.workload.initial,
+            )
+            for node_id in voters
+        }
+        self.network.receivers = dict(self.nodes)
+        self._next_process = 0
+        self._think_rng = stream(seed, "think")
+        self.time_limit_us = seconds_to_us(options.time_limit)
+        self._timeout_us = seconds_to_us(options.request_timeout)
+        # Each client waits a uniform [0, 2 * mean] between operations; the mean makes all of
+        # them together invoke about ``rate`` operations per second.
+        self._think_mean_us = seconds_to_us(options.clients / options.rate)
+        self.clients = [self._client(stream(seed, f"client:{i}")) for i in range(options.clients)]
+        for client in self.clients:
+            client.on_complete = self._workload_next(client)
+        self.nemesis = NemesisRuntime(
+            loop=self.loop, network=self.network, nodes=self.nodes, history=self.history,
+            log=self._world_event, rng=stream(seed, "nemesis-runtime"), leader=self.leader,
+        )
+        self.liveness = Liveness()
+        self._probe: SimClient | None = None
+        self._probe_ops: list[OpSpec] = []
+
+    # --- construction helpers ---------------------------------------------------------------
+
+    def _new_process(self) -> int:
+        process = self._next_process
+        self._next_process += 1
+        return process
+
+    def _client(self, rng: random.Random) -> SimClient:
+        return SimClient(
+            loop=self.loop, network=self.network, nodes=self.nodes, params=self.params,
+            history=self.history, rng=rng, new_process=self._new_process,
+            request_timeout_us=self._timeout_us,
+        )
+
+    def _stamp(self) -> str:
+        return f"[{self.loop.now_us / 1_000_000:12.6f}]"
+
+    def _node_event(self, node: NodeId, text: str) -> None:
+        self.node_log.append(f"{self._stamp()} n{node} {text}")
+
+    def _world_event(self, text: str) -> None:
+        self.node_log.append(f"{self._stamp()} -- {text}")
+
+    # --- the workload -------------------------------------------------------------------------
+
+    def _think_us(self) -> int:
+        return int(self._think_rng.random() * 2 * self._think_mean_us)
+
+    def _workload_next(self, client: SimClient) -> Any:
+        def next_op(_: Completion | None) -> None:
+            self.loop.after(self._think_us(), self._invoke, client)
+
+        return next_op
+
+    def _invoke(self, client: SimClient) -> None:
+        if self.loop.now_us >= self.time_limit_us or client.busy:
+            return
+        client.invoke(self.workload.next_op())
+
+    # --- observation ------------------------------------------------------------------------
+
+    def leader(self) -> NodeId | None:
+        """The leader of the highest term among running nodes (ground truth, for faults)."""
+        best: tuple[int, NodeId] | None = None
+        for node in self.nodes.values():
+            core = node.core
+            if core is not None and node.is_leader() and (best is None or core.term > best[0]):
+                best = (core.term, node.id)
+        return None if best is None else best[1]
+
+    # --- the run ----------------------------------------------------------------------------
+
+    def run(self) -> SimOutcome:
+        loop = self.loop
+        for node in self.nodes.values():
+            node.start()
+        for client in self.clients:
+            loop.after(self._think_us(), self._invoke, client)
+        self.nemesis.install(self.schedule)
+        loop.run_until(self.time_limit_us)
+        self._heal()
+        live = self.liveness
+        loop.run_until(live.deadline_us, self._finished)
+        # Operations still open at the deadline get their timeouts (no liveness then).
+        loop.run_until(loop.now_us + self._timeout_us + POLL_US,
+                       lambda: not any(client.busy for client in self.clients))
+        return self._outcome()
+
+    def _heal(self) -> None:
+        self.nemesis.heal_all()
+        live = self.liveness
+        live.heal_us = self.loop.now_us
+        live.deadline_us = live.heal_us + seconds_to_us(self.options.recovery_time)
+        self._world_event("all faults healed; recovery window starts")
+        self._probe = self._client(stream(self.options.seed, "probe"))
+        self._probe_ops = self.workload.probe_ops()
+        self._probe.on_complete = self._probe_next
+        self.loop.after(0, self._probe_invoke, None)
+        self.loop.after(POLL_US, self._poll, None)
+
+    def _probe_invoke(self, _: Any) -> None:
+        probe = self._probe
+        assert probe is not None
+        if self._probe_ops and not probe.busy and self.loop.now_us < self.liveness.deadline_us:
+            self.liveness.probe_attempts += 1
+            probe.invoke(self._probe_ops[0])
+
+    def _probe_next(self, completion: Completion) -> None:
+        _, _, outcome, _ = completion
+        if outcome == "ok":
+            self._probe_ops.pop(0)
+            if not self._probe_ops:
+                self.liveness.probe_done_us = self.loop.now_us
+                return
+            self.loop.after(0, self._probe_invoke, None)
+        else:
+            self.loop.after(PROBE_RETRY_US, self._probe_invoke, None)
+
+    def _poll(self, _: Any) -> None:
+        live = self.liveness
+        now = self.loop.now_us
+        if live.leader_after_heal_us is None and self.leader() is not None:
+            live.leader_after_heal_us = now
+        clients_idle = not any(client.busy for client in self.clients)
+        if live.probe_done_us is not None and clients_idle and live.caught_up_us is None:
+            # Every acknowledged write is committed by now; the durability check needs every
+            # node to have applied at least that far.
+            if not live.catch_up_target:
+                live.catch_up_target = max(
+                    (n.core.commit_index for n in self.nodes.values() if n.core is not None),
+                    default=0,
+                )
+            target = live.catch_up_target
+            behind = {n.id: n.applied for n in self.nodes.values() if n.applied < target}
+            live.lagging = behind
+            if not behind:
+                live.caught_up_us = now
+        if now < live.deadline_us:
+            self.loop.after(POLL_US, self._poll, None)
+
+    def _finished(self) -> bool:
+        live = self.liveness
+        return live.caught_up_us is not None or self.loop.now_us >= live.deadline_us
+
+    def _outcome(self) -> SimOutcome:
+        acknowledged: list[bytes] = []
+        for client in [*self.clients, *([self._probe] if self._probe else [])]:
+            acknowledged.extend(client.ok_writes)
+        anomalies = {}
+        for node in self.nodes.values():
+            if node.core is not None:
+                status = node.core.status()
+                anomalies[node.id] = (status.invalid_messages, status.safety_anomalies)
+        stats = {
+            "simulated_seconds": self.loop.now_us / 1_000_000,
+            "events": self.loop.events_run,
+            "network": dict(self.network.counters),
+            "operations": dict(self.history.counts),
+            "faults_started": dict(sorted(self.nemesis.fired.items())),
+            "crashes": {n.id: n.crashes for n in self.nodes.values()},
+            "ticks": {n.id: n.ticks for n in self.nodes.values()},
+            "commit_index": max(
+                (n.core.commit_index for n in self.nodes.values() if n.core is not None),
+                default=0,
+            ),
+            "inbox_dropped": sum(n.inbox_dropped for n in self.nodes.values()),
+        }
+        return SimOutcome(
+            options=self.options,
+            schedule=self.schedule,
+            params=self.params,
+            history=self.history,
+            observer=self.observer,
+            logs={n.id: n.log_entries() for n in self.nodes.values()},
+            anomalies=anomalies,
+            acknowledged=acknowledged,
+            liveness=self.liveness,
+            node_log=self.node_log,
+            stats=stats,
+            workload=self.workload,
+        )

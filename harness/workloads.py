@@ -1,0 +1,159 @@
+"""Workloads: seeded generators of client operations, and how their histories are checked.
+
+Each workload draws every choice from the ``random.Random`` it is given, in the order the
+simulator asks, so a seed fixes the operations. ``OpSpec`` is plain data (function, key, value),
+which lets a later shrinker replay or cut an operation sequence.
+
+- ``register``: one compare-and-set register (read, write, cas) — model ``cas-register``.
+- ``kv``: many independent keys (get, put, cas), each key retired after ``ops_per_key_max``
+  operations so every partition lincheck checks stays small — model ``kv``, checked key by key.
+- ``append``: appends of unique elements to lists and reads of whole lists, so a lost or
+  reordered append shows directly in a read — model ``kv`` with lists.
+
+After the faults, ``probe_ops`` is what proves the cluster serves again: one write, then a
+read of every key the run touched (Jepsen's final reads).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, ClassVar
+
+import attrs
+
+from harness.commands import WRITE_FUNCTIONS
+
+# Values a register or kv write draws from: few values make reads ambiguous enough to be
+# interesting yet keep the checker's state space small.
+VALUES_MAX = 5
+
+
+@attrs.frozen
+class OpSpec:
+    f: str
+    key: Any
+    value: Any
+
+    @property
+    def is_write(self) -> bool:
+        return self.f in WRITE_FUNCTIONS
+
+
+class Workload:
+    """Base of the three workloads: a model for lincheck and a stream of operations."""
+
+    name = ""
+    model = ""
+    initial: ClassVar[Any] = None
+    keyed = False
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+
+    def next_op(self) -> OpSpec:
+        raise NotImplementedError
+
+    def probe_ops(self) -> list[OpSpec]:
+        raise NotImplementedError
+
+
+class RegisterWorkload(Workload):
+    name = "register"
+    model = "cas-register"
+
+    def next_op(self) -> OpSpec:
+        rng = self._rng
+        roll = rng.random()
+        if roll < 0.5:
+            return OpSpec("read", None, None)
+        if roll < 0.75:
+            return OpSpec("write", None, rng.randrange(VALUES_MAX))
+        return OpSpec("cas", None, [rng.randrange(VALUES_MAX), rng.randrange(VALUES_MAX)])
+
+    def probe_ops(self) -> list[OpSpec]:
+        return [OpSpec("write", None, self._rng.randrange(VALUES_MAX)), OpSpec("read", None, None)]
+
+
+class _RotatingKeys(Workload):
+    """Operations spread over ``keys_active`` keys; a key that had ``ops_per_key_max``
+    operations is retired and a fresh one takes its place (Jepsen's independent keys)."""
+
+    keyed = True
+    keys_active = 5
+    ops_per_key_max = 40
+
+    def __init__(self, rng: random.Random) -> None:
+        super().__init__(rng)
+        self._active = list(range(self.keys_active))
+        self._next_key = self.keys_active
+        self._ops_on: dict[int, int] = dict.fromkeys(self._active, 0)
+
+    def _pick_key(self) -> int:
+        slot = self._rng.randrange(len(self._active))
+        key = self._active[slot]
+        self._ops_on[key] += 1
+        if self._ops_on[key] >= self.ops_per_key_max:
+            self._active[slot] = self._next_key
+            self._ops_on[self._next_key] = 0
+            self._next_key += 1
+        return key
+
+    def keys_used(self) -> list[int]:
+        return [key for key, count in self._ops_on.items() if count]
+
+    def _final_reads(self) -> list[OpSpec]:
+        return [OpSpec("get", key, None) for key in self.keys_used()]
+
+
+class KvWorkload(_RotatingKeys):
+    name = "kv"
+    model = "kv"
+    initial: ClassVar[Any] = 0
+
+    def next_op(self) -> OpSpec:
+        rng = self._rng
+        key = self._pick_key()
+        roll = rng.random()
+        if roll < 0.4:
+            return OpSpec("get", key, None)
+        if roll < 0.7:
+            return OpSpec("put", key, rng.randrange(1, VALUES_MAX))
+        return OpSpec("cas", key, [rng.randrange(VALUES_MAX), rng.randrange(1, VALUES_MAX)])
+
+    def probe_ops(self) -> list[OpSpec]:
+        key = self._pick_key()
+        return [OpSpec("put", key, self._rng.randrange(1, VALUES_MAX)), *self._final_reads()]
+
+
+class AppendWorkload(_RotatingKeys):
+    name = "append"
+    model = "kv"
+    initial: ClassVar[Any] = []
+
+    def __init__(self, rng: random.Random) -> None:
+        super().__init__(rng)
+        self._element = 0  # every appended element is unique in the run
+
+    def _append(self, key: int) -> OpSpec:
+        self._element += 1
+        return OpSpec("append", key, self._element)
+
+    def next_op(self) -> OpSpec:
+        key = self._pick_key()
+        if self._rng.random() < 0.5:
+            return OpSpec("get", key, None)
+        return self._append(key)
+
+    def probe_ops(self) -> list[OpSpec]:
+        return [self._append(self._pick_key()), *self._final_reads()]
+
+
+WORKLOAD_CLASSES: dict[str, type[Workload]] = {
+    "register": RegisterWorkload,
+    "kv": KvWorkload,
+    "append": AppendWorkload,
+}
+
+
+def make_workload(name: str, rng: random.Random) -> Workload:
+    return WORKLOAD_CLASSES[name](rng)

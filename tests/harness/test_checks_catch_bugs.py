@@ -1,0 +1,107 @@
+"""The checks can fail: deliberately broken drivers and state machines, patched in by the test,
+are caught as invalid by the check that should catch them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from harness.nemesis import Fault, Schedule
+from harness.options import RunOptions
+from harness.runner import run
+from harness.sim.nemesis_runtime import NemesisRuntime
+from harness.sim.node import ClientRequest, ReplyKind, SimNode
+from harness.testkv import HarnessKV
+
+
+def options(**overrides: object) -> RunOptions:
+    base: dict[str, object] = {"nodes": 5, "clients": 10, "time_limit": 10.0, "seed": 1,
+                               "lincheck_timeout": 30.0}
+    base.update(overrides)
+    return RunOptions(**base)  # type: ignore[arg-type]
+
+
+def _first_invalid(opts: RunOptions, seeds: range) -> tuple[int, dict[str, Any]]:
+    tried = []
+    for seed in seeds:
+        report = run(RunOptions(**{**opts.to_json(), "nemesis": opts.nemesis, "seed": seed}),
+                     None)
+        tried.append(f"seed {seed}: {report.line}")
+        if report.verdict == "invalid":
+            return seed, report.results
+    raise AssertionError("the bug was not caught:\n" + "\n".join(tried))
+
+
+def test_reads_served_from_local_state_without_read_index_are_not_linearizable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def local_read(self: SimNode, request: ClientRequest) -> None:
+        self._reply(request, ReplyKind.OK, value=self.sm.read(request.spec.key))
+
+    monkeypatch.setattr(SimNode, "_handle_read", local_read)
+    seed, results = _first_invalid(options(nemesis=("partition", "pause")), range(0, 10))
+    assert "linearizable" in results["failed_checks"], f"seed {seed}: {results['checks']}"
+
+
+def test_a_state_machine_that_acknowledges_but_skips_writes_is_not_linearizable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = HarnessKV.apply
+
+    def lossy_apply(self: HarnessKV, command: bytes) -> Any:
+        if self.applied_commands % 5 == 4 and b'"write"' in command:
+            self.applied_commands += 1
+            return None  # acknowledged, never applied
+        return original(self, command)
+
+    monkeypatch.setattr(HarnessKV, "apply", lossy_apply)
+    seed, results = _first_invalid(options(), range(0, 3))
+    assert "linearizable" in results["failed_checks"], f"seed {seed}: {results['checks']}"
+
+
+def test_a_driver_that_never_fsyncs_loses_acknowledged_writes_on_power_loss(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_fsync(self: SimNode, rd: Any) -> None:
+        self.busy = False
+        self._finish(rd)
+        self._run_inbox()
+
+    monkeypatch.setattr(SimNode, "_complete_persist", no_fsync)
+    power_loss = Fault(1, "disk", 5.0, 6.0, {"targets": "all", "nodes": [1, 2, 3, 4, 5],
+                                             "lose_unsynced": True, "torn": False})
+    opts = options(nemesis=("disk",))
+    report = run(opts, None, schedule=Schedule(nodes=5, time_limit=10.0, faults=(power_loss,)))
+    assert report.verdict == "invalid", report.line
+    assert "durability" in report.results["failed_checks"], report.results["checks"]
+
+
+def test_a_cluster_that_is_never_healed_fails_with_no_progress_after_heal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(NemesisRuntime, "heal_all", lambda self: None)
+    outage = Fault(1, "kill", 3.0, 10.0, {"targets": "majority", "nodes": [1, 2, 3],
+                                          "lose_unsynced": False, "torn": False})
+    # The window's own stop is at the time limit: drop it so the majority stays down.
+    monkeypatch.setattr(NemesisRuntime, "_stop", lambda self, fault: None)
+    opts = options(nemesis=("kill",), recovery_time=3.0)
+    report = run(opts, None, schedule=Schedule(nodes=5, time_limit=10.0, faults=(outage,)))
+    assert report.verdict == "invalid"
+    assert report.results["failed_checks"] == ["liveness"], report.results["checks"]
+    assert "no progress after heal" in report.line
+
+
+def test_an_invariant_breaking_inside_the_simulation_makes_the_run_invalid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = SimNode._apply
+
+    def skipping_apply(self: SimNode, entries: Any) -> None:
+        original(self, [entry for entry in entries if entry.index != 30])
+
+    monkeypatch.setattr(SimNode, "_apply", skipping_apply)
+    report = run(options(), None)
+    assert report.verdict == "invalid"
+    assert report.results["failed_checks"] == ["invariant"]
+    assert "apply out of order" in report.line
