@@ -372,6 +372,15 @@ def _txn_check(op: Operation) -> str | None:
     for value in (op.input, op.output):
         if value is not None and not _txn_shaped(value):
             return f"txn value must be a list of [r|w key value], not {value!r}"
+    if op.input is not None and op.output is not None:
+        # A completion reports the invoked transaction with its reads filled in (Jepsen): the
+        # same micro-operations on the same keys. Anything else is not a record of that
+        # transaction, and the search relies on it (a read-only txn stays read-only).
+        asked = [(_MICRO[m[0]], freeze(m[1])) for m in op.input]
+        done = [(_MICRO[m[0]], freeze(m[1])) for m in op.output]
+        if asked != done:
+            return (f"txn completion {op.output!r} does not match its invocation {op.input!r} "
+                    "(same micro-operations on the same keys expected)")
     return None
 
 

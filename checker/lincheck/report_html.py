@@ -10,7 +10,11 @@ What the page shows, per partition (key):
   has them, label the axis and the tooltips;
 - operations of unknown outcome run to the end of the axis, hatched;
 - the longest linearization found, numbered and joined by a line through the bars;
-- the first operation that could not be placed, outlined in red, and the page scrolls to it;
+- the culprit (the first operation that could not be placed: of the completed operations left
+  out, the one that returned first, as ``lincheck.report_text`` explains), outlined in red and
+  joined to the last linearized step by a dashed line, and the page scrolls to it; the other
+  operations that could have gone next are outlined in orange; every one of them says on hover
+  why it could not go next (the same words as the text explanation, which the page includes);
 - nemesis events on their own row, fault windows (a ``start``-like event up to the next
   ``stop``-like one) shaded across all rows;
 - the model state after each linearized operation, on hover (tooltip) and in a step table.
@@ -40,6 +44,7 @@ from .report_text import (
     format_seconds,
     format_value,
     ordered_partitions,
+    stuck_reasons,
     unplaced_of,
 )
 from .result import PartitionResult, Result
@@ -49,6 +54,7 @@ ops_drawn_per_partition_max = 1500
 ops_drawn_total_max = 6000
 partitions_drawn_max = 200
 steps_listed_max = 200
+stuck_rows_max = 10
 nemesis_drawn_max = 2000
 tip_chars_max = 600
 label_chars_max = 40
@@ -87,6 +93,8 @@ class _View:
     position: dict[int, int] = field(default_factory=dict)  # op id -> 1-based step
     state: dict[int, str] = field(default_factory=dict)  # op id -> state after it
     unplaced: list[int] = field(default_factory=list)
+    # Op id -> why it could not go next, for each operation that could have (culprit first).
+    reasons: dict[int, str] = field(default_factory=dict)
     note: str = ""
     # Whether the drawn operations reach the partition's first / last one: if so, the nemesis
     # events before / after them are part of the picture too.
@@ -130,16 +138,16 @@ def render_html(
     name = model_name or result.model
     ops_by_id = {op.id: op for op in history.operations}
     events_by_index = {event.index: event for event in history.events}
-    views, left_out = _plan_views(history, result, ops_by_id)
+    views, left_out = _plan_views(history, result, ops_by_id, model)
     sections = [
         _render_view(view, history, events_by_index, model, hidden=i > 0)
         for i, view in enumerate(views)
     ]
     body = [
-        _header(history, result, name),
+        _header(history, result, name, _culprit_line(views, ops_by_id, model)),
         _explanation(history, result, model),
         _selector(views, left_out),
-        _legend(any(view.unplaced for view in views)),
+        _legend(any(view.unplaced for view in views), any(len(v.reasons) > 1 for v in views)),
         *sections,
     ]
     if not views:
@@ -166,7 +174,10 @@ def write_html(
 
 
 def _plan_views(
-    history: History, result: Result, ops_by_id: dict[int, Operation]
+    history: History,
+    result: Result,
+    ops_by_id: dict[int, Operation],
+    model: DescribesOps | None = None,
 ) -> tuple[list[_View], str]:
     parts = ordered_partitions(result)
     if not parts:
@@ -188,6 +199,7 @@ def _plan_views(
             undrawn[part.verdict] = undrawn.get(part.verdict, 0) + 1
             continue
         view = _make_view(len(views), part, ops_by_id)
+        view.reasons = stuck_reasons(part, ops_by_id, model, result.model)
         budget -= len(view.ops)
         views.append(view)
     left_out = ""
@@ -344,7 +356,24 @@ def _fault_windows(nemesis: Sequence[Event]) -> list[tuple[int, int | None, str]
 # Markup.
 
 
-def _header(history: History, result: Result, model_name: str) -> str:
+def _culprit_line(
+    views: list[_View], ops_by_id: dict[int, Operation], model: DescribesOps | None
+) -> str:
+    """One line naming the culprit of the first failing partition and why it is stuck."""
+    view = next((v for v in views if v.reasons), None)
+    if view is None:
+        return ""
+    op_id = next(iter(view.reasons))
+    op = ops_by_id[op_id]
+    where = describe_lines(op)
+    key = f" in {view.title}" if view.part is not None and view.part.key is not None else ""
+    return (
+        f"process {op.process}'s {describe_op(op, model)}{f' ({where})' if where else ''}"
+        f"{key} could not be placed: {view.reasons[op_id]}"
+    )
+
+
+def _header(history: History, result: Result, model_name: str, culprit: str = "") -> str:
     verdict_text = {
         "ok": "Linearizable",
         "illegal": "Not linearizable",
@@ -362,7 +391,14 @@ def _header(history: History, result: Result, model_name: str) -> str:
     if history.nemesis:
         facts.append(f"{len(history.nemesis):,} nemesis events")
     facts.append(f"checked in {format_seconds(result.seconds)}")
-    reason = f'<div class="reason">{_e(result.reason)}</div>' if result.reason else ""
+    shown = result.reason
+    if culprit and result.verdict == "illegal":
+        # "operation 43 cannot be placed" names an internal id; the culprit line says it in
+        # words. Keep only what follows it (e.g. partitions left unchecked).
+        shown = shown.split("; ", 1)[1] if "; " in shown else ""
+    reason = f'<div class="reason">{_e(shown)}</div>' if shown else ""
+    if culprit:
+        reason += f'<div class="reason culprit">{_e(_clip(culprit, tip_chars_max))}</div>'
     return (
         f'<header class="v-{_e(result.verdict)}"><div class="badge">{_e(verdict_text)}</div>'
         f'<div><div class="src">{_e(history.source)}</div>'
@@ -396,10 +432,12 @@ def _selector(views: list[_View], left_out: str) -> str:
     return "".join(out)
 
 
-def _legend(with_failure: bool) -> str:
+def _legend(with_failure: bool, with_candidates: bool = False) -> str:
     failure = (
         '<span><i class="sw bad"></i>first operation that could not be placed</span>'
-        '<span><i class="sw later"></i>others left unplaced</span>'
+        + ('<span><i class="sw cand"></i>could have gone next, but did not fit</span>'
+           if with_candidates else "")
+        + '<span><i class="sw later"></i>others left unplaced</span>'
         if with_failure
         else ""
     )
@@ -411,7 +449,7 @@ def _legend(with_failure: bool) -> str:
         "(may take effect any time later, or never)</span>"
         f"{failure}"
         '<span><i class="sw fault"></i>fault window</span>'
-        "<span>hover a bar for its state</span></div>"
+        "<span>hover a bar for its state, or why it could not go next</span></div>"
     )
 
 
@@ -552,6 +590,8 @@ def _bar(
         classes.append("bad")
     if op.id == unplaced_first:
         classes.append("first")
+    elif op.id in view.reasons:
+        classes.append("cand")
     text = describe_op(op, model)
     tip = _tip(op, text, view)
     label = ""
@@ -582,10 +622,21 @@ def _tip(op: Operation, text: str, view: _View) -> str:
     if step is not None:
         state = view.state.get(op.id, "?")
         lines.append(f"linearized #{step}; state after: {_clip(state, tip_chars_max)}")
-    elif op.id in view.unplaced:
+    elif op.id in view.unplaced or op.id in view.reasons:
         before = _state_before_failure(view)
-        which = "FIRST operation that" if op.id == view.unplaced[0] else "operation that"
-        lines.append(f"{which} could not be placed; state was: {_clip(before, tip_chars_max)}")
+        first = bool(view.unplaced) and op.id == view.unplaced[0]
+        if first:
+            which = "FIRST operation that could not be placed"
+        elif op.id in view.reasons:
+            which = "could have gone next, but did not fit"
+        else:
+            which = "operation that could not be placed"
+        lines.append(f"{which}; state was: {_clip(before, tip_chars_max)}")
+        reason = view.reasons.get(op.id)
+        if reason:
+            lines.append(f"why: {_clip(reason, tip_chars_max)}")
+        elif view.reasons and not first:
+            lines.append("invoked after the first one returned: it must come later")
     elif op.status == "info":
         lines.append("outcome unknown: may take effect any time after its invocation, or never")
     else:
@@ -643,7 +694,21 @@ def _steps(view: _View, model: DescribesOps | None) -> str:
         op_id = part.longest[n]
         op = ops.get(op_id)
         rows.append(_step_row(str(n + 1), op_id, op, view.state.get(op_id, "?"), model, ""))
-    for k, op_id in enumerate(view.unplaced[:10]):
+    if view.reasons:
+        for k, (op_id, reason) in enumerate(view.reasons.items()):
+            if k >= stuck_rows_max:
+                break
+            note = ("could not be placed (first): " if k == 0 else "could go next, but: ") + reason
+            rows.append(_step_row("✗" if k == 0 else "?", op_id, ops.get(op_id), note, model,
+                                  "bad" if k == 0 else "bad cand"))
+        later = [i for i in view.unplaced if i not in view.reasons]
+        if later:
+            rows.append(
+                f'<tr class="bad"><td>·</td><td colspan="4">{len(later):,} more completed '
+                f"operation{' was' if len(later) == 1 else 's were'} invoked after the first "
+                "one returned: they must come later</td></tr>"
+            )
+    for k, op_id in enumerate([] if view.reasons else view.unplaced[:stuck_rows_max]):
         op = ops.get(op_id)
         label = "✗" if k == 0 else "·"
         note = "could not be placed" + (" (first)" if k == 0 else "")
@@ -654,7 +719,8 @@ def _steps(view: _View, model: DescribesOps | None) -> str:
         f'<details class="steps"{is_open}><summary>{title}: {done:,} steps'
         f"{', then stuck' if view.unplaced else ''}</summary>"
         '<table><thead><tr><th>#</th><th>process</th><th>operation</th><th>lines</th>'
-        f'<th>state after</th></tr></thead><tbody>{"".join(rows)}</tbody></table></details>'
+        f'<th>state after{", or why not" if view.unplaced else ""}</th></tr></thead>'
+        f'<tbody>{"".join(rows)}</tbody></table></details>'
     )
 
 
@@ -670,7 +736,7 @@ def _step_row(
         )
     return (
         f'<tr class="{cls}" data-op="{op_id}"><td>{_e(label)}</td>{cells}'
-        f"<td>{_e(_clip(state, 200))}</td></tr>"
+        f"<td>{_e(_clip(state, tip_chars_max if 'bad' in cls else 200))}</td></tr>"
     )
 
 
@@ -718,6 +784,7 @@ summary{cursor:pointer;font-weight:600}
  border-color:#b7811b;border-style:dashed}
 .sw.later{background:#eceef1;border-color:#e08a84;border-style:dashed}
 .sw.bad{background:#ffd9d6;border-color:#c62828;border-width:2.5px}
+.sw.cand{background:#fff1dc;border-color:#d9822b;border-width:2px}
 .sw.fault{background:rgba(214,69,65,.16);border-color:transparent}
 section{background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:8px 0 10px}
 section h2{font-size:16px;margin:2px 14px 6px}
@@ -744,6 +811,7 @@ svg.tl{display:block;min-width:100%}
 .op.lin rect{fill:#dbe8ff;stroke:#2f62b5}
 .op.info rect{fill:url(#hatch);stroke:#b7811b;stroke-dasharray:4 2}
 .op.bad rect{stroke:#e08a84;stroke-dasharray:3 2}
+.op.cand rect{stroke:#d9822b;stroke-width:2;stroke-dasharray:none}
 .op.first rect{fill:#ffd9d6;stroke:#c62828;stroke-width:3;stroke-dasharray:none;
  filter:drop-shadow(0 0 3px rgba(198,40,40,.8))}
 .op:hover rect,.hl rect,.hl circle{stroke:#111;stroke-width:2.5}
@@ -758,6 +826,8 @@ svg.tl{display:block;min-width:100%}
 .steps td:nth-child(3),.steps td:nth-child(5){
  font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 .steps tr.bad td{background:#ffecea;color:#8e1b16;font-weight:600}
+.steps tr.bad.cand td{background:#fff6ea;color:#7a4a12;font-weight:400}
+.culprit{font-weight:600}
 .steps tr.hl td{background:#e8f0ff}
 #tip{position:fixed;display:none;max-width:560px;padding:7px 9px;background:#1d2430;color:#fff;
  border-radius:5px; font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;

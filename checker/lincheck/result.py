@@ -7,6 +7,36 @@ from typing import Any, Literal
 
 Verdict = Literal["ok", "illegal", "unknown"]
 
+# What the model said to an operation that could have gone next after the longest partial
+# linearization (see ``Candidate``).
+CandidateOutcome = Literal["rejected", "unhelpful", "allowed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An operation that could have gone next after the longest partial linearization (it is
+    not linearized, and no operation left unplaced returned before it was invoked), and why it
+    did not.
+
+    ``outcome``:
+    - ``"rejected"``: the model does not allow it in the state after the linearization;
+    - ``"unhelpful"``: its outcome is unknown, the model allows it (``state_after``), but no
+      completed candidate fits after it either, so it was left out (it may never happen);
+    - ``"allowed"``: the model allows it (``state_after``); only when the linearization was not
+      extended to the end (see ``PartitionResult.longest``).
+    """
+
+
+    op_id: int
+    outcome: CandidateOutcome
+    state_after: str = ""  # the state it would lead to, for "unhelpful" and "allowed"
+    # Real-time order lets it go after any of the steps ``after_step`` .. end of ``longest``
+    # (0: before the first): ``after_step`` is the position of the last operation there that
+    # returned before it was invoked. For a read-only one (``read_only``) that is rejected, the
+    # model rejects it after every one of those steps, not only the last.
+    after_step: int = 0
+    read_only: bool = False
+
 
 @dataclass(frozen=True, slots=True)
 class PartitionResult:
@@ -15,14 +45,23 @@ class PartitionResult:
     key: Any  # the partition's key, or None when the history was checked whole
     verdict: Verdict
     operation_ids: tuple[int, ...]  # every operation of this partition
-    # The longest sequence of operations (ids, in linearization order) found consistent with the
-    # model, and the model state after each of them (described as text for the report).
+    # The longest partial linearization (op ids, in order) and the model state after each op
+    # (as text). For "ok" a whole linearization. Otherwise the longest prefix the search saw
+    # anywhere (its first ``longest_searched`` ops); for "illegal" then extended greedily
+    # until no remaining operation fits (``lincheck.search`` documents exactly how).
     longest: tuple[int, ...] = ()
     states: tuple[str, ...] = ()
-    # For "illegal": operations that could not be placed after ``longest`` (the first is the one
-    # the report highlights). For "unknown": empty.
+    # For "illegal": the completed operations left out of ``longest``. The first is the culprit
+    # the reports highlight: of those left out, the one that returned first (every order that
+    # extends ``longest`` must place it before anything invoked after it returned). Then the
+    # other completed candidates, then the rest in invocation order. For "unknown": empty.
     unplaced: tuple[int, ...] = ()
     seconds: float = 0.0
+    # For "illegal": every operation that could have gone next after ``longest``, with the
+    # model's answer (the culprit first). Empty when not computed (e.g. a hand-made result).
+    candidates: tuple[Candidate, ...] = ()
+    longest_searched: int = 0  # how many of ``longest``'s first ops the search itself reached
+    reason: str = ""  # for "unknown": why the search stopped (deadline, memo limit)
 
 
 @dataclass(frozen=True, slots=True)

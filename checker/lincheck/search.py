@@ -30,8 +30,36 @@ Pruning, each justified where it is applied:
   consistent with the operations that may still be placed before it returns is abandoned at
   once, instead of at that read's return.
 
-A partition is illegal when every alternative fails; the operation reported as the first that
-could not be placed is the one at the latest point where the search got stuck.
+A partition is illegal when every alternative fails. What the report then shows:
+
+* **longest**: the longest partial linearization (a sequence of operations that respects
+  real-time order and that the model accepts step by step) the search saw anywhere: at any
+  node of any branch point, counting every child it generated, pruned or not. Eager reads
+  count; operations of unknown outcome that would change nothing are never placed, so never
+  counted. Trailing operations of unknown outcome are then dropped (they are optional) and the
+  prefix is extended greedily: completed operations first (earliest return first), an
+  operation of unknown outcome only when a completed one fits after it; when nothing can be
+  appended, a read-only completed candidate is inserted after an earlier step whose state it
+  fits, if its real-time window allows (it changes no later state); until nothing fits (at
+  most ``EXTEND_STEPS_MAX`` steps). The result is *maximal*, not *maximum*: no operation
+  that must happen can be appended to it, nor a read-only one inserted, but another order
+  might be longer (finding the longest is as hard as the check itself). ``longest_searched``
+  says how many of its first steps the search itself reached.
+* **candidates**: the operations that could go next after it: not linearized, and invoked
+  before every completed operation left out had returned. Each one with the model's answer
+  in the state after ``longest``: rejected, or (unknown outcome) allowed but no completed
+  candidate fits after it either.
+* **culprit** (first of ``unplaced``): of the completed operations left out, the one that
+  returned first. Every order extending ``longest`` must place it before any operation
+  invoked after that return: it is the one the search was forced to place and could not, as
+  in Knossos and Porcupine. It is always a candidate, so the model rejects it there.
+
+Memory is bounded: the failure memo and the branch points' visited sets are the only
+structures that grow with the work rather than the input. Together they hold at most
+``MEMO_ENTRIES_MAX`` entries per process (the sets are counted every ``DEADLINE_CHECK_NODES``
+nodes, so the bound may be passed by a few thousand entries between two counts). Beyond it
+the partition is "unknown" with that reason, its memory is released, and other partitions go
+on.
 """
 
 from __future__ import annotations
@@ -46,7 +74,7 @@ from typing import Any
 from lincheck.edn import freeze
 from lincheck.history import History, Operation
 from lincheck.models import INCONSISTENT, Model
-from lincheck.result import PartitionResult, Result, Verdict
+from lincheck.result import Candidate, PartitionResult, Result, Verdict
 from lincheck.validate import validate_functions
 
 __all__ = ["check", "check_partition"]
@@ -59,6 +87,11 @@ SLICE_PAUSES_FIRST = 16
 SLICE_GROWTH = 4
 # Beyond this many candidate ops, looking ahead for a read costs more than it saves.
 REACH_OPS_MAX = 256
+# Failure-memo and visited-set entries held at once by the searches of one process (about
+# 0.3 KiB each): the search's only structures that grow with the work done, not the input.
+MEMO_ENTRIES_MAX = 1_000_000
+# Steps appended greedily to the longest partial linearization of an illegal partition.
+EXTEND_STEPS_MAX = 100_000
 # Parallel processes pay off only when there is this much work to share out.
 PARALLEL_OPERATIONS_MIN = 20_000
 PARALLEL_PARTITIONS_MIN = 4
@@ -70,11 +103,25 @@ Path = tuple[int, Any, Any, int] | None
 
 # A configuration: (linearized mask, state, state key, path).
 _Goal = tuple[int, Any, Hashable, Path]
-Outcome = tuple[Verdict, Path, int | None]
+Outcome = tuple[Verdict, Path]
 
 
 class _Deadline(Exception):
     pass
+
+
+class _MemoFull(Exception):
+    pass
+
+
+class _MemoBudget:
+    """Memo entries held by the live searches of one process, against ``entries_max``."""
+
+    def __init__(self, entries_max: int) -> None:
+        if entries_max < 1:
+            raise ValueError(f"memo_entries_max must be at least 1, not {entries_max}")
+        self.entries = 0
+        self.entries_max = entries_max
 
 
 _EXHAUSTED: Any = object()  # no alternative left at a branch point
@@ -114,9 +161,12 @@ class _Partition:
     """The search over one partition's operations: a depth-first walk of the history's events
     that branches only at returns, with a memo of configurations known to fail."""
 
-    def __init__(self, ops: Sequence[Operation], model: Model, deadline: float | None) -> None:
+    def __init__(self, ops: Sequence[Operation], model: Model, deadline: float | None,
+                 budget: _MemoBudget | None = None) -> None:
         self.model = model
         self.deadline = deadline
+        self.budget = budget if budget is not None else _MemoBudget(MEMO_ENTRIES_MAX)
+        self.memo_entries = 0  # this search's share of the budget
         read_only = model.read_only
         self.ops = [op for op in sorted(ops, key=lambda o: o.call)
                     if not (op.status == "info" and read_only(op))]
@@ -124,10 +174,29 @@ class _Partition:
         self.is_info = [op.status == "info" for op in self.ops]
         self.twin = _twins(self.ops, self.is_read)
         self.nodes = 0
+        # The longest partial linearization seen so far, and its length (kept apart: compared
+        # at every generated node, where unpacking the path would cost).
         self.best: Path = None
-        self.failed_at = -1  # deepest event position where no configuration could go on
-        self.failed_op = -1
+        self.best_len = 0
         self._prepare()
+
+    def grow_memo(self, entries: int) -> None:
+        """Account for ``entries`` more (or, negative, fewer) memo entries held by this search."""
+        self.memo_entries += entries
+        budget = self.budget
+        budget.entries += entries
+        if entries > 0 and budget.entries > budget.entries_max:
+            raise _MemoFull
+
+    def release_memo(self) -> None:
+        """Give this search's memo entries back to the budget (its memo is being dropped)."""
+        self.budget.entries -= self.memo_entries
+        self.memo_entries = 0
+
+    def note(self, path: Path) -> None:
+        """Keep ``path`` if it is the longest partial linearization seen so far."""
+        if path is not None and path[3] > self.best_len:
+            self.best, self.best_len = path, path[3]
 
     def _prepare(self) -> None:
         """Lay out the events, give each op a slot (a bit) for the time it is open, and
@@ -210,7 +279,7 @@ class _Partition:
         return False
 
     def run(self) -> Outcome:
-        """Returns the verdict, a (longest) linearization, and the op that could not be placed."""
+        """Returns the verdict and, for "ok", a linearization (else see ``self.best``)."""
         for _ in self.steps():
             pass
         return self.outcome
@@ -236,8 +305,6 @@ class _Partition:
         # info masks with which it failed (a superset of used info ops fails too).
         failed: dict[tuple[int, int, Hashable], list[int]] = {}
         frames: list[tuple[int, int, Hashable, Iterator[_Goal | None]]] = []
-        best = None
-        best_len = 0
         while True:
             # Walk forward: calls are deterministic, a return either is already placed or
             # opens a branch point.
@@ -251,9 +318,8 @@ class _Partition:
                             plen = path[3] + 1 if path else 1
                             path = (ops[code].id, state, path, plen)
                         elif self.doomed(mask, state, ((bits[code], code),)):
-                            # This read can never be satisfied: it is what cannot be placed.
-                            if pos > self.failed_at:
-                                self.failed_at, self.failed_op = pos, code
+                            # This read can never be satisfied from here: give up this branch.
+                            self.note(path)
                             blocked = True
                             break
                     pos += 1
@@ -267,17 +333,17 @@ class _Partition:
                 info_bits = open_at[pos][2]  # type: ignore[index]
                 key = (pos, mask & ~info_bits, skey)
                 im = mask & info_bits
+                self.note(path)
                 lst = failed.get(key)
                 if lst is not None and any(e & ~im == 0 for e in lst):
                     blocked = True
                     break
-                if path is not None and path[3] > best_len:
-                    best, best_len = path, path[3]
                 frames.append((pos, mask, skey, self.place(pos, x, mask, state, skey, path)))
                 blocked = True
                 break
             if not blocked:
-                self.outcome: Outcome = ("ok", path, None)
+                self.note(path)
+                self.outcome: Outcome = ("ok", path)
                 return
             # Take the next alternative of the innermost branch point; exhausted ones fail.
             while frames:
@@ -294,12 +360,9 @@ class _Partition:
                 info_bits = open_at[fpos][2]  # type: ignore[index]
                 failed.setdefault((fpos, fmask & ~info_bits, fkey), []).append(
                     fmask & info_bits)
-                if fpos > self.failed_at:
-                    self.failed_at, self.failed_op = fpos, ~events[fpos][1]
+                self.grow_memo(1)
             else:
-                if self.best is None or (best is not None and best[3] > self.best[3]):
-                    self.best = best
-                self.outcome = ("illegal", self.best, ops[self.failed_op].id)
+                self.outcome = ("illegal", self.best)
                 return
 
     def place(self, pos: int, x: int, mask0: int, state0: Any, skey0: Hashable,
@@ -325,7 +388,10 @@ class _Partition:
         seen: dict[tuple[int, Hashable], list[int]] = {(mask0 & not_info, skey0): [
             mask0 & info_bits]}
         stack: list[tuple[int, Any, Hashable, Path]] = [(mask0, state0, skey0, path0)]
-        best = self.best
+        # A local copy of the best length, refreshed after every yield (deeper branch points
+        # run meanwhile and may have found longer ones).
+        best_len = self.best_len
+        made = flushed = 0  # memo entries (seen and goals) added, and those accounted for
         may_reach = model.may_reach if self.is_read[x] else None
         check_doom = model.may_reach is not None
         target = ops[x]
@@ -335,7 +401,11 @@ class _Partition:
             if not self.nodes % DEADLINE_CHECK_NODES:
                 if deadline is not None and time.monotonic() > deadline:
                     raise _Deadline
+                self.grow_memo(made)
+                flushed += made
+                made = 0
                 yield None
+                best_len = self.best_len
             if may_reach is not None and not may_reach(
                     state, target, [ops[i] for bit, i in open_writes if not mask & bit]):
                 continue
@@ -369,6 +439,9 @@ class _Partition:
                             nm |= rbit
                             nlen += 1
                             np = (ops[r].id, ns, np, nlen)
+                    if nlen > best_len:
+                        self.best, self.best_len = np, nlen
+                        best_len = nlen
                     if nm & xbit:
                         gkey = (nm & not_info & ~xbit, nk)
                         im = nm & info_bits
@@ -379,11 +452,11 @@ class _Partition:
                             continue
                         else:
                             lst.append(im)
-                        if best is None or nlen > best[3]:
-                            best = self.best = np
+                        made += 1
                         if check_doom and self.doomed(nm, ns, open_reads):
                             continue
                         yield nm & ~xbit, ns, nk, np
+                        best_len = self.best_len
                         continue
                     key = (nm & not_info, nk)
                     im = nm & info_bits
@@ -394,12 +467,12 @@ class _Partition:
                         continue
                     else:
                         lst.append(im)
+                    made += 1
                     children.append((nm, ns, nk, np))
             if children:
                 children.reverse()  # explore in the order of the open list
                 stack.extend(children)
-            if path is not None and (best is None or path[3] > best[3]):
-                best = self.best = path
+        self.grow_memo(-flushed)  # this branch point's sets die with it
 
 
 def _unpack(path: Path) -> list[tuple[int, Any]]:
@@ -411,11 +484,190 @@ def _unpack(path: Path) -> list[tuple[int, Any]]:
     return out
 
 
+class _Frontier:
+    """Which operations may go next after a partial linearization: those not placed that were
+    invoked before the earliest return among completed operations not placed (placing any
+    other would put it after an operation that returned before it was invoked)."""
+
+    def __init__(self, ops: Sequence[Operation], done: list[bool]) -> None:
+        self.ops = ops  # in call order
+        self.done = done
+        self.by_ret = sorted((i for i, op in enumerate(ops) if op.status == "ok"),
+                             key=self.ret_of)
+        self.first = 0  # by_ret[:first] are all placed
+        self.admitted = 0  # ops[:admitted] were invoked before the earliest open return
+        self.open: list[int] = []  # the candidates, in call order
+        self._admit()
+
+    def ret_of(self, i: int) -> int:
+        ret = self.ops[i].ret
+        if ret is None:
+            raise AssertionError(f"completed operation {self.ops[i].id} has no return")
+        return ret
+
+    def earliest_return(self) -> int | None:
+        """The completed operation not placed that returned first (None: all are placed)."""
+        by_ret, done = self.by_ret, self.done
+        while self.first < len(by_ret) and done[by_ret[self.first]]:
+            self.first += 1
+        return by_ret[self.first] if self.first < len(by_ret) else None
+
+    def _admit(self) -> None:
+        first = self.earliest_return()
+        limit = float("inf") if first is None else self.ret_of(first)
+        ops = self.ops
+        while self.admitted < len(ops) and ops[self.admitted].call < limit:
+            if not self.done[self.admitted]:
+                self.open.append(self.admitted)
+            self.admitted += 1
+
+    def place(self, i: int) -> None:
+        self.done[i] = True
+        self.open.remove(i)
+        self._admit()
+
+
+def _successors(model: Model, state: Any, op: Operation) -> list[Any]:
+    """The states ``op`` may lead to from ``state`` (none: the model rejects it there)."""
+    if op.status == "info" and model.step_unknown is not None:
+        nexts = list(model.step_unknown(state, op))
+    else:
+        nexts = [model.step(state, op)]
+    return [ns for ns in nexts if ns is not INCONSISTENT]
+
+
+def _fits_any(model: Model, state: Any, ops: Sequence[Operation]) -> bool:
+    step = model.step
+    return any(step(state, op) is not INCONSISTENT for op in ops)
+
+
+def _next_fit(model: Model, ops: Sequence[Operation], cands: list[int],
+              state: Any) -> tuple[int, Any] | None:
+    """The candidate to append greedily, and the state after it: a completed one that the
+    model accepts (earliest return first), else one of unknown outcome after which some
+    completed one fits. None when nothing more fits."""
+    done = sorted((i for i in cands if ops[i].status == "ok"), key=lambda i: ops[i].ret or 0)
+    step = model.step
+    for i in done:
+        ns = step(state, ops[i])
+        if ns is not INCONSISTENT:
+            return i, ns
+    completed = [ops[i] for i in done]
+    for i in cands:
+        if ops[i].status == "info":
+            for ns in _successors(model, state, ops[i]):
+                if _fits_any(model, ns, completed):
+                    return i, ns
+    return None
+
+
+def _window_start(ops: Sequence[Operation], index: dict[int, int],
+                  placed: list[tuple[int, Any]], op: Operation) -> int:
+    """The last step of ``placed`` (1-based; 0: none) whose operation returned before ``op``
+    was invoked: real-time order lets ``op`` go after any step from there on."""
+    for j in range(len(placed), 0, -1):
+        other = ops[index[placed[j - 1][0]]]
+        if other.status == "ok" and other.ret is not None and other.ret < op.call:
+            return j
+    return 0
+
+
+def _insert_read(ops: Sequence[Operation], index: dict[int, int], model: Model,
+                 placed: list[tuple[int, Any]], cands: list[int]) -> int | None:
+    """Insert a read-only candidate after an earlier step whose state it fits (read-only, it
+    changes no later state; a candidate, it may go anywhere in its real-time window), so
+    that a prefix the greedy appending missed is not reported. Returns the candidate
+    inserted, or None."""
+    step, init = model.step, model.init
+    for i in cands:
+        op = ops[i]
+        if op.status != "ok" or not model.read_only(op):
+            continue
+        start = _window_start(ops, index, placed, op)
+        for j in range(len(placed) - 1, start - 1, -1):  # the state after step j
+            state = placed[j - 1][1] if j else init()
+            if step(state, op) is not INCONSISTENT:
+                placed.insert(j, (op.id, state))
+                return i
+    return None
+
+
+def _explain_failure(ops: Sequence[Operation], model: Model, path: Path
+                     ) -> tuple[list[tuple[int, Any]], int, tuple[int, ...],
+                                tuple[Candidate, ...]]:
+    """From the longest partial linearization the search saw: (the prefix, extended greedily
+    until nothing fits; how many of its steps the search reached; the completed operations
+    left out, culprit first; the candidates with the model's answer). See the module
+    docstring for the rules."""
+    index = {op.id: i for i, op in enumerate(ops)}
+    placed = _unpack(path)
+    # Trailing operations of unknown outcome are optional: the greedy step puts back those
+    # that let a completed operation follow.
+    while placed and ops[index[placed[-1][0]]].status == "info":
+        placed.pop()
+    searched = len(placed)
+    done = [False] * len(ops)
+    for op_id, _ in placed:
+        done[index[op_id]] = True
+    frontier = _Frontier(ops, done)
+    state = placed[-1][1] if placed else model.init()
+    complete = False
+    for _ in range(EXTEND_STEPS_MAX):
+        fit = _next_fit(model, ops, frontier.open, state)
+        if fit is not None:
+            i, state = fit
+            placed.append((ops[i].id, state))
+            frontier.place(i)
+            continue
+        inserted = _insert_read(ops, index, model, placed, frontier.open)
+        if inserted is None:
+            complete = True
+            break
+        frontier.place(inserted)
+    culprit = frontier.earliest_return()
+    if culprit is None:
+        # Every completed operation is placed: that is a linearization, so "illegal" is wrong.
+        raise AssertionError("search found no linearization, yet one exists: "
+                             f"{[op_id for op_id, _ in placed]}")
+    cands = frontier.open
+    completed = sorted((i for i in cands if ops[i].status == "ok"), key=frontier.ret_of)
+    if not completed or completed[0] != culprit:
+        raise AssertionError(f"culprit {ops[culprit].id} is not the first candidate")
+    unknown = [i for i in cands if ops[i].status != "ok"]
+    completed_ops = [ops[i] for i in completed]
+    judged: list[Candidate] = []
+    for i in completed + unknown:  # the rejected unknown ones first, see below
+        op = ops[i]
+        nexts = _successors(model, state, op)
+        after = _window_start(ops, index, placed, op)
+        read_only = op.status == "ok" and model.read_only(op)
+        if not nexts:
+            judged.append(Candidate(op.id, "rejected", "", after, read_only))
+        elif op.status != "ok" and not any(_fits_any(model, ns, completed_ops)
+                                           for ns in nexts):
+            judged.append(Candidate(op.id, "unhelpful", model.describe_state(nexts[0]), after,
+                                    read_only))
+        else:
+            if complete:
+                raise AssertionError(f"operation {op.id} fits after a maximal prefix")
+            judged.append(Candidate(op.id, "allowed", model.describe_state(nexts[0]), after,
+                                    read_only))
+    # Of unknown outcome, those the model rejects say more than those merely unhelpful.
+    judged.sort(key=lambda c: c.outcome == "unhelpful")
+    chosen = set(completed)
+    rest = [op.id for i, op in enumerate(ops)
+            if op.status == "ok" and not done[i] and i not in chosen]
+    unplaced = tuple(ops[i].id for i in completed) + tuple(rest)
+    return placed, searched, unplaced, tuple(judged)
+
+
 def check_partition(key: Any, ops: Sequence[Operation], model: Model,
-                    deadline: float | None = None) -> PartitionResult:
+                    deadline: float | None = None, *,
+                    memo_entries_max: int = MEMO_ENTRIES_MAX) -> PartitionResult:
     """Search one independent partition; verdict "unknown" when ``deadline`` (a
-    ``time.monotonic()`` instant) passes first."""
-    job = _Job(key, ops, model, deadline)
+    ``time.monotonic()`` instant) passes first, or the memo would exceed
+    ``memo_entries_max`` entries."""
+    job = _Job(key, ops, model, deadline, _MemoBudget(memo_entries_max))
     while job.advance(None) is None:
         pass
     return job.result()
@@ -425,17 +677,20 @@ class _Job:
     """One partition's search, advanced a slice at a time."""
 
     def __init__(self, key: Any, ops: Sequence[Operation], model: Model,
-                 deadline: float | None) -> None:
+                 deadline: float | None, budget: _MemoBudget) -> None:
         self.key = key
         self.ops = ops
         self.seconds = 0.0
         self.model = model.part_model(key) if model.part_model is not None else model
-        self.search = _Partition(ops, self.model, deadline)
-        self.steps = self.search.steps()
+        self.search = _Partition(ops, self.model, deadline, budget)
+        self.steps: Iterator[None] | None = self.search.steps()
         self.verdict: Verdict | None = None
+        self.stopped_by = ""  # "deadline" or "memo" when the search stopped undecided
 
     def advance(self, pauses: int | None) -> Verdict | None:
         """Run for up to ``pauses`` pauses (None: to the end); the verdict once known."""
+        if self.steps is None:
+            return self.verdict
         started = time.monotonic()
         try:
             for n, _ in enumerate(self.steps, start=1):
@@ -443,41 +698,57 @@ class _Job:
                     return None
             self.verdict = self.search.outcome[0]
         except _Deadline:
-            self.verdict = "unknown"
+            self.verdict, self.stopped_by = "unknown", "deadline"
+        except _MemoFull:
+            self.verdict, self.stopped_by = "unknown", "memo"
         finally:
             self.seconds += time.monotonic() - started
+        # The generator has ended (or raised): its memo is garbage, give back its entries.
+        self.steps = None
+        self.search.release_memo()
         return self.verdict
 
     def result(self) -> PartitionResult:
         ids = tuple(sorted(op.id for op in self.ops))
-        if self.verdict is None or self.verdict == "unknown":
-            # Unfinished: report the longest partial linearization found so far.
-            placed = _unpack(self.search.best)
-            return PartitionResult(key=self.key, verdict="unknown", operation_ids=ids,
+        describe = self.model.describe_state
+        if self.verdict == "ok":
+            placed = _unpack(self.search.outcome[1])
+            return PartitionResult(key=self.key, verdict="ok", operation_ids=ids,
                                    longest=tuple(i for i, _ in placed),
-                                   states=tuple(self.model.describe_state(s) for _, s in placed),
-                                   seconds=self.seconds)
-        _, path, failed = self.search.outcome
-        placed = _unpack(path)
-        longest = tuple(i for i, _ in placed)
-        states = tuple(self.model.describe_state(s) for _, s in placed)
-        unplaced: tuple[int, ...] = ()
-        if self.verdict == "illegal" and failed is not None:
-            done = set(longest)
-            rest = [op.id for op in sorted(self.ops, key=lambda o: o.call)
-                    if op.status == "ok" and op.id not in done and op.id != failed]
-            unplaced = (failed, *rest)
-        return PartitionResult(key=self.key, verdict=self.verdict, operation_ids=ids,
-                               longest=longest, states=states, unplaced=unplaced,
-                               seconds=self.seconds)
+                                   states=tuple(describe(s) for _, s in placed),
+                                   seconds=self.seconds, longest_searched=len(placed))
+        if self.verdict == "illegal":
+            placed, searched, unplaced, cands = _explain_failure(
+                self.search.ops, self.model, self.search.best)
+            return PartitionResult(key=self.key, verdict="illegal", operation_ids=ids,
+                                   longest=tuple(i for i, _ in placed),
+                                   states=tuple(describe(s) for _, s in placed),
+                                   unplaced=unplaced, seconds=self.seconds, candidates=cands,
+                                   longest_searched=searched)
+        # Unfinished: the longest partial linearization found so far.
+        placed = _unpack(self.search.best)
+        reason = {
+            "deadline": "the deadline passed before the search finished",
+            "memo": (f"the search would hold more than {self.search.budget.entries_max:,} "
+                     "memo entries (memo_entries_max)"),
+        }.get(self.stopped_by, "not checked to the end: another partition was illegal")
+        return PartitionResult(key=self.key, verdict="unknown", operation_ids=ids,
+                               longest=tuple(i for i, _ in placed),
+                               states=tuple(describe(s) for _, s in placed),
+                               seconds=self.seconds, longest_searched=len(placed),
+                               reason=reason)
 
 
 def _check_serial(parts: list[tuple[Any, list[Operation]]], model: Model,
-                  deadline: float | None) -> tuple[list[PartitionResult], int]:
+                  deadline: float | None, memo_entries_max: int
+                  ) -> tuple[list[PartitionResult], int]:
     """Check partitions taking turns with growing slices, so that an easy illegal partition
-    is found before a hard one is ground through; stop at the first illegal one. Returns the
-    results in partition order and how many partitions were left unfinished."""
-    jobs = [_Job(key, ops, model, deadline) for key, ops in parts]
+    is found before a hard one is ground through; stop at the first illegal one, or when the
+    deadline passes. Returns the results in partition order and how many partitions were left
+    unfinished. A partition whose memo outgrows the budget is left undecided, and the others
+    go on with the memory it gave back."""
+    budget = _MemoBudget(memo_entries_max)
+    jobs = [_Job(key, ops, model, deadline, budget) for key, ops in parts]
     pending = list(range(len(jobs)))
     pauses = SLICE_PAUSES_FIRST
     while pending:
@@ -487,7 +758,7 @@ def _check_serial(parts: list[tuple[Any, list[Operation]]], model: Model,
             verdict = jobs[idx].advance(None if only else pauses)
             if verdict is None:
                 unfinished.append(idx)
-            elif verdict != "ok":  # illegal decides; unknown means the deadline passed
+            elif verdict == "illegal" or jobs[idx].stopped_by == "deadline":
                 left = [j for j in pending if jobs[j].verdict is None]
                 return [job.result() for job in jobs], len(left)
         pending = unfinished
@@ -496,15 +767,15 @@ def _check_serial(parts: list[tuple[Any, list[Operation]]], model: Model,
 
 
 # Work handed to forked workers through inheritance rather than pickling (models hold functions).
-_FORK_WORK: tuple[list[tuple[Any, list[Operation]]], Model, float | None] | None = None
+_FORK_WORK: tuple[list[tuple[Any, list[Operation]]], Model, float | None, int] | None = None
 
 
 def _fork_worker(index: int) -> PartitionResult:  # runs in a worker process
     if _FORK_WORK is None:
         raise AssertionError("worker started without work")
-    parts, model, deadline = _FORK_WORK
+    parts, model, deadline, memo_entries_max = _FORK_WORK
     key, ops = parts[index]
-    return check_partition(key, ops, model, deadline)
+    return check_partition(key, ops, model, deadline, memo_entries_max=memo_entries_max)
 
 
 def _want_parallel(parts: list[tuple[Any, list[Operation]]], parallel: bool | None) -> int:
@@ -523,9 +794,10 @@ def _want_parallel(parts: list[tuple[Any, list[Operation]]], parallel: bool | No
 
 
 def _check_parallel(parts: list[tuple[Any, list[Operation]]], model: Model,
-                    deadline: float | None, workers: int) -> list[PartitionResult]:
+                    deadline: float | None, workers: int,
+                    memo_entries_max: int) -> list[PartitionResult]:
     global _FORK_WORK
-    _FORK_WORK = (parts, model, deadline)
+    _FORK_WORK = (parts, model, deadline, memo_entries_max)
     try:
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
@@ -535,13 +807,32 @@ def _check_parallel(parts: list[tuple[Any, list[Operation]]], model: Model,
         _FORK_WORK = None
 
 
+def _unknown_reason(results: list[PartitionResult], timeout: float | None) -> str:
+    """Why the check is undecided, in one line: the deadline, or the memo limit (and where)."""
+    memo = [r for r in results if r.verdict == "unknown" and "memo_entries_max" in r.reason]
+    if memo:
+        keys = "" if memo[0].key is None else (
+            f" in key {memo[0].key!r}" + (f" and {len(memo) - 1} more" if len(memo) > 1 else ""))
+        text = f"{memo[0].reason}{keys}; it stopped rather than use more memory"
+        if timeout is not None and any("deadline" in r.reason for r in results):
+            text += f"; the deadline of {timeout:g} s passed too"
+        return text
+    if timeout is not None:
+        return f"deadline of {timeout:g} s reached before the search finished"
+    return "the search stopped before it finished"
+
+
 def check(history: History, model: Model, timeout: float | None = None, *,
-          parallel: bool | None = None) -> Result:
+          parallel: bool | None = None, memo_entries_max: int = MEMO_ENTRIES_MAX) -> Result:
     """Check ``history`` against ``model``: verdict "ok", "illegal", or "unknown" when
-    ``timeout`` seconds pass first. ``parallel``: None decides by the amount of work.
-    Raises ``HistoryError`` naming the line of an operation the model does not know."""
+    ``timeout`` seconds pass first or the search would hold more than ``memo_entries_max``
+    memo entries (about 0.3 KiB each; per worker process when ``parallel``). ``parallel``:
+    None decides by the amount of work. Raises ``HistoryError`` naming the line of an
+    operation the model does not know."""
     started = time.monotonic()
     validate_functions(history, model)
+    if memo_entries_max < 1:
+        raise ValueError(f"memo_entries_max must be at least 1, not {memo_entries_max}")
     deadline = None if timeout is None else started + timeout
     ops = history.operations
     parts = model.partition(ops) if model.partition is not None else [(None, list(ops))]
@@ -549,15 +840,15 @@ def check(history: History, model: Model, timeout: float | None = None, *,
     results: list[PartitionResult]
     unchecked = 0
     if workers:
-        results = _check_parallel(parts, model, deadline, workers)
+        results = _check_parallel(parts, model, deadline, workers, memo_entries_max)
     else:
-        results, unchecked = _check_serial(parts, model, deadline)
+        results, unchecked = _check_serial(parts, model, deadline, memo_entries_max)
     verdicts = {r.verdict for r in results}
     verdict: Verdict = ("illegal" if "illegal" in verdicts
                         else "unknown" if "unknown" in verdicts else "ok")
     reason = ""
     if verdict == "unknown":
-        reason = f"deadline of {timeout:g} s reached before the search finished"
+        reason = _unknown_reason(results, timeout)
     elif verdict == "illegal":
         first = next(r for r in results if r.verdict == "illegal")
         where = f" (key {first.key!r})" if first.key is not None else ""

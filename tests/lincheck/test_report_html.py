@@ -268,3 +268,71 @@ def test_header_states_the_verdict(verdict: str) -> None:
     page = render_html(stale_read_history(), result)
     assert f'<header class="v-{verdict}">' in page
     assert "deadline of 1 s reached" in page
+
+
+# --- the page and the text tell the same story about a real search result -------------------
+
+
+def _stuck_history() -> History:
+    """p0 writes 1; p1 reads 4 (the culprit); p2's cas [5 6] and p3's unknown write of 7 could
+    go before it but do not fit; p4's write of 4 is invoked after the read returned."""
+    return history_from_events(
+        [
+            ev(0, "invoke", "write", 1), ev(0, "ok", "write", 1),
+            ev(2, "invoke", "cas", [5, 6]), ev(3, "invoke", "write", 7),
+            ev(1, "invoke", "read"), ev(1, "ok", "read", 4),
+            ev(2, "ok", "cas", [5, 6]), ev(3, "info", "write", 7),
+            ev(4, "invoke", "write", 4), ev(4, "ok", "write", 4),
+        ],
+        source="stuck.jsonl",
+    )
+
+
+def _checked() -> tuple[History, Result, str, str]:
+    from lincheck.models import get_model
+    from lincheck.report_text import explain
+    from lincheck.search import check
+
+    history = _stuck_history()
+    model = get_model("cas-register")
+    result = check(history, model)
+    return history, result, render_html(history, result, model=model), explain(
+        history, result, model=model)
+
+
+def test_the_highlighted_op_is_the_culprit_the_text_names() -> None:
+    history, result, page, text = _checked()
+    failure = result.first_failure()
+    assert failure is not None
+    culprit = failure.unplaced[0]
+    assert "first" in op_group(page, culprit)
+    assert re.findall(r'<g class="op[^"]*\bfirst\b[^"]*" data-op="(\d+)"', page) == [str(culprit)]
+    marked = next(line for line in text.splitlines() if ">>>" in line)
+    op = history.operations[culprit]
+    assert f"process {op.process}" in marked and "read → 4" in marked
+    why = next(line for line in text.splitlines() if line.startswith("  Why: "))
+    reason = why[len("  Why: "):].split(";")[0]
+    assert reason == "read returned 4 but the state was 1"
+    header = page[: page.index("</header>")]
+    assert "process 1&#x27;s read → 4 (lines 5–6) could not be placed: " + reason in header
+
+
+def test_other_candidates_are_outlined_and_say_why_on_hover() -> None:
+    _, _, page, _ = _checked()
+    cas_bar = op_group(page, 1)
+    assert "cand" in cas_bar.split('"')[1].split() and "first" not in cas_bar
+    assert "why: cas expected 5, but the state was 1" in cas_bar
+    info_bar = op_group(page, 2)
+    assert "cand" in info_bar and "outcome unknown: it may take effect here (state 7)" in info_bar
+    later_bar = op_group(page, 4)
+    assert "cand" not in later_bar.split('"')[1].split()
+    assert "invoked after the first one returned: it must come later" in later_bar
+    assert 'class="sw cand"' in page  # the legend explains the orange outline
+
+
+def test_step_table_lists_each_candidate_with_its_reason() -> None:
+    _, _, page, _ = _checked()
+    table = page[page.index('<details class="steps"'):]
+    assert "could not be placed (first): read returned 4 but the state was 1" in table
+    assert "could go next, but: cas expected 5, but the state was 1" in table
+    assert "1 more completed operation was invoked after the first one returned" in table

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 from lincheck import report_text
-from lincheck.formats import history_from_events
-from lincheck.history import History
-from lincheck.report_text import describe_op, explain, format_seconds, format_value
+from lincheck.formats import history_from_events, read_history
+from lincheck.history import History, Operation
+from lincheck.models import get_model
+from lincheck.report_text import clip_middle, describe_op, explain, format_seconds, format_value
 from lincheck.result import PartitionResult, Result
+from lincheck.search import check
 
 
 def ev(process: Any, type_: str, f: str, value: Any = None, **extra: Any) -> dict[str, Any]:
@@ -142,9 +146,109 @@ def test_an_op_in_the_linearization_is_never_named_as_unplaced() -> None:
 
 
 def test_failure_at_the_first_step_names_the_models_initial_state() -> None:
-    from lincheck.models import get_model
-
     history = history_from_events([ev(0, "invoke", "read"), ev(0, "ok", "read", 3)])
     part = PartitionResult(None, "illegal", (0,), unplaced=(0,))
     text = explain(history, Result("illegal", "register", (part,)), model=get_model("register", 5))
     assert "read returned 3 but the state was 5 (initial)" in text
+
+
+# --- explanations of real search results ------------------------------------------------------
+
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "data" / "porcupine"
+
+
+def _explain(events: list[dict[str, Any]], name: str, initial: Any = None) -> str:
+    history = history_from_events(events, source="h.jsonl")
+    model = get_model(name, initial)
+    return explain(history, check(history, model), model=model)
+
+
+def _why(text: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith("  Why: "))
+
+
+def test_why_names_the_state_the_culprit_met_not_an_unrelated_one() -> None:
+    text = _explain(
+        [ev(0, "invoke", "write", 1), ev(0, "ok", "write", 1), ev(1, "invoke", "read"),
+         ev(2, "invoke", "write", 2), ev(1, "ok", "read", 3), ev(2, "ok", "write", 2)],
+        "register",
+    )
+    culprit = next(line for line in text.splitlines() if ">>>" in line)
+    assert "process 1" in culprit and "read → 3" in culprit and "lines 3–5" in culprit
+    assert _why(text).startswith(
+        "  Why: read returned 3 but the state was 2; nor could it go earlier: after step 1, "
+        "the soonest it may go, the state was 1;"
+    )
+    assert "2 of 3 operations linearized" in text
+
+
+def test_other_candidates_are_listed_with_their_own_reasons() -> None:
+    text = _explain(
+        [ev(0, "invoke", "write", 1), ev(0, "ok", "write", 1), ev(1, "invoke", "cas", [5, 6]),
+         ev(2, "invoke", "write", 7), ev(3, "invoke", "read"), ev(3, "ok", "read", 4),
+         ev(1, "ok", "cas", [5, 6]), ev(2, "info", "write", 7),
+         ev(4, "invoke", "write", 4), ev(4, "ok", "write", 4)],
+        "cas-register",
+    )
+    assert "Could not be placed next, in state 1" in text
+    assert "cas expected 5, but the state was 1" in text
+    assert "outcome unknown: it may take effect here (state 7), but then no completed " \
+           "operation fits either" in text
+    assert "Must come later: 1 more completed operation, invoked after the culprit " \
+           "returned (line 6)." in text
+    assert "the 1 other operation" not in _why(text)  # one of the two others is unhelpful
+    assert "none of the others that could go before it helps" in _why(text)
+
+
+def test_a_failed_cas_is_explained_as_a_comparison_that_should_have_succeeded() -> None:
+    write = Operation(0, 0, "write", 1, 1, 0, 1, "ok", call_line=1, ret_line=2)
+    cas = Operation(1, 1, "cas", [1, 2], False, 2, 3, "ok", call_line=3, ret_line=4)
+    history = History([write, cas], source="h.jsonl")
+    model = get_model("cas-register")
+    text = explain(history, check(history, model), model=model)
+    assert _why(text).startswith(
+        "  Why: cas reported that the value was not 1, but the state was 1;")
+
+
+def test_long_values_say_where_they_part() -> None:
+    long = "abc" * 30
+    text = _explain(
+        [ev(0, "invoke", "put", long, key="k"), ev(0, "ok", "put", long, key="k"),
+         ev(0, "invoke", "append", "XYZ", key="k"), ev(0, "ok", "append", "XYZ", key="k"),
+         ev(1, "invoke", "get", key="k"), ev(1, "ok", "get", long + "XY!", key="k")],
+        "kv",
+    )
+    why = _why(text)
+    assert "the first 92 characters agree, then the read has \"!\" where the state has " \
+           "\"Z\"" in why
+    assert '…' in why  # both values are long: clipped in the middle, ends kept
+
+
+def test_clip_middle_keeps_both_ends() -> None:
+    text = "head-" + "x" * 200 + "-tail"
+    clipped = clip_middle(text, 40)
+    assert len(clipped) == 40 and clipped.startswith("head-") and clipped.endswith("-tail")
+    assert clip_middle("short", 40) == "short"
+
+
+def test_unknown_from_the_memo_limit_advises_memory_not_time() -> None:
+    events = [ev(p, "invoke", "append", f"<{p}>", key="k") for p in range(12)]
+    events += [ev(12, "invoke", "put", "z", key="k"), ev(12, "ok", "put", "z", key="k")]
+    events += [ev(p, "ok", "append", f"<{p}>", key="k") for p in range(12)]
+    events += [ev(13, "invoke", "get", key="k"), ev(13, "ok", "get", "nope", key="k")]
+    history = history_from_events(events)
+    result = check(history, get_model("kv"), memo_entries_max=100)
+    text = explain(history, result)
+    assert text.startswith("UNKNOWN")
+    assert "memo_entries_max" in text and "--timeout" not in text
+
+
+@pytest.mark.skipif(not CORPUS.exists(), reason="../shared/data/porcupine is absent")
+def test_etcd_000_blames_the_read_that_returned_first_with_a_true_reason() -> None:
+    history = read_history(str(CORPUS / "jepsen" / "etcd_000.log"))
+    model = get_model("cas-register")
+    text = explain(history, check(history, model), model=model)
+    culprit = next(line for line in text.splitlines() if ">>>" in line)
+    assert "process 11" in culprit and "read → 2" in culprit and "lines 85–86" in culprit
+    assert _why(text).startswith("  Why: read returned 2 but the state was 0;")
+    assert "returned 2 but the state was 2" not in text

@@ -139,3 +139,139 @@ def test_check_rejects_an_operation_the_model_does_not_know() -> None:
 
     with pytest.raises(HistoryError, match="unknown function 'push'"):
         check(h((0, "invoke", "push", 1)), get_model("register"))
+
+
+# --- what an illegal result says: the longest prefix, the culprit, the candidates -----------
+
+# Shrunk from a Jepsen-style cas-register history (initial 0) on which the search used to
+# report 3 steps: a branch point resumed with a stale copy of the best length and overwrote a
+# longer prefix found deeper, and prefixes ending where the walk gave up were never counted.
+# Six steps exist: both writes of 3, write 0, write 1, the unknown cas 1→0 and the read of 3;
+# only the read of 99 cannot be placed.
+LONGEST_REGRESSION = (
+    (4, "invoke", "write", 0), (3, "invoke", "write", 3), (3, "ok", "write", 3),
+    (4, "ok", "write", 0), (1, "invoke", "cas", [1, 0]), (4, "invoke", "write", 1),
+    (1, "info", "cas", [1, 0]), (4, "ok", "write", 1), (4, "invoke", "write", 3),
+    (0, "invoke", "read", None), (4, "ok", "write", 3), (0, "ok", "read", 3),
+    (7, "invoke", "read", None), (7, "ok", "read", 99),
+)
+
+
+def test_longest_is_the_deepest_prefix_the_search_saw() -> None:
+    result = check(h(*LONGEST_REGRESSION), get_model("cas-register", 0))
+    failure = result.first_failure()
+    assert failure is not None
+    assert failure.longest_searched == 6
+    assert len(failure.longest) == 6 and len(failure.states) == 6
+    assert failure.unplaced == (6,)  # the read of 99
+
+
+def test_longest_counts_reads_placed_before_the_walk_gives_up() -> None:
+    hist = h((2, "invoke", "read", None), (2, "ok", "read", 0),
+             (3, "invoke", "read", None), (3, "ok", "read", 3))
+    failure = check(hist, get_model("cas-register", 0)).first_failure()
+    assert failure is not None
+    assert failure.longest == (0,) and failure.longest_searched == 1
+    assert failure.unplaced == (1,)
+
+
+def test_culprit_is_the_left_out_completed_op_that_returned_first() -> None:
+    # The write of 1 is over before the read is called; the write of 2 is concurrent with
+    # the read and returns after it. The read of 3 is the one that returned first.
+    hist = h((0, "invoke", "write", 1), (0, "ok", "write", 1),
+             (1, "invoke", "read", None), (2, "invoke", "write", 2),
+             (1, "ok", "read", 3), (2, "ok", "write", 2))
+    failure = check(hist, get_model("register")).first_failure()
+    assert failure is not None
+    assert failure.unplaced[0] == 1
+    assert failure.candidates[0].op_id == 1 and failure.candidates[0].outcome == "rejected"
+    # Greedy extension: write 2 fits after write 1, so the prefix is two steps long.
+    assert failure.longest == (0, 2) and failure.states == ("1", "2")
+    # The read could go after step 1 already (its window), and is rejected there too.
+    assert failure.candidates[0].after_step == 1 and failure.candidates[0].read_only
+
+
+def test_candidates_are_the_ops_invoked_before_the_culprit_returned() -> None:
+    hist = h((0, "invoke", "write", 1), (0, "ok", "write", 1),
+             (1, "invoke", "cas", [5, 6]), (2, "invoke", "write", 7),
+             (3, "invoke", "read", None), (3, "ok", "read", 4),
+             (1, "ok", "cas", [5, 6]), (2, "info", "write", 7),
+             (4, "invoke", "write", 4), (4, "ok", "write", 4))
+    failure = check(hist, get_model("cas-register")).first_failure()
+    assert failure is not None
+    assert failure.longest == (0,)
+    by_id = {c.op_id: c.outcome for c in failure.candidates}
+    # read → 4 (culprit), the cas expecting 5, and the unknown write of 7, which may happen
+    # but after which nothing completed fits. The write of 4 was invoked after the read
+    # returned: it must come later, so it is no candidate.
+    assert failure.candidates[0].op_id == 3
+    assert by_id == {3: "rejected", 1: "rejected", 2: "unhelpful"}
+    unhelpful = next(c for c in failure.candidates if c.op_id == 2)
+    assert unhelpful.state_after == "7"
+    assert failure.unplaced == (3, 1, 4)
+
+
+def test_memo_limit_gives_unknown_with_a_named_reason() -> None:
+    result = check(_hard_history(12), get_model("kv"), memo_entries_max=200)
+    assert result.verdict == "unknown"
+    assert "memo_entries_max" in result.reason and "key 'k'" in result.reason
+    assert "200" in result.reason
+    (part,) = result.partitions
+    assert "memo_entries_max" in part.reason
+
+
+def _put_among_appends(key: str, seen: str, n: int = 6) -> list[tuple[Any, ...]]:
+    """A put of "z" among ``n`` concurrent appends, then a get: linearizable for a ``seen``
+    of "z" and appends after it, but only after some wrong orders have failed."""
+    rows: list[tuple[Any, ...]] = [(p, "invoke", "append", f"<{p}>", key) for p in range(n)]
+    rows += [(n, "invoke", "put", "z", key), (n, "ok", "put", "z", key)]
+    rows += [(p, "ok", "append", f"<{p}>", key) for p in range(n)]
+    rows += [(n + 1, "invoke", "get", None, key), (n + 1, "ok", "get", seen, key)]
+    return rows
+
+
+def test_memo_entries_are_given_back_when_a_partition_finishes() -> None:
+    from lincheck import search
+
+    model = get_model("kv")
+    ((key, ops),) = model.partition(_hard_history(6).operations)  # type: ignore[misc]
+    budget = search._MemoBudget(10**6)
+    job = search._Job(key, ops, model, None, budget)
+    held_max = 0
+    while job.advance(1) is None:
+        held_max = max(held_max, budget.entries)
+    assert job.verdict == "illegal"
+    assert held_max > 100  # the search did hold entries while it ran ...
+    assert budget.entries == 0 and job.search.memo_entries == 0  # ... and gave them all back
+
+
+def test_memo_limit_counts_only_live_entries() -> None:
+    # One key alone needs a few hundred entries at most; twenty keys checked in turn must not
+    # add up against a limit that one key fits in.
+    one = _put_among_appends("a", "z<5><3><1>")
+    assert check(h(*one), get_model("kv"), memo_entries_max=1000).verdict == "ok"
+    rows = [row for k in range(20) for row in _put_among_appends(f"k{k}", "z<5><3><1>")]
+    result = check(h(*rows), get_model("kv"), memo_entries_max=1000, parallel=False)
+    assert result.verdict == "ok", result.reason
+
+
+def test_memo_limit_in_one_partition_does_not_hide_an_illegal_one() -> None:
+    rows: list[tuple[Any, ...]] = [(p, "invoke", "append", f"<{p}>", "k") for p in range(12)]
+    rows += [(12, "invoke", "put", "z", "k"), (12, "ok", "put", "z", "k")]
+    rows += [(p, "ok", "append", f"<{p}>", "k") for p in range(12)]
+    rows += [(13, "invoke", "get", None, "k"), (13, "ok", "get", "nope", "k")]
+    rows += [(20, "invoke", "put", "a", "j"), (20, "ok", "put", "a", "j"),
+             (21, "invoke", "get", None, "j"), (21, "ok", "get", "b", "j")]
+    result = check(h(*rows), get_model("kv"), memo_entries_max=200, parallel=False)
+    assert result.verdict == "illegal"
+    failure = result.first_failure()
+    assert failure is not None and failure.key == "j"
+    hard_part = next(p for p in result.partitions if p.key == "k")
+    assert hard_part.verdict == "unknown" and "memo_entries_max" in hard_part.reason
+
+
+def test_memo_entries_max_must_be_positive() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="memo_entries_max"):
+        check(STALE_READ, get_model("register"), memo_entries_max=0)

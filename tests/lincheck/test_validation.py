@@ -144,3 +144,15 @@ def test_nemesis_events_are_not_paired_strictly() -> None:
 def test_invocation_never_completed_counts_as_info() -> None:
     h = parse_history(W0, "jsonl")
     assert h.operations[0].status == "info" and h.operations[0].ret is None
+
+
+def test_txn_completion_with_other_micro_operations_than_its_invocation_is_refused() -> None:
+    """A completed transaction must be the invoked one with its reads filled in: a completion
+    that turns a read into a write is not a record of that transaction."""
+    text = "\n".join([
+        '{"process": 0, "type": "invoke", "f": "txn", "value": [["r", "x", null]]}',
+        '{"process": 0, "type": "ok", "f": "txn", "value": [["w", "x", 1]]}',
+    ])
+    history = parse_history(text, "jsonl", source="h.jsonl")
+    with pytest.raises(HistoryError, match=r"h\.jsonl:\d+: .*does not match its invocation"):
+        validate_functions(history, get_model("multi-register"))
