@@ -70,10 +70,10 @@ def test_campaign_prints_a_table_and_exits_zero_when_all_valid(
 def test_campaign_lists_the_replay_command_of_each_failing_seed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from harness.testkv import HarnessKV
+    from raftlib.kv.machine import KvStateMachine
 
     # Every write is acknowledged but never applied: each seed's history is not linearizable.
-    monkeypatch.setattr(HarnessKV, "apply", lambda self, command: None)
+    monkeypatch.setattr(KvStateMachine, "_execute", lambda self, op: True)
     code = main(["campaign", "--seeds", "5..6", "--jobs", "1", "--nodes", "3",
                  "--time-limit", "3", "--out", str(tmp_path / "c")])
     out = capsys.readouterr().out
@@ -90,7 +90,7 @@ def test_campaign_lists_the_replay_command_of_each_failing_seed(
         (["run", "--workload", "queue"], "--workload: unknown workload 'queue'"),
         (["run", "--nemesis", "partition,meteor"], "unknown fault kind 'meteor'"),
         (["run", "--nemesis", ""], "--nemesis: empty list"),
-        (["run", "--backend", "live"], "--backend: 'live' is not available"),
+        (["run", "--backend", "live", "--nemesis", "clock"], "faketime"),
         (["run", "--time-limit", "-1"], "--time-limit: must be a number of seconds"),
         (["run", "--time-limit", "nan"], "--time-limit: must be a number of seconds"),
         (["run", "--rate", "0"], "--rate: must be a number of operations per second"),
