@@ -30,8 +30,9 @@ class ProposalQueueFull(RaftError):
 
 
 class ProposalDropped(RaftError):
-    """The proposal was lost before it committed (leadership changed); its outcome is known:
-    it was not applied by this proposal (a retry with the same client session is safe)."""
+    """The proposal will never be applied: another entry was committed at its log index (or
+    the leader refused it outright, e.g. during a leadership transfer). Its outcome is known,
+    so a retry cannot apply the command twice."""
 
 
 class ConfigError(RaftError, ValueError):

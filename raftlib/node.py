@@ -1,15 +1,27 @@
 """The Trio driver: owns a pure ``RaftCore`` and gives it disks, a network and a clock.
 
 One task, the *raft loop*, is the only code that touches the core. Everything else (the timer,
-the transport's receive task, callers of ``propose`` and ``read``) hands it work through one
-bounded channel and waits on a per-request result slot. Each loop iteration drains every input
-that is already waiting (so a burst of proposals becomes one log append and one fsync: group
-commit), steps the core, then honours each ``Ready`` exactly as its contract says:
+the transport's receive task, callers of ``propose`` and ``read``, the node's sync thread)
+hands it work through one bounded channel and waits on a per-request result slot. Each loop
+iteration drains every input that is already waiting (so a burst of proposals becomes one log
+append and one fsync: group commit), steps the core, then honours each ``Ready``:
 
-1. persist hard state and entries, one ``sync()`` for both (in a worker thread for real disks);
-2. only then send messages (a vote or an append acknowledgement must never outrun its fsync);
-3. apply committed entries to the state machine and answer the proposers waiting for them;
-4. ``advance`` the core.
+1. send the leader's AppendEntries at once: they depend on nothing it has yet to persist
+   (thesis §10.2.1; the core counts the leader towards commit only for persisted entries);
+2. apply committed entries and answer their proposers: they are durable on a quorum already;
+3. persist hard state and entries with one ``sync()`` -- in the node's sync thread for a
+   storage that blocks (``NodeConfig.storage_thread``), while the loop keeps stepping inputs
+   and sending new AppendEntries (pipelining: the next batch forms during this fsync and is
+   written by the next one; ``RaftCore.take_appends``);
+4. only once that sync returned, send every other message (a vote or an append
+   acknowledgement must never outrun its fsync) and ``advance`` the core.
+
+Rule kept throughout: nothing is acknowledged (a vote, an append acknowledgement, a command's
+result) before what it depends on is fsynced -- on this node for votes and acknowledgements,
+on a quorum for results. A Ready that changes nothing but the commit index does not wait for a
+sync at all: no message or result depends on the commit index being durable (a restarted node
+relearns it), so it rides along with the next sync, or gets its own after
+``DEFERRED_COMMIT_TICKS_MAX`` idle ticks, or at a clean exit.
 
 Typical use::
 
@@ -20,9 +32,13 @@ Typical use::
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
+import queue
 import random
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
@@ -33,7 +49,17 @@ import trio
 
 from raftlib.core.config import CoreConfig
 from raftlib.core.raft import RaftCore
-from raftlib.core.types import NO_NODE, Entry, EntryKind, Message, NodeId, Ready, Role
+from raftlib.core.types import (
+    NO_NODE,
+    AppendEntries,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    NodeId,
+    Ready,
+    Role,
+)
 from raftlib.errors import (
     ConfigError,
     NotLeader,
@@ -41,6 +67,7 @@ from raftlib.errors import (
     ProposalQueueFull,
     RaftError,
     Stopped,
+    StorageError,
 )
 from raftlib.storage.base import Storage
 from raftlib.transport.base import Endpoint, Transport
@@ -92,6 +119,11 @@ class NodeConfig:
     # How long a read waits for the leader to confirm it (a few heartbeat rounds).
     read_timeout_seconds: float = 1.0
     seed: int | None = None
+    # Where a storage that may block (``blocking`` true, like WalStorage) is called. True: in
+    # a worker thread of the node, so the Trio loop (and whatever else runs on it) never
+    # waits for a disk. False: on the loop itself, which then stalls for each fsync but saves
+    # the thread hand-offs (less CPU and latency per sync on a busy machine).
+    storage_thread: bool = True
 
     def __attrs_post_init__(self) -> None:
         _check_int("node_id", self.node_id, 1)
@@ -106,6 +138,10 @@ class NodeConfig:
         tick = self.tick_seconds
         if not isinstance(tick, int | float) or not math.isfinite(tick) or tick <= 0:
             raise ConfigError(f"NodeConfig.tick_seconds must be > 0, got {tick!r}")
+        if not isinstance(self.storage_thread, bool):
+            raise ConfigError(
+                f"NodeConfig.storage_thread must be a bool, got {self.storage_thread!r}"
+            )
         for name in (
             "input_queue_items_max",
             "inputs_per_iteration_max",
@@ -161,23 +197,55 @@ class NodeHooks:
 
 
 class _Slot:
-    """A one-shot result a caller waits on; filled by the raft loop."""
+    """A one-shot result one caller waits on; filled by the raft loop. (A bare parked task and
+    a plain value rather than a ``trio.Event`` and an ``Outcome``: there is one per proposal,
+    so it is on the hot path.)"""
 
-    __slots__ = ("_event", "_result")
+    __slots__ = ("_done", "_error", "_task", "_value")
 
     def __init__(self) -> None:
-        self._event = trio.Event()
-        self._result: outcome.Outcome[Any] | None = None
+        self._done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._task: trio.lowlevel.Task | None = None
 
     def set(self, result: outcome.Outcome[Any]) -> None:
-        if self._result is None:
-            self._result = result
-            self._event.set()
+        if isinstance(result, outcome.Error):
+            self.set_error(result.error)
+        else:
+            self.set_value(result.unwrap())
+
+    def set_value(self, value: Any) -> None:
+        if not self._done:
+            self._done = True
+            self._value = value
+            self._wake()
+
+    def set_error(self, error: BaseException) -> None:
+        if not self._done:
+            self._done = True
+            self._error = error
+            self._wake()
+
+    def _wake(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
 
     async def wait(self) -> Any:
-        await self._event.wait()
-        assert self._result is not None
-        return self._result.unwrap()
+        if self._done:
+            await trio.lowlevel.checkpoint()
+        else:
+            self._task = trio.lowlevel.current_task()
+
+            def abort(_: Any) -> trio.lowlevel.Abort:
+                self._task = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 @attrs.define
@@ -196,8 +264,54 @@ class _Tick:
     pass
 
 
+class _SyncDone:
+    """Wakes the raft loop: the sync worker finished (the result waits in the node)."""
+
+
 _TICK = _Tick()
-_Input = list[Message] | _Propose | _Read | _Tick
+_SYNC_DONE = _SyncDone()
+_Input = list[Message] | _Propose | _Read | _Tick | _SyncDone
+
+
+class _SyncWorker:
+    """The node's own thread for storage calls, which may block (the ``Storage`` protocol).
+
+    One job at a time, as the protocol requires. Cheaper per sync than
+    ``trio.to_thread.run_sync`` (no limiter, no context copy, no thread renaming, no task per
+    call): a job costs one queue put to start it and one ``run_sync_soon`` to report
+    back, and that is most of what a small group commit costs besides the fsync itself.
+    """
+
+    def __init__(self, report: Callable[[outcome.Outcome[None]], None]) -> None:
+        self._report = report
+        self._token = trio.lowlevel.current_trio_token()
+        # SimpleQueue: a C queue whose get() blocks without the GIL (threading.Semaphore is
+        # Python code over a Condition: measurably slower per hand-off).
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="raftlib-sync", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        self._jobs.put(fn)
+
+    def close(self) -> None:
+        """Stop after the running job, if any: storage is never closed under a sync."""
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            fn = self._jobs.get()
+            if fn is None:
+                return
+            result = outcome.capture(fn)
+            with contextlib.suppress(trio.RunFinishedError):
+                self._token.run_sync_soon(self._report, result)
+
+
+# Ticks a commit-index-only hard state may wait for a sync that happens anyway before it
+# gets one of its own (it waited at least DEFERRED_COMMIT_TICKS_MAX - 1 whole ticks then).
+DEFERRED_COMMIT_TICKS_MAX = 2
 
 
 def _needs_thread(storage: Storage) -> bool:
@@ -234,6 +348,36 @@ class Node:
         self._stopped = False
         self._thread = _needs_thread(storage)
         self._applied_changed = trio.Event()
+        # A sync runs in a worker thread right now (at most one: storage calls never
+        # overlap, and the core hands out one Ready at a time); the nursery of that task.
+        self._persisting = False
+        self._sync_worker: _SyncWorker | None = None
+        # The Ready whose sync the worker runs (None for a deferred commit index alone), and
+        # the sync's outcome once it is back.
+        self._syncing: Ready | None = None
+        self._sync_result: outcome.Outcome[None] | None = None
+        # A sync to start once the transport had a turn to put this Ready's appends on the
+        # wire: run by the raft loop itself (storage_thread=False), or handed to the sync
+        # thread then (a waking sync thread would take the GIL from the sends otherwise).
+        self._next_sync: tuple[Ready | None, Sequence[Entry], HardState | None] | None = None
+        # Term and vote as last handed to storage, and a commit-only hard state not handed yet:
+        # it rides along with the next sync, or gets one of its own once it has waited through
+        # DEFERRED_COMMIT_TICKS_MAX ticks (so an idle node's durable commit index catches up
+        # within a few ticks, while a busy one never spends a sync on it).
+        self._stored_term_vote = (core.term, core.vote)
+        self._deferred_hard_state: HardState | None = None
+        self._deferred_ticks = 0
+        self._counters = dict.fromkeys(
+            (
+                "readies",  # Ready batches processed
+                "syncs",  # storage syncs (each covers one Ready: group commit)
+                "entries_persisted",
+                "append_messages_sent",  # AppendEntries carrying entries
+                "append_entries_sent",  # entries in them
+                "early_append_messages",  # AppendEntries sent while a sync was running
+            ),
+            0,
+        )
 
     # --- public API ---------------------------------------------------------------------
 
@@ -265,14 +409,22 @@ class Node:
     async def propose(self, command: bytes) -> Any:
         """Replicate ``command``; return what the state machine's ``apply`` returned for it.
 
-        Raises ``NotLeader`` (with the leader's address when known), ``ProposalQueueFull``
-        (backpressure: retry later) or ``ProposalDropped`` (a new leader replaced the entry: it
-        was not applied). If the call is cancelled (a caller's timeout) the outcome is unknown:
-        the command may still commit.
+        Raises ``NotLeader`` (with the leader's address when known) or ``ProposalQueueFull``
+        (backpressure: retry later) when the command never entered the log, and
+        ``ProposalDropped`` once another entry was COMMITTED at its index: in all three cases it
+        was not applied. Anything else has an unknown outcome: a cancelled call (a caller's
+        timeout) or ``Stopped`` may still commit, and so may an entry that a newer leader merely
+        truncated from this node's log (another node may hold it and win a later election), so
+        a proposal waits until its index commits rather than guessing.
         """
-        results = await self.propose_batch([command])
-        result = results[0]
-        return result.unwrap()
+        if not isinstance(command, bytes | bytearray | memoryview):
+            raise TypeError("command must be bytes")
+        self._check_running()
+        if self._core.role is not Role.LEADER:
+            raise self.not_leader()
+        slot = _Slot()
+        await self._submit(_Propose([bytes(command)], [slot]))
+        return await slot.wait()
 
     async def propose_batch(self, commands: Sequence[bytes]) -> list[outcome.Outcome[Any]]:
         """Propose several commands at once; one outcome per command, in order."""
@@ -281,8 +433,11 @@ class Node:
         self._check_running()
         if self._core.role is not Role.LEADER:
             raise self.not_leader()
+        if not commands:
+            await trio.lowlevel.checkpoint()
+            return []
         slots = [_Slot() for _ in commands]
-        await self._in_tx.send(_Propose([bytes(c) for c in commands], slots))
+        await self._submit(_Propose([bytes(c) for c in commands], slots))
         out: list[outcome.Outcome[Any]] = []
         for slot in slots:
             out.append(await outcome.acapture(slot.wait))
@@ -297,7 +452,7 @@ class Node:
         slot = _Slot()
         request_id = self._next_read_id
         self._next_read_id += 1
-        await self._in_tx.send(_Read(request_id, slot))
+        await self._submit(_Read(request_id, slot))
         # A forwarded request or its reply may be lost; after this long the leader we asked is
         # presumed gone and the caller may retry elsewhere.
         with trio.move_on_after(self.config.read_timeout_seconds):
@@ -329,10 +484,20 @@ class Node:
             "pending_proposals": len(self._proposals),
             "pending_reads": len(self._reads),
             "applied_index": self._applied,
+            **self._counters,
             **{f"transport_{k}": v for k, v in self._endpoint.statistics().items()},
         }
 
     # --- driver tasks ---------------------------------------------------------------------
+
+    async def _submit(self, item: _Input) -> None:
+        """Queue ``item`` for the raft loop; waits only while the queue is full (backpressure).
+        No scheduling round trip otherwise: the caller's next await is its result."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._in_tx.send_nowait(item)
+        except trio.WouldBlock:
+            await self._in_tx.send(item)
 
     def _check_running(self) -> None:
         if self._stopped:
@@ -350,26 +515,52 @@ class Node:
 
     async def _raft_loop(self) -> None:
         limit = self.config.inputs_per_iteration_max
-        while True:
-            self._handle(await self._in_rx.receive())
-            for _ in range(limit - 1):
-                try:
-                    item = self._in_rx.receive_nowait()
-                except trio.WouldBlock:
-                    break
-                self._handle(item)
-            while self._core.has_ready():
-                await self._process(self._core.ready())
+        receive_nowait = self._in_rx.receive_nowait
+        handle = self._handle
+        if self._thread and self.config.storage_thread:
+            self._sync_worker = _SyncWorker(self._sync_finished)
+        try:
+            while True:
+                handle(await self._in_rx.receive())
+                for _ in range(limit - 1):
+                    try:
+                        item = receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    handle(item)
+                self._pump()
+                while self._next_sync is not None:
+                    rd, entries, hard_state = self._next_sync
+                    self._next_sync = None
+                    # Let the transport put this Ready's appends on the wire first, so the
+                    # followers' fsyncs overlap ours.
+                    await trio.lowlevel.checkpoint()
+                    if self._sync_worker is not None:
+                        self._sync_worker.submit(
+                            functools.partial(self._persist, entries, hard_state)
+                        )
+                        break
+                    self._persist(entries, hard_state)
+                    self._persisted(rd)
+                    self._pump()
+        finally:
+            if self._sync_worker is not None:
+                self._sync_worker.close()
 
     def _handle(self, item: _Input) -> None:
         core = self._core
         if isinstance(item, list):
+            step = core.step
             for msg in item:
-                core.step(msg)
+                step(msg)
         elif isinstance(item, _Tick):
+            if self._deferred_hard_state is not None:
+                self._deferred_ticks += 1
             core.tick()
         elif isinstance(item, _Propose):
             self._handle_propose(item)
+        elif isinstance(item, _SyncDone):
+            pass  # _pump collects the result
         else:
             self._handle_read(item)
 
@@ -400,16 +591,122 @@ class Node:
         for slot in slots:
             slot.set(outcome.Error(exc))
 
-    async def _process(self, rd: Ready) -> None:
-        if rd.hard_state is not None or rd.entries:
-            if self._thread:
-                await trio.to_thread.run_sync(self._persist, rd)
+    def _pump(self) -> None:
+        """Hand the core's output to the disk, the network and the state machine."""
+        core = self._core
+        if self._sync_result is not None:
+            result, self._sync_result = self._sync_result, None
+            result.unwrap()  # a storage failure stops the node
+            self._persisted(self._syncing)
+        if self._persisting:
+            # One Ready at a time: until its sync returns, only appends may leave (see
+            # ``RaftCore.take_appends``), so followers start on the next batch meanwhile.
+            appends = core.take_appends()
+            if appends:
+                self._counters["early_append_messages"] += len(appends)
+                self._send(appends)
+            return
+        while core.has_ready():
+            rd = core.ready()
+            self._counters["readies"] += 1
+            hard_state = self._hard_state_to_sync(rd)
+            if hard_state is None and not rd.entries:
+                # Nothing to make durable, so nothing to wait for.
+                if rd.messages:
+                    self._send(rd.messages)
+                self._deliver(rd)
+                core.advance(rd)
+                continue
+            appends = [m for m in rd.messages if type(m) is AppendEntries]
+            if appends:
+                # Only AppendEntries may go before the sync (thesis §10.2.1); the rest
+                # (votes, acknowledgements) are sent by ``_persisted``.
+                self._send(appends)
+            self._deliver(rd)
+            if self._start_persist(rd, rd.entries, hard_state, after_sends=bool(appends)):
+                return
+        deferred = self._deferred_hard_state
+        if deferred is not None and self._deferred_ticks >= DEFERRED_COMMIT_TICKS_MAX:
+            self._deferred_hard_state = None
+            self._deferred_ticks = 0
+            self._start_persist(None, (), deferred)
+
+    def _start_persist(
+        self,
+        rd: Ready | None,
+        entries: Sequence[Entry],
+        hard_state: HardState | None,
+        *,
+        after_sends: bool = False,
+    ) -> bool:
+        """Sync, then call ``_persisted(rd)``. Returns True while the sync is pending or
+        running (in the sync thread, the loop goes on stepping inputs meanwhile). With
+        ``after_sends`` the sync starts only after the transport had its turn."""
+        self._counters["syncs"] += 1
+        self._counters["entries_persisted"] += len(entries)
+        if self._sync_worker is not None:
+            self._persisting = True
+            self._syncing = rd
+            if after_sends:
+                self._next_sync = (rd, entries, hard_state)
             else:
-                self._persist(rd)
-        if rd.entries and self._proposals:
-            self._drop_replaced(rd.entries)
-        if rd.messages:
-            self._endpoint.send_nowait(rd.messages)
+                self._sync_worker.submit(functools.partial(self._persist, entries, hard_state))
+            return True
+        if self._thread:
+            self._persisting = True
+            self._next_sync = (rd, entries, hard_state)
+            return True
+        self._persist(entries, hard_state)
+        self._persisted(rd)
+        return False
+
+    def _hard_state_to_sync(self, rd: Ready) -> HardState | None:
+        """The hard state the sync of ``rd`` must write, or None. A change of the commit index
+        alone is deferred to the next sync that happens anyway (module docstring)."""
+        hard_state = rd.hard_state
+        if hard_state is None:
+            if rd.entries and self._deferred_hard_state is not None:
+                hard_state, self._deferred_hard_state = self._deferred_hard_state, None
+                self._deferred_ticks = 0
+            return hard_state
+        if not rd.entries and (hard_state.term, hard_state.vote) == self._stored_term_vote:
+            # Replaces an older deferred one (commit only grows); its wait keeps counting.
+            self._deferred_hard_state = hard_state
+            return None
+        self._deferred_hard_state = None
+        self._deferred_ticks = 0
+        self._stored_term_vote = (hard_state.term, hard_state.vote)
+        return hard_state
+
+    def _sync_finished(self, result: outcome.Outcome[None]) -> None:
+        """Runs in the Trio thread (``run_sync_soon``) when the worker is done: wake the raft
+        loop. If its queue is full it is busy anyway and finds the result after that batch."""
+        self._sync_result = result
+        with contextlib.suppress(trio.WouldBlock):
+            self._in_tx.send_nowait(_SYNC_DONE)
+
+    def _persisted(self, rd: Ready | None) -> None:
+        """``rd`` is durable: what depended on it may leave; the core may count it."""
+        self._persisting = False
+        self._syncing = None
+        if rd is None:
+            return
+        held = [m for m in rd.messages if type(m) is not AppendEntries]
+        if held:
+            self._send(held)
+        self._core.advance(rd)
+
+    def _send(self, messages: Sequence[Message]) -> None:
+        counters = self._counters
+        for m in messages:
+            if type(m) is AppendEntries and m.entries:
+                counters["append_messages_sent"] += 1
+                counters["append_entries_sent"] += len(m.entries)
+        self._endpoint.send_nowait(messages)
+
+    def _deliver(self, rd: Ready) -> None:
+        """Everything in ``rd`` that waits for no sync: committed entries are durable on a
+        quorum already (an earlier Ready), reads and role changes depend on no disk."""
         if rd.soft_state is not None and self._hooks.on_role is not None:
             self._hooks.on_role(self.node_id, rd.soft_state.role, self._core.term)
         if rd.committed:
@@ -423,55 +720,48 @@ class Node:
         for rs in rd.read_states:
             self._read_states.append((rs.index, rs.request_id))
         self._serve_reads()
-        self._core.advance(rd)
 
-    def _drop_replaced(self, entries: Sequence[Entry]) -> None:
-        """Entries from ``entries[0].index`` on replace whatever the log held there, and the
-        log now ends with them: a proposal of ours at a replaced index, or beyond the new end,
-        is gone for good (nobody re-proposes it), so its caller learns it was not applied."""
-        first, last = entries[0].index, entries[-1].index
-        for index in [i for i in self._proposals if i >= first]:
-            term, slot = self._proposals[index]
-            if index <= last and entries[index - first].term == term:
-                continue
-            del self._proposals[index]
-            slot.set(outcome.Error(ProposalDropped(
-                f"entry {index} of term {term} was replaced by another leader's log"
-            )))
-
-    def _persist(self, rd: Ready) -> None:
+    def _persist(self, entries: Sequence[Entry], hard_state: HardState | None) -> None:
         storage = self._storage
-        if rd.entries:
-            storage.append(rd.entries)
-        if rd.hard_state is not None:
-            storage.set_hard_state(rd.hard_state)
+        if entries:
+            storage.append(entries)
+        if hard_state is not None:
+            storage.set_hard_state(hard_state)
         storage.sync()
 
     def _apply(self, entries: Sequence[Entry]) -> None:
+        apply = self._sm.apply
+        proposals = self._proposals
+        normal = EntryKind.NORMAL
         for entry in entries:
-            if entry.index != self._applied + 1:
+            index = entry.index
+            if index != self._applied + 1:
                 raise AssertionError(
-                    f"apply out of order: applied={self._applied}, next entry {entry.index}"
+                    f"apply out of order: applied={self._applied}, next entry {index}"
                 )
-            result: outcome.Outcome[Any] | None = None
-            if entry.kind is EntryKind.NORMAL:
-                result = outcome.capture(self._sm.apply, entry.data)
-                if isinstance(result, outcome.Error):
-                    log.error(
-                        "state machine raised on entry %d: %r", entry.index, result.error
-                    )
-            self._applied = entry.index
-            pending = self._proposals.pop(entry.index, None)
-            if pending is not None:
-                term, slot = pending
-                if term == entry.term and result is not None:
-                    slot.set(result)
-                else:
-                    # Another leader's entry took this index: ours was never committed and never
-                    # will be (nobody re-proposes it), so the caller knows it was not applied.
-                    slot.set(outcome.Error(ProposalDropped(
-                        f"entry {entry.index} of term {term} was replaced by term {entry.term}"
-                    )))
+            value: Any = None
+            error: BaseException | None = None
+            if entry.kind is normal:
+                try:
+                    value = apply(entry.data)
+                except BaseException as exc:  # the proposer gets it; the node goes on
+                    error = exc
+                    log.error("state machine raised on entry %d: %r", index, exc)
+            self._applied = index
+            pending = proposals.pop(index, None) if proposals else None
+            if pending is None:
+                continue
+            term, slot = pending
+            if term != entry.term or entry.kind is not normal:
+                # Another leader's entry took this index: ours was never committed and never
+                # will be (nobody re-proposes it), so the caller knows it was not applied.
+                slot.set_error(ProposalDropped(
+                    f"entry {index} of term {term} was replaced by term {entry.term}"
+                ))
+            elif error is not None:
+                slot.set_error(error)
+            else:
+                slot.set_value(value)
         self._applied_changed.set()
         self._applied_changed = trio.Event()
 
@@ -487,6 +777,19 @@ class Node:
             else:
                 keep.append((index, request_id))
         self._read_states = keep
+
+    def _sync_deferred_hard_state(self) -> None:
+        """Leave the latest commit index durable too. Called once every task has stopped, so
+        no other storage call can be running."""
+        deferred, self._deferred_hard_state = self._deferred_hard_state, None
+        if deferred is None:
+            return
+        try:
+            self._persist((), deferred)
+        except StorageError as exc:
+            # Not a loss: entries up to it are durable on a quorum; a restart relearns it.
+            log.warning("node %d: final commit index %d not made durable: %s",
+                        self.node_id, deferred.commit, exc)
 
     def _stop(self) -> None:
         self._stopped = True
@@ -538,5 +841,7 @@ async def open_node(
                         nursery.cancel_scope.cancel()
             finally:
                 node._stop()
+            # Only on a clean exit (a cancelled block is a crash as far as storage goes).
+            node._sync_deferred_hard_state()
     finally:
         storage.close()

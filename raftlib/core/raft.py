@@ -11,7 +11,12 @@ The Ready contract, as this core relies on it (see ``Ready`` in ``types.py``):
 - Persist ``hard_state`` and ``entries`` (one fsync) BEFORE sending ``messages``: vote grants and
   append acknowledgements are emitted in the same Ready as the state they promise, never
   earlier. (A leader's AppendEntries do not depend on its own disk — thesis §10.2.1 — so a
-  driver may send those early; everything else must wait.)
+  driver may send those early, and ``take_appends()`` hands out the ones owed while a Ready is
+  still being persisted; everything else must wait.)
+- The commit index in ``hard_state`` is the one exception to "persist first": no message and no
+  apply depends on it being durable (a restarted node that forgot part of it relearns it from
+  the leader; the entries below it are durable on a quorum either way), so a driver may defer a
+  change of the commit index alone to its next sync.
 - ``committed`` only holds entries made durable by an earlier, advanced Ready.
 - One Ready at a time: call ``advance(ready)`` before the next ``ready()``. ``step``, ``tick``,
   ``propose`` and ``read_index`` may be called between ``ready()`` and ``advance()``.
@@ -893,6 +898,24 @@ class RaftCore:
             return True
         soft = self._prev_soft
         return soft.role is not self._role or soft.leader != self._leader
+
+    def take_appends(self) -> list[AppendEntries]:
+        """The AppendEntries owed so far (new proposals, commit index, heartbeats), taken out
+        of the next Ready for a driver that sends them at once, even while it still persists
+        the outstanding Ready (pipelining). Every other message stays for the Ready.
+
+        Safe because an AppendEntries depends on nothing its sender has yet to persist (thesis
+        §10.2.1): only a leader of term T sends one, and its term and vote were durable before
+        its RequestVotes went out, hence before it could win; its entries may still be on
+        their way to its disk, since it counts itself towards a commit quorum only for
+        entries it persisted. What followers do with them (acknowledge only after their own
+        fsync) is unchanged."""
+        self._flush()
+        msgs = self._msgs
+        appends = [m for m in msgs if type(m) is AppendEntries]
+        if appends:
+            self._msgs = [m for m in msgs if type(m) is not AppendEntries]
+        return appends
 
     def ready(self) -> Ready:
         """Everything to persist, send and apply since the last Ready (see the module doc).

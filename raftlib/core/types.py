@@ -178,6 +178,11 @@ class Ready(msgspec.Struct, frozen=True):
     2. only then send ``messages`` (votes and acknowledgements depend on step 1);
     3. apply ``committed`` entries, in order, to the state machine (they are already durable);
     4. call ``RaftCore.advance(ready)``.
+    Two relaxations are safe (see ``raft.py``): ``AppendEntries`` in ``messages`` may be sent
+    before step 1 (a leader's appends depend on nothing it has yet to persist), and so may
+    everything else when ``hard_state`` differs from the last one only in ``commit`` and there
+    are no ``entries`` (the commit index may reach the disk with a later sync). Step 3 depends
+    on no part of step 1 either: ``committed`` entries were made durable by an earlier Ready.
     ``read_states`` may be served once the applied index reaches each one's ``index``;
     ``dropped_reads`` lists ReadIndex request ids that cannot be served (leadership lost).
     """

@@ -63,7 +63,7 @@ def test_impossible_restart_state_is_refused(
         RaftCore(cfg, random.Random(0), hard, entries_of_terms(terms), applied)
 
 
-def test_restart_with_an_entry_newer_than_the_durable_term_adopts_that_term_without_a_vote() -> None:
+def test_restart_with_an_entry_newer_than_the_durable_term_adopts_it_without_a_vote() -> None:
     """A crash between the entries' fsync and the hard state's leaves a log entry of a term
     the hard state never recorded (the harness found it: kv workload, seed 77). The vote of that
     term was never sent, so the node restarts in the entry's term with no vote, and persists it
