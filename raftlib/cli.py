@@ -1,8 +1,24 @@
-"""``raftlib`` command line: run one node as its own process, or a local cluster.
+"""``raftlib`` command line: run one node as its own process, a local cluster, or make certificates.
 
+    raftlib certs init DIR --nodes 3
     raftlib serve --id 1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data DIR \
-        [--client-port 6379 --client-peers 1=127.0.0.1:6379,2=127.0.0.1:6380,3=127.0.0.1:6381]
-    raftlib cluster --nodes 3 --data DIR [--base-port 7001] [--client-base-port 6379]
+        --tls-dir CERTS [--client-port 6379 --client-peers 1=127.0.0.1:6379,...]
+    raftlib cluster --nodes 3 --data DIR [--tls] [--base-port 7001] [--client-base-port 6379]
+
+Security. ``serve`` refuses to start without TLS material (``--tls-dir DIR`` in the layout
+``certs init`` writes, or ``--ca/--cert/--key``) unless ``--insecure`` is given, which runs
+plain TCP for peers and clients and prints a warning once the node is up. With TLS, peers use
+mutual TLS 1.3 (see ``raftlib.transport.tls``) and the RESP port speaks TLS too
+(``redis-cli --tls --cacert CERTS/ca.pem``); ``--client-auth`` also requires client
+certificates (signed by the cluster CA, or by ``--client-ca``), ``--client-plaintext`` keeps
+the RESP port in plain text while peers use TLS. ``cluster`` runs its nodes with ``--insecure``
+unless ``--tls`` is given, which creates (or reuses) certificates in ``DATA/certs``.
+
+Limits (all have safe defaults): ``--max-frame-bytes`` (one Raft frame), ``--max-value-bytes``
+(one KV value), ``--max-clients`` (RESP connections), ``--client-idle-timeout`` and
+``--peer-idle-timeout`` (seconds without a byte before a connection is closed; 0 disables),
+``--handshake-timeout`` (TLS handshake plus hello, peers and clients), ``--peer-handshakes-max``
+(unauthenticated peer connections at once).
 
 ``serve`` without ``--client-port`` runs a bare node (a counting state machine); with it, the
 replicated KV service answers RESP2 (Redis protocol) on 127.0.0.1:PORT. ``--client-peers``
@@ -21,17 +37,24 @@ directory (one line on stderr saying which), 1 when the node stopped on an error
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import math
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
 from raftlib.errors import ConfigError, RaftError, StorageError
 from raftlib.node import NodeConfig, open_node
+
+if TYPE_CHECKING:
+    import ssl
+
+    from raftlib.transport.tcp import StreamSecurity
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -91,6 +114,20 @@ def _parser() -> _Parser:
                        help="serve the KV service (RESP2) on 127.0.0.1:PORT")
     serve.add_argument("--client-peers", default=None,
                        help="every member's client address ID=HOST:PORT,... (for redirects)")
+    _add_security_options(serve)
+    _add_limit_options(serve)
+    certs = sub.add_parser("certs", help="make certificates for a cluster")
+    certs_sub = certs.add_subparsers(dest="certs_command", required=True, parser_class=_Parser)
+    init = certs_sub.add_parser(
+        "init", help="create a CA and certificates for nodes 1..N and a client (missing ones)")
+    init.add_argument("dir", help="directory for the files (created 0700)")
+    init.add_argument("--nodes", type=int, required=True, help="number of nodes")
+    init.add_argument("--client", action="append", default=None, metavar="NAME",
+                      help="client certificate name (repeatable; default: client)")
+    init.add_argument("--san", action="append", default=[], metavar="NAME",
+                      help="extra host name or IP for every node certificate (repeatable)")
+    init.add_argument("--days", type=int, default=VALIDITY_DAYS,
+                      help=f"validity in days (default {VALIDITY_DAYS})")
     cluster = sub.add_parser("cluster", help="run a local cluster of KV nodes on loopback")
     cluster.add_argument("--nodes", type=int, default=3, help="number of nodes (1..9)")
     cluster.add_argument("--data", required=True, help="directory for every node's data")
@@ -99,7 +136,73 @@ def _parser() -> _Parser:
     cluster.add_argument("--client-base-port", type=int, default=6379,
                          help="RESP port of node 1; node N uses BASE+N-1")
     cluster.add_argument("--tick-ms", type=float, default=25.0, help="tick length (ms)")
+    cluster.add_argument("--tls", action="store_true",
+                         help="mutual TLS between nodes and TLS for clients; certificates are "
+                              "created in DATA/certs (or --certs) when missing")
+    cluster.add_argument("--certs", default=None, help="certificate directory (with --tls)")
+    cluster.add_argument("--client-auth", action="store_true",
+                         help="with --tls: clients must present a certificate")
     return parser
+
+
+# Defaults of the limits ``serve`` exposes (the library defaults, except the idle timeouts,
+# which the library leaves off and a network service should not).
+VALIDITY_DAYS = 825
+CLIENT_IDLE_TIMEOUT_SECONDS = 300.0
+PEER_IDLE_TIMEOUT_SECONDS = 300.0
+HANDSHAKE_TIMEOUT_SECONDS = 5.0
+MAX_CLIENTS = 10_000
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+MAX_VALUE_BYTES = 1024 * 1024
+PEER_HANDSHAKES_MAX = 64
+# A frame carries a value plus its entry and message headers; keep this much room.
+FRAME_OVERHEAD_BYTES = 4096
+
+INSECURE_WARNING = (
+    "raftlib: warning: --insecure: peer and client traffic is plain TCP, unauthenticated and "
+    "unencrypted; anyone who can reach these ports can read it or join the cluster and rewrite "
+    "its log; use only on a trusted network"
+)
+
+
+def _add_security_options(serve: argparse.ArgumentParser) -> None:
+    group = serve.add_argument_group("security (TLS is required unless --insecure)")
+    group.add_argument("--tls-dir", default=None,
+                       help="certificates in the `raftlib certs init` layout: ca.pem, "
+                            "node-ID.pem, node-ID.key")
+    group.add_argument("--ca", default=None, help="cluster CA certificate (instead of --tls-dir)")
+    group.add_argument("--cert", default=None, help="this node's certificate")
+    group.add_argument("--key", default=None, help="this node's private key (mode 0600)")
+    group.add_argument("--insecure", action="store_true",
+                       help="plain TCP for peers and clients (trusted networks only)")
+    group.add_argument("--client-auth", action="store_true",
+                       help="RESP clients must present a certificate")
+    group.add_argument("--client-ca", default=None,
+                       help="CA for client certificates (default: the cluster CA)")
+    group.add_argument("--client-plaintext", action="store_true",
+                       help="RESP port without TLS even though peers use TLS")
+
+
+def _add_limit_options(serve: argparse.ArgumentParser) -> None:
+    group = serve.add_argument_group("limits")
+    group.add_argument("--max-frame-bytes", type=int, default=MAX_FRAME_BYTES,
+                       help=f"largest Raft frame accepted from a peer (default {MAX_FRAME_BYTES})")
+    group.add_argument("--max-value-bytes", type=int, default=MAX_VALUE_BYTES,
+                       help=f"largest KV value (default {MAX_VALUE_BYTES})")
+    group.add_argument("--max-clients", type=int, default=MAX_CLIENTS,
+                       help=f"RESP connections served at once (default {MAX_CLIENTS})")
+    group.add_argument("--client-idle-timeout", type=float, default=CLIENT_IDLE_TIMEOUT_SECONDS,
+                       help="seconds a RESP connection may stay silent; 0: forever "
+                            f"(default {CLIENT_IDLE_TIMEOUT_SECONDS:g})")
+    group.add_argument("--peer-idle-timeout", type=float, default=PEER_IDLE_TIMEOUT_SECONDS,
+                       help="seconds an inbound peer connection may stay silent; 0: forever "
+                            f"(default {PEER_IDLE_TIMEOUT_SECONDS:g})")
+    group.add_argument("--handshake-timeout", type=float, default=HANDSHAKE_TIMEOUT_SECONDS,
+                       help="seconds for a TLS handshake and hello, peers and clients "
+                            f"(default {HANDSHAKE_TIMEOUT_SECONDS:g})")
+    group.add_argument("--peer-handshakes-max", type=int, default=PEER_HANDSHAKES_MAX,
+                       help="unauthenticated peer connections handled at once "
+                            f"(default {PEER_HANDSHAKES_MAX})")
 
 
 class CountingStateMachine:
@@ -114,6 +217,25 @@ class CountingStateMachine:
         return self.applied
 
 
+def _security(args: argparse.Namespace) -> tuple[StreamSecurity, ssl.SSLContext | None]:
+    """The peer transport's security and the RESP port's TLS context (``None``: plain)."""
+    from raftlib.certs import NodeFiles
+    from raftlib.transport.tls import Insecure, MutualTls, resp_server_context
+
+    if args.insecure:
+        return Insecure(idle_timeout_seconds=args.peer_idle_timeout), None
+    if args.tls_dir is not None:
+        files = NodeFiles.in_directory(Path(args.tls_dir), args.id)
+    else:
+        files = NodeFiles(Path(args.ca), Path(args.cert), Path(args.key))
+    security = MutualTls(args.id, files, idle_timeout_seconds=args.peer_idle_timeout)
+    if args.client_plaintext:
+        return security, None
+    client_ca = Path(args.client_ca) if args.client_ca else None
+    return security, resp_server_context(files, client_ca=client_ca,
+                                         require_client_cert=args.client_auth)
+
+
 async def _serve(args: argparse.Namespace, peers: dict[int, tuple[str, int]]) -> None:
     from raftlib.storage.wal import WalStorage
     from raftlib.transport.tcp import TcpTransport
@@ -124,26 +246,120 @@ async def _serve(args: argparse.Namespace, peers: dict[int, tuple[str, int]]) ->
         tick_seconds=args.tick_ms / 1000.0,
         seed=args.seed,
     )
+    security, client_tls = _security(args)
     storage = WalStorage(Path(args.data))
-    transport = TcpTransport(peers)
+    transport = TcpTransport(
+        peers,
+        security=security,
+        max_frame_bytes=args.max_frame_bytes,
+        handshake_timeout_seconds=args.handshake_timeout,
+        inbound_handshakes_max=args.peer_handshakes_max,
+    )
     log = logging.getLogger("raftlib.serve")
-    if args.client_port is not None:
-        from raftlib.service import serve_kv_until_signal
-
-        client_peers = args.client_peers_parsed
-        addresses = {nid: f"{host}:{port}" for nid, (host, port) in client_peers.items()}
-        addresses.setdefault(args.id, f"127.0.0.1:{args.client_port}")
-        await serve_kv_until_signal(config, storage=storage, transport=transport,
-                                    client_port=args.client_port, client_addresses=addresses)
-        return
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        if args.client_port is not None:
+            await _serve_kv_until(args, config, storage, transport, client_tls, signals)
+            return
         async with open_node(
             config, storage=storage, transport=transport, state_machine=CountingStateMachine()
         ) as node:
             log.info("node %d serving on %s:%d", args.id, *peers[args.id])
+            _warn_if_insecure(args)
             async for signum in signals:
                 log.info("node %d stopping on %s", node.node_id, signal.Signals(signum).name)
                 break
+
+
+async def _serve_kv_until(
+    args: argparse.Namespace,
+    config: NodeConfig,
+    storage: Any,
+    transport: Any,
+    client_tls: ssl.SSLContext | None,
+    signals: Any,
+) -> None:
+    from raftlib.resp.protocol import RespLimits
+    from raftlib.resp.server import ServerLimits
+    from raftlib.service import KvServiceConfig, serve_kv
+
+    client_peers = args.client_peers_parsed
+    addresses = {nid: f"{host}:{port}" for nid, (host, port) in client_peers.items()}
+    addresses.setdefault(args.id, f"127.0.0.1:{args.client_port}")
+    service = KvServiceConfig(value_bytes_max=args.max_value_bytes)
+    # The parser's bulk limit stays above the value limit, so an oversized value gets the
+    # service's one-line ERR instead of a protocol error that closes the connection.
+    bulk = max(RespLimits().bulk_bytes_max, args.max_value_bytes)
+    limits = ServerLimits(
+        connections_max=args.max_clients,
+        idle_timeout_seconds=args.client_idle_timeout,
+        handshake_timeout_seconds=args.handshake_timeout,
+        protocol=RespLimits(bulk_bytes_max=bulk),
+    )
+    log = logging.getLogger("raftlib.serve")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(
+            serve_kv, config, storage=storage, transport=transport,
+            client_port=args.client_port, client_addresses=addresses,
+            service_config=service, server_limits=limits, ssl_context=client_tls))
+        _warn_if_insecure(args)
+        async for signum in signals:
+            log.info("node %d stopping on %s", config.node_id, signal.Signals(signum).name)
+            break
+        nursery.cancel_scope.cancel()
+
+
+def _warn_if_insecure(args: argparse.Namespace) -> None:
+    # Printed once the node is up (not before): errors at start-up stay one line.
+    if args.insecure:
+        print(INSECURE_WARNING, file=sys.stderr, flush=True)
+    elif args.client_plaintext and args.client_port is not None:
+        print("raftlib: warning: --client-plaintext: RESP clients talk in plain TCP, "
+              "unauthenticated and unencrypted", file=sys.stderr, flush=True)
+
+
+def _check_security_args(args: argparse.Namespace) -> None:
+    explicit = [args.ca, args.cert, args.key]
+    if args.insecure:
+        given = [name for name, value in (("--tls-dir", args.tls_dir), ("--ca", args.ca),
+                                          ("--cert", args.cert), ("--key", args.key),
+                                          ("--client-ca", args.client_ca)) if value]
+        given += [flag for flag, on in (("--client-auth", args.client_auth),
+                                        ("--client-plaintext", args.client_plaintext)) if on]
+        if given:
+            raise UsageError(f"--insecure cannot be combined with {', '.join(given)}")
+        return
+    if args.tls_dir is None and not any(explicit):
+        raise UsageError("no TLS material: pass --tls-dir DIR (see `raftlib certs init`) or "
+                         "--ca/--cert/--key, or --insecure for plain TCP on a trusted network")
+    if args.tls_dir is not None and any(explicit):
+        raise UsageError("use either --tls-dir or --ca/--cert/--key, not both")
+    if args.tls_dir is None and not all(explicit):
+        raise UsageError("--ca, --cert and --key must be given together")
+    if args.client_ca and not args.client_auth:
+        raise UsageError("--client-ca needs --client-auth")
+    if args.client_plaintext and args.client_auth:
+        raise UsageError("--client-auth needs TLS on the client port (drop --client-plaintext)")
+
+
+def _check_limit_args(args: argparse.Namespace) -> None:
+    for flag, value in (("--max-clients", args.max_clients),
+                        ("--peer-handshakes-max", args.peer_handshakes_max),
+                        ("--max-value-bytes", args.max_value_bytes)):
+        if value < 1:
+            raise UsageError(f"{flag} must be >= 1, got {value}")
+    if not 2 <= args.max_frame_bytes <= 0xFFFF_FFFF:
+        raise UsageError(f"--max-frame-bytes must be 2..4294967295, got {args.max_frame_bytes}")
+    if args.max_value_bytes + FRAME_OVERHEAD_BYTES > args.max_frame_bytes:
+        raise UsageError(
+            f"--max-value-bytes {args.max_value_bytes} does not fit --max-frame-bytes "
+            f"{args.max_frame_bytes} (leave {FRAME_OVERHEAD_BYTES} bytes for headers)"
+        )
+    for flag, seconds in (("--client-idle-timeout", args.client_idle_timeout),
+                          ("--peer-idle-timeout", args.peer_idle_timeout)):
+        if not math.isfinite(seconds) or seconds < 0:
+            raise UsageError(f"{flag} must be >= 0 seconds (0 disables), got {seconds}")
+    if not math.isfinite(args.handshake_timeout) or args.handshake_timeout <= 0:
+        raise UsageError(f"--handshake-timeout must be > 0 seconds, got {args.handshake_timeout}")
 
 
 def _check_port(name: str, port: int) -> None:
@@ -151,24 +367,20 @@ def _check_port(name: str, port: int) -> None:
         raise UsageError(f"{name} must be 1..65535, got {port}")
 
 
+def parse_serve_args(argv: Sequence[str]) -> tuple[argparse.Namespace, dict[int, tuple[str, int]]]:
+    """``serve``'s arguments, validated (``UsageError`` with one line otherwise)."""
+    args = _parser().parse_args(["serve", *argv])
+    return args, _check_serve_args(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         if args.command == "cluster":
             return _cluster_main(args)
-        peers = parse_peers(args.peers)
-        args.client_peers_parsed = {}
-        if args.client_port is not None:
-            _check_port("--client-port", args.client_port)
-            if args.client_peers:
-                try:
-                    args.client_peers_parsed = parse_peers(args.client_peers)
-                except UsageError as exc:
-                    raise UsageError(str(exc).replace("--peers", "--client-peers")) from None
-        if args.id not in peers:
-            raise UsageError(f"--id {args.id} is not among --peers ({sorted(peers)})")
-        if not args.tick_ms > 0:
-            raise UsageError("--tick-ms must be > 0")
+        if args.command == "certs":
+            return _certs_main(args)
+        peers = _check_serve_args(args)
     except UsageError as exc:
         print(f"raftlib: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -189,6 +401,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _check_serve_args(args: argparse.Namespace) -> dict[int, tuple[str, int]]:
+    peers = parse_peers(args.peers)
+    args.client_peers_parsed = {}
+    if args.client_port is not None:
+        _check_port("--client-port", args.client_port)
+        if args.client_peers:
+            try:
+                args.client_peers_parsed = parse_peers(args.client_peers)
+            except UsageError as exc:
+                raise UsageError(str(exc).replace("--peers", "--client-peers")) from None
+    if args.id not in peers:
+        raise UsageError(f"--id {args.id} is not among --peers ({sorted(peers)})")
+    if not args.tick_ms > 0:
+        raise UsageError("--tick-ms must be > 0")
+    _check_limit_args(args)
+    _check_security_args(args)
+    return peers
+
+
+def _certs_main(args: argparse.Namespace) -> int:
+    from raftlib.certs import CertificateError, ensure_certs
+
+    directory = Path(args.dir)
+    try:
+        written = ensure_certs(directory, nodes=args.nodes, clients=args.client or ["client"],
+                               extra_names=args.san, days=args.days)
+    except CertificateError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot write certificates in {directory}: {exc.strerror}") from None
+    for path in written:
+        print(f"created {path}")
+    if not written:
+        print(f"nothing to do: {directory} already holds every file")
+    print(f"use: raftlib serve --id N --tls-dir {directory} ...; "
+          f"clients: redis-cli --tls --cacert {directory}/ca.pem", flush=True)
+    return 0
+
+
 def _cluster_main(args: argparse.Namespace) -> int:
     if not 1 <= args.nodes <= 9:
         raise UsageError(f"--nodes must be 1..9, got {args.nodes}")
@@ -205,12 +456,30 @@ def _cluster_main(args: argparse.Namespace) -> int:
     data = Path(args.data)
     if data.exists() and not data.is_dir():
         raise UsageError(f"--data {data} exists and is not a directory")
+    if not args.tls and (args.certs or args.client_auth):
+        raise UsageError("--certs and --client-auth need --tls")
+    certs: Path | None = None
+    if args.tls:
+        from raftlib.certs import CertificateError, ensure_certs
+
+        certs = Path(args.certs) if args.certs else data / "certs"
+        try:
+            ensure_certs(certs, nodes=args.nodes)
+        except CertificateError as exc:
+            raise UsageError(str(exc)) from None
+        except OSError as exc:
+            raise UsageError(f"cannot write certificates in {certs}: {exc.strerror}") from None
+    else:
+        print(INSECURE_WARNING.replace("--insecure", "cluster without --tls"), file=sys.stderr,
+              flush=True)
     return run_cluster(
         nodes=args.nodes,
         data=data,
         base_port=args.base_port,
         client_base_port=args.client_base_port,
         tick_ms=args.tick_ms,
+        certs=certs,
+        client_auth=args.client_auth,
     )
 
 
@@ -229,9 +498,17 @@ def _port_open(port: int) -> bool:
 
 
 def run_cluster(
-    *, nodes: int, data: Path, base_port: int, client_base_port: int, tick_ms: float
+    *,
+    nodes: int,
+    data: Path,
+    base_port: int,
+    client_base_port: int,
+    tick_ms: float,
+    certs: Path | None = None,
+    client_auth: bool = False,
 ) -> int:
-    """Run ``nodes`` ``serve`` processes until SIGINT/SIGTERM; see the module docstring."""
+    """Run ``nodes`` ``serve`` processes until SIGINT/SIGTERM; see the module docstring.
+    With ``certs`` (a ``certs init`` directory) the nodes run TLS, else ``--insecure``."""
     import subprocess
     import time
 
@@ -239,6 +516,9 @@ def run_cluster(
     peers = ",".join(f"{i}=127.0.0.1:{base_port + i - 1}" for i in ids)
     clients = ",".join(f"{i}=127.0.0.1:{client_base_port + i - 1}" for i in ids)
     data.mkdir(parents=True, exist_ok=True)
+    security = ["--insecure"] if certs is None else ["--tls-dir", str(certs)]
+    if certs is not None and client_auth:
+        security.append("--client-auth")
     stopping: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:
@@ -254,7 +534,7 @@ def run_cluster(
                     [sys.executable, "-m", "raftlib.cli", "serve", "--id", str(i),
                      "--peers", peers, "--data", str(data / f"node-{i}"),
                      "--client-port", str(client_base_port + i - 1),
-                     "--client-peers", clients, "--tick-ms", str(tick_ms)],
+                     "--client-peers", clients, "--tick-ms", str(tick_ms), *security],
                     stdout=out, stderr=subprocess.STDOUT,
                     # Own process group: a terminal's Ctrl-C reaches only this parent, which
                     # then stops the children in order.
@@ -274,7 +554,12 @@ def run_cluster(
         for i in ids:
             print(f"node {i}: raft 127.0.0.1:{base_port + i - 1}  "
                   f"client 127.0.0.1:{client_base_port + i - 1}  log {data}/node-{i}.log")
-        print(f"ready: try `redis-cli -c -p {client_base_port} SET greeting hello` "
+        tls = ""
+        if certs is not None:
+            tls = f"--tls --cacert {certs}/ca.pem "
+            if client_auth:
+                tls += f"--cert {certs}/client.pem --key {certs}/client.key "
+        print(f"ready: try `redis-cli {tls}-c -p {client_base_port} SET greeting hello` "
               "(-c follows MOVED redirects to the leader); Ctrl-C stops the cluster", flush=True)
         while not stopping:
             dead = [i for i, p in procs.items() if p.poll() is not None]

@@ -24,13 +24,16 @@ What an operation can raise:
 - ``CommandError``: the service answered with an error about the command itself (not an
   integer, value too large ...).
 
-The connection layer is a ``Connector``: ``TcpConnector`` speaks RESP over TCP (a TLS variant
-can wrap its streams later); ``InProcessConnector`` calls handlers directly, which is how the
+The connection layer is a ``Connector``: ``TcpConnector`` speaks RESP over TCP, or over TLS
+when given an ``ssl_context`` (``raftlib.transport.tls.client_context(ca, cert=..., key=...)``;
+the handshake counts against ``connect_timeout_seconds`` and a failed one is ``NotDelivered``);
+``InProcessConnector`` calls handlers directly, which is how the
 in-process cluster tests drive the very same retry logic under a virtual clock.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Final, Protocol
@@ -103,7 +106,7 @@ class InProcessConnector:
 
 
 class _Connection:
-    def __init__(self, stream: trio.SocketStream, limits: RespLimits) -> None:
+    def __init__(self, stream: trio.abc.Stream, limits: RespLimits) -> None:
         self.stream = stream
         self.parser = RespParser(limits)
 
@@ -114,10 +117,15 @@ class TcpConnector:
     receive_bytes_max: Final = 64 * 1024
 
     def __init__(
-        self, *, connect_timeout_seconds: float = 1.0, limits: RespLimits | None = None
+        self,
+        *,
+        connect_timeout_seconds: float = 1.0,
+        limits: RespLimits | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.connect_timeout_seconds = connect_timeout_seconds
         self._limits = limits or RespLimits()
+        self._ssl_context = ssl_context
         self._connections: dict[str, _Connection] = {}
 
     async def _connect(self, address: str) -> _Connection:
@@ -125,11 +133,19 @@ class TcpConnector:
         if conn is not None:
             return conn
         host, _, port = address.rpartition(":")
+        stream: trio.abc.Stream | None = None
         try:
             with trio.fail_after(self.connect_timeout_seconds):
                 stream = await trio.open_tcp_stream(host, int(port))
-        except (OSError, trio.TooSlowError, ValueError) as exc:
-            raise NotDelivered(f"cannot connect to {address}: {exc}") from None
+                if self._ssl_context is not None:
+                    stream = trio.SSLStream(stream, self._ssl_context, server_hostname=host)
+                    await stream.do_handshake()
+        except (OSError, trio.TooSlowError, ValueError, trio.BrokenResourceError) as exc:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            # trio reports a failed TLS handshake as BrokenResourceError caused by the SSLError.
+            reason = exc.__cause__ or exc
+            raise NotDelivered(f"cannot connect to {address}: {reason}") from None
         conn = self._connections[address] = _Connection(stream, self._limits)
         return conn
 

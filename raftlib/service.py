@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final
@@ -345,11 +346,13 @@ async def serve_kv(
     client_host: str = "127.0.0.1",
     service_config: KvServiceConfig | None = None,
     server_limits: ServerLimits | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[KvCommandHandler] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run one KV node and its RESP port until cancelled."""
+    """Run one KV node and its RESP port until cancelled; with ``ssl_context`` (see
+    ``raftlib.transport.tls.resp_server_context``) clients must speak TLS."""
     machine = KvStateMachine()
-    listeners = await open_tcp_listeners(client_port, client_host)
+    listeners = await open_tcp_listeners(client_port, client_host, ssl_context=ssl_context)
     async with open_node(config, storage=storage, transport=transport,
                          state_machine=machine) as node:
         handler = KvCommandHandler(node, machine, client_addresses=client_addresses,
@@ -357,7 +360,8 @@ async def serve_kv(
         server = RespServer(handler.handle, limits=server_limits)
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve, listeners)
-            log.info("node %d: RESP on %s:%d", config.node_id, client_host, client_port)
+            log.info("node %d: RESP%s on %s:%d", config.node_id,
+                     " (TLS)" if ssl_context is not None else "", client_host, client_port)
             task_status.started(handler)
 
 
@@ -369,12 +373,16 @@ async def serve_kv_until_signal(
     client_port: int,
     client_addresses: Mapping[NodeId, str],
     signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT),
+    service_config: KvServiceConfig | None = None,
+    server_limits: ServerLimits | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     with trio.open_signal_receiver(*signals) as received:
         async with trio.open_nursery() as nursery:
             await nursery.start(lambda task_status: serve_kv(
                 config, storage=storage, transport=transport, client_port=client_port,
-                client_addresses=client_addresses, task_status=task_status))
+                client_addresses=client_addresses, service_config=service_config,
+                server_limits=server_limits, ssl_context=ssl_context, task_status=task_status))
             async for signum in received:
                 log.info("node %d stopping on %s", config.node_id, signal.Signals(signum).name)
                 break

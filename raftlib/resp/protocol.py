@@ -54,10 +54,9 @@ class RespLimits:
 
 
 class _Incomplete(Exception):
-    pass
-
-
-_INCOMPLETE = _Incomplete()
+    """More bytes are needed. Raised as a fresh instance every time: re-raising one shared
+    instance would chain every raise onto its traceback, keeping each frame (and the buffers
+    they reference) alive forever, a leak that grows with every partial read."""
 
 
 class RespParser:
@@ -136,7 +135,7 @@ class RespParser:
             if len(self._buf) - self._pos > self.limits.line_bytes_max:
                 raise self._error(self._pos, "line longer than line_bytes_max "
                                   f"({self.limits.line_bytes_max})")
-            raise _INCOMPLETE
+            raise _Incomplete
         line = bytes(self._buf[self._pos : end])
         self._pos = end + 2
         return line
@@ -149,7 +148,7 @@ class RespParser:
 
     def _value(self, depth: int) -> Reply:
         if self._pos >= len(self._buf):
-            raise _INCOMPLETE
+            raise _Incomplete
         if depth > self.limits.depth_max:
             raise self._error(self._pos, f"nesting deeper than depth_max ({self.limits.depth_max})")
         kind = self._buf[self._pos]
@@ -182,7 +181,7 @@ class RespParser:
                               f"{self.limits.bulk_bytes_max})")
         end = self._pos + length
         if len(self._buf) < end + 2:
-            raise _INCOMPLETE
+            raise _Incomplete
         if self._buf[end : end + 2] != b"\r\n":
             raise self._error(end, "bulk string not followed by CRLF")
         data = bytes(self._buf[self._pos : end])

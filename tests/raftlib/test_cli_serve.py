@@ -47,7 +47,8 @@ def test_data_directory_that_is_a_file_gets_one_line(tmp_path: Path) -> None:
     data = tmp_path / "not-a-dir"
     data.write_text("x")
     (port,) = free_ports(1)
-    done = serve("--id", "1", "--peers", f"1=127.0.0.1:{port}", "--data", str(data))
+    done = serve("--id", "1", "--peers", f"1=127.0.0.1:{port}", "--data", str(data),
+                 "--insecure")
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -69,6 +70,7 @@ def test_sigterm_stops_the_node_cleanly(tmp_path: Path) -> None:
             peers,
             "--data",
             str(tmp_path / "d1"),
+            "--insecure",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

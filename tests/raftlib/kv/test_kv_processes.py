@@ -17,7 +17,7 @@ import lincheck
 import pytest
 import trio
 
-from raftlib.client import KvClient, TcpConnector
+from raftlib.client import KvClient, TcpConnector, open_client
 from tests.raftlib.kv.workload import History, kv_worker
 from tests.raftlib.test_process_crash import free_ports
 
@@ -44,7 +44,8 @@ class Cluster:
             self.procs[node_id] = subprocess.Popen(
                 [sys.executable, "-m", "raftlib.cli", "serve", "--id", str(node_id),
                  "--peers", peers, "--data", str(self.tmp / f"node-{node_id}"),
-                 "--client-port", str(self.client[node_id]), "--client-peers", clients],
+                 "--client-port", str(self.client[node_id]), "--client-peers", clients,
+                 "--insecure"],
                 stdout=out, stderr=subprocess.STDOUT)
 
     def kill(self, node_id: int) -> None:
@@ -65,18 +66,17 @@ class Cluster:
 
 
 async def find_leader(cluster: Cluster, timeout_seconds: float = 10.0) -> int:
-    probe = KvClient([cluster.address(1)], request_timeout_seconds=0.5)
-    with trio.fail_after(timeout_seconds):
-        while True:
-            for node_id in list(cluster.procs):
-                try:
-                    info = await probe.info(cluster.address(node_id))
-                except Exception:
-                    continue
-                if info.get("role") == "leader":
-                    await probe.aclose()
-                    return node_id
-            await trio.sleep(0.1)
+    async with open_client([cluster.address(1)], request_timeout_seconds=0.5) as probe:
+        with trio.fail_after(timeout_seconds):
+            while True:
+                for node_id in list(cluster.procs):
+                    try:
+                        info = await probe.info(cluster.address(node_id))
+                    except Exception:
+                        continue
+                    if info.get("role") == "leader":
+                        return node_id
+                await trio.sleep(0.1)
 
 
 async def test_real_processes_stay_linearizable_while_the_leader_is_killed(
@@ -101,16 +101,23 @@ async def test_real_processes_stay_linearizable_while_the_leader_is_killed(
                 await trio.sleep(rng.uniform(0.5, 1.5))
                 cluster.start(leader)
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(nemesis)
-            async with trio.open_nursery() as workers:
-                for w in range(4):
-                    client = KvClient(addresses, connector=TcpConnector(),
-                                      request_timeout_seconds=1.0, op_timeout_seconds=10.0)
-                    workers.start_soon(functools.partial(
-                        kv_worker, client, history, worker=w, keys=["a", "b"], ops=60,
-                        rng=random.Random(SEED * 10 + w), pause_seconds_max=0.15))
-            nursery.cancel_scope.cancel()
+        clients = [
+            KvClient(addresses, connector=TcpConnector(), request_timeout_seconds=1.0,
+                     op_timeout_seconds=10.0)
+            for _ in range(4)
+        ]
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(nemesis)
+                async with trio.open_nursery() as workers:
+                    for w, client in enumerate(clients):
+                        workers.start_soon(functools.partial(
+                            kv_worker, client, history, worker=w, keys=["a", "b"], ops=60,
+                            rng=random.Random(SEED * 10 + w), pause_seconds_max=0.15))
+                nursery.cancel_scope.cancel()
+        finally:
+            for client in clients:
+                await client.aclose()
     finally:
         cluster.stop_all()
     assert len(killed) >= 1, f"seed={SEED}: the workload ended before any kill"

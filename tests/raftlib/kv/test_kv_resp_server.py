@@ -10,7 +10,7 @@ import attrs
 import pytest
 import trio
 
-from raftlib.client import KvClient
+from raftlib.client import open_client
 from raftlib.kv import KvStateMachine
 from raftlib.resp import ErrorReply, Reply, RespParser, ServerLimits, SimpleString
 from raftlib.resp.protocol import encode_command
@@ -28,6 +28,8 @@ class Served:
     cluster: LocalCluster
     ports: dict[int, int]
     servers: dict[int, RespServer]
+    # Client streams the test opened; closed when the cluster stops.
+    streams: list[trio.abc.AsyncResource] = attrs.field(factory=list)
 
     def address(self, node_id: int) -> str:
         return f"127.0.0.1:{self.ports[node_id]}"
@@ -46,8 +48,12 @@ async def serve_cluster(size: int) -> AsyncIterator[Served]:
             served.servers[n] = RespServer(handler.handle, limits=LIMITS)
             await nursery.start(served.servers[n].serve, listeners[n])
         await c.wait_leader()
-        yield served
-        nursery.cancel_scope.cancel()
+        try:
+            yield served
+        finally:
+            for stream in served.streams:
+                await trio.aclose_forcefully(stream)
+            nursery.cancel_scope.cancel()
 
 
 @pytest.fixture
@@ -71,7 +77,9 @@ class Raw:
 
     @classmethod
     async def open(cls, served: Served, node_id: int = 1) -> Raw:
-        return cls(await trio.open_tcp_stream("127.0.0.1", served.ports[node_id]))
+        stream = await trio.open_tcp_stream("127.0.0.1", served.ports[node_id])
+        served.streams.append(stream)
+        return cls(stream)
 
     async def send(self, data: bytes) -> None:
         await self.stream.send_all(data)
@@ -140,11 +148,12 @@ async def test_a_write_to_a_follower_is_redirected_with_moved_and_the_client_fol
     raw = await Raw.open(three, follower)
     assert await raw.call(b"SET", b"k", b"v") == ErrorReply(f"MOVED 0 {three.address(leader)}")
     # Reads are served by followers too (the ReadIndex is forwarded to the leader).
-    await KvClient([three.address(leader)]).set(b"k", b"v1")
+    async with open_client([three.address(leader)]) as writer:
+        await writer.set(b"k", b"v1")
     assert await raw.call(b"GET", b"k") == b"v1"
-    client = KvClient([three.address(follower)])
-    assert await client.incr(b"n") == 1
-    assert client.leader == three.address(leader)
+    async with open_client([three.address(follower)]) as client:
+        assert await client.incr(b"n") == 1
+        assert client.leader == three.address(leader)
 
 
 async def test_malformed_framing_gets_an_error_and_only_that_connection_closes(
