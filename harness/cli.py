@@ -3,6 +3,7 @@
     raft-harness run      [run options] [--out DIR]
     raft-harness campaign --seeds A..B [--jobs J] [run options] [--out DIR]
     raft-harness replay   DIR [--out DIR2]
+    raft-harness report   DIR    (re)build DIR/report.html (a campaign DIR: every run's)
 
 Run options: ``--backend sim --nodes N --clients C --workload register|kv|append
 --nemesis partition,kill,pause,...|all|none --time-limit S --seed N --rate OPS
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from harness.campaign import JOBS_MAX, SEEDS_MAX, SeedOutcome, run_campaign, summary, table
+from harness.campaign import JOBS_MAX, SEEDS_MAX, run_campaign
 from harness.nemesis import ScheduleError, schedule_from_json
 from harness.options import (
     BACKENDS,
@@ -35,6 +36,7 @@ from harness.options import (
     command_line,
     parse_nemesis,
 )
+from harness.progress import CampaignProgress, print_outcomes, run_progress
 from harness.runner import EXIT_BY_VERDICT, run
 
 PROG = "raft-harness"
@@ -74,6 +76,16 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="seconds the healed cluster has to serve again")
     parser.add_argument("--lincheck-timeout", type=float, default=d.lincheck_timeout,
                         help="wall seconds for the linearizability search")
+    parser.add_argument("--bug", default="",
+                        help="switch on a bug of the zoo (sim only; see raft-harness bugs)")
+    parser.add_argument("--ops-limit", type=int, default=0,
+                        help="client operations to invoke at most (0: no limit)")
+    _add_no_progress(parser)
+
+
+def _add_no_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress display (it is shown only when stderr is a terminal)")
 
 
 def build_parser() -> _Parser:
@@ -90,9 +102,22 @@ def build_parser() -> _Parser:
     p_campaign.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                             help="worker processes")
     p_campaign.add_argument("--out", help="campaign directory (default runs/campaign-A-B)")
+    sub.add_parser("bugs", help="list the bug zoo (for --bug), one line each")
+    p_shrink = sub.add_parser("shrink", help="reduce a failing sim run to a smaller one that "
+                                             "fails the same check")
+    p_shrink.add_argument("dir", help="a failing sim run directory")
+    p_shrink.add_argument("--out", help="where to write the smallest run (default DIR/shrunk)")
+    p_shrink.add_argument("--check", help="the check that must keep failing (default: the "
+                                          "first the run failed)")
+    p_shrink.add_argument("--runs-max", type=int, default=300, help="runs to try at most")
+    p_shrink.add_argument("--seconds-max", type=float, default=600.0,
+                          help="wall seconds to spend at most")
     p_replay = sub.add_parser("replay", help="run a saved run again with its schedule")
     p_replay.add_argument("dir", help="a run directory (with results.json and nemesis.json)")
     p_replay.add_argument("--out", help="where to write the replay (default DIR/replay)")
+    _add_no_progress(p_replay)
+    p_report = sub.add_parser("report", help="(re)build report.html of a run directory")
+    p_report.add_argument("dir", help="a run directory, or a campaign directory (every run)")
     return parser
 
 
@@ -102,7 +127,7 @@ def _options(args: argparse.Namespace, seed: int) -> RunOptions:
         nemesis=parse_nemesis(args.nemesis), time_limit=args.time_limit, seed=seed,
         rate=args.rate, request_timeout=args.request_timeout,
         nemesis_interval=args.nemesis_interval, recovery_time=args.recovery_time,
-        lincheck_timeout=args.lincheck_timeout,
+        lincheck_timeout=args.lincheck_timeout, bug=args.bug, ops_limit=args.ops_limit,
     )
 
 
@@ -131,6 +156,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "campaign":
             return _campaign(args)
+        if args.command == "bugs":
+            from harness.zoo import listing
+
+            print(listing())
+            return 0
+        if args.command == "shrink":
+            return _shrink(args)
+        if args.command == "report":
+            return _report(args)
         return _replay(args)
     except UsageError as exc:
         _error(str(exc))
@@ -148,6 +182,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+def _shrink(args: argparse.Namespace) -> int:
+    from harness.shrink import ShrinkError, shrink_dir
+
+    if args.runs_max < 1 or not args.seconds_max > 0:
+        raise UsageError(f"{PROG}: shrink: --runs-max and --seconds-max must be positive")
+    source = Path(args.dir)
+    out = Path(args.out) if args.out else source / "shrunk"
+    try:
+        result = shrink_dir(source, out, target=args.check, runs_max=args.runs_max,
+                            seconds_max=args.seconds_max,
+                            log=lambda line: print(line, file=sys.stderr, flush=True))
+    except ShrinkError as exc:
+        raise UsageError(f"{PROG}: shrink: {exc}") from None
+    print(f"shrink: {result.original.operations} -> {result.best.operations} operations, "
+          f"{len(result.original.schedule.faults)} -> {len(result.best.schedule.faults)} faults, "
+          f"{result.original.options.clients} -> {result.best.options.clients} clients, "
+          f"{result.original.options.time_limit:g} -> {result.best.options.time_limit:g} s; "
+          f"still fails {result.target} ({result.runs} runs, {result.wall_seconds:.1f} s)")
+    print(result.report.line)
+    return EXIT_BY_VERDICT[result.report.verdict]
+
+
 def _error(message: str) -> None:
     print(message.replace("\n", " "), file=sys.stderr)
 
@@ -155,7 +211,8 @@ def _error(message: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     options = _options(args, args.seed)
     out = Path(args.out) if args.out else Path("runs") / f"seed-{options.seed}"
-    report = run(options, out)
+    with run_progress(f"seed {options.seed}", disabled=args.no_progress) as progress:
+        report = run(options, out, progress=progress)
     print(report.line)
     return EXIT_BY_VERDICT[report.verdict]
 
@@ -167,13 +224,12 @@ def _campaign(args: argparse.Namespace) -> int:
     base = _options(args, seeds.start)
     out = Path(args.out) if args.out else Path("runs") / f"campaign-{seeds.start}-{seeds[-1]}"
 
-    def progress(outcome: SeedOutcome) -> None:
-        print(f"seed {outcome.seed}: {outcome.verdict} ({outcome.wall_seconds:.1f} s)",
-              file=sys.stderr, flush=True)
+    with CampaignProgress(len(seeds), disabled=args.no_progress) as progress:
+        outcomes = run_campaign(base, seeds, args.jobs, out, progress.seed_done)
+    from harness.report import write_campaign_index
 
-    outcomes = run_campaign(base, seeds, args.jobs, out, progress)
-    print(table(outcomes))
-    print(summary(outcomes))
+    write_campaign_index(out, outcomes)
+    print_outcomes(outcomes)
     verdicts = {o.verdict for o in outcomes}
     if "invalid" in verdicts:
         return 1
@@ -202,14 +258,45 @@ def _replay(args: argparse.Namespace) -> int:
                          f"{schedule.nodes} nodes and {schedule.time_limit} s, the options say "
                          f"{options.nodes} nodes and {options.time_limit} s")
     out = Path(args.out) if args.out else source / "replay"
-    report = run(options, out, schedule=schedule,
-                 command=command_line(["replay", str(source), "--out", str(out)]))
+    with run_progress(f"replay {source}", disabled=args.no_progress) as progress:
+        report = run(options, out, schedule=schedule, progress=progress,
+                     command=command_line(["replay", str(source), "--out", str(out)]))
     print(report.line)
     original = source / "history.jsonl"
-    if original.exists():
+    if options.backend == "live":
+        # Real processes and clocks: the same schedule, but never the same history.
+        print("replay: a live run replays the fault schedule on real processes; its history "
+              "is new, not compared")
+    elif original.exists():
         same = original.read_bytes() == report.history_jsonl.encode("utf-8")
         if not same:
             print(f"replay: the history DIFFERS from {original}: the run did not reproduce")
             return 1
         print(f"replay: the history is byte-identical to {original}")
     return EXIT_BY_VERDICT[report.verdict]
+
+
+def _report(args: argparse.Namespace) -> int:
+    from harness.report import write_report
+
+    target = Path(args.dir)
+    if not target.is_dir():
+        raise UsageError(f"{PROG}: report: {target} is not a directory")
+    runs = [target] if _is_run_dir(target) else sorted(
+        (d for d in target.iterdir() if d.is_dir() and _is_run_dir(d)), key=_seed_order)
+    if not runs:
+        raise UsageError(f"{PROG}: report: {target} holds no run (no results.json, "
+                         "history.jsonl or nemesis.json, here or in its subdirectories)")
+    for run_dir in runs:
+        print(write_report(run_dir))
+    return 0
+
+
+def _is_run_dir(path: Path) -> bool:
+    return any((path / name).is_file() for name in ("results.json", "history.jsonl",
+                                                     "nemesis.json"))
+
+
+def _seed_order(path: Path) -> tuple[int, str]:
+    number = path.name.rpartition("-")[2]
+    return (int(number), path.name) if number.isdigit() else (-1, path.name)

@@ -1,57 +1,94 @@
-"""The one place that knows how a client operation becomes a log command and back.
+"""The one place that knows how a workload operation maps onto ``raftlib.kv`` and back.
 
-The simulator proposes ``encode(op_id, f, key, value)`` and the state machine under test
-decodes it. Keeping the encoding here makes the switch from the harness's own state machine
-(``harness.testkv``) to ``raftlib.kv`` a change of this module and that one only.
+The object under test is raftlib's real KV state machine (``raftlib.kv.KvStateMachine``) with
+its exactly-once sessions. A simulated client turns an operation into a KV op here (as a RESP
+client turns it into ``SET``/``CAS``/``APPEND`` arguments); the simulated node wraps it into a
+``Request(session, seq, now_ms, op)`` log command, exactly as ``raftlib.service`` does; reads
+are ``KvStateMachine.get`` at a ReadIndex point. Values travel as ASCII decimal bytes:
 
-``op_id`` is unique in a run (``"<process>.<n>"``), so the bytes of every command are unique:
-the durability check finds an acknowledged command in a node's log by its bytes alone.
+- ``register``: one key, ``REGISTER_KEY``; write = SET, cas = CAS, read = GET. The model's
+  initial value ``None`` is the absent key (writes never store ``None``).
+- ``kv``: key ``k<n>``; put = SET, cas = CAS, get = GET. The model's initial value ``0`` is the
+  absent key, so a CAS expecting 0 becomes CAS-if-absent; this needs that no put or cas ever
+  stores 0 (the workload draws values from 1 up; ``write_op`` refuses otherwise).
+- ``append``: key ``k<n>``; each element ``e`` is appended as ``b"e,"``, so a read of the bytes
+  ``b"3,7,"`` is the list ``[3, 7]``: a lost, duplicated or reordered append shows directly.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import attrs
-
-# A command larger than this is refused at decode: nothing the harness writes comes close.
-COMMAND_BYTES_MAX = 64 * 1024
+from raftlib.kv.commands import Append, Cas, KvError, Op, Result, Set
 
 WRITE_FUNCTIONS = frozenset({"write", "put", "cas", "append"})
 READ_FUNCTIONS = frozenset({"read", "get"})
+REGISTER_KEY = b"register"
+# A value read back longer than this is not one the workloads wrote (a harness bug).
+VALUE_BYTES_MAX = 1 << 20
 
 
 class CommandError(ValueError):
-    """Bytes that are not a command of this encoding (one line naming what is wrong)."""
+    """An operation or a value read back that this mapping cannot represent (one line)."""
 
 
-@attrs.frozen
-class Command:
-    op_id: str
-    f: str
-    key: Any
-    value: Any
+def key_bytes(key: Any) -> bytes:
+    if key is None:
+        return REGISTER_KEY
+    if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
+        return b"k%d" % key
+    raise CommandError(f"key must be None (the register) or an int >= 0, got {key!r}")
 
 
-def encode(op_id: str, f: str, key: Any, value: Any) -> bytes:
-    if f not in WRITE_FUNCTIONS:
-        raise ValueError(f"only writes go through the log, not {f!r}")
-    # Compact and key-sorted, so the same operation always gives the same bytes.
-    text = json.dumps([op_id, f, key, value], separators=(",", ":"), sort_keys=True)
-    return text.encode()
+def _number(value: Any, what: str) -> bytes:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return b"%d" % value
+    raise CommandError(f"{what} must be an int, got {value!r}")
 
 
-def decode(data: bytes) -> Command:
-    if len(data) > COMMAND_BYTES_MAX:
-        raise CommandError(f"command of {len(data)} bytes exceeds {COMMAND_BYTES_MAX}")
+def write_op(f: str, key: Any, value: Any, initial: Any) -> Op:
+    """The KV op of a write; ``initial`` is the model's value of an absent key."""
+    k = key_bytes(key)
+    if f in ("write", "put"):
+        if value == initial:
+            raise CommandError(f"{f} of the initial value {initial!r} cannot be told from absent")
+        return Set(k, _number(value, f"{f} value"))
+    if f == "cas":
+        if not (isinstance(value, list | tuple) and len(value) == 2):
+            raise CommandError(f"cas value must be [expected, new], got {value!r}")
+        expected, new = value
+        if new == initial:
+            raise CommandError(f"cas to the initial value {initial!r} cannot be told from absent")
+        want = None if expected == initial else _number(expected, "cas expected")
+        return Cas(k, want, _number(new, "cas new"))
+    if f == "append":
+        return Append(k, _number(value, "append element") + b",")
+    raise CommandError(f"only writes go through the log, not {f!r}")
+
+
+def read_value(raw: bytes | None, initial: Any) -> Any:
+    """What a read of ``raw`` (``None``: absent key) means in the workload's model."""
+    if raw is None:
+        return list(initial) if isinstance(initial, list) else initial
+    if len(raw) > VALUE_BYTES_MAX:
+        raise CommandError(f"value of {len(raw)} bytes exceeds {VALUE_BYTES_MAX}")
     try:
-        raw = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise CommandError(f"command is not JSON: {exc}") from None
-    if not (isinstance(raw, list) and len(raw) == 4 and isinstance(raw[0], str)):
-        raise CommandError("command must be a JSON array [op_id, f, key, value]")
-    op_id, f, key, value = raw
-    if f not in WRITE_FUNCTIONS:
-        raise CommandError(f"unknown command function {f!r}")
-    return Command(op_id, f, key, value)
+        if isinstance(initial, list):
+            if raw and not raw.endswith(b","):
+                raise ValueError("an append list ends with ','")
+            return [int(part) for part in raw.split(b",")[:-1]]
+        return int(raw)
+    except ValueError as exc:
+        raise CommandError(f"value {raw[:40]!r} is not one the workload wrote: {exc}") from None
+
+
+def write_output(f: str, value: Any, result: Result) -> tuple[str, Any]:
+    """The history outcome and output of a write the state machine answered with ``result``:
+    ``ok`` (a CAS's output is its verdict), or ``error`` with the KvError code."""
+    if isinstance(result, KvError):
+        return "error", result.code
+    if f == "cas":
+        if not isinstance(result, bool):
+            raise CommandError(f"cas answered {result!r}, not a verdict")
+        return "ok", result
+    return "ok", value

@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-BACKENDS: tuple[str, ...] = ("sim",)
+BACKENDS: tuple[str, ...] = ("sim", "live")
 WORKLOADS: tuple[str, ...] = ("register", "kv", "append")
 # Fault kinds a schedule can draw from; "all" selects every one, "none" none.
 NEMESIS_KINDS: tuple[str, ...] = (
@@ -106,12 +106,16 @@ class RunOptions:
     recovery_time: float = attrs.field(default=10.0, converter=_as_float)
     # Wall seconds lincheck may search before its verdict is "unknown".
     lincheck_timeout: float = attrs.field(default=60.0, converter=_as_float)
+    # A bug of the zoo (harness.zoo) switched on for the run ("": none); sim backend only.
+    bug: str = ""
+    # Client operations invoked in all, at most (0: no limit); the shrinker cuts runs with it.
+    ops_limit: int = 0
 
     def __attrs_post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise OptionsError(
                 f"--backend: {self.backend!r} is not available (available: "
-                f"{', '.join(BACKENDS)}; the live backend is not built yet)"
+                f"{', '.join(BACKENDS)})"
             )
         if self.workload not in WORKLOADS:
             raise OptionsError(
@@ -136,6 +140,17 @@ class RunOptions:
         _seconds("nemesis-interval", self.nemesis_interval, 0.01, 86400.0)
         _seconds("recovery-time", self.recovery_time, 0.5, 86400.0)
         _seconds("lincheck-timeout", self.lincheck_timeout, 0.1, 86400.0)
+        _integer("ops-limit", self.ops_limit, 0, 2**31 - 1)
+        if self.bug:
+            from harness.zoo import UnknownBug, get
+
+            try:
+                get(self.bug)
+            except UnknownBug as exc:
+                raise OptionsError(str(exc)) from None
+            if self.backend != "sim":
+                raise OptionsError("--bug: the bug zoo patches the simulated cluster; it needs "
+                                   "--backend sim")
 
     def to_json(self) -> dict[str, Any]:
         out = attrs.asdict(self)
@@ -178,6 +193,8 @@ class RunOptions:
             "--nemesis-interval", repr(float(self.nemesis_interval)),
             "--recovery-time", repr(float(self.recovery_time)),
             "--lincheck-timeout", repr(float(self.lincheck_timeout)),
+            *(["--bug", self.bug] if self.bug else []),
+            *(["--ops-limit", str(self.ops_limit)] if self.ops_limit else []),
             "--seed", str(self.seed),
         ]
 

@@ -7,11 +7,13 @@ The run directory holds:
 - ``results.json``   verdict, every check, seed, options, simulator parameters, statistics
   and the exact command that reproduces the run;
 - ``nodes.log``      what each node did (roles, crashes, restarts, pauses) and each fault;
-- ``lincheck.html``  lincheck's report, when the history is not linearizable.
+- ``lincheck.html``  lincheck's report, when the history is not linearizable;
+- ``report.html``    the run for people: verdict, plots, schedule, command (harness.report).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -22,9 +24,11 @@ import attrs
 import lincheck
 
 from harness import checks as checks_mod
+from harness import zoo
 from harness.checks import Check, Verdict
 from harness.nemesis import Schedule, generate
 from harness.options import RunOptions, command_line
+from harness.progress import NO_PROGRESS, RunProgress
 from harness.sim.params import SimParams
 from harness.sim.world import SimOutcome, SimWorld
 
@@ -50,7 +54,9 @@ def simulate(options: RunOptions, schedule: Schedule | None = None,
              params: SimParams | None = None) -> SimOutcome:
     if schedule is None:
         schedule = schedule_for(options)
-    return SimWorld(options, schedule, params).run()
+    # A zoo bug (if any) is patched in for the simulation only, and restored after it.
+    with zoo.active(options.bug):
+        return SimWorld(options, schedule, params).run()
 
 
 def run(
@@ -61,20 +67,34 @@ def run(
     params: SimParams | None = None,
     lincheck_parallel: bool | None = None,
     command: str | None = None,
+    progress: RunProgress | None = None,
 ) -> RunReport:
+    progress = progress or NO_PROGRESS
+    if options.backend == "live":
+        from harness.live.runner import run_live  # real processes: see harness.live
+
+        report: RunReport = run_live(options, out_dir, schedule=schedule, command=command,
+                                     progress=progress)
+        if out_dir is not None:
+            progress.phase("writing report")
+            _write_report(out_dir)
+        return report
     started = time.monotonic()
     if schedule is None:
         schedule = schedule_for(options)
     try:
+        progress.phase("simulating")
         outcome = simulate(options, schedule, params)
     except Exception as exc:
         # An invariant asserted inside the Raft core, its storage or the simulated driver
         # broke, or the library refused to restart from what its storage held: a finding
         # about the system under test, reported as such. Anything else is a harness bug.
         if not (isinstance(exc, AssertionError) or _raised_in_raftlib(exc)):
+            _stopped_report(out_dir, schedule, exc)
             raise
         return _crashed(options, schedule, out_dir, exc, command, time.monotonic() - started)
     simulated_wall = time.monotonic() - started
+    progress.phase("checking")
     lin, history, result = checks_mod.check_linearizable(
         outcome, options.lincheck_timeout, lincheck_parallel
     )
@@ -92,8 +112,27 @@ def run(
     jsonl = outcome.history.jsonl()
     if out_dir is not None:
         _write_dir(out_dir, outcome, results, jsonl, history, result, lin)
+        progress.phase("writing report")
+        _write_report(out_dir)
     line = _one_line(outcome, all_checks, verdict, wall, out_dir)
     return RunReport(verdict, line, out_dir, results, jsonl)
+
+
+def _write_report(out_dir: Path, stopped: str | None = None) -> None:
+    from harness.report import write_report  # matplotlib loads only when a report is drawn
+
+    write_report(out_dir, stopped=stopped)
+
+
+def _stopped_report(out_dir: Path | None, schedule: Schedule, exc: Exception) -> None:
+    """A harness bug stopped the run: leave the schedule and a report saying so, without
+    letting a second failure here hide the first one."""
+    if out_dir is None:
+        return
+    with contextlib.suppress(Exception):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "nemesis.json").write_text(schedule.dumps(), encoding="utf-8")
+        _write_report(out_dir, f"{type(exc).__name__}: {exc}")
 
 
 def _raised_in_raftlib(exc: BaseException) -> bool:
@@ -135,6 +174,7 @@ def _crashed(
         (out_dir / "results.json").write_text(
             json.dumps(results, indent=1, sort_keys=True) + "\n", encoding="utf-8"
         )
+        _write_report(out_dir)
     line = f"INVALID (invariant: {summary}): seed {options.seed}, {options.workload}"
     return RunReport("invalid", line, out_dir, results, "")
 
@@ -157,7 +197,7 @@ def _results(
         "verdict": verdict,
         "seed": options.seed,
         "backend": options.backend,
-        "object_under_test": "harness.testkv.HarnessKV (until raftlib.kv lands)",
+        "object_under_test": "raftlib.kv.KvStateMachine (exactly-once sessions)",
         "options": options.to_json(),
         "sim_params": attrs.asdict(outcome.params),
         "checks": {c.name: c.to_json() for c in all_checks},

@@ -1,20 +1,29 @@
 """Simulated clients: Jepsen's worker threads, recording what they see honestly.
 
 Each client invokes one operation at a time, waits a seeded think time between operations (so
-all clients together aim at the run's rate), and sends each request to the node it believes
-leads. A definite refusal before the command could enter a log (NotLeader, node down) makes it
-follow the leader hint, or try the next node after a short backoff, up to ``redirects_max``
-times or until the request timeout, whichever comes first; then the operation ``fail``s (every
-attempt was refused, so it did not happen). Once a write may have entered a log (a request is
-in flight with no answer yet), the client waits:
+all clients together aim at the run's rate), and behaves like ``raftlib.client.KvClient``:
 
-- ``ok``: the state machine's result came back;
-- ``fail``: the node said the entry was replaced by a new leader (it was not applied);
-- ``info``: the request timed out or its node crashed. The outcome is unknown, and, as in
-  Jepsen, that process never invokes again: the client continues under a new process id.
+- It holds one exactly-once session, opened lazily (``SESSION.OPEN`` through the log) before
+  its first write, and numbers its writes 1, 2, 3, ... within it.
+- It sends each attempt to the node it believes leads. A definite refusal before the command
+  could enter a log (NotLeader, node down, dropped by a new leader, backpressure) makes it
+  follow the leader hint, or try the next node after a short backoff, up to
+  ``redirects_max`` refusals per operation.
+- An attempt whose outcome is unknown (no answer within ``request_timeout``, or its node
+  crashed holding it) is retried on the next node with the SAME sequence number, up to
+  ``write_attempts_max`` attempts: if the first attempt was applied, the session table answers
+  the retry from its cache instead of applying it again.
 
-A read changes nothing, so a read that times out or loses its node is recorded as ``fail``
-(it did not take effect), as Jepsen's clients do for idempotent reads.
+Outcomes in the history:
+
+- ``ok``: the state machine's answer came back (from any attempt of the operation);
+- ``fail``: no attempt can have taken effect (every one was refused);
+- ``info``: the client gave up while some attempt may still be in a log. As in Jepsen, that
+  process never invokes again: the client continues under a new process id (keeping its
+  session: a late application of the abandoned seq is harmless, a later seq supersedes it).
+
+A read changes nothing, so a read that gets no answer within one ``request_timeout`` is
+recorded as ``fail`` (it did not take effect), as Jepsen's clients do for idempotent reads.
 """
 
 from __future__ import annotations
@@ -27,10 +36,11 @@ from harness import commands
 from harness.history import HistoryRecorder
 from harness.sim.loop import EventLoop
 from harness.sim.network import SimNetwork
-from harness.sim.node import ClientRequest, Reply, ReplyKind, SimNode
+from harness.sim.node import ClientRequest, Reply, ReplyKind, RequestKind, SimNode
 from harness.sim.params import SimParams
 from harness.workloads import OpSpec
 from raftlib.core.types import NodeId
+from raftlib.kv.commands import NO_SESSION
 
 # What a completed operation looked like: (process, spec, outcome type, output)
 Completion = tuple[int, OpSpec, str, Any]
@@ -48,6 +58,7 @@ class SimClient:
         rng: random.Random,
         new_process: Callable[[], int],
         request_timeout_us: int,
+        initial: Any,
     ) -> None:
         self._loop = loop
         self._network = network
@@ -58,16 +69,24 @@ class SimClient:
         self._rng = rng
         self._new_process = new_process
         self._timeout_us = request_timeout_us
+        self._initial = initial
         self.process = new_process()
         self._target = self._node_ids[rng.randrange(len(self._node_ids))]
-        self._token = 0
+        self.session = NO_SESSION
+        self._seq = 0
+        # The open operation: its number, spec, and what this client knows about it.
+        self._op = 0
         self._spec: OpSpec | None = None
-        self._command: bytes | None = None
-        self._redirects = 0
-        self._in_flight = False  # a request was sent and not answered: it may be in a log
-        self._ops = 0
+        self._kind = RequestKind.READ
+        self._attempt = 0  # the latest attempt (numbers grow over the client's life)
+        self._phase_start = 0  # attempts from here on belong to the current phase
+        self._deadline_us = 0
+        self._refusals = 0
+        self._unknown_attempts = 0
+        self._in_flight = False  # the latest attempt was sent and not answered
+        self._maybe_applied = False  # some attempt of this write may be in a log
         self.on_complete: Callable[[Completion], None] | None = None
-        self.ok_writes: list[bytes] = []  # commands acknowledged to this client
+        self.ok_writes: list[bytes] = []  # log commands whose application acknowledged a write
 
     @property
     def busy(self) -> bool:
@@ -76,62 +95,158 @@ class SimClient:
     def invoke(self, spec: OpSpec) -> None:
         if self._spec is not None:
             raise AssertionError(f"process {self.process} invokes while an operation is open")
-        self._ops += 1
-        self._token += 1
+        self._op += 1
         self._spec = spec
-        self._redirects = 0
-        op_id = f"{self.process}.{self._ops}"
-        self._command = commands.encode(op_id, spec.f, spec.key, spec.value) if spec.is_write \
-            else None
+        self._refusals = 0
+        self._unknown_attempts = 0
+        self._maybe_applied = False
         self._history.invoke(self.process, spec)
-        self._loop.after(self._timeout_us, self._on_timeout, self._token)
-        self._send(self._token)
+        attempts = self._params.write_attempts_max if spec.is_write else 1
+        self._deadline_us = self._loop.now_us + attempts * self._timeout_us
+        self._loop.at(self._deadline_us, self._on_deadline, self._op)
+        if not spec.is_write:
+            self._kind = RequestKind.READ
+        elif self.session == NO_SESSION:
+            self._kind = RequestKind.OPEN
+        else:
+            self._start_write()
+        self._new_phase()
 
-    def _send(self, token: int) -> None:
-        if token != self._token or self._spec is None:
+    def _start_write(self) -> None:
+        self._kind = RequestKind.WRITE
+        self._seq += 1
+
+    def _new_phase(self) -> None:
+        self._phase_start = self._attempt + 1
+        self._send(self._op)
+
+    def _send(self, op: int) -> None:
+        spec = self._spec
+        if op != self._op or spec is None:
             return
+        self._attempt += 1
         self._in_flight = True
-        request = ClientRequest(self, token, self._spec, self._command)
+        if self._kind is RequestKind.READ:
+            request = ClientRequest(self, op, self._attempt, RequestKind.READ,
+                                    key=commands.key_bytes(spec.key))
+        elif self._kind is RequestKind.OPEN:
+            request = ClientRequest(self, op, self._attempt, RequestKind.OPEN)
+        else:
+            request = ClientRequest(
+                self, op, self._attempt, RequestKind.WRITE,
+                write=commands.write_op(spec.f, spec.key, spec.value, self._initial),
+                session=self.session, seq=self._seq,
+            )
         self._network.client_hop(self._nodes[self._target].request, request)
+        timeout_at = min(self._loop.now_us + self._timeout_us, self._deadline_us)
+        self._loop.at(timeout_at, self._on_attempt_timeout, (op, self._attempt))
+
+    # --- answers ------------------------------------------------------------------------------
 
     def on_reply(self, reply: Reply) -> None:
-        if reply.token != self._token or self._spec is None:
-            return  # the answer to an attempt this client already gave up on
+        if reply.op != self._op or self._spec is None or reply.attempt < self._phase_start:
+            return  # about an operation or phase this client already finished
+        if reply.kind is ReplyKind.OK:
+            self._on_ok(reply)
+            return
+        if reply.attempt != self._attempt:
+            return  # a refusal of an attempt already superseded by a retry
         self._in_flight = False
         kind = reply.kind
-        if kind is ReplyKind.OK:
-            spec = self._spec
-            output = reply.value if spec.f in ("read", "get", "cas") else spec.value
-            if spec.is_write and self._command is not None:
-                self.ok_writes.append(self._command)
-            self._complete("ok", output)
-        elif kind is ReplyKind.NOT_LEADER or kind is ReplyKind.UNAVAILABLE:
-            self._redirect(reply.leader)
+        if kind is ReplyKind.NOT_LEADER or kind is ReplyKind.UNAVAILABLE:
+            self._refused(reply.leader)
         elif kind is ReplyKind.REJECTED:
-            self._complete("fail", self._spec.value)
+            self._refused(0)
         else:  # LOST: the node crashed holding the request
-            self._complete("info" if self._spec.is_write else "fail", self._spec.value)
+            self._unknown()
 
-    def _redirect(self, hint: NodeId) -> None:
-        assert self._spec is not None
-        if self._redirects >= self._params.redirects_max:
-            self._complete("fail", self._spec.value)
+    def _on_ok(self, reply: Reply) -> None:
+        spec = self._spec
+        assert spec is not None
+        self._in_flight = False
+        if self._kind is RequestKind.READ:
+            self._complete("ok", commands.read_value(reply.value, self._initial))
             return
-        self._redirects += 1
+        if self._kind is RequestKind.OPEN:
+            if not isinstance(reply.value, int) or isinstance(reply.value, bool) \
+                    or reply.value < 1:
+                raise AssertionError(f"SESSION.OPEN answered {reply.value!r}, not a session id")
+            self.session = reply.value
+            self._seq = 0
+            self._start_write()
+            self._refusals = 0
+            self._new_phase()
+            return
+        outcome, output = commands.write_output(spec.f, spec.value, reply.value)
+        if outcome == "ok":
+            if reply.command is not None:
+                self.ok_writes.append(reply.command)
+            self._complete("ok", output)
+        elif self._maybe_applied:
+            # SESSIONEXPIRED / STALESEQ after an attempt that may have been applied: that
+            # attempt's fate is unknowable now.
+            self._complete("info", spec.value)
+        else:
+            self._complete("fail", spec.value)
+
+    def _refused(self, hint: NodeId) -> None:
+        """A definite refusal: this attempt never entered a log."""
+        if self._refusals >= self._params.redirects_max:
+            self._give_up()
+            return
+        self._refusals += 1
         if hint and hint != self._target and hint in self._nodes:
             self._target = hint
-            self._send(self._token)
+            self._send(self._op)
             return
+        self._next_node()
+        self._loop.after(self._params.retry_backoff_us, self._send, self._op)
+
+    def _unknown(self) -> None:
+        """The latest attempt may or may not be in a log: retry elsewhere, same seq."""
+        if self._kind is not RequestKind.READ:
+            self._maybe_applied = self._maybe_applied or self._kind is RequestKind.WRITE
+            self._unknown_attempts += 1
+            if self._unknown_attempts < self._params.write_attempts_max:
+                self._next_node()
+                self._send(self._op)
+                return
+        self._give_up()
+
+    def _next_node(self) -> None:
         ids = self._node_ids
         self._target = ids[(ids.index(self._target) + 1) % len(ids)]
-        self._loop.after(self._params.retry_backoff_us, self._send, self._token)
 
-    def _on_timeout(self, token: int) -> None:
-        if token != self._token or self._spec is None:
+    def _on_attempt_timeout(self, item: tuple[int, int]) -> None:
+        op, attempt = item
+        if op != self._op or attempt != self._attempt or self._spec is None:
             return
-        # Waiting out a backoff after refusals: nothing of this operation can be in a log.
-        unknown = self._in_flight and self._spec.is_write
-        self._complete("info" if unknown else "fail", self._spec.value)
+        if not self._in_flight:
+            return  # answered (a backoff may be pending): not this timer's business
+        self._in_flight = False
+        if self._loop.now_us >= self._deadline_us:
+            self._give_up_unknown()
+            return
+        self._unknown()
+
+    def _on_deadline(self, op: int) -> None:
+        if op != self._op or self._spec is None:
+            return
+        if self._in_flight:
+            self._give_up_unknown()
+        else:
+            self._give_up()
+
+    def _give_up_unknown(self) -> None:
+        if self._kind is RequestKind.WRITE:
+            self._maybe_applied = True
+        self._give_up()
+
+    def _give_up(self) -> None:
+        spec = self._spec
+        assert spec is not None
+        unknown = self._maybe_applied and spec.is_write
+        self._complete("info" if unknown else "fail", spec.value)
 
     def _complete(self, outcome: str, output: Any) -> None:
         spec = self._spec
@@ -139,9 +254,8 @@ class SimClient:
         self._history.complete(self.process, spec, outcome, output)
         process = self.process
         self._spec = None
-        self._command = None
         self._in_flight = False
-        self._token += 1
+        self._maybe_applied = False
         if outcome == "info":
             self.process = self._new_process()
         if self.on_complete is not None:

@@ -7,11 +7,16 @@ This driver honours the Ready contract exactly as the production Trio driver doe
    simulated fsync latency, during which the node is busy and queues its inputs (so a crash in
    that window loses or tears the unsynced write, and inputs batch up: group commit);
 2. only then send the messages;
-3. apply the committed entries to the state machine, answer their proposers, and drop the
-   proposals a new leader's log replaced;
+3. apply the committed entries to the state machine and answer their proposers (a proposal
+   is refused as definitely not applied only when another entry commits at its index: one a
+   newer leader merely truncated from this node's log may still commit elsewhere);
 4. ``advance``.
 
-ReadIndex reads are served once the applied index reaches their read index. Crash drops the
+The object under test is ``raftlib.kv.KvStateMachine``: the node is also the KV service, so it
+wraps each client write into ``Request(session, seq, now_ms, op)`` (``now_ms`` from its own
+clock, as ``raftlib.service`` stamps the leader's time) and a session open into
+``OpenSession``. ReadIndex reads are served once the applied index reaches their read index,
+with ``KvStateMachine.get``. Crash drops the
 core, the inputs in flight and the unsynced writes; restart rebuilds the core from
 ``storage.load()`` and replays the log into a fresh state machine (through the first Ready's
 ``committed``). Pause stops all processing: messages and requests queue, ticks are lost.
@@ -32,13 +37,13 @@ import attrs
 from harness.sim.loop import EventLoop
 from harness.sim.network import SimNetwork
 from harness.sim.params import SimParams
-from harness.testkv import HarnessKV
-from harness.workloads import OpSpec
 from raftlib.core.config import CoreConfig
 from raftlib.core.raft import RaftCore
 from raftlib.core.types import Entry, EntryKind, Message, NodeId, Ready, Role
 from raftlib.errors import NotLeader, ProposalDropped, ProposalQueueFull
 from raftlib.invariants import Observer
+from raftlib.kv.commands import NO_SESSION, Op, OpenSession, Request, encode_command
+from raftlib.kv.machine import KvStateMachine
 from raftlib.storage.memory import MemoryStorage
 
 
@@ -56,12 +61,20 @@ class ReplyKind(enum.Enum):
     LOST = "lost"  # the node crashed holding the request: outcome unknown
 
 
+class RequestKind(enum.Enum):
+    OPEN = "open"  # SESSION.OPEN: a log entry whose result is the new session id
+    WRITE = "write"  # a KV op, exactly once within (session, seq)
+    READ = "read"  # GET through ReadIndex
+
+
 @attrs.frozen
 class Reply:
-    token: int
+    op: int  # the client's operation number ...
+    attempt: int  # ... and which of its attempts this answers
     kind: ReplyKind
-    value: Any = None
+    value: Any = None  # the state machine's result, or the raw bytes a read saw
     leader: NodeId = 0
+    command: bytes | None = None  # the log command whose application answered a write
 
 
 class ReplyTarget(Protocol):
@@ -71,9 +84,13 @@ class ReplyTarget(Protocol):
 @attrs.define
 class ClientRequest:
     client: ReplyTarget
-    token: int
-    spec: OpSpec
-    command: bytes | None  # the encoded command of a write; None for a read
+    op: int
+    attempt: int
+    kind: RequestKind
+    write: Op | None = None  # the KV op of a write
+    key: bytes = b""  # the key of a read
+    session: int = NO_SESSION
+    seq: int = 0
 
 
 _MSGS, _REQUEST, _TICK = 0, 1, 2
@@ -93,7 +110,6 @@ class SimNode:
         observer: Observer,
         log: EventLog,
         seed: int,
-        initial: Any,
     ) -> None:
         self.id = node_id
         self._config = CoreConfig(
@@ -109,19 +125,18 @@ class SimNode:
         self._observer = observer
         self._log = log
         self._seed = seed
-        self._initial = initial
         # Disk latency and torn-write cut points: this node's own stream.
         self._disk_rng = random.Random(f"{seed}:disk:{node_id}")
         self.storage = MemoryStorage()
         self.state = NodeState.DOWN
         self.incarnation = 0
         self.core: RaftCore | None = None
-        self.sm = HarnessKV(initial)
+        self.sm = KvStateMachine()
         self.clock_rate = 1.0
         self.busy = False
         self._deferred: Ready | None = None  # an fsync that completed while paused
         self._inbox: deque[tuple[int, Any]] = deque()
-        self._proposals: dict[int, tuple[int, ClientRequest]] = {}
+        self._proposals: dict[int, tuple[int, ClientRequest]] = {}  # index -> (term, request)
         self._reads: dict[int, ClientRequest] = {}
         self._read_states: list[tuple[int, int]] = []
         self._next_read_id = 1
@@ -140,7 +155,7 @@ class SimNode:
         self.incarnation += 1
         rng = random.Random(f"{self._seed}:core:{self.id}:{self.incarnation}")
         self.core = RaftCore(self._config, rng, hard_state=hard_state, entries=entries)
-        self.sm = HarnessKV(self._initial)
+        self.sm = KvStateMachine()
         self.applied = 0
         self.state = NodeState.UP
         self._observer.saw_restart(self.id)
@@ -274,7 +289,7 @@ class SimNode:
     def _handle_request(self, request: ClientRequest) -> None:
         core = self.core
         assert core is not None
-        if request.command is None:
+        if request.kind is RequestKind.READ:
             self._handle_read(request)
             return
         if core.role is not Role.LEADER:
@@ -284,7 +299,7 @@ class SimNode:
             self._reply(request, ReplyKind.REJECTED)
             return
         try:
-            index = core.propose(request.command)
+            index = core.propose(self._command(request))
         except NotLeader as exc:
             self._reply(request, ReplyKind.NOT_LEADER, leader=exc.leader_id)
             return
@@ -292,6 +307,14 @@ class SimNode:
             self._reply(request, ReplyKind.REJECTED)
             return
         self._proposals[index] = (core.term, request)
+
+    def _command(self, request: ClientRequest) -> bytes:
+        """The log command of a write or session open, stamped with this leader's clock."""
+        now_ms = self._loop.now_us // 1000
+        if request.kind is RequestKind.OPEN:
+            return encode_command(OpenSession(now_ms))
+        assert request.write is not None
+        return encode_command(Request(request.session, request.seq, now_ms, request.write))
 
     def _handle_read(self, request: ClientRequest) -> None:
         """A linearizable read: ReadIndex (thesis §6.4), forwarded by a follower."""
@@ -360,8 +383,6 @@ class SimNode:
 
     def _finish(self, rd: Ready) -> None:
         """Steps 2-4 of the contract, in the production driver's order."""
-        if rd.entries and self._proposals:
-            self._drop_replaced(rd.entries)
         if rd.messages:
             self._network.send(self.id, rd.messages)
         if rd.committed:
@@ -379,17 +400,6 @@ class SimNode:
         core = self.core
         assert core is not None
         core.advance(rd)
-
-    def _drop_replaced(self, entries: Sequence[Entry]) -> None:
-        """As raftlib.node: a proposal at a replaced index, or beyond the new end of the log,
-        is gone for good, so its client learns it was not applied."""
-        first, last = entries[0].index, entries[-1].index
-        for index in [i for i in self._proposals if i >= first]:
-            term, request = self._proposals[index]
-            if index <= last and entries[index - first].term == term:
-                continue
-            del self._proposals[index]
-            self._reply(request, ReplyKind.REJECTED)
 
     def _apply(self, entries: Sequence[Entry]) -> None:
         observer = self._observer
@@ -409,7 +419,7 @@ class SimNode:
             if pending is not None:
                 term, request = pending
                 if term == entry.term and entry.kind is EntryKind.NORMAL:
-                    self._reply(request, ReplyKind.OK, value=result)
+                    self._reply(request, ReplyKind.OK, value=result, command=entry.data)
                 else:
                     self._reply(request, ReplyKind.REJECTED)
 
@@ -419,15 +429,16 @@ class SimNode:
             if index <= self.applied:
                 request = self._reads.pop(request_id, None)
                 if request is not None:
-                    self._reply(request, ReplyKind.OK, value=self.sm.read(request.spec.key))
+                    self._reply(request, ReplyKind.OK, value=self.sm.get(request.key))
             else:
                 keep.append((index, request_id))
         self._read_states = keep
 
     def _reply(
-        self, request: ClientRequest, kind: ReplyKind, *, value: Any = None, leader: NodeId = 0
+        self, request: ClientRequest, kind: ReplyKind, *, value: Any = None, leader: NodeId = 0,
+        command: bytes | None = None,
     ) -> None:
-        reply = Reply(request.token, kind, value, leader)
+        reply = Reply(request.op, request.attempt, kind, value, leader, command)
         self._network.client_hop(request.client.on_reply, reply)
 
     # --- observation ----------------------------------------------------------------------

@@ -30,7 +30,13 @@ class SimParams:
     pending_requests_max: int = 65_536
     # Readies one input may produce before the driver yields: a bound, not a tuning knob.
     readies_per_drain_max: int = 10_000
+    # Simulated events per simulated second beyond which a run is stopped as a message storm
+    # or a livelock (raised with the load); healthy runs use about a tenth of it.
+    events_per_second_max: int = 100_000
     # A client follows at most this many NotLeader answers per operation, waiting this long
     # before retrying when no leader is known.
     redirects_max: int = 20
     retry_backoff_us: int = 50_000
+    # A write whose attempt got no answer is retried (same session seq) up to this many
+    # attempts in all, each within the run's request timeout; then its outcome is info.
+    write_attempts_max: int = 3

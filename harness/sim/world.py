@@ -82,7 +82,10 @@ class SimWorld:
         self.schedule = schedule
         self.params = params or SimParams()
         seed = options.seed
-        self.loop = EventLoop()
+        # A storm bound that grows with the load asked for (a healthy operation costs about
+        # ten events per node).
+        self.loop = EventLoop(max(self.params.events_per_second_max,
+                                  round(100 * options.rate * options.nodes)))
         self.workload = make_workload(options.workload, stream(seed, "workload"))
         self.history = HistoryRecorder(lambda: self.loop.now_us, self.workload.keyed)
         self.observer = Observer()
@@ -98,12 +101,12 @@ class SimWorld:
             node_id: SimNode(
                 node_id, voters, loop=self.loop, network=self.network, params=p,
                 observer=self.observer, log=self._node_event, seed=seed,
-                initial=self.workload.initial,
             )
             for node_id in voters
         }
         self.network.receivers = dict(self.nodes)
         self._next_process = 0
+        self._invoked = 0  # workload operations invoked (the probe's are not counted)
         self._think_rng = stream(seed, "think")
         self.time_limit_us = seconds_to_us(options.time_limit)
         self._timeout_us = seconds_to_us(options.request_timeout)
@@ -132,7 +135,7 @@ class SimWorld:
         return SimClient(
             loop=self.loop, network=self.network, nodes=self.nodes, params=self.params,
             history=self.history, rng=rng, new_process=self._new_process,
-            request_timeout_us=self._timeout_us,
+            request_timeout_us=self._timeout_us, initial=self.workload.initial,
         )
 
     def _stamp(self) -> str:
@@ -158,6 +161,10 @@ class SimWorld:
     def _invoke(self, client: SimClient) -> None:
         if self.loop.now_us >= self.time_limit_us or client.busy:
             return
+        limit = self.options.ops_limit
+        if limit and self._invoked >= limit:
+            return
+        self._invoked += 1
         client.invoke(self.workload.next_op())
 
     # --- observation ------------------------------------------------------------------------
@@ -185,7 +192,8 @@ class SimWorld:
         live = self.liveness
         loop.run_until(live.deadline_us, self._finished)
         # Operations still open at the deadline get their timeouts (no liveness then).
-        loop.run_until(loop.now_us + self._timeout_us + POLL_US,
+        last_us = loop.now_us + self._timeout_us * self.params.write_attempts_max + POLL_US
+        loop.run_until(last_us,
                        lambda: not any(client.busy for client in self.clients))
         return self._outcome()
 

@@ -12,7 +12,8 @@ from harness.options import RunOptions
 from harness.runner import run
 from harness.sim.nemesis_runtime import NemesisRuntime
 from harness.sim.node import ClientRequest, ReplyKind, SimNode
-from harness.testkv import HarnessKV
+from raftlib.kv.commands import Set
+from raftlib.kv.machine import KvStateMachine
 
 
 def options(**overrides: object) -> RunOptions:
@@ -37,7 +38,7 @@ def test_reads_served_from_local_state_without_read_index_are_not_linearizable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def local_read(self: SimNode, request: ClientRequest) -> None:
-        self._reply(request, ReplyKind.OK, value=self.sm.read(request.spec.key))
+        self._reply(request, ReplyKind.OK, value=self.sm.get(request.key))
 
     monkeypatch.setattr(SimNode, "_handle_read", local_read)
     seed, results = _first_invalid(options(nemesis=("partition", "pause")), range(0, 10))
@@ -47,15 +48,14 @@ def test_reads_served_from_local_state_without_read_index_are_not_linearizable(
 def test_a_state_machine_that_acknowledges_but_skips_writes_is_not_linearizable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    original = HarnessKV.apply
+    original = KvStateMachine._execute
 
-    def lossy_apply(self: HarnessKV, command: bytes) -> Any:
-        if self.applied_commands % 5 == 4 and b'"write"' in command:
-            self.applied_commands += 1
-            return None  # acknowledged, never applied
-        return original(self, command)
+    def lossy_execute(self: KvStateMachine, op: Any) -> Any:
+        if self.applied_commands % 5 == 4 and isinstance(op, Set):
+            return True  # acknowledged, never applied
+        return original(self, op)
 
-    monkeypatch.setattr(HarnessKV, "apply", lossy_apply)
+    monkeypatch.setattr(KvStateMachine, "_execute", lossy_execute)
     seed, results = _first_invalid(options(), range(0, 3))
     assert "linearizable" in results["failed_checks"], f"seed {seed}: {results['checks']}"
 

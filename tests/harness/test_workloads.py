@@ -8,8 +8,9 @@ import random
 import pytest
 
 from harness import commands
-from harness.testkv import HarnessKV
 from harness.workloads import AppendWorkload, KvWorkload, make_workload
+from raftlib.kv.commands import NO_SESSION, Request, encode_command
+from raftlib.kv.machine import KvStateMachine
 
 
 @pytest.mark.parametrize("name", ["register", "kv", "append"])
@@ -39,23 +40,42 @@ def test_append_elements_are_unique_and_final_reads_cover_every_key() -> None:
     assert {op.key for op in probe[1:]} == {op.key for op in ops} | {probe[0].key}
 
 
-def test_command_encoding_round_trips_and_rejects_garbage() -> None:
-    data = commands.encode("3.7", "cas", 4, [1, 2])
-    assert commands.decode(data) == commands.Command("3.7", "cas", 4, [1, 2])
-    for bad in (b"\xff", b"{}", b'["1","drop",null,1]', b"x" * (commands.COMMAND_BYTES_MAX + 1)):
+def _apply(sm: KvStateMachine, f: str, key: object, value: object, initial: object) -> object:
+    op = commands.write_op(f, key, value, initial)
+    result = sm.apply(encode_command(Request(NO_SESSION, 0, 0, op)))
+    return commands.write_output(f, value, result)
+
+
+def test_command_mapping_refuses_what_it_cannot_represent() -> None:
+    for f, key, value in [("read", None, None), ("write", "x", 1), ("cas", None, 3),
+                          ("put", 1, True), ("append", -1, 3)]:
         with pytest.raises(commands.CommandError):
-            commands.decode(bad)
-    with pytest.raises(ValueError):
-        commands.encode("1.1", "read", None, None)
+            commands.write_op(f, key, value, None)
+    # kv: 0 is the absent key, so storing it would make reads ambiguous.
+    with pytest.raises(commands.CommandError):
+        commands.write_op("put", 1, 0, 0)
+    cases: list[tuple[bytes, object]] = [(b"x", None), (b"1,2", []), (b"1,a,", []),
+                                         (b"x" * (2 << 20), 0)]
+    for raw, initial in cases:
+        with pytest.raises(commands.CommandError):
+            commands.read_value(raw, initial)
 
 
-def test_harness_kv_applies_like_the_models() -> None:
-    register = HarnessKV(None)
-    assert register.apply(commands.encode("0.1", "write", None, 3)) is None
-    assert register.apply(commands.encode("0.2", "cas", None, [2, 4])) is False
-    assert register.apply(commands.encode("0.3", "cas", None, [3, 4])) is True
-    assert register.read(None) == 4
-    lists = HarnessKV([])
-    lists.apply(commands.encode("0.4", "append", 1, 10))
-    lists.apply(commands.encode("0.5", "append", 1, 11))
-    assert lists.read(1) == [10, 11] and lists.read(2) == []
+def test_raftlib_kv_applies_the_mapped_commands_like_the_models() -> None:
+    register = KvStateMachine()
+    key = commands.key_bytes(None)
+    assert commands.read_value(register.get(key), None) is None
+    assert _apply(register, "write", None, 3, None) == ("ok", 3)
+    assert _apply(register, "cas", None, [2, 4], None) == ("ok", False)
+    assert _apply(register, "cas", None, [3, 4], None) == ("ok", True)
+    assert commands.read_value(register.get(key), None) == 4
+    kv = KvStateMachine()
+    assert _apply(kv, "cas", 7, [0, 2], 0) == ("ok", True)  # the initial 0 is the absent key
+    assert _apply(kv, "cas", 7, [0, 3], 0) == ("ok", False)
+    assert commands.read_value(kv.get(commands.key_bytes(7)), 0) == 2
+    assert commands.read_value(kv.get(commands.key_bytes(8)), 0) == 0
+    lists = KvStateMachine()
+    _apply(lists, "append", 1, 10, [])
+    _apply(lists, "append", 1, 11, [])
+    assert commands.read_value(lists.get(commands.key_bytes(1)), []) == [10, 11]
+    assert commands.read_value(lists.get(commands.key_bytes(2)), []) == []

@@ -1,0 +1,48 @@
+"""The live backend: real ``raftlib serve`` processes on real TCP, real faults, same checks.
+
+``raft-harness run --backend live`` starts one ``python -m raftlib.cli serve`` process per node
+(data directories and logs inside the run directory), drives them over their RESP client ports
+with concurrent ``raftlib.client`` sessions (a retried write applies exactly once), injects the
+nemesis schedule into the real processes and network, heals, and then checks:
+
+- ``linearizable``: lincheck on the recorded history (per key for kv and append);
+- ``safety``: Raft's invariants read back from the nodes' own write-ahead logs after a graceful
+  stop (log matching, committed prefixes identical), plus at most one leader per term among the
+  leaders the harness saw while polling ``INFO``;
+- ``durability``: every write acknowledged to a client is in every node's log, at an index the
+  cluster committed, identified by its exact (session, seq, operation);
+- ``liveness``: after the final heal a probe write and final reads complete and every node
+  applies up to the leader's commit index within ``--recovery-time``, else "no progress after
+  heal";
+- ``processes``: no node process exited on its own (a crash of the system under test).
+
+Faults supported live (``LIVE_NEMESES``): ``partition`` (real packet filtering or the proxy
+fallback, see below), ``kill`` (SIGKILL, restart at the window's end: the page cache survives,
+so this is a process crash, not a power loss), ``pause`` (SIGSTOP / SIGCONT). The others are
+refused with a one-line error: ``disk`` needs a power-loss simulation that SIGKILL cannot give;
+``clock`` needs faketime; ``loss``, ``duplicate``, ``delay``, ``reorder`` need ``tc netem``.
+
+How partitions are made (recorded in results.json as ``live.partitions`` and in the verdict):
+
+- ``netns+nft`` / ``netns+iptables`` (root on Linux): each node runs in its own network
+  namespace ``rh-nN`` with a veth into the bridge ``rh-br0``; node N has 10.77.0.N, the
+  harness 10.77.0.254 on the bridge. These addresses exist only in what the run creates, so no
+  test traffic leaves the machine. A blocked link ``[src, dst]`` is a rule in dst's namespace
+  dropping every packet from src, as Jepsen does on real hosts: the peers see silence, not
+  errors. The node's client port listens on 127.0.0.1 inside its namespace and a DNAT rule
+  there exposes it on 10.77.0.N:6379 to the harness. Leftovers of a crashed run (``rh-*``) are
+  removed at start, everything is removed in ``finally``; a lock file keeps one such run per
+  machine at a time.
+- ``proxy (weaker)`` (not root, no namespaces, or ``RAFT_HARNESS_PARTITIONS=proxy``): every
+  node listens on 127.0.0.1 and reaches each peer through a TCP proxy in the harness, one per
+  directed link. Blocking a link closes its connections and holds new ones without forwarding
+  a byte. Weaker than packet filtering: the sender sees its connection close (an error) before
+  the silence, and the client path is never cut.
+
+``RAFT_HARNESS_PARTITIONS=auto|netns|proxy`` picks the method (default ``auto``: namespaces
+when possible). Namespace runs take the machine lock ``/run/raft-harness-live.lock``, so the
+seeds of ``raft-harness campaign --backend live`` run one after another whatever ``--jobs``.
+
+``raft-harness replay DIR`` of a live run applies the saved schedule to new processes; the
+history is new (real time, real scheduling) and is not compared with the original.
+"""

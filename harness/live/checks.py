@@ -1,0 +1,197 @@
+"""The checks of a live run, from the history and from what the nodes left on disk.
+
+``read_logs`` opens each stopped node's data directory with ``WalStorage`` (the same recovery
+the node itself runs at start) and returns its hard state and log. The rest are pure functions
+of those logs, the history and what the harness observed; each returns a ``Check`` as the
+simulator's checks do (``harness.checks``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import lincheck
+
+from harness.checks import Check
+from harness.live.clients import MODEL_INITIAL, Acked
+from raftlib.core.types import Entry, EntryKind, HardState
+from raftlib.invariants import election_safety, log_matching, state_machine_safety
+from raftlib.kv.commands import CommandError, Op, Request, decode_command
+from raftlib.storage.wal import WalStorage
+
+MODELS = {"register": "cas-register", "kv": "kv", "append": "kv"}
+
+
+@attrs.frozen
+class NodeLog:
+    hard_state: HardState
+    entries: list[Entry]
+
+
+def read_logs(data_dirs: Mapping[int, Path]) -> tuple[dict[int, NodeLog], list[str]]:
+    """Each node's recovered log, and one line per node whose log could not be recovered."""
+    logs: dict[int, NodeLog] = {}
+    errors: list[str] = []
+    for node, directory in sorted(data_dirs.items()):
+        try:
+            with WalStorage(directory) as storage:
+                hard_state, entries = storage.load()
+        except Exception as exc:  # any failure to recover is a finding, named
+            errors.append(f"node {node}: its log cannot be recovered from {directory}: "
+                          f"{type(exc).__name__}: {exc}")
+            continue
+        logs[node] = NodeLog(hard_state, entries)
+    return logs, errors
+
+
+def model_for(workload: str) -> lincheck.Model:
+    return lincheck.get_model(MODELS[workload], MODEL_INITIAL[workload])
+
+
+def check_linearizable(
+    events: list[lincheck.Event], workload: str, timeout: float,
+) -> tuple[Check, lincheck.History, lincheck.Result]:
+    history = lincheck.history_from_events(events, source="history.jsonl")
+    result = lincheck.check(history, model_for(workload), timeout=timeout)
+    ops = len(history.operations)
+    model = MODELS[workload]
+    if result.verdict == "ok":
+        check = Check("linearizable", True, f"{ops} operations linearizable ({model} model, "
+                                            f"{result.stats.get('partitions', 1)} partitions)")
+    elif result.verdict == "illegal":
+        check = Check("linearizable", False, f"not linearizable: {result.reason}",
+                      tuple(lincheck.explain(history, result).splitlines()))
+    else:
+        check = Check("linearizable", None, f"lincheck could not decide: {result.reason}")
+    return check, history, result
+
+
+def committed_bound(logs: Mapping[int, NodeLog], observed_commit: int) -> int:
+    """The highest index known committed: the largest commit index a node persisted or was
+    seen to report while running."""
+    return max([observed_commit, *(log.hard_state.commit for log in logs.values())])
+
+
+def check_safety(
+    logs: Mapping[int, NodeLog], errors: Sequence[str], leaders: Mapping[int, Iterable[int]],
+    observed_commit: int = 0,
+) -> Check:
+    violations = list(errors)
+    violations += election_safety(leaders)
+    violations += log_matching({n: log.entries for n, log in logs.items()})
+    bound = committed_bound(logs, observed_commit)
+    # Every node's log up to the committed bound (or its end) must be one and the same prefix.
+    committed = {n: log.entries[:bound] for n, log in logs.items()}
+    for node, log in sorted(logs.items()):
+        if log.hard_state.commit > len(log.entries):
+            violations.append(f"node {node}: commit index {log.hard_state.commit} is past its "
+                              f"last entry {len(log.entries)}")
+    violations += state_machine_safety(committed)
+    if violations:
+        return Check("safety", False, f"{len(violations)} Raft safety violation(s)",
+                     tuple(violations))
+    return Check("safety", True, f"logs of {len(logs)} nodes match, committed prefixes agree "
+                                 f"(commit index up to {bound}), at most one leader in each "
+                                 f"of {len(leaders)} observed terms")
+
+
+WriteId = tuple[int, int, Op]  # (session, seq, operation)
+
+
+def _writes_in(entries: Sequence[Entry]) -> dict[WriteId, int]:
+    """Each session write in ``entries`` and the index it first appears at."""
+    found: dict[WriteId, int] = {}
+    for entry in entries:
+        if entry.kind is not EntryKind.NORMAL:
+            continue
+        try:
+            command = decode_command(entry.data)
+        except CommandError:
+            continue  # the safety check compares raw entries; nothing to find here
+        if isinstance(command, Request):
+            found.setdefault((command.session, command.seq, command.op), entry.index)
+    return found
+
+
+def check_durability(
+    logs: Mapping[int, NodeLog], acked: Sequence[Acked], observed_commit: int = 0,
+) -> Check:
+    if not logs:
+        return Check("durability", False, "no node's log could be read")
+    # Every node applied up to the commit index before the stop (liveness waits for that),
+    # so each must hold every committed entry, whatever commit index its files persisted.
+    writes = {node: _writes_in(log.entries) for node, log in logs.items()}
+    # An acknowledged write was applied, hence committed, wherever it first appears.
+    acked_at = [index for a in acked for found in writes.values()
+                if (index := found.get((a.session, a.seq, a.op))) is not None]
+    commit = max([committed_bound(logs, observed_commit), *acked_at])
+    violations = []
+    for node in sorted(logs):
+        have = {w for w, index in writes[node].items() if index <= commit}
+        missing = [a for a in acked if (a.session, a.seq, a.op) not in have]
+        if missing:
+            shown = ", ".join(f"p{a.process} {a.f} (session {a.session} seq {a.seq})"
+                              for a in missing[:3])
+            violations.append(f"node {node} lacks {len(missing)} acknowledged write(s) in its "
+                              f"committed log (index <= {commit}), e.g. {shown}")
+    if violations:
+        return Check("durability", False, "acknowledged writes missing after recovery",
+                     tuple(violations))
+    return Check("durability", True, f"all {len(acked)} acknowledged writes are in the committed "
+                                     f"log of all {len(logs)} nodes")
+
+
+@attrs.define
+class Liveness:
+    recovery_time: float
+    heal_at: float = 0.0
+    leader_at: float | None = None
+    probe_done_at: float | None = None
+    caught_up_at: float | None = None
+    catch_up_target: int = 0
+    probe_attempts: int = 0
+    lagging: dict[int, int] = attrs.field(factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+def check_liveness(live: Liveness) -> Check:
+    def after(t: float) -> str:
+        return f"+{t - live.heal_at:.3f} s"
+
+    bound = f"{live.recovery_time:g} s"
+    if live.probe_done_at is None:
+        leader = ("no leader was seen" if live.leader_at is None
+                  else f"a leader was seen at {after(live.leader_at)}")
+        return Check("liveness", False, f"no progress after heal: the probe did not complete "
+                                        f"within {bound} ({leader}; {live.probe_attempts} "
+                                        "attempts)")
+    if live.caught_up_at is None:
+        lagging = ", ".join(f"node {n} at {a}" for n, a in sorted(live.lagging.items()))
+        return Check("liveness", False, f"no progress after heal: nodes did not apply up to "
+                                        f"index {live.catch_up_target} within {bound} "
+                                        f"({lagging or 'no answer'})")
+    return Check("liveness", True, f"probe completed at {after(live.probe_done_at)}, all nodes "
+                                   f"applied index {live.catch_up_target} at "
+                                   f"{after(live.caught_up_at)} (bound {bound})")
+
+
+def check_processes(
+    unexpected: Sequence[tuple[int, int, str]], forced: Sequence[int],
+    statuses: Mapping[int, int | None],
+) -> Check:
+    violations = [f"node {node} exited on its own with status {status} while {doing}"
+                  for node, status, doing in unexpected]
+    violations += [f"node {node} did not stop on SIGTERM (killed)" for node in forced]
+    violations += [f"node {node} stopped with status {status} after SIGTERM"
+                   for node, status in sorted(statuses.items())
+                   if status not in (0, None) and node not in forced]
+    if violations:
+        return Check("processes", False, f"{len(violations)} node process problem(s)",
+                     tuple(violations))
+    return Check("processes", True, f"no node crashed on its own; all {len(statuses)} stopped "
+                                    "cleanly on SIGTERM")

@@ -1,0 +1,441 @@
+"""One live run end to end: network, processes, workload and faults, heal, stop, check, write.
+
+The phases (seconds of the run, counted from the moment the cluster has a leader):
+
+1. startup: the network is set up, every node started, and the run waits (at most
+   ``READY_SECONDS_MAX``) until every client port answers and a leader exists;
+2. ``[0, time_limit)``: workers run the workload at the target rate while the nemesis
+   schedule injects and heals faults in the real processes and network;
+3. ``time_limit``: every fault still active is healed, every node runs unpaused, workers stop
+   invoking; recovery: a probe client must complete one write and a read of every key, and every
+   node must apply up to the commit index, within ``recovery_time`` (liveness);
+4. the nodes are stopped with SIGTERM and their data directories read back for the safety and
+   durability checks.
+
+The run directory is the simulator's (``history.jsonl``, ``nemesis.json``, ``results.json``,
+``nodes.log``: what the harness did, ``lincheck.html`` on a violation) plus ``nodes/node-N/``
+(each node's data) and ``nodes/node-N.log`` (its output). Whatever happens, no node process,
+namespace, link or filter rule outlives the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import lincheck
+import trio
+
+from harness.checks import Check, verdict_of
+from harness.history import HistoryRecorder
+from harness.live import checks as live_checks
+from harness.live.checks import Liveness
+from harness.live.clients import LiveClient, run_worker
+from harness.live.cluster import LiveCluster, serve_flags
+from harness.live.monitor import Monitor
+from harness.live.nemesis import LIVE_NEMESES, REFUSED, LiveNemesis
+from harness.live.net import LiveNetwork, LiveSetupError, ProxyNetwork, open_network
+from harness.nemesis import Schedule, generate
+from harness.options import OptionsError, RunOptions, command_line
+from harness.progress import NO_PROGRESS, RunProgress
+from harness.workloads import make_workload
+
+RESULTS_VERSION = 1
+# Bounds of a live run that the simulator does not have.
+CLIENTS_LIVE_MAX = 200
+READY_SECONDS_MAX = 30.0
+PROBE_RETRY_SECONDS = 0.1
+CATCH_UP_POLL_SECONDS = 0.1
+PROGRESS_SECONDS = 0.5
+
+
+def validate(options: RunOptions, schedule: Schedule | None = None) -> None:
+    """Refuse, with one line, what the live backend cannot do (before anything starts)."""
+    kinds = list(options.nemesis) + (schedule.kinds() if schedule is not None else [])
+    for kind in kinds:
+        if kind not in LIVE_NEMESES:
+            raise OptionsError(f"--nemesis: {kind!r} is not supported by the live backend: "
+                               f"{REFUSED.get(kind, 'unknown kind')}; supported live: "
+                               f"{', '.join(LIVE_NEMESES)}")
+    if options.clients > CLIENTS_LIVE_MAX:
+        raise OptionsError(f"--clients: the live backend runs at most {CLIENTS_LIVE_MAX} "
+                           f"clients (real connections), got {options.clients}")
+    if options.request_timeout < 0.1:
+        raise OptionsError(f"--request-timeout: the live backend needs at least 0.1 s (real "
+                           f"network round trips), got {options.request_timeout!r}")
+
+
+class _Clock:
+    """Seconds of the run: 0 when the workload starts (trio's monotonic clock underneath)."""
+
+    def __init__(self) -> None:
+        self.t0: float | None = None
+
+    def __call__(self) -> float:
+        if self.t0 is None:
+            return 0.0
+        return trio.current_time() - self.t0
+
+    def us(self) -> int:
+        return int(self() * 1_000_000)
+
+
+@attrs.define
+class LiveOutcome:
+    history: HistoryRecorder
+    liveness: Liveness
+    acked: list[Any]
+    nemesis: LiveNemesis
+    monitor: Monitor
+    startup_seconds: float
+    run_seconds: float
+
+
+class LiveRun:
+    def __init__(self, options: RunOptions, schedule: Schedule, network: LiveNetwork,
+                 run_dir: Path, events: list[str], progress: RunProgress) -> None:
+        self.options = options
+        self.progress = progress
+        self.schedule = schedule
+        self.network = network
+        self.clock = _Clock()
+        self._events = events
+        self.cluster = LiveCluster(options.nodes, network, run_dir, options.seed,
+                                   log=self.node_log)
+        self.workload = make_workload(options.workload, self._rng("workload"))
+        self.history = HistoryRecorder(self.clock.us, self.workload.keyed)
+        self._next_process = 0
+
+    def _rng(self, name: str) -> random.Random:
+        """An independent stream for one purpose, named as the simulator names its streams."""
+        return random.Random(f"{self.options.seed}:{name}")
+
+    def _stamp(self) -> str:
+        # Startup lines carry no time: the run's clock starts once the cluster is ready.
+        return f"[{self.clock():12.6f}]" if self.clock.t0 is not None else "[   startup  ]"
+
+    def log(self, text: str) -> None:
+        self._events.append(f"{self._stamp()} -- {text}")
+
+    def node_log(self, node: int, text: str) -> None:
+        self._events.append(f"{self._stamp()} n{node} {text}")
+
+    def _new_process(self) -> int:
+        process = self._next_process
+        self._next_process += 1
+        return process
+
+    def _client(self, name: str) -> LiveClient:
+        return LiveClient(
+            addresses=self.cluster.client_addresses(), workload=self.options.workload,
+            history=self.history, new_process=self._new_process,
+            request_timeout=self.options.request_timeout, rng=self._rng(f"start:{name}"),
+        )
+
+    async def drive(self) -> LiveOutcome:
+        options = self.options
+        monitor = Monitor(self.cluster, self.node_log)
+        nemesis = LiveNemesis(cluster=self.cluster, history=self.history, log=self.log,
+                              leader=monitor.leader, rng=self._rng("nemesis-runtime"))
+        clients = [self._client(f"client:{i}") for i in range(options.clients)]
+        probe = self._client("probe")
+        live = Liveness(options.recovery_time)
+        began = trio.current_time()
+        try:
+            async with trio.open_nursery() as background:
+                if isinstance(self.network, ProxyNetwork):
+                    await background.start(self.network.serve)
+                for node in sorted(self.cluster.members):
+                    self.cluster.start(node)
+                await self._wait_ready(monitor)
+                startup = trio.current_time() - began
+                self.clock.t0 = trio.current_time()
+                self.log(f"cluster ready after {startup:.2f} s; workload and faults start")
+                background.start_soon(monitor.run)
+                background.start_soon(self._report_progress)
+                async with trio.open_nursery() as work:
+                    faults = trio.CancelScope()
+
+                    async def inject() -> None:
+                        with faults:
+                            await nemesis.run(self.schedule, self.clock)
+
+                    work.start_soon(inject)
+                    think_mean = options.clients / options.rate
+                    for i, client in enumerate(clients):
+                        work.start_soon(run_worker, client, self.workload,
+                                        self._rng(f"think:{i}"), think_mean, self.clock,
+                                        options.time_limit)
+                    await trio.sleep_until(self.clock.t0 + options.time_limit)
+                    faults.cancel()
+                    await nemesis.heal_all(self.clock)
+                    live.heal_at = self.clock()
+                    self.log("all faults healed; recovery window starts")
+                    await self._recover(live, monitor, probe, clients)
+                run_seconds = self.clock()
+                background.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                for client in [*clients, probe]:
+                    await client.aclose()
+                await monitor.aclose()
+                await self.cluster.stop_all()
+        acked = [a for client in [*clients, probe] for a in client.acked]
+        return LiveOutcome(self.history, live, acked, nemesis, monitor, startup, run_seconds)
+
+    async def _report_progress(self) -> None:
+        total = self.options.time_limit + self.options.recovery_time
+        self.progress.phase("workload and faults")
+        while True:
+            done = self.clock()
+            if done >= self.options.time_limit:
+                self.progress.phase("recovery")
+            self.progress.advance(min(done, total), total)
+            await trio.sleep(PROGRESS_SECONDS)
+
+    async def _wait_ready(self, monitor: Monitor) -> None:
+        self.progress.phase("starting nodes")
+        with trio.move_on_after(READY_SECONDS_MAX):
+            while True:
+                await monitor.poll_once()
+                if len(monitor.views) == len(self.cluster.members) and monitor.leader():
+                    return
+                if self.cluster.unexpected_exits:
+                    node, status, _ = self.cluster.unexpected_exits[0]
+                    raise LiveSetupError(f"live: node {node} exited with status {status} at "
+                                         f"start; see {self.cluster.log_path(node)}")
+                await trio.sleep(0.1)
+        answered = sorted(monitor.views)
+        raise LiveSetupError(f"live: the cluster was not ready within {READY_SECONDS_MAX:g} s "
+                             f"(nodes answering: {answered or 'none'}, leader: "
+                             f"{monitor.leader()}); see {self.cluster.run_dir / 'nodes'}")
+
+    async def _recover(self, live: Liveness, monitor: Monitor, probe: LiveClient,
+                       clients: list[LiveClient]) -> None:
+        deadline = trio.current_time() + self.options.recovery_time
+        with trio.move_on_at(deadline):
+            async with trio.open_nursery() as nursery:
+
+                async def watch_leader() -> None:
+                    while monitor.leader() is None:
+                        await trio.sleep(0.05)
+                    live.leader_at = self.clock()
+
+                nursery.start_soon(watch_leader)
+                ops = self.workload.probe_ops()
+                while ops:
+                    live.probe_attempts += 1
+                    if await probe.execute(ops[0]) == "ok":
+                        ops.pop(0)
+                    else:
+                        await trio.sleep(PROBE_RETRY_SECONDS)
+                live.probe_done_at = self.clock()
+                # Every acknowledged write is committed once the workers are done; the
+                # durability check needs every node to hold the log at least that far.
+                while any(client.busy for client in clients):
+                    await trio.sleep(CATCH_UP_POLL_SECONDS)
+                await monitor.poll_once()
+                live.catch_up_target = monitor.commit_index()
+                while True:
+                    await monitor.poll_once()
+                    views = monitor.views
+                    live.lagging = {n: views[n].applied_index if n in views else -1
+                                    for n in self.cluster.members
+                                    if n not in views
+                                    or views[n].applied_index < live.catch_up_target}
+                    if not live.lagging:
+                        live.caught_up_at = self.clock()
+                        break
+                    await trio.sleep(CATCH_UP_POLL_SECONDS)
+                nursery.cancel_scope.cancel()
+        # Past the deadline, operations still open finish by their own timeouts.
+        with trio.move_on_after(2 * self.options.request_timeout + 2):
+            while any(client.busy for client in [*clients, probe]):
+                await trio.sleep(CATCH_UP_POLL_SECONDS)
+
+
+def run_live(
+    options: RunOptions,
+    out_dir: Path | None,
+    *,
+    schedule: Schedule | None = None,
+    command: str | None = None,
+    progress: RunProgress | None = None,
+) -> Any:
+    """A live run; returns ``harness.runner.RunReport`` like the simulator's ``run``."""
+    validate(options, schedule)
+    if schedule is None:
+        schedule = generate(options.seed, options.nemesis, options.nodes, options.time_limit,
+                            options.nemesis_interval)
+    started = time.monotonic()
+    scratch = out_dir is None
+    run_dir = Path(tempfile.mkdtemp(prefix="raft-harness-live-")) if out_dir is None else out_dir
+    if (run_dir / "nodes").exists():
+        # A previous run's data directories would be recovered by the new nodes: a run
+        # directory is overwritten as a whole, as the simulator overwrites its files.
+        if not ((run_dir / "results.json").exists() or (run_dir / "nodes.log").exists()):
+            raise OptionsError(f"--out: {run_dir / 'nodes'} exists and is not from a live run; "
+                               "choose another directory")
+        shutil.rmtree(run_dir / "nodes")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    events: list[str] = []
+    try:
+        with open_network(options.nodes) as network:
+            live_run = LiveRun(options, schedule, network, run_dir, events,
+                               progress or NO_PROGRESS)
+            cluster = live_run.cluster
+            try:
+                with _sigterm_interrupts():
+                    outcome = trio.run(live_run.drive)
+            except BaseExceptionGroup as group:
+                _raise_setup_error(group)
+                raise
+            finally:
+                cluster.kill_all()
+                (run_dir / "nodes.log").write_text("\n".join(events) + "\n", encoding="utf-8")
+            network_info = network.describe()
+        report = _finish(options, schedule, run_dir, out_dir, cluster, outcome, network_info,
+                         time.monotonic() - started, command, progress or NO_PROGRESS)
+    finally:
+        if scratch:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return report
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM stops the run as Ctrl-C does, so the ``finally`` blocks kill the nodes and
+    remove the namespaces (the default action would exit without cleaning up)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_setup_error(group: BaseExceptionGroup[BaseException]) -> None:
+    """Trio wraps task errors in groups; a setup error inside one is still one line."""
+    for leaf in _leaves(group):
+        if isinstance(leaf, OptionsError):
+            raise leaf from None
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
+def _finish(
+    options: RunOptions, schedule: Schedule, run_dir: Path, out_dir: Path | None,
+    cluster: LiveCluster, outcome: LiveOutcome, network_info: dict[str, Any], wall: float,
+    command: str | None, progress: RunProgress,
+) -> Any:
+    from harness.runner import RunReport
+
+    progress.phase("checking")
+    logs, errors = live_checks.read_logs({n: cluster.data_dir(n) for n in cluster.members})
+    lin, history, result = live_checks.check_linearizable(
+        outcome.history.events, options.workload, options.lincheck_timeout)
+    all_checks = [
+        lin,
+        live_checks.check_safety(logs, errors, outcome.monitor.leaders,
+                                 outcome.monitor.commit_max),
+        live_checks.check_durability(logs, outcome.acked, outcome.monitor.commit_max),
+        live_checks.check_liveness(outcome.liveness),
+        live_checks.check_processes(cluster.unexpected_exits, cluster.forced_stops,
+                                    cluster.stop_statuses),
+    ]
+    verdict = verdict_of(all_checks)
+    cmd = command or command_line([*options.to_argv(), *(["--out", str(out_dir)] if out_dir
+                                                          else [])])
+    stats = {
+        "wall_seconds": round(wall, 3),
+        "startup_seconds": round(outcome.startup_seconds, 3),
+        "run_seconds": round(outcome.run_seconds, 3),
+        "operations": dict(outcome.history.counts),
+        "faults_started": dict(sorted(outcome.nemesis.fired.items())),
+        "fault_windows": outcome.nemesis.windows,
+        "acknowledged_writes": len(outcome.acked),
+        "commit_index": live_checks.committed_bound(logs, outcome.monitor.commit_max),
+        "commit_index_persisted": {str(n): log.hard_state.commit
+                                   for n, log in sorted(logs.items())},
+        "log_length": {str(n): len(log.entries) for n, log in sorted(logs.items())},
+        "terms_with_a_leader_seen": len(outcome.monitor.leaders),
+        "monitor_rounds": outcome.monitor.rounds,
+        "nodes": cluster.statistics(),
+        "liveness": outcome.liveness.to_json(),
+    }
+    live_info = {
+        **network_info,
+        "nemeses_supported": list(LIVE_NEMESES),
+        "crash_model": "kill is SIGKILL: the page cache survives, so unsynced writes are not "
+                       "lost (a process crash, not a power loss)",
+        "python": sys.executable,
+        "transport": ("plain TCP (raftlib serve --insecure): the test network is private to "
+                      "this machine" if "--insecure" in serve_flags() else "raftlib's default"),
+    }
+    results: dict[str, Any] = {
+        "version": RESULTS_VERSION,
+        "verdict": verdict,
+        "seed": options.seed,
+        "backend": "live",
+        "object_under_test": "raftlib serve processes (raftlib.kv over RESP, exactly-once "
+                             "sessions)",
+        "options": options.to_json(),
+        "live": live_info,
+        "checks": {c.name: c.to_json() for c in all_checks},
+        "failed_checks": [c.name for c in all_checks if c.valid is False],
+        "stats": stats,
+        "command": cmd,
+        "replay": f"raft-harness replay {out_dir}" if out_dir is not None else None,
+        "files": {
+            "history": "history.jsonl",
+            "nemesis": "nemesis.json",
+            "node_log": "nodes.log",
+            "node_outputs": "nodes/node-N.log",
+            "node_data": "nodes/node-N/",
+            "lincheck_report": "lincheck.html" if lin.valid is False else None,
+        },
+    }
+    jsonl = outcome.history.jsonl()
+    (run_dir / "history.jsonl").write_text(jsonl, encoding="utf-8")
+    (run_dir / "nemesis.json").write_text(schedule.dumps(), encoding="utf-8")
+    if lin.valid is False:
+        lincheck.write_html(history, result, run_dir / "lincheck.html",
+                            model=live_checks.model_for(options.workload))
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n",
+                                          encoding="utf-8")
+    line = _one_line(options, all_checks, verdict, stats, network_info, wall, out_dir)
+    return RunReport(verdict, line, out_dir, results, jsonl)
+
+
+def _one_line(
+    options: RunOptions, all_checks: list[Check], verdict: str, stats: dict[str, Any],
+    network_info: dict[str, Any], wall: float, out_dir: Path | None,
+) -> str:
+    ops = stats["operations"]
+    faults = ", ".join(f"{k}x{v}" for k, v in stats["faults_started"].items()) or "none"
+    failing = "; ".join(f"{c.name}: {c.summary}" for c in all_checks if c.valid is not True)
+    detail = f" ({failing})" if failing else ""
+    where = f" -> {out_dir}" if out_dir is not None else ""
+    return (
+        f"{verdict.upper()}{detail}: live, seed {options.seed}, {options.workload}, "
+        f"{options.nodes} nodes, {ops['invoke']} ops ({ops['ok']} ok, {ops['fail']} fail, "
+        f"{ops['info']} info), faults {faults}; partitions: {network_info['partitions']}; "
+        f"{stats['run_seconds']:.1f} s run in {wall:.1f} s{where}"
+    )

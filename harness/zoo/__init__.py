@@ -1,0 +1,141 @@
+"""The bug zoo: deliberately broken variants of raftlib that only the harness can switch on.
+
+A bug is a set of method patches (``harness.zoo.bugs``) applied for the length of a sim run
+by ``active(name)`` and restored on exit, so the library itself has no flag for any of them
+and is untouched when no bug is active. ``raft-harness bugs`` lists them;
+``raft-harness run --bug NAME`` (and ``campaign --bug NAME``) runs with one switched on.
+
+Each bug also names the campaign that exposes it (``Detection``): the workload and nemeses
+that make it show, used by ``bench/zoo_detection.py`` for the README's detection table and by
+the tests. A bug the harness cannot find would be a hole in the harness, not a reason to
+weaken the bug.
+
+    with harness.zoo.active("figure8"):
+        report = harness.run(options, out_dir=None)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import attrs
+
+from harness.zoo import bugs
+from harness.zoo.bugs import Patch
+
+
+@attrs.frozen
+class Detection:
+    """The sim campaign that finds a bug: run options other than the seed."""
+
+    workload: str
+    nemesis: tuple[str, ...]
+    nodes: int = 5
+    clients: int = 10
+    time_limit: float = 10.0
+    rate: float = 20.0
+    nemesis_interval: float = 2.0
+
+    def options(self) -> dict[str, Any]:
+        return attrs.asdict(self, recurse=False)
+
+
+@attrs.frozen
+class Bug:
+    name: str
+    summary: str  # one line, for `raft-harness bugs`
+    patches: Callable[[], list[Patch]]
+    detection: Detection
+
+
+def _bug(name: str, summary: str, patches: Callable[[], list[Patch]], **detection: Any) -> Bug:
+    return Bug(name, summary, patches, Detection(**detection))
+
+
+_CRASHES = ("kill", "disk")
+BUGS: dict[str, Bug] = {
+    bug.name: bug
+    for bug in (
+        _bug("vote-not-persisted", "a vote is granted but never made durable: a restarted "
+             "node can vote twice in one term", bugs.vote_not_persisted,
+             workload="register", nemesis=("partition", *_CRASHES), nemesis_interval=0.5),
+        _bug("term-not-persisted", "the current term is not saved: a restarted node "
+             "recovers an older term from its log and votes in a term again",
+             bugs.term_not_persisted,
+             workload="register", nemesis=("partition", *_CRASHES), nemesis_interval=0.5),
+        _bug("figure8", "a leader commits an earlier term's entry by counting replicas "
+             "(Raft paper, Figure 8)", bugs.figure8,
+             workload="append", nemesis=("partition", "kill"), nemesis_interval=0.5,
+             rate=100.0),
+        _bug("local-reads", "reads are served from the local state machine without "
+             "ReadIndex", bugs.local_reads,
+             workload="register", nemesis=("partition", "pause")),
+        _bug("ack-before-fsync", "a Ready is acted on (acks sent, entries applied, client "
+             "told ok) before its fsync returns", bugs.ack_before_fsync,
+             workload="append", nemesis=("disk",), nemesis_interval=0.5, rate=200.0),
+        _bug("no-prevlog-check", "a follower skips the prevLogIndex/prevLogTerm "
+             "consistency check on append", bugs.no_prevlog_check,
+             workload="append", nemesis=("partition", "kill"), nemesis_interval=0.5,
+             rate=100.0),
+        _bug("truncate-on-stale-append", "a follower truncates its log after a stale "
+             "(delayed or duplicated) append", bugs.truncate_on_stale_append,
+             workload="append", nemesis=("kill", "delay", "reorder"),
+             nemesis_interval=0.5, rate=100.0),
+        _bug("leader-ignores-higher-term", "a leader that hears of a higher term keeps "
+             "leading instead of stepping down", bugs.leader_ignores_higher_term,
+             workload="register", nemesis=("partition",)),
+        _bug("apply-before-commit", "entries are applied (and clients answered) before "
+             "they are committed", bugs.apply_before_commit,
+             workload="append", nemesis=("partition",), rate=100.0),
+        _bug("session-cache-off", "the session table forgets replies: a retried write is "
+             "applied twice", bugs.session_cache_off,
+             workload="append", nemesis=("kill", "partition"), nemesis_interval=0.5,
+             rate=100.0),
+    )
+}
+
+
+class UnknownBug(ValueError):
+    """A bug name not in the zoo (one line listing the known ones)."""
+
+
+def get(name: str) -> Bug:
+    bug = BUGS.get(name)
+    if bug is None:
+        raise UnknownBug(f"--bug: unknown bug {name!r} (known: {', '.join(BUGS)}; "
+                         "see raft-harness bugs)")
+    return bug
+
+
+def listing() -> str:
+    """One line per bug, for ``raft-harness bugs``."""
+    width = max(len(name) for name in BUGS)
+    return "\n".join(f"{bug.name:<{width}}  {bug.summary}" for bug in BUGS.values())
+
+
+@contextmanager
+def active(name: str | None) -> Iterator[Bug | None]:
+    """Switch bug ``name`` on for the block (``None`` or ``""``: no bug). The patched methods
+    are restored on exit, however the block ends."""
+    if not name:
+        yield None
+        return
+    bug = get(name)
+    saved: list[tuple[type, str, Any]] = []
+    try:
+        for owner, attribute, wrap in bug.patches():
+            if attribute not in owner.__dict__:
+                raise AssertionError(f"bug {name}: {owner.__name__}.{attribute} does not exist "
+                                     "(the library changed; update harness/zoo/bugs.py)")
+            original = owner.__dict__[attribute]
+            saved.append((owner, attribute, original))
+            setattr(owner, attribute, wrap(original))
+        yield bug
+    finally:
+        for owner, attribute, original in reversed(saved):
+            setattr(owner, attribute, original)
+
+
+__all__ = ["BUGS", "Bug", "Detection", "UnknownBug", "active", "get", "listing"]

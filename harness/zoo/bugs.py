@@ -1,0 +1,262 @@
+"""The broken variants themselves: each ``*_patches()`` returns the methods to swap in.
+
+Every patch is a replacement for one method of a class, installed by ``harness.zoo.active``
+for the length of a run and restored afterwards. The library's own code has no flag for any
+of these: a bug exists only while its patch is in place. Each mimics a mistake real Raft
+implementations have shipped; the comment on each says what the correct code does instead.
+
+The replacements reach into private attributes on purpose (they rewrite private methods);
+``tests/harness/test_zoo.py`` proves each one changes behaviour while active and that the
+original is back afterwards, so a refactoring of the library that breaks a patch is noticed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from harness.sim.node import ClientRequest, ReplyKind, SimNode
+from raftlib.core import quorum
+from raftlib.core.log import RaftLog
+from raftlib.core.raft import RaftCore
+from raftlib.core.types import (
+    NO_NODE,
+    AppendEntries,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    Ready,
+    Role,
+)
+from raftlib.kv.commands import KvError, Result
+from raftlib.kv.sessions import SessionTable
+from raftlib.storage.memory import MemoryStorage
+
+# (class, method name, replacement built from the original)
+Patch = tuple[type, str, Callable[[Callable[..., Any]], Callable[..., Any]]]
+
+
+# --- persistence ----------------------------------------------------------------------------
+
+
+def vote_not_persisted() -> list[Patch]:
+    """The vote goes out but never reaches the disk: after a restart the node has forgotten
+    whom it voted for in its current term and can vote again (correct: the vote is durable
+    before the grant is sent, Figure 2)."""
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def set_hard_state(self: MemoryStorage, hard_state: HardState) -> None:
+            original(self, HardState(hard_state.term, NO_NODE, hard_state.commit))
+
+        return set_hard_state
+
+    return [(MemoryStorage, "set_hard_state", wrap)]
+
+
+def term_not_persisted() -> list[Patch]:
+    """The current term is not saved: a restarted node takes the term of its last log entry,
+    which can be older than a term it already voted in, and so votes in that term again
+    (correct: currentTerm is durable, Figure 2)."""
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def load(self: MemoryStorage) -> tuple[HardState, list[Entry]]:
+            stored, entries = original(self)
+            term = entries[-1].term if entries else 0
+            vote = stored.vote if stored.term == term else NO_NODE
+            return HardState(term, vote, min(stored.commit, len(entries))), entries
+
+        return load
+
+    return [(MemoryStorage, "load", wrap)]
+
+
+def ack_before_fsync() -> list[Patch]:
+    """The driver acts on a Ready as soon as it is written, before its fsync returns: votes and
+    append acknowledgements go out, the leader counts itself, entries are applied and clients
+    told ``ok`` while the data can still vanish in a power loss (correct: persist, THEN send
+    and apply, the Ready contract)."""
+
+    def wrap_begin(original: Callable[..., Any]) -> Callable[..., Any]:
+        def begin_persist(self: SimNode, rd: Ready) -> None:
+            original(self, rd)  # written; the fsync is scheduled
+            self.busy = False
+            self._finish(rd)
+            # Keep draining after this Ready, as if the fsync had already returned.
+            self._loop.after(0, _continue, (self, self.incarnation))
+
+        return begin_persist
+
+    def wrap_complete(original: Callable[..., Any]) -> Callable[..., Any]:
+        def complete_persist(self: SimNode, rd: Ready) -> None:
+            self.storage.sync()  # the late fsync: everything was already acted on
+            self._run_inbox()
+
+        return complete_persist
+
+    return [(SimNode, "_begin_persist", wrap_begin), (SimNode, "_complete_persist", wrap_complete)]
+
+
+def _continue(item: tuple[SimNode, int]) -> None:
+    node, incarnation = item
+    if incarnation == node.incarnation and not node.busy:
+        node._run_inbox()
+
+
+# --- replication ------------------------------------------------------------------------------
+
+
+def figure8() -> list[Patch]:
+    """A leader commits an entry of an earlier term as soon as a majority stores it (the bug
+    Figure 8 of the Raft paper warns about: such an entry can still be overwritten). Correct:
+    only entries of the leader's own term commit by counting replicas (§5.4.2)."""
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def maybe_commit(self: RaftCore) -> None:
+            matches = [self._log.persisted]
+            matches.extend(pr.match for pr in self._progress.values())
+            candidate = quorum.committed_index(matches)
+            if candidate <= self._commit:
+                return
+            first_own = self._log.term(self._commit) != self._term
+            self._commit = candidate
+            self._send_pending = True
+            if first_own and self._pending_reads and self._log.term(candidate) == self._term:
+                for read in self._pending_reads:
+                    if read.index is None:
+                        read.index = candidate
+                self._check_reads()
+
+        return maybe_commit
+
+    return [(RaftCore, "_maybe_commit", wrap)]
+
+
+def no_prevlog_check() -> list[Patch]:
+    """A follower accepts an append whose prevLogTerm does not match its own entry at
+    prevLogIndex, as if it did (correct: reject, the consistency check of §5.3)."""
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def on_append(self: RaftCore, msg: AppendEntries) -> None:
+            prev = msg.prev_log_index
+            ours = self._log.term(prev)
+            if prev >= self._commit and ours is not None and ours != msg.prev_log_term:
+                msg = msgspec.structs.replace(msg, prev_log_term=ours)
+            original(self, msg)
+
+        return on_append
+
+    return [(RaftCore, "_on_append", wrap)]
+
+
+def truncate_on_stale_append() -> list[Patch]:
+    """A follower truncates its log after the last entry of every append it accepts, even a
+    stale (delayed or duplicated) one that holds only a prefix of what it already acknowledged
+    (correct: truncate only at the first conflicting entry, §5.3 step 3)."""
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def find_conflict(self: RaftLog, entries: Sequence[Entry]) -> int:
+            return 0 if entries else original(self, entries)
+
+        return find_conflict
+
+    return [(RaftLog, "find_conflict", wrap)]
+
+
+def leader_ignores_higher_term() -> list[Patch]:
+    """A leader that hears of a higher term does not step down: it handles the message as if
+    it were of its own term and keeps leading (correct: any higher term turns it into a
+    follower of that term, §5.1)."""
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def step(self: RaftCore, msg: Message) -> None:
+            if self._role is Role.LEADER and msg.term > self._term and self._is_plausible(msg):
+                handler = self._handlers.get(type(msg))
+                if handler is not None:
+                    handler(msg)
+                    return
+            original(self, msg)
+
+        return step
+
+    return [(RaftCore, "step", wrap)]
+
+
+def apply_before_commit() -> list[Patch]:
+    """The driver applies entries as soon as they are stored locally, before they are
+    committed, and answers the leader's clients from that (correct: apply only what
+    Ready.committed hands over, §5.3)."""
+
+    def wrap_finish(original: Callable[..., Any]) -> Callable[..., Any]:
+        def finish(self: SimNode, rd: Ready) -> None:
+            original(self, rd)
+            early = [entry for entry in rd.entries if entry.index > self.applied]
+            if early and early[0].index == self.applied + 1:
+                _apply_entries(self, early)
+
+        return finish
+
+    def wrap_apply(original: Callable[..., Any]) -> Callable[..., Any]:
+        def apply(self: SimNode, entries: Sequence[Entry]) -> None:
+            self._observer.saw_committed(entries)
+            # Whatever was applied early is not applied again, even if it was replaced.
+            _apply_entries(self, [entry for entry in entries if entry.index > self.applied])
+
+        return apply
+
+    return [(SimNode, "_finish", wrap_finish), (SimNode, "_apply", wrap_apply)]
+
+
+def _apply_entries(node: SimNode, entries: Sequence[Entry]) -> None:
+    node._observer.saw_applied(node.id, entries)
+    for entry in entries:
+        result = node.sm.apply(entry.data) if entry.kind is EntryKind.NORMAL else None
+        node.applied = entry.index
+        pending = node._proposals.pop(entry.index, None)
+        if pending is not None:
+            term, request = pending
+            if term == entry.term and entry.kind is EntryKind.NORMAL:
+                node._reply(request, ReplyKind.OK, value=result, command=entry.data)
+            else:
+                node._reply(request, ReplyKind.REJECTED)
+
+
+# --- reads and sessions -----------------------------------------------------------------------
+
+
+def local_reads() -> list[Patch]:
+    """Any node answers a read from its own state machine at once, without ReadIndex: a
+    deposed leader or a lagging follower serves stale values (correct: confirm leadership
+    and wait for the read index, thesis §6.4)."""
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def handle_read(self: SimNode, request: ClientRequest) -> None:
+            self._reply(request, ReplyKind.OK, value=self.sm.get(request.key))
+
+        return handle_read
+
+    return [(SimNode, "_handle_read", wrap)]
+
+
+def session_cache_off() -> list[Patch]:
+    """The session table forgets replies: a retry of a write that was already applied is
+    applied again (correct: answer a repeated (session, seq) from the cache, thesis §6.3)."""
+
+    def wrap_check(original: Callable[..., Any]) -> Callable[..., Any]:
+        def check(self: SessionTable, sid: int, seq: int) -> KvError | tuple[Result] | None:
+            verdict: KvError | tuple[Result] | None = original(self, sid, seq)
+            return None if isinstance(verdict, tuple) else verdict
+
+        return check
+
+    def wrap_record(original: Callable[..., Any]) -> Callable[..., Any]:
+        def record(self: SessionTable, sid: int, seq: int, reply: Result) -> None:
+            session = self._sessions[sid]
+            session.last_seq = max(seq, session.last_seq)
+            session.reply = reply
+
+        return record
+
+    return [(SessionTable, "check", wrap_check), (SessionTable, "record", wrap_record)]
