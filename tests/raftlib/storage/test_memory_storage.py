@@ -8,11 +8,11 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
-from storage_testing import make_entries
 
 from raftlib.core.types import Entry, HardState
 from raftlib.errors import StorageError
 from raftlib.storage import MemoryStorage
+from tests.raftlib.storage.storage_testing import make_entries
 
 
 def storage_with_synced_prefix() -> MemoryStorage:

@@ -6,11 +6,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from storage_testing import make_entries, noop_entry
 
 from raftlib.core.types import Entry, HardState
 from raftlib.errors import StorageError
 from raftlib.storage import MemoryStorage, Storage, WalStorage
+from tests.raftlib.storage.storage_testing import make_entries, noop_entry
 
 
 class Harness:

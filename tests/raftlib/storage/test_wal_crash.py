@@ -12,10 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from storage_testing import entry_data
-
 from raftlib.core.types import Entry
 from raftlib.storage import WalStorage
+from tests.raftlib.storage.storage_testing import entry_data
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]

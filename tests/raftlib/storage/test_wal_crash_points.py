@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from storage_testing import make_entries
 
 from raftlib.core.types import HardState
 from raftlib.storage import WalStorage
 from raftlib.storage import wal as wal_module
+from tests.raftlib.storage.storage_testing import make_entries
 
 MUTATING = {"write", "ftruncate", "unlink", "replace", "fsync", "open"}
 STEPS_MAX = 200

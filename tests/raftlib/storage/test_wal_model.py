@@ -8,10 +8,10 @@ import tempfile
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from storage_testing import entry_data
 
 from raftlib.core.types import Entry, EntryKind, HardState
 from raftlib.storage import WalStorage
+from tests.raftlib.storage.storage_testing import entry_data
 
 
 class WalVersusModel(RuleBasedStateMachine):

@@ -9,19 +9,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from storage_testing import (
-    cut_file,
-    flip_bit,
-    make_entries,
-    record_offsets,
-    segment_paths,
-)
 
 from raftlib.core.types import HardState
 from raftlib.errors import ConfigError, CorruptLog, StorageError
 from raftlib.storage import WalStorage
 from raftlib.storage import _format as fmt
 from raftlib.storage import wal as wal_module
+from tests.raftlib.storage.storage_testing import (
+    cut_file,
+    flip_bit,
+    make_entries,
+    record_offsets,
+    segment_paths,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 
