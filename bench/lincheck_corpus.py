@@ -6,7 +6,9 @@ Prints one JSON object: per corpus file its verdict and the median seconds of ch
 (reading and parsing included, process start and imports excluded: everything is imported and
 warmed up on a tiny history first), ``total_seconds`` (sum of the per-file medians),
 ``jepsen_seconds`` and ``jepsen_max_seconds`` for the ``jepsen/`` files, whether every verdict
-matched the manifest, and for the generated kv history its seconds (median) and peak memory
+matched the manifest, the same jepsen files through a plain Wing-Gong-Lowe search in the same
+run (``bench/wgl_baseline.py``: the peer, with the ratio), and for the generated kv history its
+seconds (median) and peak memory
 (``tracemalloc`` peak of Python allocations during the check, plus the process's
 ``ru_maxrss``).
 """
@@ -26,10 +28,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "checker"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from lincheck.formats import history_from_events, parse_history, read_history  # noqa: E402
 from lincheck.models import get_model  # noqa: E402
 from lincheck.search import check  # noqa: E402
+from wgl_baseline import plain_wgl  # noqa: E402
 
 DEFAULT_MANIFEST = ROOT.parent / "shared" / "data" / "porcupine" / "manifest.json"
 BIG_OPERATIONS = 100_000
@@ -63,6 +67,8 @@ def _corpus(manifest: Path, runs: int) -> dict[str, Any]:
             result = check(history, get_model(e["model"], e["initial"]))
             times[e["file"]].append(time.perf_counter() - started)
             verdicts[e["file"]] = result.verdict
+    baseline = _baseline(base, [e for e in entries if str(e["file"]).startswith("jepsen/")],
+                         runs)
     files = [{"file": e["file"], "verdict": verdicts[e["file"]],
               "expected": e["expected"], "seconds": round(statistics.median(times[e["file"]]), 6)}
              for e in entries]
@@ -75,6 +81,35 @@ def _corpus(manifest: Path, runs: int) -> dict[str, Any]:
         "jepsen_max_seconds": round(max((float(f["seconds"]) for f in jepsen), default=0.0), 4),
         "all_verdicts_expected": all(f["verdict"] == f["expected"] for f in files),
         "runs": runs,
+        **baseline,
+        "jepsen_speedup_vs_plain_wgl": round(
+            baseline["plain_wgl_jepsen_seconds"]
+            / max(sum(float(f["seconds"]) for f in jepsen), 1e-9), 2),
+        # Porcupine (Go) is not run here: its figure is the manifest's, measured on a machine of
+        # this kind, so this ratio is indicative, unlike the plain-WGL one from this very run.
+        "porcupine_jepsen_seconds_from_manifest": round(sum(
+            float(e.get("porcupine_seconds", 0.0)) for e in entries
+            if str(e["file"]).startswith("jepsen/")), 4),
+    }
+
+
+def _baseline(base: Path, entries: list[dict[str, Any]], runs: int) -> dict[str, Any]:
+    """The same jepsen files through a plain Wing-Gong-Lowe search, parsing included."""
+    times: dict[str, list[float]] = {e["file"]: [] for e in entries}
+    wrong = []
+    for _ in range(runs):
+        for e in entries:
+            started = time.perf_counter()
+            history = read_history(base / e["file"], e["format"])
+            ok = plain_wgl(history.operations, get_model(e["model"], e["initial"]))
+            times[e["file"]].append(time.perf_counter() - started)
+            if ("ok" if ok else "illegal") != e["expected"]:
+                wrong.append(e["file"])
+    medians = [statistics.median(t) for t in times.values()]
+    return {
+        "plain_wgl_jepsen_seconds": round(sum(medians), 4),
+        "plain_wgl_jepsen_max_seconds": round(max(medians, default=0.0), 4),
+        "plain_wgl_wrong_verdicts": sorted(set(wrong)),
     }
 
 
