@@ -2,9 +2,12 @@
 TcpTransport, a counting state machine), plus the two knobs the bench needs and the CLI lacks.
 
     python3 bench/raft_bench_node.py --id 2 --peers 1=127.0.0.1:7001,... --data DIR
-        [--no-fsync] [--election-ticks-min 40]
+        [--no-fsync] [--election-ticks-min 40] [--tls-dir CERTS]
 
 - ``--no-fsync`` opens ``WalStorage(fsync=False)`` (the unsafe baseline).
+- ``--tls-dir`` runs the peer transport over mutual TLS with the certificates of that directory
+  (the ``raftlib certs init`` layout: ca.pem, node-ID.pem, node-ID.key), as ``raftlib serve
+  --tls-dir`` does; without it the transport is plain TCP (``--insecure``).
 - ``--election-ticks-min`` lengthens this node's election timeout so the bench's own in-process
   node wins the first election (the bench feeds commands to it).
 - On SIGUSR1 it prints one JSON line of counters (storage and node statistics) to stdout, so the
@@ -24,6 +27,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -31,9 +35,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import attrs
 import trio
 
+from raftlib.certs import NodeFiles
 from raftlib.node import NodeConfig, open_node
 from raftlib.storage.wal import WalStorage
 from raftlib.transport.tcp import TcpTransport
+from raftlib.transport.tls import MutualTls
 
 
 class CountingStateMachine:
@@ -76,7 +82,11 @@ async def _serve(args: argparse.Namespace) -> None:
         storage_thread=not args.storage_inline,
     )
     storage = WalStorage(args.data, fsync=not args.no_fsync)
-    transport = TcpTransport(peers)
+    if args.tls_dir:
+        security = MutualTls(args.id, NodeFiles.in_directory(Path(args.tls_dir), args.id))
+        transport = TcpTransport(peers, security=security)
+    else:
+        transport = TcpTransport(peers)
     sigs = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
     with trio.open_signal_receiver(*sigs) as signals:
         async with (
@@ -113,6 +123,7 @@ def main() -> None:
     parser.add_argument("--election-ticks-min", type=int, default=10)
     parser.add_argument("--no-fsync", action="store_true")
     parser.add_argument("--storage-inline", action="store_true")
+    parser.add_argument("--tls-dir", default=None, help="mutual TLS with these certificates")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="node %(name)s: %(message)s")
     trio.run(_serve, args)

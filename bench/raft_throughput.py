@@ -2,7 +2,9 @@
 
 Run: python3 bench/raft_throughput.py [--seconds 5] [--warmup-seconds 1] [--proposers 1,64]
                                       [--runs 3] [--no-fsync] [--command-bytes 100]
-                                      [--storage-inline]
+                                      [--storage-inline] [--transport plain,tls]
+                                      [--phases raft,resp] [--resp-clients 50]
+                                      [--resp-requests 20000]
 
 Prints one JSON object. Setup of each run: nodes 2 and 3 are child processes
 (``bench/raft_bench_node.py``: WalStorage in their own temp data dir, TcpTransport, a counting
@@ -26,6 +28,23 @@ next ``--seconds`` are measured.
 - load_average_1min: the machine's load when the phase ended (other work competes for the 2
   cores and the disk; compare runs with that in mind).
 
+``--transport plain,tls`` (the default runs both) repeats the proposer phases over each peer
+transport in the same invocation, each run on a fresh cluster, modes alternating within a run
+so drift on the shared machine hits both alike: ``plain`` is TcpTransport without security
+(``raftlib serve --insecure``), ``tls`` is mutual TLS 1.3 (``MutualTls``, certificates made
+once per invocation by ``raftlib.certs.ensure_certs`` in a temp dir). ``results`` and
+``targets_met`` stay those of the first mode listed (plain by default, as before this option);
+``transports`` holds every mode's, and ``tls_cost`` is, per proposer count, the ratio
+tls commands_per_second / plain commands_per_second (1.0 = free; 0.8 = TLS costs 20%).
+
+``--phases resp`` (in the default ``raft,resp``) runs ``bench/resp_load.py`` once per run: a
+3-node cluster of ``python -m raftlib.cli serve --client-port P --insecure`` processes, its
+leader's RESP port loaded by ``redis-benchmark -c 50 -n 20000 -t set,get --csv`` when that is
+on PATH, and always by the builtin Trio generator (50 connections, SET then GET, each for
+``--warmup-seconds`` + ``--seconds``). ``resp`` reports ``tool`` (redis-benchmark if it ran
+cleanly, else builtin) with its ``set``/``get`` requests_per_second, p50_ms, p99_ms, plus both
+tools' figures in ``builtin`` and ``redis_benchmark``; medians over runs.
+
 ``--no-fsync`` is the unsafe baseline (WalStorage(fsync=False) on every node);
 ``--storage-inline`` runs every node with NodeConfig(storage_thread=False): syncs on the Trio
 loop instead of the node's sync thread.
@@ -48,17 +67,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import attrs
+import resp_load
 import trio
 
+from raftlib.certs import NodeFiles, ensure_certs
 from raftlib.core.types import Role
 from raftlib.node import Node, NodeConfig, open_node
 from raftlib.storage.wal import WalStorage
 from raftlib.transport.tcp import TcpTransport
+from raftlib.transport.tls import MutualTls
 
 NODE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "raft_bench_node.py")
 NODE_IDS = (1, 2, 3)
@@ -74,6 +97,8 @@ CHILD_STOP_TIMEOUT_SECONDS = 3.0
 TARGET_COMMANDS_PER_SECOND = 10_000
 TARGET_P99_MS = 50.0
 TARGET_SINGLE_P50_MS = 2.0
+TRANSPORT_MODES = ("plain", "tls")
+PHASES = ("raft", "resp")
 
 
 class BenchError(Exception):
@@ -161,7 +186,13 @@ class _Child:
 
 
 async def _start_child(
-    node_id: int, peers_arg: str, data_dir: str, log_path: str, fsync: bool, storage_inline: bool
+    node_id: int,
+    peers_arg: str,
+    data_dir: str,
+    log_path: str,
+    fsync: bool,
+    storage_inline: bool,
+    tls_dir: str | None,
 ) -> _Child:
     argv = [
         sys.executable,
@@ -181,6 +212,8 @@ async def _start_child(
         argv.append("--no-fsync")
     if storage_inline:
         argv.append("--storage-inline")
+    if tls_dir is not None:
+        argv += ["--tls-dir", tls_dir]
     with open(log_path, "wb") as log_file:
         process = await trio.lowlevel.open_process(
             # stdin: a pipe never written to; its end of file tells the child we are gone.
@@ -352,8 +385,9 @@ async def _phase(
 
 
 async def _run_once(
-    args: argparse.Namespace, proposer_counts: Sequence[int]
+    args: argparse.Namespace, proposer_counts: Sequence[int], tls_dir: str | None
 ) -> list[dict[str, Any]]:
+    """One fresh cluster, every proposer phase; mutual TLS between peers when ``tls_dir``."""
     fsync = not args.no_fsync
     with tempfile.TemporaryDirectory(prefix="raft-bench-", dir=args.dir) as tmp:
         ports = _free_ports(len(NODE_IDS))
@@ -371,6 +405,7 @@ async def _run_once(
                     os.path.join(tmp, f"node{nid}.log"),
                     fsync,
                     args.storage_inline,
+                    tls_dir,
                 )
                 children.append(child)
             for child in children:
@@ -383,10 +418,15 @@ async def _run_once(
             )
             storage = WalStorage(os.path.join(tmp, f"node{LEADER_ID}"), fsync=fsync)
             results = []
+            if tls_dir is None:
+                transport = TcpTransport(addresses)
+            else:
+                files = NodeFiles.in_directory(Path(tls_dir), LEADER_ID)
+                transport = TcpTransport(addresses, security=MutualTls(LEADER_ID, files))
             async with open_node(
                 config,
                 storage=storage,
-                transport=TcpTransport(addresses),
+                transport=transport,
                 state_machine=_Counter(),
             ) as node:
                 await _wait_leader(node)
@@ -438,21 +478,22 @@ def _median_phase(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-async def _main_async(args: argparse.Namespace, proposer_counts: list[int]) -> dict[str, Any]:
-    per_run: list[list[dict[str, Any]]] = []
-    for _ in range(args.runs):
-        for attempt in range(1, ATTEMPTS_MAX + 1):
-            try:
-                per_run.append(await _run_once(args, proposer_counts))
-                break
-            except (BenchError, BaseExceptionGroup) as exc:
-                error = _bench_error(exc)
-                if error is None:
-                    raise
-                print(f"raft_throughput: attempt {attempt} failed: {error}", file=sys.stderr)
-                if attempt == ATTEMPTS_MAX:
-                    raise error from None
-    results = [_median_phase([run[i] for run in per_run]) for i in range(len(proposer_counts))]
+async def _with_retries(what: str, attempt_once: Any) -> Any:
+    """``await attempt_once()``, again after a BenchError, up to ATTEMPTS_MAX times."""
+    for attempt in range(1, ATTEMPTS_MAX + 1):
+        try:
+            return await attempt_once()
+        except (BenchError, resp_load.RespBenchError, BaseExceptionGroup) as exc:
+            error = _bench_error(exc)
+            if error is None:
+                raise
+            print(f"raft_throughput: {what} attempt {attempt} failed: {error}", file=sys.stderr)
+            if attempt == ATTEMPTS_MAX:
+                raise BenchError(f"{what}: {error}") from None
+    raise AssertionError("unreachable")
+
+
+def _targets(results: list[dict[str, Any]]) -> dict[str, Any]:
     by_count = {r["proposers"]: r for r in results}
     targets: dict[str, Any] = {}
     if 64 in by_count:
@@ -463,11 +504,69 @@ async def _main_async(args: argparse.Namespace, proposer_counts: list[int]) -> d
         targets["64_proposers_p99_lt_50ms"] = many["latency_p99_ms"] < TARGET_P99_MS
     if 1 in by_count:
         targets["1_proposer_p50_lt_2ms"] = by_count[1]["latency_p50_ms"] < TARGET_SINGLE_P50_MS
-    return {
+    return targets
+
+
+def _median_tree(runs: list[Any], key_path: str = "") -> Any:
+    """Median of every numeric leaf across same-shaped reports (``errors`` counts are summed
+    instead); other leaves from the first report."""
+    first = runs[0]
+    if isinstance(first, dict) and key_path.endswith("errors"):
+        totals: dict[str, Any] = {}
+        for run in runs:
+            for name, count in run.items():
+                totals[name] = totals.get(name, 0) + count
+        return totals
+    if isinstance(first, dict):
+        keys = [k for k in first if all(isinstance(r, dict) and k in r for r in runs)]
+        return {k: _median_tree([r[k] for r in runs], f"{key_path}/{k}") for k in keys}
+    if isinstance(first, bool) or not isinstance(first, int | float):
+        return first
+    values = [r for r in runs if isinstance(r, int | float) and r == r]  # drop None and NaN
+    return round(statistics.median(values), 3) if values else None
+
+
+def _transport_label(mode: str) -> str:
+    return "tcp loopback" if mode == "plain" else "tcp loopback, mutual TLS 1.3"
+
+
+async def _main_async(args: argparse.Namespace, proposer_counts: list[int]) -> dict[str, Any]:
+    modes: list[str] = args.transport
+    per_mode: dict[str, list[list[dict[str, Any]]]] = {mode: [] for mode in modes}
+    resp_runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="raft-bench-certs-", dir=args.dir) as certs:
+        if "raft" in args.phases and "tls" in modes:
+            ensure_certs(Path(certs), nodes=len(NODE_IDS))
+        for run in range(args.runs):
+            if "raft" in args.phases:
+                for mode in modes:
+                    tls_dir = certs if mode == "tls" else None
+
+                    async def raft_once(tls_dir: str | None = tls_dir) -> list[dict[str, Any]]:
+                        return await _run_once(args, proposer_counts, tls_dir)
+
+                    per_mode[mode].append(
+                        await _with_retries(f"run {run + 1} raft/{mode}", raft_once)
+                    )
+            if "resp" in args.phases:
+
+                async def resp_once() -> dict[str, Any]:
+                    return await resp_load.run_resp_phase(
+                        seconds=args.seconds,
+                        warmup_seconds=args.warmup_seconds,
+                        clients=args.resp_clients,
+                        requests=args.resp_requests,
+                        parent_dir=args.dir,
+                    )
+
+                resp_runs.append(await _with_retries(f"run {run + 1} resp", resp_once))
+    report: dict[str, Any] = {
         "bench": "raft_throughput",
         "nodes": len(NODE_IDS),
         "processes": "node 1 (leader) in the bench process; nodes 2, 3 child processes",
-        "transport": "tcp loopback",
+        "transport": _transport_label(modes[0]),
+        "transport_modes": modes,
+        "phases": args.phases,
         "fsync": not args.no_fsync,
         "storage_thread": not args.storage_inline,
         "command_bytes": args.command_bytes,
@@ -477,9 +576,45 @@ async def _main_async(args: argparse.Namespace, proposer_counts: list[int]) -> d
         "aggregate": "median of runs",
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
-        "results": results,
-        "targets_met": targets,
     }
+    if "raft" in args.phases:
+        transports: dict[str, Any] = {}
+        for mode in modes:
+            runs = per_mode[mode]
+            results = [_median_phase([r[i] for r in runs]) for i in range(len(proposer_counts))]
+            transports[mode] = {
+                "transport": _transport_label(mode),
+                "results": results,
+                "targets_met": _targets(results),
+            }
+        report["results"] = transports[modes[0]]["results"]
+        report["targets_met"] = transports[modes[0]]["targets_met"]
+        report["transports"] = transports
+        if "plain" in transports and "tls" in transports:
+            cost: dict[str, float | None] = {}
+            for plain, tls in zip(
+                transports["plain"]["results"], transports["tls"]["results"], strict=True
+            ):
+                base = plain.get("commands_per_second")
+                over = tls.get("commands_per_second")
+                cost[str(plain["proposers"])] = (
+                    round(over / base, 3) if base and over is not None else None
+                )
+            report["tls_cost"] = cost
+            report["tls_cost_is"] = "tls commands_per_second / plain (median runs); 1.0 = free"
+    if resp_runs:
+        resp = _median_tree(resp_runs)
+        resp["leader"] = [run["leader"] for run in resp_runs]  # an id per run, not a figure
+        resp["runs"] = [
+            {
+                tool: {op: run[tool][op] for op in ("set", "get")}
+                for tool in ("builtin", "redis_benchmark")
+                if tool in run and "set" in run[tool]
+            }
+            for run in resp_runs
+        ]
+        report["resp"] = resp
+    return report
 
 
 def _parse_counts(text: str) -> list[int]:
@@ -502,6 +637,19 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _parse_choices(allowed: Sequence[str]) -> Any:
+    def parse(text: str) -> list[str]:
+        items = [part.strip() for part in text.split(",") if part.strip()]
+        unknown = [item for item in items if item not in allowed]
+        if not items or unknown or len(set(items)) != len(items):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} must be a comma list of distinct {', '.join(allowed)}"
+            )
+        return items
+
+    return parse
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=_positive_float, default=5.0, help="measured, per phase")
@@ -517,6 +665,29 @@ def main() -> None:
         "--storage-inline",
         action="store_true",
         help="NodeConfig(storage_thread=False) on every node: fsync on the Trio loop",
+    )
+    parser.add_argument(
+        "--transport",
+        type=_parse_choices(TRANSPORT_MODES),
+        default=list(TRANSPORT_MODES),
+        help="peer transports of the raft phase, e.g. plain,tls (default both)",
+    )
+    parser.add_argument(
+        "--phases",
+        type=_parse_choices(PHASES),
+        default=list(PHASES),
+        help="raft (proposers in process), resp (raftlib serve + RESP load); default both",
+    )
+    parser.add_argument(
+        "--resp-clients", type=int, choices=range(1, 1001), default=50, metavar="1..1000"
+    )
+    parser.add_argument(
+        "--resp-requests",
+        type=int,
+        choices=range(1, 1_000_001),
+        default=20_000,
+        metavar="1..1000000",
+        help="redis-benchmark -n (per test)",
     )
     args = parser.parse_args()
     try:
