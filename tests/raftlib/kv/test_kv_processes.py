@@ -21,16 +21,16 @@ from raftlib.client import KvClient, TcpConnector, open_client
 from tests.raftlib.kv.workload import History, kv_worker
 from tests.raftlib.test_process_crash import free_ports
 
-NODES = 3
 KILLS = 2
 SEED = 17
 
 
 class Cluster:
-    def __init__(self, tmp: Path) -> None:
-        ports = free_ports(2 * NODES)
-        self.raft = dict(zip(range(1, NODES + 1), ports[:NODES], strict=True))
-        self.client = dict(zip(range(1, NODES + 1), ports[NODES:], strict=True))
+    def __init__(self, tmp: Path, nodes: int) -> None:
+        ports = free_ports(2 * nodes)
+        self.nodes = nodes
+        self.raft = dict(zip(range(1, nodes + 1), ports[:nodes], strict=True))
+        self.client = dict(zip(range(1, nodes + 1), ports[nodes:], strict=True))
         self.tmp = tmp
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -79,18 +79,19 @@ async def find_leader(cluster: Cluster, timeout_seconds: float = 10.0) -> int:
                 await trio.sleep(0.1)
 
 
+@pytest.mark.parametrize("nodes", [3, 5])
 async def test_real_processes_stay_linearizable_while_the_leader_is_killed(
-    tmp_path: Path,
+    tmp_path: Path, nodes: int
 ) -> None:
-    cluster = Cluster(tmp_path)
+    cluster = Cluster(tmp_path, nodes)
     history = History()
     rng = random.Random(SEED)
     killed: list[int] = []
-    for node_id in range(1, NODES + 1):
+    for node_id in range(1, nodes + 1):
         cluster.start(node_id)
     try:
         await find_leader(cluster, timeout_seconds=20)
-        addresses = [cluster.address(n) for n in range(1, NODES + 1)]
+        addresses = [cluster.address(n) for n in range(1, nodes + 1)]
 
         async def nemesis() -> None:
             for _ in range(KILLS):
