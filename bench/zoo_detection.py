@@ -65,6 +65,7 @@ def detect(bug: zoo.Bug, seeds_max: int, seconds_max: float, correct_min: int) -
         "nodes": d.nodes,
         "nemesis_interval": d.nemesis_interval,
         "rate": d.rate,
+        "core": options_for(bug, 0, with_bug=False).core_text(),
         "detected": found is not None,
         "seeds_tried": tried,
         "first_failing_seed": found["seed"] if found else None,
@@ -97,13 +98,41 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                    else f"{len(r['correct_invalid'])} of {r['correct_seeds']} NOT valid")
         nemeses = f"{r['nemesis']} (every ~{r['nemesis_interval']:g} s)"
         lines.append(
-            f"| `{r['bug']}` | {r['workload']}, {r['nodes']} nodes, {r['rate']:g} op/s | {nemeses} "
+            f"| `{r['bug']}` | {r['workload']}, {r['nodes']} nodes, {r['rate']:g} op/s"
+            f"{', ' + r['core'] if r.get('core') else ''} | {nemeses} "
             f"| {seeds} | {r['wall_seconds']:.1f} s | {', '.join(r['caught_by']) or '-'} "
             f"| {correct} |"
         )
     lines += ["", "What each bug is:", ""]
     lines += [f"- `{r['bug']}`: {r['summary']}" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def kept_rows(text: str, rerun: set[str]) -> dict[str, tuple[str, str]]:
+    """The table line and summary line of each bug in an existing DETECTION.md that is not
+    being measured again, so a run for some bugs keeps the others' rows."""
+    rows: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        for prefix in ("| `", "- `"):
+            if line.startswith(prefix):
+                name = line[len(prefix):].split("`", 1)[0]
+                if name in zoo.BUGS and name not in rerun:
+                    rows.setdefault(name, []).append(line)
+    return {name: (lines[0], lines[1]) for name, lines in rows.items() if len(lines) == 2}
+
+
+def merged(rows: list[dict[str, Any]], old_text: str) -> str:
+    """The table with ``rows`` measured now and every other bug's row kept, in zoo order."""
+    fresh = markdown(rows).splitlines()
+    kept = kept_rows(old_text, {r["bug"] for r in rows})
+    mine = {r["bug"]: (line, summary) for r in rows
+            for line in fresh if line.startswith(f"| `{r['bug']}`")
+            for summary in fresh if summary.startswith(f"- `{r['bug']}`")}
+    table = {**kept, **mine}
+    head = fresh[: fresh.index("|---|---|---|---|---|---|---|") + 1]
+    order = [name for name in zoo.BUGS if name in table]
+    return "\n".join([*head, *(table[n][0] for n in order), "", "What each bug is:", "",
+                      *(table[n][1] for n in order)]) + "\n"
 
 
 def main() -> int:
@@ -121,7 +150,8 @@ def main() -> int:
         print(json.dumps(row), flush=True)
         rows.append(row)
     if not args.no_write:
-        TABLE.write_text(markdown(rows), encoding="utf-8")
+        old = TABLE.read_text(encoding="utf-8") if TABLE.exists() else ""
+        TABLE.write_text(merged(rows, old), encoding="utf-8")
     ok = all(r["detected"] and not r["correct_invalid"] for r in rows)
     return 0 if ok else 1
 

@@ -80,6 +80,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="switch on a bug of the zoo (sim only; see raft-harness bugs)")
     parser.add_argument("--ops-limit", type=int, default=0,
                         help="client operations to invoke at most (0: no limit)")
+    parser.add_argument("--no-pre-vote", dest="pre_vote", action="store_false",
+                        help="run the Raft core without PreVote (sim only)")
+    parser.add_argument("--no-check-quorum", dest="check_quorum", action="store_false",
+                        help="run the Raft core without CheckQuorum leases (sim only)")
+    parser.add_argument("--append-entries-max", type=int, default=d.append_entries_max,
+                        help="entries per AppendEntries message at most (sim only)")
     _add_no_progress(parser)
 
 
@@ -128,6 +134,8 @@ def _options(args: argparse.Namespace, seed: int) -> RunOptions:
         rate=args.rate, request_timeout=args.request_timeout,
         nemesis_interval=args.nemesis_interval, recovery_time=args.recovery_time,
         lincheck_timeout=args.lincheck_timeout, bug=args.bug, ops_limit=args.ops_limit,
+        pre_vote=args.pre_vote, check_quorum=args.check_quorum,
+        append_entries_max=args.append_entries_max,
     )
 
 

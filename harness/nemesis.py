@@ -21,6 +21,10 @@ Kinds and their parameters:
 - ``loss`` / ``duplicate`` (``probability``), ``delay`` (``delay_ms``, ``jitter_ms``),
   ``reorder`` (``probability``, ``delay_ms_max``): every link misbehaves meanwhile.
 - ``clock``      ``rates``: [[node, factor], ...]; a node's ticks run ``factor`` times as fast.
+- ``crash-after-vote``  a trigger, not a target: while the window is open, every node that
+  grants a vote (not a pre-vote) is crashed right after the grant leaves it (a process crash)
+  and restarted ``restart_ms`` later, the moment a vote that was not yet durable would be
+  forgotten. The simulator is deterministic, so a trigger replays exactly.
 
 A shrinker (next issue) may delete windows, shorten them or drop nodes from them: any list of
 valid windows is a valid schedule.
@@ -44,6 +48,10 @@ NODE_TARGETS = ("one", "minority", "majority", "all", "leader")
 # A window shorter than this is not generated (it would end before anything noticed it).
 WINDOW_SECONDS_MIN = 0.05
 FAULTS_MAX = 100_000
+# crash-after-vote restarts its node within this many ms: soon enough that a competing
+# candidate's RequestVote of the same term still finds it.
+RESTART_MS_MAX_GENERATED = 20
+RESTART_MS_MAX = 60_000
 
 
 class ScheduleError(ValueError):
@@ -190,6 +198,8 @@ def _params(kind: str, rng: random.Random, n: int) -> dict[str, Any]:
         return {"delay_ms": rng.randint(5, 200), "jitter_ms": rng.randint(0, 50)}
     if kind == "reorder":
         return {"probability": round(rng.uniform(0.1, 0.5), 3), "delay_ms_max": rng.randint(5, 100)}
+    if kind == "crash-after-vote":
+        return {"restart_ms": rng.randint(1, RESTART_MS_MAX_GENERATED)}
     if kind == "clock":
         rates = [[node, round(rng.choice((0.25, 0.5, 1.0, 2.0, 4.0)) * rng.uniform(0.9, 1.1), 3)]
                  for node in _nodes(n)]
@@ -278,6 +288,11 @@ def _check_params(where: str, kind: str, params: Mapping[str, Any], n: int) -> N
         for name in ("delay_ms", "jitter_ms"):
             if _number(where, f"params.{name}", params.get(name)) < 0:
                 raise ScheduleError(f"{where}: params.{name} must be >= 0")
+    elif kind == "crash-after-vote":
+        restart_ms = _number(where, "params.restart_ms", params.get("restart_ms"))
+        if not 0 <= restart_ms <= RESTART_MS_MAX:
+            raise ScheduleError(f"{where}: params.restart_ms must be in [0, {RESTART_MS_MAX}], "
+                                f"got {restart_ms:g}")
     elif kind == "clock":
         rates = params.get("rates")
         if not isinstance(rates, list) or not all(

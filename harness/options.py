@@ -29,8 +29,12 @@ NEMESIS_KINDS: tuple[str, ...] = (
     "reorder",
     "clock",
     "disk",
+    "crash-after-vote",
 )
 NODES_MAX = 15
+# raftlib.core.CoreConfig's defaults (not imported: options stay free of the library).
+APPEND_ENTRIES_MAX_DEFAULT = 512
+APPEND_ENTRIES_MAX = 1 << 20
 CLIENTS_MAX = 1000
 
 
@@ -110,6 +114,13 @@ class RunOptions:
     bug: str = ""
     # Client operations invoked in all, at most (0: no limit); the shrinker cuts runs with it.
     ops_limit: int = 0
+    # Settings of the Raft core under test (raftlib.core.CoreConfig), sim backend only: each is
+    # a configuration a user may legitimately choose, and some faults only show under them
+    # (no PreVote/CheckQuorum: competing candidates in one term; one entry per append: an old
+    # term's entries replicate without the new leader's noop).
+    pre_vote: bool = True
+    check_quorum: bool = True
+    append_entries_max: int = APPEND_ENTRIES_MAX_DEFAULT
 
     def __attrs_post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -141,6 +152,14 @@ class RunOptions:
         _seconds("recovery-time", self.recovery_time, 0.5, 86400.0)
         _seconds("lincheck-timeout", self.lincheck_timeout, 0.1, 86400.0)
         _integer("ops-limit", self.ops_limit, 0, 2**31 - 1)
+        for name in ("pre_vote", "check_quorum"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionsError(f"--{name.replace('_', '-')}: must be true or false, got "
+                                   f"{getattr(self, name)!r}")
+        _integer("append-entries-max", self.append_entries_max, 1, APPEND_ENTRIES_MAX)
+        if self.backend != "sim" and self.core_settings():
+            raise OptionsError(f"--{next(iter(self.core_settings())).replace('_', '-')}: core "
+                               "settings apply to the simulated cluster; they need --backend sim")
         if self.bug:
             from harness.zoo import UnknownBug, get
 
@@ -151,6 +170,19 @@ class RunOptions:
             if self.backend != "sim":
                 raise OptionsError("--bug: the bug zoo patches the simulated cluster; it needs "
                                    "--backend sim")
+
+    def core_settings(self) -> dict[str, Any]:
+        """The core settings that differ from raftlib's defaults (empty: the defaults)."""
+        defaults = {"pre_vote": True, "check_quorum": True,
+                    "append_entries_max": APPEND_ENTRIES_MAX_DEFAULT}
+        return {name: getattr(self, name) for name, default in defaults.items()
+                if getattr(self, name) != default}
+
+    def core_text(self) -> str:
+        """The non-default core settings for people ("" when every one is the default)."""
+        words = {"pre_vote": "PreVote off", "check_quorum": "CheckQuorum off"}
+        return ", ".join(words.get(name, f"{name.replace('_', '-')}={value}")
+                         for name, value in self.core_settings().items())
 
     def to_json(self) -> dict[str, Any]:
         out = attrs.asdict(self)
@@ -195,6 +227,10 @@ class RunOptions:
             "--lincheck-timeout", repr(float(self.lincheck_timeout)),
             *(["--bug", self.bug] if self.bug else []),
             *(["--ops-limit", str(self.ops_limit)] if self.ops_limit else []),
+            *([] if self.pre_vote else ["--no-pre-vote"]),
+            *([] if self.check_quorum else ["--no-check-quorum"]),
+            *(["--append-entries-max", str(self.append_entries_max)]
+              if self.append_entries_max != APPEND_ENTRIES_MAX_DEFAULT else []),
             "--seed", str(self.seed),
         ]
 

@@ -9,7 +9,7 @@ event and into the node log.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from harness.history import HistoryRecorder
@@ -17,7 +17,7 @@ from harness.nemesis import Fault, Schedule, partition_links
 from harness.sim.loop import EventLoop, seconds_to_us
 from harness.sim.network import NO_FAULTS, LinkFaults, SimNetwork
 from harness.sim.node import SimNode
-from raftlib.core.types import NodeId
+from raftlib.core.types import Message, NodeId, RequestVoteResponse
 
 _NET_KINDS = ("loss", "duplicate", "delay", "reorder")
 
@@ -45,6 +45,9 @@ class NemesisRuntime:
         self._active: dict[int, tuple[Fault, list[NodeId]]] = {}
         self._net: dict[str, Fault] = {}
         self.fired: dict[str, int] = {}  # kind -> windows started
+        self._vote_crash: Fault | None = None  # the crash-after-vote window now open
+        self._vote_crashed: set[NodeId] = set()  # crashed by it and not restarted yet
+        self.vote_crashes = 0
 
     def install(self, schedule: Schedule) -> None:
         for fault in schedule.faults:
@@ -96,6 +99,10 @@ class NemesisRuntime:
             for node, rate in params["rates"]:
                 self._nodes[node].clock_rate = float(rate)
             detail["rates"] = params["rates"]
+        elif kind == "crash-after-vote":
+            self._vote_crash = fault
+            self._network.on_send = self._saw_send
+            detail["restart_ms"] = params["restart_ms"]
         self._active[fault.id] = (fault, hit)
         self.fired[kind] = self.fired.get(kind, 0) + 1
         self._history.nemesis(f"start-{kind}", detail)
@@ -121,6 +128,10 @@ class NemesisRuntime:
         elif kind == "clock":
             for member in self._nodes.values():
                 member.clock_rate = 1.0
+        elif kind == "crash-after-vote":
+            # Nodes it crashed still restart at their scheduled time.
+            self._vote_crash = None
+            self._network.on_send = None
         self._history.nemesis(f"stop-{kind}", {"id": fault.id})
         self._log(f"nemesis stop-{kind} #{fault.id}")
 
@@ -134,6 +145,33 @@ class NemesisRuntime:
             node.restart()
             node.resume()
             node.clock_rate = 1.0
+
+    # --- crash-after-vote: a trigger on what a node sends ----------------------------------
+
+    def _saw_send(self, src: NodeId, messages: Sequence[Message]) -> None:
+        fault = self._vote_crash
+        if fault is None or src in self._vote_crashed:
+            return
+        for msg in messages:
+            if type(msg) is RequestVoteResponse and msg.granted and not msg.pre_vote:
+                # Crash once this send is done (the grant is already on the wire), never in
+                # the middle of the node's own Ready handling.
+                self._vote_crashed.add(src)
+                self._loop.after(0, self._crash_voter, (src, msg.term, msg.dst, fault))
+                return
+
+    def _crash_voter(self, item: tuple[NodeId, int, NodeId, Fault]) -> None:
+        node, term, candidate, fault = item
+        self.vote_crashes += 1
+        self._log(f"nemesis crash-after-vote #{fault.id}: n{node} granted its term-{term} "
+                  f"vote to n{candidate}; crashing it")
+        self._nodes[node].crash(lose_unsynced=False, torn=False)
+        restart_us = max(1, round(float(fault.params["restart_ms"]) * 1000))
+        self._loop.after(restart_us, self._restart_voter, node)
+
+    def _restart_voter(self, node: NodeId) -> None:
+        self._vote_crashed.discard(node)
+        self._nodes[node].restart()
 
     def _link_faults(self) -> LinkFaults:
         net = self._net

@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -110,14 +110,17 @@ class SimNode:
         observer: Observer,
         log: EventLog,
         seed: int,
+        core_settings: Mapping[str, Any] | None = None,
     ) -> None:
         self.id = node_id
+        # core_settings: CoreConfig fields the run sets (RunOptions.core_settings()).
         self._config = CoreConfig(
             node_id=node_id,
             voters=voters,
             election_timeout_ticks_min=params.election_timeout_ticks_min,
             election_timeout_ticks_max=params.election_timeout_ticks_max,
             heartbeat_interval_ticks=params.heartbeat_interval_ticks,
+            **(core_settings or {}),
         )
         self._loop = loop
         self._network = network

@@ -101,6 +101,7 @@ class SimWorld:
             node_id: SimNode(
                 node_id, voters, loop=self.loop, network=self.network, params=p,
                 observer=self.observer, log=self._node_event, seed=seed,
+                core_settings=options.core_settings(),
             )
             for node_id in voters
         }
@@ -268,6 +269,7 @@ class SimWorld:
             "network": dict(self.network.counters),
             "operations": dict(self.history.counts),
             "faults_started": dict(sorted(self.nemesis.fired.items())),
+            "vote_crashes": self.nemesis.vote_crashes,
             "crashes": {n.id: n.crashes for n in self.nodes.values()},
             "ticks": {n.id: n.ticks for n in self.nodes.values()},
             "commit_index": max(

@@ -37,6 +37,11 @@ class Detection:
     time_limit: float = 10.0
     rate: float = 20.0
     nemesis_interval: float = 2.0
+    # Core settings (RunOptions' of the same names): legitimate configurations under which
+    # a bug's window opens wide (no PreVote: candidates compete within one term).
+    pre_vote: bool = True
+    check_quorum: bool = True
+    append_entries_max: int = 512
 
     def options(self) -> dict[str, Any]:
         return attrs.asdict(self, recurse=False)
@@ -58,9 +63,14 @@ _CRASHES = ("kill", "disk")
 BUGS: dict[str, Bug] = {
     bug.name: bug
     for bug in (
+        # A voter must forget a grant while a rival candidate of the same term still asks it:
+        # crash-after-vote crashes each granting voter at once and restarts it within
+        # milliseconds, delay keeps the rival's RequestVote in flight meanwhile, and without
+        # PreVote and CheckQuorum partitions leave many candidates racing in one term.
         _bug("vote-not-persisted", "a vote is granted but never made durable: a restarted "
              "node can vote twice in one term", bugs.vote_not_persisted,
-             workload="register", nemesis=("partition", *_CRASHES), nemesis_interval=0.5),
+             workload="register", nemesis=("partition", "delay", "crash-after-vote"),
+             nemesis_interval=0.3, pre_vote=False, check_quorum=False),
         _bug("term-not-persisted", "the current term is not saved: a restarted node "
              "recovers an older term from its log and votes in a term again",
              bugs.term_not_persisted,

@@ -1,0 +1,97 @@
+"""Campaign settings that expose zoo bugs: core settings per run, the crash-after-vote trigger,
+and vote-not-persisted caught while the correct code stays valid on the same campaign."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import zoo
+from harness.cli import main
+from harness.nemesis import ScheduleError, generate, schedule_from_json
+from harness.options import OptionsError, RunOptions
+from harness.runner import run
+
+VOTE = "vote-not-persisted"
+
+
+def _options(seed: int, **overrides: Any) -> RunOptions:
+    values = {**zoo.get(VOTE).detection.options(), "seed": seed, "lincheck_timeout": 30.0}
+    values.update(overrides)
+    return RunOptions(**values)
+
+
+def test_core_settings_are_validated_in_one_line_and_sim_only() -> None:
+    with pytest.raises(OptionsError, match=r"^--append-entries-max: must be an integer"):
+        RunOptions(append_entries_max=0)
+    with pytest.raises(OptionsError, match=r"^--pre-vote: must be true or false"):
+        RunOptions(pre_vote="no")  # type: ignore[arg-type]
+    with pytest.raises(OptionsError, match="need --backend sim"):
+        RunOptions(backend="live", check_quorum=False)
+
+
+def test_core_settings_round_trip_through_argv_and_json() -> None:
+    options = RunOptions(pre_vote=False, check_quorum=False, append_entries_max=1, seed=3)
+    argv = options.to_argv()
+    assert "--no-pre-vote" in argv and "--no-check-quorum" in argv
+    assert argv[argv.index("--append-entries-max") + 1] == "1"
+    assert RunOptions.from_json(options.to_json(), "t") == options
+    assert "--no-pre-vote" not in RunOptions().to_argv()  # defaults leave old commands alone
+
+
+def test_a_run_records_its_core_settings_and_replay_uses_them(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    argv = ["run", "--no-pre-vote", "--append-entries-max", "2", "--time-limit", "1",
+            "--seed", "0", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["options"]["pre_vote"] is False
+    assert results["options"]["append_entries_max"] == 2
+    assert main(["replay", str(out), "--no-progress"]) == 0
+
+
+def test_crash_after_vote_windows_are_generated_and_bad_ones_refused() -> None:
+    schedule = generate(4, ("crash-after-vote",), 5, 10.0, 0.5)
+    assert schedule.faults and all(f.kind == "crash-after-vote" for f in schedule.faults)
+    data = schedule.to_json()
+    assert schedule_from_json(data, "s") == schedule
+    data["faults"][0]["params"]["restart_ms"] = -1
+    with pytest.raises(ScheduleError, match=r"faults\[0\]: params.restart_ms must be in"):
+        schedule_from_json(data, "s")
+
+
+def test_crash_after_vote_crashes_granting_voters_and_the_correct_code_stays_valid() -> None:
+    report = run(_options(0), None)
+    assert report.verdict == "valid", report.line
+    stats = report.results["stats"]
+    assert stats["vote_crashes"] > 0, stats
+    assert sum(stats["crashes"].values()) >= stats["vote_crashes"]
+
+
+def test_vote_not_persisted_is_caught_within_a_few_seeds_of_its_campaign() -> None:
+    tried = []
+    for seed in range(5):
+        report = run(_options(seed, bug=VOTE), None)
+        tried.append(report.line)
+        if report.verdict == "invalid":
+            assert "safety" in report.results["failed_checks"], report.line
+            correct = run(_options(seed), None)
+            assert correct.verdict == "valid", f"seed {seed} fails without the bug: {correct.line}"
+            return
+    raise AssertionError(f"{VOTE} not caught in seeds 0..4:\n" + "\n".join(tried))
+
+
+@pytest.mark.parametrize("seeds", [range(0, 20)])
+def test_the_correct_code_is_valid_on_the_vote_campaign(seeds: range) -> None:
+    bad = [run(_options(seed), None) for seed in seeds]
+    assert not [r.line for r in bad if r.verdict != "valid"]
+
+
+@pytest.mark.slow
+def test_the_correct_code_is_valid_on_100_seeds_of_the_vote_campaign() -> None:
+    bad = [r.line for r in (run(_options(seed), None) for seed in range(100))
+           if r.verdict != "valid"]
+    assert not bad, "\n".join(bad)
