@@ -59,9 +59,17 @@ def check_linearizable(
     outcome: SimOutcome, timeout: float, parallel: bool | None = None
 ) -> tuple[Check, History, Result]:
     history = lincheck_history(outcome)
-    result = lincheck.check(history, model_of(outcome), timeout=timeout, parallel=parallel)
+    check, result = judge_history(history, model_of(outcome), timeout, parallel)
+    return check, history, result
+
+
+def judge_history(
+    history: History, model_: lincheck.Model, timeout: float, parallel: bool | None = None
+) -> tuple[Check, Result]:
+    """lincheck's verdict on a history as the harness's ``linearizable`` check (sim and live)."""
+    result = lincheck.check(history, model_, timeout=timeout, parallel=parallel)
     ops = len(history.operations)
-    model = outcome.workload.model
+    model = model_.name
     if result.verdict == "ok":
         check = Check("linearizable", True, f"{ops} operations linearizable ({model} model, "
                                             f"{result.stats.get('partitions', 1)} partitions)")
@@ -70,7 +78,7 @@ def check_linearizable(
                       tuple(lincheck.explain(history, result).splitlines()))
     else:
         check = Check("linearizable", None, f"lincheck could not decide: {result.reason}")
-    return check, history, result
+    return check, result
 
 
 def check_safety(outcome: SimOutcome) -> Check:

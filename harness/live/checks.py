@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 import lincheck
 
-from harness.checks import Check
+from harness.checks import Check, judge_history
 from harness.live.clients import MODEL_INITIAL, Acked
 from raftlib.core.types import Entry, EntryKind, HardState
 from raftlib.invariants import election_safety, log_matching, state_machine_safety
@@ -55,17 +55,7 @@ def check_linearizable(
     events: list[lincheck.Event], workload: str, timeout: float,
 ) -> tuple[Check, lincheck.History, lincheck.Result]:
     history = lincheck.history_from_events(events, source="history.jsonl")
-    result = lincheck.check(history, model_for(workload), timeout=timeout)
-    ops = len(history.operations)
-    model = MODELS[workload]
-    if result.verdict == "ok":
-        check = Check("linearizable", True, f"{ops} operations linearizable ({model} model, "
-                                            f"{result.stats.get('partitions', 1)} partitions)")
-    elif result.verdict == "illegal":
-        check = Check("linearizable", False, f"not linearizable: {result.reason}",
-                      tuple(lincheck.explain(history, result).splitlines()))
-    else:
-        check = Check("linearizable", None, f"lincheck could not decide: {result.reason}")
+    check, result = judge_history(history, model_for(workload), timeout)
     return check, history, result
 
 
