@@ -25,6 +25,15 @@ Kinds and their parameters:
   grants a vote (not a pre-vote) is crashed right after the grant leaves it (a process crash)
   and restarted ``restart_ms`` later, the moment a vote that was not yet durable would be
   forgotten. The simulator is deterministic, so a trigger replays exactly.
+- ``crash-after-commit``  a trigger too: while the window is open, a leader whose commit index
+  advances (an AppendEntries it sends carries a higher commit than its earlier ones of the same
+  term) is crashed right after that send and the apply that goes with it, and restarted
+  ``restart_ms`` later: a leader lost within a round trip of a commit, before whatever it
+  appended after that commit reaches a majority.
+- ``crash-new-leader``  a trigger too: while the window is open, a node about to send the first
+  AppendEntries of its new term (its no-op is already durable) crashes before that batch
+  leaves, and restarts ``restart_ms`` later (longer: others elect a leader meanwhile). Its log
+  now ends with an entry of a term nobody else has seen, the other half of Figure 8.
 
 A shrinker (next issue) may delete windows, shorten them or drop nodes from them: any list of
 valid windows is a valid schedule.
@@ -51,6 +60,11 @@ FAULTS_MAX = 100_000
 # crash-after-vote restarts its node within this many ms: soon enough that a competing
 # candidate's RequestVote of the same term still finds it.
 RESTART_MS_MAX_GENERATED = 20
+# The trigger kinds: crash a node on what it sends, restart it restart_ms later.
+TRIGGER_KINDS = ("crash-after-vote", "crash-after-commit", "crash-new-leader")
+# crash-new-leader keeps its node down this long (ms): long enough for the others to elect a
+# leader of a later term, short enough to come back within the run.
+NEW_LEADER_RESTART_MS_GENERATED = (200, 1500)
 RESTART_MS_MAX = 60_000
 
 
@@ -198,7 +212,9 @@ def _params(kind: str, rng: random.Random, n: int) -> dict[str, Any]:
         return {"delay_ms": rng.randint(5, 200), "jitter_ms": rng.randint(0, 50)}
     if kind == "reorder":
         return {"probability": round(rng.uniform(0.1, 0.5), 3), "delay_ms_max": rng.randint(5, 100)}
-    if kind == "crash-after-vote":
+    if kind == "crash-new-leader":
+        return {"restart_ms": rng.randint(*NEW_LEADER_RESTART_MS_GENERATED)}
+    if kind in TRIGGER_KINDS:
         return {"restart_ms": rng.randint(1, RESTART_MS_MAX_GENERATED)}
     if kind == "clock":
         rates = [[node, round(rng.choice((0.25, 0.5, 1.0, 2.0, 4.0)) * rng.uniform(0.9, 1.1), 3)]
@@ -288,7 +304,7 @@ def _check_params(where: str, kind: str, params: Mapping[str, Any], n: int) -> N
         for name in ("delay_ms", "jitter_ms"):
             if _number(where, f"params.{name}", params.get(name)) < 0:
                 raise ScheduleError(f"{where}: params.{name} must be >= 0")
-    elif kind == "crash-after-vote":
+    elif kind in TRIGGER_KINDS:
         restart_ms = _number(where, "params.restart_ms", params.get("restart_ms"))
         if not 0 <= restart_ms <= RESTART_MS_MAX:
             raise ScheduleError(f"{where}: params.restart_ms must be in [0, {RESTART_MS_MAX}], "

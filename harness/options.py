@@ -30,6 +30,8 @@ NEMESIS_KINDS: tuple[str, ...] = (
     "clock",
     "disk",
     "crash-after-vote",
+    "crash-after-commit",
+    "crash-new-leader",
 )
 NODES_MAX = 15
 # raftlib.core.CoreConfig's defaults (not imported: options stay free of the library).

@@ -17,7 +17,7 @@ from harness.nemesis import Fault, Schedule, partition_links
 from harness.sim.loop import EventLoop, seconds_to_us
 from harness.sim.network import NO_FAULTS, LinkFaults, SimNetwork
 from harness.sim.node import SimNode
-from raftlib.core.types import Message, NodeId, RequestVoteResponse
+from raftlib.core.types import AppendEntries, Message, NodeId, RequestVoteResponse
 
 _NET_KINDS = ("loss", "duplicate", "delay", "reorder")
 
@@ -48,6 +48,17 @@ class NemesisRuntime:
         self._vote_crash: Fault | None = None  # the crash-after-vote window now open
         self._vote_crashed: set[NodeId] = set()  # crashed by it and not restarted yet
         self.vote_crashes = 0
+        self._commit_crash: Fault | None = None  # the crash-after-commit window now open
+        self._commit_crashed: set[NodeId] = set()
+        # leader -> (term, highest commit its AppendEntries of that term carried so far)
+        self._commit_sent: dict[NodeId, tuple[int, int]] = {}
+        self.commit_crashes = 0
+        self._leader_crash: Fault | None = None  # the crash-new-leader window now open
+        self._leader_crashed: set[NodeId] = set()
+        # node -> highest term in which it sent an AppendEntries (the first one of a term is a
+        # new leader's first send)
+        self._append_term: dict[NodeId, int] = {}
+        self.new_leader_crashes = 0
 
     def install(self, schedule: Schedule) -> None:
         for fault in schedule.faults:
@@ -103,6 +114,15 @@ class NemesisRuntime:
             self._vote_crash = fault
             self._network.on_send = self._saw_send
             detail["restart_ms"] = params["restart_ms"]
+        elif kind == "crash-after-commit":
+            self._commit_crash = fault
+            self._commit_sent.clear()
+            self._network.on_send = self._saw_send
+            detail["restart_ms"] = params["restart_ms"]
+        elif kind == "crash-new-leader":
+            self._leader_crash = fault
+            self._network.on_send = self._saw_send
+            detail["restart_ms"] = params["restart_ms"]
         self._active[fault.id] = (fault, hit)
         self.fired[kind] = self.fired.get(kind, 0) + 1
         self._history.nemesis(f"start-{kind}", detail)
@@ -131,6 +151,11 @@ class NemesisRuntime:
         elif kind == "crash-after-vote":
             # Nodes it crashed still restart at their scheduled time.
             self._vote_crash = None
+        elif kind == "crash-after-commit":
+            self._commit_crash = None
+        elif kind == "crash-new-leader":
+            self._leader_crash = None
+        if self._vote_crash is None and self._commit_crash is None and self._leader_crash is None:
             self._network.on_send = None
         self._history.nemesis(f"stop-{kind}", {"id": fault.id})
         self._log(f"nemesis stop-{kind} #{fault.id}")
@@ -146,11 +171,45 @@ class NemesisRuntime:
             node.resume()
             node.clock_rate = 1.0
 
-    # --- crash-after-vote: a trigger on what a node sends ----------------------------------
+    # --- triggers: crash a node on what it sends ----------------------------------------
 
-    def _saw_send(self, src: NodeId, messages: Sequence[Message]) -> None:
-        fault = self._vote_crash
-        if fault is None or src in self._vote_crashed:
+    def _saw_send(self, src: NodeId, messages: Sequence[Message]) -> bool:
+        """Whether the batch leaves: False when its sender is (about to be) crashed first."""
+        if src in self._leader_crashed:
+            return False
+        if self._leader_crash is not None and self._check_new_leader(
+            src, messages, self._leader_crash
+        ):
+            return False
+        if self._vote_crash is not None:
+            self._check_vote(src, messages, self._vote_crash)
+        if self._commit_crash is not None:
+            self._check_commit(src, messages, self._commit_crash)
+        return True
+
+    def _check_new_leader(self, src: NodeId, messages: Sequence[Message], fault: Fault) -> bool:
+        for msg in messages:
+            if type(msg) is not AppendEntries:
+                continue
+            first_of_term = msg.term > self._append_term.get(src, 0)
+            self._append_term[src] = max(msg.term, self._append_term.get(src, 0))
+            if first_of_term:
+                # Its no-op is durable (the driver sends after the sync); it dies before this
+                # batch, the first word of its leadership, reaches anyone.
+                self._leader_crashed.add(src)
+                self._loop.after(0, self._crash_new_leader, (src, msg.term, fault))
+                return True
+        return False
+
+    def _crash_new_leader(self, item: tuple[NodeId, int, Fault]) -> None:
+        node, term, fault = item
+        self.new_leader_crashes += 1
+        self._log(f"nemesis crash-new-leader #{fault.id}: n{node} became leader of term {term}; "
+                  "crashing it before its first append leaves")
+        self._crash_and_restart(node, fault, self._leader_crashed)
+
+    def _check_vote(self, src: NodeId, messages: Sequence[Message], fault: Fault) -> None:
+        if src in self._vote_crashed:
             return
         for msg in messages:
             if type(msg) is RequestVoteResponse and msg.granted and not msg.pre_vote:
@@ -165,12 +224,42 @@ class NemesisRuntime:
         self.vote_crashes += 1
         self._log(f"nemesis crash-after-vote #{fault.id}: n{node} granted its term-{term} "
                   f"vote to n{candidate}; crashing it")
+        self._crash_and_restart(node, fault, self._vote_crashed)
+
+    def _check_commit(self, src: NodeId, messages: Sequence[Message], fault: Fault) -> None:
+        if src in self._commit_crashed:
+            return
+        for msg in messages:
+            if type(msg) is not AppendEntries:
+                continue
+            term, commit = self._commit_sent.get(src, (-1, 0))
+            if msg.term != term:
+                # The first append of a term only says where the commit stood: a baseline.
+                self._commit_sent[src] = (msg.term, msg.commit)
+            elif msg.commit > commit:
+                # Crash after this send and the Ready's apply are done: the new commit is on
+                # the wire and applied here, whatever followed it in the log is not yet on a
+                # majority.
+                self._commit_sent.pop(src, None)
+                self._commit_crashed.add(src)
+                self._loop.after(0, self._crash_committer, (src, msg.term, msg.commit, fault))
+                return
+
+    def _crash_committer(self, item: tuple[NodeId, int, int, Fault]) -> None:
+        node, term, commit, fault = item
+        self.commit_crashes += 1
+        self._log(f"nemesis crash-after-commit #{fault.id}: n{node}, leader of term {term}, "
+                  f"advanced its commit to {commit}; crashing it")
+        self._crash_and_restart(node, fault, self._commit_crashed)
+
+    def _crash_and_restart(self, node: NodeId, fault: Fault, crashed: set[NodeId]) -> None:
         self._nodes[node].crash(lose_unsynced=False, torn=False)
         restart_us = max(1, round(float(fault.params["restart_ms"]) * 1000))
-        self._loop.after(restart_us, self._restart_voter, node)
+        self._loop.after(restart_us, self._restart_crashed, (node, crashed))
 
-    def _restart_voter(self, node: NodeId) -> None:
-        self._vote_crashed.discard(node)
+    def _restart_crashed(self, item: tuple[NodeId, set[NodeId]]) -> None:
+        node, crashed = item
+        crashed.discard(node)
         self._nodes[node].restart()
 
     def _link_faults(self) -> LinkFaults:

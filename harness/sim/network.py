@@ -79,16 +79,18 @@ class SimNetwork:
         self.blocked: frozenset[tuple[NodeId, NodeId]] = frozenset()
         self.faults = NO_FAULTS
         self.counters = dict.fromkeys(COUNTERS, 0)
-        # Sees every batch a node sends, before it travels (a trigger nemesis sets it).
-        self.on_send: Callable[[NodeId, Sequence[Message]], None] | None = None
+        # Sees every batch a node sends, before it travels (a trigger nemesis sets it); when it
+        # returns False the sender died before the batch left, and nothing is sent.
+        self.on_send: Callable[[NodeId, Sequence[Message]], bool] | None = None
 
     # --- node to node ---------------------------------------------------------------------
 
     def send(self, src: NodeId, messages: Sequence[Message]) -> None:
         counters = self.counters
         counters["sent"] += len(messages)
-        if self.on_send is not None:
-            self.on_send(src, messages)
+        if self.on_send is not None and not self.on_send(src, messages):
+            counters["dropped_down"] += len(messages)
+            return
         if self.faults.per_message():
             for msg in messages:
                 if (src, msg.dst) in self.blocked:

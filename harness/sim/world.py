@@ -270,6 +270,8 @@ class SimWorld:
             "operations": dict(self.history.counts),
             "faults_started": dict(sorted(self.nemesis.fired.items())),
             "vote_crashes": self.nemesis.vote_crashes,
+            "commit_crashes": self.nemesis.commit_crashes,
+            "new_leader_crashes": self.nemesis.new_leader_crashes,
             "crashes": {n.id: n.crashes for n in self.nodes.values()},
             "ticks": {n.id: n.ticks for n in self.nodes.values()},
             "commit_index": max(

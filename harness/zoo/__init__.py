@@ -77,8 +77,13 @@ BUGS: dict[str, Bug] = {
              workload="register", nemesis=("partition", *_CRASHES), nemesis_interval=0.5),
         _bug("figure8", "a leader commits an earlier term's entry by counting replicas "
              "(Raft paper, Figure 8)", bugs.figure8,
-             workload="append", nemesis=("partition", "kill"), nemesis_interval=0.5,
-             rate=100.0),
+             # One entry per append lets an old-term entry reach a majority before the new
+             # leader's no-op; crash-new-leader leaves a rival whose newer-term no-op nobody
+             # has, crash-after-commit kills the early committer before its no-op spreads.
+             workload="append",
+             nemesis=("partition", "crash-new-leader", "crash-after-commit"),
+             nemesis_interval=0.3, rate=100.0, pre_vote=False, check_quorum=False,
+             append_entries_max=1),
         _bug("local-reads", "reads are served from the local state machine without "
              "ReadIndex", bugs.local_reads,
              workload="register", nemesis=("partition", "pause")),

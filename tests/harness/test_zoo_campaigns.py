@@ -95,3 +95,37 @@ def test_the_correct_code_is_valid_on_100_seeds_of_the_vote_campaign() -> None:
     bad = [r.line for r in (run(_options(seed), None) for seed in range(100))
            if r.verdict != "valid"]
     assert not bad, "\n".join(bad)
+
+
+FIGURE8 = "figure8"
+# The first seed of figure8's campaign that catches it (bench/zoo_detection.py, DETECTION.md).
+FIGURE8_SEED = 96
+
+
+def _figure8_options(seed: int, **overrides: Any) -> RunOptions:
+    values = {**zoo.get(FIGURE8).detection.options(), "seed": seed, "lincheck_timeout": 30.0}
+    values.update(overrides)
+    return RunOptions(**values)
+
+
+def test_crash_new_leader_crashes_a_fresh_leader_before_its_first_append_leaves() -> None:
+    report = run(_figure8_options(0), None)
+    assert report.verdict == "valid", report.line
+    stats = report.results["stats"]
+    assert stats["new_leader_crashes"] > 0, stats
+    assert stats["commit_crashes"] > 0, stats
+
+
+def test_figure8_is_caught_on_its_campaign_seed_and_the_correct_code_is_valid_there() -> None:
+    """A leader that commits an earlier term's entry by counting replicas: the rival leader's
+    log then needs that committed entry overwritten, which the correct cluster never asks."""
+    buggy = run(_figure8_options(FIGURE8_SEED, bug=FIGURE8), None)
+    assert buggy.verdict == "invalid", buggy.line
+    correct = run(_figure8_options(FIGURE8_SEED), None)
+    assert correct.verdict == "valid", correct.line
+
+
+def test_the_correct_code_is_valid_on_the_figure8_campaign() -> None:
+    bad = [r.line for r in (run(_figure8_options(seed), None) for seed in range(20))
+           if r.verdict != "valid"]
+    assert not bad, "\n".join(bad)
