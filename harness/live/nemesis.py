@@ -28,6 +28,10 @@ REFUSED: dict[str, str] = {
     "duplicate": "message duplication needs tc netem (use --backend sim)",
     "delay": "message delay needs tc netem (use --backend sim)",
     "reorder": "message reordering needs tc netem (use --backend sim)",
+    # Crash triggers watch every message a node sends, which only the simulator sees.
+    "crash-after-vote": "crash triggers watch what nodes send: simulator only (--backend sim)",
+    "crash-after-commit": "crash triggers watch what nodes send: simulator only (--backend sim)",
+    "crash-new-leader": "crash triggers watch what nodes send: simulator only (--backend sim)",
 }
 
 
