@@ -405,9 +405,14 @@ class SimNode:
         core.advance(rd)
 
     def _apply(self, entries: Sequence[Entry]) -> None:
-        observer = self._observer
-        observer.saw_committed(entries)
-        observer.saw_applied(self.id, entries)
+        self._observer.saw_committed(entries)
+        self.apply_in_order(entries)
+
+    def apply_in_order(self, entries: Sequence[Entry]) -> None:
+        """Apply entries (the next ones after ``applied``) and answer their proposers. Says
+        nothing about whether they are committed: ``_apply`` does, for committed ones (the bug
+        zoo's apply-before-commit calls this directly)."""
+        self._observer.saw_applied(self.id, entries)
         for entry in entries:
             if entry.index != self.applied + 1:
                 raise AssertionError(

@@ -25,7 +25,6 @@ from raftlib.core.types import (
     NO_NODE,
     AppendEntries,
     Entry,
-    EntryKind,
     HardState,
     Message,
     Ready,
@@ -194,7 +193,7 @@ def apply_before_commit() -> list[Patch]:
             original(self, rd)
             early = [entry for entry in rd.entries if entry.index > self.applied]
             if early and early[0].index == self.applied + 1:
-                _apply_entries(self, early)
+                self.apply_in_order(early)
 
         return finish
 
@@ -202,25 +201,11 @@ def apply_before_commit() -> list[Patch]:
         def apply(self: SimNode, entries: Sequence[Entry]) -> None:
             self._observer.saw_committed(entries)
             # Whatever was applied early is not applied again, even if it was replaced.
-            _apply_entries(self, [entry for entry in entries if entry.index > self.applied])
+            self.apply_in_order([entry for entry in entries if entry.index > self.applied])
 
         return apply
 
     return [(SimNode, "_finish", wrap_finish), (SimNode, "_apply", wrap_apply)]
-
-
-def _apply_entries(node: SimNode, entries: Sequence[Entry]) -> None:
-    node._observer.saw_applied(node.id, entries)
-    for entry in entries:
-        result = node.sm.apply(entry.data) if entry.kind is EntryKind.NORMAL else None
-        node.applied = entry.index
-        pending = node._proposals.pop(entry.index, None)
-        if pending is not None:
-            term, request = pending
-            if term == entry.term and entry.kind is EntryKind.NORMAL:
-                node._reply(request, ReplyKind.OK, value=result, command=entry.data)
-            else:
-                node._reply(request, ReplyKind.REJECTED)
 
 
 # --- reads and sessions -----------------------------------------------------------------------
