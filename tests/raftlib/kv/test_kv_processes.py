@@ -18,6 +18,7 @@ import pytest
 import trio
 
 from raftlib.client import KvClient, TcpConnector, open_client
+from tests.raftlib.cluster_cli import raftlib_cluster
 from tests.raftlib.kv.workload import History, kv_worker
 from tests.raftlib.test_process_crash import free_ports
 
@@ -135,25 +136,8 @@ def _redis_tools() -> tuple[str, str]:
 
 def test_redis_cli_and_redis_benchmark_work_against_raftlib_cluster(tmp_path: Path) -> None:
     cli, bench = _redis_tools()
-    # The cluster needs consecutive ports, so probe for free runs.
-    raft_base = _consecutive_free(3)
-    client_base = _consecutive_free(3, avoid=raft_base)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "raftlib.cli", "cluster", "--nodes", "3",
-         "--data", str(tmp_path / "cluster"), "--base-port", str(raft_base),
-         "--client-base-port", str(client_base)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    try:
-        assert proc.stdout is not None
-        lines = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline().decode()
-            lines.append(line)
-            if line.startswith("ready") or not line:
-                break
-        assert lines[-1].startswith("ready"), "".join(lines)
+    with raftlib_cluster(tmp_path) as cluster:
+        client_base = cluster.client_base
 
         def redis(*args: str) -> str:
             done = subprocess.run([cli, "-c", "-p", str(client_base), *args],
@@ -183,30 +167,5 @@ def test_redis_cli_and_redis_benchmark_work_against_raftlib_cluster(tmp_path: Pa
         for row in rows:
             assert float(row.split(",")[1].strip('"')) > 0, row
         assert redis("GET", "greeting") == "hello!"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, out.decode()
-    assert "cluster stopped" in out.decode()
-
-
-def _consecutive_free(count: int, avoid: int = 0) -> int:
-    import socket
-
-    for _ in range(50):
-        (base,) = free_ports(1)
-        if base + count >= 65536 or (avoid <= base + count and base <= avoid + count):
-            continue
-        socks = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no run of free ports found")
+    assert cluster.returncode == 0, cluster.output
+    assert "cluster stopped" in cluster.output
