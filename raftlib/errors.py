@@ -54,3 +54,16 @@ class CorruptLog(StorageError):
 
 class Stopped(RaftError):
     """The node has stopped; nothing more can be done with it."""
+
+
+class CorruptSnapshot(StorageError):
+    """A snapshot file is missing, truncated or fails its checksum: refuse it, never apply it."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: bad snapshot: {reason}")
+
+
+class MissingHardState(StorageError):
+    """The log holds entries but the hard state (term, vote) is gone: starting anyway could
+    vote twice in one term. Refused unless the operator says the loss is understood."""

@@ -45,6 +45,25 @@ class HardState(msgspec.Struct, frozen=True, array_like=True):
     commit: int = 0
 
 
+class ConfState(msgspec.Struct, frozen=True, array_like=True):
+    """The cluster configuration in force at some log position: who votes and who only
+    listens. ``voters_outgoing`` is non-empty only in a joint configuration (thesis §4.3), when
+    a decision needs a majority of ``voters`` AND of ``voters_outgoing``."""
+
+    voters: tuple[NodeId, ...]
+    learners: tuple[NodeId, ...] = ()
+    voters_outgoing: tuple[NodeId, ...] = ()
+
+
+class SnapshotMeta(msgspec.Struct, frozen=True, array_like=True):
+    """What a snapshot stands for: every entry up to ``index`` (whose term is ``term``) applied,
+    under configuration ``conf``. The log after a snapshot starts at ``index + 1``."""
+
+    index: int
+    term: int
+    conf: ConfState
+
+
 class Role(enum.Enum):
     FOLLOWER = "follower"
     PRE_CANDIDATE = "pre-candidate"

@@ -16,14 +16,63 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from raftlib.core.types import Entry, HardState
+import attrs
+
+from raftlib.core.types import Entry, HardState, SnapshotMeta
+
+
+@attrs.frozen
+class Recovered:
+    """What ``Storage.load`` found: the durable hard state, the current snapshot (None before
+    the first), and the log after it (contiguous, starting at ``snapshot.index + 1``, or at 1
+    with no snapshot; never an entry at or below the snapshot's index)."""
+
+    hard_state: HardState
+    snapshot: SnapshotMeta | None
+    entries: list[Entry]
+
+
+class SnapshotWriter(Protocol):
+    """A snapshot being written. ``write`` touches only this snapshot's own temporary file, so
+    it may run in any one thread while other storage calls go on (a state machine streams a
+    large snapshot off the event loop); ``commit`` and ``abort`` are ordinary storage calls."""
+
+    meta: SnapshotMeta
+
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self) -> None:
+        """Checksum, fsync, rename into place, fsync the directory: once this returns the
+        snapshot is durable and current; older snapshot files may be deleted."""
+        ...
+
+    def abort(self) -> None:
+        """Drop the temporary file; the current snapshot is unchanged."""
+        ...
+
+
+class SnapshotReader(Protocol):
+    """The current snapshot, opened for reading (to restore or to send to a follower). An open
+    reader stays valid even if a newer snapshot replaces the file meanwhile."""
+
+    meta: SnapshotMeta
+    size: int  # payload bytes
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` payload bytes; b"" at the end. Raises ``CorruptSnapshot`` (naming the
+        file) when the payload does not match its checksum once the end is reached."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class Storage(Protocol):
-    def load(self) -> tuple[HardState, list[Entry]]:
-        """Recover: the last durable hard state and the whole durable log, in index order
-        (contiguous, starting at index 1). Raises ``CorruptLog`` when data before the tail is
-        damaged; a torn record at the tail is truncated (with a logged warning) instead."""
+    def load(self) -> Recovered:
+        """Recover: the last durable hard state, the current snapshot and the durable log after
+        it. Raises ``CorruptLog`` when data before the tail is damaged (a torn record at the
+        tail is truncated with a logged warning instead), ``CorruptSnapshot`` when the snapshot
+        the log needs is missing or damaged, and ``MissingHardState`` when the log holds
+        entries but the hard state is gone (unless the storage was opened to allow it)."""
         ...
 
     def append(self, entries: Sequence[Entry]) -> None:
@@ -38,6 +87,26 @@ class Storage(Protocol):
     def sync(self) -> None:
         """Make every earlier append/set_hard_state durable (one fsync covers the batch: group
         commit). Returns only once durable."""
+        ...
+
+    def create_snapshot(self, meta: SnapshotMeta) -> SnapshotWriter:
+        """Start writing a snapshot (taken locally, or received from a leader)."""
+        ...
+
+    def open_snapshot(self) -> SnapshotReader | None:
+        """The current durable snapshot, or None before the first."""
+        ...
+
+    def compact(self, index: int) -> None:
+        """Entries up to ``index`` are no longer needed: the current durable snapshot covers
+        them (``index`` <= its index, else ``ValueError``). The storage may delete whole
+        segments below it; ``load`` never returns them again."""
+        ...
+
+    def reset_log(self, meta: SnapshotMeta) -> None:
+        """A received snapshot replaced a log that does not contain its last entry: discard
+        every entry; the log goes on at ``meta.index + 1``. Recorded in order with appends and
+        durable at the next sync (a later append must never survive a crash without it)."""
         ...
 
     def close(self) -> None:
