@@ -249,7 +249,7 @@ async def _wait_leader(node: Node) -> None:
                 ):
                     return
             elif status.role is Role.FOLLOWER and status.leader in (0, LEADER_ID):
-                node.campaign()
+                await node.campaign()
             await trio.sleep(0.1)
     raise BenchError(f"node {LEADER_ID} did not become leader with caught-up followers")
 

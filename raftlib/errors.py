@@ -67,3 +67,9 @@ class CorruptSnapshot(StorageError):
 class MissingHardState(StorageError):
     """The log holds entries but the hard state (term, vote) is gone: starting anyway could
     vote twice in one term. Refused unless the operator says the loss is understood."""
+
+
+class Diverged(RaftError):
+    """This node's committed log contradicts the cluster's (Raft says this cannot happen: a
+    disk lost acknowledged data, or a peer is not a correct Raft). The node stops rather than
+    apply a history the others do not share; the message names the index and both terms."""

@@ -1,27 +1,15 @@
-"""The Trio driver: owns a pure ``RaftCore`` and gives it disks, a network and a clock.
+"""The Trio node: runs the shared ``raftlib.driver.Driver`` with real disks, sockets and time.
 
-One task, the *raft loop*, is the only code that touches the core. Everything else (the timer,
-the transport's receive task, callers of ``propose`` and ``read``, the node's sync thread)
-hands it work through one bounded channel and waits on a per-request result slot. Each loop
-iteration drains every input that is already waiting (so a burst of proposals becomes one log
-append and one fsync: group commit), steps the core, then honours each ``Ready``:
-
-1. send the leader's AppendEntries at once: they depend on nothing it has yet to persist
-   (thesis §10.2.1; the core counts the leader towards commit only for persisted entries);
-2. apply committed entries and answer their proposers: they are durable on a quorum already;
-3. persist hard state and entries with one ``sync()`` -- in the node's sync thread for a
-   storage that blocks (``NodeConfig.storage_thread``), while the loop keeps stepping inputs
-   and sending new AppendEntries (pipelining: the next batch forms during this fsync and is
-   written by the next one; ``RaftCore.take_appends``);
-4. only once that sync returned, send every other message (a vote or an append
-   acknowledgement must never outrun its fsync) and ``advance`` the core.
-
-Rule kept throughout: nothing is acknowledged (a vote, an append acknowledgement, a command's
-result) before what it depends on is fsynced -- on this node for votes and acknowledgements,
-on a quorum for results. A Ready that changes nothing but the commit index does not wait for a
-sync at all: no message or result depends on the commit index being durable (a restarted node
-relearns it), so it rides along with the next sync, or gets its own after
-``DEFERRED_COMMIT_TICKS_MAX`` idle ticks, or at a clean exit.
+One task, the *raft loop*, is the only code that touches the driver (and so the core).
+Everything else (the timer, the transport's receive task, callers of ``propose``, ``read``,
+``campaign`` and ``transfer_leadership``, the node's sync thread) hands it work through one
+bounded channel and waits on a per-request result slot. Each loop iteration drains every input
+that is already waiting (so a burst of proposals becomes one log append and one fsync: group
+commit), then pumps the driver, which sends, applies and hands back a ``PersistJob``; the job
+runs in the node's sync thread for a storage that blocks (``NodeConfig.storage_thread``), while
+the loop keeps stepping inputs and sending new AppendEntries (pipelining). The ordering rules
+themselves (what may leave before an fsync, what waits for it) live in ``raftlib.driver``, which
+the deterministic simulator runs too.
 
 Typical use::
 
@@ -41,7 +29,7 @@ import random
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 import outcome
@@ -51,38 +39,26 @@ from raftlib.core.config import CoreConfig
 from raftlib.core.raft import RaftCore
 from raftlib.core.types import (
     NO_NODE,
-    AppendEntries,
     Entry,
-    EntryKind,
-    HardState,
     Message,
     NodeId,
-    Ready,
     Role,
 )
+from raftlib.driver import Driver, DriverHooks
 from raftlib.errors import (
     ConfigError,
     NotLeader,
-    ProposalDropped,
-    ProposalQueueFull,
     RaftError,
     Stopped,
     StorageError,
 )
+from raftlib.statemachine import StateMachine
 from raftlib.storage.base import Storage
 from raftlib.transport.base import Endpoint, Transport
 
 log = logging.getLogger("raftlib.node")
 
 T = TypeVar("T")
-
-
-class StateMachine(Protocol):
-    """The user's replicated state. ``apply`` is called once per committed command, in log
-    order, on every node; it must be deterministic (same commands, same results everywhere) and
-    quick (it runs on the raft loop). Its return value goes back to the proposer."""
-
-    def apply(self, command: bytes) -> Any: ...
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -184,6 +160,10 @@ class NodeStatus:
     applied_index: int
     last_index: int
     followers: Mapping[NodeId, FollowerStatus]  # empty unless leader
+    # What Raft says cannot happen, seen by this node (each also logged at error level), and
+    # messages no correct peer could have sent: both stay 0 in a healthy cluster.
+    safety_anomalies: int = 0
+    invalid_messages: int = 0
 
 
 @attrs.frozen
@@ -256,7 +236,22 @@ class _Propose:
 
 @attrs.define
 class _Read:
-    request_id: int
+    slot: _Slot
+    # Filled by the raft loop: the driver's request id, so a reader that gives up can cancel.
+    request_id: int = 0
+
+
+@attrs.define
+class _CancelRead:
+    read: _Read
+
+
+@attrs.define
+class _Call:
+    """An operator's call on the core (campaign, transfer), run by the raft loop: only the
+    loop touches the core, and its pump then sends what the call produced."""
+
+    fn: Callable[[], None]
     slot: _Slot
 
 
@@ -270,7 +265,7 @@ class _SyncDone:
 
 _TICK = _Tick()
 _SYNC_DONE = _SyncDone()
-_Input = list[Message] | _Propose | _Read | _Tick | _SyncDone
+_Input = list[Message] | _Propose | _Read | _CancelRead | _Call | _Tick | _SyncDone
 
 
 class _SyncWorker:
@@ -309,11 +304,6 @@ class _SyncWorker:
                 self._token.run_sync_soon(self._report, result)
 
 
-# Ticks a commit-index-only hard state may wait for a sync that happens anyway before it
-# gets one of its own (it waited at least DEFERRED_COMMIT_TICKS_MAX - 1 whole ticks then).
-DEFERRED_COMMIT_TICKS_MAX = 2
-
-
 def _needs_thread(storage: Storage) -> bool:
     # In-memory storage never blocks, and calling it inline keeps simulations deterministic and
     # lets Trio's autojump clock see the loop as busy rather than idle.
@@ -339,45 +329,29 @@ class Node:
         self._endpoint = endpoint
         self._sm = state_machine
         self._in_tx, self._in_rx = trio.open_memory_channel[_Input](config.input_queue_items_max)
-        # index -> (term the entry was proposed in, slot of the proposer)
-        self._proposals: dict[int, tuple[int, _Slot]] = {}
-        self._reads: dict[int, _Slot] = {}
-        self._read_states: list[tuple[int, int]] = []  # (index, request id), served when applied
-        self._next_read_id = 1
-        self._applied = core.applied_index
         self._stopped = False
         self._thread = _needs_thread(storage)
         self._applied_changed = trio.Event()
-        # A sync runs in a worker thread right now (at most one: storage calls never
-        # overlap, and the core hands out one Ready at a time); the nursery of that task.
-        self._persisting = False
-        self._sync_worker: _SyncWorker | None = None
-        # The Ready whose sync the worker runs (None for a deferred commit index alone), and
-        # the sync's outcome once it is back.
-        self._syncing: Ready | None = None
-        self._sync_result: outcome.Outcome[None] | None = None
-        # A sync to start once the transport had a turn to put this Ready's appends on the
-        # wire: run by the raft loop itself (storage_thread=False), or handed to the sync
-        # thread then (a waking sync thread would take the GIL from the sends otherwise).
-        self._next_sync: tuple[Ready | None, Sequence[Entry], HardState | None] | None = None
-        # Term and vote as last handed to storage, and a commit-only hard state not handed yet:
-        # it rides along with the next sync, or gets one of its own once it has waited through
-        # DEFERRED_COMMIT_TICKS_MAX ticks (so an idle node's durable commit index catches up
-        # within a few ticks, while a busy one never spends a sync on it).
-        self._stored_term_vote = (core.term, core.vote)
-        self._deferred_hard_state: HardState | None = None
-        self._deferred_ticks = 0
-        self._counters = dict.fromkeys(
-            (
-                "readies",  # Ready batches processed
-                "syncs",  # storage syncs (each covers one Ready: group commit)
-                "entries_persisted",
-                "append_messages_sent",  # AppendEntries carrying entries
-                "append_entries_sent",  # entries in them
-                "early_append_messages",  # AppendEntries sent while a sync was running
+        hooks_ = self._hooks
+        on_apply = hooks_.on_apply
+        on_role = hooks_.on_role
+        node_id = config.node_id
+        self._driver = Driver(
+            core,
+            state_machine,
+            endpoint.send_nowait,
+            not_leader=self.not_leader,
+            pending_requests_max=config.pending_requests_max,
+            hooks=DriverHooks(
+                on_apply=None if on_apply is None else (lambda es: on_apply(node_id, es)),
+                on_role=None if on_role is None else (
+                    lambda role, _leader, term: on_role(node_id, role, term)
+                ),
             ),
-            0,
         )
+        self._sync_worker: _SyncWorker | None = None
+        # The sync's outcome once the worker is back with it.
+        self._sync_result: outcome.Outcome[None] | None = None
 
     # --- public API ---------------------------------------------------------------------
 
@@ -397,9 +371,11 @@ class Node:
             term=core.term,
             leader=core.leader,
             commit_index=core.commit,
-            applied_index=self._applied,
+            applied_index=self._driver.applied,
             last_index=core.last_index,
             followers=followers,
+            safety_anomalies=core.safety_anomalies,
+            invalid_messages=core.invalid_messages,
         )
 
     def not_leader(self) -> NotLeader:
@@ -449,16 +425,15 @@ class Node:
         node applied everything committed before it. Returns the read index. On a follower the
         request is forwarded to the leader. Raises ``NotLeader`` when it cannot be confirmed."""
         self._check_running()
-        slot = _Slot()
-        request_id = self._next_read_id
-        self._next_read_id += 1
-        await self._submit(_Read(request_id, slot))
+        read = _Read(_Slot())
+        await self._submit(read)
         # A forwarded request or its reply may be lost; after this long the leader we asked is
         # presumed gone and the caller may retry elsewhere.
         with trio.move_on_after(self.config.read_timeout_seconds):
-            index: int = await slot.wait()
+            index: int = await read.slot.wait()
             return index
-        self._reads.pop(request_id, None)
+        with contextlib.suppress(trio.WouldBlock):
+            self._in_tx.send_nowait(_CancelRead(read))
         raise self.not_leader()
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
@@ -468,27 +443,36 @@ class Node:
 
     async def wait_applied(self, index: int) -> None:
         """Wait until this node has applied every entry up to ``index``."""
-        while self._applied < index:
+        while self._driver.applied < index:
             self._check_running()
             await self._applied_changed.wait()
 
-    def campaign(self) -> None:
+    async def campaign(self) -> None:
         """Start an election now (tests, operators)."""
-        self._core.campaign()
+        await self._call(self._core.campaign)
 
-    def transfer_leadership(self, to: NodeId) -> None:
-        self._core.transfer_leadership(to)
+    async def transfer_leadership(self, to: NodeId) -> None:
+        """Ask the core to hand leadership to ``to`` (thesis §3.10); returns once the request
+        is in the core (``NotLeader``/``ConfigError`` when it cannot be made)."""
+        await self._call(functools.partial(self._core.transfer_leadership, to))
 
     def statistics(self) -> dict[str, int]:
+        driver = self._driver
         return {
-            "pending_proposals": len(self._proposals),
-            "pending_reads": len(self._reads),
-            "applied_index": self._applied,
-            **self._counters,
+            "pending_proposals": len(driver.proposals),
+            "pending_reads": len(driver.reads),
+            "applied_index": driver.applied,
+            **driver.counters,
             **{f"transport_{k}": v for k, v in self._endpoint.statistics().items()},
         }
 
     # --- driver tasks ---------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[[], None]) -> None:
+        self._check_running()
+        slot = _Slot()
+        await self._submit(_Call(fn, slot))
+        await slot.wait()
 
     async def _submit(self, item: _Input) -> None:
         """Queue ``item`` for the raft loop; waits only while the queue is full (backpressure).
@@ -528,155 +512,62 @@ class Node:
                     except trio.WouldBlock:
                         break
                     handle(item)
-                self._pump()
-                while self._next_sync is not None:
-                    rd, entries, hard_state = self._next_sync
-                    self._next_sync = None
-                    # Let the transport put this Ready's appends on the wire first, so the
-                    # followers' fsyncs overlap ours.
-                    await trio.lowlevel.checkpoint()
-                    if self._sync_worker is not None:
-                        self._sync_worker.submit(
-                            functools.partial(self._persist, entries, hard_state)
-                        )
-                        break
-                    self._persist(entries, hard_state)
-                    self._persisted(rd)
-                    self._pump()
+                await self._pump()
         finally:
             if self._sync_worker is not None:
                 self._sync_worker.close()
 
+    async def _pump(self) -> None:
+        driver = self._driver
+        storage = self._storage
+        applied = driver.applied
+        try:
+            if self._sync_result is not None:
+                result, self._sync_result = self._sync_result, None
+                result.unwrap()  # a storage failure stops the node
+                job = driver.persisting
+                assert job is not None
+                driver.persisted(job)
+            while True:
+                job = driver.pump()
+                if job is None:
+                    break
+                if self._thread and (job.after_sends or self._sync_worker is None):
+                    # Let the transport put this Ready's appends on the wire first, so the
+                    # followers' fsyncs overlap ours (a waking sync thread would take the GIL
+                    # from the sends otherwise).
+                    await trio.lowlevel.checkpoint()
+                if self._sync_worker is not None:
+                    self._sync_worker.submit(functools.partial(job.run, storage))
+                    break
+                job.run(storage)
+                driver.persisted(job)
+        finally:
+            if driver.applied != applied:
+                self._applied_changed.set()
+                self._applied_changed = trio.Event()
+
     def _handle(self, item: _Input) -> None:
-        core = self._core
+        driver = self._driver
         if isinstance(item, list):
-            step = core.step
-            for msg in item:
-                step(msg)
+            driver.step(item)
         elif isinstance(item, _Tick):
-            if self._deferred_hard_state is not None:
-                self._deferred_ticks += 1
-            core.tick()
+            driver.tick()
         elif isinstance(item, _Propose):
-            self._handle_propose(item)
+            driver.propose(item.datas, item.slots)
+        elif isinstance(item, _Read):
+            item.request_id = driver.read(item.slot)
         elif isinstance(item, _SyncDone):
             pass  # _pump collects the result
+        elif isinstance(item, _CancelRead):
+            driver.cancel_read(item.read.request_id)
         else:
-            self._handle_read(item)
-
-    def _handle_propose(self, item: _Propose) -> None:
-        if len(self._proposals) + len(item.datas) > self.config.pending_requests_max:
-            self._fail_all(item.slots, ProposalQueueFull("too many proposals pending"))
-            return
-        try:
-            first = self._core.propose_batch(item.datas)
-        except RaftError as exc:
-            if isinstance(exc, NotLeader):
-                exc = self.not_leader()
-            self._fail_all(item.slots, exc)
-            return
-        term = self._core.term
-        for offset, slot in enumerate(item.slots):
-            self._proposals[first + offset] = (term, slot)
-
-    def _handle_read(self, item: _Read) -> None:
-        if len(self._reads) >= self.config.pending_requests_max:
-            item.slot.set(outcome.Error(ProposalQueueFull("too many reads pending")))
-            return
-        self._reads[item.request_id] = item.slot
-        self._core.read_index(item.request_id)
-
-    @staticmethod
-    def _fail_all(slots: Sequence[_Slot], exc: BaseException) -> None:
-        for slot in slots:
-            slot.set(outcome.Error(exc))
-
-    def _pump(self) -> None:
-        """Hand the core's output to the disk, the network and the state machine."""
-        core = self._core
-        if self._sync_result is not None:
-            result, self._sync_result = self._sync_result, None
-            result.unwrap()  # a storage failure stops the node
-            self._persisted(self._syncing)
-        if self._persisting:
-            # One Ready at a time: until its sync returns, only appends may leave (see
-            # ``RaftCore.take_appends``), so followers start on the next batch meanwhile.
-            appends = core.take_appends()
-            if appends:
-                self._counters["early_append_messages"] += len(appends)
-                self._send(appends)
-            return
-        while core.has_ready():
-            rd = core.ready()
-            self._counters["readies"] += 1
-            hard_state = self._hard_state_to_sync(rd)
-            if hard_state is None and not rd.entries:
-                # Nothing to make durable, so nothing to wait for.
-                if rd.messages:
-                    self._send(rd.messages)
-                self._deliver(rd)
-                core.advance(rd)
-                continue
-            appends = [m for m in rd.messages if type(m) is AppendEntries]
-            if appends:
-                # Only AppendEntries may go before the sync (thesis §10.2.1); the rest
-                # (votes, acknowledgements) are sent by ``_persisted``.
-                self._send(appends)
-            self._deliver(rd)
-            if self._start_persist(rd, rd.entries, hard_state, after_sends=bool(appends)):
-                return
-        deferred = self._deferred_hard_state
-        if deferred is not None and self._deferred_ticks >= DEFERRED_COMMIT_TICKS_MAX:
-            self._deferred_hard_state = None
-            self._deferred_ticks = 0
-            self._start_persist(None, (), deferred)
-
-    def _start_persist(
-        self,
-        rd: Ready | None,
-        entries: Sequence[Entry],
-        hard_state: HardState | None,
-        *,
-        after_sends: bool = False,
-    ) -> bool:
-        """Sync, then call ``_persisted(rd)``. Returns True while the sync is pending or
-        running (in the sync thread, the loop goes on stepping inputs meanwhile). With
-        ``after_sends`` the sync starts only after the transport had its turn."""
-        self._counters["syncs"] += 1
-        self._counters["entries_persisted"] += len(entries)
-        if self._sync_worker is not None:
-            self._persisting = True
-            self._syncing = rd
-            if after_sends:
-                self._next_sync = (rd, entries, hard_state)
+            try:
+                item.fn()
+            except RaftError as exc:
+                item.slot.set_error(exc)
             else:
-                self._sync_worker.submit(functools.partial(self._persist, entries, hard_state))
-            return True
-        if self._thread:
-            self._persisting = True
-            self._next_sync = (rd, entries, hard_state)
-            return True
-        self._persist(entries, hard_state)
-        self._persisted(rd)
-        return False
-
-    def _hard_state_to_sync(self, rd: Ready) -> HardState | None:
-        """The hard state the sync of ``rd`` must write, or None. A change of the commit index
-        alone is deferred to the next sync that happens anyway (module docstring)."""
-        hard_state = rd.hard_state
-        if hard_state is None:
-            if rd.entries and self._deferred_hard_state is not None:
-                hard_state, self._deferred_hard_state = self._deferred_hard_state, None
-                self._deferred_ticks = 0
-            return hard_state
-        if not rd.entries and (hard_state.term, hard_state.vote) == self._stored_term_vote:
-            # Replaces an older deferred one (commit only grows); its wait keeps counting.
-            self._deferred_hard_state = hard_state
-            return None
-        self._deferred_hard_state = None
-        self._deferred_ticks = 0
-        self._stored_term_vote = (hard_state.term, hard_state.vote)
-        return hard_state
+                item.slot.set_value(None)
 
     def _sync_finished(self, result: outcome.Outcome[None]) -> None:
         """Runs in the Trio thread (``run_sync_soon``) when the worker is done: wake the raft
@@ -685,121 +576,23 @@ class Node:
         with contextlib.suppress(trio.WouldBlock):
             self._in_tx.send_nowait(_SYNC_DONE)
 
-    def _persisted(self, rd: Ready | None) -> None:
-        """``rd`` is durable: what depended on it may leave; the core may count it."""
-        self._persisting = False
-        self._syncing = None
-        if rd is None:
-            return
-        held = [m for m in rd.messages if type(m) is not AppendEntries]
-        if held:
-            self._send(held)
-        self._core.advance(rd)
-
-    def _send(self, messages: Sequence[Message]) -> None:
-        counters = self._counters
-        for m in messages:
-            if type(m) is AppendEntries and m.entries:
-                counters["append_messages_sent"] += 1
-                counters["append_entries_sent"] += len(m.entries)
-        self._endpoint.send_nowait(messages)
-
-    def _deliver(self, rd: Ready) -> None:
-        """Everything in ``rd`` that waits for no sync: committed entries are durable on a
-        quorum already (an earlier Ready), reads and role changes depend on no disk."""
-        if rd.soft_state is not None and self._hooks.on_role is not None:
-            self._hooks.on_role(self.node_id, rd.soft_state.role, self._core.term)
-        if rd.committed:
-            self._apply(rd.committed)
-            if self._hooks.on_apply is not None:
-                self._hooks.on_apply(self.node_id, rd.committed)
-        for request_id in rd.dropped_reads:
-            slot = self._reads.pop(request_id, None)
-            if slot is not None:
-                slot.set(outcome.Error(self.not_leader()))
-        for rs in rd.read_states:
-            self._read_states.append((rs.index, rs.request_id))
-        self._serve_reads()
-
-    def _persist(self, entries: Sequence[Entry], hard_state: HardState | None) -> None:
-        storage = self._storage
-        if entries:
-            storage.append(entries)
-        if hard_state is not None:
-            storage.set_hard_state(hard_state)
-        storage.sync()
-
-    def _apply(self, entries: Sequence[Entry]) -> None:
-        apply = self._sm.apply
-        proposals = self._proposals
-        normal = EntryKind.NORMAL
-        for entry in entries:
-            index = entry.index
-            if index != self._applied + 1:
-                raise AssertionError(
-                    f"apply out of order: applied={self._applied}, next entry {index}"
-                )
-            value: Any = None
-            error: BaseException | None = None
-            if entry.kind is normal:
-                try:
-                    value = apply(entry.data)
-                except BaseException as exc:  # the proposer gets it; the node goes on
-                    error = exc
-                    log.error("state machine raised on entry %d: %r", index, exc)
-            self._applied = index
-            pending = proposals.pop(index, None) if proposals else None
-            if pending is None:
-                continue
-            term, slot = pending
-            if term != entry.term or entry.kind is not normal:
-                # Another leader's entry took this index: ours was never committed and never
-                # will be (nobody re-proposes it), so the caller knows it was not applied.
-                slot.set_error(ProposalDropped(
-                    f"entry {index} of term {term} was replaced by term {entry.term}"
-                ))
-            elif error is not None:
-                slot.set_error(error)
-            else:
-                slot.set_value(value)
-        self._applied_changed.set()
-        self._applied_changed = trio.Event()
-
-    def _serve_reads(self) -> None:
-        if not self._read_states:
-            return
-        keep: list[tuple[int, int]] = []
-        for index, request_id in self._read_states:
-            if index <= self._applied:
-                slot = self._reads.pop(request_id, None)
-                if slot is not None:
-                    slot.set(outcome.Value(index))
-            else:
-                keep.append((index, request_id))
-        self._read_states = keep
-
     def _sync_deferred_hard_state(self) -> None:
         """Leave the latest commit index durable too. Called once every task has stopped, so
         no other storage call can be running."""
-        deferred, self._deferred_hard_state = self._deferred_hard_state, None
-        if deferred is None:
+        job = self._driver.final_job()
+        if job is None or job.hard_state is None:
             return
         try:
-            self._persist((), deferred)
+            job.run(self._storage)
         except StorageError as exc:
             # Not a loss: entries up to it are durable on a quorum; a restart relearns it.
             log.warning("node %d: final commit index %d not made durable: %s",
-                        self.node_id, deferred.commit, exc)
+                        self.node_id, job.hard_state.commit, exc)
 
     def _stop(self) -> None:
         self._stopped = True
-        exc = Stopped(f"node {self.node_id} has stopped")
-        for _term, slot in self._proposals.values():
-            slot.set(outcome.Error(exc))
-        for slot in self._reads.values():
-            slot.set(outcome.Error(exc))
-        self._proposals.clear()
-        self._reads.clear()
+        if self._driver.stopped is None:
+            self._driver.stop(Stopped(f"node {self.node_id} has stopped"))
         self._applied_changed.set()
 
 
@@ -816,16 +609,20 @@ async def open_node(
     """Start a node: recover from ``storage``, join the network, and run until the block ends.
 
     Leaving the block (or cancelling it) stops every task the node started; requests still
-    waiting get ``Stopped``. The storage is closed on the way out.
+    waiting get ``Stopped``. The storage is closed on the way out. A node whose committed log
+    contradicts its leader's stops with ``raftlib.errors.Diverged`` (raised out of the block).
     """
     if not isinstance(config, NodeConfig):
         raise ConfigError(f"config must be a NodeConfig, got {type(config).__name__}")
-    hard_state, entries = storage.load()
+    recovered = storage.load()
+    if isinstance(recovered, tuple):  # TEMP: until the storage side of snapshots lands
+        from raftlib.storage.base import Recovered
+        recovered = Recovered(recovered[0], None, recovered[1])
     core = RaftCore(
         config.core_config(),
         rng if rng is not None else random.Random(config.seed),
-        hard_state=hard_state,
-        entries=entries,
+        hard_state=recovered.hard_state,
+        entries=recovered.entries,
     )
     try:
         async with transport.open(config.node_id) as endpoint:

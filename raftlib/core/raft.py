@@ -42,6 +42,7 @@ from raftlib.core.log import RaftLog
 from raftlib.core.progress import Progress, ProgressState
 from raftlib.core.types import (
     NO_NODE,
+    Anomaly,
     AppendEntries,
     AppendEntriesResponse,
     Entry,
@@ -65,6 +66,9 @@ from raftlib.errors import ConfigError, NotLeader, ProposalDropped, ProposalQueu
 # them; a message claiming more is not from a correct peer.
 _VALUE_MAX = (1 << 63) - 1
 _ENTRY_KINDS = (EntryKind.NORMAL, EntryKind.NOOP)
+# Anomaly descriptions held for the next Ready; past it they are only counted (a peer gone
+# wrong must not grow our memory).
+_ANOMALIES_QUEUED_MAX = 64
 
 
 def _plain(value: object) -> bool:
@@ -167,6 +171,10 @@ class RaftCore:
         self._outstanding: Ready | None = None
         self._invalid_messages = 0
         self._safety_anomalies = 0
+        self._anomalies: list[Anomaly] = []
+        # Set by a fatal anomaly: the node's committed state disagrees with the cluster's, so
+        # it takes no more input (the driver stops it once it has the Ready saying why).
+        self._halted = False
 
         self._reset_election_timer()
         self._handlers: dict[type, Callable[[Message], None]] = {
@@ -245,6 +253,8 @@ class RaftCore:
     # --- inputs: time ----------------------------------------------------------------------
 
     def tick(self) -> None:
+        if self._halted:
+            return
         if self._role is Role.LEADER:
             self._tick_leader()
         else:
@@ -314,7 +324,7 @@ class RaftCore:
         """Append several commands at once; returns the index of the first. Raises NotLeader
         (with the known leader), ProposalDropped (leadership transfer under way) or
         ProposalQueueFull (more than uncommitted_entries_max entries would await commit)."""
-        if self._role is not Role.LEADER:
+        if self._role is not Role.LEADER or self._halted:
             raise NotLeader(self._leader)
         if self._transfer_target != NO_NODE:
             raise ProposalDropped(
@@ -354,6 +364,8 @@ class RaftCore:
     def step(self, msg: Message) -> None:
         """Process one message. Anything a correct peer could not have sent (wrong ``dst``,
         unknown ``src``, impossible values) is counted and ignored, never raised."""
+        if self._halted:
+            return
         handler = self._handlers.get(type(msg))
         if handler is None or not self._is_plausible(msg):
             self._invalid_messages += 1
@@ -530,40 +542,48 @@ class RaftCore:
     def _on_append(self, msg: AppendEntries) -> None:
         if self._role is Role.LEADER:
             # Two leaders in one term would break Election Safety (§5.2): never obey it.
-            self._safety_anomalies += 1
+            self._anomaly(f"two leaders in term {self._term}: this node and node {msg.src}")
             return
         if self._role is not Role.FOLLOWER:
             # §5.2: a candidate that hears from the leader of its term returns to follower.
             self._become_follower(self._term, msg.src)
         elif self._leader != msg.src:
             if self._leader != NO_NODE:
-                self._safety_anomalies += 1
+                self._anomaly(
+                    f"two leaders in term {self._term}: node {self._leader} and node {msg.src}"
+                )
                 return
             self._set_leader(msg.src)
         self._election_elapsed = 0
         log = self._log
         prev = msg.prev_log_index
         entries: Sequence[Entry] = msg.entries
-        if prev < self._commit:
-            # Our log up to commit already matches every later leader's (Leader Completeness):
-            # skip what we have committed and check the rest from there.
-            skip = self._commit - prev
-            if skip >= len(entries):
-                self._reply_append(msg, match_index=self._commit)
+        commit = self._commit
+        if prev <= commit:
+            # Our log up to commit must already match every later leader's (Leader
+            # Completeness). Check that it does -- a leader contradicting a committed entry
+            # means a disk lost acknowledged data somewhere: stop, never answer "success" --
+            # then skip what we have committed and go on from there.
+            if log.term(prev) != msg.prev_log_term:
+                self._diverged(prev, msg.prev_log_term, msg.src)
                 return
-            if entries[skip - 1].term != log.term(self._commit):
-                self._safety_anomalies += 1
+            skip = min(commit - prev, len(entries))
+            for entry in entries[:skip]:
+                if log.term(entry.index) != entry.term:
+                    self._diverged(entry.index, entry.term, msg.src)
+                    return
+            if skip == len(entries):
+                self._reply_append(msg, match_index=max(commit, prev + len(entries)))
                 return
             entries = entries[skip:]
-            prev = self._commit
+            prev = commit
         elif log.term(prev) != msg.prev_log_term:
             self._reject_append(msg)
             return
         position = log.find_conflict(entries)
         if position < len(entries):
-            if entries[position].index <= self._commit:
-                self._safety_anomalies += 1
-                return
+            # Only entries above commit may be replaced (checked above): §5.3's suffix.
+            assert entries[position].index > self._commit
             # Drops any conflicting suffix of ours first (§5.3).
             log.replace_from(entries[position:])
         last_new = prev + len(entries)
@@ -572,6 +592,23 @@ class RaftCore:
             if new_commit > self._commit:
                 self._commit = new_commit
         self._reply_append(msg, match_index=last_new)
+
+    def _anomaly(self, text: str, *, fatal: bool = False) -> None:
+        """Record what Raft says cannot happen; the driver logs it (``Ready.anomalies``)."""
+        self._safety_anomalies += 1
+        if len(self._anomalies) < _ANOMALIES_QUEUED_MAX:
+            self._anomalies.append(Anomaly(f"node {self._id}: {text}", fatal))
+        if fatal:
+            self._halted = True
+
+    def _diverged(self, index: int, leader_term: int, leader: NodeId) -> None:
+        ours = self._log.term(index)
+        self._anomaly(
+            f"diverged at index {index} (committed up to {self._commit}): leader {leader} of "
+            f"term {self._term} has an entry of term {leader_term} there, this node's "
+            f"committed log has term {ours}; stopping rather than apply a different history",
+            fatal=True,
+        )
 
     def _reject_append(self, msg: AppendEntries) -> None:
         """Consistency check failed (§5.3). Hint where our log may match: the start of the
@@ -618,7 +655,10 @@ class RaftCore:
         if msg.success:
             if msg.match_index > self._log.last_index:
                 # A follower cannot match entries we never had.
-                self._safety_anomalies += 1
+                self._anomaly(
+                    f"node {msg.src} claims to match index {msg.match_index}, beyond this "
+                    f"leader's last index {self._log.last_index}"
+                )
                 return
             if pr.acknowledged(msg.match_index):
                 self._maybe_commit()
@@ -890,7 +930,8 @@ class RaftCore:
             or log.handed < log.last_index
             or self._read_states
             or self._dropped_reads
-            or min(self._commit, log.persisted) > self._apply_handed
+            or self._anomalies
+            or (not self._halted and min(self._commit, log.persisted) > self._apply_handed)
         ):
             return True
         prev = self._prev_hard
@@ -933,7 +974,7 @@ class RaftCore:
         entries = log.take_unhanded()
         apply_to = min(self._commit, log.persisted)
         committed: tuple[Entry, ...] = ()
-        if apply_to > self._apply_handed:
+        if apply_to > self._apply_handed and not self._halted:
             committed = tuple(log.slice(self._apply_handed + 1, apply_to))
             self._apply_handed = apply_to
         ready = Ready(
@@ -944,7 +985,9 @@ class RaftCore:
             read_states=tuple(self._read_states),
             dropped_reads=tuple(self._dropped_reads),
             soft_state=soft_out,
+            anomalies=tuple(self._anomalies),
         )
+        self._anomalies = []
         self._msgs = []
         self._read_states = []
         self._dropped_reads = []

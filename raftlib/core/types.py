@@ -189,6 +189,17 @@ class SoftState(msgspec.Struct, frozen=True):
     leader: NodeId
 
 
+class Anomaly(msgspec.Struct, frozen=True):
+    """Something Raft says cannot happen, seen by the core (an input no correct cluster can
+    produce: two leaders in one term, a leader whose log contradicts an entry we committed).
+    ``fatal`` ones mean this node's committed state disagrees with the cluster's: the driver
+    must stop the node with ``text`` rather than apply anything more. The others are ignored
+    inputs the driver logs loudly and counts."""
+
+    text: str
+    fatal: bool = False
+
+
 class Ready(msgspec.Struct, frozen=True):
     """The core's output batch. The driver must, in this order:
 
@@ -204,6 +215,8 @@ class Ready(msgspec.Struct, frozen=True):
     on no part of step 1 either: ``committed`` entries were made durable by an earlier Ready.
     ``read_states`` may be served once the applied index reaches each one's ``index``;
     ``dropped_reads`` lists ReadIndex request ids that cannot be served (leadership lost).
+    ``anomalies`` must each be logged at error level; after a fatal one the core is halted
+    and the driver stops the node (``raftlib.errors.Diverged``).
     """
 
     hard_state: HardState | None
@@ -213,6 +226,7 @@ class Ready(msgspec.Struct, frozen=True):
     read_states: tuple[ReadState, ...] = ()
     dropped_reads: tuple[int, ...] = ()
     soft_state: SoftState | None = None
+    anomalies: tuple[Anomaly, ...] = ()
 
     def is_empty(self) -> bool:
         return not (
@@ -223,4 +237,5 @@ class Ready(msgspec.Struct, frozen=True):
             or self.read_states
             or self.dropped_reads
             or self.soft_state is not None
+            or bool(self.anomalies)
         )

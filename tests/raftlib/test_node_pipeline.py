@@ -23,7 +23,8 @@ from raftlib.core.types import (
     Role,
 )
 from raftlib.errors import StorageError
-from raftlib.node import DEFERRED_COMMIT_TICKS_MAX, Node, NodeConfig, open_node
+from raftlib.driver import DEFERRED_COMMIT_TICKS_MAX
+from raftlib.node import Node, NodeConfig, open_node
 from raftlib.storage.memory import MemoryStorage
 from raftlib.testing import RecordingStateMachine, open_local_cluster
 from raftlib.transport.memory import MemoryEndpoint, MemoryNetwork
