@@ -89,6 +89,8 @@ def check_safety(outcome: SimOutcome) -> Check:
         if anomalies:
             violations.append(f"node {node} refused {anomalies} unsafe message(s) (a second "
                               "leader in a term, or a rewrite of committed entries)")
+    for node, reason in sorted(outcome.diverged.items()):
+        violations.append(f"node {node} stopped on divergence: {reason}")
     terms = len(outcome.observer.leaders)
     if violations:
         return Check("safety", False, f"{len(violations)} Raft safety violation(s)",

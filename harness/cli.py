@@ -86,6 +86,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="run the Raft core without CheckQuorum leases (sim only)")
     parser.add_argument("--append-entries-max", type=int, default=d.append_entries_max,
                         help="entries per AppendEntries message at most (sim only)")
+    parser.add_argument("--snapshot-entries", type=int, default=d.snapshot_entries,
+                        help="snapshot every N applied entries (0: never)")
+    parser.add_argument("--snapshot-trailing", type=int, default=d.snapshot_trailing,
+                        help="log entries kept behind a snapshot for slow followers")
+    parser.add_argument("--snapshot-chunk-bytes", type=int, default=d.snapshot_chunk_bytes,
+                        help="bytes per snapshot chunk sent to a follower")
     _add_no_progress(parser)
 
 
@@ -136,6 +142,8 @@ def _options(args: argparse.Namespace, seed: int) -> RunOptions:
         lincheck_timeout=args.lincheck_timeout, bug=args.bug, ops_limit=args.ops_limit,
         pre_vote=args.pre_vote, check_quorum=args.check_quorum,
         append_entries_max=args.append_entries_max,
+        snapshot_entries=args.snapshot_entries, snapshot_trailing=args.snapshot_trailing,
+        snapshot_chunk_bytes=args.snapshot_chunk_bytes,
     )
 
 

@@ -37,6 +37,10 @@ NODES_MAX = 15
 # raftlib.core.CoreConfig's defaults (not imported: options stay free of the library).
 APPEND_ENTRIES_MAX_DEFAULT = 512
 APPEND_ENTRIES_MAX = 1 << 20
+# raftlib.snapshots.SnapshotPolicy's defaults (not imported, as above).
+SNAPSHOT_ENTRIES_DEFAULT = 10_000
+SNAPSHOT_TRAILING_DEFAULT = 1024
+SNAPSHOT_CHUNK_BYTES_DEFAULT = 256 << 10
 CLIENTS_MAX = 1000
 
 
@@ -123,6 +127,12 @@ class RunOptions:
     pre_vote: bool = True
     check_quorum: bool = True
     append_entries_max: int = APPEND_ENTRIES_MAX_DEFAULT
+    # Snapshot thresholds of the nodes (raftlib.snapshots.SnapshotPolicy): a snapshot every
+    # this many applied entries (0: never), entries kept behind it, bytes per chunk sent to a
+    # follower. Tiny values make snapshots, compaction and InstallSnapshot happen all the time.
+    snapshot_entries: int = SNAPSHOT_ENTRIES_DEFAULT
+    snapshot_trailing: int = SNAPSHOT_TRAILING_DEFAULT
+    snapshot_chunk_bytes: int = SNAPSHOT_CHUNK_BYTES_DEFAULT
 
     def __attrs_post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -159,6 +169,9 @@ class RunOptions:
                 raise OptionsError(f"--{name.replace('_', '-')}: must be true or false, got "
                                    f"{getattr(self, name)!r}")
         _integer("append-entries-max", self.append_entries_max, 1, APPEND_ENTRIES_MAX)
+        _integer("snapshot-entries", self.snapshot_entries, 0, 2**31 - 1)
+        _integer("snapshot-trailing", self.snapshot_trailing, 0, 2**31 - 1)
+        _integer("snapshot-chunk-bytes", self.snapshot_chunk_bytes, 1, 16 << 20)
         if self.backend != "sim" and self.core_settings():
             raise OptionsError(f"--{next(iter(self.core_settings())).replace('_', '-')}: core "
                                "settings apply to the simulated cluster; they need --backend sim")
@@ -179,6 +192,11 @@ class RunOptions:
                     "append_entries_max": APPEND_ENTRIES_MAX_DEFAULT}
         return {name: getattr(self, name) for name, default in defaults.items()
                 if getattr(self, name) != default}
+
+    def snapshot_settings(self) -> dict[str, int]:
+        """The nodes' ``SnapshotPolicy`` fields these options set."""
+        return {"entries": self.snapshot_entries, "trailing_entries": self.snapshot_trailing,
+                "chunk_bytes": self.snapshot_chunk_bytes}
 
     def core_text(self) -> str:
         """The non-default core settings for people ("" when every one is the default)."""
@@ -233,6 +251,12 @@ class RunOptions:
             *([] if self.check_quorum else ["--no-check-quorum"]),
             *(["--append-entries-max", str(self.append_entries_max)]
               if self.append_entries_max != APPEND_ENTRIES_MAX_DEFAULT else []),
+            *(["--snapshot-entries", str(self.snapshot_entries)]
+              if self.snapshot_entries != SNAPSHOT_ENTRIES_DEFAULT else []),
+            *(["--snapshot-trailing", str(self.snapshot_trailing)]
+              if self.snapshot_trailing != SNAPSHOT_TRAILING_DEFAULT else []),
+            *(["--snapshot-chunk-bytes", str(self.snapshot_chunk_bytes)]
+              if self.snapshot_chunk_bytes != SNAPSHOT_CHUNK_BYTES_DEFAULT else []),
             "--seed", str(self.seed),
         ]
 

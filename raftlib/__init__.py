@@ -17,8 +17,8 @@ from raftlib.errors import StorageError as StorageError
 from raftlib.node import Node as Node
 from raftlib.node import NodeConfig as NodeConfig
 from raftlib.node import NodeStatus as NodeStatus
-from raftlib.node import StateMachine as StateMachine
 from raftlib.node import open_node as open_node
+from raftlib.statemachine import StateMachine as StateMachine
 
 __all__ = [
     "ConfigError",

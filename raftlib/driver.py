@@ -37,17 +37,38 @@ import attrs
 
 from raftlib.core.raft import RaftCore
 from raftlib.core.types import (
+    Anomaly,
     AppendEntries,
     Entry,
     EntryKind,
     HardState,
+    InstallSnapshot,
     Message,
     NodeId,
     Ready,
     Role,
+    SnapshotChunk,
+    SnapshotChunkAck,
+    SnapshotMeta,
 )
-from raftlib.errors import Diverged, NotLeader, ProposalDropped, ProposalQueueFull, RaftError
+from raftlib.errors import (
+    CorruptSnapshot,
+    Diverged,
+    NotLeader,
+    ProposalDropped,
+    ProposalOutcomeUnknown,
+    ProposalQueueFull,
+    RaftError,
+)
+from raftlib.snapshots import (
+    ReaderFile,
+    SnapshotPolicy,
+    SnapshotReceiver,
+    SnapshotSender,
+    WriterFile,
+)
 from raftlib.statemachine import StateMachine
+from raftlib.storage.base import Recovered, SnapshotReader, SnapshotWriter
 
 log = logging.getLogger("raftlib.driver")
 
@@ -73,6 +94,64 @@ class StorageWriter(Protocol):
 
     def sync(self) -> None: ...
 
+    def compact(self, index: int) -> None: ...
+
+    def reset_log(self, meta: SnapshotMeta) -> None: ...
+
+
+class SnapshotStorage(Protocol):
+    """The snapshot calls of ``raftlib.storage.base.Storage`` the driver makes itself (quick:
+    they open files; the data is written by ``SnapshotWriter.write``)."""
+
+    def create_snapshot(self, meta: SnapshotMeta) -> SnapshotWriter: ...
+
+    def open_snapshot(self) -> SnapshotReader | None: ...
+
+
+class RecoverableStorage(SnapshotStorage, Protocol):
+    def load(self) -> Recovered: ...
+
+
+def recover(storage: RecoverableStorage, state_machine: StateMachine) -> Recovered:
+    """Load durable state; restore the state machine from the snapshot, if there is one (so a
+    restart replays only the log after it)."""
+    recovered = storage.load()
+    if isinstance(recovered, tuple):  # TEMP: until the storage side of snapshots lands
+        recovered = Recovered(recovered[0], None, recovered[1])
+    meta = recovered.snapshot
+    if meta is not None:
+        reader = storage.open_snapshot()
+        if reader is None or reader.meta != meta:
+            raise CorruptSnapshot("<storage>", f"the snapshot at index {meta.index} is missing")
+        _restore(state_machine, reader)
+    return recovered
+
+
+def _restore(state_machine: StateMachine, reader: SnapshotReader) -> None:
+    restore = getattr(state_machine, "restore", None)
+    if restore is None:
+        reader.close()
+        raise CorruptSnapshot("<storage>", "the state machine has no restore() for a snapshot")
+    with ReaderFile(reader) as file:
+        restore(file)
+
+
+StorageOp = Callable[[StorageWriter], None]
+
+
+@attrs.define(eq=False)
+class SnapshotTask:
+    """A local snapshot to write: ``run`` (on a worker thread if the caller likes) writes the
+    state captured at ``meta.index`` into ``writer``; then ``Driver.snapshot_written``."""
+
+    meta: SnapshotMeta
+    writer: SnapshotWriter
+    write: Callable[[Any], None]
+
+    def run(self) -> None:
+        file = WriterFile(self.writer)
+        self.write(file)
+
 
 @attrs.define(eq=False)
 class PersistJob:
@@ -85,9 +164,17 @@ class PersistJob:
     # AppendEntries of this Ready already went to the transport: a caller that can should let
     # them reach the wire before it starts the sync, so the followers' fsyncs overlap ours.
     after_sends: bool = False
+    # Storage calls that go first (commit a snapshot, then compact or reset the log).
+    before: list[StorageOp] = attrs.Factory(list)
+    # The snapshot this job makes current (taken here, or received): the core learns of it
+    # once the job is durable.
+    snapshot: SnapshotMeta | None = None
+    compact_to: int = 0
 
     def write(self, storage: StorageWriter) -> None:
         """Hand the data to storage (not yet durable)."""
+        for op in self.before:
+            op(storage)
         if self.entries:
             storage.append(self.entries)
         if self.hard_state is not None:
@@ -108,6 +195,9 @@ class DriverHooks:
 
     on_apply: Callable[[Sequence[Entry]], None] | None = None
     on_role: Callable[[Role, NodeId, int], None] | None = None
+    # Where anomalies are reported; None: the ``raftlib.driver`` logger at error level (the
+    # simulator writes them to its node log instead).
+    on_anomaly: Callable[[Anomaly], None] | None = None
 
 
 class Driver:
@@ -122,6 +212,8 @@ class Driver:
         not_leader: Callable[[], RaftError] | None = None,
         pending_requests_max: int = 65536,
         hooks: DriverHooks | None = None,
+        storage: SnapshotStorage | None = None,
+        snapshot_policy: SnapshotPolicy | None = None,
     ) -> None:
         self.core = core
         self.state_machine = state_machine
@@ -144,6 +236,28 @@ class Driver:
         self._deferred_hard_state: HardState | None = None
         self._deferred_ticks = 0
         self.stopped: BaseException | None = None
+        # Snapshots (None storage: a driver without them, e.g. a bare core in tests).
+        self._storage = storage
+        self.snapshot_policy = snapshot_policy or SnapshotPolicy()
+        self._snapshots_on = storage is not None and callable(
+            getattr(state_machine, "restore", None)
+        ) and (callable(getattr(state_machine, "snapshot", None))
+               or callable(getattr(state_machine, "prepare_snapshot", None)))
+        self._since_snapshot_entries = 0
+        self._since_snapshot_bytes = 0
+        # A local snapshot handed to the caller to write (``snapshot_task``), until written.
+        self.snapshot_task: SnapshotTask | None = None
+        self._snapshot_running = False
+        self._pending_ops: list[StorageOp] = []
+        self._pending_snapshot: tuple[SnapshotMeta, int] | None = None  # (meta, compact_to)
+        self._pending_local: tuple[StorageOp, SnapshotWriter] | None = None
+        self._senders: dict[NodeId, SnapshotSender] = {}
+        self._next_stream = 1
+        self._receiver: SnapshotReceiver | None = None
+        if storage is not None:
+            self._receiver = SnapshotReceiver(storage.create_snapshot, self.snapshot_policy)
+        # A received snapshot the core accepted, waiting for the Ready that installs it.
+        self._install: tuple[SnapshotMeta, SnapshotWriter] | None = None
         self.counters = dict.fromkeys(
             (
                 "readies",  # Ready batches processed
@@ -153,6 +267,10 @@ class Driver:
                 "append_entries_sent",  # entries in them
                 "early_append_messages",  # AppendEntries sent while a sync was running
                 "anomalies",  # what Raft says cannot happen, logged at error level
+                "snapshots_taken",
+                "snapshots_sent",  # transfers a follower acknowledged whole
+                "snapshots_installed",
+                "snapshot_chunks_sent",
             ),
             0,
         )
@@ -162,12 +280,20 @@ class Driver:
     def step(self, messages: Sequence[Message]) -> None:
         step = self.core.step
         for msg in messages:
-            step(msg)
+            kind = type(msg)
+            if kind is SnapshotChunk:
+                self._on_chunk(msg)  # type: ignore[arg-type]
+            elif kind is SnapshotChunkAck:
+                self._on_chunk_ack(msg)  # type: ignore[arg-type]
+            else:
+                step(msg)
 
     def tick(self) -> None:
         if self._deferred_hard_state is not None:
             self._deferred_ticks += 1
         self.core.tick()
+        if self._senders:
+            self._tick_senders()
 
     def propose(self, datas: Sequence[bytes], waiters: Sequence[Waiter]) -> None:
         """Append commands; each waiter later gets the state machine's result, or an error
@@ -221,7 +347,9 @@ class Driver:
             if rd.anomalies:
                 self._report_anomalies(rd)
             hard_state = self._hard_state_to_sync(rd)
-            if hard_state is None and not rd.entries:
+            if rd.snapshot is not None:
+                self._queue_install(rd.snapshot, rd.snapshot_keeps_log)
+            if hard_state is None and not rd.entries and not self._pending_ops:
                 # Nothing to make durable, so nothing to wait for.
                 if rd.messages:
                     self._send(rd.messages)
@@ -236,7 +364,9 @@ class Driver:
             self._deliver(rd)
             return self._job(rd, rd.entries, hard_state, after_sends=bool(appends))
         deferred = self._deferred_hard_state
-        if deferred is not None and self._deferred_ticks >= DEFERRED_COMMIT_TICKS_MAX:
+        if self._pending_ops or (
+            deferred is not None and self._deferred_ticks >= DEFERRED_COMMIT_TICKS_MAX
+        ):
             self._deferred_hard_state = None
             self._deferred_ticks = 0
             return self._job(None, (), deferred)
@@ -247,6 +377,8 @@ class Driver:
         if job is not self.persisting:
             raise AssertionError("persisted() must get the job pump() handed out last")
         self.persisting = None
+        if job.snapshot is not None:
+            self._snapshot_durable(job)
         rd = job.ready
         if rd is None:
             return
@@ -271,6 +403,14 @@ class Driver:
         self.proposals.clear()
         self.reads.clear()
         self._read_states.clear()
+        for sender in self._senders.values():
+            sender.close()
+        self._senders.clear()
+        if self._receiver is not None:
+            self._receiver.abort()
+        if self._install is not None:
+            self._install[1].abort()
+            self._install = None
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -285,6 +425,12 @@ class Driver:
         self.counters["syncs"] += 1
         self.counters["entries_persisted"] += len(entries)
         job = PersistJob(rd, entries, hard_state, after_sends)
+        if self._pending_ops:
+            job.before, self._pending_ops = self._pending_ops, []
+            if self._pending_snapshot is not None:
+                job.snapshot, job.compact_to = self._pending_snapshot
+                self._pending_snapshot = None
+                self._pending_local = None
         self.persisting = job
         return job
 
@@ -307,9 +453,13 @@ class Driver:
         return hard_state
 
     def _report_anomalies(self, rd: Ready) -> None:
+        report = self._hooks.on_anomaly
         for anomaly in rd.anomalies:
             self.counters["anomalies"] += 1
-            log.error("raft anomaly: %s", anomaly.text)
+            if report is not None:
+                report(anomaly)
+            else:
+                log.error("raft anomaly: %s", anomaly.text)
         fatal = [a.text for a in rd.anomalies if a.fatal]
         if fatal:
             error = Diverged(fatal[0])
@@ -318,10 +468,22 @@ class Driver:
 
     def _send(self, messages: Sequence[Message]) -> None:
         counters = self.counters
+        snapshots = False
         for m in messages:
-            if type(m) is AppendEntries and m.entries:
+            kind = type(m)
+            if kind is AppendEntries and m.entries:  # type: ignore[union-attr]
                 counters["append_messages_sent"] += 1
-                counters["append_entries_sent"] += len(m.entries)
+                counters["append_entries_sent"] += len(m.entries)  # type: ignore[union-attr]
+            elif kind is InstallSnapshot:
+                snapshots = True
+        if snapshots:
+            # The core names the snapshot; its bytes go as chunks (raftlib.snapshots).
+            for m in messages:
+                if type(m) is InstallSnapshot:
+                    self._start_sender(m.dst)
+            messages = [m for m in messages if type(m) is not InstallSnapshot]
+            if not messages:
+                return
         self._send_out(messages)
 
     def _deliver(self, rd: Ready) -> None:
@@ -341,6 +503,8 @@ class Driver:
             self._read_states.append((rs.index, rs.request_id))
         if self._read_states:
             self._serve_reads()
+        if rd.committed and self._snapshots_on:
+            self._maybe_snapshot()
 
     def apply(self, entries: Sequence[Entry]) -> None:
         """Apply the entries after ``applied``, in order, and answer their proposers. Says
@@ -357,6 +521,8 @@ class Driver:
                 )
             value: Any = None
             error: Exception | None = None
+            self._since_snapshot_entries += 1
+            self._since_snapshot_bytes += len(entry.data)
             if entry.kind is normal:
                 try:
                     value = apply(entry.data)
@@ -389,6 +555,167 @@ class Driver:
             else:
                 keep.append((index, request_id))
         self._read_states = keep
+
+
+    # --- snapshots ---------------------------------------------------------------------------
+
+    def _maybe_snapshot(self) -> None:
+        if self._snapshot_running or self._pending_snapshot is not None:
+            return
+        if not self.snapshot_policy.due(self._since_snapshot_entries, self._since_snapshot_bytes):
+            return
+        core = self.core
+        index = self.applied
+        term = core.term_at(index)
+        if term is None or (core.snapshot is not None and index <= core.snapshot.index):
+            return
+        assert self._storage is not None
+        meta = SnapshotMeta(index, term, core.conf)
+        prepare = getattr(self.state_machine, "prepare_snapshot", None)
+        if callable(prepare):
+            # A consistent copy taken now, on the loop; written out wherever the caller likes.
+            write: Callable[[Any], None] = prepare()
+        else:
+            write = self.state_machine.snapshot  # type: ignore[attr-defined]
+        self._snapshot_running = True
+        self._since_snapshot_entries = 0
+        self._since_snapshot_bytes = 0
+        self.snapshot_task = SnapshotTask(meta, self._storage.create_snapshot(meta), write)
+
+    def snapshot_written(self, task: SnapshotTask) -> None:
+        """The caller ran ``task``: commit it with the next storage job, and compact."""
+        self._snapshot_running = False
+        if self.stopped is not None:
+            task.writer.abort()
+            return
+        meta = task.meta
+        writer = task.writer
+        newest = self.core.snapshot
+        overtaken = newest is not None and meta.index <= newest.index
+        if self._pending_snapshot is not None or overtaken:
+            writer.abort()  # a snapshot from the leader overtook it
+            return
+        compact_to = max(0, meta.index - self.snapshot_policy.trailing_entries)
+
+        def commit(storage: StorageWriter) -> None:
+            writer.commit()
+            if compact_to > 0:
+                storage.compact(compact_to)
+
+        self._pending_ops.append(commit)
+        self._pending_snapshot = (meta, compact_to)
+        self._pending_local = (commit, writer)
+
+    def snapshot_failed(self, task: SnapshotTask, error: BaseException) -> None:
+        self._snapshot_running = False
+        task.writer.abort()
+        log.error("snapshot at index %d failed: %r", task.meta.index, error)
+
+    def _snapshot_durable(self, job: PersistJob) -> None:
+        meta = job.snapshot
+        assert meta is not None
+        core = self.core
+        if job.ready is not None and job.ready.snapshot is meta:
+            # Received from the leader: the state machine becomes the snapshot.
+            assert self._storage is not None
+            reader = self._storage.open_snapshot()
+            if reader is None or reader.meta != meta:
+                raise CorruptSnapshot("<storage>", f"installed snapshot {meta.index} is gone")
+            _restore(self.state_machine, reader)
+            self.applied = meta.index
+            # Proposals the snapshot covers: whether they made it is in the snapshot only.
+            for index in [i for i in self.proposals if i <= meta.index]:
+                _term, waiter = self.proposals.pop(index)
+                waiter.set_error(ProposalOutcomeUnknown(
+                    f"entry {index} was covered by the leader's snapshot at {meta.index}"
+                ))
+            if self._read_states:
+                self._serve_reads()
+            self._since_snapshot_entries = 0
+            self._since_snapshot_bytes = 0
+            self.counters["snapshots_installed"] += 1
+            return
+        core.snapshot_taken(meta)
+        if job.compact_to > 0:
+            core.compact(job.compact_to)
+        self.counters["snapshots_taken"] += 1
+
+    def _queue_install(self, meta: SnapshotMeta, keeps_log: bool) -> None:
+        install, self._install = self._install, None
+        if install is None or install[0] is not meta:
+            raise AssertionError(f"the core installs snapshot {meta.index} the driver lacks")
+        writer = install[1]
+        local, self._pending_local = self._pending_local, None
+        if local is not None and local[0] in self._pending_ops:
+            # Our own snapshot, not yet committed, is older than the leader's: drop it.
+            self._pending_ops.remove(local[0])
+            local[1].abort()
+
+        def commit(storage: StorageWriter) -> None:
+            writer.commit()
+            if keeps_log:
+                storage.compact(meta.index)
+            else:
+                storage.reset_log(meta)
+
+        self._pending_ops.append(commit)
+        self._pending_snapshot = (meta, 0)
+
+    def _on_chunk(self, chunk: SnapshotChunk) -> None:
+        core = self.core
+        receiver = self._receiver
+        if receiver is None or chunk.term < core.term or core.role is Role.LEADER:
+            return  # from a deposed leader, or we cannot store snapshots
+        ack, whole = receiver.on_chunk(chunk)
+        if whole is not None:
+            meta = whole.meta
+            core.step(InstallSnapshot(chunk.term, chunk.src, chunk.dst, meta))
+            if core.pending_install is meta and self._install is None:
+                self._install = (meta, whole.writer)
+            else:
+                whole.writer.abort()
+        self._send_out([ack])
+
+    def _on_chunk_ack(self, ack: SnapshotChunkAck) -> None:
+        sender = self._senders.get(ack.src)
+        if sender is None or sender.stream != ack.stream or ack.term != self.core.term:
+            return
+        sender.on_ack(ack.offset)
+        self.core.snapshot_progress(ack.src)
+        if sender.done:
+            sender.close()
+            del self._senders[ack.src]
+            self.counters["snapshots_sent"] += 1
+            return
+        self._send_chunks(sender)
+
+    def _start_sender(self, peer: NodeId) -> None:
+        old = self._senders.pop(peer, None)
+        if old is not None:
+            old.close()
+        if self._storage is None:
+            self.core.snapshot_failed(peer)
+            return
+        sender = SnapshotSender(self._storage, peer, self._next_stream, self.snapshot_policy)
+        self._next_stream += 1
+        self._senders[peer] = sender
+        self._send_chunks(sender)
+
+    def _send_chunks(self, sender: SnapshotSender) -> None:
+        chunks = sender.chunks(self.core.term, self.core.node_id)
+        if chunks:
+            self.counters["snapshot_chunks_sent"] += len(chunks)
+            self._send_out(chunks)
+
+    def _tick_senders(self) -> None:
+        if self.core.role is not Role.LEADER:
+            for sender in self._senders.values():
+                sender.close()
+            self._senders.clear()
+            return
+        for sender in list(self._senders.values()):
+            if sender.tick():
+                self._send_chunks(sender)
 
 
 def _fail_all(waiters: Sequence[Waiter], exc: BaseException) -> None:

@@ -73,3 +73,8 @@ class Diverged(RaftError):
     """This node's committed log contradicts the cluster's (Raft says this cannot happen: a
     disk lost acknowledged data, or a peer is not a correct Raft). The node stops rather than
     apply a history the others do not share; the message names the index and both terms."""
+
+
+class ProposalOutcomeUnknown(RaftError):
+    """The proposal may or may not have been applied, and this node can no longer tell (its
+    state machine was replaced by a snapshot from the leader covering the proposal's index)."""

@@ -44,7 +44,7 @@ from raftlib.core.types import (
     NodeId,
     Role,
 )
-from raftlib.driver import Driver, DriverHooks
+from raftlib.driver import Driver, DriverHooks, SnapshotTask, recover
 from raftlib.errors import (
     ConfigError,
     NotLeader,
@@ -52,6 +52,7 @@ from raftlib.errors import (
     Stopped,
     StorageError,
 )
+from raftlib.snapshots import SnapshotPolicy
 from raftlib.statemachine import StateMachine
 from raftlib.storage.base import Storage
 from raftlib.transport.base import Endpoint, Transport
@@ -100,6 +101,8 @@ class NodeConfig:
     # waits for a disk. False: on the loop itself, which then stalls for each fsync but saves
     # the thread hand-offs (less CPU and latency per sync on a busy machine).
     storage_thread: bool = True
+    # When to snapshot the state machine and compact the log, and how snapshots travel.
+    snapshot: SnapshotPolicy = attrs.field(factory=SnapshotPolicy)
 
     def __attrs_post_init__(self) -> None:
         _check_int("node_id", self.node_id, 1)
@@ -114,6 +117,10 @@ class NodeConfig:
         tick = self.tick_seconds
         if not isinstance(tick, int | float) or not math.isfinite(tick) or tick <= 0:
             raise ConfigError(f"NodeConfig.tick_seconds must be > 0, got {tick!r}")
+        if not isinstance(self.snapshot, SnapshotPolicy):
+            raise ConfigError(
+                f"NodeConfig.snapshot must be a SnapshotPolicy, got {self.snapshot!r}"
+            )
         if not isinstance(self.storage_thread, bool):
             raise ConfigError(
                 f"NodeConfig.storage_thread must be a bool, got {self.storage_thread!r}"
@@ -242,6 +249,12 @@ class _Read:
 
 
 @attrs.define
+class _SnapshotWritten:
+    task: SnapshotTask
+    error: BaseException | None
+
+
+@attrs.define
 class _CancelRead:
     read: _Read
 
@@ -265,7 +278,9 @@ class _SyncDone:
 
 _TICK = _Tick()
 _SYNC_DONE = _SyncDone()
-_Input = list[Message] | _Propose | _Read | _CancelRead | _Call | _Tick | _SyncDone
+_Input = (
+    list[Message] | _Propose | _Read | _CancelRead | _Call | _Tick | _SyncDone | _SnapshotWritten
+)
 
 
 class _SyncWorker:
@@ -348,7 +363,10 @@ class Node:
                     lambda role, _leader, term: on_role(node_id, role, term)
                 ),
             ),
+            storage=storage if hasattr(storage, "create_snapshot") else None,
+            snapshot_policy=config.snapshot,
         )
+        self._nursery: trio.Nursery | None = None
         self._sync_worker: _SyncWorker | None = None
         # The sync's outcome once the worker is back with it.
         self._sync_result: outcome.Outcome[None] | None = None
@@ -542,10 +560,24 @@ class Node:
                     break
                 job.run(storage)
                 driver.persisted(job)
+            task = driver.snapshot_task
+            if task is not None and self._nursery is not None:
+                driver.snapshot_task = None
+                self._nursery.start_soon(self._write_snapshot, task)
         finally:
             if driver.applied != applied:
                 self._applied_changed.set()
                 self._applied_changed = trio.Event()
+
+    async def _write_snapshot(self, task: SnapshotTask) -> None:
+        """Write a snapshot off the event loop (the state machine captured a consistent copy
+        when the driver made the task), then hand it back to the raft loop."""
+        error: BaseException | None = None
+        try:
+            await trio.to_thread.run_sync(task.run, abandon_on_cancel=False)
+        except Exception as exc:
+            error = exc
+        await self._in_tx.send(_SnapshotWritten(task, error))
 
     def _handle(self, item: _Input) -> None:
         driver = self._driver
@@ -561,6 +593,11 @@ class Node:
             pass  # _pump collects the result
         elif isinstance(item, _CancelRead):
             driver.cancel_read(item.read.request_id)
+        elif isinstance(item, _SnapshotWritten):
+            if item.error is None:
+                driver.snapshot_written(item.task)
+            else:
+                driver.snapshot_failed(item.task, item.error)
         else:
             try:
                 item.fn()
@@ -614,21 +651,20 @@ async def open_node(
     """
     if not isinstance(config, NodeConfig):
         raise ConfigError(f"config must be a NodeConfig, got {type(config).__name__}")
-    recovered = storage.load()
-    if isinstance(recovered, tuple):  # TEMP: until the storage side of snapshots lands
-        from raftlib.storage.base import Recovered
-        recovered = Recovered(recovered[0], None, recovered[1])
+    recovered = recover(storage, state_machine)
     core = RaftCore(
         config.core_config(),
         rng if rng is not None else random.Random(config.seed),
         hard_state=recovered.hard_state,
         entries=recovered.entries,
+        snapshot=recovered.snapshot,
     )
     try:
         async with transport.open(config.node_id) as endpoint:
             node = Node(config, core, storage, endpoint, state_machine, hooks)
             try:
                 async with trio.open_nursery() as nursery:
+                    node._nursery = nursery
                     nursery.start_soon(node._raft_loop)
                     nursery.start_soon(node._receiver)
                     nursery.start_soon(node._ticker)

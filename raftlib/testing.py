@@ -25,7 +25,8 @@ import trio
 from raftlib.core.types import Entry, NodeId, Role
 from raftlib.errors import Stopped
 from raftlib.invariants import Observer, log_matching
-from raftlib.node import Node, NodeConfig, NodeHooks, StateMachine, open_node
+from raftlib.node import Node, NodeConfig, NodeHooks, open_node
+from raftlib.statemachine import StateMachine
 from raftlib.storage.memory import MemoryStorage
 from raftlib.transport.memory import LinkFaults, MemoryNetwork
 

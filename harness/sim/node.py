@@ -1,27 +1,26 @@
-"""SimNode: a real ``RaftCore`` on simulated storage and network, driven like raftlib.node.
+"""SimNode: the production driver (``raftlib.driver.Driver``) on simulated disk, network and time.
 
-This driver honours the Ready contract exactly as the production Trio driver does
-(``raftlib/node.py``):
+Everything between the core and the outside world that decides ordering -- what may be sent
+before an fsync, what waits for it, pipelining, the deferred commit index, applying, answering
+proposers, serving reads -- is the same ``Driver`` the Trio node runs. This module keeps only
+what is simulation:
 
-1. persist hard state and entries to ``MemoryStorage``; the ``sync()`` completes after a
-   simulated fsync latency, during which the node is busy and queues its inputs (so a crash in
-   that window loses or tears the unsynced write, and inputs batch up: group commit);
-2. only then send the messages;
-3. apply the committed entries to the state machine and answer their proposers (a proposal
-   is refused as definitely not applied only when another entry commits at its index: one a
-   newer leader merely truncated from this node's log may still commit elsewhere);
-4. ``advance``.
+- the disk: each ``PersistJob`` is written to ``MemoryStorage`` at once (it reaches the OS) and
+  its fsync completes after a simulated latency; meanwhile the node goes on stepping inputs,
+  as the Trio node's loop does while its sync thread works. A crash in that window loses or
+  tears the unsynced write;
+- the network, the clock (ticks at the node's clock rate) and the process: crash drops the
+  core, the driver and the unsynced writes; restart rebuilds them from ``storage.load()``;
+  pause stops all processing (messages and requests queue, ticks are lost);
+- the KV service around the state machine: each client write is wrapped into
+  ``Request(session, seq, now_ms, op)`` (``now_ms`` from this node's clock, as
+  ``raftlib.service`` stamps the leader's time) and a session open into ``OpenSession``; a
+  read goes through the driver's ReadIndex and is answered with ``KvStateMachine.get`` once
+  served.
 
-The object under test is ``raftlib.kv.KvStateMachine``: the node is also the KV service, so it
-wraps each client write into ``Request(session, seq, now_ms, op)`` (``now_ms`` from its own
-clock, as ``raftlib.service`` stamps the leader's time) and a session open into
-``OpenSession``. ReadIndex reads are served once the applied index reaches their read index,
-with ``KvStateMachine.get``. Crash drops the
-core, the inputs in flight and the unsynced writes; restart rebuilds the core from
-``storage.load()`` and replays the log into a fresh state machine (through the first Ready's
-``committed``). Pause stops all processing: messages and requests queue, ticks are lost.
-
-Methods are small on purpose: the bug zoo of the next issue patches them from the harness side.
+Inputs that arrive at one instant are stepped together and pumped once (as the Trio loop
+drains its queue before it pumps). Methods are small on purpose: the bug zoo patches them, and
+the driver's, from the harness side.
 """
 
 from __future__ import annotations
@@ -39,11 +38,13 @@ from harness.sim.network import SimNetwork
 from harness.sim.params import SimParams
 from raftlib.core.config import CoreConfig
 from raftlib.core.raft import RaftCore
-from raftlib.core.types import Entry, EntryKind, Message, NodeId, Ready, Role
-from raftlib.errors import NotLeader, ProposalDropped, ProposalQueueFull
+from raftlib.core.types import Anomaly, Entry, Message, NodeId, Role
+from raftlib.driver import Driver, DriverHooks, PersistJob, recover
+from raftlib.errors import Diverged, NotLeader, ProposalDropped, ProposalQueueFull
 from raftlib.invariants import Observer
 from raftlib.kv.commands import NO_SESSION, Op, OpenSession, Request, encode_command
 from raftlib.kv.machine import KvStateMachine
+from raftlib.snapshots import SnapshotPolicy
 from raftlib.storage.memory import MemoryStorage
 
 
@@ -98,6 +99,44 @@ _MSGS, _REQUEST, _TICK = 0, 1, 2
 EventLog = Callable[[NodeId, str], None]
 
 
+class _Crashed(Exception):
+    """The node crashed holding a request: its outcome is unknown to the client."""
+
+
+class _WriteWaiter:
+    """Turns the driver's answer to a write into the client's reply."""
+
+    __slots__ = ("command", "node", "request")
+
+    def __init__(self, node: SimNode, request: ClientRequest, command: bytes) -> None:
+        self.node = node
+        self.request = request
+        self.command = command
+
+    def set_value(self, value: Any) -> None:
+        self.node._reply(self.request, ReplyKind.OK, value=value, command=self.command)
+
+    def set_error(self, error: BaseException) -> None:
+        self.node._reply_error(self.request, error)
+
+
+class _ReadWaiter:
+    """Answers a read from the state machine at the moment the driver serves it."""
+
+    __slots__ = ("node", "request")
+
+    def __init__(self, node: SimNode, request: ClientRequest) -> None:
+        self.node = node
+        self.request = request
+
+    def set_value(self, value: Any) -> None:
+        node = self.node
+        node._reply(self.request, ReplyKind.OK, value=node.sm.get(self.request.key))
+
+    def set_error(self, error: BaseException) -> None:
+        self.node._reply_error(self.request, error)
+
+
 class SimNode:
     def __init__(
         self,
@@ -111,8 +150,10 @@ class SimNode:
         log: EventLog,
         seed: int,
         core_settings: Mapping[str, Any] | None = None,
+        snapshot_settings: Mapping[str, int] | None = None,
     ) -> None:
         self.id = node_id
+        self._snapshot_policy = SnapshotPolicy(**(snapshot_settings or {}))
         # core_settings: CoreConfig fields the run sets (RunOptions.core_settings()).
         self._config = CoreConfig(
             node_id=node_id,
@@ -134,19 +175,24 @@ class SimNode:
         self.state = NodeState.DOWN
         self.incarnation = 0
         self.core: RaftCore | None = None
+        self.driver: Driver | None = None
         self.sm = KvStateMachine()
         self.clock_rate = 1.0
-        self.busy = False
-        self._deferred: Ready | None = None  # an fsync that completed while paused
+        self._deferred: PersistJob | None = None  # an fsync that completed while paused
         self._inbox: deque[tuple[int, Any]] = deque()
-        self._proposals: dict[int, tuple[int, ClientRequest]] = {}  # index -> (term, request)
-        self._reads: dict[int, ClientRequest] = {}
-        self._read_states: list[tuple[int, int]] = []
-        self._next_read_id = 1
-        self.applied = 0
+        self._pump_scheduled = False
         self.crashes = 0
         self.ticks = 0
         self.inbox_dropped = 0
+        # Counters of earlier lives (a crash must not hide what a node saw before it).
+        self.past_invalid_messages = 0
+        self.past_safety_anomalies = 0
+        # Set when the driver stopped this node on a fatal anomaly: it stays down.
+        self.diverged: str | None = None
+
+    @property
+    def applied(self) -> int:
+        return self.driver.applied if self.driver is not None else 0
 
     # --- lifecycle (the nemesis calls these) ------------------------------------------------
 
@@ -154,20 +200,35 @@ class SimNode:
         """Boot (or reboot) from what the storage holds."""
         if self.state is not NodeState.DOWN:
             raise AssertionError(f"node {self.id}: start while {self.state.value}")
-        hard_state, entries = self.storage.load()
+        if self.diverged is not None:
+            return  # stopped on divergence: an operator must look at it first
+        self.sm = KvStateMachine()
+        recovered = recover(self.storage, self.sm)
+        hard_state, entries = recovered.hard_state, recovered.entries
         self.incarnation += 1
         rng = random.Random(f"{self._seed}:core:{self.id}:{self.incarnation}")
-        self.core = RaftCore(self._config, rng, hard_state=hard_state, entries=entries)
-        self.sm = KvStateMachine()
-        self.applied = 0
+        self.core = RaftCore(self._config, rng, hard_state=hard_state, entries=entries,
+                             snapshot=recovered.snapshot)
+        storage = self.storage
+        self.driver = Driver(
+            self.core,
+            self.sm,
+            self._send,
+            pending_requests_max=self._params.pending_requests_max,
+            hooks=DriverHooks(on_apply=self._saw_apply, on_role=self._saw_role,
+                              on_anomaly=self._saw_anomaly),
+            storage=storage if hasattr(storage, "create_snapshot") else None,
+            snapshot_policy=self._snapshot_policy,
+        )
         self.state = NodeState.UP
+        self._pump_scheduled = False  # one scheduled by an earlier life never runs
         self._observer.saw_restart(self.id)
         self._log(self.id, f"start: term={hard_state.term} commit={hard_state.commit} "
                            f"log={len(entries)} entries")
         # A random phase, so nodes do not tick in lockstep.
         phase = 1 + int(self._disk_rng.random() * self._params.tick_us)
         self._loop.after(phase, self._tick, self.incarnation)
-        self._drain()
+        self._pump()
 
     def restart(self) -> None:
         """The end of a kill window: boot again if still down (two windows may overlap)."""
@@ -180,8 +241,8 @@ class SimNode:
         self.state = NodeState.DOWN
         self.incarnation += 1
         self.crashes += 1
-        self.core = None
-        self.busy = False
+        self._forget_core()
+        driver, self.driver = self.driver, None
         self._deferred = None
         unsynced = self.storage.statistics().unsynced_appends
         self.storage.crash(
@@ -191,17 +252,20 @@ class SimNode:
         self._log(self.id, f"crash ({how}{', torn write' if torn else ''}; "
                            f"{unsynced} unsynced appends)")
         # Every connection to this node breaks: its clients learn the outcome is unknown.
-        for _term, request in self._proposals.values():
-            self._reply(request, ReplyKind.LOST)
-        for request in self._reads.values():
-            self._reply(request, ReplyKind.LOST)
+        if driver is not None:
+            driver.stop(_Crashed())
         for tag, item in self._inbox:
             if tag == _REQUEST:
                 self._reply(item, ReplyKind.LOST)
-        self._proposals.clear()
-        self._reads.clear()
-        self._read_states.clear()
         self._inbox.clear()
+
+    def _forget_core(self) -> None:
+        core = self.core
+        if core is not None:
+            status = core.status()
+            self.past_invalid_messages += status.invalid_messages
+            self.past_safety_anomalies += status.safety_anomalies
+        self.core = None
 
     def pause(self) -> None:
         if self.state is NodeState.UP:
@@ -217,8 +281,7 @@ class SimNode:
         if deferred is not None:
             self._deferred = None
             self._complete_persist(deferred)
-        else:
-            self._run_inbox()
+        self._run_inbox()
 
     # --- inputs -----------------------------------------------------------------------------
 
@@ -226,24 +289,23 @@ class SimNode:
         if self.state is NodeState.DOWN:
             self._network.counters["dropped_down"] += len(msgs)
             return
-        if self.busy or self.state is NodeState.PAUSED:
+        if self.state is NodeState.PAUSED:
             self._enqueue(_MSGS, msgs)
             return
-        core = self.core
-        assert core is not None
-        for msg in msgs:
-            core.step(msg)
-        self._drain()
+        driver = self.driver
+        assert driver is not None
+        driver.step(msgs)
+        self._schedule_pump()
 
     def request(self, request: ClientRequest) -> None:
         if self.state is NodeState.DOWN:
             self._reply(request, ReplyKind.UNAVAILABLE)
             return
-        if self.busy or self.state is NodeState.PAUSED:
+        if self.state is NodeState.PAUSED:
             self._enqueue(_REQUEST, request)
             return
         self._handle_request(request)
-        self._drain()
+        self._schedule_pump()
 
     def _tick(self, incarnation: int) -> None:
         if incarnation != self.incarnation:
@@ -253,13 +315,10 @@ class SimNode:
         if self.state is NodeState.PAUSED:
             return  # a stopped process's timers fire once it runs again: ticks are lost
         self.ticks += 1
-        if self.busy:
-            self._enqueue(_TICK, None)
-            return
-        core = self.core
-        assert core is not None
-        core.tick()
-        self._drain()
+        driver = self.driver
+        assert driver is not None
+        driver.tick()
+        self._schedule_pump()
 
     def _enqueue(self, tag: int, item: Any) -> None:
         if len(self._inbox) >= self._params.inbox_items_max:
@@ -270,46 +329,35 @@ class SimNode:
         self._inbox.append((tag, item))
 
     def _run_inbox(self) -> None:
-        """Handle what queued up while busy or paused, in batches, then the Readies."""
+        """Handle what queued up while paused, in batches, pumping after each."""
         inbox = self._inbox
         limit = self._params.inputs_per_iteration_max
-        while inbox and not self.busy and self.state is NodeState.UP:
-            core = self.core
-            assert core is not None
+        while inbox and self.state is NodeState.UP:
+            driver = self.driver
+            assert driver is not None
             for _ in range(min(limit, len(inbox))):
                 tag, item = inbox.popleft()
                 if tag == _MSGS:
-                    for msg in item:
-                        core.step(msg)
+                    driver.step(item)
                 elif tag == _REQUEST:
                     self._handle_request(item)
                 else:
-                    core.tick()
-            self._drain()
-        if not inbox and not self.busy and self.state is NodeState.UP:
-            self._drain()
+                    driver.tick()
+            self._pump()
+        self._pump()
 
     def _handle_request(self, request: ClientRequest) -> None:
-        core = self.core
-        assert core is not None
+        driver = self.driver
+        assert driver is not None
         if request.kind is RequestKind.READ:
             self._handle_read(request)
             return
+        core = driver.core
         if core.role is not Role.LEADER:
             self._reply(request, ReplyKind.NOT_LEADER, leader=core.leader)
             return
-        if len(self._proposals) >= self._params.pending_requests_max:
-            self._reply(request, ReplyKind.REJECTED)
-            return
-        try:
-            index = core.propose(self._command(request))
-        except NotLeader as exc:
-            self._reply(request, ReplyKind.NOT_LEADER, leader=exc.leader_id)
-            return
-        except (ProposalDropped, ProposalQueueFull):
-            self._reply(request, ReplyKind.REJECTED)
-            return
-        self._proposals[index] = (core.term, request)
+        command = self._command(request)
+        driver.propose([command], [_WriteWaiter(self, request, command)])
 
     def _command(self, request: ClientRequest) -> bytes:
         """The log command of a write or session open, stamped with this leader's clock."""
@@ -320,127 +368,103 @@ class SimNode:
         return encode_command(Request(request.session, request.seq, now_ms, request.write))
 
     def _handle_read(self, request: ClientRequest) -> None:
-        """A linearizable read: ReadIndex (thesis §6.4), forwarded by a follower."""
-        core = self.core
-        assert core is not None
-        if len(self._reads) >= self._params.pending_requests_max:
-            self._reply(request, ReplyKind.REJECTED)
-            return
-        request_id = self._next_read_id
-        self._next_read_id += 1
-        self._reads[request_id] = request
-        core.read_index(request_id)
+        """A linearizable read: the driver's ReadIndex (thesis §6.4), forwarded by a follower."""
+        driver = self.driver
+        assert driver is not None
+        driver.read(_ReadWaiter(self, request))
 
-    # --- the Ready contract -----------------------------------------------------------------
+    # --- the driver -------------------------------------------------------------------------
 
-    def _drain(self) -> None:
-        core = self.core
-        if core is None or self.busy or self.state is not NodeState.UP:
+    def _schedule_pump(self) -> None:
+        """Pump once after every input of this instant (the Trio loop drains its queue before
+        it pumps: the same batching)."""
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            self._loop.after(0, self._scheduled_pump, self.incarnation)
+
+    def _scheduled_pump(self, incarnation: int) -> None:
+        if incarnation != self.incarnation:
             return
-        for _ in range(self._params.readies_per_drain_max):
-            if not core.has_ready():
-                return
-            rd = core.ready()
-            if rd.soft_state is not None:
-                self._saw_role(rd.soft_state.role, rd.soft_state.leader, core.term)
-            if rd.hard_state is not None or rd.entries:
-                self._begin_persist(rd)
-                return
-            self._finish(rd)
-        raise AssertionError(f"node {self.id}: more than {self._params.readies_per_drain_max} "
-                             "Readies in one drain")
+        self._pump_scheduled = False
+        if self.state is NodeState.UP:
+            self._pump()
+
+    def _pump(self) -> None:
+        driver = self.driver
+        if driver is None or self.state is not NodeState.UP:
+            return
+        try:
+            job = driver.pump()
+        except Diverged as exc:
+            self._halt(str(exc))
+            return
+        if job is not None:
+            self._begin_persist(job)
+        task = driver.snapshot_task
+        if task is not None:
+            # Written at once: the simulated disk takes no time for it (its commit, with the
+            # next job, does: it waits for that job's fsync).
+            driver.snapshot_task = None
+            task.run()
+            driver.snapshot_written(task)
+            self._schedule_pump()
+
+    def _halt(self, reason: str) -> None:
+        """The driver stopped this node: its committed log contradicts the leader's. It stays
+        down (a real node exits with this error) and the run's safety check reports it."""
+        self.diverged = reason
+        self._log(self.id, f"stopped: {reason}")
+        self.crash(lose_unsynced=False, torn=False)
+        self.crashes -= 1  # not a fault the nemesis injected
+
+    def _send(self, messages: Sequence[Message]) -> None:
+        self._network.send(self.id, messages)
 
     def _saw_role(self, role: Role, leader: NodeId, term: int) -> None:
         if role is Role.LEADER:
             self._observer.saw_leader(self.id, term)
         self._log(self.id, f"role {role.value} term={term} leader={leader}")
 
-    def _begin_persist(self, rd: Ready) -> None:
-        """Step 1: write now (it reaches the OS), fsync completes after the disk latency."""
-        storage = self.storage
-        if rd.entries:
-            storage.append(rd.entries)
-        if rd.hard_state is not None:
-            storage.set_hard_state(rd.hard_state)
-        self.busy = True
+    def _saw_anomaly(self, anomaly: Anomaly) -> None:
+        self._log(self.id, f"{'FATAL ' if anomaly.fatal else ''}anomaly: {anomaly.text}")
+
+    def _saw_apply(self, entries: Sequence[Entry]) -> None:
+        self._observer.saw_committed(entries)
+        self._observer.saw_applied(self.id, entries)
+
+    def _begin_persist(self, job: PersistJob) -> None:
+        """Write now (it reaches the OS); the fsync completes after the disk latency."""
+        job.write(self.storage)
         params = self._params
         latency = params.fsync_us_min + int(
             self._disk_rng.random() * (params.fsync_us_max - params.fsync_us_min + 1)
         )
-        self._loop.after(latency, self._fsync_done, (self.incarnation, rd))
+        self._loop.after(latency, self._fsync_done, (self.incarnation, job))
 
-    def _fsync_done(self, item: tuple[int, Ready]) -> None:
-        incarnation, rd = item
+    def _fsync_done(self, item: tuple[int, PersistJob]) -> None:
+        incarnation, job = item
         if incarnation != self.incarnation:
             return  # the node crashed before its fsync returned
         if self.state is NodeState.PAUSED:
-            self._deferred = rd
+            self._deferred = job
             return
-        self._complete_persist(rd)
+        self._complete_persist(job)
+        self._pump()
 
-    def _complete_persist(self, rd: Ready) -> None:
+    def _complete_persist(self, job: PersistJob) -> None:
         self.storage.sync()
-        self.busy = False
-        self._finish(rd)
-        self._run_inbox()
+        driver = self.driver
+        assert driver is not None
+        driver.persisted(job)
 
-    def _finish(self, rd: Ready) -> None:
-        """Steps 2-4 of the contract, in the production driver's order."""
-        if rd.messages:
-            self._network.send(self.id, rd.messages)
-        if rd.committed:
-            self._apply(rd.committed)
-        if rd.dropped_reads:
-            leader = self.core.leader if self.core is not None else 0
-            for request_id in rd.dropped_reads:
-                request = self._reads.pop(request_id, None)
-                if request is not None:
-                    self._reply(request, ReplyKind.NOT_LEADER, leader=leader)
-        for rs in rd.read_states:
-            self._read_states.append((rs.index, rs.request_id))
-        if self._read_states:
-            self._serve_reads()
-        core = self.core
-        assert core is not None
-        core.advance(rd)
-
-    def _apply(self, entries: Sequence[Entry]) -> None:
-        self._observer.saw_committed(entries)
-        self.apply_in_order(entries)
-
-    def apply_in_order(self, entries: Sequence[Entry]) -> None:
-        """Apply entries (the next ones after ``applied``) and answer their proposers. Says
-        nothing about whether they are committed: ``_apply`` does, for committed ones (the bug
-        zoo's apply-before-commit calls this directly)."""
-        self._observer.saw_applied(self.id, entries)
-        for entry in entries:
-            if entry.index != self.applied + 1:
-                raise AssertionError(
-                    f"node {self.id}: apply out of order: applied={self.applied}, "
-                    f"next entry {entry.index}"
-                )
-            result = None
-            if entry.kind is EntryKind.NORMAL:
-                result = self.sm.apply(entry.data)
-            self.applied = entry.index
-            pending = self._proposals.pop(entry.index, None)
-            if pending is not None:
-                term, request = pending
-                if term == entry.term and entry.kind is EntryKind.NORMAL:
-                    self._reply(request, ReplyKind.OK, value=result, command=entry.data)
-                else:
-                    self._reply(request, ReplyKind.REJECTED)
-
-    def _serve_reads(self) -> None:
-        keep: list[tuple[int, int]] = []
-        for index, request_id in self._read_states:
-            if index <= self.applied:
-                request = self._reads.pop(request_id, None)
-                if request is not None:
-                    self._reply(request, ReplyKind.OK, value=self.sm.get(request.key))
-            else:
-                keep.append((index, request_id))
-        self._read_states = keep
+    def _reply_error(self, request: ClientRequest, error: BaseException) -> None:
+        if isinstance(error, NotLeader):
+            self._reply(request, ReplyKind.NOT_LEADER, leader=error.leader_id)
+        elif isinstance(error, ProposalDropped | ProposalQueueFull):
+            self._reply(request, ReplyKind.REJECTED)
+        else:
+            # A crash (or a stop) while the request was in flight: outcome unknown.
+            self._reply(request, ReplyKind.LOST)
 
     def _reply(
         self, request: ClientRequest, kind: ReplyKind, *, value: Any = None, leader: NodeId = 0,
@@ -453,6 +477,15 @@ class SimNode:
 
     def is_leader(self) -> bool:
         return self.core is not None and self.core.role is Role.LEADER
+
+    def anomaly_counts(self) -> tuple[int, int]:
+        """(invalid messages, safety anomalies) over every life of this node."""
+        invalid, anomalies = self.past_invalid_messages, self.past_safety_anomalies
+        if self.core is not None:
+            status = self.core.status()
+            invalid += status.invalid_messages
+            anomalies += status.safety_anomalies
+        return invalid, anomalies
 
     def log_entries(self) -> list[Entry]:
         if self.core is not None:

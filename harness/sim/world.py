@@ -61,6 +61,8 @@ class SimOutcome:
     observer: Observer
     logs: dict[NodeId, list[Entry]]
     anomalies: dict[NodeId, tuple[int, int]]  # node -> (invalid messages, safety anomalies)
+    # node -> why its driver stopped it (its committed log contradicted a leader's)
+    diverged: dict[NodeId, str]
     acknowledged: list[bytes]
     liveness: Liveness
     node_log: list[str]
@@ -102,6 +104,7 @@ class SimWorld:
                 node_id, voters, loop=self.loop, network=self.network, params=p,
                 observer=self.observer, log=self._node_event, seed=seed,
                 core_settings=options.core_settings(),
+                snapshot_settings=options.snapshot_settings(),
             )
             for node_id in voters
         }
@@ -258,11 +261,7 @@ class SimWorld:
         acknowledged: list[bytes] = []
         for client in [*self.clients, *([self._probe] if self._probe else [])]:
             acknowledged.extend(client.ok_writes)
-        anomalies = {}
-        for node in self.nodes.values():
-            if node.core is not None:
-                status = node.core.status()
-                anomalies[node.id] = (status.invalid_messages, status.safety_anomalies)
+        anomalies = {node.id: node.anomaly_counts() for node in self.nodes.values()}
         stats = {
             "simulated_seconds": self.loop.now_us / 1_000_000,
             "events": self.loop.events_run,
@@ -288,6 +287,7 @@ class SimWorld:
             observer=self.observer,
             logs={n.id: n.log_entries() for n in self.nodes.values()},
             anomalies=anomalies,
+            diverged={n.id: n.diverged for n in self.nodes.values() if n.diverged},
             acknowledged=acknowledged,
             liveness=self.liveness,
             node_log=self.node_log,

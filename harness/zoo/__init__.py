@@ -90,6 +90,10 @@ BUGS: dict[str, Bug] = {
         _bug("ack-before-fsync", "a Ready is acted on (acks sent, entries applied, client "
              "told ok) before its fsync returns", bugs.ack_before_fsync,
              workload="append", nemesis=("disk",), nemesis_interval=0.5, rate=200.0),
+        _bug("send-before-fsync", "votes and append acknowledgements leave before the "
+             "fsync of what they promise (only AppendEntries may)", bugs.send_before_fsync,
+             workload="register", nemesis=("partition", "delay", "crash-after-vote", "disk"),
+             nemesis_interval=0.3, pre_vote=False, check_quorum=False),
         _bug("no-prevlog-check", "a follower skips the prevLogIndex/prevLogTerm "
              "consistency check on append", bugs.no_prevlog_check,
              workload="append", nemesis=("partition", "kill"), nemesis_interval=0.5,

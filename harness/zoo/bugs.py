@@ -30,6 +30,7 @@ from raftlib.core.types import (
     Ready,
     Role,
 )
+from raftlib.driver import Driver, PersistJob
 from raftlib.kv.commands import KvError, Result
 from raftlib.kv.sessions import SessionTable
 from raftlib.storage.memory import MemoryStorage
@@ -76,32 +77,62 @@ def ack_before_fsync() -> list[Patch]:
     """The driver acts on a Ready as soon as it is written, before its fsync returns: votes and
     append acknowledgements go out, the leader counts itself, entries are applied and clients
     told ``ok`` while the data can still vanish in a power loss (correct: persist, THEN send
-    and apply, the Ready contract)."""
+    and advance, the Ready contract). Planted in the shared driver, which production runs."""
 
-    def wrap_begin(original: Callable[..., Any]) -> Callable[..., Any]:
-        def begin_persist(self: SimNode, rd: Ready) -> None:
-            original(self, rd)  # written; the fsync is scheduled
-            self.busy = False
-            self._finish(rd)
-            # Keep draining after this Ready, as if the fsync had already returned.
-            self._loop.after(0, _continue, (self, self.incarnation))
+    def wrap_pump(original: Callable[..., Any]) -> Callable[..., Any]:
+        def pump(self: Driver) -> PersistJob | None:
+            job: PersistJob | None = original(self)
+            if job is not None:
+                # What ``persisted`` does, now, with the fsync still to come.
+                self.persisting = None
+                if job.ready is not None:
+                    held = [m for m in job.ready.messages if type(m) is not AppendEntries]
+                    if held:
+                        self._send(held)
+                    self.core.advance(job.ready)
+            return job
 
-        return begin_persist
+        return pump
 
-    def wrap_complete(original: Callable[..., Any]) -> Callable[..., Any]:
-        def complete_persist(self: SimNode, rd: Ready) -> None:
-            self.storage.sync()  # the late fsync: everything was already acted on
-            self._run_inbox()
+    def wrap_persisted(original: Callable[..., Any]) -> Callable[..., Any]:
+        def persisted(self: Driver, job: PersistJob) -> None:
+            if self.persisting is job:
+                original(self, job)
+            # else: the late fsync of a job already acted on
 
-        return complete_persist
+        return persisted
 
-    return [(SimNode, "_begin_persist", wrap_begin), (SimNode, "_complete_persist", wrap_complete)]
+    return [(Driver, "persisted", wrap_persisted), (Driver, "pump", wrap_pump)]
 
 
-def _continue(item: tuple[SimNode, int]) -> None:
-    node, incarnation = item
-    if incarnation == node.incarnation and not node.busy:
-        node._run_inbox()
+def send_before_fsync() -> list[Patch]:
+    """The driver sends every message of a Ready at once, votes and append acknowledgements
+    included, while the hard state and entries they promise are still on their way to the
+    disk (correct: only AppendEntries may leave before the fsync, thesis §10.2.1). A power
+    loss then forgets a vote already counted. Planted in the shared driver."""
+
+    def wrap_pump(original: Callable[..., Any]) -> Callable[..., Any]:
+        def pump(self: Driver) -> PersistJob | None:
+            job: PersistJob | None = original(self)
+            if job is not None and job.ready is not None:
+                held = [m for m in job.ready.messages if type(m) is not AppendEntries]
+                if held:
+                    self._send(held)
+            return job
+
+        return pump
+
+    def wrap_persisted(original: Callable[..., Any]) -> Callable[..., Any]:
+        def persisted(self: Driver, job: PersistJob) -> None:
+            if job is not self.persisting:
+                raise AssertionError("persisted() must get the job pump() handed out last")
+            self.persisting = None
+            if job.ready is not None:
+                self.core.advance(job.ready)  # its messages already left in pump
+
+        return persisted
+
+    return [(Driver, "pump", wrap_pump), (Driver, "persisted", wrap_persisted)]
 
 
 # --- replication ------------------------------------------------------------------------------
@@ -186,26 +217,28 @@ def leader_ignores_higher_term() -> list[Patch]:
 def apply_before_commit() -> list[Patch]:
     """The driver applies entries as soon as they are stored locally, before they are
     committed, and answers the leader's clients from that (correct: apply only what
-    Ready.committed hands over, §5.3)."""
+    Ready.committed hands over, §5.3). Planted in the shared driver."""
 
-    def wrap_finish(original: Callable[..., Any]) -> Callable[..., Any]:
-        def finish(self: SimNode, rd: Ready) -> None:
-            original(self, rd)
-            early = [entry for entry in rd.entries if entry.index > self.applied]
+    def wrap_persisted(original: Callable[..., Any]) -> Callable[..., Any]:
+        def persisted(self: Driver, job: PersistJob) -> None:
+            original(self, job)
+            early = [entry for entry in job.entries if entry.index > self.applied]
             if early and early[0].index == self.applied + 1:
-                self.apply_in_order(early)
+                self.apply(early)
 
-        return finish
+        return persisted
 
-    def wrap_apply(original: Callable[..., Any]) -> Callable[..., Any]:
-        def apply(self: SimNode, entries: Sequence[Entry]) -> None:
-            self._observer.saw_committed(entries)
-            # Whatever was applied early is not applied again, even if it was replaced.
-            self.apply_in_order([entry for entry in entries if entry.index > self.applied])
+    def wrap_deliver(original: Callable[..., Any]) -> Callable[..., Any]:
+        def deliver(self: Driver, rd: Ready) -> None:
+            if rd.committed:
+                # Whatever was applied early is not applied again, even if it was replaced.
+                later = tuple(e for e in rd.committed if e.index > self.applied)
+                rd = msgspec.structs.replace(rd, committed=later)
+            original(self, rd)
 
-        return apply
+        return deliver
 
-    return [(SimNode, "_finish", wrap_finish), (SimNode, "_apply", wrap_apply)]
+    return [(Driver, "persisted", wrap_persisted), (Driver, "_deliver", wrap_deliver)]
 
 
 # --- reads and sessions -----------------------------------------------------------------------

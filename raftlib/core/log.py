@@ -1,16 +1,18 @@
-"""The core's in-memory view of the log: every entry, plus how much of it is durable.
+"""The core's in-memory view of the log: the entries after a snapshot, and how much is durable.
 
-Entries are kept in one list (index ``i`` at position ``i - 1``; raftlib has no snapshots yet).
-Three watermarks split the log::
+The log starts right after a *base* (``base_index``, ``base_term``): 0/0 for a log that was
+never compacted, else the last entry a snapshot covers (or an earlier one, when trailing
+entries are kept for slow followers). Entry ``i`` sits at position ``i - base_index - 1``.
+Three watermarks, all absolute indexes, split it::
 
-    1 ............ persisted ........ handed ............ last_index
+    base ......... persisted ........ handed ............ last_index
     | durable (the driver advanced | given to the driver | not yet given to
     | a Ready holding them)        | in a Ready, not yet | the driver
     |                              | acknowledged        |
 
-``persisted <= handed <= last_index`` always. Replacing a conflicting suffix moves both marks
-back below the first replaced index, so the replacement is handed out again and the storage
-truncates there.
+``base_index <= persisted <= handed <= last_index`` always. Replacing a conflicting suffix
+moves both marks back below the first replaced index, so the replacement is handed out again
+and the storage truncates there.
 
 Terms never decrease along a log (each leader appends in its own, newer term), so looking up
 "the first entry of term t" or "the last entry with term <= t" is a binary search.
@@ -28,44 +30,67 @@ _term_of = attrgetter("term")
 
 
 class RaftLog:
-    __slots__ = ("_entries", "handed", "persisted")
+    __slots__ = ("_entries", "base_index", "base_term", "handed", "persisted")
 
-    def __init__(self, entries: Sequence[Entry] = ()) -> None:
+    def __init__(
+        self, entries: Sequence[Entry] = (), base_index: int = 0, base_term: int = 0
+    ) -> None:
+        self.base_index = base_index
+        self.base_term = base_term
         self._entries: list[Entry] = list(entries)
+        if self._entries and self._entries[0].index != base_index + 1:
+            raise AssertionError(
+                f"log starts at {self._entries[0].index}, not right after base {base_index}"
+            )
         # Entries given by the constructor come from storage: they are durable.
-        self.persisted = len(self._entries)
-        self.handed = len(self._entries)
+        self.persisted = self.last_index
+        self.handed = self.last_index
 
     # --- queries ---------------------------------------------------------------------------
 
     @property
+    def first_index(self) -> int:
+        """The first index held (``last_index + 1`` when empty)."""
+        return self.base_index + 1
+
+    @property
     def last_index(self) -> int:
-        return len(self._entries)
+        return self.base_index + len(self._entries)
 
     @property
     def last_term(self) -> int:
         entries = self._entries
-        return entries[-1].term if entries else 0
+        return entries[-1].term if entries else self.base_term
 
     def term(self, index: int) -> int | None:
-        """Term of the entry at ``index``; 0 for index 0; None when there is no such entry."""
+        """Term of the entry at ``index``: the base's at the base, 0 at 0; None when the entry
+        is not held (past the end, or compacted away)."""
+        base = self.base_index
+        if index == base:
+            return self.base_term
+        if base < index <= base + len(self._entries):
+            return self._entries[index - base - 1].term
         if index == 0:
             return 0
-        if 0 < index <= len(self._entries):
-            return self._entries[index - 1].term
         return None
 
     def entry(self, index: int) -> Entry:
-        return self._entries[index - 1]
+        if index <= self.base_index:
+            raise AssertionError(f"entry {index} is compacted (base {self.base_index})")
+        return self._entries[index - self.base_index - 1]
 
     def slice(self, lo: int, hi: int) -> list[Entry]:
-        """Entries with ``lo <= index <= hi`` (clamped to the log)."""
-        return self._entries[max(lo, 1) - 1 : max(hi, 0)]
+        """Held entries with ``lo <= index <= hi`` (clamped to the log)."""
+        base = self.base_index
+        return self._entries[max(lo - base, 1) - 1 : max(hi - base, 0)]
 
     def entries_from(self, lo: int, count_max: int, bytes_max: int) -> list[Entry]:
         """Up to ``count_max`` entries from ``lo`` whose data totals at most ``bytes_max``
         bytes, but always at least one entry when ``lo`` exists (progress over precision)."""
-        batch = self._entries[lo - 1 : lo - 1 + count_max]
+        if lo <= self.base_index:
+            raise AssertionError(f"entries from {lo}: compacted (base {self.base_index})")
+        start = lo - self.base_index - 1
+        batch = self._entries[start : start + count_max]
         if not batch:
             return batch
         total = 0
@@ -86,27 +111,38 @@ class RaftLog:
         Used by a follower that rejects an append: with ``term`` the term at the rejected
         index, it names where that term starts in its log so the leader can skip it whole.
         """
-        lo = max(lo, 1)
+        base = self.base_index
+        lo = max(lo, base + 1)
+        hi = min(hi, self.last_index)
         if lo > hi:
             return hi + 1
-        position = bisect_left(self._entries, term, lo - 1, hi, key=_term_of)
-        return position + 1
+        position = bisect_left(self._entries, term, lo - base - 1, hi - base, key=_term_of)
+        return position + base + 1
 
     def last_index_of_term_at_most(self, term: int, hi: int) -> int:
-        """The largest index <= ``hi`` whose term is <= ``term`` (0 when none)."""
-        hi = min(hi, len(self._entries))
-        if hi <= 0:
-            return 0
-        return bisect_right(self._entries, term, 0, hi, key=_term_of)
+        """The largest index <= ``hi`` whose term is <= ``term`` (the base when no held entry
+        qualifies but the base does; 0 when the base's term is newer too)."""
+        base = self.base_index
+        hi = min(hi, self.last_index)
+        if hi <= base:
+            return min(hi, base) if self.base_term <= term else 0
+        found = bisect_right(self._entries, term, 0, hi - base, key=_term_of)
+        if found == 0:
+            return base if self.base_term <= term else 0
+        return found + base
 
     def find_conflict(self, entries: Sequence[Entry]) -> int:
         """Position in ``entries`` of the first one that is not already in our log (either
-        past our end or with a different term at its index); ``len(entries)`` when all are."""
+        past our end or with a different term at its index); ``len(entries)`` when all are.
+        Entries at or below the base count as present (a snapshot covers them)."""
         ours = self._entries
-        have = len(ours)
+        base = self.base_index
+        have = base + len(ours)
         for position, entry in enumerate(entries):
             index = entry.index
-            if index > have or ours[index - 1].term != entry.term:
+            if index <= base:
+                continue
+            if index > have or ours[index - base - 1].term != entry.term:
                 return position
         return len(entries)
 
@@ -114,9 +150,9 @@ class RaftLog:
 
     def append(self, entries: Sequence[Entry]) -> None:
         """Append entries that directly follow the last one (the leader's own proposals)."""
-        if entries and entries[0].index != len(self._entries) + 1:
+        if entries and entries[0].index != self.last_index + 1:
             raise AssertionError(
-                f"append at {entries[0].index} does not follow last index {len(self._entries)}"
+                f"append at {entries[0].index} does not follow last index {self.last_index}"
             )
         self._entries.extend(entries)
 
@@ -126,19 +162,44 @@ class RaftLog:
         if not entries:
             return
         first = entries[0].index
-        if not 1 <= first <= len(self._entries) + 1:
-            raise AssertionError(f"replace at {first} leaves a gap after {len(self._entries)}")
-        if first <= len(self._entries):
-            del self._entries[first - 1 :]
+        last = self.last_index
+        if not self.base_index < first <= last + 1:
+            raise AssertionError(
+                f"replace at {first} outside ({self.base_index}, {last + 1}]"
+            )
+        if first <= last:
+            del self._entries[first - self.base_index - 1 :]
             # The replaced suffix must be written again, and what storage held there is void.
             self.handed = min(self.handed, first - 1)
             self.persisted = min(self.persisted, first - 1)
         self._entries.extend(entries)
 
+    def compact(self, index: int) -> None:
+        """Drop every entry up to ``index`` (a durable snapshot covers them): it becomes the
+        base. Only durable entries may go (the caller also keeps what is not yet applied)."""
+        if index <= self.base_index:
+            return
+        if index > self.persisted:
+            raise AssertionError(f"compact to {index} beyond persisted {self.persisted}")
+        term = self.term(index)
+        assert term is not None
+        del self._entries[: index - self.base_index]
+        self.base_index = index
+        self.base_term = term
+
+    def restore(self, index: int, term: int) -> None:
+        """Replace the whole log by a snapshot's base: it now starts after ``index``; what
+        storage holds is void (the driver resets it with the same Ready)."""
+        self._entries = []
+        self.base_index = index
+        self.base_term = term
+        self.persisted = index
+        self.handed = index
+
     def take_unhanded(self) -> tuple[Entry, ...]:
         """Entries not yet given to the driver; they count as handed from now on."""
-        start = self.handed
-        self.handed = len(self._entries)
+        start = self.handed - self.base_index
+        self.handed = self.last_index
         return tuple(self._entries[start:])
 
     def mark_persisted(self, last_index: int) -> None:
@@ -149,8 +210,8 @@ class RaftLog:
             self.persisted = upto
 
     def check(self) -> None:
-        if not 0 <= self.persisted <= self.handed <= len(self._entries):
+        if not self.base_index <= self.persisted <= self.handed <= self.last_index:
             raise AssertionError(
-                f"log watermarks out of order: persisted={self.persisted} "
-                f"handed={self.handed} last={len(self._entries)}"
+                f"log watermarks out of order: base={self.base_index} "
+                f"persisted={self.persisted} handed={self.handed} last={self.last_index}"
             )

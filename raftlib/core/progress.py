@@ -21,6 +21,10 @@ from collections import deque
 class ProgressState(enum.Enum):
     PROBE = "probe"
     REPLICATE = "replicate"
+    # The follower needs entries this leader has compacted away: a snapshot is on its way
+    # (``pending_snapshot`` is its index). Nothing else is sent but heartbeats until the
+    # follower acknowledges it, or the transfer fails or times out (then PROBE again).
+    SNAPSHOT = "snapshot"
 
 
 class Inflights:
@@ -73,9 +77,11 @@ class Progress:
         "inflights",
         "match",
         "next",
+        "pending_snapshot",
         "probe_sent",
         "read_acked",
         "recent_active",
+        "snapshot_elapsed",
         "state",
     )
 
@@ -91,6 +97,9 @@ class Progress:
         self.read_acked = 0
         # The commit index last sent, so a new one goes out even when no entries do.
         self.commit_sent = 0
+        self.pending_snapshot = 0
+        # Ticks since the snapshot transfer last made progress (SNAPSHOT state).
+        self.snapshot_elapsed = 0
         self.inflights = Inflights(inflight_appends_max)
         self.check()
 
@@ -110,6 +119,13 @@ class Progress:
         self.inflights.reset()
         self.next = self.match + 1
 
+    def become_snapshot(self, snapshot_index: int) -> None:
+        self.state = ProgressState.SNAPSHOT
+        self.pending_snapshot = snapshot_index
+        self.snapshot_elapsed = 0
+        self.probe_sent = False
+        self.inflights.reset()
+
     def become_replicate(self) -> None:
         self.state = ProgressState.REPLICATE
         self.probe_sent = False
@@ -117,6 +133,8 @@ class Progress:
         self.next = self.match + 1
 
     def is_paused(self) -> bool:
+        if self.state is ProgressState.SNAPSHOT:
+            return True
         if self.state is ProgressState.PROBE:
             return self.probe_sent
         return self.inflights.full()
@@ -138,7 +156,11 @@ class Progress:
             self.match = match_index
             if self.next <= match_index:
                 self.next = match_index + 1
-        if self.state is ProgressState.PROBE:
+        if self.state is ProgressState.SNAPSHOT:
+            # The follower installed the snapshot (or already had entries past it).
+            if self.match >= self.pending_snapshot:
+                self.become_replicate()
+        elif self.state is ProgressState.PROBE:
             # The probe point itself was confirmed: stream from here on.
             if match_index >= self.next - 1:
                 self.become_replicate()
@@ -150,14 +172,25 @@ class Progress:
         """The follower refused an append whose prev_log_index was ``rejected_index``; the
         leader computed ``next_hint`` from the follower's conflict hints. Returns whether the
         rejection was current (a stale or duplicate one changes nothing)."""
+        if self.state is ProgressState.SNAPSHOT:
+            return False  # heartbeats while the snapshot travels: their refusal says nothing
+        latest = rejected_index == self.next - 1
         if self.state is ProgressState.REPLICATE:
-            # Anything at or below match was accepted long ago: this answer is stale.
-            if rejected_index <= self.match:
+            # Anything at or below match was accepted long ago: an answer to an older message
+            # is stale. One to the latest (a heartbeat at match) is not: see below.
+            if rejected_index <= self.match and not latest:
                 return False
             self.become_probe()
-        elif rejected_index != self.next - 1:
+        elif not latest:
             # In PROBE only the answer to the latest probe counts.
             return False
+        if rejected_index <= self.match:
+            # The follower refuses an index it acknowledged: its disk lost entries (wiped,
+            # restored from a backup, unsynced writes gone), or this rejection is from before
+            # it caught up. Either way forget what it acknowledged and probe from its hints:
+            # a lower match only delays commits, while keeping it would leave the follower
+            # stuck below it forever.
+            self.match = 0
         self.next = max(self.match + 1, min(next_hint, rejected_index))
         self.probe_sent = False
         return True

@@ -45,9 +45,11 @@ from raftlib.core.types import (
     Anomaly,
     AppendEntries,
     AppendEntriesResponse,
+    ConfState,
     Entry,
     EntryKind,
     HardState,
+    InstallSnapshot,
     Message,
     NodeId,
     ReadIndexRequest,
@@ -57,6 +59,7 @@ from raftlib.core.types import (
     RequestVote,
     RequestVoteResponse,
     Role,
+    SnapshotMeta,
     SoftState,
     TimeoutNow,
 )
@@ -66,6 +69,9 @@ from raftlib.errors import ConfigError, NotLeader, ProposalDropped, ProposalQueu
 # them; a message claiming more is not from a correct peer.
 _VALUE_MAX = (1 << 63) - 1
 _ENTRY_KINDS = (EntryKind.NORMAL, EntryKind.NOOP)
+# A snapshot transfer that shows no progress (``RaftCore.snapshot_progress``) for this many
+# election timeouts is presumed lost: the follower is probed again, which restarts it.
+SNAPSHOT_STALL_ELECTION_TIMEOUTS = 5
 # Anomaly descriptions held for the next Ready; past it they are only counted (a peer gone
 # wrong must not grow our memory).
 _ANOMALIES_QUEUED_MAX = 64
@@ -103,6 +109,9 @@ class CoreStatus:
     # cluster; tests assert it.
     invalid_messages: int
     safety_anomalies: int
+    # The first index the log holds, and the latest snapshot's (0: none yet).
+    first_index: int = 1
+    snapshot_index: int = 0
 
 
 @attrs.define
@@ -123,13 +132,20 @@ class RaftCore:
         rng: Rng,
         hard_state: HardState = HardState(),  # noqa: B008 - immutable value
         entries: Sequence[Entry] = (),
-        applied: int = 0,
+        applied: int | None = None,
+        snapshot: SnapshotMeta | None = None,
     ) -> None:
+        """Restart from durable state: the hard state, the latest snapshot (None before the
+        first) and the log after it. ``applied`` is where the state machine stands (the
+        snapshot's index when it was just restored from it: the default)."""
         if not isinstance(config, CoreConfig):
             raise ConfigError(f"config must be a CoreConfig, got {type(config).__name__}")
-        _check_restart_state(hard_state, entries, applied)
+        base = snapshot.index if snapshot is not None else 0
+        if applied is None:
+            applied = base
+        _check_restart_state(hard_state, entries, applied, snapshot)
         durable_hard_state = hard_state
-        hard_state = _recovered_hard_state(hard_state, entries)
+        hard_state = _recovered_hard_state(hard_state, entries, snapshot)
         self.config = config
         self._rng = rng
         self._id = config.node_id
@@ -139,8 +155,15 @@ class RaftCore:
 
         self._term = hard_state.term
         self._vote = hard_state.vote
-        self._commit = hard_state.commit
-        self._log = RaftLog(entries)
+        # A snapshot holds only committed entries: commit is at least its index.
+        self._commit = max(hard_state.commit, base)
+        self._log = RaftLog(entries, base, snapshot.term if snapshot is not None else 0)
+        # The latest durable snapshot: what a follower behind the log's start is sent.
+        self._snapshot = snapshot
+        self._conf = snapshot.conf if snapshot is not None else ConfState(tuple(config.voters))
+        # A snapshot received from the leader and accepted, for the next Ready.
+        self._snapshot_to_install: SnapshotMeta | None = None
+        self._snapshot_keeps_log = False
         self._applied = applied
         # Highest index given to the driver in Ready.committed (applied once advanced).
         self._apply_handed = applied
@@ -185,6 +208,7 @@ class RaftCore:
             TimeoutNow: self._on_timeout_now,  # type: ignore[dict-item]
             ReadIndexRequest: self._on_read_request,  # type: ignore[dict-item]
             ReadIndexResponse: self._on_read_response,  # type: ignore[dict-item]
+            InstallSnapshot: self._on_install_snapshot,  # type: ignore[dict-item]
         }
         self._check_invariants()
 
@@ -222,9 +246,32 @@ class RaftCore:
     def applied_index(self) -> int:
         return self._applied
 
+    @property
+    def first_index(self) -> int:
+        """The first index the log holds (entries before it are in the snapshot)."""
+        return self._log.first_index
+
+    @property
+    def snapshot(self) -> SnapshotMeta | None:
+        """The latest durable snapshot this node knows of."""
+        return self._snapshot
+
+    @property
+    def conf(self) -> ConfState:
+        return self._conf
+
+    @property
+    def pending_install(self) -> SnapshotMeta | None:
+        """A received snapshot this core accepted, not yet handed out in a Ready."""
+        return self._snapshot_to_install
+
+    def term_at(self, index: int) -> int | None:
+        """The term of the entry at ``index`` (None when not held: compacted or beyond)."""
+        return self._log.term(index)
+
     def log_entries(self) -> list[Entry]:
-        """A copy of the whole in-memory log (tests and invariant checkers)."""
-        return self._log.slice(1, self._log.last_index)
+        """A copy of the in-memory log after its base (tests and invariant checkers)."""
+        return self._log.slice(self._log.first_index, self._log.last_index)
 
     def entries(self, lo: int, hi: int) -> list[Entry]:
         """Entries with ``lo <= index <= hi`` (clamped to the log), persisted or not."""
@@ -248,6 +295,8 @@ class RaftCore:
             progress=_pytypes.MappingProxyType(progress),
             invalid_messages=self._invalid_messages,
             safety_anomalies=self._safety_anomalies,
+            first_index=self._log.first_index,
+            snapshot_index=self._snapshot.index if self._snapshot is not None else 0,
         )
 
     # --- inputs: time ----------------------------------------------------------------------
@@ -265,6 +314,13 @@ class RaftCore:
 
     def _tick_leader(self) -> None:
         cfg = self.config
+        stall = SNAPSHOT_STALL_ELECTION_TIMEOUTS * cfg.election_timeout_ticks_max
+        for pr in self._progress.values():
+            if pr.state is ProgressState.SNAPSHOT:
+                pr.snapshot_elapsed += 1
+                if pr.snapshot_elapsed >= stall:
+                    pr.become_probe()
+                    self._send_pending = True
         self._heartbeat_elapsed += 1
         self._election_elapsed += 1
         if self._election_elapsed >= cfg.election_timeout_ticks_min:
@@ -428,6 +484,15 @@ class RaftCore:
             return type(msg.request_id) is int  # type: ignore[union-attr]
         if kind is ReadIndexResponse:
             return type(msg.request_id) is int and _plain(msg.index)  # type: ignore[union-attr]
+        if kind is InstallSnapshot:
+            meta = msg.meta  # type: ignore[union-attr]
+            return (
+                type(meta) is SnapshotMeta
+                and _plain(meta.index)
+                and _plain(meta.term)
+                and meta.index >= 1
+                and 1 <= meta.term <= msg.term
+            )
         return True
 
     @staticmethod
@@ -563,13 +628,16 @@ class RaftCore:
             # Our log up to commit must already match every later leader's (Leader
             # Completeness). Check that it does -- a leader contradicting a committed entry
             # means a disk lost acknowledged data somewhere: stop, never answer "success" --
-            # then skip what we have committed and go on from there.
-            if log.term(prev) != msg.prev_log_term:
+            # then skip what we have committed and go on from there. (Entries our snapshot
+            # covers are committed too; their terms are not held, so not compared.)
+            ours = log.term(prev)
+            if ours is not None and ours != msg.prev_log_term:
                 self._diverged(prev, msg.prev_log_term, msg.src)
                 return
             skip = min(commit - prev, len(entries))
             for entry in entries[:skip]:
-                if log.term(entry.index) != entry.term:
+                ours = log.term(entry.index)
+                if ours is not None and ours != entry.term:
                     self._diverged(entry.index, entry.term, msg.src)
                     return
             if skip == len(entries):
@@ -609,6 +677,87 @@ class RaftCore:
             f"committed log has term {ours}; stopping rather than apply a different history",
             fatal=True,
         )
+
+    def _on_install_snapshot(self, msg: InstallSnapshot) -> None:
+        """The leader's snapshot is whole in a file of our storage (the driver streamed it):
+        take it unless we already have everything it holds (thesis §5.1, Figure 5.3)."""
+        if self._role is Role.LEADER:
+            self._anomaly(f"two leaders in term {self._term}: this node and node {msg.src}")
+            return
+        if self._role is not Role.FOLLOWER:
+            self._become_follower(self._term, msg.src)
+        elif self._leader != msg.src:
+            if self._leader != NO_NODE:
+                self._anomaly(
+                    f"two leaders in term {self._term}: node {self._leader} and node {msg.src}"
+                )
+                return
+            self._set_leader(msg.src)
+        self._election_elapsed = 0
+        meta = msg.meta
+        log = self._log
+        if meta.index <= self._commit or self._snapshot_to_install is not None:
+            # Nothing new in it (or one install at a time): say how far we are.
+            self._reply_append_to(msg.src, self._commit, 0)
+            return
+        ours = log.term(meta.index)
+        if ours is not None and ours != meta.term and meta.index <= self._commit:
+            self._diverged(meta.index, meta.term, msg.src)
+            return
+        keeps = ours == meta.term and meta.index <= log.persisted
+        if keeps:
+            # Our log holds its last entry: keep what follows (§5.1 / Figure 13 step 6).
+            log.compact(meta.index)
+        else:
+            log.restore(meta.index, meta.term)
+        self._snapshot = meta
+        self._conf = meta.conf
+        self._commit = meta.index
+        # The state machine is replaced wholesale: nothing at or below it is applied again.
+        self._apply_handed = meta.index
+        self._snapshot_to_install = meta
+        self._snapshot_keeps_log = keeps
+        self._reply_append_to(msg.src, meta.index, 0)
+
+    def _reply_append_to(self, dst: NodeId, match_index: int, read_ctx: int) -> None:
+        self._send(
+            AppendEntriesResponse(self._term, self._id, dst, True, match_index, read_ctx=read_ctx)
+        )
+
+    # --- snapshots (the driver's calls) ----------------------------------------------------
+
+    def snapshot_taken(self, meta: SnapshotMeta) -> None:
+        """A snapshot of this node's state machine is durable in storage: followers behind the
+        log's start will be sent it."""
+        if not isinstance(meta, SnapshotMeta):
+            raise TypeError(f"meta must be a SnapshotMeta, got {type(meta).__name__}")
+        if meta.index > self._applied:
+            raise AssertionError(f"snapshot at {meta.index} beyond applied {self._applied}")
+        if self._log.term(meta.index) not in (None, meta.term):
+            raise AssertionError(f"snapshot at {meta.index} has the wrong term {meta.term}")
+        if self._snapshot is None or meta.index > self._snapshot.index:
+            self._snapshot = meta
+
+    def compact(self, index: int) -> None:
+        """Forget the in-memory entries up to ``index``: a durable snapshot covers them and the
+        state machine has applied them (the driver then compacts storage the same way)."""
+        snap = self._snapshot
+        if snap is None or index > snap.index:
+            raise AssertionError(f"compact to {index}: no durable snapshot covers it")
+        self._log.compact(min(index, self._applied, self._log.persisted))
+
+    def snapshot_progress(self, peer: NodeId) -> None:
+        """The transfer of a snapshot to ``peer`` made progress (a chunk was acknowledged)."""
+        pr = self._progress.get(peer)
+        if pr is not None and pr.state is ProgressState.SNAPSHOT:
+            pr.snapshot_elapsed = 0
+
+    def snapshot_failed(self, peer: NodeId) -> None:
+        """The transfer to ``peer`` broke off: probe it again (which retries the snapshot)."""
+        pr = self._progress.get(peer)
+        if pr is not None and pr.state is ProgressState.SNAPSHOT:
+            pr.become_probe()
+            self._send_pending = True
 
     def _reject_append(self, msg: AppendEntries) -> None:
         """Consistency check failed (§5.3). Hint where our log may match: the start of the
@@ -717,10 +866,14 @@ class RaftCore:
         term = self._term
         sent = False
         while pr.next <= last and not pr.is_paused():
+            if pr.next <= log.base_index:
+                # What it needs next is compacted away: send the snapshot instead.
+                self._send_snapshot(peer, pr)
+                return
             prev = pr.next - 1
-            batch = log.entries_from(pr.next, cfg.append_entries_max, cfg.append_bytes_max)
             prev_term = log.term(prev)
             assert prev_term is not None
+            batch = log.entries_from(pr.next, cfg.append_entries_max, cfg.append_bytes_max)
             self._msgs.append(
                 AppendEntries(
                     term,
@@ -744,13 +897,28 @@ class RaftCore:
         if heartbeat or (stale_commit and not pr.is_paused()):
             prev = pr.next - 1
             prev_term = log.term(prev)
-            assert prev_term is not None
+            if pr.state is ProgressState.SNAPSHOT:
+                # Keep its election timer quiet while the snapshot travels; from a point we
+                # still know the term of (its answer is ignored in this state).
+                prev, prev_term = log.base_index, log.base_term
+            elif prev_term is None:
+                self._send_snapshot(peer, pr)
+                return
             self._msgs.append(
                 AppendEntries(
                     term, self._id, peer, prev, prev_term, (), self._commit, self._read_seq
                 )
             )
             pr.commit_sent = self._commit
+
+    def _send_snapshot(self, peer: NodeId, pr: Progress) -> None:
+        snap = self._snapshot
+        if snap is None or snap.index < self._log.base_index:
+            raise AssertionError(
+                f"log compacted to {self._log.base_index} without a snapshot covering it"
+            )
+        pr.become_snapshot(snap.index)
+        self._msgs.append(InstallSnapshot(self._term, self._id, peer, snap))
 
     def _broadcast_heartbeat(self) -> None:
         for peer, pr in self._progress.items():
@@ -931,6 +1099,7 @@ class RaftCore:
             or self._read_states
             or self._dropped_reads
             or self._anomalies
+            or self._snapshot_to_install is not None
             or (not self._halted and min(self._commit, log.persisted) > self._apply_handed)
         ):
             return True
@@ -986,7 +1155,11 @@ class RaftCore:
             dropped_reads=tuple(self._dropped_reads),
             soft_state=soft_out,
             anomalies=tuple(self._anomalies),
+            snapshot=self._snapshot_to_install,
+            snapshot_keeps_log=self._snapshot_keeps_log,
         )
+        self._snapshot_to_install = None
+        self._snapshot_keeps_log = False
         self._anomalies = []
         self._msgs = []
         self._read_states = []
@@ -1001,6 +1174,8 @@ class RaftCore:
         if ready is not self._outstanding:
             raise AssertionError("advance() must get the Ready returned by the last ready()")
         self._outstanding = None
+        if ready.snapshot is not None and ready.snapshot.index > self._applied:
+            self._applied = ready.snapshot.index  # the state machine was restored from it
         if ready.entries:
             self._log.mark_persisted(ready.entries[-1].index)
         if ready.committed:
@@ -1012,6 +1187,12 @@ class RaftCore:
     def _check_invariants(self) -> None:
         log = self._log
         log.check()
+        snap_index = self._snapshot.index if self._snapshot is not None else 0
+        if log.base_index > snap_index:
+            raise AssertionError(
+                f"node {self._id}: log compacted to {log.base_index} beyond the snapshot "
+                f"at {snap_index}"
+            )
         if not 0 <= self._applied <= self._apply_handed <= self._commit <= log.last_index:
             raise AssertionError(
                 f"node {self._id}: expected applied {self._applied} <= handed "
@@ -1026,22 +1207,32 @@ class RaftCore:
                     raise AssertionError(f"node {self._id}: next past our log: {pr!r}")
 
 
-def _recovered_hard_state(hard_state: HardState, entries: Sequence[Entry]) -> HardState:
-    """The hard state to restart with when the log holds an entry newer than the durable term.
+def _recovered_hard_state(
+    hard_state: HardState, entries: Sequence[Entry], snapshot: SnapshotMeta | None
+) -> HardState:
+    """The hard state to restart with when the log (or the snapshot) holds an entry newer than
+    the durable term.
 
-    A crash between the fsync of appended entries and the fsync of the hard state (storage may
-    write them in that order so that a durable commit index never points past the durable log)
-    leaves entries of term T with a durable term < T. Nothing that depended on the lost hard
-    state was sent (the driver sends only after both are durable), so no vote cast in T was
-    ever counted: restarting in term T with no vote is exactly as if we had learnt of T from
-    the entry's leader and not voted yet (found by the harness, kv workload, seed 77).
+    A crash between the fsync of appended entries (or of a received snapshot) and the fsync of
+    the hard state (storage may write them in that order so that a durable commit index never
+    points past the durable log) leaves entries of term T with a durable term < T. Nothing
+    that depended on the lost hard state was sent (the driver sends only after both are
+    durable), so no vote cast in T was ever counted: restarting in term T with no vote is
+    exactly as if we had learnt of T from the entry's leader and not voted yet (found by the
+    harness, kv workload, seed 77).
     """
-    if entries and entries[-1].term > hard_state.term:
-        return HardState(entries[-1].term, NO_NODE, hard_state.commit)
+    newest = entries[-1].term if entries else (snapshot.term if snapshot is not None else 0)
+    if newest > hard_state.term:
+        return HardState(newest, NO_NODE, hard_state.commit)
     return hard_state
 
 
-def _check_restart_state(hard_state: HardState, entries: Sequence[Entry], applied: int) -> None:
+def _check_restart_state(
+    hard_state: HardState,
+    entries: Sequence[Entry],
+    applied: int,
+    snapshot: SnapshotMeta | None,
+) -> None:
     """Storage handed us a state that no correct run can produce: refuse with the field."""
     if not isinstance(hard_state, HardState):
         raise ConfigError(f"hard_state must be a HardState, got {type(hard_state).__name__}")
@@ -1050,11 +1241,19 @@ def _check_restart_state(hard_state: HardState, entries: Sequence[Entry], applie
             raise ConfigError(
                 f"hard_state.{name} must be an int >= 0, got {getattr(hard_state, name)!r}"
             )
-    last_term = 0
+    base, last_term = 0, 0
+    if snapshot is not None:
+        if not isinstance(snapshot, SnapshotMeta):
+            raise ConfigError(f"snapshot must be a SnapshotMeta, got {type(snapshot).__name__}")
+        if not (_plain(snapshot.index) and _plain(snapshot.term) and snapshot.index >= 1
+                and snapshot.term >= 1):
+            raise ConfigError(f"snapshot index and term must be ints >= 1, got {snapshot!r}")
+        base, last_term = snapshot.index, snapshot.term
     for position, entry in enumerate(entries):
-        if not isinstance(entry, Entry) or entry.index != position + 1:
+        if not isinstance(entry, Entry) or entry.index != base + position + 1:
             raise ConfigError(
-                f"entries[{position}] must be the Entry with index {position + 1}, got {entry!r}"
+                f"entries[{position}] must be the Entry with index {base + position + 1}, "
+                f"got {entry!r}"
             )
         # An entry may be newer than the durable term: see _recovered_hard_state.
         if not (_plain(entry.term) and last_term <= entry.term and entry.term >= 1):
@@ -1063,9 +1262,13 @@ def _check_restart_state(hard_state: HardState, entries: Sequence[Entry], applie
                 f"entry's term {last_term}"
             )
         last_term = entry.term
-    if hard_state.commit > len(entries):
+    last = base + len(entries)
+    if hard_state.commit > last:
         raise ConfigError(
-            f"hard_state.commit {hard_state.commit} is beyond the last entry {len(entries)}"
+            f"hard_state.commit {hard_state.commit} is beyond the last entry {last}"
         )
-    if not _plain(applied) or applied > hard_state.commit:
-        raise ConfigError(f"applied {applied!r} must be in [0, hard_state.commit]")
+    if not _plain(applied) or applied > max(hard_state.commit, base) or applied < base:
+        raise ConfigError(
+            f"applied {applied!r} must be in [snapshot index {base}, "
+            f"commit {max(hard_state.commit, base)}]"
+        )

@@ -155,6 +155,47 @@ class ReadIndexResponse(msgspec.Struct, frozen=True, array_like=True, tag=7):
     index: int
 
 
+class InstallSnapshot(msgspec.Struct, frozen=True, array_like=True, tag=8):
+    """Leader -> follower whose next entry the leader has compacted away: replace your state
+    with snapshot ``meta`` (thesis §5.1). The core sends and receives only this; the snapshot's
+    bytes travel beside it as ``SnapshotChunk``s that the drivers stream (with flow control and a
+    checksum), and the receiving driver steps this message into its core only once the whole
+    snapshot is in a file of its storage."""
+
+    term: int
+    src: NodeId
+    dst: NodeId
+    meta: SnapshotMeta
+
+
+class SnapshotChunk(msgspec.Struct, frozen=True, array_like=True, tag=9):
+    """Leader driver -> follower driver: ``data`` at byte ``offset`` of the snapshot ``meta``
+    stands for (``size`` bytes in all, CRC-32C ``crc`` of the whole payload, checked when the
+    last chunk arrives). ``stream`` tells one transfer from a restarted one."""
+
+    term: int
+    src: NodeId
+    dst: NodeId
+    meta: SnapshotMeta
+    stream: int
+    offset: int
+    size: int
+    crc: int
+    data: bytes
+
+
+class SnapshotChunkAck(msgspec.Struct, frozen=True, array_like=True, tag=10):
+    """Follower driver -> leader driver: every byte before ``offset`` of ``stream`` arrived
+    (``offset`` == size: the snapshot is whole and handed to the core); ``offset`` -1: refused,
+    start again."""
+
+    term: int
+    src: NodeId
+    dst: NodeId
+    stream: int
+    offset: int
+
+
 Message = (
     RequestVote
     | RequestVoteResponse
@@ -163,6 +204,9 @@ Message = (
     | TimeoutNow
     | ReadIndexRequest
     | ReadIndexResponse
+    | InstallSnapshot
+    | SnapshotChunk
+    | SnapshotChunkAck
 )
 MESSAGE_TYPES: tuple[type[Message], ...] = (
     RequestVote,
@@ -172,6 +216,9 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     TimeoutNow,
     ReadIndexRequest,
     ReadIndexResponse,
+    InstallSnapshot,
+    SnapshotChunk,
+    SnapshotChunkAck,
 )
 
 
@@ -227,6 +274,12 @@ class Ready(msgspec.Struct, frozen=True):
     dropped_reads: tuple[int, ...] = ()
     soft_state: SoftState | None = None
     anomalies: tuple[Anomaly, ...] = ()
+    # A snapshot received from the leader that the core accepted: before this Ready's entries
+    # and hard state, commit its file (the driver holds it) and then either drop the log up to
+    # its index (``snapshot_keeps_log``: the log already holds its last entry) or reset the
+    # log to start after it; once durable, restore the state machine from it.
+    snapshot: SnapshotMeta | None = None
+    snapshot_keeps_log: bool = False
 
     def is_empty(self) -> bool:
         return not (
@@ -238,4 +291,5 @@ class Ready(msgspec.Struct, frozen=True):
             or self.dropped_reads
             or self.soft_state is not None
             or bool(self.anomalies)
+            or self.snapshot is not None
         )

@@ -40,12 +40,16 @@ import msgspec
 from raftlib.core.types import (
     AppendEntries,
     AppendEntriesResponse,
+    InstallSnapshot,
     Message,
     NodeId,
     ReadIndexRequest,
     ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
+    SnapshotChunk,
+    SnapshotChunkAck,
+    SnapshotMeta,
     TimeoutNow,
 )
 
@@ -220,6 +224,27 @@ def validate_message(message: Message) -> str | None:
         return _validate_counters(request_id=message.request_id)
     if isinstance(message, ReadIndexResponse):
         return _validate_counters(request_id=message.request_id, index=message.index)
+    if isinstance(message, InstallSnapshot):
+        return _validate_meta(message.meta, term)
+    if isinstance(message, SnapshotChunk):
+        reason = _validate_meta(message.meta, term)
+        if reason is not None:
+            return reason
+        reason = _validate_counters(
+            stream=message.stream, offset=message.offset, size=message.size, crc=message.crc
+        )
+        if reason is not None:
+            return reason
+        if message.offset + len(message.data) > message.size:
+            return (
+                f"chunk at {message.offset} of {len(message.data)} bytes overruns the "
+                f"snapshot's size {message.size}"
+            )
+        return None
+    if isinstance(message, SnapshotChunkAck):
+        if not -1 <= message.offset <= _U64_MAX:
+            return f"offset {message.offset} out of range"
+        return _validate_counters(stream=message.stream)
     if isinstance(message, RequestVoteResponse | TimeoutNow):
         return None
     return f"unknown message type {type(message).__name__}"  # pragma: no cover
@@ -229,6 +254,24 @@ def _validate_counters(**values: int) -> str | None:
     for name, value in values.items():
         if not 0 <= value <= _U64_MAX:
             return f"{name} {value} out of range"
+    return None
+
+
+def _validate_meta(meta: SnapshotMeta, term: int) -> str | None:
+    if meta.index < 1:
+        return f"snapshot index {meta.index} must be >= 1"
+    reason = _validate_position(meta.index, meta.term, term, "snapshot")
+    if reason is not None:
+        return reason
+    if meta.term < 1:
+        return f"snapshot term {meta.term} must be >= 1"
+    conf = meta.conf
+    for group in (conf.voters, conf.learners, conf.voters_outgoing):
+        for node in group:
+            if not 0 < node <= _U64_MAX:
+                return f"snapshot configuration names node {node}"
+    if not conf.voters:
+        return "snapshot configuration has no voters"
     return None
 
 

@@ -12,6 +12,7 @@ from harness.options import RunOptions
 from harness.runner import run
 from harness.sim.nemesis_runtime import NemesisRuntime
 from harness.sim.node import ClientRequest, ReplyKind, SimNode
+from raftlib.driver import Driver
 from raftlib.kv.commands import Set
 from raftlib.kv.machine import KvStateMachine
 
@@ -63,10 +64,9 @@ def test_a_state_machine_that_acknowledges_but_skips_writes_is_not_linearizable(
 def test_a_driver_that_never_fsyncs_loses_acknowledged_writes_on_power_loss(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def no_fsync(self: SimNode, rd: Any) -> None:
-        self.busy = False
-        self._finish(rd)
-        self._run_inbox()
+    def no_fsync(self: SimNode, job: Any) -> None:
+        assert self.driver is not None
+        self.driver.persisted(job)  # the sync() never happens
 
     monkeypatch.setattr(SimNode, "_complete_persist", no_fsync)
     power_loss = Fault(1, "disk", 5.0, 6.0, {"targets": "all", "nodes": [1, 2, 3, 4, 5],
@@ -95,12 +95,12 @@ def test_a_cluster_that_is_never_healed_fails_with_no_progress_after_heal(
 def test_an_invariant_breaking_inside_the_simulation_makes_the_run_invalid(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    original = SimNode._apply
+    original = Driver.apply
 
-    def skipping_apply(self: SimNode, entries: Any) -> None:
+    def skipping_apply(self: Driver, entries: Any) -> None:
         original(self, [entry for entry in entries if entry.index != 30])
 
-    monkeypatch.setattr(SimNode, "_apply", skipping_apply)
+    monkeypatch.setattr(Driver, "apply", skipping_apply)
     report = run(options(), None)
     assert report.verdict == "invalid"
     assert report.results["failed_checks"] == ["invariant"]

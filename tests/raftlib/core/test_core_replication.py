@@ -28,6 +28,7 @@ from tests.raftlib.core.network import (
 
 MakeNet = Callable[..., Network]
 NO_PREVOTE = {"pre_vote": False, "check_quorum": False}
+NO_PREVOTE_HEARTBEAT_TICKS = 1
 
 
 def _load(net: Network, node_id: int, terms: list[int], term: int) -> None:
@@ -287,3 +288,28 @@ def test_step_ignores_messages_not_for_this_cluster() -> None:
 def _leader(core: RaftCore) -> None:
     ack_all(core, become_leader(core))
     drain(core)
+
+
+def test_a_follower_whose_disk_was_wiped_catches_up_instead_of_staying_stuck(
+    make_net: MakeNet,
+) -> None:
+    """The leader believes node 3 matches its whole log; node 3 restarts with an empty disk
+    and rejects every heartbeat at that index. Those rejections are current, not stale: the
+    leader must probe lower and resend the log, never sit at the old match forever."""
+    net = make_net(3, check=False, **NO_PREVOTE)
+    net.campaign(1)
+    net.stabilize()
+    leader = net.leader()
+    assert leader is not None
+    net.propose(leader, *[b"x%d" % i for i in range(20)])
+    net.stabilize()
+    follower = next(i for i in net.ids if i != leader)
+    assert net.node(follower).last_index == net.node(leader).last_index
+    net.crash(follower)
+    net.durable[follower].entries = []
+    net.durable[follower].hard_state = HardState(term=net.node(leader).term)
+    net.restart(follower)
+    for _ in range(10):
+        net.tick(leader, NO_PREVOTE_HEARTBEAT_TICKS)
+        net.stabilize()
+    assert net.node(follower).log_entries() == net.node(leader).log_entries()

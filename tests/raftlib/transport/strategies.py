@@ -14,13 +14,18 @@ from hypothesis import strategies as st
 from raftlib.core.types import (
     AppendEntries,
     AppendEntriesResponse,
+    ConfState,
     Entry,
     EntryKind,
+    InstallSnapshot,
     Message,
     ReadIndexRequest,
     ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
+    SnapshotChunk,
+    SnapshotChunkAck,
+    SnapshotMeta,
     TimeoutNow,
 )
 
@@ -134,6 +139,37 @@ def read_index_responses(draw: st.DrawFn) -> ReadIndexResponse:
     return ReadIndexResponse(**_head(draw), request_id=draw(u64s), index=draw(u64s))
 
 
+@st.composite
+def snapshot_metas(draw: st.DrawFn, term: int) -> SnapshotMeta:
+    index = draw(st.one_of(st.integers(1, 20), st.integers(1, U64_MAX)))
+    voters = tuple(draw(st.lists(node_ids, min_size=1, max_size=5, unique=True)))
+    learners = tuple(draw(st.lists(node_ids, max_size=2, unique=True)))
+    return SnapshotMeta(index, draw(st.integers(1, term)), ConfState(voters, learners))
+
+
+@st.composite
+def install_snapshots(draw: st.DrawFn) -> InstallSnapshot:
+    head = _head(draw)
+    return InstallSnapshot(**head, meta=draw(snapshot_metas(head["term"])))
+
+
+@st.composite
+def snapshot_chunks(draw: st.DrawFn) -> SnapshotChunk:
+    head = _head(draw)
+    data = draw(st.binary(max_size=64))
+    size = draw(st.integers(len(data), len(data) + 1000))
+    offset = draw(st.integers(0, size - len(data)))
+    return SnapshotChunk(**head, meta=draw(snapshot_metas(head["term"])),
+                         stream=draw(u64s), offset=offset, size=size,
+                         crc=draw(st.integers(0, 2**32 - 1)), data=data)
+
+
+@st.composite
+def snapshot_chunk_acks(draw: st.DrawFn) -> SnapshotChunkAck:
+    return SnapshotChunkAck(**_head(draw), stream=draw(u64s),
+                            offset=draw(st.integers(-1, U64_MAX)))
+
+
 MESSAGE_STRATEGIES: dict[type[Message], st.SearchStrategy[Any]] = {
     RequestVote: request_votes(),
     RequestVoteResponse: request_vote_responses(),
@@ -142,6 +178,9 @@ MESSAGE_STRATEGIES: dict[type[Message], st.SearchStrategy[Any]] = {
     TimeoutNow: timeout_nows(),
     ReadIndexRequest: read_index_requests(),
     ReadIndexResponse: read_index_responses(),
+    InstallSnapshot: install_snapshots(),
+    SnapshotChunk: snapshot_chunks(),
+    SnapshotChunkAck: snapshot_chunk_acks(),
 }
 
 messages: st.SearchStrategy[Message] = st.one_of(*MESSAGE_STRATEGIES.values())

@@ -1,0 +1,265 @@
+"""Snapshots beside the driver: when to take one, and how one travels between drivers.
+
+The core knows a snapshot only by its ``SnapshotMeta``; the bytes never pass through it. A
+leader's core emits ``InstallSnapshot`` for a follower it can no longer feed from its log; the
+leader's driver turns that into a ``SnapshotSender`` that streams the current snapshot file as
+``SnapshotChunk``s (each with its own CRC-32C), at most ``chunks_inflight_max`` unacknowledged,
+resending from the last acknowledged byte when acknowledgements stop. The follower's
+``SnapshotReceiver`` writes the chunks, in order, into a ``SnapshotWriter`` of its storage and,
+once the whole payload is there, hands the core the ``InstallSnapshot``; the file is committed
+(made durable and current) only with the Ready in which the core accepts it, so a half-received
+snapshot is never applied and a restarted transfer starts from a clean file.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Protocol
+
+import attrs
+import crc32c
+
+from raftlib.core.types import (
+    NodeId,
+    SnapshotChunk,
+    SnapshotChunkAck,
+    SnapshotMeta,
+)
+from raftlib.errors import ConfigError, CorruptSnapshot
+from raftlib.storage.base import SnapshotReader, SnapshotWriter
+
+
+def _at_least(minimum: int) -> Callable[[object, attrs.Attribute[int], int], None]:
+    def check(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(
+                f"SnapshotPolicy.{attribute.name} must be an int >= {minimum}, got {value!r}"
+            )
+
+    return check
+
+
+@attrs.frozen
+class SnapshotPolicy:
+    """When a node snapshots its state machine and compacts its log, and how snapshots travel.
+
+    A snapshot is taken once ``entries`` entries or ``bytes`` bytes of commands were applied
+    since the last one (0 turns that trigger off; both 0: never). After it, the log keeps the
+    ``trailing_entries`` entries before the snapshot's index, so a follower slightly behind
+    still gets entries rather than the whole snapshot (hashicorp/raft's TrailingLogs).
+    """
+
+    entries: int = attrs.field(default=10_000, validator=_at_least(0))
+    bytes: int = attrs.field(default=64 << 20, validator=_at_least(0))
+    trailing_entries: int = attrs.field(default=1024, validator=_at_least(0))
+    # One SnapshotChunk's payload; well under the transport's frame limit.
+    chunk_bytes: int = attrs.field(default=256 << 10, validator=_at_least(1))
+    # Unacknowledged chunks per transfer (flow control): memory and bandwidth it may take.
+    chunks_inflight_max: int = attrs.field(default=8, validator=_at_least(1))
+    # Ticks without an acknowledgement before the unacknowledged chunks are sent again.
+    resend_ticks: int = attrs.field(default=10, validator=_at_least(1))
+    # The largest snapshot a follower accepts from a leader.
+    receive_bytes_max: int = attrs.field(default=64 << 30, validator=_at_least(1))
+
+    def due(self, entries: int, command_bytes: int) -> bool:
+        return (self.entries > 0 and entries >= self.entries) or (
+            self.bytes > 0 and command_bytes >= self.bytes
+        )
+
+
+class SnapshotSource(Protocol):
+    """Opens the current durable snapshot (the storage)."""
+
+    def open_snapshot(self) -> SnapshotReader | None: ...
+
+
+class ReaderFile(io.RawIOBase):
+    """A ``SnapshotReader`` as a binary file, for ``StateMachine.restore``."""
+
+    def __init__(self, reader: SnapshotReader) -> None:
+        super().__init__()
+        self._reader = reader
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._reader.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._reader.close()
+        super().close()
+
+
+class WriterFile(io.RawIOBase):
+    """A ``SnapshotWriter`` as a binary file, for ``StateMachine.snapshot``."""
+
+    def __init__(self, writer: SnapshotWriter) -> None:
+        super().__init__()
+        self._writer = writer
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self._writer.write(bytes(data))
+        return len(data)
+
+
+class SnapshotSender:
+    """Streams the current snapshot to one follower (leader side)."""
+
+    def __init__(
+        self,
+        source: SnapshotSource,
+        peer: NodeId,
+        stream: int,
+        policy: SnapshotPolicy,
+    ) -> None:
+        self.peer = peer
+        self.stream = stream
+        self._source = source
+        self._policy = policy
+        reader = source.open_snapshot()
+        if reader is None:
+            raise CorruptSnapshot("<storage>", "a follower needs a snapshot and there is none")
+        self.meta: SnapshotMeta = reader.meta
+        self.size = reader.size
+        self._reader: SnapshotReader | None = reader
+        self._read_offset = 0  # the reader's position
+        self.acked = 0  # every byte before it arrived
+        self.sent = 0  # every byte before it was sent at least once
+        self._idle_ticks = 0
+        # The follower acknowledged the whole payload; an empty payload still takes one chunk.
+        self.done = False
+        self._empty_pending = self.size == 0
+
+    def chunks(self, term: int, src: NodeId) -> list[SnapshotChunk]:
+        """The chunks the window allows now."""
+        policy = self._policy
+        out: list[SnapshotChunk] = []
+        window_end = min(self.size, self.acked + policy.chunks_inflight_max * policy.chunk_bytes)
+        while self.sent < window_end or self._empty_pending:
+            self._empty_pending = False
+            data = self._read_at(self.sent, min(policy.chunk_bytes, self.size - self.sent))
+            out.append(SnapshotChunk(term, src, self.peer, self.meta, self.stream, self.sent,
+                                     self.size, crc32c.crc32c(data), data))
+            self.sent += len(data)
+        return out
+
+    def on_ack(self, offset: int) -> None:
+        self._idle_ticks = 0
+        if offset < 0:
+            self.acked = 0  # refused: start over
+            self.sent = 0
+            self._empty_pending = self.size == 0
+            return
+        if offset >= self.size:
+            self.done = True
+        if offset > self.acked:
+            self.acked = min(offset, self.size)
+        if offset < self.sent:
+            # A chunk after ``offset`` was lost (the follower acks what it has in order).
+            self.sent = max(self.acked, offset)
+
+    def tick(self) -> bool:
+        """Returns True when unacknowledged chunks should be sent again."""
+        self._idle_ticks += 1
+        if self._idle_ticks >= self._policy.resend_ticks and not self.done:
+            self._idle_ticks = 0
+            self.sent = self.acked
+            self._empty_pending = self.size == 0
+            return True
+        return False
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def _read_at(self, offset: int, length: int) -> bytes:
+        if self._reader is None or offset < self._read_offset:
+            # Rewound: reopen and skip (a reader only goes forward).
+            self.close()
+            reader = self._source.open_snapshot()
+            if reader is None or reader.meta != self.meta:
+                raise CorruptSnapshot("<storage>", "the snapshot being sent was replaced")
+            self._reader = reader
+            self._read_offset = 0
+        reader = self._reader
+        while self._read_offset < offset:
+            skipped = reader.read(min(offset - self._read_offset, 1 << 20))
+            if not skipped:
+                raise CorruptSnapshot("<storage>", f"snapshot ends before byte {offset}")
+            self._read_offset += len(skipped)
+        parts: list[bytes] = []
+        remaining = length
+        while remaining > 0:
+            data = reader.read(remaining)
+            if not data:
+                raise CorruptSnapshot("<storage>", f"snapshot ends before byte {offset + length}")
+            parts.append(data)
+            remaining -= len(data)
+        self._read_offset += length
+        return b"".join(parts)
+
+
+@attrs.define
+class _Incoming:
+    src: NodeId
+    stream: int
+    meta: SnapshotMeta
+    size: int
+    writer: SnapshotWriter
+    offset: int = 0
+
+
+class SnapshotReceiver:
+    """Collects one snapshot transfer at a time into a storage writer (follower side)."""
+
+    def __init__(self, create: Callable[[SnapshotMeta], SnapshotWriter],
+                 policy: SnapshotPolicy) -> None:
+        self._create = create
+        self._policy = policy
+        self._incoming: _Incoming | None = None
+        self.refused = 0  # chunks refused (bad checksum, too large)
+
+    def on_chunk(self, chunk: SnapshotChunk) -> tuple[SnapshotChunkAck, _Incoming | None]:
+        """Take a chunk; returns the acknowledgement to send and, once the payload is whole,
+        the transfer (its writer not yet committed: the caller hands it to the core)."""
+        incoming = self._incoming
+        if incoming is None or (incoming.src, incoming.stream) != (chunk.src, chunk.stream):
+            if chunk.offset != 0:
+                return self._ack(chunk, 0), None  # a transfer we never saw the start of
+            if chunk.size > self._policy.receive_bytes_max:
+                self.refused += 1
+                return self._ack(chunk, -1), None
+            self.abort()
+            incoming = self._incoming = _Incoming(
+                chunk.src, chunk.stream, chunk.meta, chunk.size, self._create(chunk.meta)
+            )
+        if chunk.offset != incoming.offset or chunk.meta != incoming.meta:
+            return self._ack(chunk, incoming.offset), None
+        if crc32c.crc32c(chunk.data) != chunk.crc:
+            self.refused += 1
+            return self._ack(chunk, incoming.offset), None
+        if chunk.data:
+            incoming.writer.write(chunk.data)
+            incoming.offset += len(chunk.data)
+        if incoming.offset < incoming.size:
+            return self._ack(chunk, incoming.offset), None
+        self._incoming = None
+        return self._ack(chunk, incoming.size), incoming
+
+    def abort(self) -> None:
+        if self._incoming is not None:
+            self._incoming.writer.abort()
+            self._incoming = None
+
+    @staticmethod
+    def _ack(chunk: SnapshotChunk, offset: int) -> SnapshotChunkAck:
+        return SnapshotChunkAck(chunk.term, chunk.dst, chunk.src, chunk.stream, offset)
