@@ -205,10 +205,10 @@ class Cluster:
         leader = self.leader()
 
         class W:
-            def set_value(w, v: Any) -> None:  # noqa: N805
+            def set_value(w, v: Any) -> None:
                 self.results.append(v)
 
-            def set_error(w, e: BaseException) -> None:  # noqa: N805
+            def set_error(w, e: BaseException) -> None:
                 self.results.append(e)
 
         for v in values:
