@@ -44,12 +44,13 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 import trio
 
 from raftlib.errors import ConfigError, RaftError, StorageError
 from raftlib.node import NodeConfig, open_node
+from raftlib.snapshots import SnapshotPolicy
 
 if TYPE_CHECKING:
     import ssl
@@ -98,6 +99,35 @@ def parse_peers(text: str) -> dict[int, tuple[str, int]]:
     return peers
 
 
+def _add_snapshot_options(serve: argparse.ArgumentParser) -> None:
+    d = SnapshotPolicy()
+    group = serve.add_argument_group("snapshots and log compaction")
+    group.add_argument("--snapshot-entries", type=int, default=d.entries,
+                       help="snapshot after this many applied entries (0: not by count)")
+    group.add_argument("--snapshot-bytes", type=int, default=d.bytes,
+                       help="snapshot after this many bytes of applied commands (0: not by size)")
+    group.add_argument("--snapshot-trailing", type=int, default=d.trailing_entries,
+                       help="log entries kept behind a snapshot for followers slightly behind")
+    group.add_argument("--snapshot-chunk-bytes", type=int, default=d.chunk_bytes,
+                       help="bytes per chunk when a snapshot is sent to a follower")
+    group.add_argument("--allow-missing-hard-state", action="store_true",
+                       help="start although the log has entries and the hard state file is gone "
+                            "(this node may then vote twice in one term: only after an operator "
+                            "made sure it did not vote in the current term)")
+
+
+def _snapshot_policy(args: argparse.Namespace) -> SnapshotPolicy:
+    flags = {"entries": "--snapshot-entries", "bytes": "--snapshot-bytes",
+             "trailing_entries": "--snapshot-trailing", "chunk_bytes": "--snapshot-chunk-bytes"}
+    values = {"entries": args.snapshot_entries, "bytes": args.snapshot_bytes,
+              "trailing_entries": args.snapshot_trailing, "chunk_bytes": args.snapshot_chunk_bytes}
+    for field, value in values.items():
+        minimum = 1 if field == "chunk_bytes" else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"{flags[field]}: must be an int >= {minimum}, got {value!r}")
+    return SnapshotPolicy(**values)
+
+
 def _parser() -> _Parser:
     parser = _Parser(prog="raftlib", description="Run raftlib nodes.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -116,6 +146,7 @@ def _parser() -> _Parser:
                        help="every member's client address ID=HOST:PORT,... (for redirects)")
     _add_security_options(serve)
     _add_limit_options(serve)
+    _add_snapshot_options(serve)
     certs = sub.add_parser("certs", help="make certificates for a cluster")
     certs_sub = certs.add_subparsers(dest="certs_command", required=True, parser_class=_Parser)
     init = certs_sub.add_parser(
@@ -216,6 +247,12 @@ class CountingStateMachine:
         self.applied += 1
         return self.applied
 
+    def snapshot(self, file: BinaryIO) -> None:
+        file.write(b"%d" % self.applied)
+
+    def restore(self, file: BinaryIO) -> None:
+        self.applied = int(file.read() or b"0")
+
 
 def _security(args: argparse.Namespace) -> tuple[StreamSecurity, ssl.SSLContext | None]:
     """The peer transport's security and the RESP port's TLS context (``None``: plain)."""
@@ -245,6 +282,7 @@ async def _serve(args: argparse.Namespace, peers: dict[int, tuple[str, int]]) ->
         peers={nid: f"{host}:{port}" for nid, (host, port) in peers.items()},
         tick_seconds=args.tick_ms / 1000.0,
         seed=args.seed,
+        snapshot=_snapshot_policy(args),
     )
     security, client_tls = _security(args)
     storage = WalStorage(Path(args.data))

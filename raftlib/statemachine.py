@@ -12,7 +12,7 @@ same commands in the same order, every replica computes the same state and the s
             self.value += int(command)
             return self.value                          # goes back to the proposer only
 
-        def snapshot(self, file: BinaryIO) -> None:    # for a future log compaction
+        def snapshot(self, file: BinaryIO) -> None:    # for log compaction
             file.write(str(self.value).encode())
 
         def restore(self, file: BinaryIO) -> None:
@@ -33,14 +33,19 @@ Rules ``apply`` must follow (they are what makes replication correct):
 - **Quick.** It runs on the node's raft loop; a slow ``apply`` delays heartbeats.
 
 ``snapshot(file)`` writes the whole state (including session tables: they are state too) and
-``restore(file)`` replaces the state with what a snapshot wrote. raftlib does not call them yet
-(there is no log compaction); they are the hooks a snapshot feature will use, and the KV state
-machine already implements and tests them. Reads never go through ``apply``: call
-``node.read(fn, *args)`` so ``fn`` sees the state at a linearizable point (ReadIndex).
+``restore(file)`` replaces the state with what a snapshot wrote. The node calls ``snapshot``
+when its ``SnapshotPolicy`` thresholds are reached (then compacts the log behind it) and
+``restore`` on restart and when a leader sends a snapshot. A large state should also offer
+``prepare_snapshot()``: called on the raft loop at the snapshot's index, it captures a
+consistent copy cheaply and returns a function ``write(file)`` that the node runs on a worker
+thread while ``apply`` goes on (``raftlib.kv.KvStateMachine`` does). Reads never go through
+``apply``: call ``node.read(fn, *args)`` so ``fn`` sees the state at a linearizable point
+(ReadIndex).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 
@@ -61,4 +66,14 @@ class SnapshotStateMachine(StateMachine, Protocol):
 
     def restore(self, file: BinaryIO) -> None:
         """Replace the state with one ``snapshot`` wrote; ``file`` is positioned at its start."""
+        ...
+
+
+@runtime_checkable
+class PreparedSnapshotStateMachine(SnapshotStateMachine, Protocol):
+    """A state machine whose snapshot is written off the event loop."""
+
+    def prepare_snapshot(self) -> Callable[[BinaryIO], None]:
+        """Capture the current state (quickly: it runs on the raft loop) and return a function
+        that writes it to a file; that function may run on another thread."""
         ...

@@ -6,6 +6,7 @@ service calls through ``Node.read`` so they happen at a linearizable point witho
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import BinaryIO, Final
 
 import msgspec
@@ -122,15 +123,30 @@ class KvStateMachine:
     # --- snapshots (raftlib.statemachine.SnapshotStateMachine) --------------------------------
 
     def snapshot(self, file: BinaryIO) -> None:
-        snap = _Snapshot(
-            version=SNAPSHOT_FORMAT_VERSION,
-            data=sorted(self.data.items()),
-            sessions=self.sessions.dump(),
-            next_session_id=self.sessions.next_id,
-            clock_ms=self.sessions.clock_ms,
-            applied_commands=self.applied_commands,
-        )
-        file.write(msgspec.msgpack.encode(snap))
+        self.prepare_snapshot()(file)
+
+    def prepare_snapshot(self) -> Callable[[BinaryIO], None]:
+        """Capture the state now (a shallow copy: keys and values are immutable bytes) and
+        return a function that writes it, which may run on another thread while ``apply``
+        goes on: the expensive part (sorting, encoding, writing) stays off the event loop."""
+        data = self.data.copy()
+        sessions = self.sessions.dump()
+        next_id = self.sessions.next_id
+        clock_ms = self.sessions.clock_ms
+        applied = self.applied_commands
+
+        def write(file: BinaryIO) -> None:
+            snap = _Snapshot(
+                version=SNAPSHOT_FORMAT_VERSION,
+                data=sorted(data.items()),
+                sessions=sessions,
+                next_session_id=next_id,
+                clock_ms=clock_ms,
+                applied_commands=applied,
+            )
+            file.write(msgspec.msgpack.encode(snap))
+
+        return write
 
     def restore(self, file: BinaryIO) -> None:
         raw = file.read()
