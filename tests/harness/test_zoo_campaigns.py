@@ -99,7 +99,7 @@ def test_the_correct_code_is_valid_on_100_seeds_of_the_vote_campaign() -> None:
 
 FIGURE8 = "figure8"
 # The first seed of figure8's campaign that catches it (bench/zoo_detection.py, DETECTION.md).
-FIGURE8_SEED = 96
+FIGURE8_SEED = 425
 
 
 def _figure8_options(seed: int, **overrides: Any) -> RunOptions:
@@ -121,6 +121,8 @@ def test_figure8_is_caught_on_its_campaign_seed_and_the_correct_code_is_valid_th
     log then needs that committed entry overwritten, which the correct cluster never asks."""
     buggy = run(_figure8_options(FIGURE8_SEED, bug=FIGURE8), None)
     assert buggy.verdict == "invalid", buggy.line
+    # Caught as what it is: a follower refusing to overwrite a committed entry stops loudly.
+    assert "safety" in buggy.results["failed_checks"], buggy.line
     correct = run(_figure8_options(FIGURE8_SEED), None)
     assert correct.verdict == "valid", correct.line
 
