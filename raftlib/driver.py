@@ -280,11 +280,10 @@ class Driver:
     def step(self, messages: Sequence[Message]) -> None:
         step = self.core.step
         for msg in messages:
-            kind = type(msg)
-            if kind is SnapshotChunk:
-                self._on_chunk(msg)  # type: ignore[arg-type]
-            elif kind is SnapshotChunkAck:
-                self._on_chunk_ack(msg)  # type: ignore[arg-type]
+            if isinstance(msg, SnapshotChunk):
+                self._on_chunk(msg)
+            elif isinstance(msg, SnapshotChunkAck):
+                self._on_chunk_ack(msg)
             else:
                 step(msg)
 
@@ -470,16 +469,16 @@ class Driver:
         counters = self.counters
         snapshots = False
         for m in messages:
-            kind = type(m)
-            if kind is AppendEntries and m.entries:  # type: ignore[union-attr]
-                counters["append_messages_sent"] += 1
-                counters["append_entries_sent"] += len(m.entries)  # type: ignore[union-attr]
-            elif kind is InstallSnapshot:
+            if isinstance(m, AppendEntries):
+                if m.entries:
+                    counters["append_messages_sent"] += 1
+                    counters["append_entries_sent"] += len(m.entries)
+            elif isinstance(m, InstallSnapshot):
                 snapshots = True
         if snapshots:
             # The core names the snapshot; its bytes go as chunks (raftlib.snapshots).
             for m in messages:
-                if type(m) is InstallSnapshot:
+                if isinstance(m, InstallSnapshot):
                     self._start_sender(m.dst)
             messages = [m for m in messages if type(m) is not InstallSnapshot]
             if not messages:
@@ -576,7 +575,7 @@ class Driver:
             # A consistent copy taken now, on the loop; written out wherever the caller likes.
             write: Callable[[Any], None] = prepare()
         else:
-            write = self.state_machine.snapshot  # type: ignore[attr-defined]
+            write = getattr(self.state_machine, "snapshot")  # noqa: B009 - not in the protocol
         self._snapshot_running = True
         self._since_snapshot_entries = 0
         self._since_snapshot_bytes = 0

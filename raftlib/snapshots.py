@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 import crc32c
@@ -28,6 +28,9 @@ from raftlib.core.types import (
 )
 from raftlib.errors import ConfigError, CorruptSnapshot
 from raftlib.storage.base import SnapshotReader, SnapshotWriter
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 
 def _at_least(minimum: int) -> Callable[[object, attrs.Attribute[int], int], None]:
@@ -84,9 +87,10 @@ class ReaderFile(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self._reader.read(len(buffer))
-        buffer[: len(data)] = data
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._reader.read(len(view))
+        view[: len(data)] = data
         return len(data)
 
     def close(self) -> None:
@@ -105,9 +109,10 @@ class WriterFile(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        self._writer.write(bytes(data))
-        return len(data)
+    def write(self, data: ReadableBuffer, /) -> int:
+        chunk = bytes(data)
+        self._writer.write(chunk)
+        return len(chunk)
 
 
 class SnapshotSender:

@@ -51,3 +51,80 @@ def test_the_layering_check_sees_imports() -> None:
     """The scan itself works: the harness does import raftlib and lincheck."""
     names = set().union(*imported_modules(ROOT / "harness").values())
     assert {"raftlib", "lincheck", "trio"} <= names
+
+
+def module_graph(package_roots: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> the project modules it imports (at any depth, function bodies included)."""
+    modules: dict[str, Path] = {}
+    for top, folder in package_roots.items():
+        for path in folder.rglob("*.py"):
+            rel = path.relative_to(folder.parent).with_suffix("")
+            parts = list(rel.parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            modules[".".join(parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, base] if base else anchor)
+                targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            for target in targets:
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != name and not name.startswith(target + "."):
+                    edges.add(target)
+        graph[name] = edges
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+@pytest.mark.parametrize("package", ["raftlib", "lincheck"])
+def test_no_module_imports_itself_through_a_circle(package: str) -> None:
+    folder = ROOT / "checker" / "lincheck" if package == "lincheck" else ROOT / package
+    cycle = find_cycle(module_graph({package: folder}))
+    assert cycle is None, "import circle: " + " -> ".join(cycle or [])
+
+
+def test_the_cycle_finder_finds_a_circle() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_module_of_the_raft_core_is_over_500_lines() -> None:
+    long = {p.name: n for p in (ROOT / "raftlib" / "core").glob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500}
+    assert not long, f"split these (each concept in one file): {long}"

@@ -19,6 +19,8 @@ import msgspec
 
 from harness.sim.node import ClientRequest, ReplyKind, SimNode
 from raftlib.core import quorum
+from raftlib.core.follower import FollowerMixin
+from raftlib.core.leader import LeaderMixin
 from raftlib.core.log import RaftLog
 from raftlib.core.raft import RaftCore
 from raftlib.core.types import (
@@ -30,6 +32,7 @@ from raftlib.core.types import (
     Ready,
     Role,
 )
+from raftlib.core.validation import is_plausible
 from raftlib.driver import Driver, PersistJob
 from raftlib.kv.commands import KvError, Result
 from raftlib.kv.sessions import SessionTable
@@ -144,7 +147,7 @@ def figure8() -> list[Patch]:
     only entries of the leader's own term commit by counting replicas (§5.4.2)."""
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        def maybe_commit(self: RaftCore) -> None:
+        def maybe_commit(self: LeaderMixin) -> None:
             matches = [self._log.persisted]
             matches.extend(pr.match for pr in self._progress.values())
             candidate = quorum.committed_index(matches)
@@ -161,7 +164,7 @@ def figure8() -> list[Patch]:
 
         return maybe_commit
 
-    return [(RaftCore, "_maybe_commit", wrap)]
+    return [(LeaderMixin, "_maybe_commit", wrap)]
 
 
 def no_prevlog_check() -> list[Patch]:
@@ -169,7 +172,7 @@ def no_prevlog_check() -> list[Patch]:
     prevLogIndex, as if it did (correct: reject, the consistency check of §5.3)."""
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        def on_append(self: RaftCore, msg: AppendEntries) -> None:
+        def on_append(self: FollowerMixin, msg: AppendEntries) -> None:
             prev = msg.prev_log_index
             ours = self._log.term(prev)
             if prev >= self._commit and ours is not None and ours != msg.prev_log_term:
@@ -178,7 +181,7 @@ def no_prevlog_check() -> list[Patch]:
 
         return on_append
 
-    return [(RaftCore, "_on_append", wrap)]
+    return [(FollowerMixin, "_on_append", wrap)]
 
 
 def truncate_on_stale_append() -> list[Patch]:
@@ -202,11 +205,10 @@ def leader_ignores_higher_term() -> list[Patch]:
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         def step(self: RaftCore, msg: Message) -> None:
-            if self._role is Role.LEADER and msg.term > self._term and self._is_plausible(msg):
-                handler = self._handlers.get(type(msg))
-                if handler is not None:
-                    handler(msg)
-                    return
+            if (self._role is Role.LEADER and msg.term > self._term
+                    and is_plausible(msg, self._id, self._peer_set)):
+                self._handle(msg)
+                return
             original(self, msg)
 
         return step

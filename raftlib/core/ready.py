@@ -1,0 +1,136 @@
+"""The output side: what the core hands the driver (``Ready``) and what it learns back
+(``advance``). The contract is written on ``raftlib.core.types.Ready`` and in ``raft.py``."""
+
+from __future__ import annotations
+
+from raftlib.core.state import CoreState
+from raftlib.core.types import (
+    AppendEntries,
+    Entry,
+    HardState,
+    Ready,
+    Role,
+    SoftState,
+)
+
+
+class ReadyMixin(CoreState):
+    def has_ready(self) -> bool:
+        if self._outstanding is not None:
+            return False
+        # Owed appends are built now, so an acknowledgement that unblocks nothing does not
+        # cost the driver an empty Ready.
+        self._flush()
+        log = self._log
+        if (
+            self._msgs
+            or log.handed < log.last_index
+            or self._read_states
+            or self._dropped_reads
+            or self._anomalies
+            or self._snapshot_to_install is not None
+            or (not self._halted and min(self._commit, log.persisted) > self._apply_handed)
+        ):
+            return True
+        prev = self._prev_hard
+        if prev.term != self._term or prev.vote != self._vote or prev.commit != self._commit:
+            return True
+        soft = self._prev_soft
+        return soft.role is not self._role or soft.leader != self._leader
+
+    def take_appends(self) -> list[AppendEntries]:
+        """The AppendEntries owed so far (new proposals, commit index, heartbeats), taken out
+        of the next Ready for a driver that sends them at once, even while it still persists
+        the outstanding Ready (pipelining). Every other message stays for the Ready.
+
+        Safe because an AppendEntries depends on nothing its sender has yet to persist (thesis
+        §10.2.1): only a leader of term T sends one, and its term and vote were durable before
+        its RequestVotes went out, hence before it could win; its entries may still be on
+        their way to its disk, since it counts itself towards a commit quorum only for
+        entries it persisted. What followers do with them (acknowledge only after their own
+        fsync) is unchanged."""
+        self._flush()
+        msgs = self._msgs
+        appends = [m for m in msgs if type(m) is AppendEntries]
+        if appends:
+            self._msgs = [m for m in msgs if type(m) is not AppendEntries]
+        return appends
+
+    def ready(self) -> Ready:
+        """Everything to persist, send and apply since the last Ready (see the module doc).
+        Must be followed by ``advance(ready)`` before the next call."""
+        if self._outstanding is not None:
+            raise AssertionError("ready() called again before advance() of the previous Ready")
+        self._flush()
+        log = self._log
+        hard = HardState(self._term, self._vote, self._commit)
+        hard_out = None if hard == self._prev_hard else hard
+        self._prev_hard = hard
+        soft = SoftState(self._role, self._leader)
+        soft_out = None if soft == self._prev_soft else soft
+        self._prev_soft = soft
+        entries = log.take_unhanded()
+        apply_to = min(self._commit, log.persisted)
+        committed: tuple[Entry, ...] = ()
+        if apply_to > self._apply_handed and not self._halted:
+            committed = tuple(log.slice(self._apply_handed + 1, apply_to))
+            self._apply_handed = apply_to
+        ready = Ready(
+            hard_state=hard_out,
+            entries=entries,
+            messages=tuple(self._msgs),
+            committed=committed,
+            read_states=tuple(self._read_states),
+            dropped_reads=tuple(self._dropped_reads),
+            soft_state=soft_out,
+            anomalies=tuple(self._anomalies),
+            snapshot=self._snapshot_to_install,
+            snapshot_keeps_log=self._snapshot_keeps_log,
+        )
+        self._snapshot_to_install = None
+        self._snapshot_keeps_log = False
+        self._anomalies = []
+        self._msgs = []
+        self._read_states = []
+        self._dropped_reads = []
+        self._outstanding = ready
+        self._check_invariants()
+        return ready
+
+    def advance(self, ready: Ready) -> None:
+        """The driver persisted ``ready.entries``/``hard_state``, sent ``messages`` and
+        applied ``committed``."""
+        if ready is not self._outstanding:
+            raise AssertionError("advance() must get the Ready returned by the last ready()")
+        self._outstanding = None
+        if ready.snapshot is not None and ready.snapshot.index > self._applied:
+            self._applied = ready.snapshot.index  # the state machine was restored from it
+        if ready.entries:
+            self._log.mark_persisted(ready.entries[-1].index)
+        if ready.committed:
+            self._applied = ready.committed[-1].index
+        if self._role is Role.LEADER:
+            # Our own persisted entries now count towards the commit quorum.
+            self._maybe_commit()
+
+    def _check_invariants(self) -> None:
+        log = self._log
+        log.check()
+        snap_index = self._snapshot.index if self._snapshot is not None else 0
+        if log.base_index > snap_index:
+            raise AssertionError(
+                f"node {self._id}: log compacted to {log.base_index} beyond the snapshot "
+                f"at {snap_index}"
+            )
+        if not 0 <= self._applied <= self._apply_handed <= self._commit <= log.last_index:
+            raise AssertionError(
+                f"node {self._id}: expected applied {self._applied} <= handed "
+                f"{self._apply_handed} <= commit {self._commit} <= last {log.last_index}"
+            )
+        if self._role is Role.LEADER:
+            if self._vote != self._id or self._leader != self._id:
+                raise AssertionError(f"node {self._id}: leader without its own vote")
+            for pr in self._progress.values():
+                pr.check()
+                if pr.next > log.last_index + 1:
+                    raise AssertionError(f"node {self._id}: next past our log: {pr!r}")

@@ -1,0 +1,139 @@
+"""The state every part of ``RaftCore`` shares, declared once.
+
+``RaftCore`` (``raft.py``) is assembled from parts that each hold one concern of the algorithm,
+as etcd-io/raft keeps raft.go, read_only.go, tracker/ and rawnode.go apart:
+
+- ``raft.py``      roles, elections, terms, message dispatch (Figure 2, §5.1-5.2, §9.6)
+- ``follower.py``  a follower's side of replication and snapshots (§5.3, §5.4, §7)
+- ``leader.py``    a leader's side: proposals, flow control, commit, transfers (§5.3, §3.10)
+- ``reads.py``     linearizable reads through ReadIndex (thesis §6.4)
+- ``ready.py``     the output batch and its contract with the driver
+- ``validation.py``, ``restart.py``: what input and what durable state are plausible
+
+This class only declares the fields (set by ``RaftCore.__init__``) and the few operations
+every part uses, so each part type-checks on its own.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import attrs
+
+from raftlib.core.config import CoreConfig, Rng
+from raftlib.core.log import RaftLog
+from raftlib.core.progress import Progress
+from raftlib.core.types import (
+    Anomaly,
+    ConfState,
+    HardState,
+    Message,
+    NodeId,
+    ReadState,
+    Ready,
+    Role,
+    SnapshotMeta,
+    SoftState,
+)
+
+# Anomaly descriptions held for the next Ready; past it they are only counted (a peer gone
+# wrong must not grow our memory).
+ANOMALIES_QUEUED_MAX = 64
+
+
+@attrs.define
+class PendingRead:
+    seq: int
+    request_id: int
+    # Who asked: this node (a local reader) or a follower that forwarded the request.
+    origin: NodeId
+    # The commit index the read must wait for; None until this leader has committed an entry
+    # of its own term (before that its commit index may be behind the true one).
+    index: int | None
+
+
+class CoreState:
+    config: CoreConfig
+    _rng: Rng
+    _id: NodeId
+    _voters: tuple[NodeId, ...]
+    _peers: tuple[NodeId, ...]
+    _peer_set: frozenset[NodeId]
+    # Persistent state (Figure 2) and the log.
+    _term: int
+    _vote: NodeId
+    _commit: int
+    _log: RaftLog
+    # The latest durable snapshot (what a follower behind the log's start is sent), the
+    # configuration in force, and a received snapshot accepted for the next Ready.
+    _snapshot: SnapshotMeta | None
+    _conf: ConfState
+    _snapshot_to_install: SnapshotMeta | None
+    _snapshot_keeps_log: bool
+    _applied: int
+    # Highest index given to the driver in Ready.committed (applied once advanced).
+    _apply_handed: int
+    # Volatile state.
+    _role: Role
+    _leader: NodeId
+    _election_elapsed: int
+    _heartbeat_elapsed: int
+    _randomized_timeout: int
+    _votes: dict[NodeId, bool]
+    _progress: dict[NodeId, Progress]
+    _transfer_target: NodeId
+    # Output being collected for the next Ready.
+    _msgs: list[Message]
+    # The leader owes followers an AppendEntries pass (new entries, new commit index,
+    # unpaused progress): done once per Ready in _flush so proposals batch up.
+    _send_pending: bool
+    _read_bcast_pending: bool
+    _read_seq: int
+    _pending_reads: deque[PendingRead]
+    _forwarded_reads: dict[int, NodeId]
+    _read_states: list[ReadState]
+    _dropped_reads: list[int]
+    # What the driver was last handed, and the Ready it has not advanced yet.
+    _prev_hard: HardState
+    _prev_soft: SoftState
+    _outstanding: Ready | None
+    _invalid_messages: int
+    _safety_anomalies: int
+    _anomalies: list[Anomaly]
+    # Set by a fatal anomaly: the node's committed state disagrees with the cluster's, so
+    # it takes no more input (the driver stops it once it has the Ready saying why).
+    _halted: bool
+
+    def _send(self, msg: Message) -> None:
+        self._msgs.append(msg)
+
+    def _anomaly(self, text: str, *, fatal: bool = False) -> None:
+        """Record what Raft says cannot happen; the driver logs it (``Ready.anomalies``)."""
+        self._safety_anomalies += 1
+        if len(self._anomalies) < ANOMALIES_QUEUED_MAX:
+            self._anomalies.append(Anomaly(f"node {self._id}: {text}", fatal))
+        if fatal:
+            self._halted = True
+
+    # Implemented by the parts (declared here so each part type-checks alone).
+
+    def _become_follower(self, term: int, leader: NodeId) -> None:
+        raise NotImplementedError
+
+    def _set_leader(self, leader: NodeId) -> None:
+        raise NotImplementedError
+
+    def _check_reads(self) -> None:
+        raise NotImplementedError
+
+    def _drop_leader_reads(self) -> None:
+        raise NotImplementedError
+
+    def _maybe_commit(self) -> None:
+        raise NotImplementedError
+
+    def _flush(self) -> None:
+        raise NotImplementedError
+
+    def _check_invariants(self) -> None:
+        raise NotImplementedError
