@@ -610,9 +610,10 @@ class WalStorage:
             if len(buf) < fmt.SEGMENT_HEADER.size:
                 if is_last and repair:
                     # Created but its header never became durable: it never held a record.
+                    # No directory fsync here: open ends with one, and a crash before it finds
+                    # the same short file and removes it again.
                     _LOG.warning("%s: removing a segment whose creation was cut short", path)
                     self._os(self._fs.unlink, path)
-                    self._os(self._flush_directory)
                     continue
                 raise CorruptLog(path, 0, f"segment is {len(buf)} bytes, shorter than a header")
             reason = fmt.check_segment_header(buf, first_index)
@@ -686,11 +687,12 @@ class WalStorage:
             raise StorageError(f"{path}: cannot read segment: {e.strerror}") from e
 
     def _cut_file(self, path: str, size: int) -> None:
+        """Cut a torn tail. No flush of its own: only the last segment is ever cut, and open
+        then either flushes it (``_recover``: fdatasync persists the new size) or voids it
+        with a RESET segment; a crash before that finds the same torn tail and cuts again."""
         fd = self._fs.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:
             self._fs.ftruncate(fd, size)
-            self._fs.fsync(fd)  # not fdatasync: the size shrank
-            self._fsyncs += self._fsync
         finally:
             self._fs.close(fd)
 
