@@ -131,7 +131,7 @@ class _Log:
 class _Promise:
     """What the storage owes the workload at a crash point."""
 
-    hard_state: HardState = HardState()
+    hard_state: HardState = attrs.Factory(HardState)
     snapshot_index: int = 0
     last_index: int = 0  # the synced log's last index...
     cut: int | None = None  # ...unless an operation in flight may cut it to this index
@@ -217,7 +217,9 @@ class _Explorer:
         if self.done():
             return
         self.crash_points += 1
-        where = f"{self.workload.name}: crash after op {fs.operations} ({operation}, {self.current})"
+        where = (
+            f"{self.workload.name}: crash after op {fs.operations} ({operation}, {self.current})"
+        )
         self.explore_power_loss(fs, self.promise, where)
         # A process crash, a restart that reads what the kernel kept, then a power loss.
         survivor = copy.deepcopy(fs)
