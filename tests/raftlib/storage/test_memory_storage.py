@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from raftlib.core.types import Entry, HardState
-from raftlib.errors import StorageError
+from raftlib.errors import MissingHardState, StorageError
 from raftlib.storage import MemoryStorage
 from tests.raftlib.storage.storage_testing import hard_state_and_log, make_entries, no_snapshot
 
@@ -214,3 +214,24 @@ MemoryVersusModel.TestCase.settings = settings(
     max_examples=80, stateful_step_count=30, deadline=None
 )
 TestMemoryVersusModel = MemoryVersusModel.TestCase
+
+
+def test_lost_hard_state_with_entries_is_refused_unless_allowed() -> None:
+    storage = storage_with_synced_prefix()
+    storage.lose_hard_state()
+    storage.close()
+    with pytest.raises(MissingHardState, match="hard state is missing"):
+        storage.load()
+    allowing = MemoryStorage(allow_missing_hard_state=True)
+    allowing.load()
+    allowing.append(make_entries(1, 2))
+    allowing.sync()
+    allowing.lose_hard_state()
+    assert allowing.load().hard_state == HardState()
+
+
+def test_lost_hard_state_of_an_empty_storage_is_not_an_error() -> None:
+    storage = MemoryStorage()
+    storage.load()
+    storage.lose_hard_state()
+    assert storage.load().entries == []
