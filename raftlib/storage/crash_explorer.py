@@ -163,9 +163,19 @@ class _Promise:
         last = max(s, entries[-1].index if entries else s)
         if last < self.required_last():
             return f"acknowledged entries lost: log ends at {last}, synced up to {self.last_index}"
-        if not any(all(c.get(e.index) == e for e in entries) for c in self.candidates):
+        if not any(self._matches(c, snapshot, entries) for c in self.candidates):
             return f"log {[(e.index, e.term) for e in entries]} matches no moment since the sync"
         return None
+
+    @staticmethod
+    def _matches(log: _Log, snapshot: SnapshotMeta | None, entries: list[Entry]) -> bool:
+        """Is (snapshot, entries) a prefix of ``log``? Entries after a snapshot must follow
+        the snapshot's own last entry (Log Matching), not a conflicting one."""
+        if entries and snapshot is not None and snapshot.index > log.base:
+            at = log.get(snapshot.index)
+            if at is None or at.term != snapshot.term:
+                return False
+        return all(log.get(e.index) == e for e in entries)
 
 
 StorageFactory = Callable[[CrashFS, Workload], object]
