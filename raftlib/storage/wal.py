@@ -45,10 +45,13 @@ Snapshots and compaction
   (``CorruptSnapshot``), never skipped for an older one.
 - ``compact(index)`` (index <= the current durable snapshot's) deletes every segment but the
   last one whose entries are all at or below ``index`` (the next segment starts at or below
-  ``index + 1``). Those deletions need no directory fsync: a segment whose deletion a crash
-  undoes is wholly covered by the snapshot, and recovery starts reading at the last segment
-  that starts at or below ``snapshot.index + 1``, so it never reads it (and deletes it again).
-  Recovery reads only that tail, so a restart costs the snapshot plus the entries after it.
+  ``index + 1``), and rolls over to a new segment if the active one holds entries at or below
+  ``index``, so the next compaction can delete it: with periodic snapshots a restart reads at
+  most the entries since the snapshot before last, whatever the segment size. The deletions
+  need no directory fsync: a segment whose deletion a crash undoes is wholly covered by the
+  snapshot, and recovery starts reading at the last segment that starts at or below
+  ``snapshot.index + 1``, so it never reads it (and deletes it again). Recovery reads only
+  that tail, so a restart costs the snapshot plus the entries after it.
 - ``reset_log(meta)`` (a received snapshot replaced a log that does not hold its last entry;
   the snapshot must be committed first) deletes the segments that start after ``meta.index``,
   creates segment ``meta.index + 1`` opening with a RESET record, flushes it and the directory,
@@ -363,6 +366,14 @@ class WalStorage:
         while len(self._segments) > 1 and self._segments[1].first_index <= index + 1:
             doomed = self._segments.pop(0)
             self._delete(doomed.path)
+        active = self._segments[-1]
+        if active.first_index <= index and active.offsets:
+            # The active segment holds covered entries: start a new one now, so that the next
+            # compaction can delete this one and a restart never scans much covered history.
+            try:
+                self._roll_over(self._last_index + 1)
+            except OSError as e:
+                raise self._fail("compact", e) from e
 
     def reset_log(self, meta: SnapshotMeta) -> None:
         self._check_usable()

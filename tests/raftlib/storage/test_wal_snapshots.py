@@ -72,15 +72,23 @@ def test_compaction_deletes_only_segments_wholly_at_or_below_the_index(tmp_path:
     assert after[0] <= 51  # the segment holding entry 51 stays
 
 
-def test_compaction_never_deletes_the_last_segment(tmp_path: Path) -> None:
+def test_compaction_rolls_over_so_the_next_one_can_delete_the_active_segment(
+    tmp_path: Path,
+) -> None:
     with build(tmp_path, count=100, commit=100) as wal:
         write_snapshot(wal, meta(100), b"x")
         wal.compact(100)
-        assert len(segment_paths(tmp_path)) == 1
+        # The old active segment (entries up to 100) stays until a snapshot covers the new one.
+        assert [p.name for p in segment_paths(tmp_path)][-1] == fmt.segment_name(101)
         wal.append(make_entries(101, 2))
+        wal.set_hard_state(HardState(term=1, vote=1, commit=102))
         wal.sync()
+        write_snapshot(wal, meta(101), b"y")
+        wal.compact(101)
+        assert next(p.name for p in segment_paths(tmp_path)) == fmt.segment_name(101)
     with WalStorage(tmp_path, segment_bytes_max=SEGMENT_BYTES) as wal:
-        assert wal.load().entries == make_entries(101, 2)
+        recovered = wal.load()
+    assert (recovered.snapshot, recovered.entries) == (meta(101), make_entries(102, 1))
 
 
 def test_a_new_snapshot_replaces_the_old_file_and_a_leftover_temp_is_removed(
