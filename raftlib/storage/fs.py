@@ -241,6 +241,9 @@ def _split(path: str) -> list[str]:
 class CrashFS:
     """An in-memory file system with a crash model (see the module docstring)."""
 
+    # Never blocks: a WalStorage over it may be called inline (deterministic simulation).
+    blocking = False
+
     def __init__(self) -> None:
         self._root = _Dir({}, {}, [])
         self._handles: dict[int, _Handle] = {}

@@ -184,7 +184,7 @@ class WalStorage:
     (except ``SnapshotWriter.write``, which touches only its own file).
     """
 
-    # Disk I/O: the node driver runs these calls in a worker thread.
+    # Disk I/O: the node driver runs these calls in a worker thread (not over CrashFS).
     blocking = True
 
     def __init__(
@@ -211,6 +211,8 @@ class WalStorage:
             )
         self._directory = os.path.abspath(os.fspath(directory))
         self._fs: FileSystem = fs if fs is not None else OS_FS
+        # An in-memory file system never blocks: the driver may then call inline (simulator).
+        self.blocking = bool(getattr(self._fs, "blocking", True))
         if not fsync:
             self._fs = NoSyncFileSystem(self._fs)  # type: ignore[assignment]
         self._segment_bytes_max = segment_bytes_max

@@ -3,6 +3,7 @@ directory was flushed; unflushed writes may be lost, torn or survive out of orde
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 
@@ -129,3 +130,24 @@ def test_closed_descriptors_and_crashes_invalidate_descriptors() -> None:
     fs.crash(random.Random(0), "power")
     with pytest.raises(OSError):
         fs.write(fd, b"x")
+
+
+def test_wal_storage_over_crashfs_does_not_block_and_survives_a_drawn_power_loss() -> None:
+    from raftlib.core.types import HardState
+    from raftlib.storage import WalStorage
+    from tests.raftlib.storage.storage_testing import make_entries
+
+    fs = CrashFS()
+    wal = WalStorage("/node1", fs=fs, segment_bytes_max=512)
+    assert wal.blocking is False
+    wal.load()
+    wal.set_hard_state(HardState(term=1, vote=1))
+    wal.append(make_entries(1, 30))
+    wal.sync()
+    wal.append(make_entries(31, 5))  # unsynced: may go
+    for seed in range(20):
+        crashed = copy.deepcopy(fs)
+        crashed.crash(random.Random(seed), "power")
+        recovered = WalStorage("/node1", fs=crashed, segment_bytes_max=512).load()
+        assert recovered.entries[:30] == make_entries(1, 30), f"seed={seed}"
+        assert recovered.hard_state.term == 1
