@@ -389,6 +389,19 @@ def standard_workloads() -> list[Workload]:
             ),
         ),
         Workload(
+            "truncation after a commit-only sync",
+            (
+                SetHardState(HardState(1, 1, 0)),
+                Append(_entries(1, 6, 1)),
+                Sync(),
+                SetHardState(HardState(1, 1, 4)),  # commit only: a COMMIT record, not the file
+                Sync(),
+                Append(_entries(5, 2, 2)),  # the cut removes that COMMIT record
+                SetHardState(HardState(2, 2, 4)),
+                Sync(),
+            ),
+        ),
+        Workload(
             "hard state changes",
             (
                 SetHardState(HardState(1, 1, 0)),
@@ -471,3 +484,62 @@ def standard_workloads() -> list[Workload]:
             ),
         ),
     ]
+
+
+def random_workload(seed: int, steps: int = 24) -> Workload:
+    """A valid random workload (what a Raft node could ask of its storage), reproducible from
+    ``seed``: appends (some truncating), hard state changes, syncs, own and received
+    snapshots with compaction and reset, and restarts."""
+    rng = random.Random(seed)
+    out: list[Step] = []
+    term, vote, commit, last, snap = 1, 1, 0, 0, 0
+    terms: dict[int, int] = {}
+    out.append(SetHardState(HardState(term, vote, commit)))
+    while len(out) < steps:
+        kind = rng.choice(["append"] * 4 + ["hard", "sync", "sync", "snap", "install", "restart"])
+        if kind == "append":
+            floor = max(commit, snap) + 1
+            first = rng.randint(max(floor, last - 3), last + 1)
+            if first <= last:
+                term += 1
+                vote = rng.randint(0, 3)
+                out.append(SetHardState(HardState(term, vote, commit)))
+            count = rng.randint(1, 4)
+            out.append(Append(_entries(first, count, term)))
+            for index in list(terms):
+                if index >= first:
+                    del terms[index]
+            terms.update({i: term for i in range(first, first + count)})
+            last = first + count - 1
+        elif kind == "hard":
+            if rng.random() < 0.3:
+                term += 1
+                vote = rng.randint(0, 3)
+            commit = rng.randint(commit, last)
+            out.append(SetHardState(HardState(term, vote, commit)))
+        elif kind == "sync":
+            out.append(Sync())
+        elif kind == "snap" and commit > snap:
+            index = rng.randint(snap + 1, commit)
+            out.append(Sync())  # a snapshot covers applied, hence durable, entries
+            out.append(TakeSnapshot(_meta(index, terms[index]), rng.randbytes(rng.randint(0, 40))))
+            snap = index
+            out.append(Compact(rng.randint(snap - min(snap, 3), snap)))
+        elif kind == "install":
+            term += 1
+            index = max(last, commit, snap) + rng.randint(1, 5)
+            out.append(SetHardState(HardState(term, 0, commit)))
+            out.append(Sync())
+            out.append(TakeSnapshot(_meta(index, term), rng.randbytes(8)))
+            out.append(ResetLog(_meta(index, term)))
+            snap, last, commit, vote = index, index, index, 0
+            terms = {}
+            out.append(SetHardState(HardState(term, vote, commit)))
+            if rng.random() < 0.5:
+                out.append(Compact(index))
+        elif kind == "restart":
+            out.append(Sync())
+            out.append(Restart(clean=rng.random() < 0.5))
+    out.append(Sync())
+    buffer_bytes = rng.choice([80, 4096])  # 80: early writes within a batch
+    return Workload(f"random seed={seed}", tuple(out), write_buffer_bytes_max=buffer_bytes)

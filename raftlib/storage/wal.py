@@ -62,13 +62,15 @@ Snapshots and compaction
 
 Suffix truncation (``append`` starting at or below the last index)
 ------------------------------------------------------------------
-Steps: (1) delete the segments that start after the new first index, last one first, fsyncing
-the directory after each unlink; (2) ``ftruncate`` the segment holding the new first index at
-that entry's record and fsync it; (3) only then write the new entries. A crash at any point
-leaves a prefix of the old log (1..M with new_first - 1 <= M <= old last): each deletion removes
-the current last segment and is durable before the next one, and the cut is durable before any
-new byte is written, so new entries can never land next to stale old ones. Losing part of the
-truncation is safe for Raft: the new entries were not acknowledged (no sync returned), and the
+Steps: (0) if the commit index is durable only in a COMMIT record (which the cut may remove),
+write it to the hard state file first; (1) delete the segments that start after the new first
+index, last one first, fsyncing the directory after each unlink; (2) ``ftruncate`` the segment
+holding the new first index at that entry's record and fsync it; (3) only then write the new
+entries. A crash at any point leaves a prefix of the old log (1..M with new_first - 1 <= M <=
+old last): each deletion removes the current last segment and is durable before the next one,
+and the cut is durable before any new byte is written, so new entries can never land next to
+stale old ones. Losing part of the truncation is safe for Raft: the new entries were not
+acknowledged (no sync returned), and the
 old suffix is uncommitted (truncating at or below the commit index is refused).
 
 Recovery (on open)
@@ -239,7 +241,6 @@ class WalStorage:
         self._snapshot_sequence = 0
         # Largest commit index written to the log as a COMMIT record (or to the file).
         self._commit_logged = 0
-        self._commit_rewrite = False
         self._bytes_written = 0
         self._writes = 0
         self._entries_written = 0
@@ -714,10 +715,6 @@ class WalStorage:
     def _write_records(self, first: int, records: list[bytes]) -> None:
         segment = self._segments[-1]
         position = segment.size
-        if self._commit_rewrite:
-            # The cut may have removed the latest COMMIT record: restate it before new entries.
-            position = self._buffer_record(fmt.encode_commit(self._commit_logged))
-            self._commit_rewrite = False
         index = first
         for record in records:
             if position + len(record) > self._segment_bytes_max and segment.offsets:
@@ -816,7 +813,6 @@ class WalStorage:
         for segment in old:
             self._delete(segment.path)  # void now that the RESET segment is durable
         self._last_index = meta.index
-        self._commit_rewrite = False
 
     def _truncate_from(self, first: int) -> None:
         hard_state = self._pending_hard_state or self._hard_state
@@ -826,6 +822,12 @@ class WalStorage:
                 f"append: would truncate entry {first}, at or below commit index {known_commit}"
             )
         self._truncations += 1
+        if self._commit_logged > self._file_hard_state.commit:
+            # The cut may remove the COMMIT record that holds the durable commit index, and a
+            # power loss may keep the cut without anything written after it: move the commit
+            # index into the hard state file first. (Found by the crash-state explorer.)
+            durable = self._file_hard_state
+            self._write_hard_state_file(HardState(durable.term, durable.vote, self._commit_logged))
         self._write_buffer()  # simplest: everything on disk, then cut
         # (1) Whole segments after the cut, last first, each deletion durable before the next.
         while self._segments[-1].first_index > first:
@@ -849,7 +851,6 @@ class WalStorage:
         self._active_dirty = False
         segment.size = self._active_disk_size = cut
         self._last_index = first - 1
-        self._commit_rewrite = self._commit_logged > self._file_hard_state.commit
 
     def _write_hard_state_file(self, hard_state: HardState) -> None:
         data = fmt.encode_hard_state(hard_state)

@@ -9,12 +9,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from raftlib.storage.crash_explorer import explore, standard_workloads
+from raftlib.storage.crash_explorer import explore, random_workload, standard_workloads
+
+RANDOM_SEEDS_QUICK = 6  # in the default suite
+RANDOM_SEEDS_SLOW = 400  # with -m slow
 
 # Measured with the model's bounds as set in raftlib.storage.fs; each minimum is about 80%.
 STATES_MIN = {
     "appends and rollover": (24, 430),
     "truncating append": (37, 680),
+    "truncation after a commit-only sync": (30, 550),
     "hard state changes": (25, 460),
     "early writes past the buffer limit": (20, 370),
     "restarts": (36, 670),
@@ -43,3 +47,17 @@ def test_no_crash_state_of_a_workload_breaks_recovery(workload, capsys) -> None:
 
 def test_every_standard_workload_has_a_named_minimum() -> None:
     assert {w.name for w in standard_workloads()} == set(STATES_MIN)
+
+
+@pytest.mark.parametrize("seed", range(RANDOM_SEEDS_QUICK))
+def test_random_workloads_leave_no_crash_state_recovery_gets_wrong(seed: int) -> None:
+    report = explore(random_workload(seed))
+    assert not report.violations, "\n".join(report.violations)
+    assert report.states_checked > 100
+
+
+@pytest.mark.slow
+def test_many_random_workloads_leave_no_crash_state_recovery_gets_wrong() -> None:
+    for seed in range(RANDOM_SEEDS_SLOW):
+        report = explore(random_workload(seed))
+        assert not report.violations, f"seed={seed}: " + "\n".join(report.violations)
