@@ -9,6 +9,9 @@ All integers are little-endian. A body starts with a one-byte record type:
 
     ENTRY  (1)  type u8 | term u64 | index u64 | entry kind u8 | data (the rest of the body)
     COMMIT (2)  type u8 | commit index u64
+    RESET  (3)  type u8 | index u64 | term u64   (only as a segment's first record: the log
+                was discarded for a snapshot at (index, term); this segment's first index is
+                index + 1 and every earlier segment is void)
 
 One record per entry (not per batch) so that a suffix truncation can cut a segment exactly at
 an entry boundary without rewriting a surviving part of a batch. The CRC covers the length field
@@ -19,6 +22,12 @@ end of the file cannot pass for a torn tail and hide the records after it.
 Hard state file ``hardstate``::
 
     magic b"RAFTHS\\0\\0" | version u32 | term u64 | vote u64 | commit u64 | crc32c(previous) u32
+
+Snapshot file ``snapshot-<index, 20 digits>.snap``::
+
+    magic b"RAFTSNP\\0" | version u32 | meta length u32 | payload length u64
+    | meta (SnapshotMeta, msgpack via msgspec) | crc32c(everything before) u32
+    | payload | crc32c(payload) u32
 """
 
 from __future__ import annotations
@@ -29,9 +38,10 @@ from array import array
 from collections.abc import Sequence
 
 import attrs
+import msgspec
 from crc32c import crc32c
 
-from raftlib.core.types import Entry, EntryKind, HardState
+from raftlib.core.types import Entry, EntryKind, HardState, SnapshotMeta
 
 FORMAT_VERSION = 1
 
@@ -42,6 +52,7 @@ SEGMENT_NAME = re.compile(r"wal-(\d{20})\.log")
 
 RECORD_ENTRY = 1
 RECORD_COMMIT = 2
+RECORD_RESET = 3
 _CRC = struct.Struct("<I")
 RECORD_HEADER = struct.Struct("<II")  # crc, length
 _ENTRY_HEAD = struct.Struct("<IBQQB")  # length, type, term, index, kind: what the crc starts at
@@ -49,6 +60,8 @@ _ENTRY_FIELDS = struct.Struct("<QQB")
 _COMMIT_RECORD = struct.Struct("<IBQ")  # length, type, commit
 ENTRY_BODY_BYTES_MIN = 1 + _ENTRY_FIELDS.size
 COMMIT_BODY_BYTES = 1 + 8
+_RESET_RECORD = struct.Struct("<IBQQ")  # length, type, index, term
+RESET_BODY_BYTES = 1 + 8 + 8
 # The length field is a u32; keep a margin so header + body stays addressable as one record.
 RECORD_BODY_BYTES_MAX = 0xFFFF_FFFF - 64
 _ENTRY_KIND_BY_VALUE = {int(kind): kind for kind in EntryKind}
@@ -57,6 +70,13 @@ _U64 = struct.Struct("<Q")
 HARD_STATE_MAGIC = b"RAFTHS\x00\x00"
 HARD_STATE = struct.Struct("<8sIQQQI")
 _HARD_STATE_SIGNED = struct.Struct("<8sIQQQ")
+
+SNAPSHOT_MAGIC = b"RAFTSNP\x00"
+SNAPSHOT_FIXED = struct.Struct("<8sIIQ")  # magic, version, meta length, payload length
+SNAPSHOT_NAME = re.compile(r"snapshot-(\d{20})\.snap")
+SNAPSHOT_TMP_NAME = re.compile(r"snapshot-(\d{20})\.\d+\.tmp")
+SNAPSHOT_META_BYTES_MAX = 1024 * 1024  # a configuration of thousands of members fits
+CRC_BYTES = _CRC.size
 
 _U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
 _NONZERO = re.compile(rb"[^\x00]")
@@ -108,6 +128,73 @@ def encode_commit(commit: int) -> bytes:
     return _CRC.pack(crc32c(body)) + body
 
 
+def encode_reset(index: int, term: int) -> bytes:
+    body = _RESET_RECORD.pack(RESET_BODY_BYTES, RECORD_RESET, index, term)
+    return _CRC.pack(crc32c(body)) + body
+
+
+def encode_crc(value: int) -> bytes:
+    return _CRC.pack(value)
+
+
+def decode_crc(data: bytes) -> int:
+    (value,) = _CRC.unpack(data)
+    return int(value)
+
+
+def snapshot_name(index: int) -> str:
+    return f"snapshot-{index:020d}.snap"
+
+
+def snapshot_tmp_name(index: int, sequence: int) -> str:
+    return f"snapshot-{index:020d}.{sequence}.tmp"
+
+
+def encode_snapshot_header(meta: SnapshotMeta, payload_length: int) -> bytes:
+    encoded = msgspec.msgpack.encode(meta)
+    signed = SNAPSHOT_FIXED.pack(SNAPSHOT_MAGIC, FORMAT_VERSION, len(encoded), payload_length)
+    signed += encoded
+    return signed + _CRC.pack(crc32c(signed))
+
+
+@attrs.frozen
+class SnapshotHeader:
+    meta: SnapshotMeta
+    header_bytes: int  # where the payload starts
+    payload_length: int
+
+
+def decode_snapshot_fixed(data: bytes) -> tuple[int, int]:
+    """(meta length, payload length) from the first ``SNAPSHOT_FIXED.size`` bytes. Raises
+    ValueError naming what is wrong."""
+    if len(data) < SNAPSHOT_FIXED.size:
+        raise ValueError(f"file is {len(data)} bytes, shorter than a snapshot header")
+    magic, version, meta_length, payload_length = SNAPSHOT_FIXED.unpack_from(data, 0)
+    if magic != SNAPSHOT_MAGIC:
+        raise ValueError("bad magic (not a raftlib snapshot file)")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"unsupported snapshot format version {version}")
+    if meta_length > SNAPSHOT_META_BYTES_MAX:
+        raise ValueError(f"meta length {meta_length} exceeds {SNAPSHOT_META_BYTES_MAX} bytes")
+    return int(meta_length), int(payload_length)
+
+
+def decode_snapshot_header(data: bytes) -> SnapshotHeader:
+    """Decode a header whose bytes (fixed part, meta and header CRC) are all in ``data``."""
+    meta_length, payload_length = decode_snapshot_fixed(data)
+    end = SNAPSHOT_FIXED.size + meta_length
+    if len(data) < end + _CRC.size:
+        raise ValueError("header cut short")
+    (crc,) = _CRC.unpack_from(data, end)
+    if crc != crc32c(data[:end]):
+        raise ValueError("header checksum mismatch")
+    try:
+        meta = msgspec.msgpack.decode(data[SNAPSHOT_FIXED.size : end], type=SnapshotMeta)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise ValueError(f"meta does not decode: {e}") from None
+    return SnapshotHeader(meta, end + _CRC.size, payload_length)
+
+
 def encode_hard_state(hard_state: HardState) -> bytes:
     for name in ("term", "vote", "commit"):
         value = getattr(hard_state, name)
@@ -153,6 +240,7 @@ class SegmentScan:
     entries: list[Entry]
     offsets: array[int]  # byte offset of each entry's record
     commit: int | None  # the last COMMIT record's value
+    reset: tuple[int, int] | None  # (index, term) of a RESET record opening the segment
     end: int  # offset just past the last valid record
     bad: BadRecord | None
 
@@ -180,6 +268,7 @@ def scan_records(buf: bytes, first_index: int) -> SegmentScan:
     entries: list[Entry] = []
     offsets: array[int] = array("Q")
     commit: int | None = None
+    reset: tuple[int, int] | None = None
     expected = first_index
     offset = SEGMENT_HEADER.size
     bad: BadRecord | None = None
@@ -216,12 +305,19 @@ def scan_records(buf: bytes, first_index: int) -> SegmentScan:
             expected += 1
         elif record_type == RECORD_COMMIT and length == COMMIT_BODY_BYTES:
             (commit,) = _U64.unpack_from(buf, body)
+        elif record_type == RECORD_RESET and length == RESET_BODY_BYTES:
+            index, term = _U64.unpack_from(buf, body)[0], _U64.unpack_from(buf, body + 8)[0]
+            if offset != SEGMENT_HEADER.size or index != first_index - 1:
+                reason = f"RESET record to index {index} that does not open segment {first_index}"
+                bad = BadRecord(offset, reason, torn=False)
+                break
+            reset = (index, term)
         else:
             reason = f"unknown record type {record_type} with length {length}"
             bad = BadRecord(offset, reason, torn=False)
             break
         offset = end
-    return SegmentScan(first_index, entries, offsets, commit, offset, bad)
+    return SegmentScan(first_index, entries, offsets, commit, reset, offset, bad)
 
 
 def find_valid_record_after(buf: bytes, start: int) -> int | None:

@@ -100,13 +100,18 @@ class Storage(Protocol):
     def compact(self, index: int) -> None:
         """Entries up to ``index`` are no longer needed: the current durable snapshot covers
         them (``index`` <= its index, else ``ValueError``). The storage may delete whole
-        segments below it; ``load`` never returns them again."""
+        segments below it; ``load`` never returns them again. Call it only once the snapshot
+        is committed (its ``commit()`` returned)."""
         ...
 
     def reset_log(self, meta: SnapshotMeta) -> None:
         """A received snapshot replaced a log that does not contain its last entry: discard
         every entry; the log goes on at ``meta.index + 1``. Recorded in order with appends and
-        durable at the next sync (a later append must never survive a crash without it)."""
+        durable at the next sync (a later append must never survive a crash without it).
+        Call it after the snapshot's ``commit()``: a storage refuses (``ValueError``) a reset
+        beyond its durable snapshot, which would leave a log that nothing covers. A crash that
+        loses the reset is repaired on ``load``: a log that does not hold the snapshot's last
+        entry (missing, or another term) is discarded there."""
         ...
 
     def close(self) -> None:

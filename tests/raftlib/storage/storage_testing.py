@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from raftlib.core.types import Entry, EntryKind
+from raftlib.core.types import Entry, EntryKind, HardState
 from raftlib.storage import _format as fmt
+from raftlib.storage.base import Recovered
 
 
 def entry_data(index: int, term: int, size: int = 20) -> bytes:
@@ -49,3 +50,13 @@ def cut_file(path: str | Path, size: int) -> None:
 
 def noop_entry(index: int, term: int) -> Entry:
     return Entry(term=term, index=index, kind=EntryKind.NOOP)
+
+
+def no_snapshot(hard_state: HardState, entries: list[Entry]) -> Recovered:
+    """What ``load()`` returns for a log that was never compacted."""
+    return Recovered(hard_state, None, entries)
+
+
+def hard_state_and_log(recovered: Recovered) -> tuple[HardState, list[Entry]]:
+    assert recovered.snapshot is None, recovered.snapshot
+    return recovered.hard_state, recovered.entries

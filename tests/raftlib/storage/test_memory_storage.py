@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from raftlib.core.types import Entry, HardState
-from raftlib.errors import StorageError
+from raftlib.errors import MissingHardState, StorageError
 from raftlib.storage import MemoryStorage
-from tests.raftlib.storage.storage_testing import make_entries
+from tests.raftlib.storage.storage_testing import hard_state_and_log, make_entries, no_snapshot
 
 
 def storage_with_synced_prefix() -> MemoryStorage:
@@ -29,14 +29,14 @@ def test_power_loss_drops_unsynced_appends_and_hard_state() -> None:
     storage.append(make_entries(6, 3))
     storage.set_hard_state(HardState(term=2, vote=2, commit=4))
     storage.crash()
-    assert storage.load() == (HardState(term=1, vote=1, commit=2), make_entries(1, 5))
+    assert storage.load() == no_snapshot(HardState(term=1, vote=1, commit=2), make_entries(1, 5))
 
 
 def test_power_loss_undoes_an_unsynced_suffix_truncation() -> None:
     storage = storage_with_synced_prefix()
     storage.append(make_entries(4, 1, term=2))
     storage.crash()
-    assert storage.load()[1] == make_entries(1, 5)
+    assert storage.load().entries == make_entries(1, 5)
 
 
 def test_process_crash_keeps_written_appends_but_not_the_buffered_hard_state() -> None:
@@ -44,17 +44,19 @@ def test_process_crash_keeps_written_appends_but_not_the_buffered_hard_state() -
     storage.append(make_entries(6, 3))
     storage.set_hard_state(HardState(term=2, vote=2, commit=4))
     storage.crash(lose_unsynced=False)
-    assert storage.load() == (HardState(term=1, vote=1, commit=2), make_entries(1, 8))
+    assert storage.load() == no_snapshot(HardState(term=1, vote=1, commit=2), make_entries(1, 8))
     # Still only in the page cache: a power loss now takes them.
     storage.crash()
-    assert storage.load()[1] == make_entries(1, 5)
+    assert storage.load().entries == make_entries(1, 5)
 
 
 def test_synced_state_survives_every_kind_of_crash() -> None:
     for lose_unsynced, torn_write in [(False, False), (True, False), (True, True)]:
         storage = storage_with_synced_prefix()
         storage.crash(lose_unsynced=lose_unsynced, torn_write=torn_write, rng=random.Random(1))
-        assert storage.load() == (HardState(term=1, vote=1, commit=2), make_entries(1, 5))
+        assert storage.load() == no_snapshot(
+            HardState(term=1, vote=1, commit=2), make_entries(1, 5)
+        )
 
 
 def possible_torn_logs(durable: list[Entry], writes: list[list[Entry]]) -> list[list[Entry]]:
@@ -78,12 +80,12 @@ def test_torn_write_keeps_whole_earlier_writes_and_a_strict_prefix_of_one() -> N
         for write in writes:
             storage.append(write)
         storage.crash(torn_write=True, rng=random.Random(seed))
-        log = storage.load()[1]
+        log = storage.load().entries
         assert log in possible, f"seed={seed}: impossible log {[e.index for e in log]}"
         seen.append(log)
         # What survived is durable now: another power loss keeps it.
         storage.crash()
-        assert storage.load()[1] == log, f"seed={seed}"
+        assert storage.load().entries == log, f"seed={seed}"
     # The cut really falls anywhere, including inside the last write.
     assert all(outcome in seen for outcome in possible)
 
@@ -95,7 +97,7 @@ def test_torn_write_is_deterministic_for_a_seed() -> None:
         storage.append(make_entries(6, 10))
         storage.append(make_entries(16, 10))
         storage.crash(torn_write=True, rng=random.Random(42))
-        logs.append(storage.load()[1])
+        logs.append(storage.load().entries)
     assert logs[0] == logs[1]
 
 
@@ -134,7 +136,7 @@ def test_injected_append_failure_writes_nothing() -> None:
         with pytest.raises(StorageError, match="injected append failure"):
             storage.append(make_entries(6, 1))
     storage.append(make_entries(6, 1))
-    assert storage.load()[1] == make_entries(1, 6)
+    assert storage.load().entries == make_entries(1, 6)
 
 
 def test_statistics_count_unsynced_appends() -> None:
@@ -190,7 +192,7 @@ class MemoryVersusModel(RuleBasedStateMachine):
         self.storage.crash(
             lose_unsynced=kind != "process", torn_write=kind == "torn", rng=random.Random(seed)
         )
-        hard_state, log = self.storage.load()
+        hard_state, log = hard_state_and_log(self.storage.load())
         assert hard_state == self.synced
         if kind == "process":
             assert log == self.written
@@ -212,3 +214,24 @@ MemoryVersusModel.TestCase.settings = settings(
     max_examples=80, stateful_step_count=30, deadline=None
 )
 TestMemoryVersusModel = MemoryVersusModel.TestCase
+
+
+def test_lost_hard_state_with_entries_is_refused_unless_allowed() -> None:
+    storage = storage_with_synced_prefix()
+    storage.lose_hard_state()
+    storage.close()
+    with pytest.raises(MissingHardState, match="hard state is missing"):
+        storage.load()
+    allowing = MemoryStorage(allow_missing_hard_state=True)
+    allowing.load()
+    allowing.append(make_entries(1, 2))
+    allowing.sync()
+    allowing.lose_hard_state()
+    assert allowing.load().hard_state == HardState()
+
+
+def test_lost_hard_state_of_an_empty_storage_is_not_an_error() -> None:
+    storage = MemoryStorage()
+    storage.load()
+    storage.lose_hard_state()
+    assert storage.load().entries == []

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from raftlib.core.types import Entry, HardState
+from raftlib.core.types import HardState
 from raftlib.errors import StorageError
 from raftlib.storage import MemoryStorage, Storage, WalStorage
-from tests.raftlib.storage.storage_testing import make_entries, noop_entry
+from raftlib.storage.base import Recovered
+from tests.raftlib.storage.storage_testing import make_entries, no_snapshot, noop_entry
 
 
 class Harness:
@@ -21,7 +22,7 @@ class Harness:
         self._reopen_same = reopen_same
         self.storage = open_fn()
 
-    def reopen(self) -> tuple[HardState, list[Entry]]:
+    def reopen(self) -> Recovered:
         self.storage.close()
         if not self._reopen_same:
             self.storage = self._open_fn()
@@ -41,7 +42,7 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
 
 
 def test_fresh_storage_is_empty_with_zero_hard_state(harness: Harness) -> None:
-    assert harness.reopen() == (HardState(), [])
+    assert harness.reopen() == no_snapshot(HardState(), [])
 
 
 def test_synced_entries_and_hard_state_round_trip_through_reopen(harness: Harness) -> None:
@@ -50,7 +51,7 @@ def test_synced_entries_and_hard_state_round_trip_through_reopen(harness: Harnes
     harness.storage.append(entries[10:])
     harness.storage.set_hard_state(HardState(term=2, vote=3, commit=20))
     harness.storage.sync()
-    assert harness.reopen() == (HardState(term=2, vote=3, commit=20), entries)
+    assert harness.reopen() == no_snapshot(HardState(term=2, vote=3, commit=20), entries)
 
 
 def test_append_at_or_below_last_index_replaces_the_suffix(harness: Harness) -> None:
@@ -61,12 +62,12 @@ def test_append_at_or_below_last_index_replaces_the_suffix(harness: Harness) -> 
     harness.storage.append(new)
     harness.storage.sync()
     expected = old[:11] + new
-    assert harness.storage.load()[1] == expected
-    assert harness.reopen()[1] == expected
+    assert harness.storage.load().entries == expected
+    assert harness.reopen().entries == expected
     more = make_entries(16, 3, term=2)
     harness.storage.append(more)
     harness.storage.sync()
-    assert harness.reopen()[1] == expected + more
+    assert harness.reopen().entries == expected + more
 
 
 def test_truncation_back_to_index_one_replaces_everything(harness: Harness) -> None:
@@ -75,7 +76,7 @@ def test_truncation_back_to_index_one_replaces_everything(harness: Harness) -> N
     new = make_entries(1, 3, term=5)
     harness.storage.append(new)
     harness.storage.sync()
-    assert harness.reopen()[1] == new
+    assert harness.reopen().entries == new
 
 
 def test_commit_index_survives_reopen_after_commit_only_changes(harness: Harness) -> None:
@@ -85,7 +86,7 @@ def test_commit_index_survives_reopen_after_commit_only_changes(harness: Harness
         harness.storage.append(make_entries(step * 4 - 3, 4))
         harness.storage.set_hard_state(HardState(term=1, vote=1, commit=step * 4 - 1))
         harness.storage.sync()
-    assert harness.reopen()[0] == HardState(term=1, vote=1, commit=19)
+    assert harness.reopen().hard_state == HardState(term=1, vote=1, commit=19)
 
 
 def test_append_leaving_a_gap_is_refused(harness: Harness) -> None:
@@ -100,7 +101,7 @@ def test_non_contiguous_batch_is_refused_without_writing(harness: Harness) -> No
     with pytest.raises(ValueError, match="expected"):
         harness.storage.append(batch)
     harness.storage.sync()
-    assert harness.reopen()[1] == make_entries(1, 3)
+    assert harness.reopen().entries == make_entries(1, 3)
 
 
 def test_truncating_a_committed_entry_is_refused(harness: Harness) -> None:
@@ -132,7 +133,7 @@ def test_unsynced_hard_state_is_lost_on_close(harness: Harness) -> None:
     harness.storage.set_hard_state(HardState(term=1, vote=2))
     harness.storage.sync()
     harness.storage.set_hard_state(HardState(term=4, vote=3))
-    assert harness.reopen()[0] == HardState(term=1, vote=2)
+    assert harness.reopen().hard_state == HardState(term=1, vote=2)
 
 
 def test_closed_storage_refuses_writes(harness: Harness) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from raftlib.core.types import Entry
 from raftlib.storage import WalStorage
-from tests.raftlib.storage.storage_testing import entry_data
+from tests.raftlib.storage.storage_testing import entry_data, hard_state_and_log
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -60,7 +60,7 @@ def read_acks_then_kill(child: subprocess.Popen[bytes], rng: random.Random) -> l
 def verify(directory: Path, acks: list[str], context: str) -> int:
     last, term, digest_hex = acks[-1].split()
     with WalStorage(directory) as wal:
-        _hard_state, log = wal.load()
+        _hard_state, log = hard_state_and_log(wal.load())
     assert len(log) >= int(last), f"{context}: acknowledged {last}, recovered {len(log)}"
     acked: list[Entry] = log[: int(last)]
     assert acked[-1].term == int(term), context

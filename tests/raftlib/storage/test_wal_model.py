@@ -11,7 +11,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from raftlib.core.types import Entry, EntryKind, HardState
 from raftlib.storage import WalStorage
-from tests.raftlib.storage.storage_testing import entry_data
+from tests.raftlib.storage.storage_testing import entry_data, hard_state_and_log, no_snapshot
 
 
 class WalVersusModel(RuleBasedStateMachine):
@@ -20,7 +20,7 @@ class WalVersusModel(RuleBasedStateMachine):
         self.directory = tempfile.mkdtemp(prefix="wal-model-")
         self.segment_bytes_max = 256
         self.wal = self._open()
-        assert self.wal.load() == (HardState(), [])
+        assert self.wal.load() == no_snapshot(HardState(), [])
         self.log: list[Entry] = []
         self.term = 1
         self.synced = HardState()
@@ -77,7 +77,7 @@ class WalVersusModel(RuleBasedStateMachine):
         self.wal.close()
         self.segment_bytes_max = new_segment_bytes_max
         self.wal = self._open()
-        hard_state, entries = self.wal.load()
+        hard_state, entries = hard_state_and_log(self.wal.load())
         assert entries == self.log
         assert hard_state == self.synced
         self.pending = None
@@ -88,7 +88,7 @@ class WalVersusModel(RuleBasedStateMachine):
         # Killed: what was buffered is gone, what was written (rollovers, truncations) stays.
         self.wal.abandon()
         self.wal = self._open()
-        hard_state, entries = self.wal.load()
+        hard_state, entries = hard_state_and_log(self.wal.load())
         assert hard_state == self.synced
         assert len(entries) >= self.floor
         assert entries == self.log[: len(entries)]
@@ -98,7 +98,7 @@ class WalVersusModel(RuleBasedStateMachine):
     @precondition(lambda self: self.pending is None)
     @rule()
     def load_in_place(self) -> None:
-        hard_state, entries = self.wal.load()
+        hard_state, entries = hard_state_and_log(self.wal.load())
         assert entries == self.log
         assert hard_state == self.synced
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from raftlib.core.types import HardState
-from raftlib.errors import ConfigError, CorruptLog, StorageError
+from raftlib.errors import ConfigError, CorruptLog, CorruptSnapshot, StorageError
 from raftlib.storage import WalStorage
 from raftlib.storage import _format as fmt
-from raftlib.storage import wal as wal_module
 from tests.raftlib.storage.storage_testing import (
     cut_file,
     flip_bit,
     make_entries,
+    no_snapshot,
     record_offsets,
     segment_paths,
 )
@@ -36,7 +36,7 @@ def write_log(directory: Path, count: int, *, segment_bytes_max: int = 1 << 20) 
 
 def load(directory: Path, segment_bytes_max: int = 1 << 20) -> list[int]:
     with WalStorage(directory, segment_bytes_max=segment_bytes_max) as wal:
-        return [e.index for e in wal.load()[1]]
+        return [e.index for e in wal.load().entries]
 
 
 # --- segments and group commit -----------------------------------------------------------
@@ -58,7 +58,7 @@ def test_rollover_starts_segments_named_after_their_first_index(tmp_path: Path) 
         expected_first += len(record_offsets(path))
     assert expected_first == 101
     with WalStorage(tmp_path, segment_bytes_max=1024) as wal:
-        assert wal.load()[1] == entries
+        assert wal.load().entries == entries
 
 
 def test_entry_larger_than_a_segment_gets_a_segment_of_its_own(tmp_path: Path) -> None:
@@ -69,7 +69,7 @@ def test_entry_larger_than_a_segment_gets_a_segment_of_its_own(tmp_path: Path) -
         wal.sync()
     assert [p.name for p in segment_paths(tmp_path)] == [fmt.segment_name(i) for i in (1, 3, 4)]
     with WalStorage(tmp_path, segment_bytes_max=1024) as wal:
-        assert wal.load()[1] == entries
+        assert wal.load().entries == entries
 
 
 def test_a_batch_costs_one_write_and_one_fsync(tmp_path: Path) -> None:
@@ -106,11 +106,12 @@ def test_several_appends_then_one_sync_is_one_write_and_one_fsync(tmp_path: Path
 def test_term_or_vote_change_rewrites_the_hard_state_file(tmp_path: Path) -> None:
     with WalStorage(tmp_path) as wal:
         wal.load()
+        before = wal.statistics()
         wal.set_hard_state(HardState(term=3, vote=2))
         wal.sync()
         stats = wal.statistics()
-    assert stats.hard_state_writes == 1
-    assert stats.directory_fsyncs >= 2  # first segment creation, then the rename
+    assert stats.hard_state_writes - before.hard_state_writes == 1
+    assert stats.directory_fsyncs - before.directory_fsyncs == 1  # the rename
     assert fmt.decode_hard_state((tmp_path / "hardstate").read_bytes()) == HardState(3, 2, 0)
     assert not (tmp_path / "hardstate.tmp").exists()
 
@@ -124,14 +125,13 @@ def test_fsync_false_never_flushes_but_round_trips(tmp_path: Path) -> None:
         stats = wal.statistics()
     assert stats.fsyncs == 0 and stats.directory_fsyncs == 0
     with WalStorage(tmp_path) as wal:
-        assert wal.load() == (HardState(2, 1, 3), make_entries(1, 10))
+        assert wal.load() == no_snapshot(HardState(2, 1, 3), make_entries(1, 10))
 
 
 def test_appends_are_written_early_once_the_buffer_limit_is_reached(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(wal_module, "WRITE_BUFFER_BYTES_MAX", 1000)
-    with WalStorage(tmp_path) as wal:
+    with WalStorage(tmp_path, write_buffer_bytes_max=1000) as wal:
         wal.load()
         wal.append(make_entries(1, 5, size=100))  # < 1000 bytes: stays buffered
         assert wal.statistics().writes == 0
@@ -140,7 +140,7 @@ def test_appends_are_written_early_once_the_buffer_limit_is_reached(
         wal.abandon()  # a crash now keeps what was written, loses what was buffered
     # Records are 126 bytes: the 8th crossed the limit and went out with the 7 before it.
     with WalStorage(tmp_path) as wal:
-        assert wal.load()[1] == make_entries(1, 8, size=100)
+        assert wal.load().entries == make_entries(1, 8, size=100)
 
 
 def test_unsynced_appends_reach_the_files_on_close(tmp_path: Path) -> None:
@@ -161,7 +161,7 @@ def test_truncation_across_segments_deletes_later_segments(tmp_path: Path) -> No
         assert wal.statistics().truncations == 1
     assert len(segment_paths(tmp_path)) < segments_before
     with WalStorage(tmp_path, segment_bytes_max=512) as wal:
-        assert wal.load()[1] == make_entries(1, 9) + make_entries(10, 2, term=2)
+        assert wal.load().entries == make_entries(1, 9) + make_entries(10, 2, term=2)
 
 
 def test_truncation_keeps_the_logged_commit_index(tmp_path: Path) -> None:
@@ -175,15 +175,15 @@ def test_truncation_keeps_the_logged_commit_index(tmp_path: Path) -> None:
         wal.append(make_entries(6, 1, term=1))  # cuts 6..10, and the COMMIT record after them
         wal.sync()
     with WalStorage(tmp_path) as wal:
-        assert wal.load()[0] == HardState(term=1, vote=1, commit=5)
+        assert wal.load().hard_state == HardState(term=1, vote=1, commit=5)
 
 
 def test_second_load_reads_the_files_again(tmp_path: Path) -> None:
     with WalStorage(tmp_path) as wal:
-        assert wal.load() == (HardState(), [])
+        assert wal.load() == no_snapshot(HardState(), [])
         wal.append(make_entries(1, 4))
         wal.sync()
-        assert wal.load()[1] == make_entries(1, 4)
+        assert wal.load().entries == make_entries(1, 4)
 
 
 # --- hard state atomicity ---------------------------------------------------------------
@@ -197,7 +197,7 @@ def test_crash_before_rename_leaves_the_old_hard_state(tmp_path: Path) -> None:
     # What a crash between "write and fsync hardstate.tmp" and "rename" leaves behind.
     (tmp_path / "hardstate.tmp").write_bytes(fmt.encode_hard_state(HardState(9, 9, 0))[:17])
     with WalStorage(tmp_path) as wal:
-        assert wal.load()[0] == HardState(term=2, vote=1)
+        assert wal.load().hard_state == HardState(term=2, vote=1)
     assert not (tmp_path / "hardstate.tmp").exists()
 
 
@@ -208,7 +208,7 @@ def test_complete_but_unrenamed_tmp_file_is_not_adopted(tmp_path: Path) -> None:
         wal.sync()
     (tmp_path / "hardstate.tmp").write_bytes(fmt.encode_hard_state(HardState(9, 9, 0)))
     with WalStorage(tmp_path) as wal:
-        assert wal.load()[0] == HardState(term=2, vote=1)
+        assert wal.load().hard_state == HardState(term=2, vote=1)
 
 
 def test_damaged_hard_state_file_is_refused(tmp_path: Path) -> None:
@@ -236,7 +236,7 @@ def test_torn_last_record_is_truncated_at_every_cut_offset(
         segment.write_bytes(pristine[:cut])
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="raftlib.storage"), WalStorage(source) as wal:
-            assert wal.load()[1] == make_entries(1, 11), f"cut at {cut}"
+            assert wal.load().entries == make_entries(1, 11), f"cut at {cut}"
             # The node starts and the log continues where the torn record was.
             wal.append(make_entries(12, 1, term=2))
             wal.sync()
@@ -270,7 +270,7 @@ def test_segment_whose_creation_was_cut_short_is_removed(tmp_path: Path) -> None
     write_log(tmp_path, 5)
     (tmp_path / fmt.segment_name(6)).write_bytes(fmt.encode_segment_header(6)[:7])
     with WalStorage(tmp_path) as wal:
-        assert [e.index for e in wal.load()[1]] == [1, 2, 3, 4, 5]
+        assert [e.index for e in wal.load().entries] == [1, 2, 3, 4, 5]
         wal.append(make_entries(6, 2))
         wal.sync()
     assert load(tmp_path) == list(range(1, 8))
@@ -341,11 +341,12 @@ def test_index_gap_inside_a_segment_is_refused(tmp_path: Path) -> None:
     assert caught.value.offset == third_record
 
 
-def test_log_not_starting_at_index_one_is_refused(tmp_path: Path) -> None:
+def test_log_not_starting_at_index_one_without_a_snapshot_is_refused(tmp_path: Path) -> None:
     path = tmp_path / fmt.segment_name(5)
     path.write_bytes(fmt.encode_segment_header(5) + fmt.encode_entry(make_entries(5, 1)[0]))
-    with pytest.raises(CorruptLog, match="expected 1"):
+    with pytest.raises(CorruptSnapshot, match="needs a snapshot at index >= 4") as caught:
         WalStorage(tmp_path)
+    assert "\n" not in str(caught.value) and fmt.snapshot_name(4) in caught.value.path
 
 
 @pytest.mark.parametrize("position", [0, 9, 13, 20], ids=["magic", "version", "first", "crc"])
@@ -445,7 +446,7 @@ def test_data_directory_where_nothing_can_be_written_gets_a_one_line_error() -> 
 
 def test_missing_data_directory_is_created(tmp_path: Path) -> None:
     with WalStorage(tmp_path / "a" / "b") as wal:
-        assert wal.load() == (HardState(), [])
+        assert wal.load() == no_snapshot(HardState(), [])
     assert (tmp_path / "a" / "b" / "LOCK").exists()
 
 

@@ -34,7 +34,7 @@ def main() -> None:
     directory, seed, segment_bytes_max = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     rng = random.Random(seed)
     wal = WalStorage(directory, segment_bytes_max=segment_bytes_max)
-    hard_state, log = wal.load()
+    hard_state, log = (lambda r: (r.hard_state, r.entries))(wal.load())
     digest = hashlib.sha256()
     digest_update(digest, log)
     last = len(log)
