@@ -106,7 +106,7 @@ def check_durability(outcome: SimOutcome) -> Check:
         if node not in live.lagging
     }
     acknowledged = outcome.acknowledged
-    violations = acknowledged_durable(acknowledged, applied)
+    violations = acknowledged_durable(acknowledged, applied, outcome.observer.snapshots)
     if violations:
         return Check("durability", False, "acknowledged writes missing after recovery",
                      tuple(violations))

@@ -116,8 +116,6 @@ def recover(storage: RecoverableStorage, state_machine: StateMachine) -> Recover
     """Load durable state; restore the state machine from the snapshot, if there is one (so a
     restart replays only the log after it)."""
     recovered = storage.load()
-    if isinstance(recovered, tuple):  # TEMP: until the storage side of snapshots lands
-        recovered = Recovered(recovered[0], None, recovered[1])
     meta = recovered.snapshot
     if meta is not None:
         reader = storage.open_snapshot()
@@ -198,6 +196,8 @@ class DriverHooks:
     # Where anomalies are reported; None: the ``raftlib.driver`` logger at error level (the
     # simulator writes them to its node log instead).
     on_anomaly: Callable[[Anomaly], None] | None = None
+    # The state machine was replaced by a snapshot received from the leader (its index).
+    on_restore: Callable[[int], None] | None = None
 
 
 class Driver:
@@ -564,7 +564,7 @@ class Driver:
         if not self.snapshot_policy.due(self._since_snapshot_entries, self._since_snapshot_bytes):
             return
         core = self.core
-        index = self.applied
+        index = self._snapshot_index()
         term = core.term_at(index)
         if term is None or (core.snapshot is not None and index <= core.snapshot.index):
             return
@@ -580,6 +580,11 @@ class Driver:
         self._since_snapshot_entries = 0
         self._since_snapshot_bytes = 0
         self.snapshot_task = SnapshotTask(meta, self._storage.create_snapshot(meta), write)
+
+    def _snapshot_index(self) -> int:
+        """A snapshot stands for exactly what the state machine has applied: its index is the
+        applied index, never one above it (entries not in the state would be compacted)."""
+        return self.applied
 
     def snapshot_written(self, task: SnapshotTask) -> None:
         """The caller ran ``task``: commit it with the next storage job, and compact."""
@@ -622,6 +627,8 @@ class Driver:
                 raise CorruptSnapshot("<storage>", f"installed snapshot {meta.index} is gone")
             _restore(self.state_machine, reader)
             self.applied = meta.index
+            if self._hooks.on_restore is not None:
+                self._hooks.on_restore(meta.index)
             # Proposals the snapshot covers: whether they made it is in the snapshot only.
             for index in [i for i in self.proposals if i <= meta.index]:
                 _term, waiter = self.proposals.pop(index)

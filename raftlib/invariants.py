@@ -10,10 +10,13 @@ data, so a checker can report every violation of a run at once.
   up to that index;
 - leader completeness: an entry committed in some term is in the log of every leader of a later
   term;
-- state machine safety: no two nodes apply different entries at the same index (every applied
-  sequence is a prefix of the longest one);
+- state machine safety: no two nodes apply different entries at the same index, and no node
+  applies two different entries at one index across its restarts;
 - durability of acknowledgements: every command a client was told succeeded is in every node's
-  applied prefix once the cluster has recovered and caught up.
+  applied prefix once the cluster has recovered and caught up (a prefix a node took from a
+  snapshot counts as the entries applied there elsewhere).
+
+Logs and applied entries are keyed by index, since a log may start after a snapshot.
 """
 
 from __future__ import annotations
@@ -33,8 +36,13 @@ class Observer:
     leaders: dict[int, set[NodeId]] = attrs.field(factory=dict)
     # (index, term) of every entry seen committed, with the term it was first seen committed in
     committed: dict[int, Entry] = attrs.field(factory=dict)
-    # node -> applied entries (index order, contiguous from 1)
-    applied: dict[NodeId, list[Entry]] = attrs.field(factory=dict)
+    # node -> index -> the entry it applied there (kept across restarts: a restarted node
+    # applies the same entries again, or a snapshot of them)
+    applied: dict[NodeId, dict[int, Entry]] = attrs.field(factory=dict)
+    # node -> the highest index its state machine was restored to from a snapshot
+    snapshots: dict[NodeId, int] = attrs.field(factory=dict)
+    # a node applying a different entry at an index it applied before
+    conflicts: list[str] = attrs.field(factory=list)
 
     def saw_leader(self, node: NodeId, term: int) -> None:
         self.leaders.setdefault(term, set()).add(node)
@@ -44,20 +52,34 @@ class Observer:
             self.committed.setdefault(entry.index, entry)
 
     def saw_applied(self, node: NodeId, entries: Iterable[Entry]) -> None:
-        self.applied.setdefault(node, []).extend(entries)
+        table = self.applied.setdefault(node, {})
+        for entry in entries:
+            before = table.get(entry.index)
+            if before is not None and before != entry and len(self.conflicts) < 100:
+                self.conflicts.append(
+                    f"state machine safety: node {node} applied {_describe(before)} and later "
+                    f"{_describe(entry)} at index {entry.index}"
+                )
+            table[entry.index] = entry
+
+    def saw_snapshot(self, node: NodeId, index: int) -> None:
+        """``node``'s state machine was restored from a snapshot up to ``index``."""
+        self.snapshots[node] = max(index, self.snapshots.get(node, 0))
 
     def saw_restart(self, node: NodeId) -> None:
-        # A restarted node re-applies its log from the start (no snapshots yet).
-        self.applied[node] = []
+        """A restarted node applies its entries again (after its snapshot, if any): checked
+        against what it applied before, not forgotten."""
 
     def violations(self, logs: Mapping[NodeId, Sequence[Entry]] | None = None) -> list[str]:
         out = election_safety(self.leaders)
+        out += self.conflicts
         out += state_machine_safety(self.applied)
         for index, entry in self.committed.items():
-            for node, entries in self.applied.items():
-                if len(entries) >= index and entries[index - 1] != entry:
+            for node, table in self.applied.items():
+                mine = table.get(index)
+                if mine is not None and mine != entry:
                     out.append(
-                        f"node {node} applied {_describe(entries[index - 1])} at index {index}, "
+                        f"node {node} applied {_describe(mine)} at index {index}, "
                         f"but {_describe(entry)} was committed there"
                     )
         if logs is not None:
@@ -81,30 +103,33 @@ def election_safety(leaders: Mapping[int, Iterable[NodeId]]) -> list[str]:
 
 
 def log_matching(logs: Mapping[NodeId, Sequence[Entry]]) -> list[str]:
-    """Same index and term => same entry and identical prefixes (§5.3)."""
+    """Same index and term => same entry and identical prefixes (§5.3). A log may start after
+    a snapshot: only the indexes both logs hold are compared."""
     out = []
     nodes = sorted(logs)
     for node in nodes:
-        for pos, entry in enumerate(logs[node]):
-            if entry.index != pos + 1:
-                out.append(f"log of node {node}: position {pos + 1} holds index {entry.index}")
+        log = logs[node]
+        for pos, entry in enumerate(log):
+            if entry.index != log[0].index + pos:
+                out.append(f"log of node {node}: position {pos + 1} holds index {entry.index}, "
+                           f"not {log[0].index + pos}")
                 break
+    tables = {node: _by_index(logs[node]) for node in nodes}
     for i, a in enumerate(nodes):
         for b in nodes[i + 1 :]:
-            la, lb = logs[a], logs[b]
-            # Find the last index where both logs have the same term; everything up to it must
-            # be identical.
-            last_match = 0
-            for pos in range(min(len(la), len(lb)) - 1, -1, -1):
-                if la[pos].term == lb[pos].term:
-                    last_match = pos + 1
+            ta, tb = tables[a], tables[b]
+            common = sorted(set(ta) & set(tb))
+            # The last index where both logs have the same term; everything held by both up
+            # to it must be identical.
+            last_match = next((x for x in reversed(common) if ta[x].term == tb[x].term), 0)
+            for x in common:
+                if x > last_match:
                     break
-            for pos in range(last_match):
-                if la[pos] != lb[pos]:
+                if ta[x] != tb[x]:
                     out.append(
                         f"log matching: nodes {a} and {b} agree at index {last_match} "
-                        f"(term {la[last_match - 1].term}) but differ at index {pos + 1}: "
-                        f"{_describe(la[pos])} vs {_describe(lb[pos])}"
+                        f"(term {ta[last_match].term}) but differ at index {x}: "
+                        f"{_describe(ta[x])} vs {_describe(tb[x])}"
                     )
                     break
     return out
@@ -129,34 +154,50 @@ def leader_completeness(
     return out
 
 
-def state_machine_safety(applied: Mapping[NodeId, Sequence[Entry]]) -> list[str]:
+def _by_index(entries: Sequence[Entry] | Mapping[int, Entry]) -> Mapping[int, Entry]:
+    if isinstance(entries, Mapping):
+        return entries
+    return {entry.index: entry for entry in entries}
+
+
+def state_machine_safety(
+    applied: Mapping[NodeId, Sequence[Entry] | Mapping[int, Entry]],
+) -> list[str]:
     """No two nodes apply different entries at the same index (§5.4.3)."""
     out = []
-    nodes = sorted(applied)
-    longest: Sequence[Entry] = ()
-    owner: NodeId = 0
-    for node in nodes:
-        if len(applied[node]) > len(longest):
-            longest, owner = applied[node], node
-    for node in nodes:
-        for pos, entry in enumerate(applied[node]):
-            if entry != longest[pos]:
+    first: dict[int, tuple[NodeId, Entry]] = {}
+    reported: set[NodeId] = set()
+    for node in sorted(applied):
+        for index, entry in sorted(_by_index(applied[node]).items()):
+            seen = first.setdefault(index, (node, entry))
+            if seen[1] != entry and node not in reported:
+                reported.add(node)
                 out.append(
-                    f"state machine safety: at index {pos + 1} node {node} applied "
-                    f"{_describe(entry)} but node {owner} applied {_describe(longest[pos])}"
+                    f"state machine safety: at index {index} node {node} applied "
+                    f"{_describe(entry)} but node {seen[0]} applied {_describe(seen[1])}"
                 )
-                break
     return out
 
 
 def acknowledged_durable(
-    acknowledged: Iterable[bytes], applied: Mapping[NodeId, Sequence[Entry]]
+    acknowledged: Iterable[bytes],
+    applied: Mapping[NodeId, Sequence[Entry] | Mapping[int, Entry]],
+    snapshots: Mapping[NodeId, int] | None = None,
 ) -> list[str]:
-    """Every acknowledged command is in every node's applied log (after recovery)."""
+    """Every acknowledged command is in every node's applied log (after recovery). A node's
+    prefix up to a snapshot it restored counts as the entries other nodes applied there."""
     out = []
     wanted = list(acknowledged)
-    for node in sorted(applied):
-        have = {e.data for e in applied[node] if e.kind is EntryKind.NORMAL}
+    tables = {node: _by_index(entries) for node, entries in applied.items()}
+    everywhere: dict[int, Entry] = {}
+    for table in tables.values():
+        for index, entry in table.items():
+            everywhere.setdefault(index, entry)
+    for node in sorted(tables):
+        floor = (snapshots or {}).get(node, 0)
+        have = {e.data for e in tables[node].values() if e.kind is EntryKind.NORMAL}
+        have.update(e.data for i, e in everywhere.items()
+                    if i <= floor and e.kind is EntryKind.NORMAL)
         missing = [cmd for cmd in wanted if cmd not in have]
         if missing:
             shown = ", ".join(repr(m) for m in missing[:3])

@@ -181,6 +181,9 @@ class NodeHooks:
 
     on_apply: Callable[[NodeId, Sequence[Entry]], None] | None = None
     on_role: Callable[[NodeId, Role, int], None] | None = None
+    # The state machine was restored from a snapshot up to this index (on start, or one the
+    # leader sent).
+    on_restore: Callable[[NodeId, int], None] | None = None
 
 
 class _Slot:
@@ -361,6 +364,9 @@ class Node:
                 on_apply=None if on_apply is None else (lambda es: on_apply(node_id, es)),
                 on_role=None if on_role is None else (
                     lambda role, _leader, term: on_role(node_id, role, term)
+                ),
+                on_restore=None if hooks_.on_restore is None else functools.partial(
+                    hooks_.on_restore, node_id
                 ),
             ),
             storage=storage if hasattr(storage, "create_snapshot") else None,
@@ -652,6 +658,8 @@ async def open_node(
     if not isinstance(config, NodeConfig):
         raise ConfigError(f"config must be a NodeConfig, got {type(config).__name__}")
     recovered = recover(storage, state_machine)
+    if recovered.snapshot is not None and hooks is not None and hooks.on_restore is not None:
+        hooks.on_restore(config.node_id, recovered.snapshot.index)
     core = RaftCore(
         config.core_config(),
         rng if rng is not None else random.Random(config.seed),

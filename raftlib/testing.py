@@ -116,7 +116,8 @@ class LocalCluster:
         await started.wait()
 
     async def _run(self, node_id: NodeId, member: _Member, started: trio.Event) -> None:
-        hooks = NodeHooks(on_apply=self._on_apply, on_role=self._on_role)
+        hooks = NodeHooks(on_apply=self._on_apply, on_role=self._on_role,
+                          on_restore=self.observer.saw_snapshot)
         try:
             with trio.CancelScope() as scope:
                 member.scope = scope
@@ -152,8 +153,8 @@ class LocalCluster:
         )
 
     async def restart(self, node_id: NodeId, *, fresh_state_machine: bool = True) -> None:
-        """Start again from storage. The state machine is rebuilt by replaying the log (there
-        are no snapshots yet), so by default it starts empty."""
+        """Start again from storage. The state machine is rebuilt from the latest snapshot and
+        the log after it, so by default it starts empty."""
         member = self._members[node_id]
         if fresh_state_machine:
             member.state_machine = self._factory()

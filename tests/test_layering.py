@@ -56,7 +56,7 @@ def test_the_layering_check_sees_imports() -> None:
 def module_graph(package_roots: dict[str, Path]) -> dict[str, set[str]]:
     """Module -> the project modules it imports (at any depth, function bodies included)."""
     modules: dict[str, Path] = {}
-    for top, folder in package_roots.items():
+    for _top, folder in package_roots.items():
         for path in folder.rglob("*.py"):
             rel = path.relative_to(folder.parent).with_suffix("")
             parts = list(rel.parts)
@@ -95,7 +95,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return [*stack[stack.index(nxt):], nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:

@@ -28,7 +28,12 @@ MODELS = {"register": "cas-register", "kv": "kv", "append": "kv"}
 @attrs.frozen
 class NodeLog:
     hard_state: HardState
-    entries: list[Entry]
+    entries: list[Entry]  # after the snapshot, if any
+    snapshot_index: int = 0
+
+    @property
+    def last_index(self) -> int:
+        return self.entries[-1].index if self.entries else self.snapshot_index
 
 
 def read_logs(data_dirs: Mapping[int, Path]) -> tuple[dict[int, NodeLog], list[str]]:
@@ -38,12 +43,14 @@ def read_logs(data_dirs: Mapping[int, Path]) -> tuple[dict[int, NodeLog], list[s
     for node, directory in sorted(data_dirs.items()):
         try:
             with WalStorage(directory) as storage:
-                hard_state, entries = storage.load()
+                recovered = storage.load()
         except Exception as exc:  # any failure to recover is a finding, named
             errors.append(f"node {node}: its log cannot be recovered from {directory}: "
                           f"{type(exc).__name__}: {exc}")
             continue
-        logs[node] = NodeLog(hard_state, entries)
+        snap = recovered.snapshot
+        logs[node] = NodeLog(recovered.hard_state, recovered.entries,
+                             snap.index if snap is not None else 0)
     return logs, errors
 
 
@@ -74,11 +81,11 @@ def check_safety(
     violations += log_matching({n: log.entries for n, log in logs.items()})
     bound = committed_bound(logs, observed_commit)
     # Every node's log up to the committed bound (or its end) must be one and the same prefix.
-    committed = {n: log.entries[:bound] for n, log in logs.items()}
+    committed = {n: [e for e in log.entries if e.index <= bound] for n, log in logs.items()}
     for node, log in sorted(logs.items()):
-        if log.hard_state.commit > len(log.entries):
+        if log.hard_state.commit > log.last_index:
             violations.append(f"node {node}: commit index {log.hard_state.commit} is past its "
-                              f"last entry {len(log.entries)}")
+                              f"last entry {log.last_index}")
     violations += state_machine_safety(committed)
     if violations:
         return Check("safety", False, f"{len(violations)} Raft safety violation(s)",

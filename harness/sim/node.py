@@ -187,6 +187,8 @@ class SimNode:
         # Counters of earlier lives (a crash must not hide what a node saw before it).
         self.past_invalid_messages = 0
         self.past_safety_anomalies = 0
+        # The drivers' counters summed over every life of this node.
+        self.driver_counters: dict[str, int] = {}
         # Set when the driver stopped this node on a fatal anomaly: it stays down.
         self.diverged: str | None = None
 
@@ -205,6 +207,8 @@ class SimNode:
         self.sm = KvStateMachine()
         recovered = recover(self.storage, self.sm)
         hard_state, entries = recovered.hard_state, recovered.entries
+        if recovered.snapshot is not None:
+            self._observer.saw_snapshot(self.id, recovered.snapshot.index)
         self.incarnation += 1
         rng = random.Random(f"{self._seed}:core:{self.id}:{self.incarnation}")
         self.core = RaftCore(self._config, rng, hard_state=hard_state, entries=entries,
@@ -216,15 +220,16 @@ class SimNode:
             self._send,
             pending_requests_max=self._params.pending_requests_max,
             hooks=DriverHooks(on_apply=self._saw_apply, on_role=self._saw_role,
-                              on_anomaly=self._saw_anomaly),
+                              on_anomaly=self._saw_anomaly, on_restore=self._saw_restore),
             storage=storage if hasattr(storage, "create_snapshot") else None,
             snapshot_policy=self._snapshot_policy,
         )
         self.state = NodeState.UP
         self._pump_scheduled = False  # one scheduled by an earlier life never runs
         self._observer.saw_restart(self.id)
+        base = recovered.snapshot.index if recovered.snapshot is not None else 0
         self._log(self.id, f"start: term={hard_state.term} commit={hard_state.commit} "
-                           f"log={len(entries)} entries")
+                           f"snapshot={base} log={len(entries)} entries")
         # A random phase, so nodes do not tick in lockstep.
         phase = 1 + int(self._disk_rng.random() * self._params.tick_us)
         self._loop.after(phase, self._tick, self.incarnation)
@@ -260,6 +265,7 @@ class SimNode:
         self._inbox.clear()
 
     def _forget_core(self) -> None:
+        self._bank_counters()
         core = self.core
         if core is not None:
             status = core.status()
@@ -425,6 +431,10 @@ class SimNode:
             self._observer.saw_leader(self.id, term)
         self._log(self.id, f"role {role.value} term={term} leader={leader}")
 
+    def _saw_restore(self, index: int) -> None:
+        self._observer.saw_snapshot(self.id, index)
+        self._log(self.id, f"installed the leader's snapshot at index {index}")
+
     def _saw_anomaly(self, anomaly: Anomaly) -> None:
         self._log(self.id, f"{'FATAL ' if anomaly.fatal else ''}anomaly: {anomaly.text}")
 
@@ -477,6 +487,18 @@ class SimNode:
 
     def is_leader(self) -> bool:
         return self.core is not None and self.core.role is Role.LEADER
+
+    def _bank_counters(self) -> None:
+        driver = self.driver
+        if driver is not None:
+            for name, value in driver.counters.items():
+                self.driver_counters[name] = self.driver_counters.get(name, 0) + value
+            driver.counters = dict.fromkeys(driver.counters, 0)
+
+    def counters(self) -> dict[str, int]:
+        """The driver's counters over every life of this node."""
+        self._bank_counters()
+        return dict(self.driver_counters)
 
     def anomaly_counts(self) -> tuple[int, int]:
         """(invalid messages, safety anomalies) over every life of this node."""

@@ -278,6 +278,7 @@ class SimWorld:
                 default=0,
             ),
             "inbox_dropped": sum(n.inbox_dropped for n in self.nodes.values()),
+            "snapshots": _snapshot_totals([n.counters() for n in self.nodes.values()]),
         }
         return SimOutcome(
             options=self.options,
@@ -294,3 +295,10 @@ class SimWorld:
             stats=stats,
             workload=self.workload,
         )
+
+
+def _snapshot_totals(counters: list[dict[str, int]]) -> dict[str, int]:
+    """How much the snapshot machinery did in a run (all nodes, all lives)."""
+    names = ("snapshots_taken", "snapshots_installed", "snapshots_sent", "snapshot_chunks_sent")
+    return {name.removeprefix("snapshots_").removeprefix("snapshot_"):
+            sum(c.get(name, 0) for c in counters) for name in names}

@@ -42,6 +42,11 @@ class Detection:
     pre_vote: bool = True
     check_quorum: bool = True
     append_entries_max: int = 512
+    # Snapshot thresholds (RunOptions' of the same names): tiny ones make snapshots,
+    # compaction and InstallSnapshot happen every few dozen entries.
+    snapshot_entries: int = 10_000
+    snapshot_trailing: int = 1024
+    snapshot_chunk_bytes: int = 256 << 10
 
     def options(self) -> dict[str, Any]:
         return attrs.asdict(self, recurse=False)
@@ -108,6 +113,22 @@ BUGS: dict[str, Bug] = {
         _bug("apply-before-commit", "entries are applied (and clients answered) before "
              "they are committed", bugs.apply_before_commit,
              workload="append", nemesis=("partition",), rate=100.0),
+        # Snapshots every few entries with no trailing log: a follower that was down or cut
+        # off comes back behind the compaction point and must install one.
+        _bug("snapshot-drops-suffix", "a follower installing a snapshot discards the entries "
+             "after it that it already acknowledged", bugs.snapshot_drops_suffix,
+             workload="append", nemesis=("partition", "kill", "disk"), nemesis_interval=0.5,
+             rate=100.0, snapshot_entries=8, snapshot_trailing=0, snapshot_chunk_bytes=64),
+        _bug("snapshot-ahead-of-apply", "a snapshot is labelled with the last log index, not "
+             "the applied one, so compaction drops entries it does not hold",
+             bugs.snapshot_ahead_of_apply,
+             workload="append", nemesis=("partition", "kill"), nemesis_interval=0.5,
+             rate=100.0, snapshot_entries=8, snapshot_trailing=0, snapshot_chunk_bytes=64),
+        _bug("snapshot-regresses-commit", "a follower installs a snapshot older than its "
+             "commit index: its state goes back in time", bugs.snapshot_regresses_commit,
+             workload="register", nemesis=("partition", "delay", "reorder"),
+             nemesis_interval=0.5, rate=100.0, snapshot_entries=8, snapshot_trailing=0,
+             snapshot_chunk_bytes=64),
         _bug("session-cache-off", "the session table forgets replies: a retried write is "
              "applied twice", bugs.session_cache_off,
              workload="append", nemesis=("kill", "partition"), nemesis_interval=0.5,

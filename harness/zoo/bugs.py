@@ -31,11 +31,13 @@ from raftlib.core.types import (
     Message,
     Ready,
     Role,
+    SnapshotMeta,
 )
 from raftlib.core.validation import is_plausible
 from raftlib.driver import Driver, PersistJob
 from raftlib.kv.commands import KvError, Result
 from raftlib.kv.sessions import SessionTable
+from raftlib.storage.base import Recovered
 from raftlib.storage.memory import MemoryStorage
 
 # (class, method name, replacement built from the original)
@@ -65,11 +67,14 @@ def term_not_persisted() -> list[Patch]:
     (correct: currentTerm is durable, Figure 2)."""
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        def load(self: MemoryStorage) -> tuple[HardState, list[Entry]]:
-            stored, entries = original(self)
-            term = entries[-1].term if entries else 0
+        def load(self: MemoryStorage) -> Recovered:
+            recovered: Recovered = original(self)
+            stored, entries, snap = recovered.hard_state, recovered.entries, recovered.snapshot
+            base_term = snap.term if snap is not None else 0
+            term = entries[-1].term if entries else base_term
             vote = stored.vote if stored.term == term else NO_NODE
-            return HardState(term, vote, min(stored.commit, len(entries))), entries
+            last = (snap.index if snap is not None else 0) + len(entries)
+            return Recovered(HardState(term, vote, min(stored.commit, last)), snap, entries)
 
         return load
 
@@ -241,6 +246,51 @@ def apply_before_commit() -> list[Patch]:
         return deliver
 
     return [(Driver, "persisted", wrap_persisted), (Driver, "_deliver", wrap_deliver)]
+
+
+# --- snapshots ---------------------------------------------------------------------------------
+
+
+def snapshot_drops_suffix() -> list[Patch]:
+    """A follower installing a snapshot throws away its whole log, even the entries after the
+    snapshot's last one that it already acknowledged (correct: when the log holds the
+    snapshot's last entry, keep what follows it, §7). The leader still counts them."""
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def keeps_suffix(self: FollowerMixin, meta: SnapshotMeta) -> bool:
+            return False
+
+        return keeps_suffix
+
+    return [(FollowerMixin, "_snapshot_keeps_suffix", wrap)]
+
+
+def snapshot_ahead_of_apply() -> list[Patch]:
+    """A node labels its snapshot with its last log index rather than the index its state
+    machine has applied: the snapshot claims entries it does not contain, and compaction then
+    drops them (correct: a snapshot's index is the applied index)."""
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def snapshot_index(self: Driver) -> int:
+            return max(self.applied, self.core.last_index)
+
+        return snapshot_index
+
+    return [(Driver, "_snapshot_index", wrap)]
+
+
+def snapshot_regresses_commit() -> list[Patch]:
+    """A follower installs any snapshot the leader sends, even one older than what it has
+    committed and applied: its state machine (and commit index) go backwards and reads see the
+    past (correct: ignore a snapshot at or below the commit index)."""
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def is_news(self: FollowerMixin, meta: SnapshotMeta) -> bool:
+            return self._snapshot_to_install is None and meta.index >= self._log.base_index
+
+        return is_news
+
+    return [(FollowerMixin, "_snapshot_is_news", wrap)]
 
 
 # --- reads and sessions -----------------------------------------------------------------------

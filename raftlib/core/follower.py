@@ -14,6 +14,7 @@ from raftlib.core.types import (
     InstallSnapshot,
     NodeId,
     Role,
+    SnapshotMeta,
 )
 
 
@@ -102,15 +103,11 @@ class FollowerMixin(CoreState):
         self._election_elapsed = 0
         meta = msg.meta
         log = self._log
-        if meta.index <= self._commit or self._snapshot_to_install is not None:
+        if not self._snapshot_is_news(meta):
             # Nothing new in it (or one install at a time): say how far we are.
             self._reply_append_to(msg.src, self._commit, 0)
             return
-        ours = log.term(meta.index)
-        if ours is not None and ours != meta.term and meta.index <= self._commit:
-            self._diverged(meta.index, meta.term, msg.src)
-            return
-        keeps = ours == meta.term and meta.index <= log.persisted
+        keeps = self._snapshot_keeps_suffix(meta)
         if keeps:
             # Our log holds its last entry: keep what follows (§5.1 / Figure 13 step 6).
             log.compact(meta.index)
@@ -124,6 +121,18 @@ class FollowerMixin(CoreState):
         self._snapshot_to_install = meta
         self._snapshot_keeps_log = keeps
         self._reply_append_to(msg.src, meta.index, 0)
+
+    def _snapshot_is_news(self, meta: SnapshotMeta) -> bool:
+        """A snapshot is taken only when it holds committed entries we lack: one at or below
+        our commit index would move the state machine (and commit) backwards."""
+        return meta.index > self._commit and self._snapshot_to_install is None
+
+    def _snapshot_keeps_suffix(self, meta: SnapshotMeta) -> bool:
+        """Whether our log holds the snapshot's last entry (same index and term, durable):
+        then the entries after it are the leader's too and stay (§7, Figure 13 step 6);
+        otherwise the whole log goes."""
+        log = self._log
+        return log.term(meta.index) == meta.term and meta.index <= log.persisted
 
     def _reply_append_to(self, dst: NodeId, match_index: int, read_ctx: int) -> None:
         self._send(

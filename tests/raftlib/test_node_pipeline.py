@@ -22,8 +22,8 @@ from raftlib.core.types import (
     RequestVoteResponse,
     Role,
 )
-from raftlib.errors import StorageError
 from raftlib.driver import DEFERRED_COMMIT_TICKS_MAX
+from raftlib.errors import StorageError
 from raftlib.node import Node, NodeConfig, open_node
 from raftlib.storage.memory import MemoryStorage
 from raftlib.testing import RecordingStateMachine, open_local_cluster
