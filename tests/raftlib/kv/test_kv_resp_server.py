@@ -45,7 +45,8 @@ async def serve_cluster(size: int) -> AsyncIterator[Served]:
             handler = KvCommandHandler(
                 c.node(n), machine(c, n), config=SERVICE,
                 client_addresses={m: served.address(m) for m in c.ids})
-            served.servers[n] = RespServer(handler.handle, limits=LIMITS)
+            served.servers[n] = RespServer(handler.handle, batch=handler.handle_batch,
+                                           limits=LIMITS)
             await nursery.start(served.servers[n].serve, listeners[n])
         await c.wait_leader()
         try:
