@@ -127,13 +127,15 @@ class RespServer:
         task_status: trio.TaskStatus[list[trio.abc.Listener[trio.abc.Stream]]]
         = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        await trio.serve_listeners(self._serve_connection, list(listeners),
+        await trio.serve_listeners(self.serve_connection, list(listeners),
                                    task_status=task_status)
 
     def statistics(self) -> ServerStatistics:
         return attrs.evolve(self.stats)
 
-    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
+    async def serve_connection(self, stream: trio.abc.Stream) -> None:
+        """Serve one accepted connection until it closes (what ``serve`` runs per accept;
+        also for a stream from elsewhere, e.g. ``trio.testing.memory_stream_pair``)."""
         stats = self.stats
         async with stream:
             if stats.connections_open >= self.limits.connections_max:
