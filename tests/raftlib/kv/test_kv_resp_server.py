@@ -35,7 +35,7 @@ class Served:
         return f"127.0.0.1:{self.ports[node_id]}"
 
 
-async def serve_cluster(size: int) -> AsyncIterator[Served]:
+async def serve_cluster(size: int, limits: ServerLimits = LIMITS) -> AsyncIterator[Served]:
     async with open_local_cluster(size, seed=1, state_machine_factory=KvStateMachine) as c, \
             trio.open_nursery() as nursery:
         listeners = {n: await trio.open_tcp_listeners(0, host="127.0.0.1") for n in c.ids}
@@ -46,7 +46,7 @@ async def serve_cluster(size: int) -> AsyncIterator[Served]:
                 c.node(n), machine(c, n), config=SERVICE,
                 client_addresses={m: served.address(m) for m in c.ids})
             served.servers[n] = RespServer(handler.handle, batch=handler.handle_batch,
-                                           limits=LIMITS)
+                                           limits=limits)
             await nursery.start(served.servers[n].serve, listeners[n])
         await c.wait_leader()
         try:
