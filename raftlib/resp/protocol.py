@@ -106,6 +106,9 @@ _MINUS: Final = ord("-")
 _COLON: Final = ord(":")
 _TYPE_BYTES: Final = frozenset((_STAR, _DOLLAR, _PLUS, _MINUS, _COLON))
 _NO_BULK: Final = -1
+# The fast path handles headers up to this long (``*65536``, ``$8388608``); longer ones, legal
+# or not, go the general way.
+_FAST_HEADER_BYTES_MAX: Final = 24
 # Python's cost of holding one finished argument beyond its bytes (a ``bytes`` object and a
 # list slot), counted by ``held_bytes`` so the bound it reports is about real memory.
 ARGUMENT_OVERHEAD_BYTES: Final = 41
@@ -174,7 +177,11 @@ class RespParser:
             if not self._in_value():
                 if self._pos >= len(self._buf):
                     return None
-                if self._buf[self._pos] != _STAR:
+                if self._buf[self._pos] == _STAR:
+                    fast = self._whole_command()
+                    if fast is not None:
+                        return fast
+                else:
                     inline = self._inline()
                     if inline is None:
                         return None
@@ -191,6 +198,48 @@ class RespParser:
             # "*0\r\n" is a no-op, as in Redis
 
     # --- internals -----------------------------------------------------------------------
+
+    def _whole_command(self) -> list[bytes] | None:
+        """The command at ``_pos`` in one pass, when all of it is already buffered and it is
+        plain (small headers, within every limit); else ``None`` and nothing consumed: the
+        general path then takes it, keeping its progress across reads and naming any error.
+        Most commands arrive whole, so this is the common case; a command that does not is
+        scanned at most twice (once here, once by the general path), so work stays linear."""
+        buf = self._buf
+        start = self._pos
+        end = buf.find(b"\r\n", start, start + _FAST_HEADER_BYTES_MAX)
+        if end < 0:
+            return None
+        digits = buf[start + 1 : end]
+        if not digits.isdigit():
+            return None
+        count = int(digits)
+        limits = self.limits
+        if not 0 < count <= limits.array_items_max:
+            return None
+        size = len(buf)
+        stop = min(size, start + limits.request_bytes_max)
+        bulk_max = limits.bulk_bytes_max
+        args: list[bytes] = []
+        pos = end + 2
+        for _ in range(count):
+            if pos >= stop or buf[pos] != _DOLLAR:
+                return None
+            end = buf.find(b"\r\n", pos, pos + _FAST_HEADER_BYTES_MAX)
+            if end < 0:
+                return None
+            digits = buf[pos + 1 : end]
+            if not digits.isdigit():
+                return None
+            length = int(digits)
+            pos = end + 2 + length
+            if length > bulk_max or pos + 2 > stop or buf[pos : pos + 2] != b"\r\n":
+                return None
+            args.append(bytes(buf[end + 2 : pos]))
+            pos += 2
+        self._pos = pos
+        self._scan = 0
+        return args
 
     def _in_value(self) -> bool:
         return bool(self._arrays) or self._bulk != _NO_BULK

@@ -193,8 +193,9 @@ class RespServer:
                 if not data:
                     return
                 commands, error = self._take_commands(parser, data)
-                stats.parser_bytes_held += parser.held_bytes - held
-                held = parser.held_bytes
+                now_held = parser.held_bytes
+                stats.parser_bytes_held += now_held - held
+                held = now_held
                 while True:
                     full = len(commands) == self.limits.batch_commands_max
                     if not await self._answer(stream, commands, error):
@@ -203,8 +204,9 @@ class RespServer:
                         break
                     # A full batch: more complete commands may be waiting in the parser.
                     commands, error = self._take_commands(parser, b"")
-                stats.parser_bytes_held += parser.held_bytes - held
-                held = parser.held_bytes
+                    now_held = parser.held_bytes
+                    stats.parser_bytes_held += now_held - held
+                    held = now_held
         finally:
             stats.parser_bytes_held -= held
 
