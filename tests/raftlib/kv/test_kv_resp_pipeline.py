@@ -17,7 +17,7 @@ from raftlib.node import Node
 from raftlib.resp import ErrorReply, Reply, RespParser, ServerLimits, SimpleString
 from raftlib.resp.protocol import encode_command
 from raftlib.resp.server import RespServer
-from raftlib.service import KvCommandHandler
+from raftlib.service import KvCommandHandler, KvServiceConfig
 from raftlib.testing import open_local_cluster
 from tests.raftlib.kv.workload import machine
 
@@ -209,3 +209,40 @@ async def test_quit_in_a_pipeline_answers_what_came_before_and_runs_nothing_afte
     got, _, closed = await converse(server, wire, 2)
     assert got == [b"A", OK]
     assert closed and recorder.batches == [1]
+
+
+async def test_a_write_batch_without_a_quorum_answers_unknown_after_one_shared_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_local_cluster(3, seed=1, state_machine_factory=KvStateMachine) as cluster:
+        leader = await cluster.wait_leader()
+        spy = SpyNode(cluster.node(leader))
+        handler = KvCommandHandler(cast(Node, spy), machine(cluster, leader),
+                                   client_addresses={}, clock=trio.current_time,
+                                   config=KvServiceConfig(request_timeout_seconds=1.0))
+        cluster.network.isolate(leader)
+        started = trio.current_time()
+        with trio.fail_after(30):
+            replies = await handler.handle_batch([cmd("SET a 1"), cmd("SET b 2"),
+                                                  cmd("INCR c")])
+        waited = trio.current_time() - started
+        assert all(isinstance(r, ErrorReply) and r.code == "UNKNOWN" for r in replies), replies
+        assert spy.calls == ["propose_batch(3)"]
+        assert 1.0 <= waited < 1.1  # one deadline for the batch, not one per command
+
+
+async def test_on_a_follower_pipelined_writes_are_redirected_and_reads_still_served(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_local_cluster(3, seed=1, state_machine_factory=KvStateMachine) as cluster:
+        leader = await cluster.wait_leader()
+        follower = next(n for n in cluster.ids if n != leader)
+        addresses = {n: f"127.0.0.1:{7000 + n}" for n in cluster.ids}
+        on_leader = KvCommandHandler(cluster.node(leader), machine(cluster, leader),
+                                     client_addresses=addresses, clock=trio.current_time)
+        assert await on_leader.handle_batch([cmd("SET a 1")]) == [OK]
+        handler = KvCommandHandler(cluster.node(follower), machine(cluster, follower),
+                                   client_addresses=addresses, clock=trio.current_time)
+        replies = await handler.handle_batch([cmd("SET a 2"), cmd("GET a"), cmd("DEL a")])
+        moved = ErrorReply(f"MOVED 0 {addresses[leader]}")
+        assert replies == [moved, b"1", moved]
