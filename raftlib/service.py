@@ -54,7 +54,7 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -79,6 +79,7 @@ from raftlib.kv.commands import (
 )
 from raftlib.kv.machine import KvStateMachine
 from raftlib.node import Node, NodeConfig, open_node
+from raftlib.read_batcher import ReadBatcher
 from raftlib.resp.protocol import OK, ErrorReply, Reply, SimpleString
 from raftlib.resp.server import RespServer, ServerLimits, open_tcp_listeners
 from raftlib.storage.base import Storage
@@ -190,6 +191,8 @@ class KvCommandHandler:
     (one log append, one fsync, one replication round), awaited before anything after it;
     each run of consecutive reads shares one ``read_barrier`` (one ReadIndex heartbeat round),
     issued only after every earlier write was applied, so a read sees the writes before it.
+    With a ``read_batcher`` (``serve_kv`` runs one) that round is also shared with the reads of
+    other connections that arrived while the previous round ran.
     Commands that touch no replicated state (PING, errors ...) are answered in place.
     """
 
@@ -201,12 +204,17 @@ class KvCommandHandler:
         client_addresses: Mapping[NodeId, str],
         clock: Callable[[], float] = time.time,
         config: KvServiceConfig | None = None,
+        read_batcher: ReadBatcher | None = None,
     ) -> None:
         self.node = node
         self.machine = machine
         self.client_addresses = dict(client_addresses)
         self._clock = clock
         self.config = config or KvServiceConfig()
+        # Shares ReadIndex rounds among connections (its ``run`` task must be running); without
+        # one, each batch of reads runs its own round.
+        self._read_barrier: Callable[[], Awaitable[int]] = (
+            read_batcher.wait_barrier if read_batcher is not None else node.read_barrier)
         self._commands: dict[bytes, tuple[int, int | None, _Planner]] = {
             b"PING": (0, 1, lambda a: _Local(a[0] if a else SimpleString("PONG"))),
             b"ECHO": (1, 1, lambda a: _Local(a[0])),
@@ -353,7 +361,7 @@ class KvCommandHandler:
         failed: ErrorReply
         try:
             with trio.move_on_after(self.config.read_timeout_seconds):
-                await self.node.read_barrier()
+                await self._read_barrier()
                 for position, read in reads:
                     replies[position] = read.fn()
                 return
@@ -437,10 +445,12 @@ async def serve_kv(
     listeners = await open_tcp_listeners(client_port, client_host, ssl_context=ssl_context)
     async with open_node(config, storage=storage, transport=transport,
                          state_machine=machine) as node:
+        batcher = ReadBatcher(node.read_barrier)
         handler = KvCommandHandler(node, machine, client_addresses=client_addresses,
-                                   config=service_config)
+                                   config=service_config, read_batcher=batcher)
         server = RespServer(handler.handle, batch=handler.handle_batch, limits=server_limits)
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(batcher.run)
             await nursery.start(server.serve, listeners)
             log.info("node %d: RESP%s on %s:%d", config.node_id,
                      " (TLS)" if ssl_context is not None else "", client_host, client_port)
