@@ -28,6 +28,11 @@ Commands (arguments are binary-safe; names are case-insensitive)
 ``COMMAND``, ``CONFIG GET``, ``SELECT 0``, ``CLIENT ...``: harmless answers so that redis-cli,
 redis-benchmark and redis-py start up. ``QUIT`` closes the connection.
 
+Pipelining: the commands of one read from a connection are answered together with the
+effects of running them in order (``KvCommandHandler.handle_batch``): consecutive writes are
+one log batch, consecutive reads one ReadIndex round (shared with other connections' reads by
+``ReadBatcher``), and their replies one send. ``redis-benchmark -P 16`` is the case it serves.
+
 Writes without ``SESSION.CALL`` are applied each time they are committed: a client that retries
 one after a timeout may apply it twice. ``raftlib.client`` always uses a session.
 
