@@ -29,8 +29,8 @@ out in one send. What the server guarantees whatever the peer sends:
 Memory: an idle connection costs its task and, with TLS, its SSL object (a few tens of KiB; see
 ``bench/idle_connections.py``); a busy one at most ``request_bytes_max`` + ``unparsed_bytes_max``
 in its parser (``statistics().parser_bytes_held`` sums what they hold now) plus one batch of
-replies. So the worst case is about ``connections_max`` x (``request_bytes_max`` +
-``unparsed_bytes_max``): lower ``connections_max`` or the request limits where that is too much.
+replies. All connections' parsers together hold at most ``parser_bytes_total_max`` (plus one
+read): the connection whose read would go past it gets an error naming the limit and is closed.
 """
 
 from __future__ import annotations
@@ -88,6 +88,12 @@ class ServerLimits:
     # commands wait in the parser for the next batch. Bounds a batch's replies in memory to
     # this many replies.
     batch_commands_max: int = attrs.field(default=1024, validator=_positive_int)
+    # What the parsers of all connections together may hold (``parser_bytes_held``: unfinished
+    # commands and unparsed input). The connection whose read goes past it is answered with an
+    # error naming this limit and closed. Per connection the bound is request_bytes_max +
+    # unparsed_bytes_max; this caps the sum, whatever connections_max allows.
+    parser_bytes_total_max: int = attrs.field(default=256 * 1024 * 1024,
+                                              validator=_positive_int)
     protocol: RespLimits = attrs.field(factory=RespLimits)
 
 
@@ -103,6 +109,7 @@ class ServerStatistics:
     # unparsed_bytes_max); see the module docstring.
     parser_bytes_held: int = 0
     protocol_errors: int = 0
+    budget_closed: int = 0  # connections closed for parser_bytes_total_max
     handshake_failures: int = 0
     idle_closed: int = 0
 
@@ -196,6 +203,15 @@ class RespServer:
                 now_held = parser.held_bytes
                 stats.parser_bytes_held += now_held - held
                 held = now_held
+                if error is None and now_held and (
+                        stats.parser_bytes_held > self.limits.parser_bytes_total_max):
+                    # This read took the server past its budget: this connection's unfinished
+                    # command is dropped, so its stream cannot go on. Others keep theirs.
+                    stats.budget_closed += 1
+                    error = ErrorReply(
+                        f"ERR unfinished commands hold {stats.parser_bytes_held} bytes on this "
+                        f"server (parser_bytes_total_max is {self.limits.parser_bytes_total_max})"
+                        "; closing this connection")
                 while True:
                     full = len(commands) == self.limits.batch_commands_max
                     if not await self._answer(stream, commands, error):
@@ -212,9 +228,9 @@ class RespServer:
 
     def _take_commands(
         self, parser: RespParser, data: bytes | bytearray
-    ) -> tuple[list[list[bytes]], RespProtocolError | None]:
+    ) -> tuple[list[list[bytes]], ErrorReply | None]:
         """Feed ``data``; the complete commands (at most ``batch_commands_max``, up to and
-        including a QUIT) and the protocol error that stopped the stream, if any."""
+        including a QUIT) and the error reply for a protocol error that stopped the stream."""
         commands: list[list[bytes]] = []
         batch_max = self.limits.batch_commands_max
         try:
@@ -225,15 +241,16 @@ class RespServer:
                 if args[0].upper() == b"QUIT":
                     break
         except RespProtocolError as exc:
-            return commands, exc
+            self.stats.protocol_errors += 1
+            log.info("closing a RESP connection: %s", exc)
+            return commands, ErrorReply(f"ERR Protocol error: {exc}")
         return commands, None
 
     async def _answer(
-        self, stream: trio.abc.Stream, commands: list[list[bytes]],
-        error: RespProtocolError | None,
+        self, stream: trio.abc.Stream, commands: list[list[bytes]], error: ErrorReply | None,
     ) -> bool:
-        """Run ``commands`` as one batch and send their replies in one write; False once the
-        connection must close (QUIT, or a protocol error after the replies before it)."""
+        """Run ``commands`` as one batch and send their replies in one write, then ``error``
+        if any; False once the connection must close (QUIT, or after ``error``)."""
         quit_ = bool(commands) and commands[-1][0].upper() == b"QUIT"
         if quit_:
             commands.pop()
@@ -249,9 +266,7 @@ class RespServer:
             self.stats.commands += 1
             out += b"+OK\r\n"
         elif error is not None:
-            self.stats.protocol_errors += 1
-            log.info("closing a RESP connection: %s", error)
-            encode_into(out, ErrorReply(f"ERR Protocol error: {error}"))
+            encode_into(out, error)
         if out:
             await stream.send_all(out)
         return not quit_ and error is None

@@ -117,3 +117,41 @@ async def test_ten_held_partial_commands_cost_what_they_sent_within_the_named_li
     await wait_until(lambda: server.statistics().parser_bytes_held == 0, "parsers released")
     assert server.statistics().protocol_errors == HELD_CONNECTIONS
     assert leader_and_term(served) == before
+
+
+BUDGET = ServerLimits(parser_bytes_total_max=350 * 1024, protocol=SMALL.protocol)
+
+
+@pytest.fixture
+async def small_budget() -> AsyncIterator[Served]:
+    async for served in serve_cluster(1, BUDGET):
+        yield served
+
+
+async def test_the_read_that_crosses_parser_bytes_total_max_closes_its_connection_only(
+    small_budget: Served,
+) -> None:
+    served = small_budget
+    server = served.servers[1]
+    wire = del_command(200 * 1024)
+    assert len(wire) < BUDGET.protocol.request_bytes_max
+    half = 100 * 1024
+    held = [await Raw.open(served) for _ in range(3)]
+    for n, raw in enumerate(held, start=1):
+        await raw.send(wire[:half])
+        await wait_until(lambda n=n: server.statistics().parser_bytes_held >= n * half,
+                         "partial command received")
+    crossing = await Raw.open(served)
+    await send_ignoring_close(crossing, wire[:half])
+    reply = await crossing.reply()
+    assert isinstance(reply, ErrorReply)
+    assert f"parser_bytes_total_max is {BUDGET.parser_bytes_total_max}" in reply.text
+    assert await crossing.closed()
+    assert server.statistics().budget_closed == 1
+    # The connections within the budget keep their unfinished commands: once one leaves (room
+    # for the rest of a command), the others complete theirs.
+    await trio.aclose_forcefully(held[0].stream)
+    for raw in held[1:]:
+        await raw.send(wire[half:])
+        assert await raw.reply() == 0
+    await wait_until(lambda: server.statistics().parser_bytes_held == 0, "parsers released")
