@@ -6,6 +6,7 @@ leader keeps its term and other clients are served; over the limit, each is refu
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -13,6 +14,7 @@ import trio
 
 from raftlib.resp import ErrorReply, RespLimits, ServerLimits, SimpleString
 from raftlib.resp.protocol import ARGUMENT_OVERHEAD_BYTES, encode_command
+from raftlib.resp.server import RespServer
 from tests.raftlib.kv.test_kv_resp_server import Raw, Served, serve_cluster
 
 MIB = 1024 * 1024
@@ -45,6 +47,10 @@ async def wait_until(condition: Callable[[], bool], what: str) -> None:
     with trio.fail_after(10):
         while not condition():
             await trio.sleep(0.01)  # polling the server's statistics; nothing to wait on
+
+
+def holds_at_least(server: RespServer, count: int) -> bool:
+    return server.statistics().parser_bytes_held >= count
 
 
 def leader_and_term(served: Served) -> tuple[int, int]:
@@ -139,7 +145,7 @@ async def test_the_read_that_crosses_parser_bytes_total_max_closes_its_connectio
     held = [await Raw.open(served) for _ in range(3)]
     for n, raw in enumerate(held, start=1):
         await raw.send(wire[:half])
-        await wait_until(lambda n=n: server.statistics().parser_bytes_held >= n * half,
+        await wait_until(functools.partial(holds_at_least, server, n * half),
                          "partial command received")
     crossing = await Raw.open(served)
     await send_ignoring_close(crossing, wire[:half])
