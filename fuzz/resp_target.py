@@ -6,7 +6,10 @@ Properties checked on every input:
   and ``encode_command`` of it parses back to the same command;
 - re-encoding is stable: ``encode(parse(encode(v))) == encode(v)`` for every parsed value ``v``
   (a CR or LF inside a simple string is turned into a space by ``encode``, by design);
-- the parser never holds more than one read plus ``line_bytes_max`` / ``bulk_bytes_max``.
+- the parser never holds more than ``request_bytes_max`` + ``unparsed_bytes_max`` (plus the
+  named per-argument overhead), and its unparsed input never exceeds ``unparsed_bytes_max``
+  when reads are sized by ``room_bytes()`` as the server sizes them; a legal stream never
+  finds ``room_bytes()`` at 0.
 
 Run by ``fuzz/run.py``; alone: ``python fuzz/resp_target.py -runs=100000 [corpus_dir]``.
 """
@@ -22,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 with atheris.instrument_imports(include=["raftlib"]):
     from raftlib.resp.protocol import (
+        ARGUMENT_OVERHEAD_BYTES,
         RespLimits,
         RespParser,
         RespProtocolError,
@@ -31,23 +35,31 @@ with atheris.instrument_imports(include=["raftlib"]):
 
 from fuzz._common import chunks
 
-LIMITS = RespLimits(bulk_bytes_max=512, array_items_max=16, line_bytes_max=64, depth_max=3)
-# What one read may add on top of a value in progress (the chunk sizes chunks() produces).
-READ_BYTES_MAX = 256
+LIMITS = RespLimits(bulk_bytes_max=512, array_items_max=16, line_bytes_max=64, depth_max=3,
+                    request_bytes_max=1024, unparsed_bytes_max=800)
+HELD_BYTES_MAX = (LIMITS.request_bytes_max + LIMITS.unparsed_bytes_max
+                  + LIMITS.array_items_max * ARGUMENT_OVERHEAD_BYTES)
 
 
 def _commands(data: bytes) -> None:
     parser = RespParser(LIMITS)
     for piece in chunks(data):
-        parser.feed(piece)
-        try:
-            while (command := parser.next_command()) is not None:
-                _check_command(command)
-        except RespProtocolError:
-            return
-        bound = READ_BYTES_MAX + LIMITS.bulk_bytes_max + 2 * LIMITS.line_bytes_max + 8
-        if parser.buffered_bytes > bound:
-            raise AssertionError(f"parser holds {parser.buffered_bytes} bytes")
+        while piece:
+            # Read as the server does: never more than the parser has room for.
+            room = parser.room_bytes()
+            if room < 1:
+                raise AssertionError("a drained parser has no room for more input")
+            part, piece = piece[:room], piece[room:]
+            try:
+                parser.feed(part)
+                while (command := parser.next_command()) is not None:
+                    _check_command(command)
+            except RespProtocolError:
+                return
+            if parser.buffered_bytes > LIMITS.unparsed_bytes_max:
+                raise AssertionError(f"parser holds {parser.buffered_bytes} unparsed bytes")
+            if parser.held_bytes > HELD_BYTES_MAX:
+                raise AssertionError(f"parser holds {parser.held_bytes} bytes")
 
 
 def _check_command(command: list[bytes]) -> None:

@@ -327,11 +327,13 @@ async def _serve_kv_until(
     # The parser's bulk limit stays above the value limit, so an oversized value gets the
     # service's one-line ERR instead of a protocol error that closes the connection.
     bulk = max(RespLimits().bulk_bytes_max, args.max_value_bytes)
+    # A whole SET of the largest value (plus its key) must fit in one request.
+    request = max(RespLimits().request_bytes_max, bulk + KvServiceConfig().key_bytes_max + 64)
     limits = ServerLimits(
         connections_max=args.max_clients,
         idle_timeout_seconds=args.client_idle_timeout,
         handshake_timeout_seconds=args.handshake_timeout,
-        protocol=RespLimits(bulk_bytes_max=bulk),
+        protocol=RespLimits(bulk_bytes_max=bulk, request_bytes_max=request),
     )
     log = logging.getLogger("raftlib.serve")
     async with trio.open_nursery() as nursery:

@@ -28,6 +28,11 @@ Commands (arguments are binary-safe; names are case-insensitive)
 ``COMMAND``, ``CONFIG GET``, ``SELECT 0``, ``CLIENT ...``: harmless answers so that redis-cli,
 redis-benchmark and redis-py start up. ``QUIT`` closes the connection.
 
+Pipelining: the commands of one read from a connection are answered together with the
+effects of running them in order (``KvCommandHandler.handle_batch``): consecutive writes are
+one log batch, consecutive reads one ReadIndex round (shared with other connections' reads by
+``ReadBatcher``), and their replies one send. ``redis-benchmark -P 16`` is the case it serves.
+
 Writes without ``SESSION.CALL`` are applied each time they are committed: a client that retries
 one after a timeout may apply it twice. ``raftlib.client`` always uses a session.
 
@@ -55,9 +60,10 @@ import signal
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 import attrs
+import outcome
 import trio
 
 from raftlib.core.types import NO_NODE, NodeId
@@ -78,6 +84,7 @@ from raftlib.kv.commands import (
 )
 from raftlib.kv.machine import KvStateMachine
 from raftlib.node import Node, NodeConfig, open_node
+from raftlib.read_batcher import ReadBatcher
 from raftlib.resp.protocol import OK, ErrorReply, Reply, SimpleString
 from raftlib.resp.server import RespServer, ServerLimits, open_tcp_listeners
 from raftlib.storage.base import Storage
@@ -86,6 +93,9 @@ from raftlib.transport.base import Transport
 log = logging.getLogger("raftlib.service")
 
 VERSION: Final = "0.1.0"
+
+_UNKNOWN_TIMEOUT: Final = ErrorReply(
+    "UNKNOWN no commit within request_timeout_seconds; the write may still be applied")
 
 
 @attrs.frozen
@@ -143,9 +153,53 @@ def _reply_of(result: Result) -> Reply:
     return result
 
 
+# What one command needs, decided before anything runs; ``handle_batch`` groups them.
+@attrs.frozen
+class _Write:
+    """A log entry to propose; ``cas``: the reply is ``:1`` / ``:0`` rather than ``+OK``."""
+
+    entry: bytes
+    cas: bool = False
+
+
+@attrs.frozen
+class _Read:
+    """A read of the state machine at a linearizable point (after a ReadIndex barrier)."""
+
+    fn: Callable[[], Reply]
+
+
+@attrs.frozen
+class _Local:
+    """An answer that depends on no replicated state (PING, ECHO, CONFIG ...)."""
+
+    reply: Reply
+
+
+@attrs.frozen
+class _InOrder:
+    """Local, but shows this node's state (INFO): runs after every command before it."""
+
+    fn: Callable[[], Reply]
+
+
+_Step = _Write | _Read | _Local | _InOrder
+_Planner = Callable[[list[bytes]], _Step]
+
+
 class KvCommandHandler:
     """Answers RESP commands for one node. ``clock`` is the leader time stamped into writes
-    (seconds; wall clock for real processes, ``trio.current_time`` in simulations)."""
+    (seconds; wall clock for real processes, ``trio.current_time`` in simulations).
+
+    ``handle_batch`` answers a connection's pipelined commands together, with the effects of
+    running them one after another: each run of consecutive writes is one ``propose_batch``
+    (one log append, one fsync, one replication round), awaited before anything after it;
+    each run of consecutive reads shares one ``read_barrier`` (one ReadIndex heartbeat round),
+    issued only after every earlier write was applied, so a read sees the writes before it.
+    With a ``read_batcher`` (``serve_kv`` runs one) that round is also shared with the reads of
+    other connections that arrived while the previous round ran.
+    Commands that touch no replicated state (PING, errors ...) are answered in place.
+    """
 
     def __init__(
         self,
@@ -155,49 +209,88 @@ class KvCommandHandler:
         client_addresses: Mapping[NodeId, str],
         clock: Callable[[], float] = time.time,
         config: KvServiceConfig | None = None,
+        read_batcher: ReadBatcher | None = None,
     ) -> None:
         self.node = node
         self.machine = machine
         self.client_addresses = dict(client_addresses)
         self._clock = clock
         self.config = config or KvServiceConfig()
-        self._commands: dict[bytes, tuple[int, int | None, Callable[[list[bytes]],
-                                                                      Awaitable[Reply]]]] = {
-            b"PING": (0, 1, self._ping),
-            b"ECHO": (1, 1, self._echo),
+        # Shares ReadIndex rounds among connections (its ``run`` task must be running); without
+        # one, each batch of reads runs its own round.
+        self._read_barrier: Callable[[], Awaitable[int]] = (
+            read_batcher.wait_barrier if read_batcher is not None else node.read_barrier)
+        self._commands: dict[bytes, tuple[int, int | None, _Planner]] = {
+            b"PING": (0, 1, lambda a: _Local(a[0] if a else SimpleString("PONG"))),
+            b"ECHO": (1, 1, lambda a: _Local(a[0])),
             b"GET": (1, 1, self._get),
-            b"DBSIZE": (0, 0, self._dbsize),
-            b"INFO": (0, 1, self._info),
+            b"DBSIZE": (0, 0, lambda a: _Read(self.machine.key_count)),
+            b"INFO": (0, 1, lambda a: _InOrder(lambda: self.info_text().encode())),
             b"SESSION.OPEN": (0, 0, self._session_open),
             b"SESSION.CALL": (3, None, self._session_call),
-            b"COMMAND": (0, None, self._empty_list),
+            b"COMMAND": (0, None, lambda a: _Local([])),
             b"CONFIG": (1, None, self._config),
             b"SELECT": (1, 1, self._select),
-            b"CLIENT": (1, None, self._ok),
+            b"CLIENT": (1, None, lambda a: _Local(OK)),
         }
 
     async def handle(self, args: list[bytes]) -> Reply:
-        try:
-            return await self._dispatch(args, NO_SESSION, 0)
-        except _CommandError as exc:
-            return ErrorReply(f"ERR {exc}")
+        """Answer one command."""
+        return (await self.handle_batch([args]))[0]
 
-    async def _dispatch(self, args: list[bytes], session: int, seq: int) -> Reply:
+    async def handle_batch(self, commands: Sequence[list[bytes]]) -> list[Reply]:
+        """Answer pipelined commands, one reply each, in order; see the class docstring."""
+        replies: list[Reply] = [None] * len(commands)
+        writes: list[tuple[int, _Write]] = []
+        reads: list[tuple[int, _Read]] = []
+        for position, args in enumerate(commands):
+            try:
+                step = self._plan(args, NO_SESSION, 0)
+            except _CommandError as exc:
+                replies[position] = ErrorReply(f"ERR {exc}")
+                continue
+            if isinstance(step, _Local):
+                replies[position] = step.reply
+                continue
+            # A write after reads (or a read after writes) ends the run before it: order of
+            # effects is that of the commands.
+            if reads and not isinstance(step, _Read):
+                await self._run_reads(reads, replies)
+                reads = []
+            if writes and not isinstance(step, _Write):
+                await self._run_writes(writes, replies)
+                writes = []
+            if isinstance(step, _Write):
+                writes.append((position, step))
+            elif isinstance(step, _Read):
+                reads.append((position, step))
+            else:
+                replies[position] = step.fn()
+        assert not (reads and writes), "runs alternate: at most one is open"
+        if writes:
+            await self._run_writes(writes, replies)
+        if reads:
+            await self._run_reads(reads, replies)
+        return replies
+
+    def _plan(self, args: list[bytes], session: int, seq: int) -> _Step:
         name = args[0].upper()
         rest = args[1:]
         write = _WRITES.get(name)
         if write is not None:
             self._check_arity(name, rest, write[0], write[1])
             self._check_sizes(rest)
-            return await self._write(write[2](rest), session, seq)
-        entry = self._commands.get(name)
-        if entry is None:
+            op = write[2](rest)
+            entry = encode_command(Request(session, seq, self._now_ms(), op))
+            return _Write(entry, cas=isinstance(op, Cas))
+        entry_of = self._commands.get(name)
+        if entry_of is None:
             shown = args[0][:64].decode("utf-8", "replace")
             raise _CommandError(f"unknown command '{shown}'")
-        self._check_arity(name, rest, entry[0], entry[1])
+        self._check_arity(name, rest, entry_of[0], entry_of[1])
         if session != NO_SESSION and name not in (b"GET", b"PING", b"ECHO"):
             raise _CommandError(f"SESSION.CALL cannot wrap {name.decode('ascii', 'replace')}")
-        return await entry[2](rest)
+        return entry_of[2](rest)
 
     @staticmethod
     def _check_arity(name: bytes, rest: list[bytes], low: int, high: int | None) -> None:
@@ -233,85 +326,87 @@ class KvCommandHandler:
             return ErrorReply(f"TRYAGAIN leader is node {leader}; its client address is unknown")
         return ErrorReply(f"MOVED 0 {address}")
 
-    async def _propose(self, command: bytes) -> Reply:
+    def _write_failed(self, exc: BaseException) -> ErrorReply:
+        if isinstance(exc, NotLeader):
+            return self._redirect(exc)
+        if isinstance(exc, ProposalQueueFull):
+            return ErrorReply("TRYAGAIN proposal queue full; nothing was applied")
+        if isinstance(exc, ProposalDropped):
+            return ErrorReply("TRYAGAIN a leader change dropped the proposal; not applied")
+        if isinstance(exc, Stopped):
+            return ErrorReply("UNKNOWN the node stopped; the write may or may not be applied")
+        if isinstance(exc, trio.Cancelled):
+            return _UNKNOWN_TIMEOUT
+        raise exc
+
+    async def _run_writes(self, writes: list[tuple[int, _Write]], replies: list[Reply]) -> None:
+        """Propose a run of writes as one batch under one shared deadline."""
+        outcomes: list[outcome.Outcome[Any]] = []
         try:
             with trio.move_on_after(self.config.request_timeout_seconds):
-                return _reply_of(await self.node.propose(command))
+                outcomes = await self.node.propose_batch([w.entry for _, w in writes])
+        except (NotLeader, Stopped) as exc:  # nothing entered the log
+            failed = self._write_failed(exc)
+            for position, _ in writes:
+                replies[position] = failed
+            return
+        for n, (position, write) in enumerate(writes):
+            if n >= len(outcomes):  # the deadline passed before the batch was queued
+                replies[position] = _UNKNOWN_TIMEOUT
+                continue
+            result = outcomes[n]
+            if isinstance(result, outcome.Error):
+                replies[position] = self._write_failed(result.error)
+                continue
+            reply = _reply_of(result.unwrap())
+            replies[position] = 1 if write.cas and reply == OK else reply
+
+    async def _run_reads(self, reads: list[tuple[int, _Read]], replies: list[Reply]) -> None:
+        """One ReadIndex barrier for a run of reads, then serve each at that point."""
+        failed: ErrorReply
+        try:
+            with trio.move_on_after(self.config.read_timeout_seconds):
+                await self._read_barrier()
+                for position, read in reads:
+                    replies[position] = read.fn()
+                return
+            failed = ErrorReply("TRYAGAIN read not confirmed by a leader in time")
         except NotLeader as exc:
-            return self._redirect(exc)
+            failed = self._redirect(exc)
         except ProposalQueueFull:
-            return ErrorReply("TRYAGAIN proposal queue full; nothing was applied")
-        except ProposalDropped:
-            return ErrorReply("TRYAGAIN a leader change dropped the proposal; not applied")
+            failed = ErrorReply("TRYAGAIN too many reads pending")
         except Stopped:
-            return ErrorReply("UNKNOWN the node stopped; the write may or may not be applied")
-        return ErrorReply(
-            "UNKNOWN no commit within request_timeout_seconds; the write may still be applied"
-        )
+            failed = ErrorReply("TRYAGAIN the node stopped")
+        for position, _ in reads:
+            replies[position] = failed
 
-    async def _write(self, op: Op, session: int, seq: int) -> Reply:
-        reply = await self._propose(encode_command(Request(session, seq, self._now_ms(), op)))
-        if isinstance(op, Cas) and reply == OK:
-            return 1  # CAS answers :1 / :0 (the machine's True / False)
-        return reply
+    def _session_open(self, args: list[bytes]) -> _Step:
+        return _Write(encode_command(OpenSession(self._now_ms())))
 
-    async def _session_open(self, args: list[bytes]) -> Reply:
-        return await self._propose(encode_command(OpenSession(self._now_ms())))
-
-    async def _session_call(self, args: list[bytes]) -> Reply:
+    def _session_call(self, args: list[bytes]) -> _Step:
         session = _int_arg(args[0], "session id")
         seq = _int_arg(args[1], "seq")
         if session < 1 or seq < 1:
             raise _CommandError("session id and seq must be >= 1")
-        return await self._dispatch(args[2:], session, seq)
-
-    async def _read(self, fn: Callable[[], Reply]) -> Reply:
-        try:
-            with trio.move_on_after(self.config.read_timeout_seconds):
-                return await self.node.read(fn)
-            return ErrorReply("TRYAGAIN read not confirmed by a leader in time")
-        except NotLeader as exc:
-            return self._redirect(exc)
-        except ProposalQueueFull:
-            return ErrorReply("TRYAGAIN too many reads pending")
-        except Stopped:
-            return ErrorReply("TRYAGAIN the node stopped")
+        return self._plan(args[2:], session, seq)
 
     # --- other commands ------------------------------------------------------------------------
 
-    async def _get(self, args: list[bytes]) -> Reply:
+    def _get(self, args: list[bytes]) -> _Step:
         key = args[0]
-        return await self._read(lambda: self.machine.get(key))
+        return _Read(lambda: self.machine.get(key))
 
-    async def _dbsize(self, args: list[bytes]) -> Reply:
-        return await self._read(self.machine.key_count)
-
-    async def _ping(self, args: list[bytes]) -> Reply:
-        return args[0] if args else SimpleString("PONG")
-
-    async def _echo(self, args: list[bytes]) -> Reply:
-        return args[0]
-
-    async def _empty_list(self, args: list[bytes]) -> Reply:
-        return []
-
-    async def _config(self, args: list[bytes]) -> Reply:
+    def _config(self, args: list[bytes]) -> _Step:
         # redis-benchmark asks CONFIG GET save / appendonly; there is no such configuration
         # here, so every asked-for parameter is reported with an empty value.
         if args[0].upper() != b"GET":
             raise _CommandError("only CONFIG GET is supported")
-        return [item for name in args[1:] for item in (name, b"")]
+        return _Local([item for name in args[1:] for item in (name, b"")])
 
-    async def _ok(self, args: list[bytes]) -> Reply:
-        return OK
-
-    async def _select(self, args: list[bytes]) -> Reply:
+    def _select(self, args: list[bytes]) -> _Step:
         if args[0] != b"0":
             raise _CommandError("DB index is out of range (only database 0 exists)")
-        return OK
-
-    async def _info(self, args: list[bytes]) -> Reply:
-        return self.info_text().encode()
+        return _Local(OK)
 
     def info_text(self) -> str:
         st = self.node.status()
@@ -355,10 +450,12 @@ async def serve_kv(
     listeners = await open_tcp_listeners(client_port, client_host, ssl_context=ssl_context)
     async with open_node(config, storage=storage, transport=transport,
                          state_machine=machine) as node:
+        batcher = ReadBatcher(node.read_barrier)
         handler = KvCommandHandler(node, machine, client_addresses=client_addresses,
-                                   config=service_config)
-        server = RespServer(handler.handle, limits=server_limits)
+                                   config=service_config, read_batcher=batcher)
+        server = RespServer(handler.handle, batch=handler.handle_batch, limits=server_limits)
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(batcher.run)
             await nursery.start(server.serve, listeners)
             log.info("node %d: RESP%s on %s:%d", config.node_id,
                      " (TLS)" if ssl_context is not None else "", client_host, client_port)

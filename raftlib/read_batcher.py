@@ -1,0 +1,83 @@
+"""One ReadIndex round for the reads of many connections that arrive together.
+
+    batcher = ReadBatcher(node.read_barrier)
+    nursery.start_soon(batcher.run)
+    index = await batcher.wait_barrier()   # instead of node.read_barrier()
+
+Reads that arrive while a barrier is in flight wait for the *next* one, never the current: a
+barrier started before a read arrived may predate a write acknowledged before the read, and
+serving the read from it would not be linearizable (thesis §6.4 needs the leader's heartbeat
+round to begin after the read arrives). So at most one barrier is in flight, and each barrier
+answers every read that arrived while the previous one ran: under load, one heartbeat round
+per batch of reads, not per read; idle, a read costs one round as before.
+
+One task (``run``) calls the barrier, so a reader that gives up (its own deadline) never cancels
+the round the others wait on. Waiting readers are bounded by the callers (each is a request
+the RESP server already admitted); a group holds no more than an event and a result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import attrs
+import trio
+
+
+@attrs.define
+class _Group:
+    """The readers that will share one barrier: it starts after the last of them arrived."""
+
+    done: trio.Event = attrs.field(factory=trio.Event)
+    index: int = -1
+    error: Exception | None = None
+    readers: int = 0
+
+
+@attrs.define
+class ReadBatcherStatistics:
+    barriers: int = 0  # rounds run
+    reads: int = 0  # readers served (reads / barriers: how many shared a round)
+
+
+class ReadBatcher:
+    """Shares one call of ``barrier`` among the readers that arrived before it started."""
+
+    def __init__(self, barrier: Callable[[], Awaitable[int]]) -> None:
+        self._barrier = barrier
+        self._next = _Group()  # open: readers join it until the runner takes it
+        self._wake = trio.Event()  # set when the open group gets its first reader
+        self.stats = ReadBatcherStatistics()
+
+    async def wait_barrier(self) -> int:
+        """Wait for a barrier that started after this call; its read index, or its error."""
+        group = self._next
+        group.readers += 1
+        if group.readers == 1:
+            self._wake.set()
+        await group.done.wait()
+        if group.error is not None:
+            # Every reader of the group raises the same error; a fresh traceback each time,
+            # so raises do not pile up on one object.
+            raise group.error.with_traceback(None)
+        assert group.index >= 0, "a group is done only once it has a result"
+        return group.index
+
+    async def run(self) -> None:
+        """Run barriers for as long as readers come; cancel to stop (waiting readers are then
+        left to their own deadlines)."""
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            group, self._next = self._next, _Group()
+            assert group.readers > 0, "woken only by a group's first reader"
+            try:
+                group.index = await self._barrier()
+            except Exception as exc:  # for the readers to handle (NotLeader, Stopped ...)
+                group.error = exc
+            self.stats.barriers += 1
+            self.stats.reads += group.readers
+            group.done.set()
+
+    def statistics(self) -> ReadBatcherStatistics:
+        return attrs.evolve(self.stats)
