@@ -29,6 +29,7 @@ the driver with ``Diverged`` (raised out of ``pump``).
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -575,7 +576,14 @@ class Driver:
             # A consistent copy taken now, on the loop; written out wherever the caller likes.
             write: Callable[[Any], None] = prepare()
         else:
-            write = getattr(self.state_machine, "snapshot")  # noqa: B009 - not in the protocol
+            # Only ``snapshot(file)``: it must see the state at ``index``, so it runs now, on
+            # the loop, into memory; the caller writes the bytes out.
+            buffer = io.BytesIO()
+            getattr(self.state_machine, "snapshot")(buffer)  # noqa: B009 - not in the protocol
+            data = buffer.getvalue()
+
+            def write(file: Any) -> None:
+                file.write(data)
         self._snapshot_running = True
         self._since_snapshot_entries = 0
         self._since_snapshot_bytes = 0
@@ -687,6 +695,9 @@ class Driver:
         if sender is None or sender.stream != ack.stream or ack.term != self.core.term:
             return
         sender.on_ack(ack.offset)
+        if sender.restart_needed:
+            self._start_sender(ack.src)
+            return
         self.core.snapshot_progress(ack.src)
         if sender.done:
             sender.close()
@@ -702,13 +713,27 @@ class Driver:
         if self._storage is None:
             self.core.snapshot_failed(peer)
             return
-        sender = SnapshotSender(self._storage, peer, self._next_stream, self.snapshot_policy)
+        try:
+            sender = SnapshotSender(self._storage, peer, self._next_stream, self.snapshot_policy)
+        except CorruptSnapshot as exc:
+            log.error("cannot send a snapshot to node %d: %s", peer, exc)
+            self.core.snapshot_failed(peer)
+            return
         self._next_stream += 1
         self._senders[peer] = sender
         self._send_chunks(sender)
 
     def _send_chunks(self, sender: SnapshotSender) -> None:
-        chunks = sender.chunks(self.core.term, self.core.node_id)
+        try:
+            chunks = sender.chunks(self.core.term, self.core.node_id)
+        except CorruptSnapshot as exc:
+            # Our own snapshot file is damaged: say so, and let the core retry later (never
+            # stop the leader over a transfer).
+            log.error("snapshot transfer to node %d failed: %s", sender.peer, exc)
+            sender.close()
+            self._senders.pop(sender.peer, None)
+            self.core.snapshot_failed(sender.peer)
+            return
         if chunks:
             self.counters["snapshot_chunks_sent"] += len(chunks)
             self._send_out(chunks)

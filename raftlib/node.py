@@ -567,13 +567,26 @@ class Node:
                 job.run(storage)
                 driver.persisted(job)
             task = driver.snapshot_task
-            if task is not None and self._nursery is not None:
+            if task is not None:
                 driver.snapshot_task = None
-                self._nursery.start_soon(self._write_snapshot, task)
+                if not self._thread:
+                    # A storage that never blocks (memory): write inline, as its syncs are,
+                    # which keeps a virtual-time run deterministic.
+                    self._snapshot_inline(task)
+                elif self._nursery is not None:
+                    self._nursery.start_soon(self._write_snapshot, task)
         finally:
             if driver.applied != applied:
                 self._applied_changed.set()
                 self._applied_changed = trio.Event()
+
+    def _snapshot_inline(self, task: SnapshotTask) -> None:
+        try:
+            task.run()
+        except Exception as exc:
+            self._driver.snapshot_failed(task, exc)
+        else:
+            self._driver.snapshot_written(task)
 
     async def _write_snapshot(self, task: SnapshotTask) -> None:
         """Write a snapshot off the event loop (the state machine captured a consistent copy

@@ -14,6 +14,7 @@ snapshot is never applied and a restarted transfer starts from a clean file.
 from __future__ import annotations
 
 import io
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -116,7 +117,12 @@ class WriterFile(io.RawIOBase):
 
 
 class SnapshotSender:
-    """Streams the current snapshot to one follower (leader side)."""
+    """Streams the current snapshot to one follower (leader side).
+
+    The reader only goes forward; chunks sent but not yet acknowledged are kept (at most the
+    window: ``chunks_inflight_max`` x ``chunk_bytes``), so a resend never reopens the file,
+    which a newer snapshot may have replaced meanwhile. A follower that refuses the transfer
+    (ack -1) gets a new stream (``restart_needed``)."""
 
     def __init__(
         self,
@@ -127,7 +133,6 @@ class SnapshotSender:
     ) -> None:
         self.peer = peer
         self.stream = stream
-        self._source = source
         self._policy = policy
         reader = source.open_snapshot()
         if reader is None:
@@ -135,12 +140,14 @@ class SnapshotSender:
         self.meta: SnapshotMeta = reader.meta
         self.size = reader.size
         self._reader: SnapshotReader | None = reader
-        self._read_offset = 0  # the reader's position
+        self._read_offset = 0  # the reader's position: every byte before it was read
+        self._unacked: deque[tuple[int, bytes]] = deque()  # (offset, data) read, not acked
         self.acked = 0  # every byte before it arrived
-        self.sent = 0  # every byte before it was sent at least once
+        self.sent = 0  # the next byte to send
         self._idle_ticks = 0
         # The follower acknowledged the whole payload; an empty payload still takes one chunk.
         self.done = False
+        self.restart_needed = False
         self._empty_pending = self.size == 0
 
     def chunks(self, term: int, src: NodeId) -> list[SnapshotChunk]:
@@ -150,7 +157,7 @@ class SnapshotSender:
         window_end = min(self.size, self.acked + policy.chunks_inflight_max * policy.chunk_bytes)
         while self.sent < window_end or self._empty_pending:
             self._empty_pending = False
-            data = self._read_at(self.sent, min(policy.chunk_bytes, self.size - self.sent))
+            data = self._data_at(self.sent, min(policy.chunk_bytes, self.size - self.sent))
             out.append(SnapshotChunk(term, src, self.peer, self.meta, self.stream, self.sent,
                                      self.size, crc32c.crc32c(data), data))
             self.sent += len(data)
@@ -159,14 +166,15 @@ class SnapshotSender:
     def on_ack(self, offset: int) -> None:
         self._idle_ticks = 0
         if offset < 0:
-            self.acked = 0  # refused: start over
-            self.sent = 0
-            self._empty_pending = self.size == 0
+            self.restart_needed = True  # refused (too large, or a bad chunk): a new stream
             return
         if offset >= self.size:
             self.done = True
         if offset > self.acked:
             self.acked = min(offset, self.size)
+            unacked = self._unacked
+            while unacked and unacked[0][0] + len(unacked[0][1]) <= self.acked:
+                unacked.popleft()
         if offset < self.sent:
             # A chunk after ``offset`` was lost (the follower acks what it has in order).
             self.sent = max(self.acked, offset)
@@ -185,22 +193,18 @@ class SnapshotSender:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        self._unacked.clear()
 
-    def _read_at(self, offset: int, length: int) -> bytes:
-        if self._reader is None or offset < self._read_offset:
-            # Rewound: reopen and skip (a reader only goes forward).
-            self.close()
-            reader = self._source.open_snapshot()
-            if reader is None or reader.meta != self.meta:
-                raise CorruptSnapshot("<storage>", "the snapshot being sent was replaced")
-            self._reader = reader
-            self._read_offset = 0
+    def _data_at(self, offset: int, length: int) -> bytes:
+        if offset < self._read_offset:
+            # A resend: the bytes are still held (acked <= offset, within the window).
+            for start, data in self._unacked:
+                if start == offset:
+                    return data
+            raise AssertionError(f"chunk at {offset} is neither held nor ahead of the reader")
         reader = self._reader
-        while self._read_offset < offset:
-            skipped = reader.read(min(offset - self._read_offset, 1 << 20))
-            if not skipped:
-                raise CorruptSnapshot("<storage>", f"snapshot ends before byte {offset}")
-            self._read_offset += len(skipped)
+        if reader is None or offset != self._read_offset:
+            raise AssertionError(f"read at {offset}, reader at {self._read_offset}")
         parts: list[bytes] = []
         remaining = length
         while remaining > 0:
@@ -209,8 +213,10 @@ class SnapshotSender:
                 raise CorruptSnapshot("<storage>", f"snapshot ends before byte {offset + length}")
             parts.append(data)
             remaining -= len(data)
+        chunk = b"".join(parts)
         self._read_offset += length
-        return b"".join(parts)
+        self._unacked.append((offset, chunk))
+        return chunk
 
 
 @attrs.define

@@ -16,7 +16,7 @@ from raftlib.core import CoreConfig, Entry, HardState, Message, RaftCore, Role
 from raftlib.core.types import ConfState, SnapshotChunk, SnapshotMeta
 from raftlib.driver import Driver, PersistJob, recover
 from raftlib.errors import CorruptSnapshot
-from raftlib.snapshots import SnapshotPolicy
+from raftlib.snapshots import SnapshotPolicy, SnapshotSender
 from raftlib.storage.base import Recovered
 
 IDS = (1, 2, 3)
@@ -302,3 +302,24 @@ def test_a_missing_snapshot_that_the_log_needs_is_refused() -> None:
     store.load = lambda: Recovered(HardState(1, 0, 5), meta, [])  # type: ignore[method-assign]
     with pytest.raises(CorruptSnapshot, match="index 5"):
         recover(store, Counter())
+
+
+def test_a_resend_after_the_snapshot_was_replaced_sends_the_same_bytes() -> None:
+    """Found by the SIGKILL test: a leader took a newer snapshot while a transfer waited for
+    acknowledgements, and its resend reopened the file and crashed the node."""
+    store = FakeStorage()
+    meta = SnapshotMeta(5, 1, ConfState(IDS))
+    store.snap = (meta, b"abcdefghij")
+    sender = SnapshotSender(store, 2, 1, TINY)
+    first = sender.chunks(1, 1)
+    assert [c.data for c in first] == [b"abc", b"def"]  # the window: 2 chunks of 3 bytes
+    store.snap = (SnapshotMeta(9, 1, ConfState(IDS)), b"something else entirely")
+    for _ in range(TINY.resend_ticks):
+        resend = sender.tick()
+    assert resend
+    again = sender.chunks(1, 1)
+    assert [c.data for c in again] == [b"abc", b"def"] and again[0].meta == meta
+    sender.on_ack(6)
+    assert [c.data for c in sender.chunks(1, 1)] == [b"ghi", b"j"]
+    sender.on_ack(10)
+    assert sender.done
