@@ -149,6 +149,7 @@ class SnapshotSender:
         self.done = False
         self.restart_needed = False
         self._empty_pending = self.size == 0
+        self._rewound_at = -1
 
     def chunks(self, term: int, src: NodeId) -> list[SnapshotChunk]:
         """The chunks the window allows now."""
@@ -175,8 +176,11 @@ class SnapshotSender:
             unacked = self._unacked
             while unacked and unacked[0][0] + len(unacked[0][1]) <= self.acked:
                 unacked.popleft()
-        if offset < self.sent:
-            # A chunk after ``offset`` was lost (the follower acks what it has in order).
+        if offset < self.sent and offset != self._rewound_at:
+            # A chunk after ``offset`` was lost (the follower acks what it has in order): go
+            # back once; the duplicate acknowledgements the rest of the window brings do not
+            # rewind again (each would resend the window: a storm), the resend timer does.
+            self._rewound_at = offset
             self.sent = max(self.acked, offset)
 
     def tick(self) -> bool:
@@ -184,6 +188,7 @@ class SnapshotSender:
         self._idle_ticks += 1
         if self._idle_ticks >= self._policy.resend_ticks and not self.done:
             self._idle_ticks = 0
+            self._rewound_at = -1
             self.sent = self.acked
             self._empty_pending = self.size == 0
             return True
@@ -222,6 +227,7 @@ class SnapshotSender:
 @attrs.define
 class _Incoming:
     src: NodeId
+    term: int
     stream: int
     meta: SnapshotMeta
     size: int
@@ -243,17 +249,24 @@ class SnapshotReceiver:
         """Take a chunk; returns the acknowledgement to send and, once the payload is whole,
         the transfer (its writer not yet committed: the caller hands it to the core)."""
         incoming = self._incoming
-        if incoming is None or (incoming.src, incoming.stream) != (chunk.src, chunk.stream):
+        # A transfer is one stream of one leader in one term (a restarted leader counts its
+        # streams from 1 again, but leads in a newer term) of one snapshot.
+        key = (chunk.src, chunk.term, chunk.stream, chunk.meta, chunk.size)
+        if incoming is None or (
+            incoming.src, incoming.term, incoming.stream, incoming.meta, incoming.size
+        ) != key:
             if chunk.offset != 0:
-                return self._ack(chunk, 0), None  # a transfer we never saw the start of
+                # A transfer we never saw the start of: the sender must start over.
+                return self._ack(chunk, -1), None
             if chunk.size > self._policy.receive_bytes_max:
                 self.refused += 1
                 return self._ack(chunk, -1), None
             self.abort()
             incoming = self._incoming = _Incoming(
-                chunk.src, chunk.stream, chunk.meta, chunk.size, self._create(chunk.meta)
+                chunk.src, chunk.term, chunk.stream, chunk.meta, chunk.size,
+                self._create(chunk.meta),
             )
-        if chunk.offset != incoming.offset or chunk.meta != incoming.meta:
+        if chunk.offset != incoming.offset:
             return self._ack(chunk, incoming.offset), None
         if crc32c.crc32c(chunk.data) != chunk.crc:
             self.refused += 1

@@ -10,13 +10,14 @@ import random
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
+import crc32c
 import pytest
 
 from raftlib.core import CoreConfig, Entry, HardState, Message, RaftCore, Role
 from raftlib.core.types import ConfState, SnapshotChunk, SnapshotMeta
 from raftlib.driver import Driver, PersistJob, recover
 from raftlib.errors import CorruptSnapshot
-from raftlib.snapshots import SnapshotPolicy, SnapshotSender
+from raftlib.snapshots import SnapshotPolicy, SnapshotReceiver, SnapshotSender
 from raftlib.storage.base import Recovered
 
 IDS = (1, 2, 3)
@@ -323,3 +324,36 @@ def test_a_resend_after_the_snapshot_was_replaced_sends_the_same_bytes() -> None
     assert [c.data for c in sender.chunks(1, 1)] == [b"ghi", b"j"]
     sender.on_ack(10)
     assert sender.done
+
+
+def test_a_restarted_leaders_stream_is_not_mistaken_for_its_old_one() -> None:
+    """Found by a sim campaign (a message storm): a leader restarted and numbered its streams
+    from 1 again; the follower took its chunks for the old transfer and acknowledged an offset
+    of that one, and the two sides bounced the window between them forever."""
+    created: list[_Writer] = []
+    store = FakeStorage()
+
+    def create(meta: SnapshotMeta) -> _Writer:
+        created.append(_Writer(store, meta))
+        return created[-1]
+
+    receiver = SnapshotReceiver(create, TINY)
+    old = SnapshotMeta(5, 1, ConfState(IDS))
+    new = SnapshotMeta(9, 2, ConfState(IDS))
+    chunk = SnapshotChunk(1, 4, 1, old, 1, 0, 10, crc32c.crc32c(b"abc"), b"abc")
+    ack, _ = receiver.on_chunk(chunk)
+    assert ack.offset == 3
+    later = SnapshotChunk(2, 4, 1, new, 1, 3, 12, crc32c.crc32c(b"xyz"), b"xyz")
+    ack, whole = receiver.on_chunk(later)
+    assert ack.offset == -1 and whole is None  # start over, never splice two snapshots
+
+
+def test_duplicate_acknowledgements_rewind_the_window_once() -> None:
+    store = FakeStorage()
+    store.snap = (SnapshotMeta(5, 1, ConfState(IDS)), b"abcdefghij")
+    sender = SnapshotSender(store, 2, 1, TINY)
+    assert len(sender.chunks(1, 1)) == 2
+    sender.on_ack(0)  # the first chunk was lost: the follower says where it stands
+    assert len(sender.chunks(1, 1)) == 2
+    sender.on_ack(0)  # ... and says it again for the second chunk of the old window
+    assert sender.chunks(1, 1) == []  # no second resend: the timer handles a further loss
