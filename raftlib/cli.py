@@ -285,7 +285,7 @@ async def _serve(args: argparse.Namespace, peers: dict[int, tuple[str, int]]) ->
         snapshot=_snapshot_policy(args),
     )
     security, client_tls = _security(args)
-    storage = WalStorage(Path(args.data))
+    storage = WalStorage(Path(args.data), allow_missing_hard_state=args.allow_missing_hard_state)
     transport = TcpTransport(
         peers,
         security=security,

@@ -56,7 +56,9 @@ class FollowerMixin(CoreState):
                     self._diverged(entry.index, entry.term, msg.src)
                     return
             if skip == len(entries):
-                self._reply_append(msg, match_index=max(commit, prev + len(entries)))
+                # What was compared, not our commit index: a leader whose log is shorter than
+                # our committed one has lost entries, and must send us its own to find out.
+                self._reply_append(msg, match_index=prev + len(entries))
                 return
             entries = entries[skip:]
             prev = commit

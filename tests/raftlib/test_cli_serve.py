@@ -90,3 +90,51 @@ def test_sigterm_stops_the_node_cleanly(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert "stopping on SIGTERM" in err
     assert "Traceback" not in err
+
+
+def _log_without_hard_state(data: Path) -> None:
+    from raftlib.core.types import Entry, HardState
+    from raftlib.storage.wal import WalStorage
+
+    with WalStorage(data) as storage:
+        storage.append([Entry(3, 1, b"a"), Entry(3, 2, b"b")])
+        storage.set_hard_state(HardState(3, 2, 2))
+        storage.sync()
+    (data / "hardstate").unlink()
+
+
+def test_a_log_without_its_hard_state_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A deleted hard state would restart the node at term 0 with no vote: it could vote a
+    second time in term 3. The node refuses, naming the file, unless told otherwise."""
+    data = tmp_path / "data"
+    _log_without_hard_state(data)
+    (port,) = free_ports(1)
+    done = serve("--id", "1", "--peers", f"1=127.0.0.1:{port}", "--data", str(data),
+                 "--insecure")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "hardstate" in lines[0] and "vote twice" in lines[0]
+
+
+def test_the_operator_may_start_a_node_whose_hard_state_is_gone(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _log_without_hard_state(data)
+    (port,) = free_ports(1)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raftlib.cli", "serve", "--id", "1", "--peers",
+         f"1=127.0.0.1:{port}", "--data", str(data), "--insecure",
+         "--allow-missing-hard-state"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        assert proc.stderr is not None
+        line = ""
+        while time.monotonic() < deadline and "serving" not in line:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "the node exited"
+        assert "serving" in line
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
