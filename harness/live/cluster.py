@@ -1,6 +1,6 @@
 """The node processes of a live run: start, SIGKILL, SIGSTOP / SIGCONT, restart, stop.
 
-Each node is ``python -m raftlib.cli serve`` (wrapped by the network, e.g. ``ip netns exec``)
+Each node is ``python -m raftlib.cli serve`` (wrapped by the network, e.g. ``python -m harness.live.nsexec rh-nN``)
 with its data directory ``DIR/nodes/node-N`` and its output appended to ``DIR/nodes/node-N.log``
 across restarts. Events go to ``log(node, text)`` in the report's node-line vocabulary
 (``start``, ``crash``, ``pause``, ``resume``). The cluster remembers every exit it caused; any

@@ -45,7 +45,7 @@ from harness.live.clients import LiveClient, run_worker
 from harness.live.cluster import LiveCluster, serve_flags
 from harness.live.monitor import Monitor
 from harness.live.nemesis import LIVE_NEMESES, REFUSED, LiveNemesis
-from harness.live.net import LiveNetwork, LiveSetupError, ProxyNetwork, open_network
+from harness.live.net import LiveNetwork, LiveSetupError, open_network
 from harness.nemesis import Schedule, generate
 from harness.options import OptionsError, RunOptions, command_line
 from harness.progress import NO_PROGRESS, RunProgress
@@ -154,8 +154,7 @@ class LiveRun:
         began = trio.current_time()
         try:
             async with trio.open_nursery() as background:
-                if isinstance(self.network, ProxyNetwork):
-                    await background.start(self.network.serve)
+                await background.start(self.network.serve)
                 for node in sorted(self.cluster.members):
                     self.cluster.start(node)
                 await self._wait_ready(monitor)
