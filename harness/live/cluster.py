@@ -1,10 +1,11 @@
 """The node processes of a live run: start, SIGKILL, SIGSTOP / SIGCONT, restart, stop.
 
-Each node is ``python -m raftlib.cli serve`` (wrapped by the network, e.g. ``python -m harness.live.nsexec rh-nN``)
-with its data directory ``DIR/nodes/node-N`` and its output appended to ``DIR/nodes/node-N.log``
-across restarts. Events go to ``log(node, text)`` in the report's node-line vocabulary
-(``start``, ``crash``, ``pause``, ``resume``). The cluster remembers every exit it caused; any
-other exit is a crash of the system under test and is reported (``unexpected_exits``).
+Each node is ``python -m raftlib.cli serve`` (wrapped by the network, e.g. ``python -m
+harness.live.nsexec rh-nN``) with its data directory ``DIR/nodes/node-N`` and its output
+appended to ``DIR/nodes/node-N.log`` across restarts. Events go to ``log(node, text)`` in the
+report's node-line vocabulary (``start``, ``crash``, ``pause``, ``resume``). The cluster
+remembers every exit it caused; any other exit is a crash of the system under test and is
+reported (``unexpected_exits``).
 """
 
 from __future__ import annotations
@@ -66,9 +67,10 @@ def _peers_text(peers: dict[int, tuple[str, int]]) -> str:
 class LiveCluster:
     def __init__(
         self, nodes: int, network: LiveNetwork, run_dir: Path, seed: int,
-        log: Callable[[int, str], None],
+        log: Callable[[int, str], None], on_spawn: Callable[[int], None] = lambda pid: None,
     ) -> None:
         self.network = network
+        self._on_spawn = on_spawn  # told every new node pid (the ledger records it)
         self.run_dir = run_dir
         self.seed = seed
         self._log = log
@@ -127,6 +129,7 @@ class LiveCluster:
         member.starts += 1
         member.paused = False
         member.pids.append(member.proc.pid)
+        self._on_spawn(member.proc.pid)
         self._log(node, f"start #{member.starts} (pid {member.proc.pid})")
 
     def kill(self, node: int) -> bool:

@@ -19,6 +19,7 @@ import errno
 import fcntl
 import importlib.util
 import os
+import re
 import socket
 import sys
 import time
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 
 import trio
 
-from harness.live import netns
+from harness.live import ledger, netns
 from harness.options import OptionsError
 
 NAME_PREFIX = "rh-"
@@ -45,16 +46,21 @@ PROXY_CHUNK_BYTES_MAX = 64 * 1024
 # Connections a client relay accepts at once before the kernel queues them.
 RELAY_BACKLOG_CONNECTIONS = 128
 PARTITIONS_ENV = "RAFT_HARNESS_PARTITIONS"
+# How long removing leftovers waits for killed processes to exit and for the kernel to
+# dismantle removed namespaces, and how often it looks.
+LEFTOVER_WAIT_SECONDS_MAX = 10.0
+LEFTOVER_POLL_SECONDS = 0.05
 # Policy-routing priorities inside a node's namespace. The kernel's rule 0 ("lookup local")
 # delivers every packet addressed to the node before any later rule is read, so setup moves
 # it behind the partition rules: blocks first, then local delivery, then the main table.
 BLOCK_RULE_PRIORITY = 100
 LOCAL_RULE_PRIORITY = 1000
 LOCAL_TABLE = 255
-# The rule action: a blackhole fails the input route lookup, and the kernel drops the packet
-# without an ICMP answer, so the sender sees silence (a test checks it: a timeout, not an error).
-FR_ACT_BLACKHOLE = "FR_ACT_BLACKHOLE"
+# A blocked link's rule action is "blackhole": it fails the input route lookup, and the kernel
+# drops the packet without an ICMP answer, so the sender sees silence (a test checks it).
 Link = tuple[int, int]
+# The harness's end of node N's veth; it goes away by itself with the node's namespace.
+VETH_HOST_END = re.compile(re.escape(NAME_PREFIX) + r"n[0-9]+h")
 
 
 class LiveSetupError(OptionsError):
@@ -125,33 +131,61 @@ def netns_unavailable_reason() -> str | None:
     return None
 
 
-def _ipr(namespace: str | None = None) -> Any:
-    from pyroute2 import IPRoute
+def _rtnl(namespace: str | None = None) -> Any:
+    # Imported here: pyroute2 is needed only where namespaces are used.
+    from harness.live.rtnl import Rtnl
 
-    return IPRoute() if namespace is None else IPRoute(netns=namespace)
+    return Rtnl(namespace)
 
 
 def _links() -> list[str]:
-    with _ipr() as ipr:
-        return [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
+    with _rtnl() as rt:
+        return list(rt.links())
 
 
 def remove_leftovers() -> list[str]:
-    """Delete every ``rh-`` namespace (and what runs in it) and ``rh-`` link; what was removed."""
+    """Delete every ``rh-`` namespace (and what runs in it) and ``rh-`` link; what was removed.
+
+    In order, waiting at each step: the processes exit (their sockets hold the namespace),
+    the namespaces go, the kernel dismantles them in the background (taking their veths
+    along), and only then is anything left deleted by name, so a new run never creates
+    links while the kernel still dismantles old ones of the same names.
+    """
+    from harness.live.rtnl import NetlinkFailure
+
     removed = []
-    for name in netns.names():
-        if name.startswith(NAME_PREFIX):
-            netns.kill_inside(name)
-            netns.remove(name)
-            removed.append(f"netns {name}")
-    with _ipr() as ipr:
-        for link in ipr.get_links():
-            name = link.get_attr("IFLA_IFNAME")
+    doomed = [name for name in netns.names() if name.startswith(NAME_PREFIX)]
+    pids = [pid for name in doomed for pid in netns.kill_inside(name)]
+    _wait_until(lambda: not any(_pid_exists(pid) for pid in pids), LEFTOVER_WAIT_SECONDS_MAX)
+    for name in doomed:
+        netns.remove(name)
+        removed.append(f"netns {name}")
+    with _rtnl() as rt:
+        veths = {n for n in rt.links() if VETH_HOST_END.fullmatch(n)}
+        _wait_until(lambda: not veths & set(rt.links()), LEFTOVER_WAIT_SECONDS_MAX)
+        for name, index in rt.links().items():
             if name.startswith(NAME_PREFIX):
-                with contextlib.suppress(Exception):  # a veth end goes with its peer
-                    ipr.link("del", index=link["index"])
+                try:
+                    rt.delete_link(index)
+                except NetlinkFailure as exc:
+                    if exc.code != errno.ENODEV:
+                        raise
+                    continue  # a veth end went away with its peer meanwhile
                 removed.append(f"link {name}")
     return removed
+
+
+def _pid_exists(pid: int) -> bool:
+    return ledger.start_time(pid) is not None  # a zombie does not count: it holds nothing
+
+
+def _wait_until(done: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(LEFTOVER_POLL_SECONDS)
+    return True
 
 
 def leftovers() -> list[str]:
@@ -215,7 +249,7 @@ class NetnsNetwork:
         self._blocked: frozenset[Link] = frozenset()
         self.rule_updates = 0
         self.relayed_connections = 0
-        self._inner: dict[int, Any] = {}  # node -> IPRoute bound to its namespace
+        self._inner: dict[int, Any] = {}  # node -> Rtnl inside its namespace
         self._relays: dict[int, socket.socket] = {}  # node -> listening socket (127.0.0.1)
 
     # --- addresses ----------------------------------------------------------------------------
@@ -252,47 +286,45 @@ class NetnsNetwork:
     # --- setup and teardown ---------------------------------------------------------------
 
     def setup(self) -> None:
+        from harness.live.rtnl import FR_ACT_TO_TBL
+
         self.removed_leftovers = remove_leftovers()
-        with _ipr() as ipr:
-            self._check_subnet_free(ipr)
-            ipr.link("add", ifname=BRIDGE, kind="bridge")
-            bridge = ipr.link_lookup(ifname=BRIDGE)[0]
-            ipr.addr("add", index=bridge, address=HOST_ADDRESS, prefixlen=24)
-            ipr.link("set", index=bridge, state="up")
+        with _rtnl() as rt:
+            for index, address in rt.addresses():
+                if address.startswith(f"{SUBNET}."):
+                    raise LiveSetupError(f"live: {SUBNET}.0/24 is already in use on this "
+                                         f"machine (interface {index}); it must be free for "
+                                         "the namespaces")
+            rt.add_link(BRIDGE, "bridge")
+            bridge = rt.index(BRIDGE)
+            rt.add_address(bridge, HOST_ADDRESS, 24)
+            rt.set_link(bridge, up=True)
             for node in range(1, self.nodes + 1):
-                self._add_node(ipr, bridge, node)
+                ns = namespace_of(node)
+                host_end, node_end = f"{NAME_PREFIX}n{node}h", f"{NAME_PREFIX}n{node}p"
+                assert VETH_HOST_END.fullmatch(host_end)
+                netns.create(ns)
+                rt.add_link(host_end, "veth", peer=node_end)
+                rt.set_link(rt.index(host_end), master=bridge, up=True)
+                fd = os.open(netns.path(ns), os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    rt.set_link(rt.index(node_end), netns_fd=fd)
+                finally:
+                    os.close(fd)
+                inner = _rtnl(ns)
+                self._inner[node] = inner
+                eth = inner.index(node_end)
+                inner.set_link(eth, name="eth0")
+                inner.add_address(eth, address_of(node), 24)
+                inner.set_link(eth, up=True)
+                inner.set_link(inner.index("lo"), up=True)
+                inner.add_rule(LOCAL_RULE_PRIORITY, FR_ACT_TO_TBL, table=LOCAL_TABLE)
+                inner.delete_rule(0, FR_ACT_TO_TBL, table=LOCAL_TABLE)
         for node in range(1, self.nodes + 1):
             relay = socket.socket()
             relay.bind(("127.0.0.1", 0))
             relay.listen(RELAY_BACKLOG_CONNECTIONS)
             self._relays[node] = relay
-
-    @staticmethod
-    def _check_subnet_free(ipr: Any) -> None:
-        for addr in ipr.get_addr(family=socket.AF_INET):
-            address = addr.get_attr("IFA_ADDRESS") or ""
-            if address.startswith(f"{SUBNET}."):
-                label = addr.get_attr("IFA_LABEL") or f"interface {addr['index']}"
-                raise LiveSetupError(f"live: {SUBNET}.0/24 is already in use on this machine "
-                                     f"({label}); it must be free for the namespaces")
-
-    def _add_node(self, ipr: Any, bridge: int, node: int) -> None:
-        ns = namespace_of(node)
-        host_end, node_end = f"{NAME_PREFIX}n{node}h", f"{NAME_PREFIX}n{node}p"
-        netns.create(ns)
-        ipr.link("add", ifname=host_end, kind="veth", peer={"ifname": node_end,
-                                                             "net_ns_fd": ns})
-        host = ipr.link_lookup(ifname=host_end)[0]
-        ipr.link("set", index=host, master=bridge, state="up")
-        inner = _ipr(ns)
-        self._inner[node] = inner
-        eth = inner.link_lookup(ifname=node_end)[0]
-        inner.link("set", index=eth, ifname="eth0")
-        inner.addr("add", index=eth, address=address_of(node), prefixlen=24)
-        inner.link("set", index=eth, state="up")
-        inner.link("set", index=inner.link_lookup(ifname="lo")[0], state="up")
-        inner.rule("add", table=LOCAL_TABLE, priority=LOCAL_RULE_PRIORITY)
-        inner.rule("del", table=LOCAL_TABLE, priority=0)
 
     def teardown(self) -> list[str]:
         """Remove everything this network created (and any other ``rh-`` leftover)."""
@@ -334,21 +366,18 @@ class NetnsNetwork:
 
     def _rules(self, dst: int) -> set[str]:
         """Sources blackholed in ``dst``'s namespace now, as the kernel reports them."""
-        found = set()
-        for rule in self._inner[dst].get_rules(family=socket.AF_INET):
-            if rule.get_attr("FRA_PRIORITY") == BLOCK_RULE_PRIORITY:
-                found.add(rule.get_attr("FRA_SRC"))
-        return found
+        return {rule.get_attr("FRA_SRC") for rule in self._inner[dst].rules()
+                if rule.get_attr("FRA_PRIORITY") == BLOCK_RULE_PRIORITY}
 
     def _set_sources(self, dst: int, sources: set[str]) -> None:
+        from harness.live.rtnl import FR_ACT_BLACKHOLE
+
         inner = self._inner[dst]
         present = self._rules(dst)
         for src in sorted(present - sources):
-            inner.rule("del", src=src, src_len=32, iifname="eth0", action=FR_ACT_BLACKHOLE,
-                       priority=BLOCK_RULE_PRIORITY)
+            inner.delete_rule(BLOCK_RULE_PRIORITY, FR_ACT_BLACKHOLE, src=src, iif="eth0")
         for src in sorted(sources - present):
-            inner.rule("add", src=src, src_len=32, iifname="eth0", action=FR_ACT_BLACKHOLE,
-                       priority=BLOCK_RULE_PRIORITY)
+            inner.add_rule(BLOCK_RULE_PRIORITY, FR_ACT_BLACKHOLE, src=src, iif="eth0")
         self.rule_updates += 1
 
     async def set_blocked(self, links: frozenset[Link]) -> None:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -278,45 +276,3 @@ def test_five_node_live_run_of_sixty_seconds_is_valid(tmp_path: Path) -> None:
                             nemesis=("partition", "kill", "pause"), seed=0)
     assert report.verdict == "valid", f"reproduce with seed=0: {report.line}"
     _assert_clean(results)
-
-
-def _node_pids_under(directory: Path) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if "raftlib.cli" in cmdline and str(directory) in cmdline:
-            pids.append(int(entry.name))
-    return pids
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_sigterm_stops_a_live_run_and_kills_its_nodes(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    harness = subprocess.Popen(
-        [sys.executable, "-m", "harness", "run", "--backend", "live", "--nodes", "3",
-         "--time-limit", "60", "--nemesis", "pause", "--no-progress", "--out", str(run_dir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60  # a concurrent live run may hold the machine lock
-        pids: list[int] = []
-        while len(pids) < 3 and time.monotonic() < deadline and harness.poll() is None:
-            time.sleep(0.2)
-            pids = _node_pids_under(run_dir)
-        assert len(pids) == 3, "the nodes did not start"
-        time.sleep(1.0)
-        harness.send_signal(signal.SIGTERM)
-        _, err = harness.communicate(timeout=30)
-    finally:
-        if harness.poll() is None:
-            harness.kill()
-            harness.communicate()
-    assert harness.returncode == 130, err
-    assert "interrupted" in err
-    assert wait_pids_gone(pids, 5.0) == []
-    if ROOT_NETNS:
-        assert net.leftovers_when_idle() == []
