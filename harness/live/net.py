@@ -19,6 +19,7 @@ import errno
 import fcntl
 import importlib.util
 import os
+import random
 import re
 import socket
 import sys
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 import trio
 
 from harness.live import ledger, netns
+from harness.live.shaper import Delay, pump_both
 from harness.options import OptionsError
 
 NAME_PREFIX = "rh-"
@@ -41,10 +43,11 @@ LOCK_PATH = "/run/raft-harness-live.lock"
 # How long a run waits for another live run on this machine to release the namespaces.
 LOCK_WAIT_SECONDS_MAX = 300.0
 NODES_MAX = 250  # addresses SUBNET.1 .. SUBNET.250
-# Bytes a proxy or relay moves per read.
-PROXY_CHUNK_BYTES_MAX = 64 * 1024
 # Connections a client relay accepts at once before the kernel queues them.
 RELAY_BACKLOG_CONNECTIONS = 128
+# Node N reaches peer M through the harness's relay on 127.0.0.1:(base + M) inside N's
+# namespace (only in runs with delay faults).
+PEER_RELAY_PORT_BASE = 7100
 PARTITIONS_ENV = "RAFT_HARNESS_PARTITIONS"
 # How long removing leftovers waits for killed processes to exit and for the kernel to
 # dismantle removed namespaces, and how often it looks.
@@ -94,25 +97,13 @@ class LiveNetwork(Protocol):
         """Make exactly ``links`` (directed [src, dst]) drop traffic; every other link works."""
         ...
 
+    def set_loss(self, probability: float | None) -> None:
+        """Drop each packet between nodes with ``probability`` (``None``: no loss)."""
+        ...
+
+    delay: Delay  # what every link between nodes adds while a delay fault is on
+
     def describe(self) -> dict[str, object]: ...
-
-
-async def pump_both(a: trio.SocketStream, b: trio.SocketStream) -> None:
-    """Copy bytes both ways until either side ends; then the pair is over."""
-    async with trio.open_nursery() as nursery:
-
-        async def pump(src: trio.SocketStream, dst: trio.SocketStream) -> None:
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError,
-                                     OSError):
-                while True:
-                    data = await src.receive_some(PROXY_CHUNK_BYTES_MAX)
-                    if not data:
-                        break
-                    await dst.send_all(data)
-            nursery.cancel_scope.cancel()  # one direction ended: the connection is over
-
-        nursery.start_soon(pump, a, b)
-        nursery.start_soon(pump, b, a)
 
 
 # --- network namespaces -------------------------------------------------------------------
@@ -241,10 +232,16 @@ def address_of(node: int) -> str:
 class NetnsNetwork:
     method = "netns"
 
-    def __init__(self, nodes: int) -> None:
+    def __init__(self, nodes: int, *, relay_peers: bool = False,
+                 rng: random.Random | None = None) -> None:
         if not 1 <= nodes <= NODES_MAX:
             raise LiveSetupError(f"live: --nodes must be in [1, {NODES_MAX}] with namespaces")
         self.nodes = nodes
+        self.relay_peers = relay_peers  # peer traffic through the delay line (delay faults)
+        self.delay = Delay(rng or random.Random(0))
+        self.loss: float | None = None
+        self.loss_updates = 0
+        self._peer_relays: dict[Link, socket.socket] = {}  # (src, dst) -> listener in src
         self.removed_leftovers: list[str] = []
         self._blocked: frozenset[Link] = frozenset()
         self.rule_updates = 0
@@ -255,7 +252,10 @@ class NetnsNetwork:
     # --- addresses ----------------------------------------------------------------------------
 
     def peers_for(self, node: int) -> dict[int, tuple[str, int]]:
-        return {n: (address_of(n), RAFT_PORT) for n in range(1, self.nodes + 1)}
+        if not self.relay_peers:
+            return {n: (address_of(n), RAFT_PORT) for n in range(1, self.nodes + 1)}
+        return {n: (address_of(n), RAFT_PORT) if n == node
+                else ("127.0.0.1", PEER_RELAY_PORT_BASE + n) for n in range(1, self.nodes + 1)}
 
     def client_port(self, node: int) -> int:
         return CLIENT_PORT
@@ -281,6 +281,14 @@ class NetnsNetwork:
             "removed_leftovers": self.removed_leftovers,
             "rule_updates": self.rule_updates,
             "relayed_client_connections": self.relayed_connections,
+            "loss_mechanism": "eBPF classifier (bpf(2) + netlink tc) on every node's ingress: "
+                              "each IPv4 packet from a peer dropped with the fault's "
+                              "probability",
+            "loss_updates": self.loss_updates,
+            "delay_mechanism": ("userspace delay line in per-link relays (chunks, not packets; "
+                                "weaker than netem)" if self.relay_peers else
+                                "none (no delay fault in this run)"),
+            "delayed_chunks": self.delay.chunks_delayed,
         }
 
     # --- setup and teardown ---------------------------------------------------------------
@@ -325,10 +333,18 @@ class NetnsNetwork:
             relay.bind(("127.0.0.1", 0))
             relay.listen(RELAY_BACKLOG_CONNECTIONS)
             self._relays[node] = relay
+        if self.relay_peers:
+            for src in range(1, self.nodes + 1):
+                for dst in range(1, self.nodes + 1):
+                    if src != dst:
+                        relay = netns.socket_inside(namespace_of(src))
+                        relay.bind(("127.0.0.1", PEER_RELAY_PORT_BASE + dst))
+                        relay.listen(RELAY_BACKLOG_CONNECTIONS)
+                        self._peer_relays[(src, dst)] = relay
 
     def teardown(self) -> list[str]:
         """Remove everything this network created (and any other ``rh-`` leftover)."""
-        for relay in self._relays.values():
+        for relay in [*self._relays.values(), *self._peer_relays.values()]:
             relay.close()
         for inner in self._inner.values():
             with contextlib.suppress(Exception):
@@ -344,6 +360,10 @@ class NetnsNetwork:
             for node, relay in self._relays.items():
                 listener = trio.SocketListener(trio.socket.from_stdlib_socket(relay.dup()))
                 nursery.start_soon(trio.serve_listeners, self._relay_handler(node), [listener])
+            for (src, dst), relay in self._peer_relays.items():
+                listener = trio.SocketListener(trio.socket.from_stdlib_socket(relay.dup()))
+                nursery.start_soon(trio.serve_listeners, self._peer_handler(src, dst),
+                                   [listener])
             task_status.started()
 
     def _relay_handler(self, node: int) -> Callable[[trio.SocketStream], Awaitable[None]]:
@@ -361,6 +381,47 @@ class NetnsNetwork:
                     await pump_both(inbound, outbound)
 
         return handle
+
+    def _peer_handler(self, src: int, dst: int
+                      ) -> Callable[[trio.SocketStream], Awaitable[None]]:
+        async def handle(inbound: trio.SocketStream) -> None:
+            async with inbound:
+                # Created in the sender's namespace: the packets leave through its eth0 with
+                # its address, so partitions and loss at the receiver act on them.
+                raw = await trio.to_thread.run_sync(netns.socket_inside, namespace_of(src))
+                sock = trio.socket.from_stdlib_socket(raw)
+                try:
+                    await sock.connect((address_of(dst), RAFT_PORT))
+                except OSError:
+                    sock.close()
+                    return  # the peer is down: the sender sees its connection close
+                async with trio.SocketStream(sock) as outbound:
+                    await pump_both(inbound, outbound, self.delay)
+
+        return handle
+
+    def set_loss(self, probability: float | None) -> None:
+        from harness.live import loss
+        from harness.live.rtnl import NetlinkFailure
+
+        for node in range(1, self.nodes + 1):
+            inner = self._inner[node]
+            eth = inner.index("eth0")
+            if self.loss is not None:
+                try:
+                    inner.delete_clsact(eth)  # and with it the previous classifier
+                except NetlinkFailure as exc:
+                    if exc.code not in (errno.ENOENT, errno.EINVAL):
+                        raise
+            if probability is not None:
+                inner.add_clsact(eth)
+                fd = loss.load(probability)
+                try:
+                    inner.add_ingress_bpf(eth, fd, "rh-loss")
+                finally:
+                    os.close(fd)  # the attached filter holds the program
+        self.loss = probability
+        self.loss_updates += 1
 
     # --- faults -------------------------------------------------------------------------------
 
@@ -426,8 +487,9 @@ class ProxyNetwork:
 
     method = "proxy (weaker)"
 
-    def __init__(self, nodes: int, reason: str) -> None:
+    def __init__(self, nodes: int, reason: str, rng: random.Random | None = None) -> None:
         self.nodes = nodes
+        self.delay = Delay(rng or random.Random(0))
         self.reason = reason
         ids = range(1, nodes + 1)
         self._raft_port = {n: _free_port() for n in ids}
@@ -456,6 +518,9 @@ class ProxyNetwork:
     def describe(self) -> dict[str, object]:
         return {
             "partitions": self.method,
+            "delay_mechanism": "userspace delay line in the proxies (chunks, not packets; "
+                               "weaker than netem)",
+            "delayed_chunks": self.delay.chunks_delayed,
             "why_not_netns": self.reason,
             "note": "blocked links close their TCP connections and hold new ones unanswered; "
                     "senders see an error before the silence, and client traffic is never cut",
@@ -494,7 +559,10 @@ class ProxyNetwork:
         except OSError:
             return  # the node is down: the sender sees its connection close
         async with outbound:
-            await pump_both(inbound, outbound)
+            await pump_both(inbound, outbound, self.delay)
+
+    def set_loss(self, probability: float | None) -> None:
+        raise AssertionError("loss is refused before a proxy run starts (validate)")
 
     async def set_blocked(self, links: frozenset[Link]) -> None:
         for key, link in self._links.items():
@@ -510,6 +578,13 @@ class ProxyNetwork:
 # --- choosing -------------------------------------------------------------------------------
 
 
+def planned_method() -> tuple[str, str | None]:
+    """``("netns", None)`` or ``("proxy", why not namespaces)``: what ``open_network`` will use."""
+    mode = partitions_mode()
+    reason = netns_unavailable_reason() if mode != "proxy" else f"{PARTITIONS_ENV}=proxy"
+    return ("proxy", reason) if reason is not None and mode != "netns" else ("netns", reason)
+
+
 def partitions_mode() -> str:
     mode = os.environ.get(PARTITIONS_ENV, "auto").strip() or "auto"
     if mode not in ("auto", "netns", "proxy"):
@@ -518,7 +593,8 @@ def partitions_mode() -> str:
 
 
 @contextlib.contextmanager
-def open_network(nodes: int) -> Iterator[LiveNetwork]:
+def open_network(nodes: int, *, relay_peers: bool = False, seed: int = 0
+                 ) -> Iterator[LiveNetwork]:
     """The run's network, set up; torn down (namespaces, links, rules) when the block ends."""
     mode = partitions_mode()
     reason = netns_unavailable_reason() if mode != "proxy" else f"{PARTITIONS_ENV}=proxy"
@@ -526,10 +602,11 @@ def open_network(nodes: int) -> Iterator[LiveNetwork]:
         raise LiveSetupError(f"live: {PARTITIONS_ENV}=netns but namespaces are unavailable: "
                              f"{reason}")
     if reason is not None:
-        yield ProxyNetwork(nodes, reason)
+        yield ProxyNetwork(nodes, reason, random.Random(f"{seed}:delay"))
         return
     with _machine_lock(f"to finish ({nodes} nodes)"):
-        network = NetnsNetwork(nodes)
+        network = NetnsNetwork(nodes, relay_peers=relay_peers,
+                               rng=random.Random(f"{seed}:delay"))
         try:
             network.setup()
             yield network

@@ -25,18 +25,22 @@ from pyroute2.netlink import (
 )
 from pyroute2.netlink.rtnl import (
     RTM_DELLINK,
+    RTM_DELQDISC,
     RTM_DELRULE,
     RTM_GETADDR,
     RTM_GETLINK,
     RTM_GETRULE,
     RTM_NEWADDR,
     RTM_NEWLINK,
+    RTM_NEWQDISC,
     RTM_NEWRULE,
+    RTM_NEWTFILTER,
 )
 from pyroute2.netlink.rtnl.fibmsg import fibmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+from pyroute2.netlink.rtnl.tcmsg import tcmsg
 
 from harness.live import netns
 
@@ -45,6 +49,13 @@ IFF_UP = 1
 # fib rule actions (linux/fib_rules.h)
 FR_ACT_TO_TBL = 1
 FR_ACT_BLACKHOLE = 6
+# tc: the clsact qdisc's handle and its ingress hook (linux/pkt_sched.h), a filter for every
+# protocol, and the bpf classifier's direct-action flag.
+TC_H_CLSACT = 0xFFFFFFF1
+TC_H_CLSACT_INGRESS = 0xFFFFFFF2
+CLSACT_HANDLE = 0xFFFF0000
+ETH_P_ALL_BE = 0x0300
+TCA_BPF_FLAG_ACT_DIRECT = 1
 # How long the kernel may take to answer one request; bytes read per receive.
 REQUEST_SECONDS_MAX = 10.0
 RECEIVE_BYTES_MAX = 1 << 20
@@ -208,3 +219,33 @@ class Rtnl:
     def delete_rule(self, priority: int, action: int, **match: Any) -> None:
         self.request(f"delete rule {priority}", self._rule(priority, action, **match),
                      RTM_DELRULE, CHANGE)
+
+    # --- traffic control ----------------------------------------------------------------------
+
+    def add_clsact(self, index: int) -> None:
+        msg = tcmsg()
+        msg["index"] = index
+        msg["handle"] = CLSACT_HANDLE
+        msg["parent"] = TC_H_CLSACT
+        msg["attrs"] = [("TCA_KIND", "clsact")]
+        self.request(f"add clsact on link {index}", msg, RTM_NEWQDISC, CREATE)
+
+    def delete_clsact(self, index: int) -> None:
+        """Remove the clsact qdisc of link ``index`` and with it every filter on it."""
+        msg = tcmsg()
+        msg["index"] = index
+        msg["handle"] = CLSACT_HANDLE
+        msg["parent"] = TC_H_CLSACT
+        msg["attrs"] = [("TCA_KIND", "clsact")]
+        self.request(f"delete clsact on link {index}", msg, RTM_DELQDISC, CHANGE)
+
+    def add_ingress_bpf(self, index: int, prog_fd: int, name: str, priority: int = 1) -> None:
+        """Attach a loaded classifier (direct action) to the ingress of link ``index``."""
+        msg = tcmsg()
+        msg["index"] = index
+        msg["parent"] = TC_H_CLSACT_INGRESS
+        msg["info"] = (priority << 16) | ETH_P_ALL_BE
+        msg["attrs"] = [("TCA_KIND", "bpf"), ("TCA_OPTIONS", {"attrs": [
+            ("TCA_BPF_FD", prog_fd), ("TCA_BPF_NAME", name),
+            ("TCA_BPF_FLAGS", TCA_BPF_FLAG_ACT_DIRECT)]})]
+        self.request(f"add bpf filter on link {index}", msg, RTM_NEWTFILTER, CREATE)

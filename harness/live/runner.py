@@ -39,15 +39,22 @@ from harness.checks import Check, verdict_of
 from harness.history import HistoryRecorder
 from harness.live import checks as live_checks
 from harness.live import ledger as ledger_module
+from harness.live import loss
 from harness.live.checks import Liveness
 from harness.live.clients import LiveClient, run_worker
 from harness.live.cluster import LiveCluster, serve_flags
 from harness.live.ledger import Ledger
 from harness.live.monitor import Monitor
 from harness.live.nemesis import LIVE_NEMESES, REFUSED, LiveNemesis
-from harness.live.net import LiveNetwork, LiveSetupError, open_network
+from harness.live.net import LiveNetwork, LiveSetupError, open_network, planned_method
 from harness.nemesis import Schedule, generate
-from harness.options import OptionsError, RunOptions, command_line
+from harness.options import (
+    NEMESIS_KINDS,
+    OptionsError,
+    RunOptions,
+    command_line,
+    nemesis_text,
+)
 from harness.progress import NO_PROGRESS, RunProgress
 from harness.workloads import make_workload
 
@@ -60,14 +67,33 @@ CATCH_UP_POLL_SECONDS = 0.1
 PROGRESS_SECONDS = 0.5
 
 
+def supported_nemeses() -> tuple[str, ...]:
+    """The fault kinds a live run on this machine can inject (with namespaces or without)."""
+    method, _ = planned_method()
+    kinds = LIVE_NEMESES[method]
+    if loss.unavailable_reason() is not None:
+        kinds = tuple(k for k in kinds if k != "loss")
+    return kinds
+
+
+def narrow_all(options: RunOptions) -> RunOptions:
+    """``--nemesis all`` on the live backend: every kind it can inject here, not an error."""
+    if tuple(options.nemesis) != NEMESIS_KINDS:
+        return options
+    return attrs.evolve(options, nemesis=supported_nemeses())
+
+
 def validate(options: RunOptions, schedule: Schedule | None = None) -> None:
     """Refuse, with one line, what the live backend cannot do (before anything starts)."""
     kinds = list(options.nemesis) + (schedule.kinds() if schedule is not None else [])
+    supported = supported_nemeses()
     for kind in kinds:
-        if kind not in LIVE_NEMESES:
+        if kind not in supported:
+            why = REFUSED.get(kind, "unknown kind")
+            if kind == "loss" and loss.unavailable_reason() is not None:
+                why = str(loss.unavailable_reason())
             raise OptionsError(f"--nemesis: {kind!r} is not supported by the live backend: "
-                               f"{REFUSED.get(kind, 'unknown kind')}; supported live: "
-                               f"{', '.join(LIVE_NEMESES)}")
+                               f"{why}; supported live here: {', '.join(supported)}")
     if options.clients > CLIENTS_LIVE_MAX:
         raise OptionsError(f"--clients: the live backend runs at most {CLIENTS_LIVE_MAX} "
                            f"clients (real connections), got {options.clients}")
@@ -305,6 +331,7 @@ def run_live(
     are gone), node processes stopped, ``results.json`` written with verdict ``interrupted``,
     and ``RunInterrupted`` raised (the CLI prints its one line and exits 130).
     """
+    options = narrow_all(options)
     validate(options, schedule)
     if schedule is None:
         schedule = generate(options.seed, options.nemesis, options.nodes, options.time_limit,
@@ -353,7 +380,9 @@ def _run_live(
     cleaned = ledger_module.clean_stale()
     ledger.open(run_dir=str(run_dir))
     events: list[str] = []
-    with open_network(options.nodes) as network:
+    kinds = set(options.nemesis) | set(schedule.kinds())
+    with open_network(options.nodes, relay_peers="delay" in kinds,
+                      seed=options.seed) as network:
         cleaned += getattr(network, "removed_leftovers", [])
         if cleaned:
             print(f"live: removed what an earlier, killed run left: {', '.join(cleaned)}",
@@ -491,7 +520,7 @@ def _finish(
     }
     live_info = {
         **network_info,
-        "nemeses_supported": list(LIVE_NEMESES),
+        "nemeses_supported": list(supported_nemeses()),
         "crash_model": "kill is SIGKILL: the page cache survives, so unsynced writes are not "
                        "lost (a process crash, not a power loss)",
         "python": sys.executable,
@@ -533,6 +562,16 @@ def _finish(
     return RunReport(verdict, line, out_dir, results, jsonl)
 
 
+def _mechanisms(options: RunOptions) -> str:
+    """How loss and delay were made, when the run has them (both weaker than the sim's)."""
+    parts = []
+    if "loss" in options.nemesis:
+        parts.append("loss: ebpf packet drop")
+    if "delay" in options.nemesis:
+        parts.append("delay: relay (stream, weaker)")
+    return "".join(f"; {p}" for p in parts)
+
+
 def _one_line(
     options: RunOptions, all_checks: list[Check], verdict: str, stats: dict[str, Any],
     network_info: dict[str, Any], wall: float, out_dir: Path | None,
@@ -545,6 +584,7 @@ def _one_line(
     return (
         f"{verdict.upper()}{detail}: live, seed {options.seed}, {options.workload}, "
         f"{options.nodes} nodes, {ops['invoke']} ops ({ops['ok']} ok, {ops['fail']} fail, "
-        f"{ops['info']} info), faults {faults}; partitions: {network_info['partitions']}; "
+        f"{ops['info']} info), faults {faults} (of {nemesis_text(options.nemesis)}); "
+        f"partitions: {network_info['partitions']}{_mechanisms(options)}; "
         f"{stats['run_seconds']:.1f} s run in {wall:.1f} s{where}"
     )

@@ -81,7 +81,7 @@ def test_proxy_fallback_when_namespaces_are_disabled_is_valid_and_says_it_is_wea
     [
         (["--nemesis", "clock"], "faketime"),
         (["--nemesis", "disk"], "page cache"),
-        (["--nemesis", "all"], "not supported by the live backend"),
+        (["--nemesis", "duplicate"], "absorbed by TCP"),
         (["--clients", "500"], "--clients"),
         (["--request-timeout", "0.05"], "--request-timeout"),
     ],
