@@ -16,11 +16,22 @@ nemesis schedule into the real processes and network, heals, and then checks:
   heal";
 - ``processes``: no node process exited on its own (a crash of the system under test).
 
-Faults supported live (``LIVE_NEMESES``): ``partition`` (real packet filtering or the proxy
-fallback, see below), ``kill`` (SIGKILL, restart at the window's end: the page cache survives,
-so this is a process crash, not a power loss), ``pause`` (SIGSTOP / SIGCONT). The others are
-refused with a one-line error: ``disk`` needs a power-loss simulation that SIGKILL cannot give;
-``clock`` needs faketime; ``loss``, ``duplicate``, ``delay``, ``reorder`` need ``tc netem``.
+Faults supported live (``LIVE_NEMESES``; ``--nemesis all`` means all of these that this
+machine allows): ``partition`` (real packet drops or the proxy fallback, see below), ``kill``
+(SIGKILL, restart at the window's end: the page cache survives, so this is a process crash,
+not a power loss), ``pause`` (SIGSTOP / SIGCONT), ``loss`` (namespaces only: an eBPF
+classifier on each node's ingress drops every IPv4 packet from a peer with the fault's
+probability, see ``loss``; TCP retransmits, so nodes see delays where the simulator's nodes
+see lost messages), ``delay`` (a userspace delay line in per-link relays, see ``shaper``:
+chunks, not packets, weaker than netem). The others are refused with a one-line reason:
+``disk`` needs a power-loss simulation that SIGKILL cannot give; ``clock`` needs faketime;
+``duplicate`` and ``reorder`` are absorbed by TCP and this kernel has no netem below it.
+
+A run stopped by Ctrl-C or SIGTERM heals everything (namespaces removed, node processes
+stopped), writes ``results.json`` with verdict ``interrupted``, prints one line and exits
+130. A harness killed outright leaves its nodes and namespaces; the next run removes them
+first (``ledger``: one file per running harness naming its node processes) and says so in
+one line.
 
 How partitions are made (recorded in results.json as ``live.partitions`` and in the verdict):
 
