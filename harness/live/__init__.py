@@ -23,9 +23,12 @@ not a power loss), ``pause`` (SIGSTOP / SIGCONT), ``loss`` (namespaces only: an 
 classifier on each node's ingress drops every IPv4 packet from a peer with the fault's
 probability, see ``loss``; TCP retransmits, so nodes see delays where the simulator's nodes
 see lost messages), ``delay`` (a userspace delay line in per-link relays, see ``shaper``:
-chunks, not packets, weaker than netem). The others are refused with a one-line reason:
-``disk`` needs a power-loss simulation that SIGKILL cannot give; ``clock`` needs faketime;
-``duplicate`` and ``reorder`` are absorbed by TCP and this kernel has no netem below it.
+chunks, not packets, weaker than netem), ``clock`` (each node's Trio clock, which times its
+ticks, election timeouts, leases and request timeouts, runs at the fault's rate, see
+``clocked``; the wall clock stamped into writes as leader time is not faked). The others are
+refused with a one-line reason: ``disk`` needs a power-loss simulation that SIGKILL cannot
+give; ``duplicate`` and ``reorder`` are absorbed by TCP and this kernel has no netem below
+it; the crash triggers watch messages only the simulator sees.
 
 A run stopped by Ctrl-C or SIGTERM heals everything (namespaces removed, node processes
 stopped), writes ``results.json`` with verdict ``interrupted``, prints one line and exits

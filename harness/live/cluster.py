@@ -23,6 +23,7 @@ import attrs
 import trio
 
 import raftlib
+from harness.live.clocked import write_rate
 from harness.live.net import LiveNetwork
 
 # How long a SIGKILLed process may take to be reaped, and a SIGTERMed node to stop by itself.
@@ -68,8 +69,11 @@ class LiveCluster:
     def __init__(
         self, nodes: int, network: LiveNetwork, run_dir: Path, seed: int,
         log: Callable[[int, str], None], on_spawn: Callable[[int], None] = lambda pid: None,
+        clocked: bool = False,
     ) -> None:
         self.network = network
+        # Nodes run under harness.live.clocked (a Trio clock whose rate the harness sets).
+        self.clocked = clocked
         self._on_spawn = on_spawn  # told every new node pid (the ledger records it)
         self.run_dir = run_dir
         self.seed = seed
@@ -87,14 +91,25 @@ class LiveCluster:
     def log_path(self, node: int) -> Path:
         return self.run_dir / "nodes" / f"node-{node}.log"
 
+    def clock_control(self, node: int) -> Path:
+        return self.run_dir / "nodes" / f"node-{node}.clock.json"
+
+    def set_clock_rate(self, node: int, rate: float) -> None:
+        """Node ``node``'s Trio clock runs ``rate`` times as fast from now (restarts too)."""
+        assert self.clocked, "clock faults need nodes started under harness.live.clocked"
+        write_rate(self.clock_control(node), rate)
+        self._log(node, f"clock rate {rate:g}")
+
     def client_addresses(self) -> list[str]:
         return [self.network.client_address(n) for n in sorted(self.members)]
 
     def _argv(self, node: int) -> list[str]:
         member = self.members[node]
         client_peers = ",".join(f"{n}={self.network.client_address(n)}" for n in self.members)
+        wrapper = (["-m", "harness.live.clocked", str(self.clock_control(node)), "raftlib.cli"]
+                   if self.clocked else ["-m", "raftlib.cli"])
         argv = [
-            sys.executable, "-m", "raftlib.cli", "serve", "--id", str(node),
+            sys.executable, *wrapper, "serve", "--id", str(node),
             "--peers", _peers_text(self.network.peers_for(node)),
             "--data", str(self.data_dir(node)),
             "--client-port", str(self.network.client_port(node)),

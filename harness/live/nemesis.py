@@ -21,13 +21,12 @@ from harness.nemesis import Fault, Schedule, partition_links
 # The fault kinds this backend can inject with namespaces (``netns``) and without (``proxy``),
 # in the canonical order of ``harness.options.NEMESIS_KINDS``, and why it refuses the others.
 LIVE_NEMESES: dict[str, tuple[str, ...]] = {
-    "netns": ("partition", "kill", "pause", "loss", "delay"),
-    "proxy": ("partition", "kill", "pause", "delay"),
+    "netns": ("partition", "kill", "pause", "loss", "delay", "clock"),
+    "proxy": ("partition", "kill", "pause", "delay", "clock"),
 }
 REFUSED: dict[str, str] = {
     "disk": "a SIGKILLed process keeps its unsynced writes in the page cache, so a power loss "
             "cannot be simulated live (use --backend sim)",
-    "clock": "clock skew between real processes needs faketime (use --backend sim)",
     "loss": "packet loss needs network namespaces (root on Linux) for its eBPF classifier "
             "(use --backend sim, or run as root)",
     "duplicate": "duplicating packets inside a TCP stream is absorbed by TCP, and this kernel "
@@ -115,6 +114,11 @@ class LiveNemesis:
             self._network.delay.set(float(params["delay_ms"]), float(params["jitter_ms"]))
             detail["delay_ms"] = params["delay_ms"]
             detail["jitter_ms"] = params["jitter_ms"]
+        elif kind == "clock":
+            for node, rate in params["rates"]:
+                self._cluster.set_clock_rate(int(node), float(rate))
+                hit.append(int(node))
+            detail["rates"] = params["rates"]
         else:
             raise AssertionError(f"the live nemesis cannot inject {kind!r}")
         self._active[fault.id] = (fault, hit)
@@ -141,6 +145,9 @@ class LiveNemesis:
             self._network.set_loss(None)
         elif fault.kind == "delay":
             self._network.delay.clear()
+        elif fault.kind == "clock":
+            for node in hit:
+                self._cluster.set_clock_rate(node, 1.0)
         for window in self.windows:
             if window["id"] == fault.id:
                 window["stop"] = round(now, 3)
@@ -155,6 +162,9 @@ class LiveNemesis:
         if "loss" in self.fired:
             self._network.set_loss(None)
         self._network.delay.clear()
+        if "clock" in self.fired:
+            for node in sorted(self._cluster.members):
+                self._cluster.set_clock_rate(node, 1.0)
         for node in sorted(self._cluster.members):
             self._cluster.resume(node)
             if not self._cluster.running(node):

@@ -141,7 +141,8 @@ class LiveRun:
         self.clock = _Clock()
         self._events = events
         self.cluster = LiveCluster(options.nodes, network, run_dir, options.seed,
-                                   log=self.node_log, on_spawn=ledger.node_started)
+                                   log=self.node_log, on_spawn=ledger.node_started,
+                                   clocked="clock" in {*options.nemesis, *schedule.kinds()})
         self.workload = make_workload(options.workload, self._rng("workload"))
         self.history = HistoryRecorder(self.clock.us, self.workload.keyed)
         self._next_process = 0
@@ -521,6 +522,9 @@ def _finish(
     live_info = {
         **network_info,
         "nemeses_supported": list(supported_nemeses()),
+        "clock_model": "clock faults change the rate of each node's Trio clock (ticks, "
+                       "timeouts, leases) through harness.live.clocked; the wall clock that "
+                       "stamps leader time into writes is not faked",
         "crash_model": "kill is SIGKILL: the page cache survives, so unsynced writes are not "
                        "lost (a process crash, not a power loss)",
         "python": sys.executable,
@@ -569,6 +573,8 @@ def _mechanisms(options: RunOptions) -> str:
         parts.append("loss: ebpf packet drop")
     if "delay" in options.nemesis:
         parts.append("delay: relay (stream, weaker)")
+    if "clock" in options.nemesis:
+        parts.append("clock: timer rate (wall clock untouched)")
     return "".join(f"; {p}" for p in parts)
 
 

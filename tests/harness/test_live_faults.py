@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
 from harness.live import loss, net
+from harness.live.cluster import wait_pids_gone
 from harness.live.runner import narrow_all, supported_nemeses, validate
 from harness.live.shaper import Delay, pump_both
 from harness.nemesis import generate
 from harness.options import NEMESIS_KINDS, OptionsError, RunOptions
+from harness.runner import run
 
 ROOT_NETNS = net.netns_unavailable_reason() is None
 needs_netns = pytest.mark.skipif(not ROOT_NETNS, reason="needs root on Linux and pyroute2")
@@ -110,7 +114,7 @@ async def test_the_delay_line_delays_each_chunk_by_the_set_delay_in_order(
 def test_nemesis_all_on_the_live_backend_means_every_kind_it_can_inject_here() -> None:
     options = narrow_all(RunOptions(backend="live", nemesis=NEMESIS_KINDS))
     assert options.nemesis == supported_nemeses()
-    assert {"partition", "kill", "pause", "delay"} <= set(options.nemesis)
+    assert {"partition", "kill", "pause", "delay", "clock"} <= set(options.nemesis)
     assert ("loss" in options.nemesis) == (ROOT_NETNS and loss.unavailable_reason() is None)
     validate(options)
     schedule = generate(0, options.nemesis, 3, 60.0, 5.0)
@@ -125,3 +129,22 @@ def test_loss_without_namespaces_is_refused_in_one_line_with_the_reason(
         validate(RunOptions(backend="live", nemesis=("loss",)))
     assert "\n" not in str(refused.value)
     assert "loss" not in narrow_all(RunOptions(backend="live", nemesis=NEMESIS_KINDS)).nemesis
+
+
+def test_live_run_under_every_fault_it_can_inject_is_valid_and_leaves_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    options = RunOptions(backend="live", nodes=3, time_limit=8.0, nemesis=NEMESIS_KINDS,
+                         seed=5, nemesis_interval=1.5, recovery_time=15.0)
+    report = run(options, tmp_path / "run")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert report.verdict == "valid", f"reproduce with seed=5: {report.line}"
+    kinds = supported_nemeses()
+    assert results["options"]["nemesis"] == list(kinds)
+    assert set(results["stats"]["faults_started"]) == set(kinds), results["stats"]
+    assert "delay: relay" in report.line and "clock: timer rate" in report.line
+    assert ("loss: ebpf" in report.line) == ("loss" in kinds)
+    pids = [pid for node in results["stats"]["nodes"].values() for pid in node["pids"]]
+    assert wait_pids_gone(pids, 5.0) == []
+    if ROOT_NETNS:
+        assert net.leftovers_when_idle() == []
