@@ -208,15 +208,15 @@ def test_netns_partition_drops_packets_only_on_blocked_links_and_heals() -> None
 
 @needs_netns
 def test_leftovers_of_a_crashed_run_are_removed_before_a_new_one() -> None:
-    from pyroute2 import IPRoute
+    from harness.live.rtnl import Rtnl
 
     netns.create("rh-n7")
     sleeper = subprocess.Popen(_in_namespace(7, "sh", "-c", "echo inside; exec sleep 60"),
                                stdout=subprocess.PIPE, text=True)
     try:
         assert sleeper.stdout is not None and sleeper.stdout.readline() == "inside\n"
-        with IPRoute() as ipr:
-            ipr.link("add", ifname="rh-stale", kind="bridge")
+        with Rtnl() as rt:
+            rt.add_link("rh-stale", "bridge")
         with net.open_network(2) as network:
             assert isinstance(network, net.NetnsNetwork)
             assert "netns rh-n7" in network.removed_leftovers
@@ -231,8 +231,10 @@ def test_leftovers_of_a_crashed_run_are_removed_before_a_new_one() -> None:
         # Whatever failed above, remove this test's own objects (and only those).
         with contextlib.suppress(OSError):
             netns.remove("rh-n7")
-        with IPRoute() as ipr, contextlib.suppress(Exception):
-            ipr.link("del", ifname="rh-stale")
+        with Rtnl() as rt:
+            stale = rt.links().get("rh-stale")
+            if stale is not None:
+                rt.delete_link(stale)
     assert net.leftovers_when_idle() == []
 
 
