@@ -188,8 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OptionsError, ScheduleError) as exc:
         _error(f"{PROG}: {exc}")
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        _error(f"{PROG}: interrupted")
+    except KeyboardInterrupt as exc:
+        # A live run says what it cleaned up and where its verdict is (RunInterrupted).
+        _error(f"{PROG}: {exc}" if str(exc) else f"{PROG}: interrupted")
         return 130
     except Exception as exc:  # a harness bug: one line, not a traceback (and not exit 1)
         if os.environ.get("HARNESS_DEBUG"):

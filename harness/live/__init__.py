@@ -16,23 +16,40 @@ nemesis schedule into the real processes and network, heals, and then checks:
   heal";
 - ``processes``: no node process exited on its own (a crash of the system under test).
 
-Faults supported live (``LIVE_NEMESES``): ``partition`` (real packet filtering or the proxy
-fallback, see below), ``kill`` (SIGKILL, restart at the window's end: the page cache survives,
-so this is a process crash, not a power loss), ``pause`` (SIGSTOP / SIGCONT). The others are
-refused with a one-line error: ``disk`` needs a power-loss simulation that SIGKILL cannot give;
-``clock`` needs faketime; ``loss``, ``duplicate``, ``delay``, ``reorder`` need ``tc netem``.
+Faults supported live (``LIVE_NEMESES``; ``--nemesis all`` means all of these that this
+machine allows): ``partition`` (real packet drops or the proxy fallback, see below), ``kill``
+(SIGKILL, restart at the window's end: the page cache survives, so this is a process crash,
+not a power loss), ``pause`` (SIGSTOP / SIGCONT), ``loss`` (namespaces only: an eBPF
+classifier on each node's ingress drops every IPv4 packet from a peer with the fault's
+probability, see ``loss``; TCP retransmits, so nodes see delays where the simulator's nodes
+see lost messages), ``delay`` (a userspace delay line in per-link relays, see ``shaper``:
+chunks, not packets, weaker than netem), ``clock`` (each node's Trio clock, which times its
+ticks, election timeouts, leases and request timeouts, runs at the fault's rate, see
+``clocked``; the wall clock stamped into writes as leader time is not faked). The others are
+refused with a one-line reason: ``disk`` needs a power-loss simulation that SIGKILL cannot
+give; ``duplicate`` and ``reorder`` are absorbed by TCP and this kernel has no netem below
+it; the crash triggers watch messages only the simulator sees.
+
+A run stopped by Ctrl-C or SIGTERM heals everything (namespaces removed, node processes
+stopped), writes ``results.json`` with verdict ``interrupted``, prints one line and exits
+130. A harness killed outright leaves its nodes and namespaces; the next run removes them
+first (``ledger``: one file per running harness naming its node processes) and says so in
+one line.
 
 How partitions are made (recorded in results.json as ``live.partitions`` and in the verdict):
 
-- ``netns+nft`` / ``netns+iptables`` (root on Linux): each node runs in its own network
-  namespace ``rh-nN`` with a veth into the bridge ``rh-br0``; node N has 10.77.0.N, the
-  harness 10.77.0.254 on the bridge. These addresses exist only in what the run creates, so no
-  test traffic leaves the machine. A blocked link ``[src, dst]`` is a rule in dst's namespace
-  dropping every packet from src, as Jepsen does on real hosts: the peers see silence, not
-  errors. The node's client port listens on 127.0.0.1 inside its namespace and a DNAT rule
-  there exposes it on 10.77.0.N:6379 to the harness. Leftovers of a crashed run (``rh-*``) are
-  removed at start, everything is removed in ``finally``; a lock file keeps one such run per
-  machine at a time.
+- ``netns`` (root on Linux): each node runs in its own network namespace ``rh-nN`` with a veth
+  into the bridge ``rh-br0``; node N has 10.77.0.N, the harness 10.77.0.254 on the bridge.
+  All of it is made through netlink from Python (pyroute2) and nodes enter their namespace
+  through ``python -m harness.live.nsexec``, so no ``ip``, ``nft`` or ``iptables`` binary is
+  needed. These addresses exist only in what the run creates, so no test traffic leaves the
+  machine. A blocked link ``[src, dst]`` is a policy-routing rule in dst's namespace that
+  blackholes every packet from src, ahead of local delivery: the kernel drops the packets and
+  answers nothing, so the peers see silence, not errors, as with Jepsen's packet filters on
+  real hosts. The node's client port listens on 127.0.0.1 inside its namespace; the harness
+  reaches it through a relay whose far end is a socket created in that namespace (client
+  traffic is never cut). Leftovers of a crashed run (``rh-*``) are removed at start,
+  everything is removed in ``finally``; a lock file keeps one such run per machine at a time.
 - ``proxy (weaker)`` (not root, no namespaces, or ``RAFT_HARNESS_PARTITIONS=proxy``): every
   node listens on 127.0.0.1 and reaches each peer through a TCP proxy in the harness, one per
   directed link. Blocking a link closes its connections and holds new ones without forwarding

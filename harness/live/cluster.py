@@ -1,10 +1,11 @@
 """The node processes of a live run: start, SIGKILL, SIGSTOP / SIGCONT, restart, stop.
 
-Each node is ``python -m raftlib.cli serve`` (wrapped by the network, e.g. ``ip netns exec``)
-with its data directory ``DIR/nodes/node-N`` and its output appended to ``DIR/nodes/node-N.log``
-across restarts. Events go to ``log(node, text)`` in the report's node-line vocabulary
-(``start``, ``crash``, ``pause``, ``resume``). The cluster remembers every exit it caused; any
-other exit is a crash of the system under test and is reported (``unexpected_exits``).
+Each node is ``python -m raftlib.cli serve`` (wrapped by the network, e.g. ``python -m
+harness.live.nsexec rh-nN``) with its data directory ``DIR/nodes/node-N`` and its output
+appended to ``DIR/nodes/node-N.log`` across restarts. Events go to ``log(node, text)`` in the
+report's node-line vocabulary (``start``, ``crash``, ``pause``, ``resume``). The cluster
+remembers every exit it caused; any other exit is a crash of the system under test and is
+reported (``unexpected_exits``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import attrs
 import trio
 
 import raftlib
+from harness.live.clocked import write_rate
 from harness.live.net import LiveNetwork
 
 # How long a SIGKILLed process may take to be reaped, and a SIGTERMed node to stop by itself.
@@ -66,9 +68,13 @@ def _peers_text(peers: dict[int, tuple[str, int]]) -> str:
 class LiveCluster:
     def __init__(
         self, nodes: int, network: LiveNetwork, run_dir: Path, seed: int,
-        log: Callable[[int, str], None],
+        log: Callable[[int, str], None], on_spawn: Callable[[int], None] = lambda pid: None,
+        clocked: bool = False,
     ) -> None:
         self.network = network
+        # Nodes run under harness.live.clocked (a Trio clock whose rate the harness sets).
+        self.clocked = clocked
+        self._on_spawn = on_spawn  # told every new node pid (the ledger records it)
         self.run_dir = run_dir
         self.seed = seed
         self._log = log
@@ -85,14 +91,25 @@ class LiveCluster:
     def log_path(self, node: int) -> Path:
         return self.run_dir / "nodes" / f"node-{node}.log"
 
+    def clock_control(self, node: int) -> Path:
+        return self.run_dir / "nodes" / f"node-{node}.clock.json"
+
+    def set_clock_rate(self, node: int, rate: float) -> None:
+        """Node ``node``'s Trio clock runs ``rate`` times as fast from now (restarts too)."""
+        assert self.clocked, "clock faults need nodes started under harness.live.clocked"
+        write_rate(self.clock_control(node), rate)
+        self._log(node, f"clock rate {rate:g}")
+
     def client_addresses(self) -> list[str]:
         return [self.network.client_address(n) for n in sorted(self.members)]
 
     def _argv(self, node: int) -> list[str]:
         member = self.members[node]
         client_peers = ",".join(f"{n}={self.network.client_address(n)}" for n in self.members)
+        wrapper = (["-m", "harness.live.clocked", str(self.clock_control(node)), "raftlib.cli"]
+                   if self.clocked else ["-m", "raftlib.cli"])
         argv = [
-            sys.executable, "-m", "raftlib.cli", "serve", "--id", str(node),
+            sys.executable, *wrapper, "serve", "--id", str(node),
             "--peers", _peers_text(self.network.peers_for(node)),
             "--data", str(self.data_dir(node)),
             "--client-port", str(self.network.client_port(node)),
@@ -127,6 +144,7 @@ class LiveCluster:
         member.starts += 1
         member.paused = False
         member.pids.append(member.proc.pid)
+        self._on_spawn(member.proc.pid)
         self._log(node, f"start #{member.starts} (pid {member.proc.pid})")
 
     def kill(self, node: int) -> bool:

@@ -18,16 +18,21 @@ from harness.history import HistoryRecorder
 from harness.live.cluster import LiveCluster
 from harness.nemesis import Fault, Schedule, partition_links
 
-# The fault kinds this backend can inject, and why it refuses the others.
-LIVE_NEMESES: tuple[str, ...] = ("partition", "kill", "pause")
+# The fault kinds this backend can inject with namespaces (``netns``) and without (``proxy``),
+# in the canonical order of ``harness.options.NEMESIS_KINDS``, and why it refuses the others.
+LIVE_NEMESES: dict[str, tuple[str, ...]] = {
+    "netns": ("partition", "kill", "pause", "loss", "delay", "clock"),
+    "proxy": ("partition", "kill", "pause", "delay", "clock"),
+}
 REFUSED: dict[str, str] = {
     "disk": "a SIGKILLed process keeps its unsynced writes in the page cache, so a power loss "
             "cannot be simulated live (use --backend sim)",
-    "clock": "clock skew between real processes needs faketime (use --backend sim)",
-    "loss": "message loss needs tc netem (use --backend sim)",
-    "duplicate": "message duplication needs tc netem (use --backend sim)",
-    "delay": "message delay needs tc netem (use --backend sim)",
-    "reorder": "message reordering needs tc netem (use --backend sim)",
+    "loss": "packet loss needs network namespaces (root on Linux) for its eBPF classifier "
+            "(use --backend sim, or run as root)",
+    "duplicate": "duplicating packets inside a TCP stream is absorbed by TCP, and this kernel "
+                 "has no netem to duplicate them below it (use --backend sim)",
+    "reorder": "a TCP stream cannot reorder, and this kernel has no netem to reorder packets "
+               "below it (use --backend sim)",
     # Crash triggers watch every message a node sends, which only the simulator sees.
     "crash-after-vote": "crash triggers watch what nodes send: simulator only (--backend sim)",
     "crash-after-commit": "crash triggers watch what nodes send: simulator only (--backend sim)",
@@ -102,6 +107,18 @@ class LiveNemesis:
         elif kind == "pause":
             hit = [n for n in self._targets(params) if self._cluster.pause(n)]
             detail["nodes"] = hit
+        elif kind == "loss":
+            self._network.set_loss(float(params["probability"]))
+            detail["probability"] = params["probability"]
+        elif kind == "delay":
+            self._network.delay.set(float(params["delay_ms"]), float(params["jitter_ms"]))
+            detail["delay_ms"] = params["delay_ms"]
+            detail["jitter_ms"] = params["jitter_ms"]
+        elif kind == "clock":
+            for node, rate in params["rates"]:
+                self._cluster.set_clock_rate(int(node), float(rate))
+                hit.append(int(node))
+            detail["rates"] = params["rates"]
         else:
             raise AssertionError(f"the live nemesis cannot inject {kind!r}")
         self._active[fault.id] = (fault, hit)
@@ -124,6 +141,13 @@ class LiveNemesis:
         elif fault.kind == "pause":
             for node in hit:
                 self._cluster.resume(node)
+        elif fault.kind == "loss":
+            self._network.set_loss(None)
+        elif fault.kind == "delay":
+            self._network.delay.clear()
+        elif fault.kind == "clock":
+            for node in hit:
+                self._cluster.set_clock_rate(node, 1.0)
         for window in self.windows:
             if window["id"] == fault.id:
                 window["stop"] = round(now, 3)
@@ -135,6 +159,12 @@ class LiveNemesis:
         for fault, _ in list(self._active.values()):
             await self._stop(fault, clock())
         await self._network.set_blocked(frozenset())
+        if "loss" in self.fired:
+            self._network.set_loss(None)
+        self._network.delay.clear()
+        if "clock" in self.fired:
+            for node in sorted(self._cluster.members):
+                self._cluster.set_clock_rate(node, 1.0)
         for node in sorted(self._cluster.members):
             self._cluster.resume(node)
             if not self._cluster.running(node):

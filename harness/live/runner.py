@@ -20,7 +20,6 @@ namespace, link or filter rule outlives the run.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import shutil
@@ -29,7 +28,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +38,23 @@ import trio
 from harness.checks import Check, verdict_of
 from harness.history import HistoryRecorder
 from harness.live import checks as live_checks
+from harness.live import ledger as ledger_module
+from harness.live import loss
 from harness.live.checks import Liveness
 from harness.live.clients import LiveClient, run_worker
 from harness.live.cluster import LiveCluster, serve_flags
+from harness.live.ledger import Ledger
 from harness.live.monitor import Monitor
 from harness.live.nemesis import LIVE_NEMESES, REFUSED, LiveNemesis
-from harness.live.net import LiveNetwork, LiveSetupError, ProxyNetwork, open_network
+from harness.live.net import LiveNetwork, LiveSetupError, open_network, planned_method
 from harness.nemesis import Schedule, generate
-from harness.options import OptionsError, RunOptions, command_line
+from harness.options import (
+    NEMESIS_KINDS,
+    OptionsError,
+    RunOptions,
+    command_line,
+    nemesis_text,
+)
 from harness.progress import NO_PROGRESS, RunProgress
 from harness.workloads import make_workload
 
@@ -60,14 +67,33 @@ CATCH_UP_POLL_SECONDS = 0.1
 PROGRESS_SECONDS = 0.5
 
 
+def supported_nemeses() -> tuple[str, ...]:
+    """The fault kinds a live run on this machine can inject (with namespaces or without)."""
+    method, _ = planned_method()
+    kinds = LIVE_NEMESES[method]
+    if loss.unavailable_reason() is not None:
+        kinds = tuple(k for k in kinds if k != "loss")
+    return kinds
+
+
+def narrow_all(options: RunOptions) -> RunOptions:
+    """``--nemesis all`` on the live backend: every kind it can inject here, not an error."""
+    if tuple(options.nemesis) != NEMESIS_KINDS:
+        return options
+    return attrs.evolve(options, nemesis=supported_nemeses())
+
+
 def validate(options: RunOptions, schedule: Schedule | None = None) -> None:
     """Refuse, with one line, what the live backend cannot do (before anything starts)."""
     kinds = list(options.nemesis) + (schedule.kinds() if schedule is not None else [])
+    supported = supported_nemeses()
     for kind in kinds:
-        if kind not in LIVE_NEMESES:
+        if kind not in supported:
+            why = REFUSED.get(kind, "unknown kind")
+            if kind == "loss" and loss.unavailable_reason() is not None:
+                why = str(loss.unavailable_reason())
             raise OptionsError(f"--nemesis: {kind!r} is not supported by the live backend: "
-                               f"{REFUSED.get(kind, 'unknown kind')}; supported live: "
-                               f"{', '.join(LIVE_NEMESES)}")
+                               f"{why}; supported live here: {', '.join(supported)}")
     if options.clients > CLIENTS_LIVE_MAX:
         raise OptionsError(f"--clients: the live backend runs at most {CLIENTS_LIVE_MAX} "
                            f"clients (real connections), got {options.clients}")
@@ -104,15 +130,19 @@ class LiveOutcome:
 
 class LiveRun:
     def __init__(self, options: RunOptions, schedule: Schedule, network: LiveNetwork,
-                 run_dir: Path, events: list[str], progress: RunProgress) -> None:
+                 run_dir: Path, events: list[str], progress: RunProgress,
+                 ledger: Ledger, stop: _StopSignals) -> None:
         self.options = options
+        self.ledger = ledger
+        self.stop = stop
         self.progress = progress
         self.schedule = schedule
         self.network = network
         self.clock = _Clock()
         self._events = events
         self.cluster = LiveCluster(options.nodes, network, run_dir, options.seed,
-                                   log=self.node_log)
+                                   log=self.node_log, on_spawn=ledger.node_started,
+                                   clocked="clock" in {*options.nemesis, *schedule.kinds()})
         self.workload = make_workload(options.workload, self._rng("workload"))
         self.history = HistoryRecorder(self.clock.us, self.workload.keyed)
         self._next_process = 0
@@ -144,6 +174,24 @@ class LiveRun:
         )
 
     async def drive(self) -> LiveOutcome:
+        """The run inside Trio; SIGINT and SIGTERM reach it through Trio, never mid-step."""
+        async with trio.open_nursery() as guard:
+            if self.stop.active:
+                await guard.start(self._watch_signals)
+            outcome = await self._drive()
+            guard.cancel_scope.cancel()
+        return outcome
+
+    async def _watch_signals(self, task_status: trio.TaskStatus[None]) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for signum in signals:
+                self.stop.note(signum)
+                # Raised in a task, the interrupt cancels the run; its ``finally`` stops the
+                # nodes (shielded) before trio.run returns.
+                raise KeyboardInterrupt
+
+    async def _drive(self) -> LiveOutcome:
         options = self.options
         monitor = Monitor(self.cluster, self.node_log)
         nemesis = LiveNemesis(cluster=self.cluster, history=self.history, log=self.log,
@@ -154,14 +202,14 @@ class LiveRun:
         began = trio.current_time()
         try:
             async with trio.open_nursery() as background:
-                if isinstance(self.network, ProxyNetwork):
-                    await background.start(self.network.serve)
+                await background.start(self.network.serve)
                 for node in sorted(self.cluster.members):
                     self.cluster.start(node)
                 await self._wait_ready(monitor)
                 startup = trio.current_time() - began
                 self.clock.t0 = trio.current_time()
                 self.log(f"cluster ready after {startup:.2f} s; workload and faults start")
+                self.ledger.phase("workload")
                 background.start_soon(monitor.run)
                 background.start_soon(self._report_progress)
                 async with trio.open_nursery() as work:
@@ -265,6 +313,11 @@ class LiveRun:
                 await trio.sleep(CATCH_UP_POLL_SECONDS)
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """A live run stopped by SIGINT or SIGTERM, cleaned up; ``str()`` is the one line to print.
+    """
+
+
 def run_live(
     options: RunOptions,
     out_dir: Path | None,
@@ -273,7 +326,13 @@ def run_live(
     command: str | None = None,
     progress: RunProgress | None = None,
 ) -> Any:
-    """A live run; returns ``harness.runner.RunReport`` like the simulator's ``run``."""
+    """A live run; returns ``harness.runner.RunReport`` like the simulator's ``run``.
+
+    SIGINT or SIGTERM at any point stops the run: faults healed (the namespaces and proxies
+    are gone), node processes stopped, ``results.json`` written with verdict ``interrupted``,
+    and ``RunInterrupted`` raised (the CLI prints its one line and exits 130).
+    """
+    options = narrow_all(options)
     validate(options, schedule)
     if schedule is None:
         schedule = generate(options.seed, options.nemesis, options.nodes, options.time_limit,
@@ -289,42 +348,122 @@ def run_live(
                                "choose another directory")
         shutil.rmtree(run_dir / "nodes")
     run_dir.mkdir(parents=True, exist_ok=True)
-    events: list[str] = []
+    (run_dir / "results.json").unlink(missing_ok=True)  # never leave a stale verdict
+    ledger = Ledger()
+    stop = _StopSignals()
+    phase = ["setup"]
     try:
-        with open_network(options.nodes) as network:
-            live_run = LiveRun(options, schedule, network, run_dir, events,
-                               progress or NO_PROGRESS)
-            cluster = live_run.cluster
-            try:
-                with _sigterm_interrupts():
-                    outcome = trio.run(live_run.drive)
-            except BaseExceptionGroup as group:
-                _raise_setup_error(group)
-                raise
-            finally:
-                cluster.kill_all()
-                (run_dir / "nodes.log").write_text("\n".join(events) + "\n", encoding="utf-8")
-            network_info = network.describe()
-        report = _finish(options, schedule, run_dir, out_dir, cluster, outcome, network_info,
-                         time.monotonic() - started, command, progress or NO_PROGRESS)
+        with stop:
+            report = _run_live(options, schedule, run_dir, out_dir, ledger, stop, phase,
+                               started, command, progress or NO_PROGRESS)
+    except BaseException as exc:
+        if not (stop.received or _is_interrupt(exc)):
+            raise
+        # Every ``finally`` below has run: faults are healed, nodes stopped. Say so, once.
+        name = stop.received or "SIGINT"
+        _write_interrupted(options, run_dir, name, phase[0], command,
+                           time.monotonic() - started)
+        where = "" if scratch else f"; verdict in {run_dir / 'results.json'}"
+        raise RunInterrupted(f"interrupted by {name} during {phase[0]}: faults healed, node "
+                             f"processes stopped{where}") from None
     finally:
+        ledger.close()
         if scratch:
             shutil.rmtree(run_dir, ignore_errors=True)
     return report
 
 
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM stops the run as Ctrl-C does, so the ``finally`` blocks kill the nodes and
-    remove the namespaces (the default action would exit without cleaning up)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def _run_live(
+    options: RunOptions, schedule: Schedule, run_dir: Path, out_dir: Path | None,
+    ledger: Ledger, stop: _StopSignals, phase: list[str], started: float, command: str | None,
+    progress: RunProgress,
+) -> Any:
+    cleaned = ledger_module.clean_stale()
+    ledger.open(run_dir=str(run_dir))
+    events: list[str] = []
+    kinds = set(options.nemesis) | set(schedule.kinds())
+    with open_network(options.nodes, relay_peers="delay" in kinds,
+                      seed=options.seed) as network:
+        cleaned += getattr(network, "removed_leftovers", [])
+        if cleaned:
+            print(f"live: removed what an earlier, killed run left: {', '.join(cleaned)}",
+                  file=sys.stderr, flush=True)
+        live_run = LiveRun(options, schedule, network, run_dir, events, progress, ledger,
+                           stop)
+        cluster = live_run.cluster
+        phase[0] = "the run"
+        try:
+            outcome = trio.run(live_run.drive)
+        except BaseExceptionGroup as group:
+            _raise_setup_error(group)
+            raise
+        finally:
+            ledger.phase("stopping")
+            cluster.kill_all()
+            (run_dir / "nodes.log").write_text("\n".join(events) + "\n", encoding="utf-8")
+        network_info = network.describe()
+    phase[0] = "checking"
+    return _finish(options, schedule, run_dir, out_dir, cluster, outcome, network_info,
+                   time.monotonic() - started, command, progress)
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    return any(isinstance(leaf, KeyboardInterrupt) for leaf in _leaves(exc))
+
+
+class _StopSignals:
+    """While a run is on, SIGTERM stops it as Ctrl-C does (the ``finally`` blocks kill the
+    nodes and remove the namespaces; SIGTERM's default action would exit without cleaning up),
+    and the first of them is remembered. Later ones are ignored, so a second Ctrl-C cannot cut
+    the cleanup short."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self.active = False  # handlers installed (only the main thread can)
+        self._previous: dict[int, Any] = {}
+
+    def note(self, signum: int) -> None:
+        if self.received is None:
+            self.received = signal.Signals(signum).name
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        # Outside Trio (setup, checking): interrupt where the program is.
+        if self.received is not None:
+            return  # already stopping: the cleanup must finish
+        self.note(signum)
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+            self.active = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+
+def _write_interrupted(options: RunOptions, run_dir: Path, signal_name: str, phase: str,
+                       command: str | None, wall: float) -> None:
+    results = {
+        "version": RESULTS_VERSION,
+        "verdict": "interrupted",
+        "seed": options.seed,
+        "backend": "live",
+        "options": options.to_json(),
+        "interrupted": {"signal": signal_name, "during": phase,
+                        "wall_seconds": round(wall, 3),
+                        "cleanup": "faults healed (namespaces or proxies removed), every node "
+                                   "process stopped"},
+        "checks": {},
+        "failed_checks": [],
+        "command": command or command_line(options.to_argv()),
+        "files": {"node_log": "nodes.log", "node_outputs": "nodes/node-N.log"},
+    }
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n",
+                                          encoding="utf-8")
 
 
 def _raise_setup_error(group: BaseExceptionGroup[BaseException]) -> None:
@@ -382,7 +521,10 @@ def _finish(
     }
     live_info = {
         **network_info,
-        "nemeses_supported": list(LIVE_NEMESES),
+        "nemeses_supported": list(supported_nemeses()),
+        "clock_model": "clock faults change the rate of each node's Trio clock (ticks, "
+                       "timeouts, leases) through harness.live.clocked; the wall clock that "
+                       "stamps leader time into writes is not faked",
         "crash_model": "kill is SIGKILL: the page cache survives, so unsynced writes are not "
                        "lost (a process crash, not a power loss)",
         "python": sys.executable,
@@ -424,6 +566,18 @@ def _finish(
     return RunReport(verdict, line, out_dir, results, jsonl)
 
 
+def _mechanisms(options: RunOptions) -> str:
+    """How loss and delay were made, when the run has them (both weaker than the sim's)."""
+    parts = []
+    if "loss" in options.nemesis:
+        parts.append("loss: ebpf packet drop")
+    if "delay" in options.nemesis:
+        parts.append("delay: relay (stream, weaker)")
+    if "clock" in options.nemesis:
+        parts.append("clock: timer rate (wall clock untouched)")
+    return "".join(f"; {p}" for p in parts)
+
+
 def _one_line(
     options: RunOptions, all_checks: list[Check], verdict: str, stats: dict[str, Any],
     network_info: dict[str, Any], wall: float, out_dir: Path | None,
@@ -436,6 +590,7 @@ def _one_line(
     return (
         f"{verdict.upper()}{detail}: live, seed {options.seed}, {options.workload}, "
         f"{options.nodes} nodes, {ops['invoke']} ops ({ops['ok']} ok, {ops['fail']} fail, "
-        f"{ops['info']} info), faults {faults}; partitions: {network_info['partitions']}; "
+        f"{ops['info']} info), faults {faults} (of {nemesis_text(options.nemesis)}); "
+        f"partitions: {network_info['partitions']}{_mechanisms(options)}; "
         f"{stats['run_seconds']:.1f} s run in {wall:.1f} s{where}"
     )
