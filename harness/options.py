@@ -37,10 +37,12 @@ NODES_MAX = 15
 # raftlib.core.CoreConfig's defaults (not imported: options stay free of the library).
 APPEND_ENTRIES_MAX_DEFAULT = 512
 APPEND_ENTRIES_MAX = 1 << 20
-# raftlib.snapshots.SnapshotPolicy's defaults (not imported, as above).
-SNAPSHOT_ENTRIES_DEFAULT = 10_000
-SNAPSHOT_TRAILING_DEFAULT = 1024
-SNAPSHOT_CHUNK_BYTES_DEFAULT = 256 << 10
+# The nodes' snapshot thresholds in harness runs: far smaller than raftlib's defaults (10,000
+# entries, 1,024 trailing, 256 KiB chunks), so that a run of a few hundred operations takes
+# several snapshots, compacts its logs and sends InstallSnapshot to nodes that fell behind.
+SNAPSHOT_ENTRIES_DEFAULT = 64
+SNAPSHOT_TRAILING_DEFAULT = 16
+SNAPSHOT_CHUNK_BYTES_DEFAULT = 4096
 CLIENTS_MAX = 1000
 
 
@@ -197,6 +199,12 @@ class RunOptions:
         """The nodes' ``SnapshotPolicy`` fields these options set."""
         return {"entries": self.snapshot_entries, "trailing_entries": self.snapshot_trailing,
                 "chunk_bytes": self.snapshot_chunk_bytes}
+
+    def snapshot_flags(self) -> list[str]:
+        """The same thresholds as ``raftlib serve`` flags (live nodes)."""
+        return ["--snapshot-entries", str(self.snapshot_entries),
+                "--snapshot-trailing", str(self.snapshot_trailing),
+                "--snapshot-chunk-bytes", str(self.snapshot_chunk_bytes)]
 
     def core_text(self) -> str:
         """The non-default core settings for people ("" when every one is the default)."""

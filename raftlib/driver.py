@@ -648,11 +648,15 @@ class Driver:
             self._since_snapshot_entries = 0
             self._since_snapshot_bytes = 0
             self.counters["snapshots_installed"] += 1
+            log.info("node %d: installed the leader's snapshot at index %d (term %d)",
+                     core.node_id, meta.index, meta.term)
             return
         core.snapshot_taken(meta)
         if job.compact_to > 0:
             core.compact(job.compact_to)
         self.counters["snapshots_taken"] += 1
+        log.info("node %d: snapshot at index %d taken; log compacted to %d",
+                 core.node_id, meta.index, job.compact_to)
 
     def _queue_install(self, meta: SnapshotMeta, keeps_log: bool) -> None:
         install, self._install = self._install, None
@@ -721,6 +725,8 @@ class Driver:
             return
         self._next_stream += 1
         self._senders[peer] = sender
+        log.info("node %d: sending the snapshot at index %d (%d bytes) to node %d",
+                 self.core.node_id, sender.meta.index, sender.size, peer)
         self._send_chunks(sender)
 
     def _send_chunks(self, sender: SnapshotSender) -> None:

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
@@ -69,9 +69,11 @@ class LiveCluster:
     def __init__(
         self, nodes: int, network: LiveNetwork, run_dir: Path, seed: int,
         log: Callable[[int, str], None], on_spawn: Callable[[int], None] = lambda pid: None,
-        clocked: bool = False,
+        clocked: bool = False, snapshot_flags: Sequence[str] = (),
     ) -> None:
         self.network = network
+        # ``raftlib serve --snapshot-*`` flags (the run's snapshot thresholds).
+        self.snapshot_flags = tuple(snapshot_flags)
         # Nodes run under harness.live.clocked (a Trio clock whose rate the harness sets).
         self.clocked = clocked
         self._on_spawn = on_spawn  # told every new node pid (the ledger records it)
@@ -118,6 +120,7 @@ class LiveCluster:
             # A different election jitter for every node and every restart.
             "--seed", str((self.seed * 1009 + node * 101 + member.starts) % (2**31)),
             *serve_flags(),
+            *self.snapshot_flags,
         ]
         return self.network.command(node, argv)
 

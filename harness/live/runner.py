@@ -142,7 +142,8 @@ class LiveRun:
         self._events = events
         self.cluster = LiveCluster(options.nodes, network, run_dir, options.seed,
                                    log=self.node_log, on_spawn=ledger.node_started,
-                                   clocked="clock" in {*options.nemesis, *schedule.kinds()})
+                                   clocked="clock" in {*options.nemesis, *schedule.kinds()},
+                                   snapshot_flags=options.snapshot_flags())
         self.workload = make_workload(options.workload, self._rng("workload"))
         self.history = HistoryRecorder(self.clock.us, self.workload.keyed)
         self._next_process = 0
@@ -514,6 +515,8 @@ def _finish(
         "commit_index_persisted": {str(n): log.hard_state.commit
                                    for n, log in sorted(logs.items())},
         "log_length": {str(n): len(log.entries) for n, log in sorted(logs.items())},
+        "snapshot_index": {str(n): log.snapshot_index for n, log in sorted(logs.items())},
+        "snapshots": live_checks.snapshot_events([cluster.log_path(n) for n in cluster.members]),
         "terms_with_a_leader_seen": len(outcome.monitor.leaders),
         "monitor_rounds": outcome.monitor.rounds,
         "nodes": cluster.statistics(),
