@@ -295,7 +295,10 @@ class LiveRun:
                 while any(client.busy for client in clients):
                     await trio.sleep(CATCH_UP_POLL_SECONDS)
                 await monitor.poll_once()
-                live.catch_up_target = monitor.commit_index()
+                # The largest commit index ever seen, not just this round's: a round in which
+                # no node answered would make the target 0 and "catch up" at once, and the
+                # durability check would then blame a node that was still catching up.
+                live.catch_up_target = max(monitor.commit_max, monitor.commit_index())
                 while True:
                     await monitor.poll_once()
                     views = monitor.views
