@@ -9,7 +9,7 @@ time; a run is a function of its options and seed (``raft-harness run --backend 
 """
 
 from harness.options import RunOptions as RunOptions
-from harness.runner import RunReport as RunReport
+from harness.outcomes import RunReport as RunReport
 from harness.runner import run as run
 
 __all__ = ["RunOptions", "RunReport", "run"]

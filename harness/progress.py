@@ -18,10 +18,9 @@ import contextlib
 import sys
 from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, Any, Protocol
 
-if TYPE_CHECKING:  # the runner imports this module: no import of the campaign at run time
-    from harness.campaign import SeedOutcome
+from harness.outcomes import SeedOutcome
 
 
 class RunProgress(Protocol):
@@ -179,7 +178,7 @@ class CampaignProgress:
 def _failing_lines(outcomes: Sequence[SeedOutcome]) -> tuple[list[str], str]:
     """The replay lines of the failing seeds and the one-line verdict of the campaign,
     in ``campaign.summary``'s words."""
-    from harness.campaign import summary
+    from harness.outcomes import summary
 
     lines = summary(list(outcomes)).splitlines()
     return lines[1:], lines[0]
@@ -188,7 +187,7 @@ def _failing_lines(outcomes: Sequence[SeedOutcome]) -> tuple[list[str], str]:
 def print_outcomes(outcomes: Sequence[SeedOutcome], stream: IO[str] | None = None) -> None:
     """The campaign's table of outcomes, then the replay command of each failing seed, then
     its one-line verdict last. A rich table on a terminal; plain text otherwise."""
-    from harness.campaign import table
+    from harness.outcomes import table
 
     stream = sys.stdout if stream is None else stream
     failing, verdict = _failing_lines(outcomes)

@@ -30,8 +30,9 @@ from typing import Any
 
 import pytest
 
-from harness.campaign import SeedOutcome, run_campaign
+from harness.campaign import run_campaign
 from harness.options import OptionsError, RunOptions, parse_nemesis
+from harness.outcomes import SeedOutcome
 
 MARKER = "raft_campaign"
 # A campaign inside a test suite is meant to be short: more seeds belong in a CLI campaign.

@@ -28,21 +28,13 @@ from harness import zoo
 from harness.checks import Check, Verdict
 from harness.nemesis import Schedule, generate
 from harness.options import RunOptions, command_line
+from harness.outcomes import RunReport
 from harness.progress import NO_PROGRESS, RunProgress
 from harness.sim.params import SimParams
 from harness.sim.world import SimOutcome, SimWorld
 
 RESULTS_VERSION = 1
 EXIT_BY_VERDICT = {"valid": 0, "invalid": 1, "unknown": 2}
-
-
-@attrs.frozen
-class RunReport:
-    verdict: Verdict
-    line: str  # the one-line verdict printed at the end
-    out_dir: Path | None
-    results: dict[str, Any]
-    history_jsonl: str
 
 
 def schedule_for(options: RunOptions) -> Schedule:

@@ -30,7 +30,8 @@ import attrs
 
 from harness.nemesis import WINDOW_SECONDS_MIN, Fault, Schedule, schedule_from_json
 from harness.options import RunOptions, command_line
-from harness.runner import RunReport, run
+from harness.outcomes import RunReport
+from harness.runner import run
 
 # Where the target is taken from when the original failed several checks: the first of these.
 # (lincheck and durability failures point at operations, which the ops cut keeps small.)

@@ -55,6 +55,7 @@ from harness.options import (
     command_line,
     nemesis_text,
 )
+from harness.outcomes import RunReport
 from harness.progress import NO_PROGRESS, RunProgress
 from harness.workloads import make_workload
 
@@ -488,7 +489,6 @@ def _finish(
     cluster: LiveCluster, outcome: LiveOutcome, network_info: dict[str, Any], wall: float,
     command: str | None, progress: RunProgress,
 ) -> Any:
-    from harness.runner import RunReport
 
     progress.phase("checking")
     logs, errors = live_checks.read_logs({n: cluster.data_dir(n) for n in cluster.members})

@@ -6,12 +6,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from harness.outcomes import SeedOutcome
 from harness.report.page import CSS, esc
-
-if TYPE_CHECKING:
-    from harness.campaign import SeedOutcome
 
 INDEX_NAME = "index.html"
 

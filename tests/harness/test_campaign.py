@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.campaign import run_campaign, summary, table
+from harness.campaign import run_campaign
 from harness.options import NEMESIS_KINDS, RunOptions
+from harness.outcomes import summary, table
 
 
 def options(**overrides: object) -> RunOptions:

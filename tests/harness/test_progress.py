@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.campaign import SeedOutcome
 from harness.cli import main
+from harness.outcomes import SeedOutcome
 from harness.progress import (
     NO_PROGRESS,
     CampaignProgress,
