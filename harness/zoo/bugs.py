@@ -36,6 +36,7 @@ from raftlib.core.types import (
 from raftlib.core.validation import is_plausible
 from raftlib.driver import Driver, PersistJob
 from raftlib.kv.commands import KvError, Result
+from raftlib.kv.machine import KvStateMachine
 from raftlib.kv.sessions import SessionTable
 from raftlib.storage.base import Recovered
 from raftlib.storage.memory import MemoryStorage
@@ -251,18 +252,24 @@ def apply_before_commit() -> list[Patch]:
 # --- snapshots ---------------------------------------------------------------------------------
 
 
-def snapshot_drops_suffix() -> list[Patch]:
-    """A follower installing a snapshot throws away its whole log, even the entries after the
-    snapshot's last one that it already acknowledged (correct: when the log holds the
-    snapshot's last entry, keep what follows it, §7). The leader still counts them."""
+def snapshot_forgets_sessions() -> list[Patch]:
+    """The KV state machine's snapshot holds the data but not the client session table: a
+    node restored from it has forgotten which (session, seq) it applied, so a retried write is
+    applied twice (correct: sessions are replicated state and go into snapshots, thesis §6.3)."""
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        def keeps_suffix(self: FollowerMixin, meta: SnapshotMeta) -> bool:
-            return False
+        def prepare_snapshot(self: KvStateMachine) -> Callable[[Any], None]:
+            sessions, self.sessions._sessions = self.sessions._sessions, type(
+                self.sessions._sessions)()
+            try:
+                write: Callable[[Any], None] = original(self)
+            finally:
+                self.sessions._sessions = sessions
+            return write
 
-        return keeps_suffix
+        return prepare_snapshot
 
-    return [(FollowerMixin, "_snapshot_keeps_suffix", wrap)]
+    return [(KvStateMachine, "prepare_snapshot", wrap)]
 
 
 def snapshot_ahead_of_apply() -> list[Patch]:
