@@ -5,8 +5,11 @@ before an fsync, what waits for it, pipelining, the deferred commit index, apply
 proposers, serving reads -- is the same ``Driver`` the Trio node runs. This module keeps only
 what is simulation:
 
-- the disk: each ``PersistJob`` is written to ``MemoryStorage`` at once (it reaches the OS) and
-  its fsync completes after a simulated latency; meanwhile the node goes on stepping inputs,
+- the disk (``SimParams.disk``): ``MemoryStorage`` (the default: fast), or the production
+  ``WalStorage`` over ``CrashFS``, the in-memory file system whose persistence model the storage
+  crash-state explorer proves the WAL against ("wal": the same files, records and recovery as a
+  real node, at about half the speed). Each ``PersistJob`` is written at once (it reaches the
+  OS) and its fsync completes after a simulated latency; meanwhile the node goes on stepping inputs,
   as the Trio node's loop does while its sync thread works. A crash in that window loses or
   tears the unsynced write;
 - the network, the clock (ticks at the node's clock rate) and the process: crash drops the
@@ -25,6 +28,7 @@ the driver's, from the harness side.
 
 from __future__ import annotations
 
+import copy
 import enum
 import random
 from collections import deque
@@ -45,7 +49,9 @@ from raftlib.invariants import Observer
 from raftlib.kv.commands import NO_SESSION, Op, OpenSession, Request, encode_command
 from raftlib.kv.machine import KvStateMachine
 from raftlib.snapshots import SnapshotPolicy
+from raftlib.storage.fs import CrashFS
 from raftlib.storage.memory import MemoryStorage
+from raftlib.storage.wal import WalStorage
 
 
 class NodeState(enum.Enum):
@@ -95,6 +101,10 @@ class ClientRequest:
 
 
 _MSGS, _REQUEST, _TICK = 0, 1, 2
+# Where a simulated node keeps its data, on its own CrashFS; segments small enough that
+# compaction deletes whole ones within a run.
+DATA_DIR = "/data"
+SEGMENT_BYTES_MAX = 64 << 10
 
 EventLog = Callable[[NodeId, str], None]
 
@@ -171,7 +181,11 @@ class SimNode:
         self._seed = seed
         # Disk latency and torn-write cut points: this node's own stream.
         self._disk_rng = random.Random(f"{seed}:disk:{node_id}")
-        self.storage = MemoryStorage()
+        # The node's disk survives its crashes. "wal": a CrashFS that each boot opens afresh
+        # (what a power loss keeps is its model); "memory": one MemoryStorage for all lives.
+        self.fs = CrashFS()
+        self._memory = MemoryStorage() if params.disk == "memory" else None
+        self.storage: WalStorage | MemoryStorage | None = self._memory
         self.state = NodeState.DOWN
         self.incarnation = 0
         self.core: RaftCore | None = None
@@ -205,6 +219,7 @@ class SimNode:
         if self.diverged is not None:
             return  # stopped on divergence: an operator must look at it first
         self.sm = KvStateMachine()
+        self.storage = self._open_disk()  # a new process opens its data directory afresh
         recovered = recover(self.storage, self.sm)
         hard_state, entries = recovered.hard_state, recovered.entries
         if recovered.snapshot is not None:
@@ -214,6 +229,7 @@ class SimNode:
         self.core = RaftCore(self._config, rng, hard_state=hard_state, entries=entries,
                              snapshot=recovered.snapshot)
         storage = self.storage
+        assert storage is not None
         self.driver = Driver(
             self.core,
             self.sm,
@@ -249,13 +265,16 @@ class SimNode:
         self._forget_core()
         driver, self.driver = self.driver, None
         self._deferred = None
-        unsynced = self.storage.statistics().unsynced_appends
-        self.storage.crash(
-            lose_unsynced=lose_unsynced, torn_write=torn and lose_unsynced, rng=self._disk_rng
-        )
+        # The process dies with whatever the WAL buffered; a power loss also drops what the
+        # file system had not made durable (CrashFS may tear the last write of a file).
+        if self._memory is not None:
+            self._memory.crash(lose_unsynced=lose_unsynced, torn_write=torn and lose_unsynced,
+                               rng=self._disk_rng)
+        else:
+            self.storage = None
+            self.fs.crash(self._disk_rng, "power" if lose_unsynced else "process")
         how = "power loss" if lose_unsynced else "process crash"
-        self._log(self.id, f"crash ({how}{', torn write' if torn else ''}; "
-                           f"{unsynced} unsynced appends)")
+        self._log(self.id, f"crash ({how})")
         # Every connection to this node breaks: its clients learn the outcome is unknown.
         if driver is not None:
             driver.stop(_Crashed())
@@ -444,6 +463,7 @@ class SimNode:
 
     def _begin_persist(self, job: PersistJob) -> None:
         """Write now (it reaches the OS); the fsync completes after the disk latency."""
+        assert self.storage is not None
         job.write(self.storage)
         params = self._params
         latency = params.fsync_us_min + int(
@@ -462,6 +482,7 @@ class SimNode:
         self._pump()
 
     def _complete_persist(self, job: PersistJob) -> None:
+        assert self.storage is not None
         self.storage.sync()
         driver = self.driver
         assert driver is not None
@@ -512,4 +533,14 @@ class SimNode:
     def log_entries(self) -> list[Entry]:
         if self.core is not None:
             return self.core.log_entries()
-        return self.storage.durable_state()[1]
+        if self._memory is not None:
+            return self._memory.durable_state()[1]
+        # A node that is down: what its disk would give it (read from a copy, so that reading
+        # changes nothing of the run).
+        with WalStorage(DATA_DIR, fs=copy.deepcopy(self.fs)) as disk:
+            return disk.load().entries
+
+    def _open_disk(self) -> WalStorage | MemoryStorage:
+        if self._memory is not None:
+            return self._memory
+        return WalStorage(DATA_DIR, fs=self.fs, segment_bytes_max=SEGMENT_BYTES_MAX)

@@ -17,6 +17,10 @@ class SimParams:
     heartbeat_interval_ticks: int = 2
     # An fsync takes a uniform time in [min, max]: long enough that a crash can land between
     # a write and its fsync, which is what the disk faults need.
+    # The nodes' disk: "memory" (MemoryStorage, fast) or "wal" (the production WalStorage over
+    # the CrashFS persistence model: the same files and recovery as a real node).
+    disk: str = attrs.field(default="memory",
+                            validator=attrs.validators.in_(("memory", "wal")))
     fsync_us_min: int = 500
     fsync_us_max: int = 5_000
     net_delay_us: int = 500

@@ -40,6 +40,7 @@ from raftlib.kv.machine import KvStateMachine
 from raftlib.kv.sessions import SessionTable
 from raftlib.storage.base import Recovered
 from raftlib.storage.memory import MemoryStorage
+from raftlib.storage.wal import WalStorage
 
 # (class, method name, replacement built from the original)
 Patch = tuple[type, str, Callable[[Callable[..., Any]], Callable[..., Any]]]
@@ -54,12 +55,12 @@ def vote_not_persisted() -> list[Patch]:
     before the grant is sent, Figure 2)."""
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        def set_hard_state(self: MemoryStorage, hard_state: HardState) -> None:
+        def set_hard_state(self: MemoryStorage | WalStorage, hard_state: HardState) -> None:
             original(self, HardState(hard_state.term, NO_NODE, hard_state.commit))
 
         return set_hard_state
 
-    return [(MemoryStorage, "set_hard_state", wrap)]
+    return [(MemoryStorage, "set_hard_state", wrap), (WalStorage, "set_hard_state", wrap)]
 
 
 def term_not_persisted() -> list[Patch]:
@@ -68,7 +69,7 @@ def term_not_persisted() -> list[Patch]:
     (correct: currentTerm is durable, Figure 2)."""
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        def load(self: MemoryStorage) -> Recovered:
+        def load(self: MemoryStorage | WalStorage) -> Recovered:
             recovered: Recovered = original(self)
             stored, entries, snap = recovered.hard_state, recovered.entries, recovered.snapshot
             base_term = snap.term if snap is not None else 0
@@ -79,7 +80,7 @@ def term_not_persisted() -> list[Patch]:
 
         return load
 
-    return [(MemoryStorage, "load", wrap)]
+    return [(MemoryStorage, "load", wrap), (WalStorage, "load", wrap)]
 
 
 def ack_before_fsync() -> list[Patch]:
