@@ -134,6 +134,37 @@ def check_durability(
                                      f"log of all {len(logs)} nodes")
 
 
+def check_refusals(
+    logs: Mapping[int, NodeLog], refused: Sequence[Acked], observed_commit: int = 0,
+) -> Check:
+    """No write recorded ``fail`` as refused (``Unavailable``) is in a committed log: if one
+    were, the client called "not applied" a write the cluster applied. A copy in a node's
+    uncommitted tail is allowed: a proposal dropped by a leader change (``TRYAGAIN``) is
+    refused once another entry committed at its index, and a stale node may still hold it."""
+    if not logs:
+        return Check("refusals", False, "no node's log could be read")
+    commit = committed_bound(logs, observed_commit)
+    writes = {node: _writes_in(log.entries) for node, log in logs.items()}
+    violations = []
+    tails = 0
+    for r in refused:
+        found = {node: index for node, w in writes.items()
+                 if (index := w.get((r.session, r.seq, r.op))) is not None}
+        committed = {node: index for node, index in found.items() if index <= commit}
+        if committed:
+            node, index = min(committed.items())
+            violations.append(f"p{r.process} {r.f} (session {r.session} seq {r.seq}) was "
+                              f"recorded fail but is at index {index} of node {node}'s "
+                              f"committed log (index <= {commit})")
+        elif found:
+            tails += 1
+    if violations:
+        return Check("refusals", False, "writes recorded fail were applied",
+                     tuple(violations))
+    return Check("refusals", True, f"none of {len(refused)} writes recorded fail is in a "
+                                   f"committed log ({tails} in an uncommitted tail only)")
+
+
 @attrs.define
 class Liveness:
     recovery_time: float

@@ -23,6 +23,7 @@ CHECK_TITLES = {
     "safety": "Raft safety",
     "durability": "Durability",
     "liveness": "Liveness after heal",
+    "refusals": "Writes recorded fail were not applied",
     "invariant": "Invariant inside the cluster",
 }
 FILES = (
