@@ -33,8 +33,9 @@ from harness.options import RunOptions, command_line
 from harness.runner import RunReport, run
 
 # Where the target is taken from when the original failed several checks: the first of these.
-# (lincheck and durability failures point at operations, which the ops cut keeps small.)
-CHECK_ORDER = ("invariant", "linearizable", "durability", "safety", "liveness")
+# (lincheck, durability and refusals failures point at operations, which the ops cut keeps
+# small.)
+CHECK_ORDER = ("invariant", "linearizable", "durability", "refusals", "safety", "liveness")
 
 
 class ShrinkError(ValueError):

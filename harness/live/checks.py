@@ -15,11 +15,10 @@ from typing import Any
 import attrs
 import lincheck
 
-from harness.checks import Check, judge_history
+from harness.checks import Check, judge_history, session_writes
 from harness.live.clients import MODEL_INITIAL, Acked
-from raftlib.core.types import Entry, EntryKind, HardState
+from raftlib.core.types import Entry, HardState
 from raftlib.invariants import election_safety, log_matching, state_machine_safety
-from raftlib.kv.commands import CommandError, Op, Request, decode_command
 from raftlib.storage.wal import WalStorage
 
 MODELS = {"register": "cas-register", "kv": "kv", "append": "kv"}
@@ -88,24 +87,6 @@ def check_safety(
                                  f"of {len(leaders)} observed terms")
 
 
-WriteId = tuple[int, int, Op]  # (session, seq, operation)
-
-
-def _writes_in(entries: Sequence[Entry]) -> dict[WriteId, int]:
-    """Each session write in ``entries`` and the index it first appears at."""
-    found: dict[WriteId, int] = {}
-    for entry in entries:
-        if entry.kind is not EntryKind.NORMAL:
-            continue
-        try:
-            command = decode_command(entry.data)
-        except CommandError:
-            continue  # the safety check compares raw entries; nothing to find here
-        if isinstance(command, Request):
-            found.setdefault((command.session, command.seq, command.op), entry.index)
-    return found
-
-
 def check_durability(
     logs: Mapping[int, NodeLog], acked: Sequence[Acked], observed_commit: int = 0,
 ) -> Check:
@@ -113,7 +94,7 @@ def check_durability(
         return Check("durability", False, "no node's log could be read")
     # Every node applied up to the commit index before the stop (liveness waits for that),
     # so each must hold every committed entry, whatever commit index its files persisted.
-    writes = {node: _writes_in(log.entries) for node, log in logs.items()}
+    writes = {node: session_writes(log.entries) for node, log in logs.items()}
     # An acknowledged write was applied, hence committed, wherever it first appears.
     acked_at = [index for a in acked for found in writes.values()
                 if (index := found.get((a.session, a.seq, a.op))) is not None]
@@ -144,7 +125,7 @@ def check_refusals(
     if not logs:
         return Check("refusals", False, "no node's log could be read")
     commit = committed_bound(logs, observed_commit)
-    writes = {node: _writes_in(log.entries) for node, log in logs.items()}
+    writes = {node: session_writes(log.entries) for node, log in logs.items()}
     violations = []
     tails = 0
     for r in refused:
