@@ -26,7 +26,8 @@ What an operation can raise:
   refused or not opened in time, ``-MOVED``, ``-TRYAGAIN``, no session could be opened for the
   write); the write was NOT applied.
 - ``CommandError``: the service answered with an error about the command itself (not an
-  integer, value too large ...).
+  integer, value too large ...) and no earlier attempt may have been applied (after one that
+  may have, any error reply leaves the outcome unknown: it speaks for its own attempt only).
 
 The connection layer is a ``Connector``: ``connect`` opens a connection (sending nothing, so
 any failure there is a refusal), ``call`` sends one request and waits for its reply.
@@ -372,8 +373,11 @@ class KvClient:
                     self.session = await self._open_session_for(args)
                     self.seq = 1
                     continue
-                if maybe_applied and code in ("SESSIONEXPIRED", "STALESEQ"):
-                    raise OutcomeUnknown(f"{' '.join(_show(a) for a in args)}: {reply.text}")
+                if maybe_applied:
+                    # A refusal speaks for this attempt only (a session gone, "max number of
+                    # clients" at the door): an earlier one may still have been applied.
+                    raise OutcomeUnknown(f"{' '.join(_show(a) for a in args)}: {reply.text} "
+                                         "(after an attempt that may have been applied)")
                 raise CommandError(reply.text)
         what = " ".join(_show(a) for a in args)
         if maybe_applied or in_flight:

@@ -150,6 +150,20 @@ async def test_an_error_about_the_command_is_a_command_error(
             await kv.set(b"k", b"123456789")
 
 
+async def test_a_refusal_after_an_attempt_that_may_have_been_applied_is_unknown(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Attempt 1 reaches the node and its connection drops (it may have been applied); attempt 2
+    # is turned away at the door. That error speaks for attempt 2 only.
+    busy = Answer(ErrorReply("ERR max number of clients reached"))
+    async with serve_fake_resp(session_script(Drop(), busy)) as server, open_client(
+        [server.address], op_timeout_seconds=OP_TIMEOUT_SECONDS
+    ) as kv:
+        with pytest.raises(OutcomeUnknown, match="max number of clients"):
+            await kv.set(b"k", b"v")
+        assert len(calls_of(server.requests)) == 2
+
+
 async def test_a_write_whose_session_never_opened_was_not_sent_so_is_unavailable(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
