@@ -25,7 +25,12 @@ import unittest
 from typing import Final
 
 import pytest
-from hypothesis import HealthCheck, is_hypothesis_test, settings
+from hypothesis import HealthCheck, settings
+
+try:
+    from hypothesis import is_hypothesis_test
+except ImportError:  # Hypothesis releases before it was exported kept it here
+    from hypothesis.internal.detection import is_hypothesis_test
 
 PROFILE_ENV: Final = "HYPOTHESIS_PROFILE"
 DEFAULT_PROFILE: Final = "ci"
