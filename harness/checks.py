@@ -7,6 +7,8 @@
   logs), plus the cores' counters of messages no correct peer sends and of refused unsafe acts.
 - ``durability``: every write acknowledged to a client is in the applied log of every node
   after recovery.
+- ``refusals``: no write a client recorded ``fail`` (every attempt refused before it could
+  enter a log) is in the committed log: a client may say "not applied" only when it is true.
 - ``liveness``: after the final heal, a leader is elected, the probe's write and final reads
   complete and every node catches up, within the recovery time; else "no progress after heal".
 
@@ -16,6 +18,7 @@ The verdict is ``invalid`` if any check failed, else ``unknown`` if any could no
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import attrs
@@ -23,7 +26,9 @@ import lincheck
 from lincheck import History, Result
 
 from harness.sim.world import SimOutcome
+from raftlib.core.types import Entry, EntryKind
 from raftlib.invariants import acknowledged_durable
+from raftlib.kv.commands import CommandError, Op, Request, decode_command
 
 Verdict = Literal["valid", "invalid", "unknown"]
 # Violations listed in results.json per check; the count says how many there were in all.
@@ -112,6 +117,36 @@ def check_durability(outcome: SimOutcome) -> Check:
                      tuple(violations))
     return Check("durability", True, f"all {len(acknowledged)} acknowledged writes are in the "
                                      f"applied log of {len(applied)} node(s)")
+
+
+WriteId = tuple[int, int, Op]  # (session, seq, operation)
+
+
+def session_writes(entries: Iterable[Entry]) -> dict[WriteId, int]:
+    """Each session write in ``entries`` and the index it first appears at."""
+    found: dict[WriteId, int] = {}
+    for entry in entries:
+        if entry.kind is not EntryKind.NORMAL:
+            continue
+        try:
+            command = decode_command(entry.data)
+        except CommandError:
+            continue  # the safety check compares raw entries; nothing to find here
+        if isinstance(command, Request):
+            found.setdefault((command.session, command.seq, command.op), entry.index)
+    return found
+
+
+def check_refusals(outcome: SimOutcome) -> Check:
+    committed = session_writes(outcome.observer.committed.values())
+    violations = [f"session {session} seq {seq} ({op!r}) was recorded fail but was committed "
+                  f"at index {index}"
+                  for session, seq, op in outcome.refused
+                  if (index := committed.get((session, seq, op))) is not None]
+    if violations:
+        return Check("refusals", False, "writes recorded fail were applied", tuple(violations))
+    return Check("refusals", True, f"none of {len(outcome.refused)} writes recorded fail is "
+                                   f"in the committed log")
 
 
 def check_liveness(outcome: SimOutcome) -> Check:

@@ -94,6 +94,7 @@ def run(
         lin,
         checks_mod.check_safety(outcome),
         checks_mod.check_durability(outcome),
+        checks_mod.check_refusals(outcome),
         checks_mod.check_liveness(outcome),
     ]
     verdict = checks_mod.verdict_of(all_checks)

@@ -34,8 +34,9 @@ from harness.outcomes import RunReport
 from harness.runner import run
 
 # Where the target is taken from when the original failed several checks: the first of these.
-# (lincheck and durability failures point at operations, which the ops cut keeps small.)
-CHECK_ORDER = ("invariant", "linearizable", "durability", "safety", "liveness")
+# (lincheck, durability and refusals failures point at operations, which the ops cut keeps
+# small.)
+CHECK_ORDER = ("invariant", "linearizable", "durability", "refusals", "safety", "liveness")
 
 
 class ShrinkError(ValueError):

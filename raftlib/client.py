@@ -18,13 +18,20 @@ What an operation can raise:
 
 - ``OutcomeUnknown``: at least one attempt may have reached the log and no definite answer came
   within ``attempts_max`` / ``op_timeout_seconds``. The write may be applied later or never.
-  Never treat it as "failed".
-- ``Unavailable``: every attempt was refused before anything could be applied (no node
-  reachable, no leader); the write was NOT applied.
+  Never treat it as "failed". An attempt "may have reached" a node from the moment its bytes
+  are handed to the connection until a definite answer, whatever cuts it short: a broken
+  connection, a reply that is not RESP, the request timeout, or ``op_timeout_seconds`` ending
+  the whole operation while the attempt is in flight.
+- ``Unavailable``: every attempt was refused before anything could be applied (connection
+  refused or not opened in time, ``-MOVED``, ``-TRYAGAIN``, no session could be opened for the
+  write); the write was NOT applied.
 - ``CommandError``: the service answered with an error about the command itself (not an
-  integer, value too large ...).
+  integer, value too large ...) and no earlier attempt may have been applied (after one that
+  may have, any error reply leaves the outcome unknown: it speaks for its own attempt only).
 
-The connection layer is a ``Connector``: ``TcpConnector`` speaks RESP over TCP, or over TLS
+The connection layer is a ``Connector``: ``connect`` opens a connection (sending nothing, so
+any failure there is a refusal), ``call`` sends one request and waits for its reply.
+``TcpConnector`` speaks RESP over TCP, or over TLS
 when given an ``ssl_context`` (``raftlib.transport.tls.client_context(ca, cert=..., key=...)``;
 the handshake counts against ``connect_timeout_seconds`` and a failed one is ``NotDelivered``);
 ``InProcessConnector`` calls handlers directly, which is how the
@@ -46,6 +53,7 @@ from raftlib.resp.protocol import (
     Reply,
     RespLimits,
     RespParser,
+    RespProtocolError,
     SimpleString,
     encode_command,
 )
@@ -77,9 +85,16 @@ class NotDelivered(Exception):
 
 
 class Connector(Protocol):
+    async def connect(self, address: str) -> None:
+        """Make sure ``call(address, ...)`` can send at once: open the connection if there
+        is none. Sends nothing of a request, so however it ends (``NotDelivered``, a timeout,
+        a cancellation), no request reached the node through it."""
+        ...
+
     async def call(self, address: str, args: Sequence[bytes]) -> Reply:
         """Send one command to ``address`` and return its reply. Raise ``NotDelivered`` when
-        the request surely never reached the node; any other error means it may have."""
+        the request surely never reached the node; any other ending (an error, a timeout, a
+        cancellation) means it may have."""
         ...
 
     async def aclose(self) -> None: ...
@@ -94,6 +109,10 @@ class InProcessConnector:
 
     def __init__(self, resolve: Callable[[str], Handler | None]) -> None:
         self._resolve = resolve
+
+    async def connect(self, address: str) -> None:
+        if self._resolve(address) is None:
+            raise NotDelivered(f"{address} is down")
 
     async def call(self, address: str, args: Sequence[bytes]) -> Reply:
         handler = self._resolve(address)
@@ -128,6 +147,9 @@ class TcpConnector:
         self._ssl_context = ssl_context
         self._connections: dict[str, _Connection] = {}
 
+    async def connect(self, address: str) -> None:
+        await self._connect(address)
+
     async def _connect(self, address: str) -> _Connection:
         conn = self._connections.get(address)
         if conn is not None:
@@ -154,7 +176,12 @@ class TcpConnector:
         try:
             await conn.stream.send_all(encode_command(args))
             while True:
-                got = conn.parser.next_value()
+                try:
+                    got = conn.parser.next_value()
+                except RespProtocolError as exc:
+                    # Garbage where the reply should be: the request was sent and whether
+                    # it was applied cannot be told from these bytes.
+                    raise ConnectionResetError(f"{address} answered non-RESP: {exc}") from None
                 if got is not None:
                     return got[0]
                 data = await conn.stream.receive_some(self.receive_bytes_max)
@@ -254,7 +281,7 @@ class KvClient:
             if not (write and self.use_session):
                 return await self._attempts(args, retry_unknown=not write)
             if self.session is None:
-                self.session = await self._open_session()
+                self.session = await self._open_session_for(args)
             self.seq += 1
             return await self._attempts(args, retry_unknown=True, sequenced=True)
 
@@ -264,6 +291,15 @@ class KvClient:
         session = self._int(reply)
         self.seq = 0
         return session
+
+    async def _open_session_for(self, args: list[bytes]) -> int:
+        """The session a write needs. The write is sent only once there is one, so however the
+        OPEN ends, an OPEN without a session means the write was not applied."""
+        try:
+            return await self._open_session()
+        except OutcomeUnknown as exc:
+            what = " ".join(_show(a) for a in args)
+            raise Unavailable(f"{what}: not sent, as no session could be opened ({exc})") from None
 
     def _target(self) -> str:
         if self.leader is not None:
@@ -275,7 +311,11 @@ class KvClient:
     async def _attempts(
         self, args: list[bytes], *, retry_unknown: bool, sequenced: bool = False
     ) -> Reply:
+        # Whether some attempt may have reached a node. An attempt counts from the moment its
+        # request is handed to the connector (``in_flight``) until a definite answer, so that
+        # whatever cuts it short, the operation deadline below included, leaves it counted.
         maybe_applied = False
+        in_flight = False
         backoff = self.backoff_seconds
         last = "no attempt made"
         with trio.move_on_after(self.op_timeout_seconds):
@@ -285,21 +325,31 @@ class KvClient:
                     assert self.session is not None
                     wire = [b"SESSION.CALL", b"%d" % self.session, b"%d" % self.seq, *args]
                 address = self._target()
+                request_deadline = trio.current_time() + self.request_timeout_seconds
                 try:
-                    with trio.fail_after(self.request_timeout_seconds):
+                    # Connecting sends nothing: a failure or timeout here is a refusal.
+                    with trio.fail_at(request_deadline):
+                        await self._connector.connect(address)
+                    in_flight = True
+                    with trio.fail_at(request_deadline):
                         reply = await self._connector.call(address, wire)
                 except NotDelivered as exc:
+                    in_flight = False
                     last = str(exc)
                     self.leader = None
                     await trio.sleep(backoff / len(self.addresses))
                     continue
                 except (trio.TooSlowError, OSError, trio.BrokenResourceError) as exc:
                     last = f"{address}: {type(exc).__name__} {exc}"
-                    maybe_applied = True
                     self.leader = None
+                    if not in_flight:
+                        continue  # the connect timed out: nothing was sent
+                    in_flight = False
+                    maybe_applied = True
                     if not retry_unknown:
                         break
                     continue
+                in_flight = False
                 if not isinstance(reply, ErrorReply):
                     if isinstance(reply, SimpleString) and reply.text != "OK":
                         raise ClientError(f"unexpected reply {reply!r}")
@@ -320,14 +370,17 @@ class KvClient:
                     continue
                 if code == "SESSIONEXPIRED" and sequenced and not maybe_applied:
                     # Refused without being applied: a fresh session may carry it.
-                    self.session = await self._open_session()
+                    self.session = await self._open_session_for(args)
                     self.seq = 1
                     continue
-                if maybe_applied and code in ("SESSIONEXPIRED", "STALESEQ"):
-                    raise OutcomeUnknown(f"{' '.join(_show(a) for a in args)}: {reply.text}")
+                if maybe_applied:
+                    # A refusal speaks for this attempt only (a session gone, "max number of
+                    # clients" at the door): an earlier one may still have been applied.
+                    raise OutcomeUnknown(f"{' '.join(_show(a) for a in args)}: {reply.text} "
+                                         "(after an attempt that may have been applied)")
                 raise CommandError(reply.text)
         what = " ".join(_show(a) for a in args)
-        if maybe_applied:
+        if maybe_applied or in_flight:
             raise OutcomeUnknown(f"{what}: no definite answer (last: {last})")
         raise Unavailable(f"{what}: not applied (last: {last})")
 

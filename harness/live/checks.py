@@ -15,11 +15,10 @@ from typing import Any
 import attrs
 import lincheck
 
-from harness.checks import Check, judge_history
+from harness.checks import Check, judge_history, session_writes
 from harness.live.clients import MODEL_INITIAL, Acked
-from raftlib.core.types import Entry, EntryKind, HardState
+from raftlib.core.types import Entry, HardState
 from raftlib.invariants import election_safety, log_matching, state_machine_safety
-from raftlib.kv.commands import CommandError, Op, Request, decode_command
 from raftlib.kv.machine import KvStateMachine
 from raftlib.snapshots import ReaderFile
 from raftlib.storage.wal import WalStorage
@@ -135,24 +134,6 @@ def check_safety(
                                  f"of {len(leaders)} observed terms")
 
 
-WriteId = tuple[int, int, Op]  # (session, seq, operation)
-
-
-def _writes_in(entries: Sequence[Entry]) -> dict[WriteId, int]:
-    """Each session write in ``entries`` and the index it first appears at."""
-    found: dict[WriteId, int] = {}
-    for entry in entries:
-        if entry.kind is not EntryKind.NORMAL:
-            continue
-        try:
-            command = decode_command(entry.data)
-        except CommandError:
-            continue  # the safety check compares raw entries; nothing to find here
-        if isinstance(command, Request):
-            found.setdefault((command.session, command.seq, command.op), entry.index)
-    return found
-
-
 def check_durability(
     logs: Mapping[int, NodeLog], acked: Sequence[Acked], observed_commit: int = 0,
 ) -> Check:
@@ -160,7 +141,7 @@ def check_durability(
         return Check("durability", False, "no node's log could be read")
     # Every node applied up to the commit index before the stop (liveness waits for that),
     # so each must hold every committed entry, whatever commit index its files persisted.
-    writes = {node: _writes_in(log.entries) for node, log in logs.items()}
+    writes = {node: session_writes(log.entries) for node, log in logs.items()}
     # An acknowledged write was applied, hence committed, wherever it first appears.
     acked_at = [index for a in acked for found in writes.values()
                 if (index := found.get((a.session, a.seq, a.op))) is not None]
@@ -181,6 +162,37 @@ def check_durability(
                      tuple(violations))
     return Check("durability", True, f"all {len(acked)} acknowledged writes are in the committed "
                                      f"log or the snapshot of all {len(logs)} nodes")
+
+
+def check_refusals(
+    logs: Mapping[int, NodeLog], refused: Sequence[Acked], observed_commit: int = 0,
+) -> Check:
+    """No write recorded ``fail`` as refused (``Unavailable``) is in a committed log: if one
+    were, the client called "not applied" a write the cluster applied. A copy in a node's
+    uncommitted tail is allowed: a proposal dropped by a leader change (``TRYAGAIN``) is
+    refused once another entry committed at its index, and a stale node may still hold it."""
+    if not logs:
+        return Check("refusals", False, "no node's log could be read")
+    commit = committed_bound(logs, observed_commit)
+    writes = {node: session_writes(log.entries) for node, log in logs.items()}
+    violations = []
+    tails = 0
+    for r in refused:
+        found = {node: index for node, w in writes.items()
+                 if (index := w.get((r.session, r.seq, r.op))) is not None}
+        committed = {node: index for node, index in found.items() if index <= commit}
+        if committed:
+            node, index = min(committed.items())
+            violations.append(f"p{r.process} {r.f} (session {r.session} seq {r.seq}) was "
+                              f"recorded fail but is at index {index} of node {node}'s "
+                              f"committed log (index <= {commit})")
+        elif found:
+            tails += 1
+    if violations:
+        return Check("refusals", False, "writes recorded fail were applied",
+                     tuple(violations))
+    return Check("refusals", True, f"none of {len(refused)} writes recorded fail is in a "
+                                   f"committed log ({tails} in an uncommitted tail only)")
 
 
 @attrs.define

@@ -4,8 +4,12 @@ Each worker owns one ``KvClient`` (one exactly-once session: a write that timed 
 with the same sequence number, so it applies at most once) and runs one operation at a time:
 
 - ``ok``: the service answered;
-- ``fail``: a definite refusal (``Unavailable``: no node accepted it, so nothing was applied;
-  ``CommandError``: the service rejected the command itself);
+- ``fail``: a definite refusal (``Unavailable``: every attempt was refused before it could
+  enter a log, so nothing was applied; ``CommandError``: the service rejected the command
+  itself). ``raftlib.client`` only says ``Unavailable`` when no attempt's request was ever
+  handed to a connection without a definite refusal coming back, so a write cut short by a
+  deadline while in flight is never ``fail``. Each such write is kept in ``refused`` (its
+  session and seq), for the check that none of them is in a committed log;
 - ``info``: ``OutcomeUnknown``, a timeout or any other surprise on a write: it may have been
   applied or may still be. As in Jepsen, that process id is retired and the worker continues
   as a new process (same session: a later sequence number makes a stale retry of the unknown
@@ -100,6 +104,8 @@ class LiveClient:
         )
         self.process = new_process()
         self.acked: list[Acked] = []
+        # Writes recorded ``fail`` as Unavailable after their (session, seq) was numbered.
+        self.refused: list[Acked] = []
         self.busy = False
 
     async def aclose(self) -> None:
@@ -146,7 +152,11 @@ class LiveClient:
                 output = spec.value
             else:
                 raise AssertionError(f"the live backend has no operation {spec.f!r}")
-        except (Unavailable, CommandError):
+        except Unavailable:
+            if op is not None and kv.session is not None and kv.seq > 0:
+                self.refused.append(Acked(kv.session, kv.seq, op, process, spec.f))
+            return "fail", spec.value
+        except CommandError:
             return "fail", spec.value
         except (OutcomeUnknown, ClientError, OSError, trio.TooSlowError):
             return "info", spec.value

@@ -123,6 +123,7 @@ class LiveOutcome:
     history: HistoryRecorder
     liveness: Liveness
     acked: list[Any]
+    refused: list[Any]
     nemesis: LiveNemesis
     monitor: Monitor
     startup_seconds: float
@@ -242,7 +243,9 @@ class LiveRun:
                 await monitor.aclose()
                 await self.cluster.stop_all()
         acked = [a for client in [*clients, probe] for a in client.acked]
-        return LiveOutcome(self.history, live, acked, nemesis, monitor, startup, run_seconds)
+        refused = [a for client in [*clients, probe] for a in client.refused]
+        return LiveOutcome(self.history, live, acked, refused, nemesis, monitor, startup,
+                           run_seconds)
 
     async def _report_progress(self) -> None:
         total = self.options.time_limit + self.options.recovery_time
@@ -499,6 +502,7 @@ def _finish(
         live_checks.check_safety(logs, errors, outcome.monitor.leaders,
                                  outcome.monitor.commit_max),
         live_checks.check_durability(logs, outcome.acked, outcome.monitor.commit_max),
+        live_checks.check_refusals(logs, outcome.refused, outcome.monitor.commit_max),
         live_checks.check_liveness(outcome.liveness),
         live_checks.check_processes(cluster.unexpected_exits, cluster.forced_stops,
                                     cluster.stop_statuses),
@@ -514,6 +518,7 @@ def _finish(
         "faults_started": dict(sorted(outcome.nemesis.fired.items())),
         "fault_windows": outcome.nemesis.windows,
         "acknowledged_writes": len(outcome.acked),
+        "refused_writes": len(outcome.refused),
         "commit_index": live_checks.committed_bound(logs, outcome.monitor.commit_max),
         "commit_index_persisted": {str(n): log.hard_state.commit
                                    for n, log in sorted(logs.items())},

@@ -17,12 +17,13 @@ from harness.report.rundata import RunData, Window
 VIOLATIONS_SHOWN_MAX = 40
 # Fault table rows; a longer schedule is cut with a note (nemesis.json has them all).
 SCHEDULE_ROWS_MAX = 500
-CHECK_ORDER = ("linearizable", "safety", "durability", "liveness")
+CHECK_ORDER = ("linearizable", "safety", "durability", "refusals", "liveness")
 CHECK_TITLES = {
     "linearizable": "Linearizability (lincheck)",
     "safety": "Raft safety",
     "durability": "Durability",
     "liveness": "Liveness after heal",
+    "refusals": "Writes recorded fail were not applied",
     "invariant": "Invariant inside the cluster",
 }
 FILES = (

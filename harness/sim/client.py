@@ -40,7 +40,7 @@ from harness.sim.node import ClientRequest, Reply, ReplyKind, RequestKind, SimNo
 from harness.sim.params import SimParams
 from harness.workloads import OpSpec
 from raftlib.core.types import NodeId
-from raftlib.kv.commands import NO_SESSION
+from raftlib.kv.commands import NO_SESSION, Op
 
 # What a completed operation looked like: (process, spec, outcome type, output)
 Completion = tuple[int, OpSpec, str, Any]
@@ -87,6 +87,9 @@ class SimClient:
         self._maybe_applied = False  # some attempt of this write may be in a log
         self.on_complete: Callable[[Completion], None] | None = None
         self.ok_writes: list[bytes] = []  # log commands whose application acknowledged a write
+        # (session, seq, op) of each write recorded ``fail`` because every attempt was refused:
+        # the refusals check proves none of them reached the committed log.
+        self.refused_writes: list[tuple[int, int, Op]] = []
 
     @property
     def busy(self) -> bool:
@@ -246,6 +249,9 @@ class SimClient:
         spec = self._spec
         assert spec is not None
         unknown = self._maybe_applied and spec.is_write
+        if not unknown and self._kind is RequestKind.WRITE:
+            op = commands.write_op(spec.f, spec.key, spec.value, self._initial)
+            self.refused_writes.append((self.session, self._seq, op))
         self._complete("info" if unknown else "fail", spec.value)
 
     def _complete(self, outcome: str, output: Any) -> None:

@@ -33,6 +33,7 @@ from harness.sim.params import SimParams
 from harness.workloads import OpSpec, Workload, make_workload
 from raftlib.core.types import Entry, NodeId
 from raftlib.invariants import Observer
+from raftlib.kv.commands import Op
 
 # How often the recovery phase looks at the cluster, and how long the probe waits before it
 # retries an operation that did not succeed.
@@ -68,6 +69,8 @@ class SimOutcome:
     node_log: list[str]
     stats: dict[str, Any]
     workload: Workload
+    # (session, seq, op) of every write a client recorded ``fail`` as refused.
+    refused: list[tuple[int, int, Op]] = attrs.field(factory=list)
 
 
 def stream(seed: int, name: str) -> random.Random:
@@ -259,8 +262,10 @@ class SimWorld:
 
     def _outcome(self) -> SimOutcome:
         acknowledged: list[bytes] = []
+        refused: list[tuple[int, int, Op]] = []
         for client in [*self.clients, *([self._probe] if self._probe else [])]:
             acknowledged.extend(client.ok_writes)
+            refused.extend(client.refused_writes)
         anomalies = {node.id: node.anomaly_counts() for node in self.nodes.values()}
         stats = {
             "simulated_seconds": self.loop.now_us / 1_000_000,
@@ -294,6 +299,7 @@ class SimWorld:
             node_log=self.node_log,
             stats=stats,
             workload=self.workload,
+            refused=refused,
         )
 
 

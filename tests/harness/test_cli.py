@@ -27,7 +27,8 @@ def test_run_writes_the_run_directory_and_exits_zero_when_valid(
         assert (out / name).stat().st_size > 0, name
     results = json.loads((out / "results.json").read_text())
     assert results["verdict"] == "valid" and results["seed"] == 3
-    assert set(results["checks"]) == {"linearizable", "safety", "durability", "liveness"}
+    assert set(results["checks"]) == {"linearizable", "safety", "durability", "refusals",
+                                      "liveness"}
     assert results["options"]["nemesis"] == ["partition", "kill"]
 
 

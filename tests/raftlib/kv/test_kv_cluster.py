@@ -81,6 +81,9 @@ class LoseFirstReply:
         self.on_loss = on_loss
         self.lost: list[str] = []
 
+    async def connect(self, address: str) -> None:
+        await self.inner.connect(address)
+
     async def call(self, address: str, args: Sequence[bytes]) -> Reply:
         reply = await self.inner.call(address, args)
         applied = not isinstance(reply, ErrorReply)  # a MOVED reply is not worth losing

@@ -86,7 +86,7 @@ jsonl_lines = st.fixed_dictionaries(
 
 @pytest.mark.parametrize("fmt", FORMATS)
 @given(text=st.text(max_size=300))
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 def test_history_formats_give_a_history_or_a_one_line_history_error(
     fmt: str, text: str
 ) -> None:
