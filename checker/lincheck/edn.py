@@ -28,7 +28,10 @@ class Keyword(str):
     __slots__ = ()
 
     def __repr__(self) -> str:
-        return ":" + str(self)
+        # Error messages quote values with repr: a name holding a line break (the reader's
+        # tokens stop at \n but not at \x85 or \u2028) must not split the message.
+        name = str(self)
+        return ":" + (name if name.isprintable() else repr(name)[1:-1])
 
 
 class Symbol(str):
@@ -51,6 +54,7 @@ _CHAR_NAMES = {"newline": "\n", "space": " ", "tab": "\t", "return": "\r",
                "formfeed": "\f", "backspace": "\b"}
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "b": "\b", "f": "\f"}
 _CLOSERS = {"[": "]", "(": ")", "{": "}"}
+_BACKSLASH = "\\"  # Python 3.11 allows no backslash inside an f-string's braces
 
 
 def freeze(value: Any) -> Any:
@@ -179,7 +183,7 @@ class _Reader:
                     out.append(chr(int(digits, 16)))
                     self.pos += 6
                 else:
-                    raise self.error(f"bad escape \\{esc} in string")
+                    raise self.error(f"bad escape {_BACKSLASH + esc!r} in string")
                 continue
             if c == "\n":
                 self.line += 1
@@ -201,7 +205,7 @@ class _Reader:
             if not tag:
                 raise self.error("bad tag")
             return self.read(depth + 1)  # the tagged form stands for itself
-        raise self.error(f"unsupported dispatch #{nxt}")
+        raise self.error(f"unsupported dispatch {'#' + nxt!r}")
 
     def read_char(self) -> str:
         self.pos += 1
@@ -220,7 +224,7 @@ class _Reader:
                 return chr(int(name[1:], 16))
             except ValueError:
                 pass
-        raise self.error(f"bad character literal \\{name}")
+        raise self.error(f"bad character literal {_BACKSLASH + name!r}")
 
     def read_atom(self) -> Any:
         tok = self.token()

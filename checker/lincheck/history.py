@@ -77,5 +77,7 @@ class HistoryError(ValueError):
         self.source = source
         self.line = line
         self.reason = message
-        where = f"{source}:{line}" if line is not None else source
+        # A file name may hold a line break; the message must stay one line all the same.
+        shown = source if source.isprintable() else repr(source)[1:-1]
+        where = f"{shown}:{line}" if line is not None else shown
         super().__init__(f"{where}: {message}")
