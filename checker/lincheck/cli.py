@@ -1,12 +1,13 @@
 """The ``lincheck`` command line.
 
     lincheck check FILE --model NAME [--initial JSON] [--format FORMAT] [--timeout SECONDS]
-                        [--html OUT] [--json]
+                        [--html OUT] [--json] [--allow-empty]
     lincheck models
     lincheck convert FILE --to jsonl OUT [--format FORMAT]
 
 Exit status of ``check``: 0 linearizable, 1 not linearizable, 2 unknown (deadline reached),
-3 bad input or usage, 4 internal error (a bug in lincheck: the one line names the exception;
+3 bad input or usage (a history with no operations is bad input unless ``--allow-empty``),
+4 internal error (a bug in lincheck: the one line names the exception;
 set ``LINCHECK_DEBUG=1`` for the traceback). Python's default status for an uncaught exception
 is 1, which would read as "not linearizable": hence the catch-all. Every error is ONE line on
 stderr, naming the file and line when the input is at fault. ``--json`` prints the result
@@ -88,6 +89,11 @@ def build_parser() -> ArgumentParser:
     )
     check.add_argument("--html", metavar="OUT", help="write a self-contained HTML report to OUT")
     check.add_argument("--json", action="store_true", help="print the JSON result on stdout")
+    check.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="accept a history with no operations (by default it is bad input, exit 3)",
+    )
 
     commands.add_parser("models", help="list the models, one per line")
 
@@ -165,10 +171,12 @@ def _check(args: argparse.Namespace) -> int:
     from .report_json import result_to_json
     from .report_text import explain
     from .search import check
-    from .validate import validate_functions
+    from .validate import require_operations, validate_functions
 
     model = _model(args.model, args.initial)
     history = _read(args.file, args.format)
+    if not args.allow_empty:
+        require_operations(history)
     validate_functions(history, model)
     result: Result = check(history, model, timeout=args.timeout)
     if args.html:

@@ -41,7 +41,8 @@ Optional fields, each a pure function:
 ``kv``              per key: get → v; put v; append v (strings concatenate, other values
                     collect into a list); cas [expected new]; delete (back to the initial value).
                     Keys are independent (partitioned). Every key starts as ``initial`` (default
-                    ``""``); a JSON object gives per-key initial values instead.
+                    ``""``: a key never written reads as ``""``, as in Porcupine, so a null
+                    read matches only a null put); a JSON object gives per-key initial values.
 ``multi-register``  txn [[f k v] ...] with f "r" (read; nil constrains nothing) or "w" (write),
                     applied atomically. Initial: every register nil, or an object of them.
 ``mutex``           acquire; release.  Initial default: free.

@@ -401,6 +401,12 @@ def _stale(op: Operation, cand: Candidate, part: PartitionResult,
     return ""
 
 
+# Porcupine's kv model, which this one follows, reads a key never written as "": a null read
+# from a client that maps "absent" to null is then a mismatch, which deserves saying.
+KV_NULL_READ_NOTE = ('; note: kv reads an absent key as "" (as Porcupine does), so a null read '
+                     "matches only a value put as null, or a key that starts as null "
+                     "(--initial '{key}')")
+
 # Models whose reads and cas the wording below describes exactly (their step compares the
 # value read, or cas's expected value, with the state).
 _VALUE_MODELS = ("register", "cas-register", "kv")
@@ -413,6 +419,8 @@ def _rejection(op: Operation, was: str, model: DescribesOps | None, model_name: 
     value_model = model_name in _VALUE_MODELS
     if value_model and not unknown and op.f in ("read", "get"):
         said = _read_mismatch(op, was)
+        if said and model_name == "kv" and op.output is None:
+            said += KV_NULL_READ_NOTE.format(key=json.dumps({str(op.key): None}))
         if said:
             return said
     if value_model and op.f == "cas" and isinstance(op.input, list | tuple) and len(
