@@ -168,8 +168,6 @@ def _model(name: str, initial_text: str | None) -> Any:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .report_json import result_to_json
-    from .report_text import explain
     from .search import check
     from .validate import require_operations, validate_functions
 
@@ -188,9 +186,14 @@ def _check(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"{PROG}: --html {args.html}: cannot write: {error.strerror or error}"
             ) from None
+    # Each report module is imported only when its output is asked for (start-up time).
     if args.json:
+        from .report_json import result_to_json
+
         print(json.dumps(result_to_json(result, history), ensure_ascii=False))
     else:
+        from .report_text import explain
+
         print(explain(history, result, model=model))
         if args.html:
             print(f"HTML report: {args.html}")

@@ -17,7 +17,6 @@ remaining operations were invoked after the culprit returned, so they cannot go 
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 from collections.abc import Iterable
@@ -466,6 +465,8 @@ def _state_value(text: str) -> Any:
     models describe it), or ``_NO_VALUE``."""
     if len(text) > state_literal_chars_max or text[:1] not in ("'", '"'):
         return _NO_VALUE
+    import ast  # here, not at the top: only an illegal verdict's text needs it, start-up counts
+
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):

@@ -64,11 +64,9 @@ on.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from lincheck.edn import freeze
@@ -782,20 +780,26 @@ def _want_parallel(parts: list[tuple[Any, list[Operation]]], parallel: bool | No
     """How many worker processes to use (0: check in this process)."""
     if parallel is False or len(parts) < 2:
         return 0
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1)
     if parallel is None:
         total = sum(len(ops) for _, ops in parts)
         if cpus < 2 or total < PARALLEL_OPERATIONS_MIN or len(parts) < PARALLEL_PARTITIONS_MIN:
             return 0
+    # Imported only here: multiprocessing costs a per-file CLI run more than a small check.
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 0
     return max(1, min(cpus, PARALLEL_WORKERS_MAX, len(parts)))
 
 
 def _check_parallel(parts: list[tuple[Any, list[Operation]]], model: Model,
                     deadline: float | None, workers: int,
                     memo_entries_max: int) -> list[PartitionResult]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     global _FORK_WORK
     _FORK_WORK = (parts, model, deadline, memo_entries_max)
     try:
