@@ -194,7 +194,25 @@ def _header(history: History, result: Result) -> str:
     if history.nemesis:
         parts.append(_count(len(history.nemesis), "nemesis event"))
     parts.append(f"checked in {format_seconds(result.seconds)}")
+    decided = decided_by_phrase(result)
+    if decided:
+        parts.append(decided)
     return f"{verdict_phrase(result.verdict)}: {history.source} ({', '.join(parts)})"
+
+
+def decided_by_phrase(result: Result) -> str:
+    """Which path decided the partitions that were decided: the zone algorithm (registers
+    with distinct written values, no search), the search, or how many each."""
+    decided = [part for part in result.partitions if part.verdict != "unknown"]
+    zones = sum(1 for part in decided if part.decided_by == "zones")
+    if not decided:
+        return ""
+    if zones == len(decided):
+        return "decided by the zone algorithm, without search"
+    if zones == 0:
+        return "decided by search"
+    return (f"decided by the zone algorithm ({_count(zones, 'partition')}) and by search "
+            f"({_count(len(decided) - zones, 'partition')})")
 
 
 def _op_line(op: Operation, model: DescribesOps | None, prefix: str) -> str:
@@ -526,6 +544,8 @@ def explain(history: History, result: Result, *, model: DescribesOps | None = No
     ops = _ops_by_id(history)
     if result.verdict == "illegal":
         failing = [part for part in result.partitions if part.verdict == "illegal"]
+        if failing and failing[0].decided_by == "zones" and failing[0].reason:
+            lines.append(f"Zone algorithm: {failing[0].reason}.")
         if failing:
             lines.extend(_failure_lines(failing[0], ops, model, result.model))
         others = failing[1:]

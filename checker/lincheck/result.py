@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Verdict = Literal["ok", "illegal", "unknown"]
+# What decided a partition: the search, or the zone algorithm (``lincheck.zones``: registers
+# whose writes are distinct, in O(n log n)).
+DecidedBy = Literal["search", "zones"]
 
 # What the model said to an operation that could have gone next after the longest partial
 # linearization (see ``Candidate``).
@@ -61,7 +64,8 @@ class PartitionResult:
     # model's answer (the culprit first). Empty when not computed (e.g. a hand-made result).
     candidates: tuple[Candidate, ...] = ()
     longest_searched: int = 0  # how many of ``longest``'s first ops the search itself reached
-    reason: str = ""  # for "unknown": why the search stopped (deadline, memo limit)
+    reason: str = ""  # "unknown": why the search stopped; "illegal" by zones: the condition
+    decided_by: DecidedBy = "search"
 
 
 @dataclass(frozen=True, slots=True)

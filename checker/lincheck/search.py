@@ -72,8 +72,9 @@ from typing import Any
 from lincheck.edn import freeze
 from lincheck.history import History, Operation
 from lincheck.models import INCONSISTENT, Model
-from lincheck.result import Candidate, PartitionResult, Result, Verdict
+from lincheck.result import Candidate, DecidedBy, PartitionResult, Result, Verdict
 from lincheck.validate import validate_functions
+from lincheck.zones import decide as decide_by_zones
 
 __all__ = ["check", "check_partition"]
 
@@ -90,6 +91,12 @@ REACH_OPS_MAX = 256
 MEMO_ENTRIES_MAX = 1_000_000
 # Steps appended greedily to the longest partial linearization of an illegal partition.
 EXTEND_STEPS_MAX = 100_000
+# The zone algorithm (lincheck.zones) decides a partition whose writes are distinct without
+# search; False forces the search everywhere (benchmarks compare the two).
+ZONES_ENABLED = True
+# An illegal verdict of the zone algorithm is explained from the longest partial
+# linearization the search finds in this many seconds at most.
+ZONE_EXPLAIN_SECONDS = 1.0
 # Parallel processes pay off only when there is this much work to share out.
 PARALLEL_OPERATIONS_MIN = 20_000
 PARALLEL_PARTITIONS_MIN = 4
@@ -672,18 +679,26 @@ def check_partition(key: Any, ops: Sequence[Operation], model: Model,
 
 
 class _Job:
-    """One partition's search, advanced a slice at a time."""
+    """One partition's check: the zone algorithm when its precondition holds, else the search,
+    advanced a slice at a time."""
 
     def __init__(self, key: Any, ops: Sequence[Operation], model: Model,
                  deadline: float | None, budget: _MemoBudget) -> None:
         self.key = key
         self.ops = ops
         self.seconds = 0.0
+        self.deadline = deadline
         self.model = model.part_model(key) if model.part_model is not None else model
         self.search = _Partition(ops, self.model, deadline, budget)
         self.steps: Iterator[None] | None = self.search.steps()
         self.verdict: Verdict | None = None
         self.stopped_by = ""  # "deadline" or "memo" when the search stopped undecided
+        self.decided_by: DecidedBy = "search"
+        started = time.monotonic()
+        self.zone = decide_by_zones(self.search.ops, self.model) if ZONES_ENABLED else None
+        if self.zone is not None:
+            self.verdict, self.decided_by, self.steps = self.zone.verdict, "zones", None
+        self.seconds += time.monotonic() - started
 
     def advance(self, pauses: int | None) -> Verdict | None:
         """Run for up to ``pauses`` pauses (None: to the end); the verdict once known."""
@@ -706,7 +721,48 @@ class _Job:
         self.search.release_memo()
         return self.verdict
 
+    def _explain_zones(self) -> PartitionResult:
+        """The result of a partition the zone algorithm decided. For "illegal", the search
+        runs for at most ``ZONE_EXPLAIN_SECONDS`` to find a long partial linearization to
+        show (from which the explanation is built as usual); it must not find a
+        linearization."""
+        zone = self.zone
+        assert zone is not None
+        ids = tuple(sorted(op.id for op in self.ops))
+        describe = self.model.describe_state
+        if zone.verdict == "ok":
+            return PartitionResult(key=self.key, verdict="ok", operation_ids=ids,
+                                   longest=tuple(op.id for op, _ in zone.order),
+                                   states=tuple(describe(s) for _, s in zone.order),
+                                   seconds=self.seconds, longest_searched=len(zone.order),
+                                   decided_by="zones")
+        started = time.monotonic()
+        limit = started + ZONE_EXPLAIN_SECONDS
+        search = self.search
+        search.deadline = limit if self.deadline is None else min(limit, self.deadline)
+        try:
+            for _ in search.steps():
+                pass
+            if search.outcome[0] == "ok":
+                raise AssertionError("the zone algorithm found the partition illegal, yet the "
+                                     "search found a linearization")
+        except (_Deadline, _MemoFull):
+            pass  # explain from the longest prefix the search saw
+        finally:
+            search.release_memo()
+        placed, searched, unplaced, cands = _explain_failure(search.ops, self.model,
+                                                             search.best)
+        self.seconds += time.monotonic() - started
+        return PartitionResult(key=self.key, verdict="illegal", operation_ids=ids,
+                               longest=tuple(i for i, _ in placed),
+                               states=tuple(describe(s) for _, s in placed),
+                               unplaced=unplaced, seconds=self.seconds, candidates=cands,
+                               longest_searched=searched, decided_by="zones",
+                               reason=zone.reason)
+
     def result(self) -> PartitionResult:
+        if self.zone is not None:
+            return self._explain_zones()
         ids = tuple(sorted(op.id for op in self.ops))
         describe = self.model.describe_state
         if self.verdict == "ok":
@@ -861,6 +917,9 @@ def check(history: History, model: Model, timeout: float | None = None, *,
             reason += f"; {unchecked} other partitions were not checked to the end"
     dropped = sum(1 for op in ops if op.status == "info" and model.read_only(op))
     stats = {"operations": len(ops), "partitions": len(results), "workers": workers,
-             "partitions_unchecked": unchecked, "info_reads_dropped": dropped}
+             "partitions_unchecked": unchecked, "info_reads_dropped": dropped,
+             "decided_by": {way: sum(1 for r in results if r.decided_by == way
+                                     and r.verdict != "unknown")
+                            for way in ("zones", "search")}}
     return Result(verdict=verdict, model=model.name, partitions=tuple(results),
                   seconds=time.monotonic() - started, reason=reason, stats=stats)

@@ -138,13 +138,27 @@ SPECS: dict[str, Spec] = {
 }
 
 
+# Models whose histories can be drawn with distinct written values (``distinct=True``), the
+# precondition of the zone algorithm (lincheck.zones), and how each writes.
+DISTINCT_WRITE = {"register": "write", "cas-register": "write", "kv": "put"}
+# Distinct values start here, clear of VALUES and of every model's initial value.
+DISTINCT_FIRST = 100
+
+
+def _distinct_value(model: str, n: int) -> Any:
+    return f"v{n}" if model == "kv" else n
+
+
 @st.composite
 def recorded_history(draw: Draw, model: str, ops_max: int = 6,
-                     processes_max: int = 3) -> list[dict[str, Any]]:
+                     processes_max: int = 3, distinct: bool = False) -> list[dict[str, Any]]:
     """Events of a concurrent history recorded from a real sequential object: each operation
     takes effect at one instant between its invocation and completion; some crash (info,
-    taking effect or not) and some never complete."""
+    taking effect or not) and some never complete. ``distinct``: every operation that is
+    not a read is a plain write of a value written by no other (see ``DISTINCT_WRITE``)."""
     spec = SPECS[model]
+    if distinct and model not in DISTINCT_WRITE:
+        raise ValueError(f"no distinct-value histories for model {model!r}")
     state = spec.start()
     threads = draw(st.integers(1, processes_max))
     proc = list(range(threads))  # current process id of each thread
@@ -172,6 +186,8 @@ def recorded_history(draw: Draw, model: str, ops_max: int = 6,
         if action == "invoke":
             t = draw(st.sampled_from(idle))
             f, value, key = spec.gen(draw)
+            if distinct and f not in ("read", "get"):
+                f, value = DISTINCT_WRITE[model], _distinct_value(model, DISTINCT_FIRST + started)
             pending[t] = [f, value, key, False, None, False]
             ev: dict[str, Any] = {"process": proc[t], "type": "invoke", "f": f, "value": value}
             if key is not None:
@@ -206,10 +222,14 @@ def recorded_history(draw: Draw, model: str, ops_max: int = 6,
 
 
 @st.composite
-def mutated_history(draw: Draw, model: str, ops_max: int = 6) -> list[dict[str, Any]]:
+def mutated_history(draw: Draw, model: str, ops_max: int = 6, processes_max: int = 3,
+                    distinct: bool = False) -> list[dict[str, Any]]:
     """A recorded history with one corruption: a completion's value changed, a fail turned into
-    an ok, an ok into an info, or two adjacent events of different processes swapped."""
-    events: list[dict[str, Any]] = draw(recorded_history(model, ops_max))
+    an ok, an ok into an info, or two adjacent events of different processes swapped. With
+    ``distinct``, a changed value is one some operation wrote (or the initial one): a stale
+    or future read, not a value from nowhere."""
+    events: list[dict[str, Any]] = draw(recorded_history(model, ops_max, processes_max,
+                                                         distinct))
     if not events:
         return events
     kind = draw(st.sampled_from(("value", "value", "unfail", "info", "swap")))
@@ -219,12 +239,20 @@ def mutated_history(draw: Draw, model: str, ops_max: int = 6) -> list[dict[str, 
         i = draw(st.sampled_from(failures))
         events[i] = {**events[i], "type": "ok"}
         return events
+    if distinct:
+        # A write's completion value means nothing (the model takes its input): aim at reads.
+        reads = [i for i in completions if events[i]["f"] in ("read", "get")]
+        completions = reads or completions
     if kind == "value" and completions:
         i = draw(st.sampled_from(completions))
         spec = SPECS[model]
         _, value, _ = spec.gen(draw)
-        events[i] = {**events[i], "value": draw(st.sampled_from([value, *VALUES, None, [],
-                                                                   "x", "xy"]))}
+        choices = [value, *VALUES, None, [], "x", "xy"]
+        if distinct:
+            written = [e["value"] for e in events if e["type"] == "invoke"
+                       and e["f"] == DISTINCT_WRITE[model]]
+            choices = [*written, "" if model == "kv" else None]
+        events[i] = {**events[i], "value": draw(st.sampled_from(choices))}
     elif kind == "info" and completions:
         i = draw(st.sampled_from(completions))
         events[i] = {**events[i], "type": "info"}

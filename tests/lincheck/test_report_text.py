@@ -84,7 +84,8 @@ def test_ok_is_one_line() -> None:
     part = PartitionResult("a", "ok", (0, 2), longest=(0, 2), states=("1", "3"))
     text = explain(kv_history(), Result("ok", "kv", (part,), seconds=2.5))
     assert text == (
-        "linearizable: kv.jsonl (model kv, 4 operations of 3 processes, checked in 2.50 s)"
+        "linearizable: kv.jsonl (model kv, 4 operations of 3 processes, checked in 2.50 s, "
+        "decided by search)"
     )
 
 
