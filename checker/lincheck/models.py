@@ -30,11 +30,12 @@ Optional fields, each a pure function:
     ``state`` can make the read-only ``target`` consistent (for an append-only string that no
     longer prefixes the value read). Lets the search give up on hopeless orders early.
 ``check_op(op) -> str | None``  a message when the op's value has the wrong shape for the model.
-``register_view(op) -> ("read" | "write", value) | None``  for a model that is a plain register
-    on the ops it is given: what the op reads (its output) or writes (its input), frozen; None
-    for any other op. With it, a partition whose writes write distinct values is decided by
+``register_view(op) -> (kind, value) | None``  for a model that is a register on the ops it is
+    given: ``("read", output)``, ``("write", input)`` or ``("cas", (expected, new))`` for a cas
+    that succeeded or whose outcome is unknown, values frozen; None for any other op (an
+    observed failed cas). With it, a partition whose writes write distinct values is decided by
     ``lincheck.zones`` in O(n log n) instead of the search. A wrong answer makes verdicts
-    wrong: give it only for read/write semantics exactly those of ``register``.
+    wrong: give it only for semantics exactly those of ``cas-register``.
 ``describe_op(op)`` and ``describe_state(state)``  short text for reports.
 
 ``get_model(name, initial)`` builds a built-in model; ``initial`` is its ``--initial`` JSON value
@@ -194,7 +195,10 @@ def _register_view(op: Operation) -> tuple[str, Any] | None:
         return "read", freeze(op.output)
     if op.f == "write":
         return "write", freeze(op.input)
-    return None  # cas reads and writes at once: not a plain register operation
+    if op.f == "cas" and _pair_shaped(op.input) and not (
+            op.status == "ok" and op.output is False):
+        return "cas", (freeze(op.input[0]), freeze(op.input[1]))
+    return None  # an observed failed comparison tells what the value was not: no read mapping
 
 
 def _register_check(op: Operation) -> str | None:
@@ -352,7 +356,9 @@ def _kv_register_view(op: Operation) -> tuple[str, Any] | None:
         return "read", freeze(op.output)
     if f == "put":
         return "write", freeze(op.input)
-    return None  # append, cas and delete read or depend on the value they change
+    if f == "cas":
+        return _register_view(op)
+    return None  # append and delete: the value they leave depends on the value before
 
 
 def _kv_key_model(initial_of: Callable[[Any], Any], functions: frozenset[str], key: Any) -> Model:

@@ -1,30 +1,39 @@
-"""Registers whose written values are distinct, decided without search (Gibbons & Korach, 1997).
+"""Registers whose written values are distinct, decided without search (after Gibbons &
+Korach, 1997, extended to compare-and-set).
 
-When every write of a register writes a value no other write writes, and none writes the
-initial value, each read names the one write it saw (the read mapping is known), and
-linearizability reduces to interval arithmetic over *clusters*: a value's write together with
-the reads that returned it (the initial value's cluster has a virtual write before everything).
-For a cluster take ``f``, the earliest return among its operations, and ``s``, the latest
-call. If ``f < s`` its *forward zone* is ``[f, s]``: its write is placed before ``f`` and its
-last read after ``s``, so the register holds that value all through the zone. Otherwise its
-*backward zone* is ``(s, f)``: every operation of the cluster is open through it, and the
-cluster can be placed at any one point of it. The history is linearizable if and only if:
+When every write (and every cas's new value) writes a value no other writes, and none writes
+the initial value, the register holds each value during one unbroken stretch of any
+linearization, and each read or cas names the write it saw. A successful ``cas a b`` reads
+``a`` and writes ``b`` at one instant, so the stretch of ``b`` follows that of ``a`` at once:
+values linked by cas form a *chain* (the initial value heads one; each plain write heads
+another) whose stretches are contiguous and in a fixed order. The operations of one chain are
+its writes and cas, and the reads of its values.
 
-1. no read returned before the write of its value was invoked (nor read a value never written);
-2. no two forward zones intersect (the register would hold two values at once);
-3. no backward zone lies inside a forward zone (its cluster can go neither before that zone,
-   since one of its operations was invoked inside it, nor after, since one returned inside it).
+Conditions, each necessary, together sufficient (a linearization is built from them):
 
-Operations of unknown outcome (``info``): a read constrains nothing and is left out; a write
-whose value nobody read is left out too (for a plain register, a write nobody observed can be
-dropped from any linearization without changing what a read returns); a write whose value
-was read must have taken effect, at some point after its call: it counts as returning after
-every event of the history.
+1. every read and cas observes a value that is the initial one or written by some operation,
+   and no value is consumed by two cas;
+2. a chain's operations can be ordered alone: placing the writer of each of its values after
+   the call of every operation of the previous value, and before the return of every
+   operation of its own value (the prefix maximum of the one must stay below the other);
+   a cas must not depend on itself (expect a value only it writes, or one written by a
+   cas that expects its new value...);
+3. for a chain take ``f``, the earliest return among its operations, and ``s``, the latest
+   call. If ``f < s`` its *forward zone* ``[f, s]`` is covered by the chain's stretch: no two
+   forward zones may intersect (the register would hold two values at once);
+4. otherwise its *backward zone* is ``(s, f)``: every operation of the chain is open through
+   it, and the chain can go at any one point of it, but not at a point inside another chain's
+   forward zone, so that backward zone must not lie inside a forward zone.
 
-When the conditions hold, ``decide`` builds a linearization (each operation at a point inside
-its interval: a forward cluster's write just before ``f`` and its reads from there, a backward
-cluster's operations together at a free point of its zone) and replays it through the model,
-so an "ok" always carries a witness that has been checked. ``O(n log n)`` for ``n`` operations.
+Operations of unknown outcome (``info``): a read constrains nothing and is left out; a write or
+cas whose value no operation that must happen observes is left out too (removing it leaves
+every other operation observing what it did); one whose value is observed must have taken
+effect, after its call, and counts as returning after every event of the history.
+
+The linearization: chains in the order of their zones (a backward one at a free point of its
+zone), each in the order of condition 2. ``decide`` checks it against real-time order and
+replays it through the model, so an "ok" carries a witness that has been checked.
+``O(n log n)`` for ``n`` operations.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lincheck.history import Operation
@@ -40,21 +49,18 @@ from lincheck.models import INCONSISTENT, Model
 
 __all__ = ["ZoneDecision", "decide"]
 
-# Offsets that place operations between the integer event indexes: a forward cluster's write
-# just before its zone, its reads after the write and after their own calls; a backward
-# cluster half-way between two events.
-_WRITE_BEFORE_ZONE = 0.3
-_READ_BEFORE_ZONE = 0.2
-_READ_AFTER_CALL = 0.1
+# Where a backward chain goes, between two integer event indexes; how far past its zone a
+# forward chain's placement may reach (less than half the gap between two events).
 _BACKWARD_POINT = 0.5
+_ZONE_MARGIN = 0.3
 
 
 @dataclass(frozen=True, slots=True)
 class ZoneDecision:
     """The zone algorithm's verdict on one partition.
 
-    ``order``: for "ok", a linearization (every completed operation, and the writes of unknown
-    outcome that were read) with the model state after each; empty for "illegal".
+    ``order``: for "ok", a linearization (every completed operation, and those of unknown
+    outcome that must have taken effect) with the model state after each; empty for "illegal".
     ``reason``: for "illegal", the condition that fails, in words.
     """
 
@@ -64,13 +70,26 @@ class ZoneDecision:
 
 
 @dataclass(slots=True)
-class _Cluster:
+class _Value:
+    """One value's stretch: the operation that wrote it (None: the initial value), and the
+    reads that returned it."""
+
     value: Any
-    write: Operation | None  # None: the initial value's virtual write
-    reads: list[Operation]
-    first_ret: float = 0.0  # f: the earliest return among its operations
-    last_call: float = 0.0  # s: the latest call among its operations
-    point: float = 0.0  # backward clusters: where all of it is placed
+    writer: Operation | None
+    reads: list[Operation] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Chain:
+    values: list[_Value]
+    ordered: list[Operation] = field(default_factory=list)  # condition 2's order
+    first_ret: float = 0.0  # f
+    last_call: float = 0.0  # s
+    anchor: float = 0.0  # where it goes: f for a forward chain, a free point for a backward
+
+
+class _Illegal(Exception):
+    pass
 
 
 def _plain(value: Any) -> bool:
@@ -86,7 +105,8 @@ def _plain(value: Any) -> bool:
 def decide(ops: Sequence[Operation], model: Model) -> ZoneDecision | None:
     """The verdict on ``ops`` (one partition) by the zone algorithm, or None when its
     precondition fails: the model gives no ``register_view``, an operation is not a plain
-    read or write, or two writes (or a write and the initial value) share a value."""
+    read, write or successful cas, or two writes (or a write and the initial value) share a
+    value."""
     view = model.register_view
     if view is None:
         return None
@@ -95,8 +115,9 @@ def decide(ops: Sequence[Operation], model: Model) -> ZoneDecision | None:
     initial = model.init()
     if not _plain(initial):
         return None
-    writes: dict[Any, Operation] = {}
+    writers: dict[Any, Operation] = {}
     reads: list[tuple[Operation, Any]] = []
+    cas: list[tuple[Operation, Any, Any]] = []  # (op, expected, new)
     for op in ops:
         seen = view(op)
         if seen is None:
@@ -108,97 +129,174 @@ def decide(ops: Sequence[Operation], model: Model) -> ZoneDecision | None:
                     return None
                 reads.append((op, value))
             continue
-        if not _plain(value) or value == initial or value in writes:
+        new = value
+        if kind == "cas":
+            expected, new = value
+            if not _plain(expected):
+                return None
+            cas.append((op, expected, new))
+        if not _plain(new) or new == initial or new in writers:
             return None
-        writes[value] = op
-    return _decide(ops, model, initial, writes, reads)
+        writers[new] = op
+    try:
+        return ZoneDecision("ok", order=_decide(ops, model, initial, writers, reads, cas))
+    except _Illegal as why:
+        return ZoneDecision("illegal", reason=str(why))
 
 
 def _decide(ops: Sequence[Operation], model: Model, initial: Any,
-            writes: dict[Any, Operation], reads: list[tuple[Operation, Any]]) -> ZoneDecision:
-    describe = model.describe_op
-    # Returns after every event: where a write of unknown outcome that was read "returns".
+            writers: dict[Any, Operation], reads: list[tuple[Operation, Any]],
+            cas: list[tuple[Operation, Any, Any]]) -> tuple[tuple[Operation, Any], ...]:
+    show, describe = model.describe_state, model.describe_op
+    expects = {op.id: expected for op, expected, _ in cas}
+    values: dict[Any, _Value] = {initial: _Value(initial, None)}
+    for value, op in writers.items():
+        values[value] = _Value(value, op)
+    for op, value in reads:
+        if value not in values:
+            raise _Illegal(f"{describe(op)} returned {show(value)}, a value that is neither "
+                           "the initial one nor written by any operation")
+        values[value].reads.append(op)
+    needed = _needed(writers, reads, cas, expects)
+    successor: dict[Any, tuple[Operation, Any]] = {}  # expected -> (cas, new)
+    for op, expected, new in cas:
+        if op.id not in needed:
+            continue
+        if expected not in values:
+            raise _Illegal(f"{describe(op)} expected {show(expected)}, a value that is "
+                           "neither the initial one nor written by any operation")
+        other = successor.get(expected)
+        if other is not None:
+            raise _Illegal(f"{describe(other[0])} and {describe(op)} both took effect on "
+                           f"{show(expected)}, which is written once")
+        successor[expected] = (op, new)
+    chains = []
+    for head in values.values():
+        if head.writer is not None and head.writer.id in expects:
+            continue  # written by a cas: inside the chain of the value it expected
+        if head.writer is not None and head.writer.id not in needed:
+            continue  # a write of unknown outcome nobody observed: it may never have happened
+        chain = _Chain([head])
+        while chain.values[-1].value in successor:
+            chain.values.append(values[successor[chain.values[-1].value][1]])
+        if head.writer is None and not head.reads and len(chain.values) == 1:
+            continue  # the initial value, never observed
+        chains.append(chain)
     never = float(max(max(op.call, op.ret or 0) for op in ops) + 1)
-    clusters: dict[Any, _Cluster] = {initial: _Cluster(initial, None, [])}
-    for value, op in writes.items():
-        clusters[value] = _Cluster(value, op, [])
-    for r, value in reads:
-        cluster = clusters.get(value)
-        if cluster is None:
-            return ZoneDecision("illegal", reason=(
-                f"{describe(r)} returned {model.describe_state(value)}, a value that is "
-                "neither the initial one nor written by any operation"))
-        writer = cluster.write
-        if writer is not None and r.ret is not None and r.ret < writer.call:
-            return ZoneDecision("illegal", reason=f"{describe(r)} returned before "
-                                                  f"{describe(writer)} was invoked")
-        cluster.reads.append(r)
-    forward: list[_Cluster] = []
-    backward: list[_Cluster] = []
-    for cluster in clusters.values():
-        w = cluster.write
-        if w is None:
-            if not cluster.reads:
-                continue
-            first_ret, last_call = -1.0, float(max(r.call for r in cluster.reads))
-        else:
-            if w.status != "ok" and not cluster.reads:
-                continue  # a write of unknown outcome nobody read: it may never have happened
-            rets = [float(r.ret) for r in cluster.reads if r.ret is not None]
-            first_ret = min([float(w.ret) if w.status == "ok" and w.ret is not None
-                             else never, *rets])
-            last_call = float(max([w.call, *(r.call for r in cluster.reads)]))
-        cluster.first_ret, cluster.last_call = first_ret, last_call
-        (forward if first_ret < last_call else backward).append(cluster)
-    forward.sort(key=lambda c: c.first_ret)
+    for chain in chains:
+        _order_chain(chain, never, show, describe)
+    order = _place(chains, show)
+    missing = (needed | {op.id for op, _ in reads}) - {op.id for op in order}
+    if missing:
+        # Following what each cas expected back from one left out never reaches the initial
+        # value or a plain write: it goes round a cycle of cas (or one expecting its own new
+        # value), none of which can be the first to take effect.
+        first = min((op for op in ops if op.id in missing and op.id in expects),
+                    key=lambda op: op.call)
+        raise _Illegal(f"{describe(first)} expected {show(expects[first.id])}, which only "
+                       "a cas that depends on it writes")
+    return _witness(model, order)
+
+
+def _needed(writers: dict[Any, Operation], reads: list[tuple[Operation, Any]],
+            cas: list[tuple[Operation, Any, Any]], expects: dict[int, Any]) -> set[int]:
+    """Ids of the writes and cas that must have taken effect: the completed ones, and those
+    of unknown outcome whose value an operation that must happen observed."""
+    needed = {op.id for op in writers.values() if op.status == "ok"}
+    observed = [value for _, value in reads]
+    observed += [expected for op, expected, _ in cas if op.status == "ok"]
+    while observed:
+        value = observed.pop()
+        writer = writers.get(value)
+        if writer is None or writer.id in needed:
+            continue
+        needed.add(writer.id)
+        if writer.id in expects:
+            observed.append(expects[writer.id])
+    return needed
+
+
+def _order_chain(chain: _Chain, never: float, show: Any, describe: Any) -> None:
+    """Condition 2: order the chain alone (writer of each value at the prefix maximum of its
+    lower bounds, plus one half; its reads after their calls and after it), or raise."""
+    keyed: list[tuple[float, int, int, int, Operation]] = []
+    low = float("-inf")  # the prefix maximum of the lower bounds
+    low_op: Operation | None = None
+    previous: list[Operation] = []
+    for i, stretch in enumerate(chain.values):
+        w = stretch.writer
+        for op in ([w] if w is not None else []) + previous:
+            if op.call > low:
+                low, low_op = float(op.call), op
+        high, high_op = never, w
+        if w is not None and w.status == "ok" and w.ret is not None:
+            high = float(w.ret)
+        for r in stretch.reads:
+            if r.ret is not None and r.ret < high:
+                high, high_op = float(r.ret), r
+        if low >= high:
+            assert low_op is not None and high_op is not None
+            raise _Illegal(f"value {show(stretch.value)} cannot be written in time: "
+                           f"{describe(low_op)} was invoked after {describe(high_op)} "
+                           "returned")
+        at = low + _BACKWARD_POINT if w is not None else float("-inf")
+        if w is not None:
+            keyed.append((at, i, 0, w.call, w))
+        keyed.extend((max(r.call + _BACKWARD_POINT, at), i, 1, r.call, r)
+                     for r in stretch.reads)
+        previous = stretch.reads
+    keyed.sort(key=lambda k: k[:4])
+    chain.ordered = [k[4] for k in keyed]
+    rets = [float(op.ret) for op in chain.ordered if op.status == "ok" and op.ret is not None]
+    # The initial value's virtual write returned before everything.
+    chain.first_ret = -1.0 if chain.values[0].writer is None else min(rets, default=never)
+    chain.last_call = float(max(op.call for op in chain.ordered))
+
+
+def _place(chains: list[_Chain], show: Any) -> list[Operation]:
+    """Conditions 3 and 4, and the chains' order: forward ones by zone, each backward one at
+    a free point of its zone."""
+    forward = sorted((c for c in chains if c.first_ret < c.last_call),
+                     key=lambda c: c.first_ret)
+    backward = [c for c in chains if not c.first_ret < c.last_call]
     for a, b in itertools.pairwise(forward):
         if b.first_ret < a.last_call:
-            return ZoneDecision("illegal", reason=(
-                f"values {model.describe_state(a.value)} and {model.describe_state(b.value)} "
-                "would both have to be held at once (their forward zones overlap)"))
+            raise _Illegal(f"values {show(a.values[0].value)} and {show(b.values[0].value)} "
+                           "would both have to be held at once (their forward zones overlap)")
     starts = [c.first_ret for c in forward]
-    for cluster in backward:
-        i = bisect.bisect_left(starts, cluster.last_call) - 1
-        if i >= 0 and cluster.first_ret < forward[i].last_call:
-            return ZoneDecision("illegal", reason=(
-                f"value {model.describe_state(cluster.value)} can be neither before nor after "
-                f"value {model.describe_state(forward[i].value)} (its backward zone lies "
-                "inside that value's forward zone)"))
+    for chain in forward:
+        chain.anchor = chain.first_ret
+    for chain in backward:
+        i = bisect.bisect_left(starts, chain.last_call) - 1
+        if i >= 0 and chain.first_ret < forward[i].last_call:
+            raise _Illegal(f"value {show(chain.values[0].value)} can be neither before nor "
+                           f"after value {show(forward[i].values[0].value)} (its backward "
+                           "zone lies inside that value's forward zone)")
         # A free point of the zone: just after its latest call, or after the forward zone
-        # holding that point (the zones are disjoint, so one jump suffices).
-        point = cluster.last_call + _BACKWARD_POINT
-        if i >= 0 and point <= forward[i].last_call + _READ_AFTER_CALL:
+        # holding that point (the forward zones are disjoint, so one jump suffices).
+        point = chain.last_call + _BACKWARD_POINT
+        if i >= 0 and point <= forward[i].last_call + _ZONE_MARGIN:
             point = forward[i].last_call + _BACKWARD_POINT
-        if point >= cluster.first_ret:
-            raise AssertionError(f"no free point in the backward zone of {cluster.value!r}")
-        cluster.point = point
-    return ZoneDecision("ok", order=_witness(model, forward, backward))
+        if point >= chain.first_ret:
+            raise AssertionError(f"no free point in the backward zone of {chain.values[0]!r}")
+        chain.anchor = point
+    everything = sorted(chains, key=lambda c: c.anchor)
+    return [op for chain in everything for op in chain.ordered]
 
 
-def _witness(model: Model, forward: list[_Cluster], backward: list[_Cluster]
-             ) -> tuple[tuple[Operation, Any], ...]:
-    """Each operation at a point inside its interval, in point order, replayed through the
-    model: a linearization, or an AssertionError (the conditions were wrongly judged)."""
-    placed: list[tuple[float, int, int, int, Operation]] = []
-    for n, cluster in enumerate(forward):
-        if cluster.write is not None:
-            placed.append((cluster.first_ret - _WRITE_BEFORE_ZONE, n, 0, 0, cluster.write))
-        for r in cluster.reads:
-            at = max(r.call + _READ_AFTER_CALL, cluster.first_ret - _READ_BEFORE_ZONE)
-            placed.append((at, n, 1, r.call, r))
-    for n, cluster in enumerate(backward, start=len(forward)):
-        if cluster.write is not None:
-            placed.append((cluster.point, n, 0, 0, cluster.write))
-        placed.extend((cluster.point, n, 1, r.call, r) for r in cluster.reads)
-    placed.sort(key=lambda p: p[:4])
+def _witness(model: Model, order: list[Operation]) -> tuple[tuple[Operation, Any], ...]:
+    """``order`` checked against real-time order and replayed through the model: a
+    linearization, or an AssertionError (the conditions were wrongly judged)."""
+    latest_call = -1
     state = model.init()
-    order: list[tuple[Operation, Any]] = []
-    for at, _, _, _, op in placed:
-        if not op.call < at < (op.ret if op.status == "ok" and op.ret is not None
-                               else float("inf")):
-            raise AssertionError(f"operation {op.id} placed at {at} outside its interval")
+    out: list[tuple[Operation, Any]] = []
+    for op in order:
+        if op.status == "ok" and op.ret is not None and op.ret < latest_call:
+            raise AssertionError(f"the zone witness puts operation {op.id} after one invoked "
+                                 "after it returned")
+        latest_call = max(latest_call, op.call)
         state = model.step(state, op)
         if state is INCONSISTENT:
             raise AssertionError(f"the zone witness does not replay at operation {op.id}")
-        order.append((op, state))
-    return tuple(order)
+        out.append((op, state))
+    return tuple(out)

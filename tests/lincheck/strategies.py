@@ -155,7 +155,8 @@ def recorded_history(draw: Draw, model: str, ops_max: int = 6,
     """Events of a concurrent history recorded from a real sequential object: each operation
     takes effect at one instant between its invocation and completion; some crash (info,
     taking effect or not) and some never complete. ``distinct``: every operation that is
-    not a read is a plain write of a value written by no other (see ``DISTINCT_WRITE``)."""
+    not a read writes a value written by no other (a plain write, see ``DISTINCT_WRITE``, or
+    for cas-register a cas, of the current value mostly)."""
     spec = SPECS[model]
     if distinct and model not in DISTINCT_WRITE:
         raise ValueError(f"no distinct-value histories for model {model!r}")
@@ -166,6 +167,7 @@ def recorded_history(draw: Draw, model: str, ops_max: int = 6,
     # thread -> [f, input, key, linearized?, output, happened?]
     pending: dict[int, list[Any]] = {}
     events: list[dict[str, Any]] = []
+    written: list[Any] = []  # distinct values invoked so far
     started = 0
     for _ in range(ops_max * 4):
         actions = []
@@ -187,7 +189,13 @@ def recorded_history(draw: Draw, model: str, ops_max: int = 6,
             t = draw(st.sampled_from(idle))
             f, value, key = spec.gen(draw)
             if distinct and f not in ("read", "get"):
-                f, value = DISTINCT_WRITE[model], _distinct_value(model, DISTINCT_FIRST + started)
+                new = _distinct_value(model, DISTINCT_FIRST + started)
+                if f == "cas":
+                    # Expect the current value mostly, so that many cas succeed.
+                    value = [draw(st.sampled_from([state, state, None, *written[-2:]])), new]
+                else:
+                    f, value = DISTINCT_WRITE[model], new
+                written.append(new)
             pending[t] = [f, value, key, False, None, False]
             ev: dict[str, Any] = {"process": proc[t], "type": "invoke", "f": f, "value": value}
             if key is not None:
@@ -251,6 +259,8 @@ def mutated_history(draw: Draw, model: str, ops_max: int = 6, processes_max: int
         if distinct:
             written = [e["value"] for e in events if e["type"] == "invoke"
                        and e["f"] == DISTINCT_WRITE[model]]
+            written += [e["value"][1] for e in events if e["type"] == "invoke"
+                        and e["f"] == "cas"]
             choices = [*written, "" if model == "kv" else None]
         events[i] = {**events[i], "value": draw(st.sampled_from(choices))}
     elif kind == "info" and completions:

@@ -267,6 +267,8 @@ def test_zone_algorithm_agrees_with_brute_force_on_distinct_value_histories(
     assume(history.operations)
     result = _decided_by_zones(history, model)
     event(result.verdict)
+    event("a cas took effect" if any(op.f == "cas" for op in history.operations)
+          else "no cas")
     assert result.verdict == brute_force_check(history, model), events
 
 

@@ -30,7 +30,7 @@ def test_a_read_that_returned_before_its_write_was_invoked_is_illegal() -> None:
                        ev(0, "invoke", "write", 1), ev(0, "ok", "write", 1))
     (part,) = result.partitions
     assert (result.verdict, part.decided_by) == ("illegal", "zones")
-    assert "returned before p0 write 1 was invoked" in part.reason
+    assert "p0 write 1 was invoked after p1 read → 1 returned" in part.reason
 
 
 def test_a_read_of_a_value_nobody_wrote_is_illegal() -> None:
@@ -96,9 +96,9 @@ def test_a_read_before_a_crashed_write_was_invoked_is_illegal() -> None:
     ((ev(0, "invoke", "write", 1), ev(0, "ok", "write", 1),
       ev(1, "invoke", "write", 1), ev(1, "ok", "write", 1)), "register"),
     ((ev(0, "invoke", "write", None), ev(0, "ok", "write", None)), "register"),
-    ((ev(0, "invoke", "cas", [None, 1]), ev(0, "ok", "cas", [None, 1])), "cas-register"),
+    ((ev(0, "invoke", "cas", [1, 2]), ev(0, "ok", "cas", False)), "cas-register"),
     ((ev(0, "invoke", "append", "x", key="k"), ev(0, "ok", "append", "x", key="k")), "kv"),
-], ids=["repeated value", "writes the initial value", "cas", "append"])
+], ids=["repeated value", "writes the initial value", "observed failed cas", "append"])
 def test_without_distinct_plain_writes_the_search_decides(events: tuple[dict[str, Any], ...],
                                                           model: str) -> None:
     _, result = _check(*events, model=model)
@@ -157,3 +157,53 @@ def test_a_long_busy_history_is_decided_without_search() -> None:
     (part,) = result.partitions
     assert (result.verdict, part.decided_by) == ("ok", "zones")
     assert len(part.longest) == 5_000
+
+
+def test_a_chain_of_cas_is_decided_without_search() -> None:
+    _, result = _check(ev(0, "invoke", "write", 1), ev(0, "ok", "write", 1),
+                       ev(1, "invoke", "cas", [1, 2]), ev(2, "invoke", "cas", [2, 3]),
+                       ev(2, "ok", "cas", [2, 3]), ev(1, "ok", "cas", [1, 2]),
+                       ev(3, "invoke", "read"), ev(3, "ok", "read", 3), model="cas-register")
+    (part,) = result.partitions
+    assert (result.verdict, part.decided_by) == ("ok", "zones")
+    assert part.longest == (0, 1, 2, 3)
+
+
+def test_two_cas_on_the_same_value_are_illegal() -> None:
+    _, result = _check(ev(1, "invoke", "cas", [None, 2]), ev(1, "ok", "cas", [None, 2]),
+                       ev(2, "invoke", "cas", [None, 3]), ev(2, "ok", "cas", [None, 3]),
+                       model="cas-register")
+    assert result.verdict == "illegal"
+    assert "both took effect on nil" in result.partitions[0].reason
+
+
+def test_a_crashed_cas_whose_value_was_read_took_effect() -> None:
+    _, result = _check(ev(1, "invoke", "cas", [None, 2]), ev(1, "info", "cas", [None, 2]),
+                       ev(2, "invoke", "read"), ev(2, "ok", "read", 2),
+                       ev(3, "invoke", "read"), ev(3, "ok", "read", None),
+                       model="cas-register")
+    assert result.verdict == "illegal"  # nil read after 2 was: nil is never written again
+    _, result = _check(ev(1, "invoke", "cas", [None, 2]), ev(1, "info", "cas", [None, 2]),
+                       ev(3, "invoke", "read"), ev(3, "ok", "read", None),
+                       ev(2, "invoke", "read"), ev(2, "ok", "read", 2),
+                       model="cas-register")
+    assert (result.verdict, result.partitions[0].decided_by) == ("ok", "zones")
+
+
+def test_a_crashed_cas_that_took_effect_makes_the_write_it_consumed_take_effect() -> None:
+    _, result = _check(ev(0, "invoke", "write", 1), ev(0, "info", "write", 1),
+                       ev(1, "invoke", "cas", [1, 2]), ev(1, "info", "cas", [1, 2]),
+                       ev(2, "invoke", "read"), ev(2, "ok", "read", 2), model="cas-register")
+    (part,) = result.partitions
+    assert (result.verdict, part.decided_by) == ("ok", "zones")
+    assert part.longest == (0, 1, 2)
+
+
+@pytest.mark.parametrize("pairs", [[[0, 0]], [[1, 2], [2, 1]]], ids=["itself", "a cycle"])
+def test_cas_that_expect_only_what_they_write_are_illegal(pairs: list[list[int]]) -> None:
+    events = [e for p, pair in enumerate(pairs)
+              for e in (ev(p, "invoke", "cas", pair), ev(p, "ok", "cas", pair))]
+    _, result = _check(*events, model="cas-register")
+    (part,) = result.partitions
+    assert (result.verdict, part.decided_by) == ("illegal", "zones")
+    assert "which only a cas that depends on it writes" in part.reason
