@@ -36,6 +36,9 @@ Optional fields, each a pure function:
     observed failed cas). With it, a partition whose writes write distinct values is decided by
     ``lincheck.zones`` in O(n log n) instead of the search. A wrong answer makes verdicts
     wrong: give it only for semantics exactly those of ``cas-register``.
+``append_view(op) -> ("append", element) | ("read", value) | None``  likewise for a list
+    that only grows at its end: what an op appends (its input) or reads (its output),
+    frozen; None for any other op. Appends of distinct elements are then decided the same way.
 ``describe_op(op)`` and ``describe_state(state)``  short text for reports.
 
 ``get_model(name, initial)`` builds a built-in model; ``initial`` is its ``--initial`` JSON value
@@ -141,6 +144,7 @@ class Model:
     part_model: Callable[[Any], Model] | None = None
     may_reach: Callable[[Any, Operation, Sequence[Operation]], bool] | None = None
     register_view: Callable[[Operation], tuple[str, Any] | None] | None = None
+    append_view: Callable[[Operation], tuple[str, Any] | None] | None = None
     initial: Any = field(default=None, compare=False)
 
 
@@ -361,12 +365,21 @@ def _kv_register_view(op: Operation) -> tuple[str, Any] | None:
     return None  # append and delete: the value they leave depends on the value before
 
 
+def _kv_append_view(op: Operation) -> tuple[str, Any] | None:
+    f = _KV_ALIASES.get(op.f, op.f)
+    if f == "get":
+        return "read", freeze(op.output)
+    if f == "append":
+        return "append", freeze(op.input)
+    return None
+
+
 def _kv_key_model(initial_of: Callable[[Any], Any], functions: frozenset[str], key: Any) -> Model:
     initial = initial_of(key)
     return Model("kv", functools.partial(_const, initial),
                  functools.partial(_kv_value_step, initial), functions,
                  read_only=_kv_read_only, check_op=_register_check, may_reach=_kv_may_reach,
-                 register_view=_kv_register_view)
+                 register_view=_kv_register_view, append_view=_kv_append_view)
 
 
 def _by_key(ops: Sequence[Operation]) -> list[tuple[Any, list[Operation]]]:

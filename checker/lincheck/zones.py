@@ -104,44 +104,109 @@ def _plain(value: Any) -> bool:
 
 def decide(ops: Sequence[Operation], model: Model) -> ZoneDecision | None:
     """The verdict on ``ops`` (one partition) by the zone algorithm, or None when its
-    precondition fails: the model gives no ``register_view``, an operation is not a plain
-    read, write or successful cas, or two writes (or a write and the initial value) share a
-    value."""
-    view = model.register_view
-    if view is None:
+    precondition fails: the model gives neither ``register_view`` nor ``append_view``, an
+    operation is not a plain read, write or successful cas (or list append and read), or two
+    writes (or a write and the initial value) share a value."""
+    if model.register_view is None and model.append_view is None:
         return None
     if not ops:
         return ZoneDecision("ok")  # e.g. a key whose only operations were reads of no outcome
     initial = model.init()
     if not _plain(initial):
         return None
-    writers: dict[Any, Operation] = {}
-    reads: list[tuple[Operation, Any]] = []
-    cas: list[tuple[Operation, Any, Any]] = []  # (op, expected, new)
+    try:
+        views = _register_views(ops, model)
+        if views is None:
+            views = _append_views(ops, model, initial)
+        if views is None:
+            return None
+        writers: dict[Any, Operation] = {}
+        reads: list[tuple[Operation, Any]] = []
+        cas: list[tuple[Operation, Any, Any]] = []  # (op, expected, new)
+        for op, kind, value in views:
+            if kind == "read":
+                if op.status == "ok":
+                    if not _plain(value):
+                        return None
+                    reads.append((op, value))
+                continue
+            new = value
+            if kind == "cas":
+                expected, new = value
+                if not _plain(expected):
+                    return None
+                cas.append((op, expected, new))
+            if not _plain(new) or new == initial or new in writers:
+                return None
+            writers[new] = op
+        return ZoneDecision("ok", order=_decide(ops, model, initial, writers, reads, cas))
+    except _Illegal as why:
+        return ZoneDecision("illegal", reason=str(why))
+
+
+def _register_views(ops: Sequence[Operation], model: Model
+                    ) -> list[tuple[Operation, str, Any]] | None:
+    view = model.register_view
+    if view is None:
+        return None
+    views = []
+    for op in ops:
+        seen = view(op)
+        if seen is None:
+            return None
+        views.append((op, *seen))
+    return views
+
+
+def _append_views(ops: Sequence[Operation], model: Model, initial: Any
+                  ) -> list[tuple[Operation, str, Any]] | None:
+    """Appends of distinct elements to a list, seen as cas: the longest read gives the order
+    of the appends it holds, so appending its i-th element is ``cas P(i-1) P(i)`` where
+    ``P(i)`` is the list of its first ``i`` elements (every read returns one of them, or the
+    history is illegal). Completed appends no read holds go after, earliest return first
+    (as good an order as any: nothing observes them, and an earlier deadline first is the
+    order in which the most can be placed); appends of unknown outcome no read holds are
+    left out. None unless every op is an append of a distinct non-string element or a read."""
+    view = model.append_view
+    if view is None:
+        return None
+    appends: dict[Any, Operation] = {}
+    read_views: list[tuple[Operation, str, Any]] = []
     for op in ops:
         seen = view(op)
         if seen is None:
             return None
         kind, value = seen
-        if kind == "read":
-            if op.status == "ok":
-                if not _plain(value):
-                    return None
-                reads.append((op, value))
-            continue
-        new = value
-        if kind == "cas":
-            expected, new = value
-            if not _plain(expected):
+        if kind == "append":
+            if isinstance(value, str) or not _plain(value) or value in appends:
+                return None  # appended strings concatenate: elements cannot be told apart
+            appends[value] = op
+        elif op.status == "ok":
+            if isinstance(value, str) and value != initial:
                 return None
-            cas.append((op, expected, new))
-        if not _plain(new) or new == initial or new in writers:
-            return None
-        writers[new] = op
-    try:
-        return ZoneDecision("ok", order=_decide(ops, model, initial, writers, reads, cas))
-    except _Illegal as why:
-        return ZoneDecision("illegal", reason=str(why))
+            read_views.append((op, kind, value))
+    base: tuple[Any, ...] = initial if isinstance(initial, tuple) else ()
+    lists = [value for _, _, value in read_views if isinstance(value, tuple)]
+    longest: tuple[Any, ...] = max(lists, key=len, default=base)
+    if longest[:len(base)] != base:
+        raise _Illegal(f"a read returned {model.describe_state(longest)}, which does not start "
+                       f"with the initial value {model.describe_state(initial)}")
+    order = list(longest[len(base):])
+    if len(set(order)) != len(order) or any(x not in appends for x in order):
+        raise _Illegal(f"a read returned {model.describe_state(longest)}: an element twice, "
+                       "or one no operation appended")
+    held = set(order)
+    late = sorted((op for x, op in appends.items() if x not in held and op.status == "ok"),
+                  key=lambda op: op.ret if op.ret is not None else 0)
+    views = list(read_views)
+    state = initial
+    for op in [appends[x] for x in order] + late:
+        after = model.step(state, op)
+        if after is INCONSISTENT:
+            return None  # the model refuses the append itself: leave it to the search
+        views.append((op, "cas", (state, after)))
+        state = after
+    return views
 
 
 def _decide(ops: Sequence[Operation], model: Model, initial: Any,

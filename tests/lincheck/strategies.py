@@ -59,6 +59,23 @@ def _kv_apply(s: dict[str, str], f: str, v: Any, k: Any, draw: Draw) -> tuple[An
     return new, v, True
 
 
+def _kv_list_gen(draw: Draw) -> tuple[str, Any, Any]:
+    f = draw(st.sampled_from(("get", "append")))
+    key = draw(st.sampled_from(("a", "b")))
+    return f, (None if f == "get" else draw(st.sampled_from(VALUES))), key
+
+
+def _kv_list_apply(s: dict[str, Any], f: str, v: Any, k: Any,
+                   draw: Draw) -> tuple[Any, Any, bool]:
+    """Appends of numbers: a key never appended to reads as "" (the kv model's initial)."""
+    if f == "get":
+        current = s.get(k, "")
+        return s, (list(current) if isinstance(current, tuple) else current), True
+    new = dict(s)
+    new[k] = (*s.get(k, ()), v)
+    return new, v, True
+
+
 def _mutex_gen(draw: Draw) -> tuple[str, Any, Any]:
     return draw(st.sampled_from(("acquire", "release"))), None, None
 
@@ -130,6 +147,7 @@ SPECS: dict[str, Spec] = {
     "cas-register": Spec("cas-register", None, lambda: None, lambda d: _reg_gen(d, True),
                          _reg_apply),
     "kv": Spec("kv", None, dict, _kv_gen, _kv_apply),
+    "kv-append": Spec("kv", None, dict, _kv_list_gen, _kv_list_apply),
     "mutex": Spec("mutex", None, lambda: False, _mutex_gen, _mutex_apply),
     "set": Spec("set", None, frozenset, _set_gen, _set_apply),
     "fifo-queue": Spec("fifo-queue", None, tuple, _queue_gen, _fifo_apply),
@@ -140,7 +158,8 @@ SPECS: dict[str, Spec] = {
 
 # Models whose histories can be drawn with distinct written values (``distinct=True``), the
 # precondition of the zone algorithm (lincheck.zones), and how each writes.
-DISTINCT_WRITE = {"register": "write", "cas-register": "write", "kv": "put"}
+DISTINCT_WRITE = {"register": "write", "cas-register": "write", "kv": "put",
+                  "kv-append": "append"}
 # Distinct values start here, clear of VALUES and of every model's initial value.
 DISTINCT_FIRST = 100
 
@@ -256,7 +275,14 @@ def mutated_history(draw: Draw, model: str, ops_max: int = 6, processes_max: int
         spec = SPECS[model]
         _, value, _ = spec.gen(draw)
         choices = [value, *VALUES, None, [], "x", "xy"]
-        if distinct:
+        if distinct and model == "kv-append":
+            # Another read's list, or this one with an element dropped or two swapped.
+            seen = events[i]["value"]
+            choices = [e["value"] for e in events if e["type"] == "ok" and e["f"] == "get"]
+            if isinstance(seen, list) and seen:
+                choices += [seen[:-1], seen[1:], seen[::-1]]
+            choices = choices or [""]
+        elif distinct:
             written = [e["value"] for e in events if e["type"] == "invoke"
                        and e["f"] == DISTINCT_WRITE[model]]
             written += [e["value"][1] for e in events if e["type"] == "invoke"

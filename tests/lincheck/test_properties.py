@@ -31,7 +31,7 @@ SETTINGS = settings(max_examples=60, deadline=None,
 
 def _both(events: list[dict[str, Any]], name: str) -> tuple[str, str]:
     history = history_from_events(events)
-    model = get_model(name)
+    model = get_model(SPECS[name].model)
     try:
         validate_functions(history, model)
     except HistoryError:
@@ -196,7 +196,7 @@ def test_what_a_result_says_is_true_claim_by_claim(name: str, data: st.DataObjec
     rejected (or unhelpful) as it says, and the text's claims hold. Ok: the witness replays."""
     events = data.draw(mutated_history(name, ops_max=7))
     history = history_from_events(events)
-    model = get_model(name)
+    model = get_model(SPECS[name].model)
     try:
         validate_functions(history, model)
     except HistoryError:
@@ -263,7 +263,7 @@ def test_zone_algorithm_agrees_with_brute_force_on_distinct_value_histories(
         name: str, data: st.DataObject) -> None:
     events = data.draw(mutated_history(name, ops_max=7, distinct=True))
     history = history_from_events(events)
-    model = get_model(name)
+    model = get_model(SPECS[name].model)
     assume(history.operations)
     result = _decided_by_zones(history, model)
     event(result.verdict)
@@ -279,7 +279,7 @@ def test_zone_algorithm_agrees_with_the_search_on_busier_distinct_value_historie
         name: str, data: st.DataObject) -> None:
     events = data.draw(mutated_history(name, ops_max=20, processes_max=5, distinct=True))
     history = history_from_events(events)
-    model = get_model(name)
+    model = get_model(SPECS[name].model)
     assume(history.operations)
     result = _decided_by_zones(history, model)
     event(result.verdict)
@@ -294,7 +294,7 @@ def test_what_a_zone_result_says_is_true_claim_by_claim(name: str, data: st.Data
     explanation (from the search's longest prefix) is true as for the search's own verdicts."""
     events = data.draw(mutated_history(name, ops_max=9, distinct=True))
     history = history_from_events(events)
-    model = get_model(name)
+    model = get_model(SPECS[name].model)
     assume(history.operations)
     result = _decided_by_zones(history, model)
     event(result.verdict)

@@ -207,3 +207,32 @@ def test_cas_that_expect_only_what_they_write_are_illegal(pairs: list[list[int]]
     (part,) = result.partitions
     assert (result.verdict, part.decided_by) == ("illegal", "zones")
     assert "which only a cas that depends on it writes" in part.reason
+
+
+def test_appends_of_distinct_elements_are_decided_without_search() -> None:
+    a = {"key": "k"}
+    _, result = _check(ev(0, "invoke", "append", 1, **a), ev(1, "invoke", "append", 2, **a),
+                       ev(0, "ok", "append", 1, **a), ev(1, "info", "append", 2, **a),
+                       ev(2, "invoke", "get", **a), ev(2, "ok", "get", [2, 1], **a),
+                       ev(3, "invoke", "append", 3, **a), ev(3, "ok", "append", 3, **a),
+                       model="kv")
+    (part,) = result.partitions
+    assert (result.verdict, part.decided_by) == ("ok", "zones")
+    assert len(part.longest) == 4
+
+
+def test_a_read_of_appends_in_another_order_than_a_later_read_is_illegal() -> None:
+    a = {"key": "k"}
+    _, result = _check(ev(0, "invoke", "append", 1, **a), ev(1, "invoke", "append", 2, **a),
+                       ev(0, "ok", "append", 1, **a), ev(1, "ok", "append", 2, **a),
+                       ev(2, "invoke", "get", **a), ev(2, "ok", "get", [1], **a),
+                       ev(2, "invoke", "get", **a), ev(2, "ok", "get", [2, 1], **a),
+                       model="kv")
+    (part,) = result.partitions
+    assert (result.verdict, part.decided_by) == ("illegal", "zones")
+
+
+def test_appended_strings_are_left_to_the_search() -> None:
+    _, result = _check(ev(0, "invoke", "append", "x", key="k"),
+                       ev(0, "ok", "append", "x", key="k"), model="kv")
+    assert result.partitions[0].decided_by == "search"
