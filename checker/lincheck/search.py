@@ -714,6 +714,10 @@ class _Job:
             self.verdict, self.stopped_by = "unknown", "deadline"
         except _MemoFull:
             self.verdict, self.stopped_by = "unknown", "memo"
+        except MemoryError:
+            # The memo bound is per process and approximate: if the machine runs out first,
+            # the verdict is unknown, not a crash (the generator's memo is freed just below).
+            self.verdict, self.stopped_by = "unknown", "memory"
         finally:
             self.seconds += time.monotonic() - started
         # The generator has ended (or raised): its memo is garbage, give back its entries.
@@ -785,6 +789,8 @@ class _Job:
             "deadline": "the deadline passed before the search finished",
             "memo": (f"the search would hold more than {self.search.budget.entries_max:,} "
                      "memo entries (memo_entries_max)"),
+            "memory": ("the search ran out of memory before it reached its memo bound "
+                       "(memo_entries_max)"),
         }.get(self.stopped_by, "not checked to the end: another partition was illegal")
         return PartitionResult(key=self.key, verdict="unknown", operation_ids=ids,
                                longest=tuple(i for i, _ in placed),

@@ -6,8 +6,8 @@ from typing import Any
 
 from lincheck.brute import brute_force_check
 from lincheck.formats import history_from_events
-from lincheck.history import History
-from lincheck.models import get_model
+from lincheck.history import History, Operation
+from lincheck.models import Model, get_model
 from lincheck.search import check
 
 
@@ -275,3 +275,17 @@ def test_memo_entries_max_must_be_positive() -> None:
 
     with pytest.raises(ValueError, match="memo_entries_max"):
         check(STALE_READ, get_model("register"), memo_entries_max=0)
+
+
+def test_running_out_of_memory_is_unknown_with_a_reason_not_a_crash() -> None:
+    def step(state: Any, op: Operation) -> Any:
+        raise MemoryError
+
+    model = Model("greedy", lambda: 0, step, frozenset({"write"}))
+    history = history_from_events([
+        {"process": 0, "type": "invoke", "f": "write", "value": 1},
+        {"process": 0, "type": "ok", "f": "write", "value": 1},
+    ])
+    result = check(history, model)
+    assert result.verdict == "unknown"
+    assert "ran out of memory" in result.reason
