@@ -51,7 +51,6 @@ import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import IO, Any, cast
 
 from lincheck import edn
@@ -221,7 +220,8 @@ def detect_format(text_or_path: str | os.PathLike[str]) -> str:
     without a newline naming an existing file). Returns one of ``FORMATS`` other than auto."""
     if isinstance(text_or_path, os.PathLike) or (
             "\n" not in text_or_path and os.path.isfile(text_or_path)):
-        text = Path(text_or_path).read_text(encoding="utf-8", errors="replace")
+        with open(text_or_path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
     else:
         text = text_or_path
     return _detect(text)
