@@ -17,6 +17,8 @@ failed at a given return is remembered and never explored again.
 Pruning, each justified where it is applied:
 
 * read-only operations (``model.read_only``) of unknown outcome constrain nothing: dropped;
+* so do writes (and cas) of unknown outcome whose value nothing observes, in a register-like
+  model with no observed failed cas: dropped (``_unobserved_writes`` says why that is sound);
 * read-only operations of known outcome are placed eagerly, as soon as the state matches them,
   and never branched on (placing one never changes the state, so placing it is never worse);
 * an operation of unknown outcome (info) is never placed where it leaves the state unchanged,
@@ -162,6 +164,33 @@ def _twins(ops: Sequence[Operation], skip: Sequence[bool]) -> list[int]:
     return twin
 
 
+def _unobserved_writes(ops: Sequence[Operation], model: Model) -> set[int]:
+    """Ids of the writes and cas of unknown outcome whose new value no read returned and no
+    cas expected, for a register-like model (``model.register_view``) in a partition with no
+    observed failed cas. Such an op may be left out of any linearization: the values it
+    leaves until the next write are observed by no one, so without it every operation still
+    sees what it saw (a failed cas would not: it observes a value it was not, hence the
+    condition). Crashed writes of values nobody read are common, and each one otherwise
+    multiplies the orders the search tries."""
+    view = model.register_view
+    if view is None:
+        return set()
+    seen: list[tuple[Operation, str, Any]] = []
+    for op in ops:
+        kind = view(op)
+        if kind is None:
+            return set()  # an observed failed cas, or an op this rule does not know
+        seen.append((op, *kind))
+    try:
+        observed = {value for op, kind, value in seen if kind == "read" and op.status == "ok"}
+        observed |= {value[0] for _, kind, value in seen if kind == "cas"}
+        return {op.id for op, kind, value in seen if op.status == "info" and (
+            (kind == "write" and value not in observed)
+            or (kind == "cas" and value[1] not in observed))}
+    except TypeError:  # an unhashable value
+        return set()
+
+
 class _Partition:
     """The search over one partition's operations: a depth-first walk of the history's events
     that branches only at returns, with a memo of configurations known to fail."""
@@ -173,8 +202,12 @@ class _Partition:
         self.budget = budget if budget is not None else _MemoBudget(MEMO_ENTRIES_MAX)
         self.memo_entries = 0  # this search's share of the budget
         read_only = model.read_only
-        self.ops = [op for op in sorted(ops, key=lambda o: o.call)
-                    if not (op.status == "info" and read_only(op))]
+        # Every op that can matter, for the explanation of a failure; the search itself also
+        # leaves out writes of unknown outcome that nothing observes (see _unobserved_writes).
+        self.all_ops = [op for op in sorted(ops, key=lambda o: o.call)
+                        if not (op.status == "info" and read_only(op))]
+        unobserved = _unobserved_writes(self.all_ops, model)
+        self.ops = [op for op in self.all_ops if op.id not in unobserved]
         self.is_read = [op.status == "ok" and read_only(op) for op in self.ops]
         self.is_info = [op.status == "info" for op in self.ops]
         self.twin = _twins(self.ops, self.is_read)
@@ -695,7 +728,8 @@ class _Job:
         self.stopped_by = ""  # "deadline" or "memo" when the search stopped undecided
         self.decided_by: DecidedBy = "search"
         started = time.monotonic()
-        self.zone = decide_by_zones(self.search.ops, self.model) if ZONES_ENABLED else None
+        self.zone = (decide_by_zones(self.search.all_ops, self.model) if ZONES_ENABLED
+                     else None)
         if self.zone is not None:
             self.verdict, self.decided_by, self.steps = self.zone.verdict, "zones", None
         self.seconds += time.monotonic() - started
@@ -754,7 +788,7 @@ class _Job:
             pass  # explain from the longest prefix the search saw
         finally:
             search.release_memo()
-        placed, searched, unplaced, cands = _explain_failure(search.ops, self.model,
+        placed, searched, unplaced, cands = _explain_failure(search.all_ops, self.model,
                                                              search.best)
         self.seconds += time.monotonic() - started
         return PartitionResult(key=self.key, verdict="illegal", operation_ids=ids,
@@ -777,7 +811,7 @@ class _Job:
                                    seconds=self.seconds, longest_searched=len(placed))
         if self.verdict == "illegal":
             placed, searched, unplaced, cands = _explain_failure(
-                self.search.ops, self.model, self.search.best)
+                self.search.all_ops, self.model, self.search.best)
             return PartitionResult(key=self.key, verdict="illegal", operation_ids=ids,
                                    longest=tuple(i for i, _ in placed),
                                    states=tuple(describe(s) for _, s in placed),
