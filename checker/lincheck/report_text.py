@@ -350,8 +350,11 @@ def _stuck_why(
                   f"before it {'are' if others > 1 else 'is'} rejected too")
     else:
         before = "none of the others that could go before it helps (see above)"
-    return (f"{first}; {before}. The search ruled out every other order too, so the history "
-            "has no linearization.")
+    # Who proved that no order works: the search, or the zone algorithm's conditions (the
+    # prefix shown then comes from a search that may have been stopped early).
+    judge = ("The zone algorithm rules out every order (see above)" if part.decided_by == "zones"
+             else "The search ruled out every other order too")
+    return f"{first}; {before}. {judge}, so the history has no linearization."
 
 
 def candidate_reason(

@@ -236,3 +236,13 @@ def test_appended_strings_are_left_to_the_search() -> None:
     _, result = _check(ev(0, "invoke", "append", "x", key="k"),
                        ev(0, "ok", "append", "x", key="k"), model="kv")
     assert result.partitions[0].decided_by == "search"
+
+
+def test_the_text_of_a_zone_verdict_names_the_zone_algorithm_as_judge() -> None:
+    history, result = _check(ev(0, "invoke", "write", 1), ev(0, "ok", "write", 1),
+                             ev(0, "invoke", "write", 2), ev(0, "ok", "write", 2),
+                             ev(1, "invoke", "read"), ev(1, "ok", "read", 1))
+    text = explain(history, result)
+    assert "Zone algorithm: value 2 can be neither before nor after value 1" in text
+    assert "The zone algorithm rules out every order" in text
+    assert "The search ruled out" not in text
