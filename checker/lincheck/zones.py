@@ -160,13 +160,16 @@ def _register_views(ops: Sequence[Operation], model: Model
 
 def _append_views(ops: Sequence[Operation], model: Model, initial: Any
                   ) -> list[tuple[Operation, str, Any]] | None:
-    """Appends of distinct elements to a list, seen as cas: the longest read gives the order
-    of the appends it holds, so appending its i-th element is ``cas P(i-1) P(i)`` where
-    ``P(i)`` is the list of its first ``i`` elements (every read returns one of them, or the
-    history is illegal). Completed appends no read holds go after, earliest return first
-    (as good an order as any: nothing observes them, and an earlier deadline first is the
-    order in which the most can be placed); appends of unknown outcome no read holds are
-    left out. None unless every op is an append of a distinct non-string element or a read."""
+    """Appends of distinct elements, seen as cas: the longest read gives the order of the
+    appends it holds, so appending its i-th element is ``cas P(i-1) P(i)`` where ``P(i)`` is
+    the value after its first ``i`` elements (every read returns one of them, or the history
+    is illegal). Completed appends no read holds go after, earliest return first (as good an
+    order as any: nothing observes them, and an earlier deadline first is the order in which
+    the most can be placed); appends of unknown outcome no read holds are left out.
+
+    Elements are list items, or strings appended to a string when no appended string is a
+    prefix of another (then a concatenation splits into them in one way only). None unless
+    every op is such an append or a read."""
     view = model.append_view
     if view is None:
         return None
@@ -178,23 +181,18 @@ def _append_views(ops: Sequence[Operation], model: Model, initial: Any
             return None
         kind, value = seen
         if kind == "append":
-            if isinstance(value, str) or not _plain(value) or value in appends:
-                return None  # appended strings concatenate: elements cannot be told apart
+            if not _plain(value) or value in appends:
+                return None
             appends[value] = op
         elif op.status == "ok":
-            if isinstance(value, str) and value != initial:
-                return None
             read_views.append((op, kind, value))
-    base: tuple[Any, ...] = initial if isinstance(initial, tuple) else ()
-    lists = [value for _, _, value in read_views if isinstance(value, tuple)]
-    longest: tuple[Any, ...] = max(lists, key=len, default=base)
-    if longest[:len(base)] != base:
-        raise _Illegal(f"a read returned {model.describe_state(longest)}, which does not start "
-                       f"with the initial value {model.describe_state(initial)}")
-    order = list(longest[len(base):])
-    if len(set(order)) != len(order) or any(x not in appends for x in order):
-        raise _Illegal(f"a read returned {model.describe_state(longest)}: an element twice, "
-                       "or one no operation appended")
+    texts = [isinstance(x, str) for x in appends]
+    if any(texts):
+        if not all(texts) or not isinstance(initial, str) or not _prefix_free(list(appends)):
+            return None
+        order = _split_text(read_views, initial, appends, model)
+    else:
+        order = _split_list(read_views, initial, appends, model)
     held = set(order)
     late = sorted((op for x, op in appends.items() if x not in held and op.status == "ok"),
                   key=lambda op: op.ret if op.ret is not None else 0)
@@ -207,6 +205,54 @@ def _append_views(ops: Sequence[Operation], model: Model, initial: Any
         views.append((op, "cas", (state, after)))
         state = after
     return views
+
+
+def _split_list(read_views: list[tuple[Operation, str, Any]], initial: Any,
+                appends: dict[Any, Operation], model: Model) -> list[Any]:
+    """The elements of the longest list read, after the initial ones, in order."""
+    base: tuple[Any, ...] = initial if isinstance(initial, tuple) else ()
+    lists = [value for _, _, value in read_views if isinstance(value, tuple)]
+    longest: tuple[Any, ...] = max(lists, key=len, default=base)
+    if longest[:len(base)] != base:
+        raise _Illegal(f"a read returned {model.describe_state(longest)}, which does not start "
+                       f"with the initial value {model.describe_state(initial)}")
+    order = list(longest[len(base):])
+    if len(set(order)) != len(order) or any(x not in appends for x in order):
+        raise _Illegal(f"a read returned {model.describe_state(longest)}: an element twice, "
+                       "or one no operation appended")
+    return order
+
+
+def _prefix_free(texts: list[str]) -> bool:
+    """No string is a prefix of another (in sorted order, a prefix comes just before a
+    string that starts with it)."""
+    ordered = sorted(texts)
+    return all(not b.startswith(a) for a, b in itertools.pairwise(ordered))
+
+
+def _split_text(read_views: list[tuple[Operation, str, Any]], initial: str,
+                appends: dict[Any, Operation], model: Model) -> list[str]:
+    """The appended strings the longest string read is made of, after the initial value, in
+    order: one way only, the appended strings being prefix-free."""
+    texts = [value for _, _, value in read_views if isinstance(value, str)]
+    longest: str = max(texts, key=len, default=initial)
+    if not longest.startswith(initial):
+        raise _Illegal(f"a read returned {model.describe_state(longest)}, which does not start "
+                       f"with the initial value {model.describe_state(initial)}")
+    lengths = sorted({len(x) for x in appends})
+    order: list[str] = []
+    used: set[str] = set()
+    at = len(initial)
+    while at < len(longest):
+        found = next((longest[at:at + n] for n in lengths if longest[at:at + n] in appends),
+                     None)
+        if found is None or found in used:
+            raise _Illegal(f"a read returned {model.describe_state(longest)}, which is not the "
+                           "initial value followed by distinct appended strings")
+        order.append(found)
+        used.add(found)
+        at += len(found)
+    return order
 
 
 def _decide(ops: Sequence[Operation], model: Model, initial: Any,

@@ -76,6 +76,22 @@ def _kv_list_apply(s: dict[str, Any], f: str, v: Any, k: Any,
     return new, v, True
 
 
+def _kv_text_apply(s: dict[str, str], f: str, v: Any, k: Any,
+                   draw: Draw) -> tuple[Any, Any, bool]:
+    """Appends of strings, as Porcupine's kv test data has them (distinct: ``<n>``)."""
+    if f == "get":
+        return s, s.get(k, ""), True
+    new = dict(s)
+    new[k] = s.get(k, "") + v
+    return new, v, True
+
+
+def _kv_text_gen(draw: Draw) -> tuple[str, Any, Any]:
+    f = draw(st.sampled_from(("get", "append")))
+    key = draw(st.sampled_from(("a", "b")))
+    return f, (None if f == "get" else draw(st.sampled_from(("x", "y")))), key
+
+
 def _mutex_gen(draw: Draw) -> tuple[str, Any, Any]:
     return draw(st.sampled_from(("acquire", "release"))), None, None
 
@@ -148,6 +164,7 @@ SPECS: dict[str, Spec] = {
                          _reg_apply),
     "kv": Spec("kv", None, dict, _kv_gen, _kv_apply),
     "kv-append": Spec("kv", None, dict, _kv_list_gen, _kv_list_apply),
+    "kv-append-text": Spec("kv", None, dict, _kv_text_gen, _kv_text_apply),
     "mutex": Spec("mutex", None, lambda: False, _mutex_gen, _mutex_apply),
     "set": Spec("set", None, frozenset, _set_gen, _set_apply),
     "fifo-queue": Spec("fifo-queue", None, tuple, _queue_gen, _fifo_apply),
@@ -159,12 +176,14 @@ SPECS: dict[str, Spec] = {
 # Models whose histories can be drawn with distinct written values (``distinct=True``), the
 # precondition of the zone algorithm (lincheck.zones), and how each writes.
 DISTINCT_WRITE = {"register": "write", "cas-register": "write", "kv": "put",
-                  "kv-append": "append"}
+                  "kv-append": "append", "kv-append-text": "append"}
 # Distinct values start here, clear of VALUES and of every model's initial value.
 DISTINCT_FIRST = 100
 
 
 def _distinct_value(model: str, n: int) -> Any:
+    if model == "kv-append-text":
+        return f"<{n}>"  # no such string is a prefix of another
     return f"v{n}" if model == "kv" else n
 
 
@@ -275,12 +294,15 @@ def mutated_history(draw: Draw, model: str, ops_max: int = 6, processes_max: int
         spec = SPECS[model]
         _, value, _ = spec.gen(draw)
         choices = [value, *VALUES, None, [], "x", "xy"]
-        if distinct and model == "kv-append":
-            # Another read's list, or this one with an element dropped or two swapped.
+        if distinct and model in ("kv-append", "kv-append-text"):
+            # Another read's value, or this one with an element dropped or in reverse order.
             seen = events[i]["value"]
             choices = [e["value"] for e in events if e["type"] == "ok" and e["f"] == "get"]
             if isinstance(seen, list) and seen:
                 choices += [seen[:-1], seen[1:], seen[::-1]]
+            if isinstance(seen, str) and seen:
+                pieces = seen.replace(">", ">|").split("|")[:-1]
+                choices += ["".join(pieces[:-1]), "".join(pieces[::-1]), seen[:-1]]
             choices = choices or [""]
         elif distinct:
             written = [e["value"] for e in events if e["type"] == "invoke"

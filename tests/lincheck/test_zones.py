@@ -97,8 +97,10 @@ def test_a_read_before_a_crashed_write_was_invoked_is_illegal() -> None:
       ev(1, "invoke", "write", 1), ev(1, "ok", "write", 1)), "register"),
     ((ev(0, "invoke", "write", None), ev(0, "ok", "write", None)), "register"),
     ((ev(0, "invoke", "cas", [1, 2]), ev(0, "ok", "cas", False)), "cas-register"),
-    ((ev(0, "invoke", "append", "x", key="k"), ev(0, "ok", "append", "x", key="k")), "kv"),
-], ids=["repeated value", "writes the initial value", "observed failed cas", "append"])
+    ((ev(0, "invoke", "put", "a", key="k"), ev(0, "ok", "put", "a", key="k"),
+      ev(0, "invoke", "append", "x", key="k"), ev(0, "ok", "append", "x", key="k")), "kv"),
+], ids=["repeated value", "writes the initial value", "observed failed cas",
+        "put and append"])
 def test_without_distinct_plain_writes_the_search_decides(events: tuple[dict[str, Any], ...],
                                                           model: str) -> None:
     _, result = _check(*events, model=model)
@@ -108,6 +110,7 @@ def test_without_distinct_plain_writes_the_search_decides(events: tuple[dict[str
 
 def test_kv_keys_are_decided_each_by_its_own_path() -> None:
     _, result = _check(ev(0, "invoke", "put", "a", key="k"), ev(0, "ok", "put", "a", key="k"),
+                       ev(1, "invoke", "put", "b", key="j"), ev(1, "ok", "put", "b", key="j"),
                        ev(1, "invoke", "append", "x", key="j"),
                        ev(1, "ok", "append", "x", key="j"), model="kv")
     assert sorted(part.decided_by for part in result.partitions) == ["search", "zones"]
@@ -232,10 +235,30 @@ def test_a_read_of_appends_in_another_order_than_a_later_read_is_illegal() -> No
     assert (result.verdict, part.decided_by) == ("illegal", "zones")
 
 
-def test_appended_strings_are_left_to_the_search() -> None:
+def test_appended_strings_one_a_prefix_of_another_are_left_to_the_search() -> None:
+    # "x" + "xy" and "xy" + "x" differ, but "xx" + "y" shows why a split may be ambiguous.
     _, result = _check(ev(0, "invoke", "append", "x", key="k"),
-                       ev(0, "ok", "append", "x", key="k"), model="kv")
+                       ev(0, "ok", "append", "x", key="k"),
+                       ev(0, "invoke", "append", "xy", key="k"),
+                       ev(0, "ok", "append", "xy", key="k"), model="kv")
     assert result.partitions[0].decided_by == "search"
+
+
+def test_appended_strings_none_a_prefix_of_another_are_decided_without_search() -> None:
+    a = {"key": "k"}
+    _, result = _check(ev(0, "invoke", "append", "x 1 y", **a),
+                       ev(1, "invoke", "append", "x 2 y", **a),
+                       ev(0, "ok", "append", "x 1 y", **a), ev(1, "ok", "append", "x 2 y", **a),
+                       ev(2, "invoke", "get", **a), ev(2, "ok", "get", "x 2 yx 1 y", **a),
+                       model="kv")
+    assert (result.verdict, result.partitions[0].decided_by) == ("ok", "zones")
+    _, result = _check(ev(0, "invoke", "append", "x 1 y", **a),
+                       ev(0, "ok", "append", "x 1 y", **a),
+                       ev(2, "invoke", "get", **a), ev(2, "ok", "get", "x 1 yx 1 y", **a),
+                       model="kv")
+    assert (result.verdict, result.partitions[0].decided_by) == ("illegal", "zones")
+    assert "not the initial value followed by distinct appended strings" in (
+        result.partitions[0].reason)
 
 
 def test_the_text_of_a_zone_verdict_names_the_zone_algorithm_as_judge() -> None:
