@@ -64,8 +64,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from lincheck.edn import freeze
 from lincheck.history import Operation
@@ -126,9 +125,9 @@ def _accept(op: Operation) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Model:
-    """A sequential specification; see the module docstring for the contract."""
+class Model(NamedTuple):
+    """A sequential specification; see the module docstring for the contract. (A NamedTuple
+    rather than a dataclass, for start-up time: see lincheck.history.)"""
 
     name: str
     init: Callable[[], Any]
@@ -145,7 +144,7 @@ class Model:
     may_reach: Callable[[Any, Operation, Sequence[Operation]], bool] | None = None
     register_view: Callable[[Operation], tuple[str, Any] | None] | None = None
     append_view: Callable[[Operation], tuple[str, Any] | None] | None = None
-    initial: Any = field(default=None, compare=False)
+    initial: Any = None
 
 
 # --- register and cas-register ---------------------------------------------------------------

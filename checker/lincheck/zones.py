@@ -41,8 +41,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from lincheck.history import Operation
 from lincheck.models import INCONSISTENT, Model
@@ -55,8 +54,7 @@ _BACKWARD_POINT = 0.5
 _ZONE_MARGIN = 0.3
 
 
-@dataclass(frozen=True, slots=True)
-class ZoneDecision:
+class ZoneDecision(NamedTuple):
     """The zone algorithm's verdict on one partition.
 
     ``order``: for "ok", a linearization (every completed operation, and those of unknown
@@ -69,23 +67,27 @@ class ZoneDecision:
     reason: str = ""
 
 
-@dataclass(slots=True)
 class _Value:
     """One value's stretch: the operation that wrote it (None: the initial value), and the
     reads that returned it."""
 
-    value: Any
-    writer: Operation | None
-    reads: list[Operation] = field(default_factory=list)
+    __slots__ = ("reads", "value", "writer")
+
+    def __init__(self, value: Any, writer: Operation | None) -> None:
+        self.value = value
+        self.writer = writer
+        self.reads: list[Operation] = []
 
 
-@dataclass(slots=True)
 class _Chain:
-    values: list[_Value]
-    ordered: list[Operation] = field(default_factory=list)  # condition 2's order
-    first_ret: float = 0.0  # f
-    last_call: float = 0.0  # s
-    anchor: float = 0.0  # where it goes: f for a forward chain, a free point for a backward
+    __slots__ = ("anchor", "first_ret", "last_call", "ordered", "values")
+
+    def __init__(self, values: list[_Value]) -> None:
+        self.values = values
+        self.ordered: list[Operation] = []  # condition 2's order
+        self.first_ret = 0.0  # f
+        self.last_call = 0.0  # s
+        self.anchor = 0.0  # where it goes: f for a forward chain, a free point for a backward
 
 
 class _Illegal(Exception):

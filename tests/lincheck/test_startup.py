@@ -13,7 +13,8 @@ CHECKER_DIR = Path(__file__).resolve().parents[2] / "checker"
 
 # Modules only some runs need: importing them at start-up costs every per-file CLI call.
 HEAVY = ("multiprocessing", "concurrent.futures", "lincheck.report_html", "asyncio", "email",
-         "http", "xml", "tempfile", "logging", "shutil", "bz2", "lzma")
+         "http", "xml", "tempfile", "logging", "shutil", "bz2", "lzma", "dataclasses",
+         "inspect", "pathlib")
 
 # Runs the CLI in a fresh interpreter, then prints which of the modules named in argv[1] it
 # imported (stdout of the CLI goes to stderr so that the last stdout line is that list).
@@ -29,7 +30,9 @@ print(json.dumps({"status": status, "imported": [n for n in names if n in sys.mo
 
 def _imported(*argv: str) -> tuple[int, list[str]]:
     done = subprocess.run(
-        [sys.executable, "-c", _PROBE, json.dumps([*HEAVY, "lincheck.report_json"]),
+        # -S: no site-packages, so nothing a .pth file imports is counted, and lincheck must
+        # run on the standard library alone.
+        [sys.executable, "-S", "-c", _PROBE, json.dumps([*HEAVY, "lincheck.report_json"]),
          *argv],
         capture_output=True, text=True, timeout=60, check=False,
         env={"PYTHONPATH": str(CHECKER_DIR), "PATH": "/usr/bin:/bin"},
