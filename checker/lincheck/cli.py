@@ -1,12 +1,13 @@
 """The ``lincheck`` command line.
 
     lincheck check FILE --model NAME [--initial JSON] [--format FORMAT] [--timeout SECONDS]
-                        [--html OUT] [--json]
+                        [--html OUT] [--json] [--allow-empty]
     lincheck models
     lincheck convert FILE --to jsonl OUT [--format FORMAT]
 
 Exit status of ``check``: 0 linearizable, 1 not linearizable, 2 unknown (deadline reached),
-3 bad input or usage, 4 internal error (a bug in lincheck: the one line names the exception;
+3 bad input or usage (a history with no operations is bad input unless ``--allow-empty``),
+4 internal error (a bug in lincheck: the one line names the exception;
 set ``LINCHECK_DEBUG=1`` for the traceback). Python's default status for an uncaught exception
 is 1, which would read as "not linearizable": hence the catch-all. Every error is ONE line on
 stderr, naming the file and line when the input is at fault. ``--json`` prints the result
@@ -42,8 +43,27 @@ class UsageError(Exception):
     """Bad arguments or input: the message is the one stderr line; the exit status is 3."""
 
 
+def _terminal_columns() -> int:
+    try:
+        return int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(sys.stdout.fileno())[0]
+    except (ValueError, OSError):
+        return 80
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, given the width so that it does not import ``shutil`` (and with
+    it three compression modules) on every run, for the terminal size: start-up time."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_terminal_columns() - 2)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports errors as one line and lets ``main`` exit 3 (argparse uses 2)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message} (see --help)")
@@ -88,6 +108,11 @@ def build_parser() -> ArgumentParser:
     )
     check.add_argument("--html", metavar="OUT", help="write a self-contained HTML report to OUT")
     check.add_argument("--json", action="store_true", help="print the JSON result on stdout")
+    check.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="accept a history with no operations (by default it is bad input, exit 3)",
+    )
 
     commands.add_parser("models", help="list the models, one per line")
 
@@ -162,13 +187,13 @@ def _model(name: str, initial_text: str | None) -> Any:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .report_json import result_to_json
-    from .report_text import explain
     from .search import check
-    from .validate import validate_functions
+    from .validate import require_operations, validate_functions
 
     model = _model(args.model, args.initial)
     history = _read(args.file, args.format)
+    if not args.allow_empty:
+        require_operations(history)
     validate_functions(history, model)
     result: Result = check(history, model, timeout=args.timeout)
     if args.html:
@@ -180,9 +205,14 @@ def _check(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"{PROG}: --html {args.html}: cannot write: {error.strerror or error}"
             ) from None
+    # Each report module is imported only when its output is asked for (start-up time).
     if args.json:
+        from .report_json import result_to_json
+
         print(json.dumps(result_to_json(result, history), ensure_ascii=False))
     else:
+        from .report_text import explain
+
         print(explain(history, result, model=model))
         if args.html:
             print(f"HTML report: {args.html}")

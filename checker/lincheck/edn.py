@@ -28,7 +28,10 @@ class Keyword(str):
     __slots__ = ()
 
     def __repr__(self) -> str:
-        return ":" + str(self)
+        # Error messages quote values with repr: a name holding a line break (the reader's
+        # tokens stop at \n but not at \x85 or \u2028) must not split the message.
+        name = str(self)
+        return ":" + (name if name.isprintable() else repr(name)[1:-1])
 
 
 class Symbol(str):
@@ -51,6 +54,7 @@ _CHAR_NAMES = {"newline": "\n", "space": " ", "tab": "\t", "return": "\r",
                "formfeed": "\f", "backspace": "\b"}
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "b": "\b", "f": "\f"}
 _CLOSERS = {"[": "]", "(": ")", "{": "}"}
+_BACKSLASH = "\\"  # Python 3.11 allows no backslash inside an f-string's braces
 
 
 def freeze(value: Any) -> Any:
@@ -145,6 +149,22 @@ class _Reader:
                 raise self.error(f"expected {closer!r}, found {c!r}")
             items.append(self.read(depth + 1))
 
+    def read_seq_lines(self, closer: str) -> list[tuple[int, Any]]:
+        """``read_seq`` at depth 1, keeping the line each element starts on."""
+        items: list[tuple[int, Any]] = []
+        while True:
+            self.skip_ws()
+            if self.pos >= len(self.text):
+                raise self.error(f"missing {closer!r}")
+            c = self.text[self.pos]
+            if c == closer:
+                self.pos += 1
+                return items
+            if c in ")]}":
+                raise self.error(f"expected {closer!r}, found {c!r}")
+            line = self.line
+            items.append((line, self.read(1)))
+
     def make_map(self, items: list[Any]) -> dict[Any, Any]:
         if len(items) % 2:
             raise self.error("map with an odd number of forms")
@@ -179,7 +199,7 @@ class _Reader:
                     out.append(chr(int(digits, 16)))
                     self.pos += 6
                 else:
-                    raise self.error(f"bad escape \\{esc} in string")
+                    raise self.error(f"bad escape {_BACKSLASH + esc!r} in string")
                 continue
             if c == "\n":
                 self.line += 1
@@ -201,7 +221,7 @@ class _Reader:
             if not tag:
                 raise self.error("bad tag")
             return self.read(depth + 1)  # the tagged form stands for itself
-        raise self.error(f"unsupported dispatch #{nxt}")
+        raise self.error(f"unsupported dispatch {'#' + nxt!r}")
 
     def read_char(self) -> str:
         self.pos += 1
@@ -220,7 +240,7 @@ class _Reader:
                 return chr(int(name[1:], 16))
             except ValueError:
                 pass
-        raise self.error(f"bad character literal \\{name}")
+        raise self.error(f"bad character literal {_BACKSLASH + name!r}")
 
     def read_atom(self) -> Any:
         tok = self.token()
@@ -264,21 +284,24 @@ def read_one(text: str, line: int = 1) -> Any:
     return value
 
 
-def iter_vector_items(text: str) -> Iterator[tuple[int, Any]]:
-    """For a text holding one top-level vector, yield ``(line, item)`` for each element."""
+def read_history_forms(text: str) -> list[tuple[int, Any]]:
+    """The records of a history file, ``(line, form)`` each, by Knossos' rule: a file holding
+    one vector or list has its elements as the records (``[{...} {...}]`` or ``({...} ...)``);
+    otherwise each top-level form is a record (one map, or ``[process type f value]`` tuple,
+    per line). A lone top-level collection is returned as its elements: whether it is one
+    tuple rather than a collection of records is for the caller to decide."""
     reader = _Reader(text)
     reader.skip_ws()
-    if not text.startswith("[", reader.pos):
-        raise reader.error("expected a vector")
-    reader.pos += 1
-    while True:
-        reader.skip_ws()
-        if reader.pos >= len(text):
-            raise reader.error("missing ']'")
-        if text[reader.pos] == "]":
-            reader.pos += 1
-            break
+    forms: list[tuple[int, Any]] = []
+    opener = text[reader.pos:reader.pos + 1]
+    if opener in ("[", "("):
+        start = reader.line
+        reader.pos += 1
+        items = reader.read_seq_lines(_CLOSERS[opener])
+        if reader.at_end():
+            return items
+        forms.append((start, [item for _, item in items]))
+    while not reader.at_end():
         line = reader.line
-        yield line, reader.read(1)
-    if not reader.at_end():
-        raise reader.error("trailing data after the history vector")
+        forms.append((line, reader.read(0)))
+    return forms

@@ -33,8 +33,10 @@ Other keys are allowed and ignored. Example::
 
 Other formats
 -------------
-``edn``: a Jepsen history, either one EDN vector of op maps or one map per line, with keys
-``:process :type :f :value`` and optional ``:key :time`` (nanoseconds) ``:index``. Knossos' rule
+``edn``: a Jepsen history, the shapes Knossos reads: one EDN vector or list of op maps, or one
+op map per line, with keys ``:process :type :f :value`` and optional ``:key :time``
+(nanoseconds) ``:index``; an op may also be a tuple ``[process type f value]`` (an error may
+follow; it is ignored). Knossos' rule
 applies: an ok ``:read`` whose value is nil constrains nothing.
 ``porcupine-etcd``: Jepsen log lines ``INFO jepsen.util - P :type :f value`` (other log lines are
 skipped); ``:ok :read nil`` is a real read of the absent key, ``:fail :cas`` an observed failed
@@ -49,7 +51,6 @@ import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import IO, Any, cast
 
 from lincheck import edn
@@ -134,12 +135,27 @@ def _jsonl_records(text: str, source: str) -> list[tuple[int, Any]]:
 
 def _edn_records(text: str, source: str) -> list[tuple[int, Any]]:
     try:
-        stripped = _skip_edn_space(text)
-        if stripped.startswith("["):
-            return list(edn.iter_vector_items(text))
-        return list(edn.read_forms(text))
+        records = edn.read_history_forms(text)
     except edn.EdnError as e:
         raise HistoryError(source, e.line, f"bad EDN: {e.reason}") from None
+    if _is_tuple([form for _, form in records]):
+        # A file of one [process type f value] tuple: read whole, it looked like a collection.
+        return [(records[0][0], _tuple_to_map([form for _, form in records]))]
+    return [(line, _tuple_to_map(form)) for line, form in records]
+
+
+_TUPLE_KEYS = (edn.Keyword("process"), edn.Keyword("type"), edn.Keyword("f"),
+               edn.Keyword("value"), edn.Keyword("error"))
+
+
+def _is_tuple(form: Any) -> bool:
+    """A Knossos tuple record: ``[process type f value]``, optionally with an error after."""
+    return (isinstance(form, list) and len(form) in (4, 5) and isinstance(form[1], str)
+            and str(form[1]) in EVENT_TYPES and not isinstance(form[0], dict | list))
+
+
+def _tuple_to_map(form: Any) -> Any:
+    return dict(zip(_TUPLE_KEYS, form, strict=False)) if _is_tuple(form) else form
 
 
 def _skip_edn_space(text: str) -> str:
@@ -204,7 +220,8 @@ def detect_format(text_or_path: str | os.PathLike[str]) -> str:
     without a newline naming an existing file). Returns one of ``FORMATS`` other than auto."""
     if isinstance(text_or_path, os.PathLike) or (
             "\n" not in text_or_path and os.path.isfile(text_or_path)):
-        text = Path(text_or_path).read_text(encoding="utf-8", errors="replace")
+        with open(text_or_path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
     else:
         text = text_or_path
     return _detect(text)
@@ -216,7 +233,7 @@ def _detect(text: str) -> str:
         return "jsonl"  # empty: any reader gives the empty history
     if "jepsen.util" in first:
         return "porcupine-etcd"
-    if first.startswith("["):
+    if first.startswith(("[", "(")):
         return "edn"
     if first.startswith("{"):
         try:

@@ -9,19 +9,23 @@ are kept for the report's timeline and left out of the check.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 EventType = Literal["invoke", "ok", "fail", "info"]
 EVENT_TYPES: frozenset[str] = frozenset(("invoke", "ok", "fail", "info"))
 NEMESIS = "nemesis"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+# Records are NamedTuples, not dataclasses: importing dataclasses (and with it inspect) and
+# building each class costs a per-file ``lincheck check`` process about a quarter of what
+# lincheck adds to the interpreter's start-up. Immutable, compact, compared by value.
+
+
+class Event(NamedTuple):
     """One record of a history file, in file order."""
 
-    index: int  # position in the history (0-based), the order the checker uses
+    # The field shadows tuple.index (fine at run time: the field is what callers want).
+    index: int  # type: ignore[assignment]  # 0-based position: the order the checker uses
     process: int | str
     type: EventType
     f: str
@@ -31,8 +35,7 @@ class Event:
     line: int | None = None  # 1-based line in the source file, for error messages
 
 
-@dataclass(frozen=True, slots=True)
-class Operation:
+class Operation(NamedTuple):
     """A client operation: an invocation and its completion, as the checker sees it.
 
     ``call`` and ``ret`` are event indexes: the operation took effect, if at all, somewhere in
@@ -60,14 +63,31 @@ class Operation:
     ret_line: int | None = None
 
 
-@dataclass(slots=True)
 class History:
-    """A validated history: client operations plus the nemesis events, and where it came from."""
+    """A validated history: client operations plus the nemesis events, and where it came from.
 
-    operations: list[Operation]
-    nemesis: list[Event] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)  # every event, for the report's timeline
-    source: str = "<memory>"
+    ``events`` holds every event, for the report's timeline."""
+
+    __slots__ = ("events", "nemesis", "operations", "source")
+
+    def __init__(self, operations: list[Operation], nemesis: list[Event] | None = None,
+                 events: list[Event] | None = None, source: str = "<memory>") -> None:
+        self.operations = operations
+        self.nemesis = [] if nemesis is None else nemesis
+        self.events = [] if events is None else events
+        self.source = source
+
+    def __repr__(self) -> str:
+        return (f"History(operations={self.operations!r}, nemesis={self.nemesis!r}, "
+                f"events={self.events!r}, source={self.source!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, History):
+            return NotImplemented
+        return (self.operations, self.nemesis, self.events, self.source) == (
+            other.operations, other.nemesis, other.events, other.source)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
 
 
 class HistoryError(ValueError):
@@ -77,5 +97,7 @@ class HistoryError(ValueError):
         self.source = source
         self.line = line
         self.reason = message
-        where = f"{source}:{line}" if line is not None else source
+        # A file name may hold a line break; the message must stay one line all the same.
+        shown = source if source.isprintable() else repr(source)[1:-1]
+        where = f"{shown}:{line}" if line is not None else shown
         super().__init__(f"{where}: {message}")

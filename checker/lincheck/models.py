@@ -30,6 +30,15 @@ Optional fields, each a pure function:
     ``state`` can make the read-only ``target`` consistent (for an append-only string that no
     longer prefixes the value read). Lets the search give up on hopeless orders early.
 ``check_op(op) -> str | None``  a message when the op's value has the wrong shape for the model.
+``register_view(op) -> (kind, value) | None``  for a model that is a register on the ops it is
+    given: ``("read", output)``, ``("write", input)`` or ``("cas", (expected, new))`` for a cas
+    that succeeded or whose outcome is unknown, values frozen; None for any other op (an
+    observed failed cas). With it, a partition whose writes write distinct values is decided by
+    ``lincheck.zones`` in O(n log n) instead of the search. A wrong answer makes verdicts
+    wrong: give it only for semantics exactly those of ``cas-register``.
+``append_view(op) -> ("append", element) | ("read", value) | None``  likewise for a list
+    that only grows at its end: what an op appends (its input) or reads (its output),
+    frozen; None for any other op. Appends of distinct elements are then decided the same way.
 ``describe_op(op)`` and ``describe_state(state)``  short text for reports.
 
 ``get_model(name, initial)`` builds a built-in model; ``initial`` is its ``--initial`` JSON value
@@ -41,7 +50,8 @@ Optional fields, each a pure function:
 ``kv``              per key: get → v; put v; append v (strings concatenate, other values
                     collect into a list); cas [expected new]; delete (back to the initial value).
                     Keys are independent (partitioned). Every key starts as ``initial`` (default
-                    ``""``); a JSON object gives per-key initial values instead.
+                    ``""``: a key never written reads as ``""``, as in Porcupine, so a null
+                    read matches only a null put); a JSON object gives per-key initial values.
 ``multi-register``  txn [[f k v] ...] with f "r" (read; nil constrains nothing) or "w" (write),
                     applied atomically. Initial: every register nil, or an object of them.
 ``mutex``           acquire; release.  Initial default: free.
@@ -54,8 +64,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from lincheck.edn import freeze
 from lincheck.history import Operation
@@ -116,9 +125,9 @@ def _accept(op: Operation) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Model:
-    """A sequential specification; see the module docstring for the contract."""
+class Model(NamedTuple):
+    """A sequential specification; see the module docstring for the contract. (A NamedTuple
+    rather than a dataclass, for start-up time: see lincheck.history.)"""
 
     name: str
     init: Callable[[], Any]
@@ -133,7 +142,9 @@ class Model:
     check_op: Callable[[Operation], str | None] = _accept
     part_model: Callable[[Any], Model] | None = None
     may_reach: Callable[[Any, Operation, Sequence[Operation]], bool] | None = None
-    initial: Any = field(default=None, compare=False)
+    register_view: Callable[[Operation], tuple[str, Any] | None] | None = None
+    append_view: Callable[[Operation], tuple[str, Any] | None] | None = None
+    initial: Any = None
 
 
 # --- register and cas-register ---------------------------------------------------------------
@@ -182,6 +193,17 @@ def _register_may_reach(state: Any, target: Operation, ops: Sequence[Operation])
     return False
 
 
+def _register_view(op: Operation) -> tuple[str, Any] | None:
+    if op.f == "read":
+        return "read", freeze(op.output)
+    if op.f == "write":
+        return "write", freeze(op.input)
+    if op.f == "cas" and _pair_shaped(op.input) and not (
+            op.status == "ok" and op.output is False):
+        return "cas", (freeze(op.input[0]), freeze(op.input[1]))
+    return None  # an observed failed comparison tells what the value was not: no read mapping
+
+
 def _register_check(op: Operation) -> str | None:
     if op.f == "cas" and not _pair_shaped(op.input):
         return f"cas value must be [expected new], not {op.input!r}"
@@ -209,13 +231,14 @@ def _cas_may_reach(state: Any, target: Operation, ops: Sequence[Operation]) -> b
 def register(initial: Any = None) -> Model:
     return Model("register", functools.partial(_const, freeze(initial)), _register_step,
                  frozenset({"read", "write"}), read_only=_register_read_only,
-                 may_reach=_register_may_reach, initial=initial)
+                 may_reach=_register_may_reach, register_view=_register_view, initial=initial)
 
 
 def cas_register(initial: Any = None) -> Model:
     return Model("cas-register", functools.partial(_const, freeze(initial)), _register_step,
                  frozenset({"read", "write", "cas"}), read_only=_register_read_only,
-                 check_op=_register_check, may_reach=_cas_may_reach, initial=initial)
+                 check_op=_register_check, may_reach=_cas_may_reach,
+                 register_view=_register_view, initial=initial)
 
 
 # --- mappings held as frozensets of (key, value) pairs -----------------------------------------
@@ -330,11 +353,32 @@ def _kv_may_reach(current: Any, target: Operation, ops: Sequence[Operation]) -> 
     return bool(ops)
 
 
+def _kv_register_view(op: Operation) -> tuple[str, Any] | None:
+    f = _KV_ALIASES.get(op.f, op.f)
+    if f == "get":
+        return "read", freeze(op.output)
+    if f == "put":
+        return "write", freeze(op.input)
+    if f == "cas":
+        return _register_view(op)
+    return None  # append and delete: the value they leave depends on the value before
+
+
+def _kv_append_view(op: Operation) -> tuple[str, Any] | None:
+    f = _KV_ALIASES.get(op.f, op.f)
+    if f == "get":
+        return "read", freeze(op.output)
+    if f == "append":
+        return "append", freeze(op.input)
+    return None
+
+
 def _kv_key_model(initial_of: Callable[[Any], Any], functions: frozenset[str], key: Any) -> Model:
     initial = initial_of(key)
     return Model("kv", functools.partial(_const, initial),
                  functools.partial(_kv_value_step, initial), functions,
-                 read_only=_kv_read_only, check_op=_register_check, may_reach=_kv_may_reach)
+                 read_only=_kv_read_only, check_op=_register_check, may_reach=_kv_may_reach,
+                 register_view=_kv_register_view, append_view=_kv_append_view)
 
 
 def _by_key(ops: Sequence[Operation]) -> list[tuple[Any, list[Operation]]]:

@@ -20,6 +20,7 @@ Schema ``lincheck.result/1`` (stable: fields may be added, never renamed or remo
           "operations": int,                  # operations in this partition
           "linearized": int,                  # length of the longest linearization found
           "seconds": float,
+          "decided_by": "search" | "zones",   # zones: distinct-value registers, no search
           # only when verdict != "ok" (an ok partition's witness is the whole partition):
           "longest": [int],                   # operation ids, in linearization order
           "states": [str],                    # model state after each of "longest"
@@ -99,6 +100,7 @@ def _partition_to_json(part: PartitionResult) -> dict[str, Any]:
         "operations": len(part.operation_ids),
         "linearized": len(part.longest),
         "seconds": part.seconds,
+        "decided_by": part.decided_by,
     }
     if part.verdict != "ok":
         out["longest"] = list(part.longest)

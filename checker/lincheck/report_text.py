@@ -17,7 +17,6 @@ remaining operations were invoked after the culprit returned, so they cannot go 
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 from collections.abc import Iterable
@@ -195,7 +194,25 @@ def _header(history: History, result: Result) -> str:
     if history.nemesis:
         parts.append(_count(len(history.nemesis), "nemesis event"))
     parts.append(f"checked in {format_seconds(result.seconds)}")
+    decided = decided_by_phrase(result)
+    if decided:
+        parts.append(decided)
     return f"{verdict_phrase(result.verdict)}: {history.source} ({', '.join(parts)})"
+
+
+def decided_by_phrase(result: Result) -> str:
+    """Which path decided the partitions that were decided: the zone algorithm (registers
+    with distinct written values, no search), the search, or how many each."""
+    decided = [part for part in result.partitions if part.verdict != "unknown"]
+    zones = sum(1 for part in decided if part.decided_by == "zones")
+    if not decided:
+        return ""
+    if zones == len(decided):
+        return "decided by the zone algorithm, without search"
+    if zones == 0:
+        return "decided by search"
+    return (f"decided by the zone algorithm ({_count(zones, 'partition')}) and by search "
+            f"({_count(len(decided) - zones, 'partition')})")
 
 
 def _op_line(op: Operation, model: DescribesOps | None, prefix: str) -> str:
@@ -333,8 +350,11 @@ def _stuck_why(
                   f"before it {'are' if others > 1 else 'is'} rejected too")
     else:
         before = "none of the others that could go before it helps (see above)"
-    return (f"{first}; {before}. The search ruled out every other order too, so the history "
-            "has no linearization.")
+    # Who proved that no order works: the search, or the zone algorithm's conditions (the
+    # prefix shown then comes from a search that may have been stopped early).
+    judge = ("The zone algorithm rules out every order (see above)" if part.decided_by == "zones"
+             else "The search ruled out every other order too")
+    return f"{first}; {before}. {judge}, so the history has no linearization."
 
 
 def candidate_reason(
@@ -401,6 +421,12 @@ def _stale(op: Operation, cand: Candidate, part: PartitionResult,
     return ""
 
 
+# Porcupine's kv model, which this one follows, reads a key never written as "": a null read
+# from a client that maps "absent" to null is then a mismatch, which deserves saying.
+KV_NULL_READ_NOTE = ('; note: kv reads an absent key as "" (as Porcupine does), so a null read '
+                     "matches only a value put as null, or a key that starts as null "
+                     "(--initial '{key}')")
+
 # Models whose reads and cas the wording below describes exactly (their step compares the
 # value read, or cas's expected value, with the state).
 _VALUE_MODELS = ("register", "cas-register", "kv")
@@ -413,6 +439,8 @@ def _rejection(op: Operation, was: str, model: DescribesOps | None, model_name: 
     value_model = model_name in _VALUE_MODELS
     if value_model and not unknown and op.f in ("read", "get"):
         said = _read_mismatch(op, was)
+        if said and model_name == "kv" and op.output is None:
+            said += KV_NULL_READ_NOTE.format(key=json.dumps({str(op.key): None}))
         if said:
             return said
     if value_model and op.f == "cas" and isinstance(op.input, list | tuple) and len(
@@ -458,6 +486,8 @@ def _state_value(text: str) -> Any:
     models describe it), or ``_NO_VALUE``."""
     if len(text) > state_literal_chars_max or text[:1] not in ("'", '"'):
         return _NO_VALUE
+    import ast  # here, not at the top: only an illegal verdict's text needs it, start-up counts
+
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
@@ -517,6 +547,8 @@ def explain(history: History, result: Result, *, model: DescribesOps | None = No
     ops = _ops_by_id(history)
     if result.verdict == "illegal":
         failing = [part for part in result.partitions if part.verdict == "illegal"]
+        if failing and failing[0].decided_by == "zones" and failing[0].reason:
+            lines.append(f"Zone algorithm: {failing[0].reason}.")
         if failing:
             lines.extend(_failure_lines(failing[0], ops, model, result.model))
         others = failing[1:]

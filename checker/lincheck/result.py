@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 Verdict = Literal["ok", "illegal", "unknown"]
+# What decided a partition: the search, or the zone algorithm (``lincheck.zones``: registers
+# whose writes are distinct, in O(n log n)).
+DecidedBy = Literal["search", "zones"]
 
 # What the model said to an operation that could have gone next after the longest partial
 # linearization (see ``Candidate``).
 CandidateOutcome = Literal["rejected", "unhelpful", "allowed"]
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+# NamedTuples rather than dataclasses, for start-up time (see lincheck.history).
+
+
+class Candidate(NamedTuple):
     """An operation that could have gone next after the longest partial linearization (it is
     not linearized, and no operation left unplaced returned before it was invoked), and why it
     did not.
@@ -38,8 +42,7 @@ class Candidate:
     read_only: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class PartitionResult:
+class PartitionResult(NamedTuple):
     """The verdict on one independent part of the history (one key, for a key-value model)."""
 
     key: Any  # the partition's key, or None when the history was checked whole
@@ -61,17 +64,53 @@ class PartitionResult:
     # model's answer (the culprit first). Empty when not computed (e.g. a hand-made result).
     candidates: tuple[Candidate, ...] = ()
     longest_searched: int = 0  # how many of ``longest``'s first ops the search itself reached
-    reason: str = ""  # for "unknown": why the search stopped (deadline, memo limit)
+    reason: str = ""  # "unknown": why the search stopped; "illegal" by zones: the condition
+    decided_by: DecidedBy = "search"
 
 
-@dataclass(frozen=True, slots=True)
 class Result:
+    """The verdict on a whole history. Immutable."""
+
+    __slots__ = ("model", "partitions", "reason", "seconds", "stats", "verdict")
     verdict: Verdict
     model: str
-    partitions: tuple[PartitionResult, ...] = ()
-    seconds: float = 0.0
-    reason: str = ""  # e.g. "deadline of 10 s reached" for unknown
-    stats: dict[str, Any] = field(default_factory=dict)
+    partitions: tuple[PartitionResult, ...]
+    seconds: float
+    reason: str  # e.g. "deadline of 10 s reached" for unknown
+    stats: dict[str, Any]
+
+    def __init__(self, verdict: Verdict, model: str,
+                 partitions: tuple[PartitionResult, ...] = (), seconds: float = 0.0,
+                 reason: str = "", stats: dict[str, Any] | None = None) -> None:
+        for name, value in (("verdict", verdict), ("model", model), ("partitions", partitions),
+                            ("seconds", seconds), ("reason", reason),
+                            ("stats", {} if stats is None else stats)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r} of a Result")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r} of a Result")
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.verdict, self.model, self.partitions, self.seconds, self.reason,
+                self.stats)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Result):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # stats is a dict
+
+    def __repr__(self) -> str:
+        return (f"Result(verdict={self.verdict!r}, model={self.model!r}, "
+                f"partitions={self.partitions!r}, seconds={self.seconds!r}, "
+                f"reason={self.reason!r}, stats={self.stats!r})")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Result, self._fields())
 
     @property
     def ok(self) -> bool:

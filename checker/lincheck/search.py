@@ -17,6 +17,8 @@ failed at a given return is remembered and never explored again.
 Pruning, each justified where it is applied:
 
 * read-only operations (``model.read_only``) of unknown outcome constrain nothing: dropped;
+* so do writes (and cas) of unknown outcome whose value nothing observes, in a register-like
+  model with no observed failed cas: dropped (``_unobserved_writes`` says why that is sound);
 * read-only operations of known outcome are placed eagerly, as soon as the state matches them,
   and never branched on (placing one never changes the state, so placing it is never worse);
 * an operation of unknown outcome (info) is never placed where it leaves the state unchanged,
@@ -64,18 +66,17 @@ on.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from lincheck.edn import freeze
 from lincheck.history import History, Operation
 from lincheck.models import INCONSISTENT, Model
-from lincheck.result import Candidate, PartitionResult, Result, Verdict
+from lincheck.result import Candidate, DecidedBy, PartitionResult, Result, Verdict
 from lincheck.validate import validate_functions
+from lincheck.zones import decide as decide_by_zones
 
 __all__ = ["check", "check_partition"]
 
@@ -92,6 +93,12 @@ REACH_OPS_MAX = 256
 MEMO_ENTRIES_MAX = 1_000_000
 # Steps appended greedily to the longest partial linearization of an illegal partition.
 EXTEND_STEPS_MAX = 100_000
+# The zone algorithm (lincheck.zones) decides a partition whose writes are distinct without
+# search; False forces the search everywhere (benchmarks compare the two).
+ZONES_ENABLED = True
+# An illegal verdict of the zone algorithm is explained from the longest partial
+# linearization the search finds in this many seconds at most.
+ZONE_EXPLAIN_SECONDS = 1.0
 # Parallel processes pay off only when there is this much work to share out.
 PARALLEL_OPERATIONS_MIN = 20_000
 PARALLEL_PARTITIONS_MIN = 4
@@ -157,6 +164,33 @@ def _twins(ops: Sequence[Operation], skip: Sequence[bool]) -> list[int]:
     return twin
 
 
+def _unobserved_writes(ops: Sequence[Operation], model: Model) -> set[int]:
+    """Ids of the writes and cas of unknown outcome whose new value no read returned and no
+    cas expected, for a register-like model (``model.register_view``) in a partition with no
+    observed failed cas. Such an op may be left out of any linearization: the values it
+    leaves until the next write are observed by no one, so without it every operation still
+    sees what it saw (a failed cas would not: it observes a value it was not, hence the
+    condition). Crashed writes of values nobody read are common, and each one otherwise
+    multiplies the orders the search tries."""
+    view = model.register_view
+    if view is None:
+        return set()
+    seen: list[tuple[Operation, str, Any]] = []
+    for op in ops:
+        kind = view(op)
+        if kind is None:
+            return set()  # an observed failed cas, or an op this rule does not know
+        seen.append((op, *kind))
+    try:
+        observed = {value for op, kind, value in seen if kind == "read" and op.status == "ok"}
+        observed |= {value[0] for _, kind, value in seen if kind == "cas"}
+        return {op.id for op, kind, value in seen if op.status == "info" and (
+            (kind == "write" and value not in observed)
+            or (kind == "cas" and value[1] not in observed))}
+    except TypeError:  # an unhashable value
+        return set()
+
+
 class _Partition:
     """The search over one partition's operations: a depth-first walk of the history's events
     that branches only at returns, with a memo of configurations known to fail."""
@@ -168,8 +202,12 @@ class _Partition:
         self.budget = budget if budget is not None else _MemoBudget(MEMO_ENTRIES_MAX)
         self.memo_entries = 0  # this search's share of the budget
         read_only = model.read_only
-        self.ops = [op for op in sorted(ops, key=lambda o: o.call)
-                    if not (op.status == "info" and read_only(op))]
+        # Every op that can matter, for the explanation of a failure; the search itself also
+        # leaves out writes of unknown outcome that nothing observes (see _unobserved_writes).
+        self.all_ops = [op for op in sorted(ops, key=lambda o: o.call)
+                        if not (op.status == "info" and read_only(op))]
+        unobserved = _unobserved_writes(self.all_ops, model)
+        self.ops = [op for op in self.all_ops if op.id not in unobserved]
         self.is_read = [op.status == "ok" and read_only(op) for op in self.ops]
         self.is_info = [op.status == "info" for op in self.ops]
         self.twin = _twins(self.ops, self.is_read)
@@ -674,18 +712,27 @@ def check_partition(key: Any, ops: Sequence[Operation], model: Model,
 
 
 class _Job:
-    """One partition's search, advanced a slice at a time."""
+    """One partition's check: the zone algorithm when its precondition holds, else the search,
+    advanced a slice at a time."""
 
     def __init__(self, key: Any, ops: Sequence[Operation], model: Model,
                  deadline: float | None, budget: _MemoBudget) -> None:
         self.key = key
         self.ops = ops
         self.seconds = 0.0
+        self.deadline = deadline
         self.model = model.part_model(key) if model.part_model is not None else model
         self.search = _Partition(ops, self.model, deadline, budget)
         self.steps: Iterator[None] | None = self.search.steps()
         self.verdict: Verdict | None = None
         self.stopped_by = ""  # "deadline" or "memo" when the search stopped undecided
+        self.decided_by: DecidedBy = "search"
+        started = time.monotonic()
+        self.zone = (decide_by_zones(self.search.all_ops, self.model) if ZONES_ENABLED
+                     else None)
+        if self.zone is not None:
+            self.verdict, self.decided_by, self.steps = self.zone.verdict, "zones", None
+        self.seconds += time.monotonic() - started
 
     def advance(self, pauses: int | None) -> Verdict | None:
         """Run for up to ``pauses`` pauses (None: to the end); the verdict once known."""
@@ -701,6 +748,10 @@ class _Job:
             self.verdict, self.stopped_by = "unknown", "deadline"
         except _MemoFull:
             self.verdict, self.stopped_by = "unknown", "memo"
+        except MemoryError:
+            # The memo bound is per process and approximate: if the machine runs out first,
+            # the verdict is unknown, not a crash (the generator's memo is freed just below).
+            self.verdict, self.stopped_by = "unknown", "memory"
         finally:
             self.seconds += time.monotonic() - started
         # The generator has ended (or raised): its memo is garbage, give back its entries.
@@ -708,7 +759,48 @@ class _Job:
         self.search.release_memo()
         return self.verdict
 
+    def _explain_zones(self) -> PartitionResult:
+        """The result of a partition the zone algorithm decided. For "illegal", the search
+        runs for at most ``ZONE_EXPLAIN_SECONDS`` to find a long partial linearization to
+        show (from which the explanation is built as usual); it must not find a
+        linearization."""
+        zone = self.zone
+        assert zone is not None
+        ids = tuple(sorted(op.id for op in self.ops))
+        describe = self.model.describe_state
+        if zone.verdict == "ok":
+            return PartitionResult(key=self.key, verdict="ok", operation_ids=ids,
+                                   longest=tuple(op.id for op, _ in zone.order),
+                                   states=tuple(describe(s) for _, s in zone.order),
+                                   seconds=self.seconds, longest_searched=len(zone.order),
+                                   decided_by="zones")
+        started = time.monotonic()
+        limit = started + ZONE_EXPLAIN_SECONDS
+        search = self.search
+        search.deadline = limit if self.deadline is None else min(limit, self.deadline)
+        try:
+            for _ in search.steps():
+                pass
+            if search.outcome[0] == "ok":
+                raise AssertionError("the zone algorithm found the partition illegal, yet the "
+                                     "search found a linearization")
+        except (_Deadline, _MemoFull):
+            pass  # explain from the longest prefix the search saw
+        finally:
+            search.release_memo()
+        placed, searched, unplaced, cands = _explain_failure(search.all_ops, self.model,
+                                                             search.best)
+        self.seconds += time.monotonic() - started
+        return PartitionResult(key=self.key, verdict="illegal", operation_ids=ids,
+                               longest=tuple(i for i, _ in placed),
+                               states=tuple(describe(s) for _, s in placed),
+                               unplaced=unplaced, seconds=self.seconds, candidates=cands,
+                               longest_searched=searched, decided_by="zones",
+                               reason=zone.reason)
+
     def result(self) -> PartitionResult:
+        if self.zone is not None:
+            return self._explain_zones()
         ids = tuple(sorted(op.id for op in self.ops))
         describe = self.model.describe_state
         if self.verdict == "ok":
@@ -719,7 +811,7 @@ class _Job:
                                    seconds=self.seconds, longest_searched=len(placed))
         if self.verdict == "illegal":
             placed, searched, unplaced, cands = _explain_failure(
-                self.search.ops, self.model, self.search.best)
+                self.search.all_ops, self.model, self.search.best)
             return PartitionResult(key=self.key, verdict="illegal", operation_ids=ids,
                                    longest=tuple(i for i, _ in placed),
                                    states=tuple(describe(s) for _, s in placed),
@@ -731,6 +823,8 @@ class _Job:
             "deadline": "the deadline passed before the search finished",
             "memo": (f"the search would hold more than {self.search.budget.entries_max:,} "
                      "memo entries (memo_entries_max)"),
+            "memory": ("the search ran out of memory before it reached its memo bound "
+                       "(memo_entries_max)"),
         }.get(self.stopped_by, "not checked to the end: another partition was illegal")
         return PartitionResult(key=self.key, verdict="unknown", operation_ids=ids,
                                longest=tuple(i for i, _ in placed),
@@ -782,20 +876,26 @@ def _want_parallel(parts: list[tuple[Any, list[Operation]]], parallel: bool | No
     """How many worker processes to use (0: check in this process)."""
     if parallel is False or len(parts) < 2:
         return 0
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1)
     if parallel is None:
         total = sum(len(ops) for _, ops in parts)
         if cpus < 2 or total < PARALLEL_OPERATIONS_MIN or len(parts) < PARALLEL_PARTITIONS_MIN:
             return 0
+    # Imported only here: multiprocessing costs a per-file CLI run more than a small check.
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 0
     return max(1, min(cpus, PARALLEL_WORKERS_MAX, len(parts)))
 
 
 def _check_parallel(parts: list[tuple[Any, list[Operation]]], model: Model,
                     deadline: float | None, workers: int,
                     memo_entries_max: int) -> list[PartitionResult]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     global _FORK_WORK
     _FORK_WORK = (parts, model, deadline, memo_entries_max)
     try:
@@ -857,6 +957,9 @@ def check(history: History, model: Model, timeout: float | None = None, *,
             reason += f"; {unchecked} other partitions were not checked to the end"
     dropped = sum(1 for op in ops if op.status == "info" and model.read_only(op))
     stats = {"operations": len(ops), "partitions": len(results), "workers": workers,
-             "partitions_unchecked": unchecked, "info_reads_dropped": dropped}
+             "partitions_unchecked": unchecked, "info_reads_dropped": dropped,
+             "decided_by": {way: sum(1 for r in results if r.decided_by == way
+                                     and r.verdict != "unknown")
+                            for way in ("zones", "search")}}
     return Result(verdict=verdict, model=model.name, partitions=tuple(results),
                   seconds=time.monotonic() - started, reason=reason, stats=stats)

@@ -119,3 +119,15 @@ def validate_functions(history: History, model: Model) -> None:
         problem = model.check_op(op)
         if problem is not None:
             raise HistoryError(history.source, op.call_line, problem)
+
+
+def require_operations(history: History) -> None:
+    """Reject a history with no client operation: an empty file (or one the reader found
+    nothing in, such as a log of another format) is linearizable by definition, so passing it
+    would let garbage through. The CLI's ``--allow-empty`` skips this."""
+    if history.operations or any(ev.process != NEMESIS for ev in history.events):
+        return
+    found = f" (only {len(history.nemesis)} nemesis events)" if history.nemesis else ""
+    raise HistoryError(history.source, None,
+                       f"no operations in the history{found}; an empty history proves "
+                       "nothing (pass --allow-empty to accept it)")

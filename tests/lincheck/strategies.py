@@ -59,6 +59,39 @@ def _kv_apply(s: dict[str, str], f: str, v: Any, k: Any, draw: Draw) -> tuple[An
     return new, v, True
 
 
+def _kv_list_gen(draw: Draw) -> tuple[str, Any, Any]:
+    f = draw(st.sampled_from(("get", "append")))
+    key = draw(st.sampled_from(("a", "b")))
+    return f, (None if f == "get" else draw(st.sampled_from(VALUES))), key
+
+
+def _kv_list_apply(s: dict[str, Any], f: str, v: Any, k: Any,
+                   draw: Draw) -> tuple[Any, Any, bool]:
+    """Appends of numbers: a key never appended to reads as "" (the kv model's initial)."""
+    if f == "get":
+        current = s.get(k, "")
+        return s, (list(current) if isinstance(current, tuple) else current), True
+    new = dict(s)
+    new[k] = (*s.get(k, ()), v)
+    return new, v, True
+
+
+def _kv_text_apply(s: dict[str, str], f: str, v: Any, k: Any,
+                   draw: Draw) -> tuple[Any, Any, bool]:
+    """Appends of strings, as Porcupine's kv test data has them (distinct: ``<n>``)."""
+    if f == "get":
+        return s, s.get(k, ""), True
+    new = dict(s)
+    new[k] = s.get(k, "") + v
+    return new, v, True
+
+
+def _kv_text_gen(draw: Draw) -> tuple[str, Any, Any]:
+    f = draw(st.sampled_from(("get", "append")))
+    key = draw(st.sampled_from(("a", "b")))
+    return f, (None if f == "get" else draw(st.sampled_from(("x", "y")))), key
+
+
 def _mutex_gen(draw: Draw) -> tuple[str, Any, Any]:
     return draw(st.sampled_from(("acquire", "release"))), None, None
 
@@ -130,6 +163,8 @@ SPECS: dict[str, Spec] = {
     "cas-register": Spec("cas-register", None, lambda: None, lambda d: _reg_gen(d, True),
                          _reg_apply),
     "kv": Spec("kv", None, dict, _kv_gen, _kv_apply),
+    "kv-append": Spec("kv", None, dict, _kv_list_gen, _kv_list_apply),
+    "kv-append-text": Spec("kv", None, dict, _kv_text_gen, _kv_text_apply),
     "mutex": Spec("mutex", None, lambda: False, _mutex_gen, _mutex_apply),
     "set": Spec("set", None, frozenset, _set_gen, _set_apply),
     "fifo-queue": Spec("fifo-queue", None, tuple, _queue_gen, _fifo_apply),
@@ -138,13 +173,31 @@ SPECS: dict[str, Spec] = {
 }
 
 
+# Models whose histories can be drawn with distinct written values (``distinct=True``), the
+# precondition of the zone algorithm (lincheck.zones), and how each writes.
+DISTINCT_WRITE = {"register": "write", "cas-register": "write", "kv": "put",
+                  "kv-append": "append", "kv-append-text": "append"}
+# Distinct values start here, clear of VALUES and of every model's initial value.
+DISTINCT_FIRST = 100
+
+
+def _distinct_value(model: str, n: int) -> Any:
+    if model == "kv-append-text":
+        return f"<{n}>"  # no such string is a prefix of another
+    return f"v{n}" if model == "kv" else n
+
+
 @st.composite
 def recorded_history(draw: Draw, model: str, ops_max: int = 6,
-                     processes_max: int = 3) -> list[dict[str, Any]]:
+                     processes_max: int = 3, distinct: bool = False) -> list[dict[str, Any]]:
     """Events of a concurrent history recorded from a real sequential object: each operation
     takes effect at one instant between its invocation and completion; some crash (info,
-    taking effect or not) and some never complete."""
+    taking effect or not) and some never complete. ``distinct``: every operation that is
+    not a read writes a value written by no other (a plain write, see ``DISTINCT_WRITE``, or
+    for cas-register a cas, of the current value mostly)."""
     spec = SPECS[model]
+    if distinct and model not in DISTINCT_WRITE:
+        raise ValueError(f"no distinct-value histories for model {model!r}")
     state = spec.start()
     threads = draw(st.integers(1, processes_max))
     proc = list(range(threads))  # current process id of each thread
@@ -152,6 +205,7 @@ def recorded_history(draw: Draw, model: str, ops_max: int = 6,
     # thread -> [f, input, key, linearized?, output, happened?]
     pending: dict[int, list[Any]] = {}
     events: list[dict[str, Any]] = []
+    written: list[Any] = []  # distinct values invoked so far
     started = 0
     for _ in range(ops_max * 4):
         actions = []
@@ -172,6 +226,14 @@ def recorded_history(draw: Draw, model: str, ops_max: int = 6,
         if action == "invoke":
             t = draw(st.sampled_from(idle))
             f, value, key = spec.gen(draw)
+            if distinct and f not in ("read", "get"):
+                new = _distinct_value(model, DISTINCT_FIRST + started)
+                if f == "cas":
+                    # Expect the current value mostly, so that many cas succeed.
+                    value = [draw(st.sampled_from([state, state, None, *written[-2:]])), new]
+                else:
+                    f, value = DISTINCT_WRITE[model], new
+                written.append(new)
             pending[t] = [f, value, key, False, None, False]
             ev: dict[str, Any] = {"process": proc[t], "type": "invoke", "f": f, "value": value}
             if key is not None:
@@ -206,10 +268,14 @@ def recorded_history(draw: Draw, model: str, ops_max: int = 6,
 
 
 @st.composite
-def mutated_history(draw: Draw, model: str, ops_max: int = 6) -> list[dict[str, Any]]:
+def mutated_history(draw: Draw, model: str, ops_max: int = 6, processes_max: int = 3,
+                    distinct: bool = False) -> list[dict[str, Any]]:
     """A recorded history with one corruption: a completion's value changed, a fail turned into
-    an ok, an ok into an info, or two adjacent events of different processes swapped."""
-    events: list[dict[str, Any]] = draw(recorded_history(model, ops_max))
+    an ok, an ok into an info, or two adjacent events of different processes swapped. With
+    ``distinct``, a changed value is one some operation wrote (or the initial one): a stale
+    or future read, not a value from nowhere."""
+    events: list[dict[str, Any]] = draw(recorded_history(model, ops_max, processes_max,
+                                                         distinct))
     if not events:
         return events
     kind = draw(st.sampled_from(("value", "value", "unfail", "info", "swap")))
@@ -219,12 +285,32 @@ def mutated_history(draw: Draw, model: str, ops_max: int = 6) -> list[dict[str, 
         i = draw(st.sampled_from(failures))
         events[i] = {**events[i], "type": "ok"}
         return events
+    if distinct:
+        # A write's completion value means nothing (the model takes its input): aim at reads.
+        reads = [i for i in completions if events[i]["f"] in ("read", "get")]
+        completions = reads or completions
     if kind == "value" and completions:
         i = draw(st.sampled_from(completions))
         spec = SPECS[model]
         _, value, _ = spec.gen(draw)
-        events[i] = {**events[i], "value": draw(st.sampled_from([value, *VALUES, None, [],
-                                                                   "x", "xy"]))}
+        choices = [value, *VALUES, None, [], "x", "xy"]
+        if distinct and model in ("kv-append", "kv-append-text"):
+            # Another read's value, or this one with an element dropped or in reverse order.
+            seen = events[i]["value"]
+            choices = [e["value"] for e in events if e["type"] == "ok" and e["f"] == "get"]
+            if isinstance(seen, list) and seen:
+                choices += [seen[:-1], seen[1:], seen[::-1]]
+            if isinstance(seen, str) and seen:
+                pieces = seen.replace(">", ">|").split("|")[:-1]
+                choices += ["".join(pieces[:-1]), "".join(pieces[::-1]), seen[:-1]]
+            choices = choices or [""]
+        elif distinct:
+            written = [e["value"] for e in events if e["type"] == "invoke"
+                       and e["f"] == DISTINCT_WRITE[model]]
+            written += [e["value"][1] for e in events if e["type"] == "invoke"
+                        and e["f"] == "cas"]
+            choices = [*written, "" if model == "kv" else None]
+        events[i] = {**events[i], "value": draw(st.sampled_from(choices))}
     elif kind == "info" and completions:
         i = draw(st.sampled_from(completions))
         events[i] = {**events[i], "type": "info"}

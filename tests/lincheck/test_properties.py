@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
+from lincheck import search as search_module
 from lincheck.brute import brute_force_check
 from lincheck.formats import history_from_events
 from lincheck.history import History, HistoryError, Operation
@@ -17,6 +18,7 @@ from lincheck.result import PartitionResult, Result
 from lincheck.search import check
 from lincheck.validate import validate_functions
 from lincheck_strategies import (  # type: ignore[import-not-found]
+    DISTINCT_WRITE,
     SPECS,
     mutated_history,
     recorded_history,
@@ -29,7 +31,7 @@ SETTINGS = settings(max_examples=60, deadline=None,
 
 def _both(events: list[dict[str, Any]], name: str) -> tuple[str, str]:
     history = history_from_events(events)
-    model = get_model(name)
+    model = get_model(SPECS[name].model)
     try:
         validate_functions(history, model)
     except HistoryError:
@@ -194,7 +196,7 @@ def test_what_a_result_says_is_true_claim_by_claim(name: str, data: st.DataObjec
     rejected (or unhelpful) as it says, and the text's claims hold. Ok: the witness replays."""
     events = data.draw(mutated_history(name, ops_max=7))
     history = history_from_events(events)
-    model = get_model(name)
+    model = get_model(SPECS[name].model)
     try:
         validate_functions(history, model)
     except HistoryError:
@@ -225,3 +227,81 @@ def test_explanation_of_a_busier_illegal_register_history_is_true(data: st.DataO
     (part,) = result.partitions
     _verify_failure(history, model, part)
     _verify_text(history, model, result)
+
+
+# --- the zone algorithm (distinct written values) agrees with brute force and with the search --
+
+DISTINCT_MODELS = sorted(DISTINCT_WRITE)
+# More examples than elsewhere: each is cheap, and the zone conditions have several edges.
+ZONE_SETTINGS = settings(max_examples=120, deadline=None,
+                         suppress_health_check=[HealthCheck.too_slow,
+                                                HealthCheck.filter_too_much])
+
+
+def _search_only(history: History, model: Model) -> str:
+    """The verdict of the search alone, the zone algorithm switched off."""
+    saved = search_module.ZONES_ENABLED
+    search_module.ZONES_ENABLED = False
+    try:
+        return check(history, model).verdict
+    finally:
+        search_module.ZONES_ENABLED = saved
+
+
+def _decided_by_zones(history: History, model: Model) -> Result:
+    result = check(history, model)
+    # Distinct values by construction: the zone algorithm, not the search, decided each part.
+    assert all(part.decided_by == "zones" for part in result.partitions), result
+    assert result.stats["decided_by"]["search"] == 0
+    return result
+
+
+@pytest.mark.parametrize("name", DISTINCT_MODELS)
+@ZONE_SETTINGS
+@given(data=st.data())
+def test_zone_algorithm_agrees_with_brute_force_on_distinct_value_histories(
+        name: str, data: st.DataObject) -> None:
+    events = data.draw(mutated_history(name, ops_max=7, distinct=True))
+    history = history_from_events(events)
+    model = get_model(SPECS[name].model)
+    assume(history.operations)
+    result = _decided_by_zones(history, model)
+    event(result.verdict)
+    event("a cas took effect" if any(op.f == "cas" for op in history.operations)
+          else "no cas")
+    assert result.verdict == brute_force_check(history, model), events
+
+
+@pytest.mark.parametrize("name", DISTINCT_MODELS)
+@ZONE_SETTINGS
+@given(data=st.data())
+def test_zone_algorithm_agrees_with_the_search_on_busier_distinct_value_histories(
+        name: str, data: st.DataObject) -> None:
+    events = data.draw(mutated_history(name, ops_max=20, processes_max=5, distinct=True))
+    history = history_from_events(events)
+    model = get_model(SPECS[name].model)
+    assume(history.operations)
+    result = _decided_by_zones(history, model)
+    event(result.verdict)
+    assert result.verdict == _search_only(history, model), events
+
+
+@pytest.mark.parametrize("name", DISTINCT_MODELS)
+@ZONE_SETTINGS
+@given(data=st.data())
+def test_what_a_zone_result_says_is_true_claim_by_claim(name: str, data: st.DataObject) -> None:
+    """Ok: the zone witness replays and holds every completed operation. Illegal: the
+    explanation (from the search's longest prefix) is true as for the search's own verdicts."""
+    events = data.draw(mutated_history(name, ops_max=9, distinct=True))
+    history = history_from_events(events)
+    model = get_model(SPECS[name].model)
+    assume(history.operations)
+    result = _decided_by_zones(history, model)
+    event(result.verdict)
+    for part in result.partitions:
+        if part.verdict == "illegal":
+            _verify_failure(history, model, part)
+        elif part.verdict == "ok":
+            _verify_witness(history, model, part)
+    if result.verdict == "illegal":
+        _verify_text(history, model, result)

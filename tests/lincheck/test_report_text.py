@@ -84,7 +84,8 @@ def test_ok_is_one_line() -> None:
     part = PartitionResult("a", "ok", (0, 2), longest=(0, 2), states=("1", "3"))
     text = explain(kv_history(), Result("ok", "kv", (part,), seconds=2.5))
     assert text == (
-        "linearizable: kv.jsonl (model kv, 4 operations of 3 processes, checked in 2.50 s)"
+        "linearizable: kv.jsonl (model kv, 4 operations of 3 processes, checked in 2.50 s, "
+        "decided by search)"
     )
 
 
@@ -252,3 +253,25 @@ def test_etcd_000_blames_the_read_that_returned_first_with_a_true_reason() -> No
     assert "process 11" in culprit and "read → 2" in culprit and "lines 85–86" in culprit
     assert _why(text).startswith("  Why: read returned 2 but the state was 0;")
     assert "returned 2 but the state was 2" not in text
+
+
+def _kv_read(value: Any) -> History:
+    return history_from_events([
+        {"process": 0, "type": "invoke", "f": "get", "key": "k", "value": None},
+        {"process": 0, "type": "ok", "f": "get", "key": "k", "value": value},
+    ])
+
+
+def test_a_null_kv_read_is_told_that_an_absent_key_reads_as_empty_string() -> None:
+    model = get_model("kv")
+    history = _kv_read(None)
+    text = explain(history, check(history, model), model=model)
+    assert 'kv reads an absent key as "" (as Porcupine does)' in text
+    assert """--initial '{"k": null}'""" in text
+
+
+def test_the_absent_key_note_is_given_only_for_a_null_read() -> None:
+    model = get_model("kv")
+    history = _kv_read("x")
+    text = explain(history, check(history, model), model=model)
+    assert "absent key" not in text

@@ -6,9 +6,9 @@ from typing import Any
 
 from lincheck.brute import brute_force_check
 from lincheck.formats import history_from_events
-from lincheck.history import History
-from lincheck.models import get_model
-from lincheck.search import check
+from lincheck.history import History, Operation
+from lincheck.models import Model, get_model
+from lincheck.search import _Partition, check
 
 
 def h(*rows: tuple[Any, ...]) -> History:
@@ -161,8 +161,11 @@ def test_longest_is_the_deepest_prefix_the_search_saw() -> None:
     result = check(h(*LONGEST_REGRESSION), get_model("cas-register", 0))
     failure = result.first_failure()
     assert failure is not None
-    assert failure.longest_searched == 6
-    assert len(failure.longest) == 6 and len(failure.states) == 6
+    # Every completed operation but the read of 99; the crashed cas to 0 (a value nothing
+    # reads) is left out of the search, so it is in no prefix.
+    assert failure.longest_searched == 5
+    assert len(failure.longest) == 5 and len(failure.states) == 5
+    assert 2 not in failure.longest
     assert failure.unplaced == (6,)  # the read of 99
 
 
@@ -275,3 +278,35 @@ def test_memo_entries_max_must_be_positive() -> None:
 
     with pytest.raises(ValueError, match="memo_entries_max"):
         check(STALE_READ, get_model("register"), memo_entries_max=0)
+
+
+def test_running_out_of_memory_is_unknown_with_a_reason_not_a_crash() -> None:
+    def step(state: Any, op: Operation) -> Any:
+        raise MemoryError
+
+    model = Model("greedy", lambda: 0, step, frozenset({"write"}))
+    history = history_from_events([
+        {"process": 0, "type": "invoke", "f": "write", "value": 1},
+        {"process": 0, "type": "ok", "f": "write", "value": 1},
+    ])
+    result = check(history, model)
+    assert result.verdict == "unknown"
+    assert "ran out of memory" in result.reason
+
+
+def test_crashed_writes_of_values_nobody_observes_are_left_out_of_the_search() -> None:
+    rows = [(0, "invoke", "write", 5), (0, "info", "write", 5),  # 5: never read
+            (1, "invoke", "write", 7), (1, "info", "write", 7),  # 7: read below
+            (2, "invoke", "cas", [7, 8]), (2, "info", "cas", [7, 8]),  # 8: never read
+            (3, "invoke", "read", None), (3, "ok", "read", 7)]
+    hist = h(*rows)
+    searched = _Partition(hist.operations, get_model("cas-register"), None)
+    assert [op.id for op in searched.ops] == [1, 3]
+    assert check(hist, get_model("cas-register")).verdict == "ok"
+
+
+def test_a_crashed_write_is_kept_when_a_failed_cas_observed_the_register() -> None:
+    # write 1 crashed; a cas saw the value was not 0 (the initial): only write 1 explains it.
+    hist = h((0, "invoke", "write", 1), (0, "info", "write", 1),
+             (1, "invoke", "cas", [0, 5]), (1, "ok", "cas", False))
+    assert check(hist, get_model("cas-register", 0)).verdict == "ok"
