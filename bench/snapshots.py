@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import datetime
 import io
 import json
 import os
@@ -81,6 +82,7 @@ RESP_REPLY_BYTES_MAX = 1 << 20  # an INFO or SET reply is far smaller
 SNAPSHOT_TAKEN = re.compile(rb"node \d+: snapshot at index (\d+) taken")
 SNAPSHOT_SENT = re.compile(rb"sending the snapshot at index (\d+) \((\d+) bytes\) to node (\d+)")
 SNAPSHOT_INSTALLED = re.compile(rb"installed the leader's snapshot at index (\d+)")
+LOG_STAMP = re.compile(rb"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")  # logging's asctime
 SNAPSHOT_FILE = re.compile(r"snapshot-(\d+)\.snap$")
 SEGMENT_FILE = re.compile(r"wal-(\d+)\.log$")
 
@@ -388,6 +390,18 @@ def thin(samples: list[dict[str, Any]], keep: int) -> list[dict[str, Any]]:
     return [samples[round(i * step)] for i in range(keep)]
 
 
+def log_matches(text: bytes, pattern: re.Pattern[bytes]) -> list[tuple[float, re.Match[bytes]]]:
+    """(POSIX time of the line's stamp, match) for each log line ``pattern`` matches."""
+    found = []
+    for line in text.splitlines():
+        match = pattern.search(line)
+        stamp = LOG_STAMP.match(line)
+        if match and stamp:
+            at = datetime.datetime.strptime(stamp.group(1).decode(), "%Y-%m-%d %H:%M:%S,%f")
+            found.append((at.timestamp(), match))
+    return found
+
+
 def count_lines(cluster: Cluster, offsets: dict[int, int], pattern: re.Pattern[bytes]) -> int:
     return sum(len(pattern.findall(n.log_since(offsets[i]))) for i, n in cluster.nodes.items())
 
@@ -560,12 +574,14 @@ def measure_catch_up(base: Path, args: argparse.Namespace) -> dict[str, Any]:
                                  f"{args.catch_up_seconds_max:g}s ({last}); see {victim.log}")
             time.sleep(POLL_SECONDS)
         seconds = time.monotonic() - started
-        sent = [(int(i), int(b), int(to)) for i, b, to in
-                SNAPSHOT_SENT.findall(leader.log_since(offsets[leader.node_id]))
-                if int(to) == victim.node_id]
-        installed = [int(i) for i in
-                     SNAPSHOT_INSTALLED.findall(victim.log_since(offsets[victim.node_id]))]
-        snapshot_bytes = sent[-1][1] if sent else 0
+        sent = [(at, m) for at, m in log_matches(leader.log_since(offsets[leader.node_id]),
+                                                 SNAPSHOT_SENT)
+                if int(m.group(3)) == victim.node_id]
+        installed = log_matches(victim.log_since(offsets[victim.node_id]), SNAPSHOT_INSTALLED)
+        snapshot_bytes = int(sent[-1][1].group(2)) if sent else 0
+        # From the leader's last "sending" line to the follower's "installed" line (both
+        # stamped by this host's clock): the transfer alone, without the process start.
+        transfer = installed[-1][0] - sent[-1][0] if sent and installed else None
         result = {
             "keys": keys,
             "value_bytes": args.value_bytes,
@@ -577,8 +593,11 @@ def measure_catch_up(base: Path, args: argparse.Namespace) -> dict[str, Any]:
             "seconds": round(seconds, 3),
             "snapshots_sent": len(sent),
             "snapshot_bytes": snapshot_bytes,
-            "installed_snapshot_indexes": installed,
+            "installed_snapshot_indexes": [int(m.group(1)) for _, m in installed],
             "mb_per_second": round(snapshot_bytes / 1e6 / seconds, 2) if seconds > 0 else None,
+            "transfer_seconds": None if transfer is None else round(transfer, 3),
+            "transfer_mb_per_second": round(snapshot_bytes / 1e6 / transfer, 2)
+            if transfer else None,
             "note": "bench-only shortcut: the wiped node lost its term and vote with its data "
                     "directory; replacing a lost node safely belongs to membership work",
         }
