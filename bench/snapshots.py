@@ -477,6 +477,9 @@ def soak_sample(cluster: Cluster, seconds: float) -> dict[str, Any]:
         "seconds": round(seconds, 2),
         "leader": leader.node_id,
         "applied_index": int(infos[leader.node_id]["applied_index"]),
+        # The keyspace must be full before the warm-up ends, or the fit measures the state
+        # growing rather than the log.
+        "keys": int(infos[leader.node_id].get("keys", "-1")),
         "leader_rss_bytes": leader.rss_bytes(),
         "data_bytes": {i: n.data_bytes() for i, n in cluster.nodes.items()},
     }
