@@ -413,7 +413,7 @@ def measure_soak(base: Path, args: argparse.Namespace) -> dict[str, Any]:
         leader = cluster.wait_ready()
         samples: list[dict[str, Any]] = []
         argv = benchmark_argv(leader.client_port, SOAK_REQUESTS_PER_RUN_MAX,
-                              clients=SOAK_CLIENTS, keyspace=SOAK_KEYSPACE,
+                              clients=SOAK_CLIENTS, keyspace=args.soak_keyspace,
                               value_bytes=SOAK_VALUE_BYTES)
         started = time.monotonic()
         deadline = started + args.soak
@@ -526,20 +526,20 @@ def measure_restart(base: Path, args: argparse.Namespace) -> dict[str, Any]:
         runs: list[dict[str, Any]] = []
         for _ in range(args.restart_runs):
             node_id = leader.node_id
+            applied = int(leader.info()["applied_index"])  # each restart adds a no-op or so
             cluster.stop(node_id)
             disk = on_disk(cluster.nodes[node_id].data)
             started = cluster.start(node_id)
             timing = wait_serving(cluster.nodes[node_id], applied, started)
-            runs.append({**timing, **disk,
+            runs.append({**timing, **disk, "applied_index": applied,
                          "log_tail_entries": applied - disk["snapshot_index"]})
             leader = cluster.wait_ready()
         return {
             "nodes": args.restart_nodes,
             "commands": args.restart_commands,
-            "applied_index": applied,
             "fill_command": " ".join(argv),
             "fill_rps": fill.get("rps"),
-            "seconds_median": statistics.median(r["seconds"] for r in runs),
+            "seconds_median": round(statistics.median(r["seconds"] for r in runs), 3),
             "target_seconds_max": 2.0,
             "runs": runs,
         }
@@ -598,6 +598,10 @@ def measure_catch_up(base: Path, args: argparse.Namespace) -> dict[str, Any]:
             "snapshot_bytes": snapshot_bytes,
             "installed_snapshot_indexes": [int(m.group(1)) for _, m in installed],
             "mb_per_second": round(snapshot_bytes / 1e6 / seconds, 2) if seconds > 0 else None,
+            # The snapshot may cover only part of the state: the entries after it (up to
+            # --snapshot-entries of them) travel as AppendEntries.
+            "state_mb_per_second": round(keys * args.value_bytes / 1e6 / seconds, 2)
+            if seconds > 0 else None,
             "transfer_seconds": None if transfer is None else round(transfer, 3),
             "transfer_mb_per_second": round(snapshot_bytes / 1e6 / transfer, 2)
             if transfer else None,
@@ -684,6 +688,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--catch-up", action="store_true", help="measure a wiped follower's catch-up")
     p.add_argument("--p99", action="store_true", help="measure SET p99 with and without a snapshot")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script")
+    p.add_argument("--soak-keyspace", type=int, default=SOAK_KEYSPACE,
+                   help="soak: distinct keys (the state must stop growing before warm-up ends)")
     p.add_argument("--sample-seconds", type=float, default=5.0, help="soak sampling period")
     p.add_argument("--restart-commands", type=int, default=1_000_000)
     p.add_argument("--restart-nodes", type=int, default=1, choices=(1, 3))
@@ -713,7 +719,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.soak = QUICK["soak"] if args.quick else SOAK_SECONDS_DEFAULT
         args.restart = args.catch_up = args.p99 = True
     positive = {"--soak": args.soak if args.soak is not None else 1.0,
-                "--sample-seconds": args.sample_seconds,
+                "--sample-seconds": args.sample_seconds, "--soak-keyspace": args.soak_keyspace,
                 "--restart-commands": args.restart_commands, "--restart-runs": args.restart_runs,
                 "--state-mb": args.state_mb, "--value-bytes": args.value_bytes,
                 "--catch-up-seconds-max": args.catch_up_seconds_max,
