@@ -646,7 +646,7 @@ def measure_p99(base: Path, args: argparse.Namespace) -> dict[str, Any]:
                     "rps": figures.get("rps"),
                     "snapshots_taken": count_lines(cluster, offsets, SNAPSHOT_TAKEN),
                 })
-        p99 = {name: statistics.median(float(r["p99_ms"]) for r in rs)
+        p99 = {name: round(statistics.median(float(r["p99_ms"]) for r in rs), 3)
                for name, rs in runs.items()}
         missed = sum(1 for r in runs["snapshot_during"] if r["snapshots_taken"] == 0)
         result = {
@@ -741,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"skipped": "not installed: redis-benchmark (Debian package "
                           "redis-tools)"}))
         return 0
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    previous_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
     report: dict[str, Any] = {
         "quick": args.quick,
         "cpus": os.cpu_count(),
@@ -767,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop_all()
     finally:
         stop_all()
+        signal.signal(signal.SIGTERM, previous_sigterm)
         if args.keep or status:
             report["data"] = tmp
         else:
