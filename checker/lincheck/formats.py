@@ -122,7 +122,9 @@ def _events(records: list[tuple[int, Any]], source: str, time_scale: float) -> l
 
 def _jsonl_records(text: str, source: str) -> list[tuple[int, Any]]:
     records: list[tuple[int, Any]] = []
-    for n, raw in enumerate(text.splitlines(), start=1):
+    # JSON Lines are separated by "\n" only: str.splitlines() would also split at U+0085 and
+    # U+2028 inside a JSON string (found by the Hypothesis search profile).
+    for n, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
         try:

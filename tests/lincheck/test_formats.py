@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,17 @@ def test_edn_reader_rejects_malformed_input_with_a_line(bad: str) -> None:
 def test_edn_reader_refuses_hostile_nesting() -> None:
     with pytest.raises(edn.EdnError, match="nesting"):
         edn.read_one("[" * 10_000)
+
+
+@pytest.mark.parametrize("value", ["\x85", "a\u2028b", "\u2029"])
+def test_jsonl_values_with_unicode_line_breaks_round_trip(value: str) -> None:
+    """JSON Lines split at "\\n" only; U+0085 and U+2028 inside a string are data (found by
+    the Hypothesis search profile)."""
+    text = (f'{{"process": 0, "type": "invoke", "f": "write", "value": {json.dumps(value)}}}\n'
+            f'{{"process": 0, "type": "ok", "f": "write", "value": {json.dumps(value)}}}\n')
+    text = text.replace(json.dumps(value), '"' + value + '"')  # raw, as ensure_ascii=False writes
+    h = parse_history(text, "jsonl")
+    buf = io.StringIO()
+    write_jsonl(h.events, buf)
+    back = parse_history(buf.getvalue(), "jsonl")
+    assert [op.input for op in back.operations] == [value]
