@@ -266,15 +266,18 @@ class SimNode:
         driver, self.driver = self.driver, None
         self._deferred = None
         # The process dies with whatever the WAL buffered; a power loss also drops what the
-        # file system had not made durable (CrashFS may tear the last write of a file).
+        # disk had not made durable (the last write may be torn).
+        how = "power loss" if lose_unsynced else "process crash"
         if self._memory is not None:
+            unsynced = self._memory.statistics().unsynced_appends
             self._memory.crash(lose_unsynced=lose_unsynced, torn_write=torn and lose_unsynced,
                                rng=self._disk_rng)
+            self._log(self.id, f"crash ({how}{', torn write' if torn else ''}; "
+                               f"{unsynced} unsynced appends)")
         else:
             self.storage = None
             self.fs.crash(self._disk_rng, "power" if lose_unsynced else "process")
-        how = "power loss" if lose_unsynced else "process crash"
-        self._log(self.id, f"crash ({how})")
+            self._log(self.id, f"crash ({how}, on the WAL over CrashFS)")
         # Every connection to this node breaks: its clients learn the outcome is unknown.
         if driver is not None:
             driver.stop(_Crashed())
