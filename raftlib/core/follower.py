@@ -19,22 +19,29 @@ from raftlib.core.types import (
 
 
 class FollowerMixin(CoreState):
-    def _on_append(self, msg: AppendEntries) -> None:
+    def _follow(self, leader: NodeId) -> bool:
+        """A message from ``leader`` as the leader of our term: follow it (and restart the
+        election timer), unless that would mean two leaders in one term (§5.2: never obey
+        that; it is reported). Returns whether to go on with the message."""
         if self._role is Role.LEADER:
-            # Two leaders in one term would break Election Safety (§5.2): never obey it.
-            self._anomaly(f"two leaders in term {self._term}: this node and node {msg.src}")
-            return
+            self._anomaly(f"two leaders in term {self._term}: this node and node {leader}")
+            return False
         if self._role is not Role.FOLLOWER:
             # §5.2: a candidate that hears from the leader of its term returns to follower.
-            self._become_follower(self._term, msg.src)
-        elif self._leader != msg.src:
+            self._become_follower(self._term, leader)
+        elif self._leader != leader:
             if self._leader != NO_NODE:
                 self._anomaly(
-                    f"two leaders in term {self._term}: node {self._leader} and node {msg.src}"
+                    f"two leaders in term {self._term}: node {self._leader} and node {leader}"
                 )
-                return
-            self._set_leader(msg.src)
+                return False
+            self._set_leader(leader)
         self._election_elapsed = 0
+        return True
+
+    def _on_append(self, msg: AppendEntries) -> None:
+        if not self._follow(msg.src):
+            return
         log = self._log
         prev = msg.prev_log_index
         entries: Sequence[Entry] = msg.entries
@@ -90,19 +97,8 @@ class FollowerMixin(CoreState):
     def _on_install_snapshot(self, msg: InstallSnapshot) -> None:
         """The leader's snapshot is whole in a file of our storage (the driver streamed it):
         take it unless we already have everything it holds (thesis §5.1, Figure 5.3)."""
-        if self._role is Role.LEADER:
-            self._anomaly(f"two leaders in term {self._term}: this node and node {msg.src}")
+        if not self._follow(msg.src):
             return
-        if self._role is not Role.FOLLOWER:
-            self._become_follower(self._term, msg.src)
-        elif self._leader != msg.src:
-            if self._leader != NO_NODE:
-                self._anomaly(
-                    f"two leaders in term {self._term}: node {self._leader} and node {msg.src}"
-                )
-                return
-            self._set_leader(msg.src)
-        self._election_elapsed = 0
         meta = msg.meta
         log = self._log
         if not self._snapshot_is_news(meta):
