@@ -85,7 +85,11 @@ class SimWorld:
     ) -> None:
         self.options = options
         self.schedule = schedule
-        self.params = params or SimParams()
+        params = params or SimParams()
+        if params.disk == "auto":
+            disk = "wal" if "disk" in schedule.kinds() else "memory"
+            params = attrs.evolve(params, disk=disk)
+        self.params = params
         seed = options.seed
         # A storm bound that grows with the load asked for (a healthy operation costs about
         # ten events per node).
