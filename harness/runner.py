@@ -78,7 +78,7 @@ def run(
         progress.phase("simulating")
         outcome = simulate(options, schedule, params)
     except Exception as exc:
-        # An invariant asserted inside the Raft core, its storage or the simulated driver
+        # An invariant asserted inside the Raft core, its storage or the driver
         # broke, or the library refused to restart from what its storage held: a finding
         # about the system under test, reported as such. Anything else is a harness bug.
         if not (isinstance(exc, AssertionError) or _raised_in_raftlib(exc)):
