@@ -138,6 +138,18 @@ def _restore(state_machine: StateMachine, reader: SnapshotReader) -> None:
 StorageOp = Callable[[StorageWriter], None]
 
 
+@attrs.frozen
+class _PendingCommit:
+    """A snapshot file to commit first thing in the next storage job, then the compaction (or
+    log reset) that it allows."""
+
+    meta: SnapshotMeta
+    compact_to: int
+    commit: StorageOp
+    writer: SnapshotWriter
+    local: bool  # taken here (True) or received from the leader
+
+
 @attrs.define(eq=False)
 class SnapshotTask:
     """A local snapshot to write: ``run`` (on a worker thread if the caller likes) writes the
@@ -249,9 +261,9 @@ class Driver:
         # A local snapshot handed to the caller to write (``snapshot_task``), until written.
         self.snapshot_task: SnapshotTask | None = None
         self._snapshot_running = False
-        self._pending_ops: list[StorageOp] = []
-        self._pending_snapshot: tuple[SnapshotMeta, int] | None = None  # (meta, compact_to)
-        self._pending_local: tuple[StorageOp, SnapshotWriter] | None = None
+        # A snapshot (written here, or received) whose commit rides with the next storage job:
+        # one at a time, and a received one replaces a local one not yet committed.
+        self._pending: _PendingCommit | None = None
         self._senders: dict[NodeId, SnapshotSender] = {}
         self._next_stream = 1
         self._receiver: SnapshotReceiver | None = None
@@ -349,7 +361,7 @@ class Driver:
             hard_state = self._hard_state_to_sync(rd)
             if rd.snapshot is not None:
                 self._queue_install(rd.snapshot, rd.snapshot_keeps_log)
-            if hard_state is None and not rd.entries and not self._pending_ops:
+            if hard_state is None and not rd.entries and self._pending is None:
                 # Nothing to make durable, so nothing to wait for.
                 if rd.messages:
                     self._send(rd.messages)
@@ -364,7 +376,7 @@ class Driver:
             self._deliver(rd)
             return self._job(rd, rd.entries, hard_state, after_sends=bool(appends))
         deferred = self._deferred_hard_state
-        if self._pending_ops or (
+        if self._pending is not None or (
             deferred is not None and self._deferred_ticks >= DEFERRED_COMMIT_TICKS_MAX
         ):
             self._deferred_hard_state = None
@@ -425,12 +437,10 @@ class Driver:
         self.counters["syncs"] += 1
         self.counters["entries_persisted"] += len(entries)
         job = PersistJob(rd, entries, hard_state, after_sends)
-        if self._pending_ops:
-            job.before, self._pending_ops = self._pending_ops, []
-            if self._pending_snapshot is not None:
-                job.snapshot, job.compact_to = self._pending_snapshot
-                self._pending_snapshot = None
-                self._pending_local = None
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            job.before = [pending.commit]
+            job.snapshot, job.compact_to = pending.meta, pending.compact_to
         self.persisting = job
         return job
 
@@ -560,7 +570,7 @@ class Driver:
     # --- snapshots ---------------------------------------------------------------------------
 
     def _maybe_snapshot(self) -> None:
-        if self._snapshot_running or self._pending_snapshot is not None:
+        if self._snapshot_running or self._pending is not None:
             return
         if not self.snapshot_policy.due(self._since_snapshot_entries, self._since_snapshot_bytes):
             return
@@ -604,7 +614,7 @@ class Driver:
         writer = task.writer
         newest = self.core.snapshot
         overtaken = newest is not None and meta.index <= newest.index
-        if self._pending_snapshot is not None or overtaken:
+        if self._pending is not None or overtaken:
             writer.abort()  # a snapshot from the leader overtook it
             return
         compact_to = max(0, meta.index - self.snapshot_policy.trailing_entries)
@@ -614,9 +624,7 @@ class Driver:
             if compact_to > 0:
                 storage.compact(compact_to)
 
-        self._pending_ops.append(commit)
-        self._pending_snapshot = (meta, compact_to)
-        self._pending_local = (commit, writer)
+        self._pending = _PendingCommit(meta, compact_to, commit, writer, local=True)
 
     def snapshot_failed(self, task: SnapshotTask, error: BaseException) -> None:
         self._snapshot_running = False
@@ -663,11 +671,11 @@ class Driver:
         if install is None or install[0] is not meta:
             raise AssertionError(f"the core installs snapshot {meta.index} the driver lacks")
         writer = install[1]
-        local, self._pending_local = self._pending_local, None
-        if local is not None and local[0] in self._pending_ops:
-            # Our own snapshot, not yet committed, is older than the leader's: drop it.
-            self._pending_ops.remove(local[0])
-            local[1].abort()
+        if self._pending is not None:
+            # Our own snapshot, not yet committed, is older than the leader's: drop it (the
+            # core accepts one install at a time, so a pending commit here is a local one).
+            assert self._pending.local
+            self._pending.writer.abort()
 
         def commit(storage: StorageWriter) -> None:
             writer.commit()
@@ -676,8 +684,7 @@ class Driver:
             else:
                 storage.reset_log(meta)
 
-        self._pending_ops.append(commit)
-        self._pending_snapshot = (meta, 0)
+        self._pending = _PendingCommit(meta, 0, commit, writer, local=False)
 
     def _on_chunk(self, chunk: SnapshotChunk) -> None:
         core = self.core

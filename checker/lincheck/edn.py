@@ -136,21 +136,10 @@ class _Reader:
         return self.read_atom()
 
     def read_seq(self, closer: str, depth: int) -> list[Any]:
-        items: list[Any] = []
-        while True:
-            self.skip_ws()
-            if self.pos >= len(self.text):
-                raise self.error(f"missing {closer!r}")
-            c = self.text[self.pos]
-            if c == closer:
-                self.pos += 1
-                return items
-            if c in ")]}":
-                raise self.error(f"expected {closer!r}, found {c!r}")
-            items.append(self.read(depth + 1))
+        return [value for _line, value in self.read_seq_lines(closer, depth)]
 
-    def read_seq_lines(self, closer: str) -> list[tuple[int, Any]]:
-        """``read_seq`` at depth 1, keeping the line each element starts on."""
+    def read_seq_lines(self, closer: str, depth: int = 0) -> list[tuple[int, Any]]:
+        """The elements up to ``closer``, each with the line it starts on."""
         items: list[tuple[int, Any]] = []
         while True:
             self.skip_ws()
@@ -163,7 +152,7 @@ class _Reader:
             if c in ")]}":
                 raise self.error(f"expected {closer!r}, found {c!r}")
             line = self.line
-            items.append((line, self.read(1)))
+            items.append((line, self.read(depth + 1)))
 
     def make_map(self, items: list[Any]) -> dict[Any, Any]:
         if len(items) % 2:

@@ -29,13 +29,11 @@ class SimParams:
     net_jitter_us: int = 1_000
     client_delay_us: int = 200
     client_jitter_us: int = 300
-    # Inputs waiting for a busy or paused node; beyond this they are dropped, as a full socket
+    # Inputs waiting for a paused node; beyond this they are dropped, as a full socket
     # buffer would.
     inbox_items_max: int = 10_000
     inputs_per_iteration_max: int = 4096
     pending_requests_max: int = 65_536
-    # Readies one input may produce before the driver yields: a bound, not a tuning knob.
-    readies_per_drain_max: int = 10_000
     # Simulated events per simulated second beyond which a run is stopped as a message storm
     # or a livelock (raised with the load); healthy runs use about a tenth of it.
     events_per_second_max: int = 100_000
