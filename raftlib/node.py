@@ -555,6 +555,12 @@ class Node:
             while True:
                 job = driver.pump()
                 if job is None:
+                    if driver.snapshot_task is not None and not self._thread:
+                        # A storage that never blocks (memory): write the snapshot inline, as
+                        # its syncs are (a virtual-time run stays deterministic), and pump
+                        # again so its commit goes out with a job now.
+                        self._snapshot_inline(driver.snapshot_task)
+                        continue
                     break
                 if self._thread and (job.after_sends or self._sync_worker is None):
                     # Let the transport put this Ready's appends on the wire first, so the
@@ -567,20 +573,18 @@ class Node:
                 job.run(storage)
                 driver.persisted(job)
             task = driver.snapshot_task
-            if task is not None:
+            if task is not None and self._nursery is not None:
+                # Written on a worker thread while the loop goes on (prepare_snapshot took a
+                # consistent copy already).
                 driver.snapshot_task = None
-                if not self._thread:
-                    # A storage that never blocks (memory): write inline, as its syncs are,
-                    # which keeps a virtual-time run deterministic.
-                    self._snapshot_inline(task)
-                elif self._nursery is not None:
-                    self._nursery.start_soon(self._write_snapshot, task)
+                self._nursery.start_soon(self._write_snapshot, task)
         finally:
             if driver.applied != applied:
                 self._applied_changed.set()
                 self._applied_changed = trio.Event()
 
     def _snapshot_inline(self, task: SnapshotTask) -> None:
+        self._driver.snapshot_task = None
         try:
             task.run()
         except Exception as exc:
