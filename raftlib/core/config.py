@@ -32,7 +32,10 @@ def _positive(name: str, value: object) -> int:
 @attrs.frozen
 class CoreConfig:
     node_id: NodeId
-    # Every voting member, this node included.
+    # The voters the cluster starts with, this node included (every founding member is
+    # given the same). Empty for a node that joins an existing cluster: it learns the
+    # configuration from the leader and never campaigns before it is made a voter.
+    # Ignored once a snapshot carries the configuration.
     voters: tuple[NodeId, ...]
     # The election timeout is drawn from [min, max) at every reset (§5.2: randomized timeouts
     # make split votes rare). A follower that heard from a leader within min ticks ignores
@@ -55,14 +58,14 @@ class CoreConfig:
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.node_id, int) or isinstance(self.node_id, bool) or self.node_id < 1:
             raise ConfigError(f"CoreConfig.node_id must be an int >= 1, got {self.node_id!r}")
-        if not isinstance(self.voters, tuple) or not self.voters:
-            raise ConfigError(f"CoreConfig.voters must be a non-empty tuple, got {self.voters!r}")
+        if not isinstance(self.voters, tuple):
+            raise ConfigError(f"CoreConfig.voters must be a tuple, got {self.voters!r}")
         for voter in self.voters:
             if not isinstance(voter, int) or isinstance(voter, bool) or voter < 1:
                 raise ConfigError(f"CoreConfig.voters: node ids must be ints >= 1, got {voter!r}")
         if len(set(self.voters)) != len(self.voters):
             raise ConfigError(f"CoreConfig.voters has duplicate ids: {self.voters!r}")
-        if self.node_id not in self.voters:
+        if self.voters and self.node_id not in self.voters:
             raise ConfigError(
                 f"CoreConfig.voters must include node_id {self.node_id}, got {self.voters!r}"
             )
