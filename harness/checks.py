@@ -106,9 +106,10 @@ def check_safety(outcome: SimOutcome) -> Check:
 
 def check_durability(outcome: SimOutcome) -> Check:
     live = outcome.liveness
+    members = outcome.members
     applied = {
         node: entries for node, entries in outcome.observer.applied.items()
-        if node not in live.lagging
+        if node not in live.lagging and (members is None or node in members)
     }
     acknowledged = outcome.acknowledged
     violations = acknowledged_durable(acknowledged, applied, outcome.observer.snapshots)

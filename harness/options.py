@@ -32,6 +32,7 @@ NEMESIS_KINDS: tuple[str, ...] = (
     "crash-after-vote",
     "crash-after-commit",
     "crash-new-leader",
+    "member",
 )
 NODES_MAX = 15
 # raftlib.core.CoreConfig's defaults (not imported: options stay free of the library).

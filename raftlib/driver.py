@@ -207,7 +207,8 @@ class DriverHooks:
     term."""
 
     on_apply: Callable[[Sequence[Entry]], None] | None = None
-    on_role: Callable[[Role, NodeId, int], None] | None = None
+    # (role, leader, term, reason: why the role changed, see SoftState.reason)
+    on_role: Callable[[Role, NodeId, int, str], None] | None = None
     # Where anomalies are reported; None: the ``raftlib.driver`` logger at error level (the
     # simulator writes them to its node log instead).
     on_anomaly: Callable[[Anomaly], None] | None = None
@@ -521,7 +522,8 @@ class Driver:
         """Everything in ``rd`` that waits for no sync: committed entries are durable on a
         quorum already (an earlier Ready), reads and role changes depend on no disk."""
         if rd.soft_state is not None and self._hooks.on_role is not None:
-            self._hooks.on_role(rd.soft_state.role, rd.soft_state.leader, self.core.term)
+            soft = rd.soft_state
+            self._hooks.on_role(soft.role, soft.leader, self.core.term, soft.reason)
         if rd.committed:
             if self._hooks.on_apply is not None:
                 self._hooks.on_apply(rd.committed)

@@ -45,6 +45,10 @@ class ChangeInProgress(RaftError):
     elected, has not committed an entry of its term): one change at a time. Retry shortly."""
 
 
+class LeadershipTransferFailed(RaftError):
+    """The chosen node did not take leadership in time; the old leader leads on."""
+
+
 class ConfigError(RaftError, ValueError):
     """A configuration value is invalid; the message names the field."""
 

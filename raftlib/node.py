@@ -36,9 +36,11 @@ import outcome
 import trio
 
 from raftlib.core.config import CoreConfig
+from raftlib.core.membership import Change, ChangeOp, address_of
 from raftlib.core.raft import RaftCore
 from raftlib.core.types import (
     NO_NODE,
+    ConfState,
     Entry,
     Message,
     NodeId,
@@ -46,7 +48,9 @@ from raftlib.core.types import (
 )
 from raftlib.driver import Driver, DriverHooks, SnapshotTask, recover
 from raftlib.errors import (
+    ChangeInProgress,
     ConfigError,
+    LeadershipTransferFailed,
     NotLeader,
     RaftError,
     Stopped,
@@ -103,6 +107,10 @@ class NodeConfig:
     storage_thread: bool = True
     # When to snapshot the state machine and compact the log, and how snapshots travel.
     snapshot: SnapshotPolicy = attrs.field(factory=SnapshotPolicy)
+    # Join an existing cluster (``peers`` then lists where its members are reached): the node
+    # starts knowing no configuration, never campaigns, and waits for the leader to add it
+    # (as a learner first) and send it the log. False: ``peers`` are the founding voters.
+    join: bool = False
 
     def __attrs_post_init__(self) -> None:
         _check_int("node_id", self.node_id, 1)
@@ -121,6 +129,8 @@ class NodeConfig:
             raise ConfigError(
                 f"NodeConfig.snapshot must be a SnapshotPolicy, got {self.snapshot!r}"
             )
+        if not isinstance(self.join, bool):
+            raise ConfigError(f"NodeConfig.join must be a bool, got {self.join!r}")
         if not isinstance(self.storage_thread, bool):
             raise ConfigError(
                 f"NodeConfig.storage_thread must be a bool, got {self.storage_thread!r}"
@@ -136,7 +146,7 @@ class NodeConfig:
     def core_config(self) -> CoreConfig:
         return CoreConfig(
             node_id=self.node_id,
-            voters=tuple(sorted(self.peers)),
+            voters=() if self.join else tuple(sorted(self.peers)),
             election_timeout_ticks_min=self.election_timeout_ticks_min,
             election_timeout_ticks_max=self.election_timeout_ticks_max,
             heartbeat_interval_ticks=self.heartbeat_interval_ticks,
@@ -149,10 +159,23 @@ class NodeConfig:
         )
 
 
+# How long a membership change waits for the one before it (or the leader's automatic leave of a
+# joint configuration) to take effect before it gives up with ChangeInProgress.
+CHANGE_WAIT_SECONDS_MAX = 10.0
+# How long ``promote``/``add_voter`` wait for a learner to catch up before promoting it.
+CATCH_UP_SECONDS_DEFAULT = 30.0
+# A learner counts as caught up when its log is this close to the leader's commit index.
+CATCH_UP_ENTRIES_MAX = 64
+
+
 @attrs.frozen
 class FollowerStatus:
     match_index: int
     next_index: int
+    # "probe", "replicate" or "snapshot" (raftlib.core.progress).
+    state: str = "replicate"
+    # Seconds since this node last heard from it (None: never).
+    last_contact_seconds: float | None = None
 
 
 @attrs.frozen
@@ -171,6 +194,23 @@ class NodeStatus:
     # messages no correct peer could have sent: both stay 0 in a healthy cluster.
     safety_anomalies: int = 0
     invalid_messages: int = 0
+    # The configuration in force on this node (voters, learners, outgoing voters if joint).
+    configuration: ConfState | None = None
+
+
+@attrs.frozen
+class Observation:
+    """What an observer hook sees (hashicorp/raft's Observer): a role change (``kind``
+    "role", with the term, the leader known and why it changed) or a configuration that took
+    effect ("configuration")."""
+
+    kind: str
+    node_id: NodeId
+    role: Role
+    term: int
+    leader: NodeId
+    reason: str = ""
+    configuration: ConfState | None = None
 
 
 @attrs.frozen
@@ -184,6 +224,8 @@ class NodeHooks:
     # The state machine was restored from a snapshot up to this index (on start, or one the
     # leader sent).
     on_restore: Callable[[NodeId, int], None] | None = None
+    # Role, leader and configuration changes (also logged at INFO with their reason).
+    on_observation: Callable[[Observation], None] | None = None
 
 
 class _Slot:
@@ -263,6 +305,12 @@ class _CancelRead:
 
 
 @attrs.define
+class _Conf:
+    changes: tuple[Change, ...]
+    slot: _Slot
+
+
+@attrs.define
 class _Call:
     """An operator's call on the core (campaign, transfer), run by the raft loop: only the
     loop touches the core, and its pump then sends what the call produced."""
@@ -282,7 +330,8 @@ class _SyncDone:
 _TICK = _Tick()
 _SYNC_DONE = _SyncDone()
 _Input = (
-    list[Message] | _Propose | _Read | _CancelRead | _Call | _Tick | _SyncDone | _SnapshotWritten
+    list[Message] | _Propose | _Read | _CancelRead | _Call | _Conf | _Tick | _SyncDone
+    | _SnapshotWritten
 )
 
 
@@ -352,8 +401,9 @@ class Node:
         self._applied_changed = trio.Event()
         hooks_ = self._hooks
         on_apply = hooks_.on_apply
-        on_role = hooks_.on_role
         node_id = config.node_id
+        # Seconds (trio clock) each peer was last heard from (status: last contact).
+        self._last_contact: dict[NodeId, float] = {}
         self._driver = Driver(
             core,
             state_machine,
@@ -362,9 +412,8 @@ class Node:
             pending_requests_max=config.pending_requests_max,
             hooks=DriverHooks(
                 on_apply=None if on_apply is None else (lambda es: on_apply(node_id, es)),
-                on_role=None if on_role is None else (
-                    lambda role, _leader, term: on_role(node_id, role, term)
-                ),
+                on_role=self._saw_role,
+                on_conf=self._saw_conf,
                 on_restore=None if hooks_.on_restore is None else functools.partial(
                     hooks_.on_restore, node_id
                 ),
@@ -385,8 +434,15 @@ class Node:
 
     def status(self) -> NodeStatus:
         core = self._core.status()
+        now = trio.current_time()
+        contact = self._last_contact
         followers = {
-            peer: FollowerStatus(match_index=p.match, next_index=p.next)
+            peer: FollowerStatus(
+                match_index=p.match,
+                next_index=p.next,
+                state=p.state,
+                last_contact_seconds=now - contact[peer] if peer in contact else None,
+            )
             for peer, p in core.progress.items()
         }
         return NodeStatus(
@@ -400,11 +456,18 @@ class Node:
             followers=followers,
             safety_anomalies=core.safety_anomalies,
             invalid_messages=core.invalid_messages,
+            configuration=core.conf,
         )
+
+    def address_of(self, node_id: NodeId) -> str | None:
+        """Where ``node_id`` is reached: the configuration's address, else the one given at
+        start."""
+        address = address_of(self._core.conf, node_id)
+        return address if address is not None else self.config.peers.get(node_id)
 
     def not_leader(self) -> NotLeader:
         leader = self._core.leader
-        return NotLeader(leader, self.config.peers.get(leader) if leader != NO_NODE else None)
+        return NotLeader(leader, self.address_of(leader) if leader != NO_NODE else None)
 
     async def propose(self, command: bytes) -> Any:
         """Replicate ``command``; return what the state machine's ``apply`` returned for it.
@@ -475,10 +538,124 @@ class Node:
         """Start an election now (tests, operators)."""
         await self._call(self._core.campaign)
 
-    async def transfer_leadership(self, to: NodeId) -> None:
-        """Ask the core to hand leadership to ``to`` (thesis §3.10); returns once the request
-        is in the core (``NotLeader``/``ConfigError`` when it cannot be made)."""
+    async def barrier(self) -> int:
+        """Wait until everything committed before the call is applied here, at a point a
+        leader confirmed (hashicorp's Barrier); returns that index."""
+        return await self.read_barrier()
+
+    async def transfer_leadership(
+        self, to: NodeId | None = None, *, timeout_seconds: float | None = None
+    ) -> NodeId:
+        """Hand leadership to ``to`` (the most caught-up other voter when None; thesis
+        §3.10) and return once it leads. Raises ``NotLeader``, ``ConfigError`` (not a voter)
+        or ``LeadershipTransferFailed`` (it did not take over within ``timeout_seconds``,
+        default two maximum election timeouts: this node leads on)."""
+        self._check_running()
+        if self._core.role is not Role.LEADER:
+            raise self.not_leader()
+        if to is None:
+            to = self._best_successor()
         await self._call(functools.partial(self._core.transfer_leadership, to))
+        if to == self.node_id:
+            return to
+        cfg = self.config
+        if timeout_seconds is None:
+            timeout_seconds = 2 * cfg.election_timeout_ticks_max * cfg.tick_seconds
+        with trio.move_on_after(timeout_seconds):
+            while self._core.leader != to or self._core.role is Role.LEADER:
+                self._check_running()
+                await trio.sleep(cfg.tick_seconds)
+            return to
+        raise LeadershipTransferFailed(
+            f"node {to} did not take over within {timeout_seconds:.2f}s "
+            f"(leader now: {self._core.leader or 'unknown'})"
+        )
+
+    def _best_successor(self) -> NodeId:
+        progress = self._core.status().progress
+        voters = [v for v in sorted(set(self._core.conf.voters)) if v != self.node_id]
+        if not voters:
+            raise ConfigError("transfer_leadership: this node is the only voter")
+        return max(voters, key=lambda v: progress[v].match if v in progress else -1)
+
+    # --- membership (hashicorp/raft's AddVoter, AddNonvoter, RemoveServer) -----------------
+
+    def configuration(self) -> ConfState:
+        """The configuration in force on this node (it follows its applied log)."""
+        return self._core.conf
+
+    async def add_learner(self, node_id: NodeId, address: str = "") -> None:
+        """Make ``node_id`` (reached at ``address``) a learner: it receives the log and
+        snapshots but never votes. Returns once the change took effect here (leader only)."""
+        await self.change_membership((Change(ChangeOp.ADD_LEARNER, node_id, address),))
+
+    async def add_voter(
+        self, node_id: NodeId, address: str = "", *,
+        catch_up_seconds: float = CATCH_UP_SECONDS_DEFAULT,
+    ) -> None:
+        """Add ``node_id`` as a voter the safe way: as a learner first, promoted once its
+        log has caught up (so the cluster never waits on an empty node for its quorum)."""
+        conf = self._core.conf
+        if node_id in conf.voters:
+            return
+        if node_id not in conf.learners:
+            await self.add_learner(node_id, address)
+        await self.promote(node_id, catch_up_seconds=catch_up_seconds)
+
+    async def promote(
+        self, node_id: NodeId, *, catch_up_seconds: float = CATCH_UP_SECONDS_DEFAULT
+    ) -> None:
+        """Make the learner ``node_id`` a voter once it caught up (it answers, and its log is
+        within CATCH_UP_ENTRIES_MAX of the commit index; ``RaftError`` after
+        ``catch_up_seconds``)."""
+        with trio.move_on_after(catch_up_seconds):
+            while True:
+                self._check_running()
+                if self._core.role is not Role.LEADER:
+                    raise self.not_leader()
+                follower = self._core.status().progress.get(node_id)
+                if follower is None:
+                    raise ConfigError(f"promote: node {node_id} is not a learner of this cluster")
+                # It answered (replicating, not probing or receiving a snapshot) and its log is
+                # close to the commit index: as a voter it will not hold a quorum back.
+                caught_up = follower.match + CATCH_UP_ENTRIES_MAX >= self._core.commit_index
+                if follower.state == "replicate" and follower.match > 0 and caught_up:
+                    break
+                await trio.sleep(self.config.tick_seconds)
+            await self.change_membership((Change(ChangeOp.ADD_VOTER, node_id),))
+            return
+        raise RaftError(f"node {node_id} did not catch up within {catch_up_seconds}s")
+
+    async def remove(self, node_id: NodeId) -> None:
+        """Remove ``node_id`` (voter or learner). Removing this node, the leader, makes it
+        step down once the change is committed: the others elect a successor."""
+        await self.change_membership((Change(ChangeOp.REMOVE, node_id),))
+
+    async def change_membership(self, changes: Sequence[Change]) -> None:
+        """Make several changes at once (more than one voter: through the joint
+        configuration, left automatically). Returns once the change took effect on this
+        node; waits up to CHANGE_WAIT_SECONDS_MAX for a change still under way."""
+        changes = tuple(changes)
+        with trio.move_on_after(CHANGE_WAIT_SECONDS_MAX):
+            while True:
+                self._check_running()
+                if self._core.role is not Role.LEADER:
+                    raise self.not_leader()
+                slot = _Slot()
+                await self._submit(_Conf(changes, slot))
+                try:
+                    await slot.wait()
+                except ChangeInProgress:
+                    await trio.sleep(self.config.tick_seconds)
+                    continue
+                # Took effect here; a joint change is finished when its leave did too.
+                while self._core.conf.voters_outgoing:
+                    self._check_running()
+                    await trio.sleep(self.config.tick_seconds)
+                return
+        raise ChangeInProgress(
+            f"another configuration change did not finish within {CHANGE_WAIT_SECONDS_MAX}s"
+        )
 
     def statistics(self) -> dict[str, int]:
         driver = self._driver
@@ -517,9 +694,38 @@ class Node:
             await self._in_tx.send(_TICK)
 
     async def _receiver(self) -> None:
+        contact = self._last_contact
         while True:
             batch = await self._endpoint.receive()
+            now = trio.current_time()
+            for message in batch:
+                contact[message.src] = now
             await self._in_tx.send(batch)
+
+    def _saw_role(self, role: Role, leader: NodeId, term: int, reason: str) -> None:
+        log.info("node %d: %s in term %d, leader %s (%s)", self.node_id, role.value, term,
+                 leader or "unknown", reason)
+        hooks = self._hooks
+        if hooks.on_role is not None:
+            hooks.on_role(self.node_id, role, term)
+        if hooks.on_observation is not None:
+            hooks.on_observation(Observation("role", self.node_id, role, term, leader, reason))
+
+    def _saw_conf(self, conf: ConfState) -> None:
+        log.info("node %d: configuration voters=%s learners=%s%s", self.node_id,
+                 list(conf.voters), list(conf.learners),
+                 f" outgoing={list(conf.voters_outgoing)}" if conf.voters_outgoing else "")
+        add_peer = getattr(self._endpoint, "add_peer", None)
+        if add_peer is not None:
+            for member, address in conf.addresses:
+                if member != self.node_id and address:
+                    add_peer(member, address)
+        hooks = self._hooks
+        if hooks.on_observation is not None:
+            core = self._core
+            hooks.on_observation(Observation(
+                "configuration", self.node_id, core.role, core.term, core.leader, "", conf
+            ))
 
     async def _raft_loop(self) -> None:
         limit = self.config.inputs_per_iteration_max
@@ -610,6 +816,8 @@ class Node:
             driver.tick()
         elif isinstance(item, _Propose):
             driver.propose(item.datas, item.slots)
+        elif isinstance(item, _Conf):
+            driver.propose_conf_change(item.changes, item.slot)
         elif isinstance(item, _Read):
             item.request_id = driver.read(item.slot)
         elif isinstance(item, _SyncDone):

@@ -25,7 +25,7 @@ import trio
 from raftlib.core.types import Entry, NodeId, Role
 from raftlib.errors import Stopped
 from raftlib.invariants import Observer, log_matching
-from raftlib.node import Node, NodeConfig, NodeHooks, open_node
+from raftlib.node import Node, NodeConfig, NodeHooks, Observation, open_node
 from raftlib.statemachine import StateMachine
 from raftlib.storage.memory import MemoryStorage
 from raftlib.transport.memory import LinkFaults, MemoryNetwork
@@ -70,12 +70,16 @@ class LocalCluster:
         self._seed = seed
         self._rng = random.Random(seed)
         self.ids: tuple[NodeId, ...] = tuple(range(1, size + 1))
+        # The founding voters; nodes added later (``add_member``) join the running cluster.
+        self.founders = self.ids
         self.network = MemoryNetwork(rng_seed=seed)
         if faults is not None:
             self.network.set_faults(faults)
         self._config = config
         self._factory = state_machine_factory
         self.observer = Observer()
+        # Sees every node's role and configuration changes (NodeHooks.on_observation).
+        self.on_observation: Callable[[Observation], None] | None = None
         self._members = {
             nid: _Member(storage=MemoryStorage(), state_machine=state_machine_factory())
             for nid in self.ids
@@ -88,8 +92,24 @@ class LocalCluster:
             node_id=node_id,
             peers={nid: f"memory:{nid}" for nid in self.ids},
             seed=self._seed * 1000 + node_id,
+            join=node_id not in self.founders,
             **self._config,
         )
+
+    def add_member(self, node_id: NodeId) -> None:
+        """A new node with an empty disk that will join the running cluster (start it, then
+        have the leader add it)."""
+        if node_id in self._members:
+            raise ValueError(f"node {node_id} exists")
+        self.ids = (*self.ids, node_id)
+        self._members[node_id] = _Member(storage=MemoryStorage(), state_machine=self._factory())
+
+    async def wipe(self, node_id: NodeId) -> None:
+        """The node's disk is lost: stop it and give it empty storage and state."""
+        await self.stop(node_id)
+        member = self._members[node_id]
+        member.storage = MemoryStorage()
+        member.state_machine = self._factory()
 
     def node(self, node_id: NodeId) -> Node:
         member = self._members[node_id]
@@ -117,7 +137,8 @@ class LocalCluster:
 
     async def _run(self, node_id: NodeId, member: _Member, started: trio.Event) -> None:
         hooks = NodeHooks(on_apply=self._on_apply, on_role=self._on_role,
-                          on_restore=self.observer.saw_snapshot)
+                          on_restore=self.observer.saw_snapshot,
+                          on_observation=self._on_observation)
         try:
             with trio.CancelScope() as scope:
                 member.scope = scope
@@ -170,6 +191,10 @@ class LocalCluster:
     def _on_apply(self, node_id: NodeId, entries: Sequence[Entry]) -> None:
         self.observer.saw_applied(node_id, entries)
         self.observer.saw_committed(entries)
+
+    def _on_observation(self, observation: Observation) -> None:
+        if self.on_observation is not None:
+            self.on_observation(observation)
 
     def _on_role(self, node_id: NodeId, role: Role, term: int) -> None:
         if role is Role.LEADER:

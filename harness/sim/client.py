@@ -217,8 +217,10 @@ class SimClient:
         self._give_up()
 
     def _next_node(self) -> None:
-        ids = self._node_ids
-        self._target = ids[(ids.index(self._target) + 1) % len(ids)]
+        # The node after the current one, in id order (nodes may join during a run).
+        target = self._target
+        later = [n for n in self._nodes if n > target]
+        self._target = min(later) if later else min(self._nodes)
 
     def _on_attempt_timeout(self, item: tuple[int, int]) -> None:
         op, attempt = item

@@ -33,8 +33,8 @@ import types as _pytypes
 from collections import deque
 from collections.abc import Sequence
 
-from raftlib.core import quorum
 from raftlib.core.config import CoreConfig, Rng
+from raftlib.core.election import ElectionMixin
 from raftlib.core.follower import FollowerMixin
 from raftlib.core.leader import LeaderMixin
 from raftlib.core.log import RaftLog
@@ -86,7 +86,9 @@ _CORE_MESSAGES = frozenset({
 })
 
 
-class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReconfigureMixin, ReadyMixin):
+class RaftCore(
+    ElectionMixin, LeaderMixin, FollowerMixin, ReadsMixin, ReconfigureMixin, ReadyMixin
+):
     def __init__(
         self,
         config: CoreConfig,
@@ -263,7 +265,10 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReconfigureMixin, ReadyMi
             self._tick_leader()
         else:
             self._election_elapsed += 1
-            if self._election_elapsed >= self._randomized_timeout:
+            # A non-voter never campaigns; it keeps counting, so the lease it gave the last
+            # leader it heard from runs out and stays out (it must not refuse the votes a new
+            # leader needs: see _on_request_vote).
+            if self._election_elapsed >= self._randomized_timeout and self._id in self._voter_ids:
                 self._election_elapsed = 0
                 self._campaign("election timeout")
 
@@ -281,8 +286,6 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReconfigureMixin, ReadyMi
             self._become_pre_candidate(reason)
         else:
             self._become_candidate(transfer=False, reason=reason)
-
-    # --- inputs: client requests -----------------------------------------------------------
 
     # --- inputs: messages ------------------------------------------------------------------
 
@@ -337,15 +340,6 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReconfigureMixin, ReadyMi
         elif isinstance(msg, InstallSnapshot):
             self._on_install_snapshot(msg)
 
-    def _in_lease(self, msg: RequestVote) -> bool:
-        """Whether a (pre)vote request must be refused because a leader is known and was heard
-        from within the minimum election timeout (thesis §9.6, §4.2.3)."""
-        if msg.transfer or self._leader == NO_NODE:
-            return False
-        if not (self.config.check_quorum or msg.pre_vote):
-            return False
-        return self._election_elapsed < self.config.election_timeout_ticks_min
-
     def _on_stale(self, msg: Message) -> None:
         """A message from an older term (§5.1: reject it, telling the sender our term)."""
         if isinstance(msg, AppendEntries):
@@ -356,62 +350,6 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReconfigureMixin, ReadyMi
         elif isinstance(msg, ReadIndexRequest):
             self._send(ReadIndexResponse(self._term, self._id, msg.src, msg.request_id, 0))
         # Stale responses and TimeoutNow carry nothing we may act on.
-
-    # --- handlers: elections ---------------------------------------------------------------
-
-    def _on_request_vote(self, msg: RequestVote) -> None:
-        log_ok = self._log.is_up_to_date(msg.last_log_index, msg.last_log_term)
-        if msg.pre_vote:
-            # A pre-vote changes nothing here; grant when a real vote in that term could be.
-            granted = msg.term > self._term and log_ok
-            reply_term = msg.term if granted else self._term
-            self._send(RequestVoteResponse(reply_term, self._id, msg.src, granted, True))
-            return
-        # Same term now (a newer one made us a follower in step). §5.2: one vote per term,
-        # first come first served; §5.4.1: only for a log at least as up to date as ours.
-        can_vote = self._vote == msg.src or (self._vote == NO_NODE and self._leader == NO_NODE)
-        granted = can_vote and log_ok
-        if granted:
-            self._vote = msg.src
-            # Granting a vote resets the election timer (Figure 2, Followers).
-            self._election_elapsed = 0
-        self._send(RequestVoteResponse(self._term, self._id, msg.src, granted, False))
-
-    def _on_vote_response(self, msg: RequestVoteResponse) -> None:
-        if msg.pre_vote:
-            if self._role is not Role.PRE_CANDIDATE:
-                return
-            expected_term = self._term + 1 if msg.granted else self._term
-            if msg.term != expected_term:
-                return
-            self._votes[msg.src] = msg.granted
-            result = quorum.joint_vote_result(self._voters, self._voters_out, self._votes)
-            if result is quorum.VoteResult.WON:
-                self._become_candidate(transfer=False, reason="pre-vote won")
-            elif result is quorum.VoteResult.LOST:
-                self._become_follower(self._term, NO_NODE, "pre-vote lost")
-            return
-        if self._role is not Role.CANDIDATE or msg.term != self._term:
-            return
-        self._votes[msg.src] = msg.granted
-        result = quorum.joint_vote_result(self._voters, self._voters_out, self._votes)
-        if result is quorum.VoteResult.WON:
-            self._become_leader()
-        elif result is quorum.VoteResult.LOST:
-            self._become_follower(self._term, NO_NODE, "election lost")
-
-    def _on_timeout_now(self, msg: TimeoutNow) -> None:
-        if self._role is not Role.FOLLOWER or msg.src != self._leader:
-            return
-        self._become_candidate(transfer=True, reason=f"leadership transfer from node {msg.src}")
-
-    # --- handlers: replication (follower side) ---------------------------------------------
-
-    # --- snapshots (the driver's calls) ----------------------------------------------------
-
-    # --- handlers: replication (leader side) -----------------------------------------------
-
-    # --- reads (thesis §6.4) ----------------------------------------------------------------
 
     # --- role changes ----------------------------------------------------------------------
 
@@ -429,12 +367,6 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReconfigureMixin, ReadyMi
             self._forwarded_reads.clear()
         self._leader = leader
 
-    def _won(self) -> bool:
-        return (
-            quorum.joint_vote_result(self._voters, self._voters_out, self._votes)
-            is quorum.VoteResult.WON
-        )
-
     def _become_follower(self, term: int, leader: NodeId, reason: str) -> None:
         if term < self._term:
             raise AssertionError(f"term would decrease from {self._term} to {term}")
@@ -450,48 +382,5 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReconfigureMixin, ReadyMi
         self._set_leader(leader)
         self._votes = {}
         self._reset_election_timer()
-
-    def _become_pre_candidate(self, reason: str) -> None:
-        # PreVote (thesis §9.6): ask whether we could win before disturbing anyone's term.
-        self._role = Role.PRE_CANDIDATE
-        self._role_reason = reason
-        self._set_leader(NO_NODE)
-        self._votes = {self._id: True}
-        self._reset_election_timer()
-        if self._won():
-            self._become_candidate(transfer=False, reason=reason)
-            return
-        log = self._log
-        for peer in self._vote_peers:
-            self._send(
-                RequestVote(
-                    self._term + 1, self._id, peer, log.last_index, log.last_term, pre_vote=True
-                )
-            )
-
-    def _become_candidate(self, transfer: bool, reason: str) -> None:
-        # §5.2: increment the term, vote for self, ask everyone else.
-        self._term += 1
-        self._vote = self._id
-        self._role = Role.CANDIDATE
-        self._role_reason = reason
-        self._set_leader(NO_NODE)
-        self._votes = {self._id: True}
-        self._reset_election_timer()
-        if self._won():
-            self._become_leader()
-            return
-        log = self._log
-        for peer in self._vote_peers:
-            self._send(
-                RequestVote(
-                    self._term,
-                    self._id,
-                    peer,
-                    log.last_index,
-                    log.last_term,
-                    transfer=transfer,
-                )
-            )
 
     # --- output ----------------------------------------------------------------------------

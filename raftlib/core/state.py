@@ -3,7 +3,8 @@
 ``RaftCore`` (``raft.py``) is assembled from parts that each hold one concern of the algorithm,
 as etcd-io/raft keeps raft.go, read_only.go, tracker/ and rawnode.go apart:
 
-- ``raft.py``      roles, elections, terms, message dispatch (Figure 2, §5.1-5.2, §9.6)
+- ``raft.py``      roles, terms, message dispatch (Figure 2, §5.1)
+- ``election.py``  PreVote, votes, TimeoutNow (§5.2, §9.6, §3.10)
 - ``follower.py``  a follower's side of replication and snapshots (§5.3, §5.4, §7)
 - ``leader.py``    a leader's side: proposals, flow control, commit, transfers (§5.3, §3.10)
 - ``reads.py``     linearizable reads through ReadIndex (thesis §6.4)
@@ -135,6 +136,12 @@ class CoreState:
         raise NotImplementedError
 
     def _set_leader(self, leader: NodeId) -> None:
+        raise NotImplementedError
+
+    def _reset_election_timer(self) -> None:
+        raise NotImplementedError
+
+    def _become_leader(self) -> None:
         raise NotImplementedError
 
     def _check_reads(self) -> None:
