@@ -82,6 +82,10 @@ class SimClient:
         self._phase_start = 0  # attempts from here on belong to the current phase
         self._deadline_us = 0
         self._refusals = 0
+        # Nodes asked since the round robin last wrapped: a leader hint that points back at one
+        # of them is stale (a removed node may name a leader that is gone) and is not followed,
+        # or two stale hints would send the client round in a circle.
+        self._asked: set[NodeId] = set()
         self._unknown_attempts = 0
         self._in_flight = False  # the latest attempt was sent and not answered
         self._maybe_applied = False  # some attempt of this write may be in a log
@@ -101,6 +105,7 @@ class SimClient:
         self._op += 1
         self._spec = spec
         self._refusals = 0
+        self._asked.clear()
         self._unknown_attempts = 0
         self._maybe_applied = False
         self._history.invoke(self.process, spec)
@@ -198,7 +203,8 @@ class SimClient:
             self._give_up()
             return
         self._refusals += 1
-        if hint and hint != self._target and hint in self._nodes:
+        self._asked.add(self._target)
+        if hint and hint not in self._asked and hint in self._nodes:
             self._target = hint
             self._send(self._op)
             return
@@ -220,6 +226,8 @@ class SimClient:
         # The node after the current one, in id order (nodes may join during a run).
         target = self._target
         later = [n for n in self._nodes if n > target]
+        if not later:
+            self._asked.clear()
         self._target = min(later) if later else min(self._nodes)
 
     def _on_attempt_timeout(self, item: tuple[int, int]) -> None:

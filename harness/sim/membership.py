@@ -124,8 +124,9 @@ class MembershipNemesis:
 
             def add_new(conf: ConfState) -> tuple[Change, ...] | None:
                 if not new:
-                    if not chosen:
-                        return None
+                    members = set(conf.voters) | set(conf.learners) | set(conf.voters_outgoing)
+                    if not chosen or chosen[0] in members:
+                        return None  # another window added it back meanwhile: keep it
                     self._nodes[chosen[0]].retire()
                     new_id = max(self._nodes) + 1
                     self._created += 1

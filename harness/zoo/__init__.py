@@ -130,6 +130,25 @@ BUGS: dict[str, Bug] = {
              workload="register", nemesis=("partition", "delay", "reorder"),
              nemesis_interval=0.5, rate=100.0, snapshot_entries=8, snapshot_trailing=0,
              snapshot_chunk_bytes=64),
+        # Membership: the member nemesis changes the configuration every half second with
+        # partitions and crashes around it.
+        _bug("conf-before-own-commit", "a new leader changes the configuration before an "
+             "entry of its own term committed (the single-server change bug)",
+             bugs.conf_before_own_commit,
+             workload="append", nemesis=("member", "partition", "crash-new-leader", "kill"),
+             nemesis_interval=0.3, rate=100.0, nodes=4, pre_vote=False, check_quorum=False),
+        _bug("learner-in-quorum", "a leader counts learners towards the commit quorum",
+             bugs.learner_in_quorum,
+             workload="append", nemesis=("member", "partition", "kill"),
+             nemesis_interval=0.3, rate=100.0),
+        _bug("early-leave-joint", "the joint configuration is left before the entry that "
+             "enters it committed", bugs.early_leave_joint,
+             workload="append", nemesis=("member", "partition", "kill"),
+             nemesis_interval=0.3, rate=100.0),
+        _bug("removed-node-campaigns", "a removed node ignores its removal and goes on "
+             "campaigning among the old voters", bugs.removed_node_campaigns,
+             workload="append", nemesis=("member", "partition", "kill"),
+             nemesis_interval=0.3, rate=100.0, pre_vote=False, check_quorum=False),
         _bug("session-cache-off", "the session table forgets replies: a retried write is "
              "applied twice", bugs.session_cache_off,
              workload="append", nemesis=("kill", "partition"), nemesis_interval=0.5,

@@ -268,9 +268,14 @@ class RaftCore(
             # A non-voter never campaigns; it keeps counting, so the lease it gave the last
             # leader it heard from runs out and stays out (it must not refuse the votes a new
             # leader needs: see _on_request_vote).
-            if self._election_elapsed >= self._randomized_timeout and self._id in self._voter_ids:
-                self._election_elapsed = 0
-                self._campaign("election timeout")
+            if self._election_elapsed >= self._randomized_timeout:
+                if self._id in self._voter_ids:
+                    self._election_elapsed = 0
+                    self._campaign("election timeout")
+                elif self._leader != NO_NODE:
+                    # Silence for a whole timeout: stop naming a leader that may be gone (a
+                    # removed node is told nothing more, and clients follow its hints).
+                    self._set_leader(NO_NODE)
 
     # --- inputs: elections -----------------------------------------------------------------
 
