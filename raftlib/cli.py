@@ -42,12 +42,15 @@ import logging
 import math
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 import trio
 
+from raftlib.config_flags import add_core_flags, core_argv, core_overrides
+from raftlib.config_flags import flag as core_flag
+from raftlib.core.config import SettingError, check_overrides
 from raftlib.errors import ConfigError, RaftError, StorageError
 from raftlib.node import NodeConfig, open_node
 from raftlib.snapshots import SnapshotPolicy
@@ -147,6 +150,7 @@ def _parser() -> _Parser:
     _add_security_options(serve)
     _add_limit_options(serve)
     _add_snapshot_options(serve)
+    add_core_flags(serve)
     certs = sub.add_parser("certs", help="make certificates for a cluster")
     certs_sub = certs.add_subparsers(dest="certs_command", required=True, parser_class=_Parser)
     init = certs_sub.add_parser(
@@ -173,6 +177,7 @@ def _parser() -> _Parser:
     cluster.add_argument("--certs", default=None, help="certificate directory (with --tls)")
     cluster.add_argument("--client-auth", action="store_true",
                          help="with --tls: clients must present a certificate")
+    add_core_flags(cluster, note="; passed to every node")
     return parser
 
 
@@ -283,7 +288,7 @@ async def _serve(args: argparse.Namespace, peers: dict[int, tuple[str, int]]) ->
         tick_seconds=args.tick_ms / 1000.0,
         seed=args.seed,
         snapshot=_snapshot_policy(args),
-    )
+    ).with_core(**core_overrides(args))
     security, client_tls = _security(args)
     storage = WalStorage(Path(args.data), allow_missing_hard_state=args.allow_missing_hard_state)
     transport = TcpTransport(
@@ -402,6 +407,15 @@ def _check_limit_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--handshake-timeout must be > 0 seconds, got {args.handshake_timeout}")
 
 
+def _check_core_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The core settings given as flags, validated by ``CoreConfig`` (one line naming the
+    setting and the bad value otherwise)."""
+    try:
+        return check_overrides(core_overrides(args), "core settings")
+    except SettingError as exc:
+        raise UsageError(f"{core_flag(exc.name)}: {exc.problem}") from None
+
+
 def _check_port(name: str, port: int) -> None:
     if not 0 < port < 65536:
         raise UsageError(f"{name} must be 1..65535, got {port}")
@@ -455,6 +469,7 @@ def _check_serve_args(args: argparse.Namespace) -> dict[int, tuple[str, int]]:
         raise UsageError(f"--id {args.id} is not among --peers ({sorted(peers)})")
     if not args.tick_ms > 0:
         raise UsageError("--tick-ms must be > 0")
+    _check_core_args(args)
     _check_limit_args(args)
     _check_security_args(args)
     return peers
@@ -493,6 +508,7 @@ def _cluster_main(args: argparse.Namespace) -> int:
         raise UsageError("--base-port and --client-base-port ranges overlap")
     if not args.tick_ms > 0:
         raise UsageError("--tick-ms must be > 0")
+    core = _check_core_args(args)
     data = Path(args.data)
     if data.exists() and not data.is_dir():
         raise UsageError(f"--data {data} exists and is not a directory")
@@ -520,6 +536,7 @@ def _cluster_main(args: argparse.Namespace) -> int:
         tick_ms=args.tick_ms,
         certs=certs,
         client_auth=args.client_auth,
+        core=core,
     )
 
 
@@ -546,6 +563,7 @@ def run_cluster(
     tick_ms: float,
     certs: Path | None = None,
     client_auth: bool = False,
+    core: Mapping[str, Any] | None = None,
 ) -> int:
     """Run ``nodes`` ``serve`` processes until SIGINT/SIGTERM; see the module docstring.
     With ``certs`` (a ``certs init`` directory) the nodes run TLS, else ``--insecure``."""
@@ -574,7 +592,8 @@ def run_cluster(
                     [sys.executable, "-m", "raftlib.cli", "serve", "--id", str(i),
                      "--peers", peers, "--data", str(data / f"node-{i}"),
                      "--client-port", str(client_base_port + i - 1),
-                     "--client-peers", clients, "--tick-ms", str(tick_ms), *security],
+                     "--client-peers", clients, "--tick-ms", str(tick_ms), *security,
+                     *core_argv(core or {})],
                     stdout=out, stderr=subprocess.STDOUT,
                     # Own process group: a terminal's Ctrl-C reaches only this parent, which
                     # then stops the children in order.

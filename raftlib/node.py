@@ -35,7 +35,7 @@ import attrs
 import outcome
 import trio
 
-from raftlib.core.config import CoreConfig
+from raftlib.core.config import CoreConfig, setting_names
 from raftlib.core.raft import RaftCore
 from raftlib.core.types import (
     NO_NODE,
@@ -67,24 +67,41 @@ def _check_int(name: str, value: object, minimum: int) -> None:
         raise ConfigError(f"NodeConfig.{name} must be an int >= {minimum}, got {value!r}")
 
 
+def _default_core(config: NodeConfig) -> CoreConfig:
+    _check_identity(config)
+    return CoreConfig(node_id=config.node_id, voters=tuple(sorted(config.peers)))
+
+
+def _check_identity(config: NodeConfig) -> None:
+    # Runs before the other validators (the core's default is built from these fields).
+    _check_int("node_id", config.node_id, 1)
+    if not isinstance(config.peers, Mapping) or not config.peers:
+        raise ConfigError(f"NodeConfig.peers must be a non-empty mapping, got {config.peers!r}")
+    for peer, address in config.peers.items():
+        _check_int("peers (node id)", peer, 1)
+        if not isinstance(address, str):
+            raise ConfigError(f"NodeConfig.peers[{peer}] must be an address string")
+    if config.node_id not in config.peers:
+        raise ConfigError(f"NodeConfig.peers must include node_id {config.node_id}")
+
+
 @attrs.frozen
 class NodeConfig:
-    """Everything a node needs to know, validated up front (``ConfigError`` names the field)."""
+    """Everything a node needs to know, validated up front (``ConfigError`` names the field).
+
+    The Raft core's settings are one ``CoreConfig`` (``core``; by default its defaults for
+    ``node_id`` and every peer as a voter); change some with ``with_core``::
+
+        NodeConfig(node_id=1, peers=peers).with_core(pre_vote=False, append_entries_max=64)
+    """
 
     node_id: NodeId
     # Every voting member (this node included) and the address clients and peers reach it at;
     # the address is what ``NotLeader`` reports so a client can retry at the leader.
     peers: Mapping[NodeId, str]
     tick_seconds: float = 0.025
-    election_timeout_ticks_min: int = 10
-    election_timeout_ticks_max: int = 20
-    heartbeat_interval_ticks: int = 2
-    pre_vote: bool = True
-    check_quorum: bool = True
-    append_entries_max: int = 512
-    append_bytes_max: int = 1 << 20
-    inflight_appends_max: int = 256
-    uncommitted_entries_max: int = 8192
+    # The core's settings (elections, heartbeats, PreVote, CheckQuorum, flow control).
+    core: CoreConfig = attrs.field(default=attrs.Factory(_default_core, takes_self=True))
     # Inputs (message batches, proposals, reads, ticks) waiting for the raft loop. A full queue
     # makes callers wait and the transport drop, rather than letting memory grow.
     input_queue_items_max: int = 4096
@@ -105,18 +122,18 @@ class NodeConfig:
     snapshot: SnapshotPolicy = attrs.field(factory=SnapshotPolicy)
 
     def __attrs_post_init__(self) -> None:
-        _check_int("node_id", self.node_id, 1)
-        if not isinstance(self.peers, Mapping) or not self.peers:
-            raise ConfigError(f"NodeConfig.peers must be a non-empty mapping, got {self.peers!r}")
-        for peer, address in self.peers.items():
-            _check_int("peers (node id)", peer, 1)
-            if not isinstance(address, str):
-                raise ConfigError(f"NodeConfig.peers[{peer}] must be an address string")
-        if self.node_id not in self.peers:
-            raise ConfigError(f"NodeConfig.peers must include node_id {self.node_id}")
+        _check_identity(self)
         tick = self.tick_seconds
         if not isinstance(tick, int | float) or not math.isfinite(tick) or tick <= 0:
             raise ConfigError(f"NodeConfig.tick_seconds must be > 0, got {tick!r}")
+        if not isinstance(self.core, CoreConfig):
+            raise ConfigError(f"NodeConfig.core must be a CoreConfig, got {self.core!r}")
+        if self.core.node_id != self.node_id:
+            raise ConfigError(f"NodeConfig.core.node_id must be node_id {self.node_id}, "
+                              f"got {self.core.node_id}")
+        missing = sorted(set(self.core.voters) - set(self.peers))
+        if missing:
+            raise ConfigError(f"NodeConfig.peers has no address for voters {missing}")
         if not isinstance(self.snapshot, SnapshotPolicy):
             raise ConfigError(
                 f"NodeConfig.snapshot must be a SnapshotPolicy, got {self.snapshot!r}"
@@ -131,22 +148,14 @@ class NodeConfig:
             "pending_requests_max",
         ):
             _check_int(name, getattr(self, name), 1)
-        self.core_config()  # the core validates its own fields
 
-    def core_config(self) -> CoreConfig:
-        return CoreConfig(
-            node_id=self.node_id,
-            voters=tuple(sorted(self.peers)),
-            election_timeout_ticks_min=self.election_timeout_ticks_min,
-            election_timeout_ticks_max=self.election_timeout_ticks_max,
-            heartbeat_interval_ticks=self.heartbeat_interval_ticks,
-            pre_vote=self.pre_vote,
-            check_quorum=self.check_quorum,
-            append_entries_max=self.append_entries_max,
-            append_bytes_max=self.append_bytes_max,
-            inflight_appends_max=self.inflight_appends_max,
-            uncommitted_entries_max=self.uncommitted_entries_max,
-        )
+    def with_core(self, **settings: Any) -> NodeConfig:
+        """This configuration with some core settings changed (``CoreConfig`` field names;
+        ``ConfigError`` names a bad one)."""
+        for name in settings:
+            if name not in setting_names():
+                raise ConfigError(f"NodeConfig.with_core: unknown core setting {name!r}")
+        return attrs.evolve(self, core=attrs.evolve(self.core, **settings))
 
 
 @attrs.frozen
@@ -678,7 +687,7 @@ async def open_node(
     if recovered.snapshot is not None and hooks is not None and hooks.on_restore is not None:
         hooks.on_restore(config.node_id, recovered.snapshot.index)
     core = RaftCore(
-        config.core_config(),
+        config.core,
         rng if rng is not None else random.Random(config.seed),
         hard_state=recovered.hard_state,
         entries=recovered.entries,

@@ -15,7 +15,7 @@ and a ``MemoryStorage`` (crash drops what was not synced), inside one Trio run. 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -62,6 +62,7 @@ class LocalCluster:
         seed: int = 0,
         faults: LinkFaults | None = None,
         state_machine_factory: Callable[[], StateMachine] = RecordingStateMachine,
+        core: Mapping[str, Any] | None = None,
         **config: Any,
     ) -> None:
         if size < 1:
@@ -74,6 +75,8 @@ class LocalCluster:
         if faults is not None:
             self.network.set_faults(faults)
         self._config = config
+        # Core settings the nodes run with (CoreConfig field name -> value).
+        self._core = dict(core or {})
         self._factory = state_machine_factory
         self.observer = Observer()
         self._members = {
@@ -89,7 +92,7 @@ class LocalCluster:
             peers={nid: f"memory:{nid}" for nid in self.ids},
             seed=self._seed * 1000 + node_id,
             **self._config,
-        )
+        ).with_core(**self._core)
 
     def node(self, node_id: NodeId) -> Node:
         member = self._members[node_id]

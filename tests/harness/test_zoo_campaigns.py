@@ -26,15 +26,16 @@ def _options(seed: int, **overrides: Any) -> RunOptions:
 
 def test_core_settings_are_validated_in_one_line_and_sim_only() -> None:
     with pytest.raises(OptionsError, match=r"^--append-entries-max: must be an integer"):
-        RunOptions(append_entries_max=0)
+        RunOptions(core={"append_entries_max": 0})
     with pytest.raises(OptionsError, match=r"^--pre-vote: must be true or false"):
-        RunOptions(pre_vote="no")  # type: ignore[arg-type]
+        RunOptions(core={"pre_vote": "no"})
     with pytest.raises(OptionsError, match="need --backend sim"):
-        RunOptions(backend="live", check_quorum=False)
+        RunOptions(backend="live", core={"check_quorum": False})
 
 
 def test_core_settings_round_trip_through_argv_and_json() -> None:
-    options = RunOptions(pre_vote=False, check_quorum=False, append_entries_max=1, seed=3)
+    options = RunOptions(core={"pre_vote": False, "check_quorum": False,
+                               "append_entries_max": 1}, seed=3)
     argv = options.to_argv()
     assert "--no-pre-vote" in argv and "--no-check-quorum" in argv
     assert argv[argv.index("--append-entries-max") + 1] == "1"

@@ -41,6 +41,9 @@ from raftlib.core import (
 )
 
 TRACE_LINES_MAX = 4000
+# The scenarios here were written for a heartbeat every tick (their expected traces count
+# ticks), not the library's default of two.
+CORE_TEST_DEFAULTS: dict[str, Any] = {"heartbeat_interval_ticks": 1}
 
 
 def fmt_message(msg: Message) -> str:
@@ -145,7 +148,8 @@ class Network:
     # --- construction ----------------------------------------------------------------------
 
     def make_config(self, node_id: NodeId) -> CoreConfig:
-        return CoreConfig(node_id=node_id, voters=self.ids, **self.config_overrides)
+        return CoreConfig(node_id=node_id, voters=self.ids,
+                          **{**CORE_TEST_DEFAULTS, **self.config_overrides})
 
     def _boot(self, node_id: NodeId) -> None:
         durable = self.durable[node_id]
@@ -448,7 +452,7 @@ def make_core(
     **config: Any,
 ) -> RaftCore:
     """A core restarted from the given durable state."""
-    cfg = CoreConfig(node_id=node_id, voters=tuple(voters), **config)
+    cfg = CoreConfig(node_id=node_id, voters=tuple(voters), **{**CORE_TEST_DEFAULTS, **config})
     return RaftCore(
         cfg, random.Random(seed), HardState(term, vote, commit), entries_of_terms(log_terms)
     )
