@@ -7,7 +7,9 @@
 
 Run options: ``--backend sim --nodes N --clients C --workload register|kv|append
 --nemesis partition,kill,pause,...|all|none --time-limit S --seed N --rate OPS
---request-timeout S --nemesis-interval S --recovery-time S --lincheck-timeout S``.
+--request-timeout S --nemesis-interval S --recovery-time S --lincheck-timeout S`` (one flag per
+``RunOptions`` field, derived from it), and one flag per Raft core setting (sim only; derived
+from ``raftlib.core.CoreConfig``: ``--no-pre-vote``, ``--append-entries-max N``, ...).
 
 Exit status: 0 every run valid, 1 some run invalid (or a replay whose history differs from the
 original), 2 some run unknown (and none invalid), 3 bad options or input (one line on stderr),

@@ -25,6 +25,10 @@ replicated KV service answers RESP2 (Redis protocol) on 127.0.0.1:PORT. ``--clie
 gives every node's client address so a follower can redirect writes to the leader
 (``-MOVED 0 HOST:PORT``); without it a follower answers ``-TRYAGAIN``.
 
+Raft core settings: one flag each, generated from ``raftlib.core.CoreConfig``
+(``--election-timeout-ticks-min N``, ``--pre-vote/--no-pre-vote``, ``--append-entries-max N``,
+...; see ``--help``); ``cluster`` passes them to every node.
+
 ``cluster`` starts ``--nodes`` ``serve`` processes on loopback (data in DIR/node-N, logs in
 DIR/node-N.log), prints how to reach them once every client port accepts connections, and stops
 them all on Ctrl-C or SIGTERM.
@@ -544,14 +548,8 @@ def _cluster_main(args: argparse.Namespace) -> int:
 # children to exit after SIGTERM before it SIGKILLs them.
 CLUSTER_READY_SECONDS_MAX = 20.0
 CLUSTER_STOP_SECONDS_MAX = 10.0
-
-
-def _port_open(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+# How often ``cluster`` looks whether a node died while it runs.
+CLUSTER_WATCH_SECONDS = 0.1
 
 
 def run_cluster(
@@ -567,13 +565,13 @@ def run_cluster(
 ) -> int:
     """Run ``nodes`` ``serve`` processes until SIGINT/SIGTERM; see the module docstring.
     With ``certs`` (a ``certs init`` directory) the nodes run TLS, else ``--insecure``."""
-    import subprocess
     import time
 
+    from raftlib.supervisor import Supervisor, serve_argv
+
     ids = range(1, nodes + 1)
-    peers = ",".join(f"{i}=127.0.0.1:{base_port + i - 1}" for i in ids)
-    clients = ",".join(f"{i}=127.0.0.1:{client_base_port + i - 1}" for i in ids)
-    data.mkdir(parents=True, exist_ok=True)
+    raft = {i: f"127.0.0.1:{base_port + i - 1}" for i in ids}
+    clients = {i: f"127.0.0.1:{client_base_port + i - 1}" for i in ids}
     security = ["--insecure"] if certs is None else ["--tls-dir", str(certs)]
     if certs is not None and client_auth:
         security.append("--client-auth")
@@ -582,63 +580,48 @@ def run_cluster(
     def on_signal(signum: int, frame: object) -> None:
         stopping.append(signum)
 
+    def command(node: int) -> list[str]:
+        return serve_argv(node, peers=raft, data=supervisor.data_dir(node),
+                          client_port=client_base_port + node - 1, client_peers=clients,
+                          tick_ms=tick_ms, flags=[*security, *core_argv(core or {})])
+
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    procs: dict[int, subprocess.Popen[bytes]] = {}
     status = 0
+    supervisor = Supervisor(data, ids, command)
     try:
-        for i in ids:
-            with (data / f"node-{i}.log").open("ab") as out:
-                procs[i] = subprocess.Popen(
-                    [sys.executable, "-m", "raftlib.cli", "serve", "--id", str(i),
-                     "--peers", peers, "--data", str(data / f"node-{i}"),
-                     "--client-port", str(client_base_port + i - 1),
-                     "--client-peers", clients, "--tick-ms", str(tick_ms), *security,
-                     *core_argv(core or {})],
-                    stdout=out, stderr=subprocess.STDOUT,
-                    # Own process group: a terminal's Ctrl-C reaches only this parent, which
-                    # then stops the children in order.
-                    start_new_session=True,
-                )
-        deadline = time.monotonic() + CLUSTER_READY_SECONDS_MAX
-        waiting = set(ids)
-        while waiting and not stopping and time.monotonic() < deadline:
-            waiting = {i for i in waiting if not _port_open(client_base_port + i - 1)}
-            if any(p.poll() is not None for p in procs.values()):
-                break
-            time.sleep(0.1)
-        if waiting and not stopping:
-            print(f"raftlib: error: nodes {sorted(waiting)} did not start; see "
-                  f"{data}/node-N.log", file=sys.stderr)
-            return EXIT_ERROR
-        for i in ids:
-            print(f"node {i}: raft 127.0.0.1:{base_port + i - 1}  "
-                  f"client 127.0.0.1:{client_base_port + i - 1}  log {data}/node-{i}.log")
-        tls = ""
-        if certs is not None:
-            tls = f"--tls --cacert {certs}/ca.pem "
-            if client_auth:
-                tls += f"--cert {certs}/client.pem --key {certs}/client.key "
-        print(f"ready: try `redis-cli {tls}-c -p {client_base_port} SET greeting hello` "
-              "(-c follows MOVED redirects to the leader); Ctrl-C stops the cluster", flush=True)
-        while not stopping:
-            dead = [i for i, p in procs.items() if p.poll() is not None]
-            if dead:
-                print(f"raftlib: error: node {dead[0]} exited with status "
-                      f"{procs[dead[0]].returncode}; stopping the cluster", file=sys.stderr)
-                status = EXIT_ERROR
-                break
-            time.sleep(0.1)
+        with supervisor:
+            for i in ids:
+                supervisor.start(i)
+            waiting = supervisor.wait_ready({i: client_base_port + i - 1 for i in ids},
+                                            CLUSTER_READY_SECONDS_MAX,
+                                            give_up=lambda: bool(stopping))
+            if waiting and not stopping:
+                print(f"raftlib: error: nodes {waiting} did not start; see "
+                      f"{data}/node-N.log", file=sys.stderr)
+                supervisor.stop_all(CLUSTER_STOP_SECONDS_MAX)
+                return EXIT_ERROR
+            for i in ids:
+                print(f"node {i}: raft {raft[i]}  client {clients[i]}  log "
+                      f"{supervisor.log_path(i)}")
+            tls = ""
+            if certs is not None:
+                tls = f"--tls --cacert {certs}/ca.pem "
+                if client_auth:
+                    tls += f"--cert {certs}/client.pem --key {certs}/client.key "
+            print(f"ready: try `redis-cli {tls}-c -p {client_base_port} SET greeting hello` "
+                  "(-c follows MOVED redirects to the leader); Ctrl-C stops the cluster",
+                  flush=True)
+            while not stopping:
+                dead = supervisor.reap_unexpected()
+                if dead:
+                    node, code, _ = supervisor.unexpected_exits[0]
+                    print(f"raftlib: error: node {node} exited with status {code}; stopping "
+                          "the cluster", file=sys.stderr)
+                    status = EXIT_ERROR
+                    break
+                time.sleep(CLUSTER_WATCH_SECONDS)
+            supervisor.stop_all(CLUSTER_STOP_SECONDS_MAX)
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + CLUSTER_STOP_SECONDS_MAX
-        for p in procs.values():
-            try:
-                p.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print("cluster stopped", flush=True)
