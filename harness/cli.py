@@ -27,11 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import attrs
-
 from harness.campaign import JOBS_MAX, SEEDS_MAX, run_campaign
 from harness.nemesis import ScheduleError, schedule_from_json
-from harness.options import OptionsError, RunOptions, command_line
+from harness.options import OptionsError, RunOptions, command_line, options_fields
 from harness.progress import CampaignProgress, print_outcomes, run_progress
 from harness.runner import EXIT_BY_VERDICT, run
 from raftlib.config_flags import add_core_flags, core_overrides
@@ -53,8 +51,8 @@ class _Parser(argparse.ArgumentParser):
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     """One flag per ``RunOptions`` field (its name, type, default and help declared there),
     and one per core setting (``CoreConfig``'s declaration). ``--seed`` is ``run``'s alone."""
-    for field in attrs.fields(RunOptions):
-        if field.name in ("seed", "core"):
+    for field in options_fields():
+        if field.name == "seed":
             continue
         flag = "--" + field.name.replace("_", "-")
         if field.name == "nemesis":
@@ -105,8 +103,8 @@ def build_parser() -> _Parser:
 
 
 def _options(args: argparse.Namespace, seed: int) -> RunOptions:
-    values = {field.name: getattr(args, field.name) for field in attrs.fields(RunOptions)
-              if field.name not in ("seed", "core")}
+    values = {field.name: getattr(args, field.name) for field in options_fields()
+              if field.name != "seed"}
     return RunOptions(**values, seed=seed, core=core_overrides(args))
 
 

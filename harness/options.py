@@ -166,6 +166,15 @@ ALWAYS = "always"
 IF_SET = "if-set"
 
 
+def _legacy(name: str) -> Any:
+    """A core setting's constructor name from before ``core`` existed (``RunOptions(pre_vote=
+    False)``, ``attrs.evolve(options, append_entries_max=1)``), kept so such code still works:
+    the value is folded into ``core`` when the options are built and never stored apart
+    (``options.pre_vote`` reads ``core``). New core settings get no such name: use ``core``."""
+    return attrs.field(default=None, alias=name, eq=False, repr=False,
+                       metadata={"legacy": name})
+
+
 def option(default: Any, help: str, *, validator: Any = None, converter: Any = None,
            argv: str = ALWAYS) -> Any:
     """One run option: its default, validator, help text (the CLI flag's) and argv rule."""
@@ -233,8 +242,17 @@ class RunOptions:
     snapshot_chunk_bytes: int = option(SNAPSHOT_CHUNK_BYTES_DEFAULT,
                                        "bytes per snapshot chunk sent to a follower",
                                        validator=_integer_in(1, 16 << 20), argv=IF_SET)
+    _pre_vote: bool | None = _legacy("pre_vote")
+    _check_quorum: bool | None = _legacy("check_quorum")
+    _append_entries_max: int | None = _legacy("append_entries_max")
 
     def __attrs_post_init__(self) -> None:
+        legacy = {f.metadata["legacy"]: getattr(self, f.name) for f in _LEGACY_FIELDS
+                  if getattr(self, f.name) is not None}
+        if legacy:
+            object.__setattr__(self, "core", _core({**self.core, **legacy}))
+            for field in _LEGACY_FIELDS:
+                object.__setattr__(self, field.name, None)
         if self.backend != "sim" and self.core:
             raise OptionsError(f"{_flag(next(iter(self.core)))}: core settings apply to the "
                                "simulated cluster; they need --backend sim")
@@ -248,6 +266,18 @@ class RunOptions:
             if self.backend != "sim":
                 raise OptionsError("--bug: the bug zoo patches the simulated cluster; it needs "
                                    "--backend sim")
+
+    @property
+    def pre_vote(self) -> bool:
+        return bool(self.core_value("pre_vote"))
+
+    @property
+    def check_quorum(self) -> bool:
+        return bool(self.core_value("check_quorum"))
+
+    @property
+    def append_entries_max(self) -> int:
+        return int(self.core_value("append_entries_max"))
 
     def with_core(self, **settings: Any) -> RunOptions:
         """These options with some core settings changed (``CoreConfig`` field names)."""
@@ -280,7 +310,7 @@ class RunOptions:
 
     def to_json(self) -> dict[str, Any]:
         """Every option, and every core setting's value in this run (flat, by its name)."""
-        out = attrs.asdict(self, filter=lambda a, _: a.name != "core")
+        out = attrs.asdict(self, filter=lambda a, _: a.name != "core" and a not in _LEGACY_FIELDS)
         out["nemesis"] = list(self.nemesis)
         out.update({name: self.core_value(name) for name in setting_names()})
         return out
@@ -292,7 +322,7 @@ class RunOptions:
         values = dict(data)
         # Core settings are recorded flat (as to_json writes them); they become overrides.
         core = {name: values.pop(name) for name in setting_names() if name in values}
-        names = {field.name for field in attrs.fields(cls)} - {"core"}
+        names = {field.name for field in options_fields()}
         unknown = sorted(set(values) - names)
         if unknown:
             raise OptionsError(f"{where}: unknown option {unknown[0]!r}")
@@ -314,13 +344,22 @@ class RunOptions:
             value = getattr(self, field.name)
             if field.name == "core":
                 argv += core_argv(value)
-            elif field.name != "seed" and (field.metadata["argv"] == ALWAYS
-                                           or value != field.default):
+            elif field in options_fields() and field.name != "seed" and (
+                    field.metadata["argv"] == ALWAYS or value != field.default):
                 argv += [_flag(field.name), _argv_text(value)]
         return [*argv, "--seed", str(self.seed)]
 
 
-assert not set(setting_names()) & {f.name for f in attrs.fields(RunOptions)}, (
+_LEGACY_FIELDS = tuple(f for f in attrs.fields(RunOptions) if "legacy" in f.metadata)
+
+
+def options_fields() -> tuple[attrs.Attribute[Any], ...]:
+    """The run options proper: each is one ``--flag`` (the core settings are ``core``)."""
+    return tuple(f for f in attrs.fields(RunOptions)
+                 if f.name != "core" and f not in _LEGACY_FIELDS)
+
+
+assert not set(setting_names()) & {f.name for f in options_fields()}, (
     "a core setting is named like a run option: to_json writes both flat")
 
 

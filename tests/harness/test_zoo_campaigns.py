@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from harness import zoo
@@ -132,3 +133,18 @@ def test_the_correct_code_is_valid_on_the_figure8_campaign() -> None:
     bad = [r.line for r in (run(_figure8_options(seed), None) for seed in range(20))
            if r.verdict != "valid"]
     assert not bad, "\n".join(bad)
+
+
+def test_core_settings_keep_their_old_constructor_names() -> None:
+    """Code written before ``RunOptions.core`` (RunOptions(pre_vote=False), evolve with
+    append_entries_max=...) builds the same options; the value lives in ``core`` only."""
+    old = RunOptions(pre_vote=False, append_entries_max=2, seed=1)
+    assert old == RunOptions(core={"pre_vote": False, "append_entries_max": 2}, seed=1)
+    assert (old.pre_vote, old.check_quorum, old.append_entries_max) == (False, True, 2)
+    again = attrs.evolve(old, seed=2, check_quorum=False)
+    assert again.core == {"append_entries_max": 2, "check_quorum": False, "pre_vote": False}
+    assert attrs.evolve(again, core={}).core == {}  # nothing stale overrides a new core
+    assert attrs.evolve(old, pre_vote=True).core == {"append_entries_max": 2}
+    assert "_pre_vote" not in old.to_json() and old.to_json()["pre_vote"] is False
+    with pytest.raises(OptionsError, match=r"^--append-entries-max: must be an integer"):
+        RunOptions(append_entries_max=0)
