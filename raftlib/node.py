@@ -67,6 +67,42 @@ def _check_int(name: str, value: object, minimum: int) -> None:
         raise ConfigError(f"NodeConfig.{name} must be an int >= {minimum}, got {value!r}")
 
 
+def _at_least_1(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _check_int(attribute.name, value, 1)
+
+
+def _seconds(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value <= 0):
+        raise ConfigError(f"NodeConfig.{attribute.name} must be a number of seconds > 0, "
+                          f"got {value!r}")
+
+
+def _boolean(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"NodeConfig.{attribute.name} must be a bool, got {value!r}")
+
+
+def _policy(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, SnapshotPolicy):
+        raise ConfigError(f"NodeConfig.snapshot must be a SnapshotPolicy, got {value!r}")
+
+
+def _identity(config: NodeConfig, attribute: attrs.Attribute[Any], value: object) -> None:
+    _check_identity(config)
+
+
+def _core_of_this_node(config: NodeConfig, _: attrs.Attribute[Any], core: object) -> None:
+    if not isinstance(core, CoreConfig):
+        raise ConfigError(f"NodeConfig.core must be a CoreConfig, got {core!r}")
+    if core.node_id != config.node_id:
+        raise ConfigError(f"NodeConfig.core.node_id must be node_id {config.node_id}, "
+                          f"got {core.node_id}")
+    missing = sorted(set(core.voters) - set(config.peers))
+    if missing:
+        raise ConfigError(f"NodeConfig.peers has no address for voters {missing}")
+
+
 def _default_core(config: NodeConfig) -> CoreConfig:
     _check_identity(config)
     return CoreConfig(node_id=config.node_id, voters=tuple(sorted(config.peers)))
@@ -95,59 +131,34 @@ class NodeConfig:
         NodeConfig(node_id=1, peers=peers).with_core(pre_vote=False, append_entries_max=64)
     """
 
+    # Validators run in field order once every field is set (the core's default, built from
+    # node_id and peers, checks them first itself).
     node_id: NodeId
     # Every voting member (this node included) and the address clients and peers reach it at;
     # the address is what ``NotLeader`` reports so a client can retry at the leader.
-    peers: Mapping[NodeId, str]
-    tick_seconds: float = 0.025
+    peers: Mapping[NodeId, str] = attrs.field(validator=_identity)
+    tick_seconds: float = attrs.field(default=0.025, validator=_seconds)
     # The core's settings (elections, heartbeats, PreVote, CheckQuorum, flow control).
-    core: CoreConfig = attrs.field(default=attrs.Factory(_default_core, takes_self=True))
+    core: CoreConfig = attrs.field(default=attrs.Factory(_default_core, takes_self=True),
+                                   validator=_core_of_this_node)
     # Inputs (message batches, proposals, reads, ticks) waiting for the raft loop. A full queue
     # makes callers wait and the transport drop, rather than letting memory grow.
-    input_queue_items_max: int = 4096
+    input_queue_items_max: int = attrs.field(default=4096, validator=_at_least_1)
     # Inputs handled per loop iteration before the core's output is processed, so one flood of
     # messages cannot starve ticks or delay fsyncs without bound.
-    inputs_per_iteration_max: int = 4096
+    inputs_per_iteration_max: int = attrs.field(default=4096, validator=_at_least_1)
     # Outstanding proposals and reads this node will track at once.
-    pending_requests_max: int = 65536
+    pending_requests_max: int = attrs.field(default=65536, validator=_at_least_1)
     # How long a read waits for the leader to confirm it (a few heartbeat rounds).
-    read_timeout_seconds: float = 1.0
+    read_timeout_seconds: float = attrs.field(default=1.0, validator=_seconds)
     seed: int | None = None
     # Where a storage that may block (``blocking`` true, like WalStorage) is called. True: in
     # a worker thread of the node, so the Trio loop (and whatever else runs on it) never
     # waits for a disk. False: on the loop itself, which then stalls for each fsync but saves
     # the thread hand-offs (less CPU and latency per sync on a busy machine).
-    storage_thread: bool = True
+    storage_thread: bool = attrs.field(default=True, validator=_boolean)
     # When to snapshot the state machine and compact the log, and how snapshots travel.
-    snapshot: SnapshotPolicy = attrs.field(factory=SnapshotPolicy)
-
-    def __attrs_post_init__(self) -> None:
-        _check_identity(self)
-        tick = self.tick_seconds
-        if not isinstance(tick, int | float) or not math.isfinite(tick) or tick <= 0:
-            raise ConfigError(f"NodeConfig.tick_seconds must be > 0, got {tick!r}")
-        if not isinstance(self.core, CoreConfig):
-            raise ConfigError(f"NodeConfig.core must be a CoreConfig, got {self.core!r}")
-        if self.core.node_id != self.node_id:
-            raise ConfigError(f"NodeConfig.core.node_id must be node_id {self.node_id}, "
-                              f"got {self.core.node_id}")
-        missing = sorted(set(self.core.voters) - set(self.peers))
-        if missing:
-            raise ConfigError(f"NodeConfig.peers has no address for voters {missing}")
-        if not isinstance(self.snapshot, SnapshotPolicy):
-            raise ConfigError(
-                f"NodeConfig.snapshot must be a SnapshotPolicy, got {self.snapshot!r}"
-            )
-        if not isinstance(self.storage_thread, bool):
-            raise ConfigError(
-                f"NodeConfig.storage_thread must be a bool, got {self.storage_thread!r}"
-            )
-        for name in (
-            "input_queue_items_max",
-            "inputs_per_iteration_max",
-            "pending_requests_max",
-        ):
-            _check_int(name, getattr(self, name), 1)
+    snapshot: SnapshotPolicy = attrs.field(factory=SnapshotPolicy, validator=_policy)
 
     def with_core(self, **settings: Any) -> NodeConfig:
         """This configuration with some core settings changed (``CoreConfig`` field names;
