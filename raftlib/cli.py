@@ -552,6 +552,27 @@ CLUSTER_STOP_SECONDS_MAX = 10.0
 CLUSTER_WATCH_SECONDS = 0.1
 
 
+def cluster_node_argv(
+    node: int,
+    *,
+    nodes: int,
+    data_dir: Path,
+    base_port: int,
+    client_base_port: int,
+    tick_ms: float,
+    security: Sequence[str] = ("--insecure",),
+    core: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """The ``serve`` command ``cluster`` runs as node ``node`` (with its data in ``data_dir``)."""
+    from raftlib.supervisor import serve_argv
+
+    ids = range(1, nodes + 1)
+    return serve_argv(node, peers={i: f"127.0.0.1:{base_port + i - 1}" for i in ids},
+                      data=data_dir, client_port=client_base_port + node - 1,
+                      client_peers={i: f"127.0.0.1:{client_base_port + i - 1}" for i in ids},
+                      tick_ms=tick_ms, flags=[*security, *core_argv(core or {})])
+
+
 def run_cluster(
     *,
     nodes: int,
@@ -567,7 +588,7 @@ def run_cluster(
     With ``certs`` (a ``certs init`` directory) the nodes run TLS, else ``--insecure``."""
     import time
 
-    from raftlib.supervisor import Supervisor, serve_argv
+    from raftlib.supervisor import Supervisor
 
     ids = range(1, nodes + 1)
     raft = {i: f"127.0.0.1:{base_port + i - 1}" for i in ids}
@@ -581,9 +602,10 @@ def run_cluster(
         stopping.append(signum)
 
     def command(node: int) -> list[str]:
-        return serve_argv(node, peers=raft, data=supervisor.data_dir(node),
-                          client_port=client_base_port + node - 1, client_peers=clients,
-                          tick_ms=tick_ms, flags=[*security, *core_argv(core or {})])
+        return cluster_node_argv(node, nodes=nodes, data_dir=supervisor.data_dir(node),
+                                 base_port=base_port,
+                                 client_base_port=client_base_port, tick_ms=tick_ms,
+                                 security=security, core=core)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     status = 0

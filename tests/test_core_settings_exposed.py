@@ -5,6 +5,7 @@ test to pass; a place that copies settings by hand instead fails it."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -15,7 +16,7 @@ from harness.nemesis import generate
 from harness.options import RunOptions
 from harness.sim.params import SimParams
 from harness.sim.world import SimWorld
-from raftlib.cli import _parser, parse_serve_args
+from raftlib.cli import _parser, cluster_node_argv, parse_serve_args
 from raftlib.config_flags import core_argv, core_overrides, flag
 from raftlib.core.config import settings
 from raftlib.node import NodeConfig
@@ -53,6 +54,11 @@ def test_raftlib_serve_and_cluster_have_a_flag_for_every_core_setting(
     assert getattr(config.core, field.name) == value
     cluster = _parser().parse_args(["cluster", "--data", "d", *core_argv({field.name: value})])
     assert core_overrides(cluster) == {field.name: value}
+    # ... and cluster hands them to every node's serve, which reads them back the same.
+    argv = cluster_node_argv(2, nodes=3, data_dir=Path("d"), base_port=7001, client_base_port=6379,
+                             tick_ms=25.0, core=core_overrides(cluster))
+    node_args, _ = parse_serve_args(argv[argv.index("serve") + 1:])
+    assert core_overrides(node_args) == {field.name: value}
 
 
 @pytest.mark.parametrize("field", SETTINGS)
