@@ -213,7 +213,7 @@ def leader_ignores_higher_term() -> list[Patch]:
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         def step(self: RaftCore, msg: Message) -> None:
             if (self._role is Role.LEADER and msg.term > self._term
-                    and is_plausible(msg, self._id, self._peer_set)):
+                    and is_plausible(msg, self._id)):
                 self._handle(msg)
                 return
             original(self, msg)

@@ -62,14 +62,14 @@ def _node_id(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
 
 
 def _voters(config: CoreConfig, _: attrs.Attribute[Any], voters: object) -> None:
-    if not isinstance(voters, tuple) or not voters:
-        raise ConfigError(f"CoreConfig.voters must be a non-empty tuple, got {voters!r}")
+    if not isinstance(voters, tuple):
+        raise ConfigError(f"CoreConfig.voters must be a tuple, got {voters!r}")
     for voter in voters:
         if not _is_positive_int(voter):
             raise ConfigError(f"CoreConfig.voters: node ids must be ints >= 1, got {voter!r}")
     if len(set(voters)) != len(voters):
         raise ConfigError(f"CoreConfig.voters has duplicate ids: {voters!r}")
-    if config.node_id not in voters:
+    if voters and config.node_id not in voters:
         raise ConfigError(
             f"CoreConfig.voters must include node_id {config.node_id}, got {voters!r}"
         )
@@ -106,7 +106,10 @@ def setting(default: Any, validator: Callable[..., None], help: str) -> Any:
 class CoreConfig:
     # Identity (not settings: the driver fills them in from the node's own configuration).
     node_id: NodeId = attrs.field(validator=_node_id)
-    # Every voting member, this node included.
+    # The voters the cluster starts with, this node included (every founding member is
+    # given the same). Empty for a node that joins an existing cluster: it learns the
+    # configuration from the leader and never campaigns before it is made a voter.
+    # Ignored once a snapshot carries the configuration.
     voters: tuple[NodeId, ...] = attrs.field(validator=_voters)
     # The election timeout is drawn from [min, max) at every reset (§5.2: randomized timeouts
     # make split votes rare). A follower that heard from a leader within min ticks ignores

@@ -41,6 +41,7 @@ from raftlib.core.log import RaftLog
 from raftlib.core.progress import Progress
 from raftlib.core.reads import ReadsMixin
 from raftlib.core.ready import ReadyMixin
+from raftlib.core.reconfigure import ReconfigureMixin
 from raftlib.core.restart import check_restart_state, recovered_hard_state
 from raftlib.core.state import PendingRead
 from raftlib.core.status import CoreStatus, ProgressStatus
@@ -85,7 +86,7 @@ _CORE_MESSAGES = frozenset({
 })
 
 
-class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
+class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReconfigureMixin, ReadyMixin):
     def __init__(
         self,
         config: CoreConfig,
@@ -109,9 +110,6 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
         self.config = config
         self._rng = rng
         self._id = config.node_id
-        self._voters: tuple[NodeId, ...] = tuple(sorted(config.voters))
-        self._peers: tuple[NodeId, ...] = tuple(v for v in self._voters if v != self._id)
-        self._peer_set = frozenset(self._peers)
 
         self._term = hard_state.term
         self._vote = hard_state.vote
@@ -120,7 +118,11 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
         self._log = RaftLog(entries, base, snapshot.term if snapshot is not None else 0)
         # The latest durable snapshot: what a follower behind the log's start is sent.
         self._snapshot = snapshot
-        self._conf = snapshot.conf if snapshot is not None else ConfState(tuple(config.voters))
+        # The configuration in force: the snapshot's, else the one the cluster started with
+        # (none for a node joining an existing cluster: it learns it from the leader). CONF
+        # entries after it take effect as they are handed out to be applied.
+        conf = snapshot.conf if snapshot is not None else ConfState(tuple(sorted(config.voters)))
+        self._pending_conf_index = 0
         # A snapshot received from the leader and accepted, for the next Ready.
         self._snapshot_to_install: SnapshotMeta | None = None
         self._snapshot_keeps_log = False
@@ -136,6 +138,8 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
         self._votes: dict[NodeId, bool] = {}
         self._progress: dict[NodeId, Progress] = {}
         self._transfer_target = NO_NODE
+        self._role_reason = "started"
+        self._use_conf(conf)
 
         self._msgs: list[Message] = []
         # The leader owes followers an AppendEntries pass (new entries, new commit index,
@@ -247,6 +251,7 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
             safety_anomalies=self._safety_anomalies,
             first_index=self._log.first_index,
             snapshot_index=self._snapshot.index if self._snapshot is not None else 0,
+            conf=self._conf,
         )
 
     # --- inputs: time ----------------------------------------------------------------------
@@ -260,18 +265,22 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
             self._election_elapsed += 1
             if self._election_elapsed >= self._randomized_timeout:
                 self._election_elapsed = 0
-                self.campaign()
+                self._campaign("election timeout")
 
     # --- inputs: elections -----------------------------------------------------------------
 
     def campaign(self) -> None:
-        """Start an election now (what an election timeout does). A leader ignores it."""
-        if self._role is Role.LEADER:
+        """Start an election now (what an election timeout does). A leader ignores it, and
+        so does a node that is no voter (a learner, a removed node, one still joining)."""
+        self._campaign("campaign requested")
+
+    def _campaign(self, reason: str) -> None:
+        if self._role is Role.LEADER or self._id not in self._voter_ids:
             return
         if self.config.pre_vote:
-            self._become_pre_candidate()
+            self._become_pre_candidate(reason)
         else:
-            self._become_candidate(transfer=False)
+            self._become_candidate(transfer=False, reason=reason)
 
     # --- inputs: client requests -----------------------------------------------------------
 
@@ -282,7 +291,7 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
         unknown ``src``, impossible values) is counted and ignored, never raised."""
         if self._halted:
             return
-        if type(msg) not in _CORE_MESSAGES or not is_plausible(msg, self._id, self._peer_set):
+        if type(msg) not in _CORE_MESSAGES or not is_plausible(msg, self._id):
             self._invalid_messages += 1
             return
         term = msg.term
@@ -295,13 +304,15 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
                         self._send(RequestVoteResponse(self._term, self._id, msg.src, False, True))
                     return
                 if not msg.pre_vote:
-                    self._become_follower(term, NO_NODE)
+                    self._become_follower(
+                        term, NO_NODE, f"vote request of term {term} from node {msg.src}"
+                    )
             elif type(msg) is RequestVoteResponse and msg.pre_vote and msg.granted:
                 # A pre-vote grant carries the term we would campaign in; ours stays.
                 pass
             else:
                 leader = msg.src if type(msg) is AppendEntries else NO_NODE
-                self._become_follower(term, leader)
+                self._become_follower(term, leader, f"higher term {term} from node {msg.src}")
         elif term < self._term:
             self._on_stale(msg)
             return
@@ -374,25 +385,25 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
             if msg.term != expected_term:
                 return
             self._votes[msg.src] = msg.granted
-            result = quorum.vote_result(self._voters, self._votes)
+            result = quorum.joint_vote_result(self._voters, self._voters_out, self._votes)
             if result is quorum.VoteResult.WON:
-                self._become_candidate(transfer=False)
+                self._become_candidate(transfer=False, reason="pre-vote won")
             elif result is quorum.VoteResult.LOST:
-                self._become_follower(self._term, NO_NODE)
+                self._become_follower(self._term, NO_NODE, "pre-vote lost")
             return
         if self._role is not Role.CANDIDATE or msg.term != self._term:
             return
         self._votes[msg.src] = msg.granted
-        result = quorum.vote_result(self._voters, self._votes)
+        result = quorum.joint_vote_result(self._voters, self._voters_out, self._votes)
         if result is quorum.VoteResult.WON:
             self._become_leader()
         elif result is quorum.VoteResult.LOST:
-            self._become_follower(self._term, NO_NODE)
+            self._become_follower(self._term, NO_NODE, "election lost")
 
     def _on_timeout_now(self, msg: TimeoutNow) -> None:
         if self._role is not Role.FOLLOWER or msg.src != self._leader:
             return
-        self._become_candidate(transfer=True)
+        self._become_candidate(transfer=True, reason=f"leadership transfer from node {msg.src}")
 
     # --- handlers: replication (follower side) ---------------------------------------------
 
@@ -418,7 +429,13 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
             self._forwarded_reads.clear()
         self._leader = leader
 
-    def _become_follower(self, term: int, leader: NodeId) -> None:
+    def _won(self) -> bool:
+        return (
+            quorum.joint_vote_result(self._voters, self._voters_out, self._votes)
+            is quorum.VoteResult.WON
+        )
+
+    def _become_follower(self, term: int, leader: NodeId, reason: str) -> None:
         if term < self._term:
             raise AssertionError(f"term would decrease from {self._term} to {term}")
         if term > self._term:
@@ -429,40 +446,43 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
             self._progress = {}
             self._transfer_target = NO_NODE
         self._role = Role.FOLLOWER
+        self._role_reason = reason
         self._set_leader(leader)
         self._votes = {}
         self._reset_election_timer()
 
-    def _become_pre_candidate(self) -> None:
+    def _become_pre_candidate(self, reason: str) -> None:
         # PreVote (thesis §9.6): ask whether we could win before disturbing anyone's term.
         self._role = Role.PRE_CANDIDATE
+        self._role_reason = reason
         self._set_leader(NO_NODE)
         self._votes = {self._id: True}
         self._reset_election_timer()
-        if quorum.vote_result(self._voters, self._votes) is quorum.VoteResult.WON:
-            self._become_candidate(transfer=False)
+        if self._won():
+            self._become_candidate(transfer=False, reason=reason)
             return
         log = self._log
-        for peer in self._peers:
+        for peer in self._vote_peers:
             self._send(
                 RequestVote(
                     self._term + 1, self._id, peer, log.last_index, log.last_term, pre_vote=True
                 )
             )
 
-    def _become_candidate(self, transfer: bool) -> None:
+    def _become_candidate(self, transfer: bool, reason: str) -> None:
         # §5.2: increment the term, vote for self, ask everyone else.
         self._term += 1
         self._vote = self._id
         self._role = Role.CANDIDATE
+        self._role_reason = reason
         self._set_leader(NO_NODE)
         self._votes = {self._id: True}
         self._reset_election_timer()
-        if quorum.vote_result(self._voters, self._votes) is quorum.VoteResult.WON:
+        if self._won():
             self._become_leader()
             return
         log = self._log
-        for peer in self._peers:
+        for peer in self._vote_peers:
             self._send(
                 RequestVote(
                     self._term,
