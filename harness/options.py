@@ -309,10 +309,11 @@ class RunOptions:
                          for name, value in self.core.items())
 
     def to_json(self) -> dict[str, Any]:
-        """Every option, and every core setting's value in this run (flat, by its name)."""
+        """Every option, and the core settings this run changes (flat, by their names: the
+        layout ``results.json`` always had). ``from_json`` rebuilds the options."""
         out = attrs.asdict(self, filter=lambda a, _: a.name != "core" and a not in _LEGACY_FIELDS)
         out["nemesis"] = list(self.nemesis)
-        out.update({name: self.core_value(name) for name in setting_names()})
+        out.update(self.core)
         return out
 
     @classmethod

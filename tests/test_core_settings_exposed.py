@@ -81,6 +81,6 @@ def test_harness_options_carry_every_core_setting_through_flags_argv_and_json(
     again = build_parser().parse_args(options.to_argv())
     assert _options(again, 0) == options
     assert RunOptions.from_json(options.to_json(), "t") == options
-    assert options.to_json()[field.name] == value
+    assert options.to_json()[field.name] == value  # recorded in results.json
     world = SimWorld(attrs.evolve(options, nodes=3), generate(0, (), 3, 1.0, 1.0))
     assert all(getattr(n.config, field.name) == value for n in world.nodes.values())
