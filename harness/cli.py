@@ -7,7 +7,9 @@
 
 Run options: ``--backend sim --nodes N --clients C --workload register|kv|append
 --nemesis partition,kill,pause,...|all|none --time-limit S --seed N --rate OPS
---request-timeout S --nemesis-interval S --recovery-time S --lincheck-timeout S``.
+--request-timeout S --nemesis-interval S --recovery-time S --lincheck-timeout S`` (one flag per
+``RunOptions`` field, derived from it), and one flag per Raft core setting (sim only; derived
+from ``raftlib.core.CoreConfig``: ``--no-pre-vote``, ``--append-entries-max N``, ...).
 
 Exit status: 0 every run valid, 1 some run invalid (or a replay whose history differs from the
 original), 2 some run unknown (and none invalid), 3 bad options or input (one line on stderr),
@@ -27,17 +29,10 @@ from typing import Any, NoReturn
 
 from harness.campaign import JOBS_MAX, SEEDS_MAX, run_campaign
 from harness.nemesis import ScheduleError, schedule_from_json
-from harness.options import (
-    BACKENDS,
-    NEMESIS_KINDS,
-    WORKLOADS,
-    OptionsError,
-    RunOptions,
-    command_line,
-    parse_nemesis,
-)
+from harness.options import OptionsError, RunOptions, command_line, options_fields
 from harness.progress import CampaignProgress, print_outcomes, run_progress
 from harness.runner import EXIT_BY_VERDICT, run
+from raftlib.config_flags import add_core_flags, core_overrides
 
 PROG = "raft-harness"
 EXIT_USAGE = 3
@@ -54,44 +49,18 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    d = RunOptions()
-    parser.add_argument("--backend", default=d.backend,
-                        help=f"where the cluster runs (available: {', '.join(BACKENDS)})")
-    parser.add_argument("--nodes", type=int, default=d.nodes, help="cluster size")
-    parser.add_argument("--clients", type=int, default=d.clients,
-                        help="concurrent client processes")
-    parser.add_argument("--workload", default=d.workload, help=f"one of {', '.join(WORKLOADS)}")
-    parser.add_argument("--nemesis", default="none",
-                        help=f"comma-separated fault kinds ({', '.join(NEMESIS_KINDS)}), "
-                             "'all' or 'none'")
-    parser.add_argument("--time-limit", type=float, default=d.time_limit,
-                        help="seconds of workload and faults (simulated)")
-    parser.add_argument("--rate", type=float, default=d.rate,
-                        help="target operations per second, all clients together")
-    parser.add_argument("--request-timeout", type=float, default=d.request_timeout,
-                        help="seconds before a client gives up on a request")
-    parser.add_argument("--nemesis-interval", type=float, default=d.nemesis_interval,
-                        help="mean seconds between faults and of each fault")
-    parser.add_argument("--recovery-time", type=float, default=d.recovery_time,
-                        help="seconds the healed cluster has to serve again")
-    parser.add_argument("--lincheck-timeout", type=float, default=d.lincheck_timeout,
-                        help="wall seconds for the linearizability search")
-    parser.add_argument("--bug", default="",
-                        help="switch on a bug of the zoo (sim only; see raft-harness bugs)")
-    parser.add_argument("--ops-limit", type=int, default=0,
-                        help="client operations to invoke at most (0: no limit)")
-    parser.add_argument("--no-pre-vote", dest="pre_vote", action="store_false",
-                        help="run the Raft core without PreVote (sim only)")
-    parser.add_argument("--no-check-quorum", dest="check_quorum", action="store_false",
-                        help="run the Raft core without CheckQuorum leases (sim only)")
-    parser.add_argument("--append-entries-max", type=int, default=d.append_entries_max,
-                        help="entries per AppendEntries message at most (sim only)")
-    parser.add_argument("--snapshot-entries", type=int, default=d.snapshot_entries,
-                        help="snapshot every N applied entries (0: never)")
-    parser.add_argument("--snapshot-trailing", type=int, default=d.snapshot_trailing,
-                        help="log entries kept behind a snapshot for slow followers")
-    parser.add_argument("--snapshot-chunk-bytes", type=int, default=d.snapshot_chunk_bytes,
-                        help="bytes per snapshot chunk sent to a follower")
+    """One flag per ``RunOptions`` field (its name, type, default and help declared there),
+    and one per core setting (``CoreConfig``'s declaration). ``--seed`` is ``run``'s alone."""
+    for field in options_fields():
+        if field.name == "seed":
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        if field.name == "nemesis":
+            parser.add_argument(flag, default="none", help=field.metadata["help"])
+            continue
+        kind = {"int": int, "float": float, "str": str}[str(field.type)]
+        parser.add_argument(flag, type=kind, default=field.default, help=field.metadata["help"])
+    add_core_flags(parser, note="; sim only")
     _add_no_progress(parser)
 
 
@@ -134,17 +103,9 @@ def build_parser() -> _Parser:
 
 
 def _options(args: argparse.Namespace, seed: int) -> RunOptions:
-    return RunOptions(
-        backend=args.backend, nodes=args.nodes, clients=args.clients, workload=args.workload,
-        nemesis=parse_nemesis(args.nemesis), time_limit=args.time_limit, seed=seed,
-        rate=args.rate, request_timeout=args.request_timeout,
-        nemesis_interval=args.nemesis_interval, recovery_time=args.recovery_time,
-        lincheck_timeout=args.lincheck_timeout, bug=args.bug, ops_limit=args.ops_limit,
-        pre_vote=args.pre_vote, check_quorum=args.check_quorum,
-        append_entries_max=args.append_entries_max,
-        snapshot_entries=args.snapshot_entries, snapshot_trailing=args.snapshot_trailing,
-        snapshot_chunk_bytes=args.snapshot_chunk_bytes,
-    )
+    values = {field.name: getattr(args, field.name) for field in options_fields()
+              if field.name != "seed"}
+    return RunOptions(**values, seed=seed, core=core_overrides(args))
 
 
 def parse_seeds(text: str) -> range:

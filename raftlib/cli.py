@@ -25,6 +25,10 @@ replicated KV service answers RESP2 (Redis protocol) on 127.0.0.1:PORT. ``--clie
 gives every node's client address so a follower can redirect writes to the leader
 (``-MOVED 0 HOST:PORT``); without it a follower answers ``-TRYAGAIN``.
 
+Raft core settings: one flag each, generated from ``raftlib.core.CoreConfig``
+(``--election-timeout-ticks-min N``, ``--pre-vote/--no-pre-vote``, ``--append-entries-max N``,
+...; see ``--help``); ``cluster`` passes them to every node.
+
 ``cluster`` starts ``--nodes`` ``serve`` processes on loopback (data in DIR/node-N, logs in
 DIR/node-N.log), prints how to reach them once every client port accepts connections, and stops
 them all on Ctrl-C or SIGTERM.
@@ -42,12 +46,15 @@ import logging
 import math
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 import trio
 
+from raftlib.config_flags import add_core_flags, core_argv, core_overrides
+from raftlib.config_flags import flag as core_flag
+from raftlib.core.config import SettingError, check_overrides
 from raftlib.errors import ConfigError, RaftError, StorageError
 from raftlib.node import NodeConfig, open_node
 from raftlib.snapshots import SnapshotPolicy
@@ -147,6 +154,7 @@ def _parser() -> _Parser:
     _add_security_options(serve)
     _add_limit_options(serve)
     _add_snapshot_options(serve)
+    add_core_flags(serve)
     certs = sub.add_parser("certs", help="make certificates for a cluster")
     certs_sub = certs.add_subparsers(dest="certs_command", required=True, parser_class=_Parser)
     init = certs_sub.add_parser(
@@ -173,6 +181,7 @@ def _parser() -> _Parser:
     cluster.add_argument("--certs", default=None, help="certificate directory (with --tls)")
     cluster.add_argument("--client-auth", action="store_true",
                          help="with --tls: clients must present a certificate")
+    add_core_flags(cluster, note="; passed to every node")
     return parser
 
 
@@ -283,7 +292,7 @@ async def _serve(args: argparse.Namespace, peers: dict[int, tuple[str, int]]) ->
         tick_seconds=args.tick_ms / 1000.0,
         seed=args.seed,
         snapshot=_snapshot_policy(args),
-    )
+    ).with_core(**core_overrides(args))
     security, client_tls = _security(args)
     storage = WalStorage(Path(args.data), allow_missing_hard_state=args.allow_missing_hard_state)
     transport = TcpTransport(
@@ -402,6 +411,15 @@ def _check_limit_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--handshake-timeout must be > 0 seconds, got {args.handshake_timeout}")
 
 
+def _check_core_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The core settings given as flags, validated by ``CoreConfig`` (one line naming the
+    setting and the bad value otherwise)."""
+    try:
+        return check_overrides(core_overrides(args), "core settings")
+    except SettingError as exc:
+        raise UsageError(f"{core_flag(exc.name)}: {exc.problem}") from None
+
+
 def _check_port(name: str, port: int) -> None:
     if not 0 < port < 65536:
         raise UsageError(f"{name} must be 1..65535, got {port}")
@@ -455,6 +473,7 @@ def _check_serve_args(args: argparse.Namespace) -> dict[int, tuple[str, int]]:
         raise UsageError(f"--id {args.id} is not among --peers ({sorted(peers)})")
     if not args.tick_ms > 0:
         raise UsageError("--tick-ms must be > 0")
+    _check_core_args(args)
     _check_limit_args(args)
     _check_security_args(args)
     return peers
@@ -493,6 +512,7 @@ def _cluster_main(args: argparse.Namespace) -> int:
         raise UsageError("--base-port and --client-base-port ranges overlap")
     if not args.tick_ms > 0:
         raise UsageError("--tick-ms must be > 0")
+    core = _check_core_args(args)
     data = Path(args.data)
     if data.exists() and not data.is_dir():
         raise UsageError(f"--data {data} exists and is not a directory")
@@ -520,6 +540,7 @@ def _cluster_main(args: argparse.Namespace) -> int:
         tick_ms=args.tick_ms,
         certs=certs,
         client_auth=args.client_auth,
+        core=core,
     )
 
 
@@ -527,14 +548,29 @@ def _cluster_main(args: argparse.Namespace) -> int:
 # children to exit after SIGTERM before it SIGKILLs them.
 CLUSTER_READY_SECONDS_MAX = 20.0
 CLUSTER_STOP_SECONDS_MAX = 10.0
+# How often ``cluster`` looks whether a node died while it runs.
+CLUSTER_WATCH_SECONDS = 0.1
 
 
-def _port_open(port: int) -> bool:
-    import socket
+def cluster_node_argv(
+    node: int,
+    *,
+    nodes: int,
+    data_dir: Path,
+    base_port: int,
+    client_base_port: int,
+    tick_ms: float,
+    security: Sequence[str] = ("--insecure",),
+    core: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """The ``serve`` command ``cluster`` runs as node ``node`` (with its data in ``data_dir``)."""
+    from raftlib.supervisor import serve_argv
 
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+    ids = range(1, nodes + 1)
+    return serve_argv(node, peers={i: f"127.0.0.1:{base_port + i - 1}" for i in ids},
+                      data=data_dir, client_port=client_base_port + node - 1,
+                      client_peers={i: f"127.0.0.1:{client_base_port + i - 1}" for i in ids},
+                      tick_ms=tick_ms, flags=[*security, *core_argv(core or {})])
 
 
 def run_cluster(
@@ -546,16 +582,17 @@ def run_cluster(
     tick_ms: float,
     certs: Path | None = None,
     client_auth: bool = False,
+    core: Mapping[str, Any] | None = None,
 ) -> int:
     """Run ``nodes`` ``serve`` processes until SIGINT/SIGTERM; see the module docstring.
     With ``certs`` (a ``certs init`` directory) the nodes run TLS, else ``--insecure``."""
-    import subprocess
     import time
 
+    from raftlib.supervisor import Supervisor
+
     ids = range(1, nodes + 1)
-    peers = ",".join(f"{i}=127.0.0.1:{base_port + i - 1}" for i in ids)
-    clients = ",".join(f"{i}=127.0.0.1:{client_base_port + i - 1}" for i in ids)
-    data.mkdir(parents=True, exist_ok=True)
+    raft = {i: f"127.0.0.1:{base_port + i - 1}" for i in ids}
+    clients = {i: f"127.0.0.1:{client_base_port + i - 1}" for i in ids}
     security = ["--insecure"] if certs is None else ["--tls-dir", str(certs)]
     if certs is not None and client_auth:
         security.append("--client-auth")
@@ -564,62 +601,49 @@ def run_cluster(
     def on_signal(signum: int, frame: object) -> None:
         stopping.append(signum)
 
+    def command(node: int) -> list[str]:
+        return cluster_node_argv(node, nodes=nodes, data_dir=supervisor.data_dir(node),
+                                 base_port=base_port,
+                                 client_base_port=client_base_port, tick_ms=tick_ms,
+                                 security=security, core=core)
+
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    procs: dict[int, subprocess.Popen[bytes]] = {}
     status = 0
+    supervisor = Supervisor(data, ids, command)
     try:
-        for i in ids:
-            with (data / f"node-{i}.log").open("ab") as out:
-                procs[i] = subprocess.Popen(
-                    [sys.executable, "-m", "raftlib.cli", "serve", "--id", str(i),
-                     "--peers", peers, "--data", str(data / f"node-{i}"),
-                     "--client-port", str(client_base_port + i - 1),
-                     "--client-peers", clients, "--tick-ms", str(tick_ms), *security],
-                    stdout=out, stderr=subprocess.STDOUT,
-                    # Own process group: a terminal's Ctrl-C reaches only this parent, which
-                    # then stops the children in order.
-                    start_new_session=True,
-                )
-        deadline = time.monotonic() + CLUSTER_READY_SECONDS_MAX
-        waiting = set(ids)
-        while waiting and not stopping and time.monotonic() < deadline:
-            waiting = {i for i in waiting if not _port_open(client_base_port + i - 1)}
-            if any(p.poll() is not None for p in procs.values()):
-                break
-            time.sleep(0.1)
-        if waiting and not stopping:
-            print(f"raftlib: error: nodes {sorted(waiting)} did not start; see "
-                  f"{data}/node-N.log", file=sys.stderr)
-            return EXIT_ERROR
-        for i in ids:
-            print(f"node {i}: raft 127.0.0.1:{base_port + i - 1}  "
-                  f"client 127.0.0.1:{client_base_port + i - 1}  log {data}/node-{i}.log")
-        tls = ""
-        if certs is not None:
-            tls = f"--tls --cacert {certs}/ca.pem "
-            if client_auth:
-                tls += f"--cert {certs}/client.pem --key {certs}/client.key "
-        print(f"ready: try `redis-cli {tls}-c -p {client_base_port} SET greeting hello` "
-              "(-c follows MOVED redirects to the leader); Ctrl-C stops the cluster", flush=True)
-        while not stopping:
-            dead = [i for i, p in procs.items() if p.poll() is not None]
-            if dead:
-                print(f"raftlib: error: node {dead[0]} exited with status "
-                      f"{procs[dead[0]].returncode}; stopping the cluster", file=sys.stderr)
-                status = EXIT_ERROR
-                break
-            time.sleep(0.1)
+        with supervisor:
+            for i in ids:
+                supervisor.start(i)
+            waiting = supervisor.wait_ready({i: client_base_port + i - 1 for i in ids},
+                                            CLUSTER_READY_SECONDS_MAX,
+                                            give_up=lambda: bool(stopping))
+            if waiting and not stopping:
+                print(f"raftlib: error: nodes {waiting} did not start; see "
+                      f"{data}/node-N.log", file=sys.stderr)
+                supervisor.stop_all(CLUSTER_STOP_SECONDS_MAX)
+                return EXIT_ERROR
+            for i in ids:
+                print(f"node {i}: raft {raft[i]}  client {clients[i]}  log "
+                      f"{supervisor.log_path(i)}")
+            tls = ""
+            if certs is not None:
+                tls = f"--tls --cacert {certs}/ca.pem "
+                if client_auth:
+                    tls += f"--cert {certs}/client.pem --key {certs}/client.key "
+            print(f"ready: try `redis-cli {tls}-c -p {client_base_port} SET greeting hello` "
+                  "(-c follows MOVED redirects to the leader); Ctrl-C stops the cluster",
+                  flush=True)
+            while not stopping:
+                dead = supervisor.reap_unexpected()
+                if dead:
+                    node, code, _ = supervisor.unexpected_exits[0]
+                    print(f"raftlib: error: node {node} exited with status {code}; stopping "
+                          "the cluster", file=sys.stderr)
+                    status = EXIT_ERROR
+                    break
+                time.sleep(CLUSTER_WATCH_SECONDS)
+            supervisor.stop_all(CLUSTER_STOP_SECONDS_MAX)
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + CLUSTER_STOP_SECONDS_MAX
-        for p in procs.values():
-            try:
-                p.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print("cluster stopped", flush=True)

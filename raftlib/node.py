@@ -35,7 +35,7 @@ import attrs
 import outcome
 import trio
 
-from raftlib.core.config import CoreConfig
+from raftlib.core.config import CoreConfig, setting_names
 from raftlib.core.membership import Change, ChangeOp, address_of
 from raftlib.core.raft import RaftCore
 from raftlib.core.types import (
@@ -71,92 +71,112 @@ def _check_int(name: str, value: object, minimum: int) -> None:
         raise ConfigError(f"NodeConfig.{name} must be an int >= {minimum}, got {value!r}")
 
 
+def _at_least_1(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _check_int(attribute.name, value, 1)
+
+
+def _seconds(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value <= 0):
+        raise ConfigError(f"NodeConfig.{attribute.name} must be a number of seconds > 0, "
+                          f"got {value!r}")
+
+
+def _boolean(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"NodeConfig.{attribute.name} must be a bool, got {value!r}")
+
+
+def _policy(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, SnapshotPolicy):
+        raise ConfigError(f"NodeConfig.snapshot must be a SnapshotPolicy, got {value!r}")
+
+
+def _identity(config: NodeConfig, attribute: attrs.Attribute[Any], value: object) -> None:
+    _check_identity(config)
+
+
+def _core_of_this_node(config: NodeConfig, _: attrs.Attribute[Any], core: object) -> None:
+    if not isinstance(core, CoreConfig):
+        raise ConfigError(f"NodeConfig.core must be a CoreConfig, got {core!r}")
+    if core.node_id != config.node_id:
+        raise ConfigError(f"NodeConfig.core.node_id must be node_id {config.node_id}, "
+                          f"got {core.node_id}")
+    missing = sorted(set(core.voters) - set(config.peers))
+    if missing:
+        raise ConfigError(f"NodeConfig.peers has no address for voters {missing}")
+
+
+def _default_core(config: NodeConfig) -> CoreConfig:
+    _check_identity(config)
+    voters = () if config.join else tuple(sorted(config.peers))
+    return CoreConfig(node_id=config.node_id, voters=voters)
+
+
+def _check_identity(config: NodeConfig) -> None:
+    # Runs before the other validators (the core's default is built from these fields).
+    _check_int("node_id", config.node_id, 1)
+    if not isinstance(config.peers, Mapping) or not config.peers:
+        raise ConfigError(f"NodeConfig.peers must be a non-empty mapping, got {config.peers!r}")
+    for peer, address in config.peers.items():
+        _check_int("peers (node id)", peer, 1)
+        if not isinstance(address, str):
+            raise ConfigError(f"NodeConfig.peers[{peer}] must be an address string")
+    if config.node_id not in config.peers:
+        raise ConfigError(f"NodeConfig.peers must include node_id {config.node_id}")
+
+
 @attrs.frozen
 class NodeConfig:
-    """Everything a node needs to know, validated up front (``ConfigError`` names the field)."""
+    """Everything a node needs to know, validated up front (``ConfigError`` names the field).
 
+    The Raft core's settings are one ``CoreConfig`` (``core``; by default its defaults for
+    ``node_id`` and every peer as a voter); change some with ``with_core``::
+
+        NodeConfig(node_id=1, peers=peers).with_core(pre_vote=False, append_entries_max=64)
+    """
+
+    # Validators run in field order once every field is set (the core's default, built from
+    # node_id and peers, checks them first itself).
     node_id: NodeId
     # Every voting member (this node included) and the address clients and peers reach it at;
     # the address is what ``NotLeader`` reports so a client can retry at the leader.
-    peers: Mapping[NodeId, str]
-    tick_seconds: float = 0.025
-    election_timeout_ticks_min: int = 10
-    election_timeout_ticks_max: int = 20
-    heartbeat_interval_ticks: int = 2
-    pre_vote: bool = True
-    check_quorum: bool = True
-    append_entries_max: int = 512
-    append_bytes_max: int = 1 << 20
-    inflight_appends_max: int = 256
-    uncommitted_entries_max: int = 8192
+    peers: Mapping[NodeId, str] = attrs.field(validator=_identity)
+    tick_seconds: float = attrs.field(default=0.025, validator=_seconds)
+    # Join an existing cluster (``peers`` then lists where its members are reached): the node
+    # starts knowing no configuration (the default core's voters are empty), never campaigns,
+    # and waits for the leader to add it (as a learner first) and send it the log. False:
+    # ``peers`` are the founding voters.
+    join: bool = attrs.field(default=False, validator=_boolean)
+    # The core's settings (elections, heartbeats, PreVote, CheckQuorum, flow control).
+    core: CoreConfig = attrs.field(default=attrs.Factory(_default_core, takes_self=True),
+                                   validator=_core_of_this_node)
     # Inputs (message batches, proposals, reads, ticks) waiting for the raft loop. A full queue
     # makes callers wait and the transport drop, rather than letting memory grow.
-    input_queue_items_max: int = 4096
+    input_queue_items_max: int = attrs.field(default=4096, validator=_at_least_1)
     # Inputs handled per loop iteration before the core's output is processed, so one flood of
     # messages cannot starve ticks or delay fsyncs without bound.
-    inputs_per_iteration_max: int = 4096
+    inputs_per_iteration_max: int = attrs.field(default=4096, validator=_at_least_1)
     # Outstanding proposals and reads this node will track at once.
-    pending_requests_max: int = 65536
+    pending_requests_max: int = attrs.field(default=65536, validator=_at_least_1)
     # How long a read waits for the leader to confirm it (a few heartbeat rounds).
-    read_timeout_seconds: float = 1.0
+    read_timeout_seconds: float = attrs.field(default=1.0, validator=_seconds)
     seed: int | None = None
     # Where a storage that may block (``blocking`` true, like WalStorage) is called. True: in
     # a worker thread of the node, so the Trio loop (and whatever else runs on it) never
     # waits for a disk. False: on the loop itself, which then stalls for each fsync but saves
     # the thread hand-offs (less CPU and latency per sync on a busy machine).
-    storage_thread: bool = True
+    storage_thread: bool = attrs.field(default=True, validator=_boolean)
     # When to snapshot the state machine and compact the log, and how snapshots travel.
-    snapshot: SnapshotPolicy = attrs.field(factory=SnapshotPolicy)
-    # Join an existing cluster (``peers`` then lists where its members are reached): the node
-    # starts knowing no configuration, never campaigns, and waits for the leader to add it
-    # (as a learner first) and send it the log. False: ``peers`` are the founding voters.
-    join: bool = False
+    snapshot: SnapshotPolicy = attrs.field(factory=SnapshotPolicy, validator=_policy)
 
-    def __attrs_post_init__(self) -> None:
-        _check_int("node_id", self.node_id, 1)
-        if not isinstance(self.peers, Mapping) or not self.peers:
-            raise ConfigError(f"NodeConfig.peers must be a non-empty mapping, got {self.peers!r}")
-        for peer, address in self.peers.items():
-            _check_int("peers (node id)", peer, 1)
-            if not isinstance(address, str):
-                raise ConfigError(f"NodeConfig.peers[{peer}] must be an address string")
-        if self.node_id not in self.peers:
-            raise ConfigError(f"NodeConfig.peers must include node_id {self.node_id}")
-        tick = self.tick_seconds
-        if not isinstance(tick, int | float) or not math.isfinite(tick) or tick <= 0:
-            raise ConfigError(f"NodeConfig.tick_seconds must be > 0, got {tick!r}")
-        if not isinstance(self.snapshot, SnapshotPolicy):
-            raise ConfigError(
-                f"NodeConfig.snapshot must be a SnapshotPolicy, got {self.snapshot!r}"
-            )
-        if not isinstance(self.join, bool):
-            raise ConfigError(f"NodeConfig.join must be a bool, got {self.join!r}")
-        if not isinstance(self.storage_thread, bool):
-            raise ConfigError(
-                f"NodeConfig.storage_thread must be a bool, got {self.storage_thread!r}"
-            )
-        for name in (
-            "input_queue_items_max",
-            "inputs_per_iteration_max",
-            "pending_requests_max",
-        ):
-            _check_int(name, getattr(self, name), 1)
-        self.core_config()  # the core validates its own fields
-
-    def core_config(self) -> CoreConfig:
-        return CoreConfig(
-            node_id=self.node_id,
-            voters=() if self.join else tuple(sorted(self.peers)),
-            election_timeout_ticks_min=self.election_timeout_ticks_min,
-            election_timeout_ticks_max=self.election_timeout_ticks_max,
-            heartbeat_interval_ticks=self.heartbeat_interval_ticks,
-            pre_vote=self.pre_vote,
-            check_quorum=self.check_quorum,
-            append_entries_max=self.append_entries_max,
-            append_bytes_max=self.append_bytes_max,
-            inflight_appends_max=self.inflight_appends_max,
-            uncommitted_entries_max=self.uncommitted_entries_max,
-        )
+    def with_core(self, **settings: Any) -> NodeConfig:
+        """This configuration with some core settings changed (``CoreConfig`` field names;
+        ``ConfigError`` names a bad one)."""
+        for name in settings:
+            if name not in setting_names():
+                raise ConfigError(f"NodeConfig.with_core: unknown core setting {name!r}")
+        return attrs.evolve(self, core=attrs.evolve(self.core, **settings))
 
 
 # How long a membership change waits for the one before it (or the leader's automatic leave of a
@@ -560,7 +580,7 @@ class Node:
             return to
         cfg = self.config
         if timeout_seconds is None:
-            timeout_seconds = 2 * cfg.election_timeout_ticks_max * cfg.tick_seconds
+            timeout_seconds = 2 * cfg.core.election_timeout_ticks_max * cfg.tick_seconds
         with trio.move_on_after(timeout_seconds):
             while self._core.leader != to or self._core.role is Role.LEADER:
                 self._check_running()
@@ -886,7 +906,7 @@ async def open_node(
     if recovered.snapshot is not None and hooks is not None and hooks.on_restore is not None:
         hooks.on_restore(config.node_id, recovered.snapshot.index)
     core = RaftCore(
-        config.core_config(),
+        config.core,
         rng if rng is not None else random.Random(config.seed),
         hard_state=recovered.hard_state,
         entries=recovered.entries,

@@ -15,7 +15,7 @@ and a ``MemoryStorage`` (crash drops what was not synced), inside one Trio run. 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -62,6 +62,7 @@ class LocalCluster:
         seed: int = 0,
         faults: LinkFaults | None = None,
         state_machine_factory: Callable[[], StateMachine] = RecordingStateMachine,
+        core: Mapping[str, Any] | None = None,
         **config: Any,
     ) -> None:
         if size < 1:
@@ -76,6 +77,8 @@ class LocalCluster:
         if faults is not None:
             self.network.set_faults(faults)
         self._config = config
+        # Core settings the nodes run with (CoreConfig field name -> value).
+        self._core = dict(core or {})
         self._factory = state_machine_factory
         self.observer = Observer()
         # Sees every node's role and configuration changes (NodeHooks.on_observation).
@@ -94,7 +97,7 @@ class LocalCluster:
             seed=self._seed * 1000 + node_id,
             join=node_id not in self.founders,
             **self._config,
-        )
+        ).with_core(**self._core)
 
     def add_member(self, node_id: NodeId) -> None:
         """A new node with an empty disk that will join the running cluster (start it, then

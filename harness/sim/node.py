@@ -180,14 +180,9 @@ class SimNode:
     ) -> None:
         self.id = node_id
         self._snapshot_policy = SnapshotPolicy(**(snapshot_settings or {}))
-        # core_settings: CoreConfig fields the run sets (RunOptions.core_settings()).
-        self._config = CoreConfig(
-            node_id=node_id,
-            voters=voters,
-            election_timeout_ticks_min=params.election_timeout_ticks_min,
-            election_timeout_ticks_max=params.election_timeout_ticks_max,
-            heartbeat_interval_ticks=params.heartbeat_interval_ticks,
-            **(core_settings or {}),
+        # The machine's core settings, then the run's (RunOptions.core), over CoreConfig's.
+        self.config = CoreConfig(
+            node_id=node_id, voters=voters, **{**params.core, **(core_settings or {})}
         )
         self._loop = loop
         self._network = network
@@ -245,7 +240,7 @@ class SimNode:
             self._observer.saw_snapshot(self.id, recovered.snapshot.index)
         self.incarnation += 1
         rng = random.Random(f"{self._seed}:core:{self.id}:{self.incarnation}")
-        self.core = RaftCore(self._config, rng, hard_state=hard_state, entries=entries,
+        self.core = RaftCore(self.config, rng, hard_state=hard_state, entries=entries,
                              snapshot=recovered.snapshot)
         storage = self.storage
         assert storage is not None

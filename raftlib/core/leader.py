@@ -240,6 +240,20 @@ class LeaderMixin(CoreState):
         for peer, pr in self._progress.items():
             self._send_appends(peer, pr, heartbeat=True)
 
+    def _owes_appends(self) -> bool:
+        """Whether ``_flush`` would send anything now: a pure query, so ``has_ready`` can ask
+        without moving any follower's flow control (it mirrors ``_send_appends``' tests)."""
+        if self._role is not Role.LEADER or not (self._send_pending or self._read_bcast_pending):
+            return False
+        if self._read_bcast_pending:
+            return bool(self._progress)  # a heartbeat to every follower
+        last = self._log.last_index
+        commit = self._commit
+        return any(
+            not pr.is_paused() and (pr.next <= last or min(commit, pr.next - 1) > pr.commit_sent)
+            for pr in self._progress.values()
+        )
+
     def _flush(self) -> None:
         """Send the appends owed since the last Ready: one pass over the followers however
         many proposals and acknowledgements arrived meanwhile (batching)."""

@@ -16,14 +16,16 @@ from raftlib.core.types import (
 
 class ReadyMixin(CoreState):
     def has_ready(self) -> bool:
+        """Whether ``ready()`` would return anything. A pure query: it changes no state (in
+        particular no follower's flow control), so asking twice, or asking and not taking,
+        is harmless. Owed appends count only when ``_flush`` would really send one, so an
+        acknowledgement that unblocks nothing does not cost the driver an empty Ready."""
         if self._outstanding is not None:
             return False
-        # Owed appends are built now, so an acknowledgement that unblocks nothing does not
-        # cost the driver an empty Ready.
-        self._flush()
         log = self._log
         if (
             self._msgs
+            or self._owes_appends()
             or log.handed < log.last_index
             or self._read_states
             or self._dropped_reads
@@ -62,6 +64,10 @@ class ReadyMixin(CoreState):
         if self._outstanding is not None:
             raise AssertionError("ready() called again before advance() of the previous Ready")
         log = self._log
+        # The appends this leader owes now (its new commit index among them) are built
+        # before a configuration takes effect: a leader that the change removes still tells
+        # its followers that the change committed before it steps down.
+        self._flush()
         apply_to = min(self._commit, log.persisted)
         committed: tuple[Entry, ...] = ()
         if apply_to > self._apply_handed and not self._halted:

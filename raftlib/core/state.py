@@ -156,6 +156,9 @@ class CoreState:
     def _flush(self) -> None:
         raise NotImplementedError
 
+    def _owes_appends(self) -> bool:
+        raise NotImplementedError
+
     def _check_invariants(self) -> None:
         raise NotImplementedError
 
