@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 BACKENDS: tuple[str, ...] = ("sim", "live")
-WORKLOADS: tuple[str, ...] = ("register", "kv", "append")
+WORKLOADS: tuple[str, ...] = ("register", "kv", "append", "counter", "set", "queue")
 # Fault kinds a schedule can draw from; "all" selects every one, "none" none.
 NEMESIS_KINDS: tuple[str, ...] = (
     "partition",

@@ -89,8 +89,9 @@ def _random_log(rng: random.Random, length: int) -> list[bytes]:
     for _ in range(length):
         key = rng.choice(keys)
         member = b"%d" % rng.randrange(5)
-        ops.append(rng.choice([SAdd(key, (member,)), RPush(key, (member,)), LPop(key),
-                               Set(key, member), Delete((key,))]))
+        choices: list[Op] = [SAdd(key, (member,)), RPush(key, (member,)), LPop(key),
+                             Set(key, member), Delete((key,))]
+        ops.append(rng.choice(choices))
     return [encode_command(Request(0, 0, i, op)) for i, op in enumerate(ops)]
 
 
