@@ -114,3 +114,11 @@ def test_a_zoo_bug_is_caught_by_the_workloads_check(
     found = broken.results["checks"][check]
     assert found["valid"] is False
     assert finding in found["summary"] + "\n".join(found["violations"]), found
+
+
+@pytest.mark.parametrize("name", NEW_WORKLOADS)
+def test_a_sim_run_is_determined_by_its_seed(name: str) -> None:
+    options = RunOptions(workload=name, nemesis=parse_nemesis("all"), seed=7)
+    first = run(options, None, lincheck_parallel=False)
+    second = run(options, None, lincheck_parallel=False)
+    assert first.history_jsonl == second.history_jsonl and first.history_jsonl
