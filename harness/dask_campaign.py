@@ -25,7 +25,9 @@ a campaign uses a scheduler.
 
 from __future__ import annotations
 
+import html
 import io
+import json
 import re
 import shutil
 import tarfile
@@ -79,13 +81,19 @@ def run_seed_archived(job: SeedJob) -> tuple[SeedOutcome, bytes]:
 
 
 def _rename_paths(run_dir: Path, written: str, final: str) -> None:
-    """Name the campaign's run directory where the run named the temporary one (the replay
-    line of results.json and of the report page)."""
-    for name in ("results.json", "report.html"):
-        path = run_dir / name
-        if path.is_file():
-            text = path.read_text(encoding="utf-8")
-            path.write_text(text.replace(written, final), encoding="utf-8")
+    """Name the campaign's run directory where the run named the temporary one: the replay
+    line of results.json (a JSON string) and of the report page (escaped HTML text)."""
+    results = run_dir / "results.json"
+    if results.is_file():
+        data = json.loads(results.read_text(encoding="utf-8"))
+        if isinstance(data.get("replay"), str):
+            data["replay"] = data["replay"].replace(written, final)
+        results.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    report = run_dir / "report.html"
+    if report.is_file():
+        text = report.read_text(encoding="utf-8")
+        report.write_text(text.replace(html.escape(written), html.escape(final)),
+                          encoding="utf-8")
 
 
 def _pack(run_dir: Path) -> bytes:
