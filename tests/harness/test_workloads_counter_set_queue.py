@@ -4,6 +4,7 @@ commands, valid runs on the correct raftlib under every fault, and a zoo bug eac
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -122,3 +123,17 @@ def test_a_sim_run_is_determined_by_its_seed(name: str) -> None:
     first = run(options, None, lincheck_parallel=False)
     second = run(options, None, lincheck_parallel=False)
     assert first.history_jsonl == second.history_jsonl and first.history_jsonl
+
+
+def test_the_report_circles_the_counter_reads_out_of_bounds(tmp_path: Path) -> None:
+    from harness import zoo
+
+    values = {**zoo.get("session-cache-off").detection.options(), "workload": "counter",
+              "seed": 2, "bug": "session-cache-off"}
+    report = run(RunOptions(**values), tmp_path / "run", lincheck_parallel=False)
+    assert report.verdict == "invalid"
+    first = report.results["checks"]["counter"]["violations"][0]
+    line = first.split(" at line ")[1].split(" ")[0]
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert f"read out of bounds: read (line {line})" in page
+    assert "Counter: every read within its bounds" in page and "over-counted" in page
