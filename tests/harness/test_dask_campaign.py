@@ -29,7 +29,10 @@ from harness.dask_campaign import (
 from harness.options import RunOptions
 from harness.outcomes import SeedOutcome
 
-distributed = pytest.importorskip("distributed")
+
+def _distributed() -> Any:
+    """The cluster tests need the dask extra; the others run without it."""
+    return pytest.importorskip("distributed")
 
 # Bounds on waiting for the cluster the test starts (seconds).
 CLUSTER_START_SECONDS_MAX = 60.0
@@ -92,6 +95,30 @@ def test_campaign_cli_refuses_a_bad_scheduler_in_one_line(
     assert status == 3 and err.count("\n") == 1 and "--scheduler" in err
 
 
+def test_without_the_dask_extra_a_scheduler_gets_one_line_naming_the_extra(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import raises ImportError
+    status = main(["campaign", "--seeds", "0..1", "--scheduler", "tcp://127.0.0.1:1",
+                   "--out", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 3 and err.count("\n") == 1 and "raft-toolkit[dask]" in err
+
+
+def test_an_unreachable_scheduler_gets_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    _distributed()
+    import harness.dask_campaign as dask_campaign
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dask_campaign, "CONNECT_TIMEOUT_SECONDS", 1.0)
+        status = main(["campaign", "--seeds", "0..1", "--scheduler", "tcp://127.0.0.1:9",
+                       "--out", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 3 and err.count("\n") == 1 and "cannot reach tcp://127.0.0.1:9" in err
+
+
 # --- a real cluster on 127.0.0.1 -------------------------------------------------------------
 
 
@@ -107,6 +134,7 @@ def _dask(*args: str) -> list[str]:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    _distributed()
     scheduler_file = tmp_path / "scheduler.json"
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -132,7 +160,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
                         "--no-nanny", "--no-dashboard", "--name", name)
             for name in ("w1", "w2")
         }
-        with distributed.Client(address, timeout=CLUSTER_START_SECONDS_MAX) as client:
+        with _distributed().Client(address, timeout=CLUSTER_START_SECONDS_MAX) as client:
             client.wait_for_workers(2, timeout=CLUSTER_START_SECONDS_MAX)
         yield Cluster(address, workers)
     finally:
@@ -149,7 +177,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 def _kill_a_busy_worker(cluster: Cluster) -> str:
     """SIGKILL a worker while the scheduler has a seed running on it; its name."""
-    with distributed.Client(cluster.address, timeout=30) as client:
+    with _distributed().Client(cluster.address, timeout=30) as client:
         deadline = time.monotonic() + 30
         while True:
             info = client.scheduler_info()["workers"]
