@@ -1,11 +1,12 @@
 """The ``raft-harness`` command line.
 
     raft-harness run      [run options] [--out DIR]
-    raft-harness campaign --seeds A..B [--jobs J] [run options] [--out DIR]
+    raft-harness campaign --seeds A..B [--jobs J | --scheduler tcp://HOST:PORT] [run options]
+                          [--out DIR]
     raft-harness replay   DIR [--out DIR2]
     raft-harness report   DIR    (re)build DIR/report.html (a campaign DIR: every run's)
 
-Run options: ``--backend sim --nodes N --clients C --workload register|kv|append
+Run options: ``--backend sim --nodes N --clients C --workload register|kv|append|counter|set|queue
 --nemesis partition,kill,pause,...|all|none --time-limit S --seed N --rate OPS
 --request-timeout S --nemesis-interval S --recovery-time S --lincheck-timeout S`` (one flag per
 ``RunOptions`` field, derived from it), and one flag per Raft core setting (sim only; derived
@@ -83,6 +84,9 @@ def build_parser() -> _Parser:
     p_campaign.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                             help="worker processes")
     p_campaign.add_argument("--out", help="campaign directory (default runs/campaign-A-B)")
+    p_campaign.add_argument("--scheduler", help="run the seeds as tasks on this Dask "
+                                                "scheduler's workers (tcp://HOST:PORT; needs "
+                                                "the dask extra) instead of --jobs processes")
     sub.add_parser("bugs", help="list the bug zoo (for --bug), one line each")
     p_shrink = sub.add_parser("shrink", help="reduce a failing sim run to a smaller one that "
                                              "fails the same check")
@@ -202,8 +206,14 @@ def _campaign(args: argparse.Namespace) -> int:
     base = _options(args, seeds.start)
     out = Path(args.out) if args.out else Path("runs") / f"campaign-{seeds.start}-{seeds[-1]}"
 
-    with CampaignProgress(len(seeds), disabled=args.no_progress) as progress:
-        outcomes = run_campaign(base, seeds, args.jobs, out, progress.seed_done)
+    from harness.dask_campaign import DaskCampaignError, dask_executor  # distributed: lazily
+
+    try:
+        executor = None if args.scheduler is None else dask_executor(args.scheduler)
+        with CampaignProgress(len(seeds), disabled=args.no_progress) as progress:
+            outcomes = run_campaign(base, seeds, args.jobs, out, progress.seed_done, executor)
+    except DaskCampaignError as exc:
+        raise UsageError(f"{PROG}: {exc}") from None
     from harness.report import write_campaign_index
 
     write_campaign_index(out, outcomes)

@@ -21,7 +21,7 @@ from raftlib.core.config import CoreConfig, SettingError, check_overrides, setti
 from raftlib.errors import ConfigError
 
 BACKENDS: tuple[str, ...] = ("sim", "live")
-WORKLOADS: tuple[str, ...] = ("register", "kv", "append")
+WORKLOADS: tuple[str, ...] = ("register", "kv", "append", "counter", "set", "queue")
 # Fault kinds a schedule can draw from; "all" selects every one, "none" none.
 NEMESIS_KINDS: tuple[str, ...] = (
     "partition",

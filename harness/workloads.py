@@ -9,6 +9,14 @@ which lets a later shrinker replay or cut an operation sequence.
   operations so every partition lincheck checks stays small — model ``kv``, checked key by key.
 - ``append``: appends of unique elements to lists and reads of whole lists, so a lost or
   reordered append shows directly in a read — model ``kv`` with lists.
+- ``counter``: increments (``add`` of 1 to ``COUNTER_ADD_MAX``, INCRBY) and reads of one counter
+  — Jepsen's counter checker (``harness.workload_checks``): each read between the acknowledged
+  increments done before it and every increment attempted up to its end.
+- ``set``: adds of unique elements to one set (SADD), then a final read (SMEMBERS) — Jepsen's
+  set checker: acknowledged elements lost, elements never added, recovered unknown adds.
+- ``queue``: enqueues of unique elements (RPUSH) and dequeues (LPOP) on FIFO queues, rotated
+  like the kv keys — lincheck's ``fifo-queue`` model, queue by queue; the final ops drain
+  every queue the run touched, so a lost or duplicated element shows.
 
 After the faults, ``probe_ops`` is what proves the cluster serves again: one write, then a
 read of every key the run touched (Jepsen's final reads).
@@ -26,6 +34,8 @@ from harness.commands import WRITE_FUNCTIONS
 # Values a register or kv write draws from: few values make reads ambiguous enough to be
 # interesting yet keep the checker's state space small.
 VALUES_MAX = 5
+# A counter increment draws from 1..COUNTER_ADD_MAX: positive, so the checker's bounds hold.
+COUNTER_ADD_MAX = 5
 
 
 @attrs.frozen
@@ -40,10 +50,14 @@ class OpSpec:
 
 
 class Workload:
-    """Base of the three workloads: a model for lincheck and a stream of operations."""
+    """Base of the workloads: how the history is checked and a stream of operations.
+
+    ``checker`` names the check of the history: ``"lincheck"`` (linearizability with
+    ``model``), or ``"counter"`` / ``"set"`` (``harness.workload_checks``)."""
 
     name = ""
     model = ""
+    checker = "lincheck"
     initial: ClassVar[Any] = None
     keyed = False
 
@@ -148,10 +162,81 @@ class AppendWorkload(_RotatingKeys):
         return [self._append(self._pick_key()), *self._final_reads()]
 
 
+class CounterWorkload(Workload):
+    name = "counter"
+    checker = "counter"
+    initial: ClassVar[Any] = 0
+
+    def _add(self) -> OpSpec:
+        return OpSpec("add", None, self._rng.randint(1, COUNTER_ADD_MAX))
+
+    def next_op(self) -> OpSpec:
+        if self._rng.random() < 0.5:
+            return OpSpec("read", None, None)
+        return self._add()
+
+    def probe_ops(self) -> list[OpSpec]:
+        return [self._add(), OpSpec("read", None, None)]
+
+
+class SetWorkload(Workload):
+    name = "set"
+    checker = "set"
+    initial: ClassVar[Any] = []
+
+    def __init__(self, rng: random.Random) -> None:
+        super().__init__(rng)
+        self._element = 0  # every added element is unique in the run
+
+    def next_op(self) -> OpSpec:
+        self._element += 1
+        return OpSpec("add", None, self._element)
+
+    def probe_ops(self) -> list[OpSpec]:
+        return [self.next_op(), OpSpec("read", None, None)]
+
+
+class QueueWorkload(_RotatingKeys):
+    name = "queue"
+    model = "fifo-queue"
+    # Fewer operations per queue than per kv key: a dequeue of unknown outcome may have taken
+    # any head away or none, so a queue's search grows fast with them (live runs under pause
+    # and kill leave many); 40 per queue left lincheck undecided after 60 s on live runs.
+    ops_per_key_max = 12
+
+    def __init__(self, rng: random.Random) -> None:
+        super().__init__(rng)
+        self._element = 0  # every enqueued element is unique in the run
+        self._balance: dict[int, int] = {}  # key -> enqueues minus dequeues generated
+
+    def _enqueue(self, key: int) -> OpSpec:
+        self._element += 1
+        self._balance[key] = self._balance.get(key, 0) + 1
+        return OpSpec("enqueue", key, self._element)
+
+    def next_op(self) -> OpSpec:
+        key = self._pick_key()
+        if self._rng.random() < 0.5:
+            self._balance[key] = self._balance.get(key, 0) - 1
+            return OpSpec("dequeue", key, None)
+        return self._enqueue(key)
+
+    def probe_ops(self) -> list[OpSpec]:
+        """One enqueue, then enough dequeues to drain every queue and see it empty (a
+        dequeue that failed during the run leaves its element: one more than the balance)."""
+        ops = [self._enqueue(self._pick_key())]
+        for key in self.keys_used():
+            ops += [OpSpec("dequeue", key, None)] * (max(self._balance.get(key, 0), 0) + 1)
+        return ops
+
+
 WORKLOAD_CLASSES: dict[str, type[Workload]] = {
     "register": RegisterWorkload,
     "kv": KvWorkload,
     "append": AppendWorkload,
+    "counter": CounterWorkload,
+    "set": SetWorkload,
+    "queue": QueueWorkload,
 }
 
 

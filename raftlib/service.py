@@ -14,6 +14,12 @@ Commands (arguments are binary-safe; names are case-insensitive)
 ``INCR key`` / ``INCRBY key n`` / ``DECR key``  ``:n`` the new value (signed 64-bit).
 ``CAS key expected new``   ``:1`` if the value was ``expected`` and is now ``new``, else ``:0``
                            (an absent key never equals ``expected``).
+``SADD key member [member ...]``  ``:n`` members that were not in the set yet.
+``SMEMBERS key``           the set's members as an array, sorted bytewise (linearizable read).
+``RPUSH key value [value ...]``  ``:n`` the list's new length.
+``LPOP key``               the list's head, removed; nil when the list is empty or absent.
+                           A key holds a string, a set or a list; a command for another type
+                           gets ``-WRONGTYPE`` (SET replaces a key of any type).
 ``DBSIZE``                 ``:n`` keys (linearizable).
 ``INFO [section]``         text: ``# Raft`` (node_id, role, term, leader_id,
                            leader_client_address, commit_index, applied_index, last_index)
@@ -75,10 +81,13 @@ from raftlib.kv.commands import (
     Delete,
     Incr,
     KvError,
+    LPop,
     Op,
     OpenSession,
     Request,
     Result,
+    RPush,
+    SAdd,
     Set,
     encode_command,
 )
@@ -140,6 +149,9 @@ _WRITES: dict[bytes, tuple[int, int | None, WriteBuilder]] = {
     b"DECR": (1, 1, lambda a: Incr(a[0], -1)),
     b"INCRBY": (2, 2, lambda a: Incr(a[0], _int_arg(a[1], "increment"))),
     b"CAS": (3, 3, lambda a: Cas(a[0], a[1], a[2])),
+    b"SADD": (2, None, lambda a: SAdd(a[0], tuple(a[1:]))),
+    b"RPUSH": (2, None, lambda a: RPush(a[0], tuple(a[1:]))),
+    b"LPOP": (1, 1, lambda a: LPop(a[0])),
 }
 
 
@@ -224,6 +236,7 @@ class KvCommandHandler:
             b"PING": (0, 1, lambda a: _Local(a[0] if a else SimpleString("PONG"))),
             b"ECHO": (1, 1, lambda a: _Local(a[0])),
             b"GET": (1, 1, self._get),
+            b"SMEMBERS": (1, 1, self._smembers),
             b"DBSIZE": (0, 0, lambda a: _Read(self.machine.key_count)),
             b"INFO": (0, 1, lambda a: _InOrder(lambda: self.info_text().encode())),
             b"SESSION.OPEN": (0, 0, self._session_open),
@@ -394,7 +407,23 @@ class KvCommandHandler:
 
     def _get(self, args: list[bytes]) -> _Step:
         key = args[0]
-        return _Read(lambda: self.machine.get(key))
+
+        def get() -> Reply:
+            if self.machine.type_of(key) not in (None, "string"):
+                return ErrorReply("WRONGTYPE Operation against a key holding the wrong kind "
+                                  "of value")
+            return self.machine.get(key)
+
+        return _Read(get)
+
+    def _smembers(self, args: list[bytes]) -> _Step:
+        key = args[0]
+
+        def smembers() -> Reply:
+            members = self.machine.smembers(key)
+            return _reply_of(members) if isinstance(members, KvError) else list(members)
+
+        return _Read(smembers)
 
     def _config(self, args: list[bytes]) -> _Step:
         # redis-benchmark asks CONFIG GET save / appendonly; there is no such configuration

@@ -171,7 +171,10 @@ def _unobserved_writes(ops: Sequence[Operation], model: Model) -> set[int]:
     leaves until the next write are observed by no one, so without it every operation still
     sees what it saw (a failed cas would not: it observes a value it was not, hence the
     condition). Crashed writes of values nobody read are common, and each one otherwise
-    multiplies the orders the search tries."""
+    multiplies the orders the search tries. A model may say which ops it can drop itself
+    (``model.droppable``: a queue's crashed enqueues of elements no dequeue returned)."""
+    if model.droppable is not None:
+        return model.droppable(ops)
     view = model.register_view
     if view is None:
         return set()

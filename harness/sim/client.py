@@ -59,6 +59,7 @@ class SimClient:
         new_process: Callable[[], int],
         request_timeout_us: int,
         initial: Any,
+        workload: str = "",
     ) -> None:
         self._loop = loop
         self._network = network
@@ -70,6 +71,7 @@ class SimClient:
         self._new_process = new_process
         self._timeout_us = request_timeout_us
         self._initial = initial
+        self._workload = workload  # the mapping onto KV commands (harness.commands)
         self.process = new_process()
         self._target = self._node_ids[rng.randrange(len(self._node_ids))]
         self.session = NO_SESSION
@@ -136,13 +138,15 @@ class SimClient:
         self._in_flight = True
         if self._kind is RequestKind.READ:
             request = ClientRequest(self, op, self._attempt, RequestKind.READ,
-                                    key=commands.key_bytes(spec.key))
+                                    key=commands.key_bytes(spec.key, self._workload),
+                                    workload=self._workload)
         elif self._kind is RequestKind.OPEN:
             request = ClientRequest(self, op, self._attempt, RequestKind.OPEN)
         else:
             request = ClientRequest(
                 self, op, self._attempt, RequestKind.WRITE,
-                write=commands.write_op(spec.f, spec.key, spec.value, self._initial),
+                write=commands.write_op(spec.f, spec.key, spec.value, self._initial,
+                                        workload=self._workload),
                 session=self.session, seq=self._seq,
             )
         self._network.client_hop(self._nodes[self._target].request, request)
@@ -173,7 +177,8 @@ class SimClient:
         assert spec is not None
         self._in_flight = False
         if self._kind is RequestKind.READ:
-            self._complete("ok", commands.read_value(reply.value, self._initial))
+            self._complete("ok", commands.read_value(reply.value, self._initial,
+                                                     workload=self._workload))
             return
         if self._kind is RequestKind.OPEN:
             if not isinstance(reply.value, int) or isinstance(reply.value, bool) \
@@ -260,7 +265,8 @@ class SimClient:
         assert spec is not None
         unknown = self._maybe_applied and spec.is_write
         if not unknown and self._kind is RequestKind.WRITE:
-            op = commands.write_op(spec.f, spec.key, spec.value, self._initial)
+            op = commands.write_op(spec.f, spec.key, spec.value, self._initial,
+                                   workload=self._workload)
             self.refused_writes.append((self.session, self._seq, op))
         self._complete("info" if unknown else "fail", spec.value)
 

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from harness import commands
 from harness.sim.loop import EventLoop
 from harness.sim.network import SimNetwork
 from harness.sim.params import SimParams
@@ -97,6 +98,7 @@ class ClientRequest:
     kind: RequestKind
     write: Op | None = None  # the KV op of a write
     key: bytes = b""  # the key of a read
+    workload: str = ""  # what a read reads (harness.commands.read_state): GET or SMEMBERS
     session: int = NO_SESSION
     seq: int = 0
 
@@ -142,7 +144,9 @@ class _ReadWaiter:
 
     def set_value(self, value: Any) -> None:
         node = self.node
-        node._reply(self.request, ReplyKind.OK, value=node.sm.get(self.request.key))
+        request = self.request
+        node._reply(request, ReplyKind.OK,
+                    value=commands.read_state(node.sm, request.key, request.workload))
 
     def set_error(self, error: BaseException) -> None:
         self.node._reply_error(self.request, error)

@@ -184,6 +184,7 @@ class SimWorld:
             loop=self.loop, network=self.network, nodes=self.nodes, params=self.params,
             history=self.history, rng=rng, new_process=self._new_process,
             request_timeout_us=self._timeout_us, initial=self.workload.initial,
+            workload=self.workload.name,
         )
 
     def _stamp(self) -> str:
