@@ -31,7 +31,7 @@ Kinds and their parameters:
   ``restart_ms`` later: a leader lost within a round trip of a commit, before whatever it
   appended after that commit reaches a majority.
 - ``member``     a membership change: ``action`` ``grow`` (two non-members become voters, one
-  joint change), ``learner``, ``replace`` (a voter out, a non-member in), ``remove``,
+  joint change), ``learner`` (up to two), ``replace`` (a voter out, a non-member in), ``remove``,
   ``wipe-replace`` (a voter out, its disk lost and its id retired, a new node in as a
   learner); the window's end restores the starting number of voters (the simulator runs
   two spare nodes for it).

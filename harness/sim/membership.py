@@ -4,7 +4,7 @@ A ``member`` window (``harness.nemesis``) starts with one action, chosen when th
 generated and resolved against the configuration in force when it starts:
 
 - ``grow``: two nodes that are not members become voters in one joint change (3 -> 5);
-- ``learner``: one non-member becomes a learner (it gets the log, never votes);
+- ``learner``: up to two non-members become learners (they get the log, never vote);
 - ``replace``: one voter (perhaps the leader) is removed and one non-member added as a voter,
   in one joint change;
 - ``remove``: one voter is removed (never below two voters);
@@ -93,7 +93,7 @@ class MembershipNemesis:
                 Change(ChangeOp.ADD_VOTER, n) for n in self._outsiders(conf)[:2]) or None])
         elif action == "learner":
             self._run([lambda conf: tuple(
-                Change(ChangeOp.ADD_LEARNER, n) for n in self._outsiders(conf)[:1]) or None])
+                Change(ChangeOp.ADD_LEARNER, n) for n in self._outsiders(conf)[:2]) or None])
         elif action == "replace":
             pick = rng.random()
 

@@ -132,15 +132,10 @@ BUGS: dict[str, Bug] = {
              snapshot_chunk_bytes=64),
         # Membership: the member nemesis changes the configuration every half second with
         # partitions and crashes around it.
-        _bug("conf-before-own-commit", "a new leader changes the configuration before an "
-             "entry of its own term committed (the single-server change bug)",
-             bugs.conf_before_own_commit,
-             workload="append", nemesis=("member", "partition", "crash-new-leader", "kill"),
-             nemesis_interval=0.3, rate=100.0, nodes=4, core=_NO_PREVOTE),
         _bug("learner-in-quorum", "a leader counts learners towards the commit quorum",
              bugs.learner_in_quorum,
              workload="append", nemesis=("member", "partition", "kill"),
-             nemesis_interval=0.3, rate=100.0),
+             nemesis_interval=0.3, rate=100.0, nodes=3),
         _bug("early-leave-joint", "the joint configuration is left before the entry that "
              "enters it committed", bugs.early_leave_joint,
              workload="append", nemesis=("member", "partition", "kill"),

@@ -345,23 +345,6 @@ def session_cache_off() -> list[Patch]:
 # --- membership -------------------------------------------------------------------------------
 
 
-def conf_before_own_commit() -> list[Patch]:
-    """A new leader accepts a configuration change at once, before an entry of its own term
-    committed: a change an earlier leader left uncommitted in its log can then take effect
-    right before the new one, and the two single-server changes together move two voters
-    at once (the bug of the original single-server algorithm; correct: a leader's first
-    change waits for its NOOP, raftlib.core.reconfigure)."""
-
-    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        def become_leader(self: LeaderMixin) -> None:
-            original(self)
-            self._pending_conf_index = 0
-
-        return become_leader
-
-    return [(LeaderMixin, "_become_leader", wrap)]
-
-
 def learner_in_quorum() -> list[Patch]:
     """A leader counts learners' acknowledgements towards the commit quorum (correct: only
     voters count; a learner may be an empty node that never votes)."""
