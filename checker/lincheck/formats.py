@@ -46,7 +46,6 @@ comparison, ``:fail :read`` an unknown read.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -121,6 +120,8 @@ def _events(records: list[tuple[int, Any]], source: str, time_scale: float) -> l
 
 
 def _jsonl_records(text: str, source: str) -> list[tuple[int, Any]]:
+    import json  # here, not at the top: the other formats' per-file runs start faster
+
     records: list[tuple[int, Any]] = []
     # JSON Lines are separated by "\n" only: str.splitlines() would also split at U+0085 and
     # U+2028 inside a JSON string (found by the Hypothesis search profile).
@@ -238,6 +239,8 @@ def _detect(text: str) -> str:
     if first.startswith(("[", "(")):
         return "edn"
     if first.startswith("{"):
+        import json
+
         try:
             json.loads(first)
             return "jsonl"
@@ -347,6 +350,8 @@ def write_jsonl(history_or_events: History | Iterable[Event],
     unknown outcome that never completed is written as an invocation alone. Events are written
     as they are.
     """
+    import json
+
     events = (_events_of(history_or_events) if isinstance(history_or_events, History)
               else iter(history_or_events))
     lines = []

@@ -17,7 +17,6 @@ remaining operations were invoked after the culprit returned, so they cannot go 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -52,7 +51,13 @@ def format_value(value: Any, chars_max: int = value_chars_max) -> str:
         text = "true" if value else "false"
     elif isinstance(value, float) and not math.isfinite(value):
         text = repr(value)
+    elif type(value) is int:  # the common cases, without importing json for them
+        text = str(value)
+    elif type(value) in (list, tuple) and all(type(v) is int for v in value):
+        text = "[" + ", ".join(map(str, value)) + "]"  # as json.dumps writes it
     else:
+        import json  # here: a per-file run that prints no other value skips its import
+
         try:
             text = json.dumps(value, ensure_ascii=False, default=_json_fallback)
         except (TypeError, ValueError):
@@ -440,6 +445,8 @@ def _rejection(op: Operation, was: str, model: DescribesOps | None, model_name: 
     if value_model and not unknown and op.f in ("read", "get"):
         said = _read_mismatch(op, was)
         if said and model_name == "kv" and op.output is None:
+            import json
+
             said += KV_NULL_READ_NOTE.format(key=json.dumps({str(op.key): None}))
         if said:
             return said
