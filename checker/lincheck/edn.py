@@ -57,8 +57,15 @@ _CLOSERS = {"[": "]", "(": ")", "{": "}"}
 _BACKSLASH = "\\"  # Python 3.11 allows no backslash inside an f-string's braces
 
 
+# Values that are their own frozen form, tested by exact type first: models freeze values at
+# every step, so this is on the search's hottest path (an isinstance against a union is slow).
+_ATOMS = frozenset({int, str, float, bool, type(None), Keyword, Symbol})
+
+
 def freeze(value: Any) -> Any:
     """A hashable equivalent of a read value: lists become tuples, dicts sorted item tuples."""
+    if type(value) in _ATOMS:
+        return value
     if isinstance(value, list | tuple):
         return tuple(freeze(v) for v in value)
     if isinstance(value, dict):

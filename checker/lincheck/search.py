@@ -88,6 +88,9 @@ SLICE_PAUSES_FIRST = 16
 SLICE_GROWTH = 4
 # Beyond this many candidate ops, looking ahead for a read costs more than it saves.
 REACH_OPS_MAX = 256
+# Lookahead answers kept per partition, (read, state) -> hopeless; cleared when full (a cache:
+# dropping it costs time, not correctness). About 0.2 KiB each.
+REACH_CACHE_ENTRIES_MAX = 200_000
 # Failure-memo and visited-set entries held at once by the searches of one process (about
 # 0.3 KiB each): the search's only structures that grow with the work done, not the input.
 MEMO_ENTRIES_MAX = 1_000_000
@@ -216,6 +219,7 @@ class _Partition:
         # at every generated node, where unpacking the path would cost).
         self.best: Path = None
         self.best_len = 0
+        self.reach_cache: dict[tuple[int, Hashable], bool] = {}
         self._prepare()
 
     def grow_memo(self, entries: int) -> None:
@@ -302,17 +306,29 @@ class _Partition:
             j += 1
         return tuple(found)
 
-    def doomed(self, mask: int, state: Any, open_reads: Sequence[tuple[int, int]]) -> bool:
+    def doomed(self, mask: int, state: Any, skey: Hashable,
+               open_reads: Sequence[tuple[int, int]]) -> bool:
         """True when some open read not yet placed can never be satisfied from ``state``."""
         may_reach = self.model.may_reach
         if may_reach is None:
             return False
         ops = self.ops
         reach = self.reach
+        cache = self.reach_cache
         for rbit, r in open_reads:
             if not mask & rbit:
                 cands = reach[r]
-                if cands is not None and not may_reach(state, ops[r], cands):
+                if cands is None:
+                    continue
+                # The answer depends on the read and the state only (its candidates are
+                # fixed): the same pair comes back at node after node.
+                ckey = (r, skey)
+                hopeless = cache.get(ckey)
+                if hopeless is None:
+                    if len(cache) >= REACH_CACHE_ENTRIES_MAX:
+                        cache.clear()
+                    hopeless = cache[ckey] = not may_reach(state, ops[r], cands)
+                if hopeless:
                     return True
         return False
 
@@ -355,7 +371,7 @@ class _Partition:
                             mask |= bits[code]
                             plen = path[3] + 1 if path else 1
                             path = (ops[code].id, state, path, plen)
-                        elif self.doomed(mask, state, ((bits[code], code),)):
+                        elif self.doomed(mask, state, skey, ((bits[code], code),)):
                             # This read can never be satisfied from here: give up this branch.
                             self.note(path)
                             blocked = True
@@ -447,7 +463,7 @@ class _Partition:
             if may_reach is not None and not may_reach(
                     state, target, [ops[i] for bit, i in open_writes if not mask & bit]):
                 continue
-            if check_doom and self.doomed(mask, state, open_reads):
+            if check_doom and self.doomed(mask, state, skey, open_reads):
                 continue
             plen = path[3] if path else 0
             children: list[tuple[int, Any, Hashable, Path]] = []
@@ -491,7 +507,7 @@ class _Partition:
                         else:
                             lst.append(im)
                         made += 1
-                        if check_doom and self.doomed(nm, ns, open_reads):
+                        if check_doom and self.doomed(nm, ns, nk, open_reads):
                             continue
                         yield nm & ~xbit, ns, nk, np
                         best_len = self.best_len
