@@ -31,6 +31,11 @@ Pruning, each justified where it is applied:
 * lookahead (``model.may_reach``): a configuration where an open read can no longer become
   consistent with the operations that may still be placed before it returns is abandoned at
   once, instead of at that read's return.
+* a value someone still needs is never overwritten for good (register-like models, see
+  ``_Partition.value_lost``): an operation is not placed where it moves the register off a
+  value that an op not placed yet needs (a read of it, an ok cas expecting it) when no op not
+  placed yet may write that value again. A stale read is then refuted where its value is
+  overwritten rather than thousands of operations later at the read itself.
 
 A partition is illegal when every alternative fails. What the report then shows:
 
@@ -221,6 +226,7 @@ class _Partition:
         self.best_len = 0
         self.reach_cache: dict[tuple[int, Hashable], bool] = {}
         self._prepare()
+        self._prepare_values()
 
     def grow_memo(self, entries: int) -> None:
         """Account for ``entries`` more (or, negative, fewer) memo entries held by this search."""
@@ -256,6 +262,10 @@ class _Partition:
                 events.append((op.ret, ~i))
         events.sort()
         self.events = events
+        self.call_pos = [0] * len(ops)
+        for position, (_, code) in enumerate(events):
+            if code >= 0:
+                self.call_pos[code] = position
         self.bit = [0] * len(ops)
         # For each read-only op, the ops that may still be placed before it (None: too many to
         # be worth looking at): the model's may_reach uses them to spot hopeless states early.
@@ -292,6 +302,78 @@ class _Partition:
                 reads.remove((bit, x))
             else:
                 writes.remove((bit, x))
+
+    def _prepare_values(self) -> None:
+        """For a register-like model (``model.register_view``): per op, the value it needs the
+        register to hold (an ok read's output, an ok cas's expected value) and the value it
+        may write; per value, the last call position of an op needing it and of one writing
+        it. ``value_lost`` uses them. Left unset (None) when some op is neither (an append, a
+        delete) or a value is unhashable: the rule then never applies."""
+        self.needs: list[Any] | None = None
+        self.writes: list[Any] = []
+        self.last_need_call: dict[Any, int] = {}
+        self.last_write_call: dict[Any, int] = {}
+        view = self.model.register_view
+        if view is None:
+            return
+        nothing: Any = _EXHAUSTED  # needs or writes no value
+        needs = [nothing] * len(self.ops)
+        writes = [nothing] * len(self.ops)
+        try:
+            for i, op in enumerate(self.ops):
+                kind = view(op)
+                if kind is None:
+                    if self.model.read_only(op):
+                        continue  # an observed failed cas: writes nothing, needs no one value
+                    return
+                what, value = kind
+                if what == "read":
+                    needs[i] = value
+                elif what == "write":
+                    writes[i] = value
+                elif what == "cas":
+                    writes[i] = value[1]
+                    if op.status == "ok":
+                        needs[i] = value[0]
+                else:
+                    return
+                call = self.call_pos[i]
+                if needs[i] is not nothing:
+                    self.last_need_call[needs[i]] = call
+                if writes[i] is not nothing:
+                    self.last_write_call[writes[i]] = call
+        except TypeError:  # an unhashable value
+            self.last_need_call.clear()
+            self.last_write_call.clear()
+            return
+        self.needs, self.writes = needs, writes
+
+    def value_lost(self, value: Any, mask: int, pos: int,
+                   open_writes: Sequence[tuple[int, int]],
+                   open_reads: Sequence[tuple[int, int]]) -> bool:
+        """True when leaving ``value`` (the register's state) at event ``pos`` with the ops of
+        ``mask`` placed is hopeless: an op not placed yet needs the register to hold ``value``
+        (a later or open read of it, an ok cas expecting it) and no op not placed yet may
+        write it again. Sound for registers only (``_prepare_values``); it spots a stale read
+        where the value is overwritten, not where the read comes, thousands of operations
+        later, which is what makes an illegal crash-heavy history cheap to refute."""
+        needs = self.needs
+        assert needs is not None
+        try:
+            needed = self.last_need_call.get(value, -1) > pos
+        except TypeError:  # an unhashable state: no op needs it
+            return False
+        if not needed:
+            for bit, i in (*open_reads, *open_writes):
+                if not mask & bit and needs[i] == value:
+                    needed = True
+                    break
+            if not needed:
+                return False
+        if self.last_write_call.get(value, -1) > pos:
+            return False
+        writes = self.writes
+        return not any(not mask & bit and writes[i] == value for bit, i in open_writes)
 
     def _reach_ops(self, r: int, open_now: list[Operation]) -> tuple[Operation, ...] | None:
         ops = self.ops
@@ -448,6 +530,8 @@ class _Partition:
         made = flushed = 0  # memo entries (seen and goals) added, and those accounted for
         may_reach = model.may_reach if self.is_read[x] else None
         check_doom = model.may_reach is not None
+        watch_values = self.needs is not None
+        value_lost = self.value_lost
         target = ops[x]
         while stack:
             mask, state, skey, path = stack.pop()
@@ -485,6 +569,9 @@ class _Partition:
                     nk = hashf(ns) if hashf is not None else ns
                     if info and nk == skey:
                         continue  # an unknown op that changes nothing: never worth placing
+                    if watch_values and nk != skey and value_lost(
+                            state, mask | bit, pos, open_writes, open_reads):
+                        continue  # it overwrites a value someone still needs, for good
                     nm = mask | bit
                     nlen = plen + 1
                     np: Path = (op.id, ns, path, nlen)
