@@ -311,6 +311,10 @@ class _Partition:
         delete) or a value is unhashable: the rule then never applies."""
         self.needs: list[Any] | None = None
         self.writes: list[Any] = []
+        # Per branch point (event position), built on first use: value -> the (bit, op) of
+        # the open ops needing it, and of those that may write it.
+        self.open_values: dict[int, tuple[dict[Any, list[tuple[int, int]]],
+                                          dict[Any, list[tuple[int, int]]]]] = {}
         self.last_need_call: dict[Any, int] = {}
         self.last_write_call: dict[Any, int] = {}
         view = self.model.register_view
@@ -357,23 +361,38 @@ class _Partition:
         write it again. Sound for registers only (``_prepare_values``); it spots a stale read
         where the value is overwritten, not where the read comes, thousands of operations
         later, which is what makes an illegal crash-heavy history cheap to refute."""
-        needs = self.needs
-        assert needs is not None
         try:
             needed = self.last_need_call.get(value, -1) > pos
         except TypeError:  # an unhashable state: no op needs it
             return False
+        by_value = self.open_values.get(pos)
+        if by_value is None:
+            by_value = self.open_values[pos] = self._open_by_value(open_writes, open_reads)
         if not needed:
-            for bit, i in (*open_reads, *open_writes):
-                if not mask & bit and needs[i] == value:
-                    needed = True
+            for bit, _ in by_value[0].get(value, ()):
+                if not mask & bit:
                     break
-            if not needed:
+            else:
                 return False
         if self.last_write_call.get(value, -1) > pos:
             return False
-        writes = self.writes
-        return not any(not mask & bit and writes[i] == value for bit, i in open_writes)
+        return all(mask & bit for bit, _ in by_value[1].get(value, ()))
+
+    def _open_by_value(self, open_writes: Sequence[tuple[int, int]],
+                       open_reads: Sequence[tuple[int, int]]
+                       ) -> tuple[dict[Any, list[tuple[int, int]]],
+                                  dict[Any, list[tuple[int, int]]]]:
+        needs, writes = self.needs, self.writes
+        assert needs is not None
+        needers: dict[Any, list[tuple[int, int]]] = {}
+        writers: dict[Any, list[tuple[int, int]]] = {}
+        for bit, i in (*open_reads, *open_writes):
+            if needs[i] is not _EXHAUSTED:
+                needers.setdefault(needs[i], []).append((bit, i))
+        for bit, i in open_writes:
+            if writes[i] is not _EXHAUSTED:
+                writers.setdefault(writes[i], []).append((bit, i))
+        return needers, writers
 
     def _reach_ops(self, r: int, open_now: list[Operation]) -> tuple[Operation, ...] | None:
         ops = self.ops
