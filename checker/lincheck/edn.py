@@ -16,7 +16,11 @@ the colon, so ``Keyword("read") == "read"``). Anything else raises ``EdnError`` 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+
+# Run time needs nothing from typing (importing it costs a per-file run).
+TYPE_CHECKING = False  # mypy reads any TYPE_CHECKING as true: typing is for it alone
+if TYPE_CHECKING:
+    from typing import Any
 
 # Deeper nesting than this is hostile or broken input; Jepsen ops nest 3 or 4 levels.
 EDN_DEPTH_MAX = 100

@@ -50,11 +50,21 @@ import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import IO, Any, cast
 
 from lincheck import edn
-from lincheck.history import EVENT_TYPES, Event, EventType, History, HistoryError
-from lincheck.validate import Dialect, build_history
+from lincheck.history import EVENT_TYPES, Event, History, HistoryError
+from lincheck.validate import build_history
+
+# Run time needs nothing from typing (importing it costs a per-file run).
+TYPE_CHECKING = False  # mypy reads any TYPE_CHECKING as true: typing is for it alone
+if TYPE_CHECKING:
+    from typing import IO, Any, cast
+
+    from lincheck.history import EventType
+    from lincheck.validate import Dialect
+else:
+    def cast(_type: object, value: object) -> object:
+        return value
 
 FORMATS: tuple[str, ...] = ("auto", "jsonl", "edn", "porcupine-etcd", "porcupine-kv")
 
@@ -95,7 +105,7 @@ def _event_from_mapping(rec: Mapping[Any, Any], position: int, source: str, line
                               or index < 0):
         raise HistoryError(source, line, f"index must be a non-negative integer, not {index!r}")
     key = rec.get("key")
-    return Event(index=position, process=process, type=cast(EventType, str(kind)), f=str(f),
+    return Event(index=position, process=process, type=cast("EventType", str(kind)), f=str(f),
                  value=rec.get("value"), key=edn.freeze(key), time=time, line=line)
 
 
@@ -213,7 +223,7 @@ def _etcd_events(text: str, source: str) -> list[Event]:
                                f"unknown type {kind_s!r} (expected invoke, ok, fail or info)")
         if not f_s.startswith(":") or len(f_s) < 2:
             raise HistoryError(source, n, f"f must be a keyword, not {f_s!r}")
-        events.append(Event(len(events), _process_of(proc, source, n), cast(EventType, kind),
+        events.append(Event(len(events), _process_of(proc, source, n), cast("EventType", kind),
                             f_s[1:], value, None, None, n))
     return events
 

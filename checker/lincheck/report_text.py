@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any, Protocol
 
 from .history import History, Operation
 from .result import Candidate, PartitionResult, Result
+
+# Run time needs nothing from typing (importing it costs a per-file run).
+TYPE_CHECKING = False  # mypy reads any TYPE_CHECKING as true: typing is for it alone
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
 # How much of a failure the terminal shows: enough to see the cause, short enough to read.
 last_steps_shown_max = 6
@@ -37,10 +41,11 @@ value_chars_max = 60
 state_chars_max = 80
 
 
-class DescribesOps(Protocol):
-    """The part of a model the reports use, when a caller passes one."""
+if TYPE_CHECKING:
+    class DescribesOps(Protocol):
+        """The part of a model the reports use, when a caller passes one."""
 
-    def describe_op(self, op: Operation) -> str: ...
+        def describe_op(self, op: Operation) -> str: ...
 
 
 def format_value(value: Any, chars_max: int = value_chars_max) -> str:

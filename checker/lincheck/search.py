@@ -74,14 +74,20 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from typing import Any
 
 from lincheck.edn import freeze
 from lincheck.history import History, Operation
 from lincheck.models import INCONSISTENT, Model
-from lincheck.result import Candidate, DecidedBy, PartitionResult, Result, Verdict
+from lincheck.result import Candidate, PartitionResult, Result
 from lincheck.validate import validate_functions
 from lincheck.zones import decide as decide_by_zones
+
+# Run time needs nothing from typing (importing it costs a per-file run).
+TYPE_CHECKING = False  # mypy reads any TYPE_CHECKING as true: typing is for it alone
+if TYPE_CHECKING:
+    from typing import Any
+
+    from lincheck.result import DecidedBy, Verdict
 
 __all__ = ["check", "check_partition"]
 
@@ -113,12 +119,11 @@ PARALLEL_PARTITIONS_MIN = 4
 PARALLEL_WORKERS_MAX = 8
 
 # A linearization under construction: a persistent list (op id, state after, parent, length).
-Path = tuple[int, Any, Any, int] | None
-
-
-# A configuration: (linearized mask, state, state key, path).
-_Goal = tuple[int, Any, Hashable, Path]
-Outcome = tuple[Verdict, Path]
+if TYPE_CHECKING:
+    Path = tuple[int, Any, Any, int] | None
+    # A configuration: (linearized mask, state, state key, path).
+    _Goal = tuple[int, Any, Hashable, Path]
+    Outcome = tuple[Verdict, Path]
 
 
 class _Deadline(Exception):

@@ -14,7 +14,7 @@ CHECKER_DIR = Path(__file__).resolve().parents[2] / "checker"
 # Modules only some runs need: importing them at start-up costs every per-file CLI call.
 HEAVY = ("multiprocessing", "concurrent.futures", "lincheck.report_html", "asyncio", "email",
          "http", "xml", "tempfile", "logging", "shutil", "bz2", "lzma", "dataclasses",
-         "inspect", "pathlib", "argparse", "gettext", "locale")
+         "inspect", "pathlib", "argparse", "gettext", "locale", "typing")
 
 # Runs the CLI in a fresh interpreter, then prints which of the modules named in argv[1]
 # (comma-separated) it imported (stdout of the CLI goes to stderr so that the last stdout line
