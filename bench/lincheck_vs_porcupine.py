@@ -11,7 +11,10 @@ directory, builds it against that checkout, and times both checkers on the same 
   ``CheckEventsTimeout`` on decoded events (median of ``--runs``), summed per corpus;
 * per process: one ``lincheck check FILE`` process per file against one driver process per
   file (the driver reads a JSON conversion of the same operations, written by lincheck's own
-  reader so both see the same history).
+  reader so both see the same history), back to back per file, median of ``--runs``. lincheck's
+  bytecode is compiled first (``PYTHONDONTWRITEBYTECODE`` would otherwise make every process
+  compile its modules again, which no installed package does); the console script next to
+  ``python`` is used, so an editable install also pays for its import hook at each start.
 
 The corpus is the shared Porcupine data (``--manifest``, default
 ``../shared/data/porcupine/manifest.json``, read in place, never copied); ``--generated`` adds
@@ -24,6 +27,7 @@ Prints one JSON object. Take figures on an idle machine; the JSON records the lo
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import random
@@ -339,23 +343,34 @@ def compare(entries: list[dict[str, Any]], driver: Path | None, work: Path, runs
             "expected": e.get("expected"),
             "lincheck": {"verdict": result.verdict, "check_seconds": statistics.median(times),
                          "decided_by": result.stats.get("decided_by")}}
-        process_s, status = time_process(
-            lincheck_argv(e["path"], e["model"], e["format"], e["initial"], timeout), timeout)
-        row["lincheck"]["process_seconds"] = process_s
-        row["lincheck"]["process_exit"] = status
         if driver is not None:
             converted = work / f"h{n}.json"
             converted.write_text(json.dumps(to_driver_json(history, e["model"], e["initial"])),
                                  encoding="utf-8")
             row["_converted"] = converted
+        # One process each, back to back on the same file (interleaved: a burst of load on
+        # the shared machine hits both alike); the median of ``runs``.
+        lin_times, por_times, lin_exit, por_exit = [], [], 0, 0
+        for _ in range(runs):
+            process_s, lin_exit = time_process(
+                lincheck_argv(e["path"], e["model"], e["format"], e["initial"], timeout),
+                timeout)
+            lin_times.append(process_s)
+            if driver is not None:
+                process_s, por_exit = time_process(
+                    [str(driver), "-timeout", str(timeout), str(row["_converted"])], timeout)
+                por_times.append(process_s)
+        row["lincheck"]["process_seconds"] = statistics.median(lin_times)
+        row["lincheck"]["process_exit"] = lin_exit
+        if por_times:
+            row["_porcupine_process"] = (statistics.median(por_times), por_exit)
         files.append(row)
     if driver is not None:
         found = run_driver(driver, [row["_converted"] for row in files], runs, timeout)
         for row in files:
             converted = row.pop("_converted")
             p = found[str(converted)]
-            process_s, status = time_process([str(driver), "-timeout", str(timeout),
-                                              str(converted)], timeout)
+            process_s, status = row.pop("_porcupine_process")
             row["porcupine"] = {"verdict": p["verdict"], "check_seconds": p["check_seconds"],
                                 "process_seconds": process_s, "process_exit": status}
     return {"files": files, **_totals(files)}
@@ -523,6 +538,7 @@ def main() -> None:
                         help="also time lincheck's search alone on the generated histories")
     parser.add_argument("--skip-corpus", action="store_true")
     args = parser.parse_args()
+    compileall.compile_dir(str(ROOT / "checker" / "lincheck"), quiet=1)
     out: dict[str, Any] = {"load_average": os.getloadavg(), "timeout_seconds": args.timeout}
     with tempfile.TemporaryDirectory(prefix="lincheck-vs-porcupine-") as tmp:
         work = Path(tmp)
