@@ -99,6 +99,9 @@ SLICE_PAUSES_FIRST = 16
 SLICE_GROWTH = 4
 # Beyond this many candidate ops, looking ahead for a read costs more than it saves.
 REACH_OPS_MAX = 256
+# Branch points whose open ops are kept indexed by value (``_Partition.value_lost``); each
+# holds about as much as the open ops there. Cleared when full: a cache.
+OPEN_INDEX_POSITIONS_MAX = 4096
 # Lookahead answers kept per partition, (read, state) -> hopeless; cleared when full (a cache:
 # dropping it costs time, not correctness). About 0.2 KiB each.
 REACH_CACHE_ENTRIES_MAX = 200_000
@@ -317,7 +320,8 @@ class _Partition:
         self.needs: list[Any] | None = None
         self.writes: list[Any] = []
         # Per branch point (event position), built on first use: value -> the (bit, op) of
-        # the open ops needing it, and of those that may write it.
+        # the open ops needing it, and of those that may write it (at most
+        # OPEN_INDEX_POSITIONS_MAX positions at once).
         self.open_values: dict[int, tuple[dict[Any, list[tuple[int, int]]],
                                           dict[Any, list[tuple[int, int]]]]] = {}
         self.last_need_call: dict[Any, int] = {}
@@ -372,6 +376,8 @@ class _Partition:
             return False
         by_value = self.open_values.get(pos)
         if by_value is None:
+            if len(self.open_values) >= OPEN_INDEX_POSITIONS_MAX:
+                self.open_values.clear()  # a cache: rebuilt on demand
             by_value = self.open_values[pos] = self._open_by_value(open_writes, open_reads)
         if not needed:
             for bit, _ in by_value[0].get(value, ()):
