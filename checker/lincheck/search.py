@@ -35,7 +35,9 @@ Pruning, each justified where it is applied:
   ``_Partition.value_lost``): an operation is not placed where it moves the register off a
   value that an op not placed yet needs (a read of it, an ok cas expecting it) when no op not
   placed yet may write that value again. A stale read is then refuted where its value is
-  overwritten rather than thousands of operations later at the read itself.
+  overwritten rather than thousands of operations later at the read itself. A cas of unknown
+  outcome that alone writes a value a completed op needs counts as needing its expected
+  value (it must have happened), up chains of such cas.
 
 A partition is illegal when every alternative fails. What the report then shows:
 
@@ -332,6 +334,7 @@ class _Partition:
         nothing: Any = _EXHAUSTED  # needs or writes no value
         needs = [nothing] * len(self.ops)
         writes = [nothing] * len(self.ops)
+        unsure_cas: dict[int, Any] = {}  # cas of unknown outcome -> the value it expects
         try:
             for i, op in enumerate(self.ops):
                 kind = view(op)
@@ -348,6 +351,8 @@ class _Partition:
                     writes[i] = value[1]
                     if op.status == "ok":
                         needs[i] = value[0]
+                    else:
+                        unsure_cas[i] = value[0]
                 else:
                     return
                 call = self.call_pos[i]
@@ -355,11 +360,39 @@ class _Partition:
                     self.last_need_call[needs[i]] = call
                 if writes[i] is not nothing:
                     self.last_write_call[writes[i]] = call
+            self._needs_by_proxy(needs, writes, unsure_cas, nothing)
         except TypeError:  # an unhashable value
             self.last_need_call.clear()
             self.last_write_call.clear()
             return
         self.needs, self.writes = needs, writes
+
+    def _needs_by_proxy(self, needs: list[Any], writes: list[Any],
+                        unsure_cas: dict[int, Any], nothing: Any) -> None:
+        """A cas of unknown outcome that is the only op writing a value some completed op
+        needs (and not the initial value) must take effect after all, while that op is not
+        placed (no other way leads to the value): it needs its expected value as much as a
+        completed cas does. Up chains of such cas, to a fixpoint."""
+        initial = self.model.init()
+        writers: dict[Any, int] = {}
+        for value in writes:
+            if value is not nothing:
+                writers[value] = writers.get(value, 0) + 1
+        needed = {value for value in needs if value is not nothing}
+        changed = True
+        while changed:
+            changed = False
+            for i, expected in unsure_cas.items():
+                new = writes[i]
+                if (needs[i] is not nothing or writers[new] != 1 or new not in needed
+                        or new == initial):
+                    continue
+                needs[i] = expected
+                needed.add(expected)
+                call = self.call_pos[i]
+                if self.last_need_call.get(expected, -1) < call:
+                    self.last_need_call[expected] = call
+                changed = True
 
     def value_lost(self, value: Any, mask: int, pos: int,
                    open_writes: Sequence[tuple[int, int]],

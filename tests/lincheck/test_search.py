@@ -361,3 +361,25 @@ def test_a_value_overwritten_for_good_ends_the_branch_where_it_is_overwritten() 
     search = _Partition(history_from_events(events).operations, get_model("cas-register"), None)
     assert search.run()[0] == "illegal"
     assert search.nodes < 60_000
+
+
+def test_a_crashed_cas_alone_writing_a_value_someone_read_needs_its_expected_value() -> None:
+    """The crashed cas must have happened (nothing else writes 3), so 2 must still come."""
+    hist = h((0, "invoke", "write", 1), (0, "ok", "write", 1),
+             (1, "invoke", "cas", [1, 2]), (1, "info", "cas", [1, 2]),
+             (2, "invoke", "cas", [2, 3]), (2, "info", "cas", [2, 3]),
+             (3, "invoke", "read", None), (3, "ok", "read", 3))
+    search = _Partition(hist.operations, get_model("cas-register"), None)
+    by_id = dict(zip((op.id for op in search.ops), search.needs or [], strict=True))
+    assert (by_id[1], by_id[2], by_id[3]) == (1, 2, 3)  # up the chain: 3 needs 2 needs 1
+    assert search.run()[0] == "ok" == brute_force_check(hist, get_model("cas-register"))
+
+
+def test_a_crashed_cas_needs_nothing_when_another_op_may_write_its_value() -> None:
+    hist = h((1, "invoke", "cas", [1, 2]), (1, "info", "cas", [1, 2]),
+             (2, "invoke", "write", 2), (2, "info", "write", 2),
+             (3, "invoke", "read", None), (3, "ok", "read", 2))
+    search = _Partition(hist.operations, get_model("cas-register", 1), None)
+    by_id = dict(zip((op.id for op in search.ops), search.needs or [], strict=True))
+    assert by_id[0] != 1 and by_id[2] == 2  # the write of 2 may do it: the cas need not
+    assert search.run()[0] == "ok" == brute_force_check(hist, get_model("cas-register", 1))
