@@ -7,16 +7,17 @@ which lets a later shrinker replay or cut an operation sequence.
 - ``register``: one compare-and-set register (read, write, cas) — model ``cas-register``.
 - ``kv``: many independent keys (get, put, cas), each key retired after ``ops_per_key_max``
   operations so every partition lincheck checks stays small — model ``kv``, checked key by key.
-
-Every write, put and cas writes a value never written before in the run (and never the
-initial value): lincheck then decides the history with its zone algorithm in O(n log n), with
-no search however many operations crash, and a read names the one write it saw. A cas expects
-one of the last ``CAS_EXPECT_RECENT`` values written (to that key), so that many succeed.
 - ``append``: appends of unique elements to lists and reads of whole lists, so a lost or
   reordered append shows directly in a read — model ``kv`` with lists.
 
 After the faults, ``probe_ops`` is what proves the cluster serves again: one write, then a
 read of every key the run touched (Jepsen's final reads).
+
+The register and kv workloads write each value once: every write, put and cas writes a value
+never written before in the run (and never the initial value), so lincheck decides their
+histories with its zone algorithm in O(n log n), with no search however many operations crash,
+and a read names the one write it saw. A cas expects one of the last ``CAS_EXPECT_RECENT``
+values written to its key, so that many succeed.
 """
 
 from __future__ import annotations
