@@ -20,6 +20,12 @@ which lets a later shrinker replay or cut an operation sequence.
 
 After the faults, ``probe_ops`` is what proves the cluster serves again: one write, then a
 read of every key the run touched (Jepsen's final reads).
+
+The register and kv workloads write each value once: every write, put and cas writes a value
+never written before in the run (and never the initial value), so lincheck decides their
+histories with its zone algorithm in O(n log n), with no search however many operations crash,
+and a read names the one write it saw. A cas expects one of the last ``CAS_EXPECT_RECENT``
+values written to its key, so that many succeed.
 """
 
 from __future__ import annotations
@@ -31,11 +37,10 @@ import attrs
 
 from harness.commands import WRITE_FUNCTIONS
 
-# Values a register or kv write draws from: few values make reads ambiguous enough to be
-# interesting yet keep the checker's state space small.
-VALUES_MAX = 5
 # A counter increment draws from 1..COUNTER_ADD_MAX: positive, so the checker's bounds hold.
 COUNTER_ADD_MAX = 5
+# A cas expects one of this many values written last (or the initial value, before any).
+CAS_EXPECT_RECENT = 3
 
 
 @attrs.frozen
@@ -71,21 +76,41 @@ class Workload:
         raise NotImplementedError
 
 
-class RegisterWorkload(Workload):
+class _FreshValues(Workload):
+    """Writes of values never written before: 1, 2, 3, ... (the initial value is 0 or nil);
+    per key, the last ``CAS_EXPECT_RECENT`` of them, for a cas to expect."""
+
+    def __init__(self, rng: random.Random) -> None:
+        super().__init__(rng)
+        self._last_value = 0
+        self._recent: dict[Any, list[Any]] = {}
+
+    def _fresh(self, key: Any) -> int:
+        self._last_value += 1
+        recent = self._recent.setdefault(key, [])
+        recent.append(self._last_value)
+        del recent[:-CAS_EXPECT_RECENT]
+        return self._last_value
+
+    def _cas(self, key: Any) -> OpSpec:
+        expected = self._rng.choice(self._recent.get(key) or [self.initial])
+        return OpSpec("cas", key, [expected, self._fresh(key)])
+
+
+class RegisterWorkload(_FreshValues):
     name = "register"
     model = "cas-register"
 
     def next_op(self) -> OpSpec:
-        rng = self._rng
-        roll = rng.random()
+        roll = self._rng.random()
         if roll < 0.5:
             return OpSpec("read", None, None)
         if roll < 0.75:
-            return OpSpec("write", None, rng.randrange(VALUES_MAX))
-        return OpSpec("cas", None, [rng.randrange(VALUES_MAX), rng.randrange(VALUES_MAX)])
+            return OpSpec("write", None, self._fresh(None))
+        return self._cas(None)
 
     def probe_ops(self) -> list[OpSpec]:
-        return [OpSpec("write", None, self._rng.randrange(VALUES_MAX)), OpSpec("read", None, None)]
+        return [OpSpec("write", None, self._fresh(None)), OpSpec("read", None, None)]
 
 
 class _RotatingKeys(Workload):
@@ -119,24 +144,23 @@ class _RotatingKeys(Workload):
         return [OpSpec("get", key, None) for key in self.keys_used()]
 
 
-class KvWorkload(_RotatingKeys):
+class KvWorkload(_RotatingKeys, _FreshValues):
     name = "kv"
     model = "kv"
     initial: ClassVar[Any] = 0
 
     def next_op(self) -> OpSpec:
-        rng = self._rng
         key = self._pick_key()
-        roll = rng.random()
+        roll = self._rng.random()
         if roll < 0.4:
             return OpSpec("get", key, None)
         if roll < 0.7:
-            return OpSpec("put", key, rng.randrange(1, VALUES_MAX))
-        return OpSpec("cas", key, [rng.randrange(VALUES_MAX), rng.randrange(1, VALUES_MAX)])
+            return OpSpec("put", key, self._fresh(key))
+        return self._cas(key)
 
     def probe_ops(self) -> list[OpSpec]:
         key = self._pick_key()
-        return [OpSpec("put", key, self._rng.randrange(1, VALUES_MAX)), *self._final_reads()]
+        return [OpSpec("put", key, self._fresh(key)), *self._final_reads()]
 
 
 class AppendWorkload(_RotatingKeys):

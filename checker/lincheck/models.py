@@ -68,10 +68,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import Any, Final, NamedTuple
 
 from lincheck.edn import freeze
 from lincheck.history import Operation
+
+# Run time needs nothing from typing (importing it costs a per-file run): see _records.
+TYPE_CHECKING = False  # mypy reads any TYPE_CHECKING as true: typing is for it alone
+if TYPE_CHECKING:
+    from typing import Any, Final, NamedTuple
+else:
+    from lincheck._records import Record as NamedTuple
 
 __all__ = ["INCONSISTENT", "MODELS", "Model", "describe_operation", "get_model"]
 
@@ -248,7 +254,8 @@ def cas_register(initial: Any = None) -> Model:
 
 # --- mappings held as frozensets of (key, value) pairs -----------------------------------------
 
-Mapping_ = frozenset[tuple[Any, Any]]
+if TYPE_CHECKING:
+    Mapping_ = frozenset[tuple[Any, Any]]
 
 
 def _lookup(state: Mapping_, key: Any, default: Callable[[Any], Any]) -> Any:
