@@ -57,6 +57,7 @@ from raftlib.config_flags import flag as core_flag
 from raftlib.core.config import SettingError, check_overrides
 from raftlib.errors import ConfigError, RaftError, StorageError
 from raftlib.node import NodeConfig, open_node
+from raftlib.operator_cli import add_operator_commands, operator_command, operator_main
 from raftlib.snapshots import SnapshotPolicy
 
 if TYPE_CHECKING:
@@ -151,6 +152,13 @@ def _parser() -> _Parser:
                        help="serve the KV service (RESP2) on 127.0.0.1:PORT")
     serve.add_argument("--client-peers", default=None,
                        help="every member's client address ID=HOST:PORT,... (for redirects)")
+    serve.add_argument("--join", action="store_true",
+                       help="join a running cluster (--peers: members to reach, and this node): "
+                            "start knowing no configuration and wait to be added with "
+                            "`raftlib member add`; keep it on every restart of this node")
+    serve.add_argument("--metrics-port", type=int, default=None,
+                       help="serve Prometheus metrics on 127.0.0.1:PORT/metrics "
+                            "(needs --client-port)")
     _add_security_options(serve)
     _add_limit_options(serve)
     _add_snapshot_options(serve)
@@ -182,6 +190,7 @@ def _parser() -> _Parser:
     cluster.add_argument("--client-auth", action="store_true",
                          help="with --tls: clients must present a certificate")
     add_core_flags(cluster, note="; passed to every node")
+    add_operator_commands(sub, _Parser)
     return parser
 
 
@@ -291,6 +300,7 @@ async def _serve(args: argparse.Namespace, peers: dict[int, tuple[str, int]]) ->
         peers={nid: f"{host}:{port}" for nid, (host, port) in peers.items()},
         tick_seconds=args.tick_ms / 1000.0,
         seed=args.seed,
+        join=args.join,
         snapshot=_snapshot_policy(args),
     ).with_core(**core_overrides(args))
     security, client_tls = _security(args)
@@ -349,7 +359,8 @@ async def _serve_kv_until(
         await nursery.start(functools.partial(
             serve_kv, config, storage=storage, transport=transport,
             client_port=args.client_port, client_addresses=addresses,
-            service_config=service, server_limits=limits, ssl_context=client_tls))
+            service_config=service, server_limits=limits, ssl_context=client_tls,
+            metrics_port=args.metrics_port))
         _warn_if_insecure(args)
         async for signum in signals:
             log.info("node %d stopping on %s", config.node_id, signal.Signals(signum).name)
@@ -438,6 +449,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cluster_main(args)
         if args.command == "certs":
             return _certs_main(args)
+        try:
+            command = operator_command(args)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if command is not None:
+            return operator_main(args, command)
         peers = _check_serve_args(args)
     except UsageError as exc:
         print(f"raftlib: error: {exc}", file=sys.stderr)
@@ -471,6 +488,15 @@ def _check_serve_args(args: argparse.Namespace) -> dict[int, tuple[str, int]]:
                 raise UsageError(str(exc).replace("--peers", "--client-peers")) from None
     if args.id not in peers:
         raise UsageError(f"--id {args.id} is not among --peers ({sorted(peers)})")
+    if args.join and len(peers) < 2:
+        raise UsageError("--join: --peers must list a member of the cluster to join besides "
+                         "this node")
+    if args.metrics_port is not None:
+        if args.client_port is None:
+            raise UsageError("--metrics-port needs --client-port (the KV service serves them)")
+        _check_port("--metrics-port", args.metrics_port)
+        if args.metrics_port == args.client_port:
+            raise UsageError("--metrics-port and --client-port must differ")
     if not args.tick_ms > 0:
         raise UsageError("--tick-ms must be > 0")
     _check_core_args(args)
