@@ -149,8 +149,8 @@ async def call_leader(connector: TcpConnector, address: str, command: list[bytes
             reply = await connector.call(address, command)
         except NotDelivered as exc:
             raise OperatorError(str(exc)) from None
-        except OSError as exc:
-            raise OperatorError(f"{address}: {exc}") from None
+        except OSError as exc:  # the connection broke after the request was sent
+            raise OperatorError(str(exc)) from None
         if not isinstance(reply, ErrorReply):
             return reply
         code, _, rest = reply.text.partition(" ")
@@ -198,6 +198,12 @@ async def _run(args: argparse.Namespace, command: list[bytes], ssl_context: obje
     try:
         with trio.fail_after(args.timeout):
             return await call_leader(connector, args.address, command)
+    except OperatorError as exc:
+        if ssl_context is None and "closed the connection" in str(exc):
+            # What a TLS port does to a plain-text request.
+            raise OperatorError(f"{exc} (if the cluster uses TLS, pass --tls-dir or "
+                                "--cacert)") from None
+        raise
     except trio.TooSlowError:
         raise OperatorError(f"no answer within {args.timeout:g} s (--timeout); a change may "
                             "still take effect: check with `raftlib member list`") from None

@@ -78,12 +78,14 @@ class Cluster:
     client: dict[int, int]
     metrics: dict[int, int]
     founders: tuple[int, ...] = (1, 2, 3)
+    # The operator CLI's TLS options for this cluster's client ports.
+    tls: tuple[str, ...] = ()
 
     def client_address(self, node: int) -> str:
         return f"127.0.0.1:{self.client[node]}"
 
     def op(self, *args: str, at: int = 1) -> str:
-        done = raftlib_cli(*args, "--address", self.client_address(at))
+        done = raftlib_cli(*args, "--address", self.client_address(at), *self.tls)
         assert done.returncode == 0, (args, done.stderr, self.logs())
         return done.stdout
 
@@ -105,7 +107,8 @@ class Cluster:
 
 
 @contextmanager
-def cluster(tmp_path: Path, spares: tuple[int, ...] = ()) -> Iterator[Cluster]:
+def cluster(tmp_path: Path, spares: tuple[int, ...] = (),
+            security: tuple[str, ...] = ("--insecure",)) -> Iterator[Cluster]:
     ids = (1, 2, 3, *spares)
     ports = free_ports(3 * len(ids))
     raft = {n: f"127.0.0.1:{ports[i]}" for i, n in enumerate(ids)}
@@ -116,7 +119,7 @@ def cluster(tmp_path: Path, spares: tuple[int, ...] = ()) -> Iterator[Cluster]:
         founder = node in (1, 2, 3)
         # A replacement knows where the live members are, and itself; it joins.
         peers = {n: raft[n] for n in (1, 2, 3)} | {node: raft[node]}
-        flags = ["--insecure", "--metrics-port", str(metrics[node])]
+        flags = [*security, "--metrics-port", str(metrics[node])]
         if not founder:
             flags.append("--join")
         return serve_argv(node, peers=peers, data=supervisor.data_dir(node),
@@ -128,7 +131,9 @@ def cluster(tmp_path: Path, spares: tuple[int, ...] = ()) -> Iterator[Cluster]:
         for node in (1, 2, 3):
             supervisor.start(node)
         waiting = supervisor.wait_ready({n: client[n] for n in (1, 2, 3)}, READY_SECONDS)
-        c = Cluster(supervisor, raft, client, metrics)
+        tls_dir = security[security.index("--tls-dir") + 1] if "--tls-dir" in security else ""
+        c = Cluster(supervisor, raft, client, metrics,
+                    tls=("--tls-dir", tls_dir) if tls_dir else ())
         assert not waiting, c.logs()
         yield c
         supervisor.stop_all()
@@ -170,7 +175,6 @@ async def _run_cli(c: Cluster, *args: str, at: int = 1) -> str:
     return done.stdout.decode()
 
 
-@pytest.mark.slow
 def test_replacing_a_node_that_lost_its_disk_keeps_every_acknowledged_write(
     tmp_path: Path,
 ) -> None:
@@ -222,14 +226,17 @@ def test_replacing_a_node_that_lost_its_disk_keeps_every_acknowledged_write(
         assert not sup.reap_unexpected(), c.logs()
 
 
-def _leader_by_metrics(c: Cluster, nodes: tuple[int, ...]) -> tuple[int, dict[int, dict[str, float]]]:
+Scrapes = dict[int, dict[str, float]]
+
+
+def _leader_by_metrics(c: Cluster, nodes: tuple[int, ...]) -> tuple[int, Scrapes]:
     scraped = {n: c.scrape(n) for n in nodes}
     leaders = [n for n, v in scraped.items() if v.get("raftlib_role{role=leader}") == 1.0]
     return (leaders[0] if len(leaders) == 1 else 0), scraped
 
 
 def _wait_leader_by_metrics(c: Cluster, nodes: tuple[int, ...],
-                            other_than: int = 0) -> tuple[int, dict[int, dict[str, float]]]:
+                            other_than: int = 0) -> tuple[int, Scrapes]:
     """The leader all ``nodes`` agree on in their metrics (not ``other_than``)."""
     deadline = time.monotonic() + CHANGE_SECONDS_MAX
     while True:
@@ -289,3 +296,23 @@ def test_metrics_show_the_leader_change_a_transfer_and_a_kill_cause(tmp_path: Pa
         assert third in rest
         assert all(v["raftlib_leader_changes_total"] >= changes[n] + 2
                    for n, v in scraped.items())
+
+
+def test_operator_commands_speak_tls_to_a_tls_cluster(tmp_path: Path) -> None:
+    from raftlib.certs import ensure_certs
+
+    certs = tmp_path / "certs"
+    ensure_certs(certs, nodes=3)
+    with cluster(tmp_path, security=("--tls-dir", str(certs))) as c:
+        deadline = time.monotonic() + CHANGE_SECONDS_MAX
+        while "leader_id:0" in (out := c.op("status")):
+            assert time.monotonic() < deadline, out
+            time.sleep(POLL_SECONDS)
+        members = c.op("member", "list", at=2)
+        assert len(members.splitlines()) == 4, members
+        leader = int(out.split("leader_id:")[1].split()[0])
+        target = next(n for n in (1, 2, 3) if n != leader)
+        assert c.op("transfer-leader", str(target), at=3).strip() == f"node {target} leads"
+        plain = raftlib_cli("member", "list", "--address", c.client_address(1), "--timeout", "5")
+        assert plain.returncode == 1 and len(plain.stderr.strip().splitlines()) == 1, plain
+        assert "pass --tls-dir or --cacert" in plain.stderr
