@@ -3,7 +3,11 @@
     raftlib certs init DIR --nodes 3
     raftlib serve --id 1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data DIR \
         --tls-dir CERTS [--client-port 6379 --client-peers 1=127.0.0.1:6379,...]
-    raftlib cluster --nodes 3 --data DIR [--tls] [--base-port 7001] [--client-base-port 6379]
+    raftlib cluster --nodes 3 --data DIR [--tls] [--base-port 7001] [--client-base-port 6379] \
+        [--metrics-base-port 9101]
+    raftlib member list|add|remove|promote ... --address HOST:PORT   (raftlib.operator_cli)
+    raftlib transfer-leader [ID] --address HOST:PORT
+    raftlib status --address HOST:PORT
 
 Security. ``serve`` refuses to start without TLS material (``--tls-dir DIR`` in the layout
 ``certs init`` writes, or ``--ca/--cert/--key``) unless ``--insecure`` is given, which runs
@@ -24,6 +28,10 @@ Limits (all have safe defaults): ``--max-frame-bytes`` (one Raft frame), ``--max
 replicated KV service answers RESP2 (Redis protocol) on 127.0.0.1:PORT. ``--client-peers``
 gives every node's client address so a follower can redirect writes to the leader
 (``-MOVED 0 HOST:PORT``); without it a follower answers ``-TRYAGAIN``.
+
+``serve --join`` starts a node that joins a running cluster (``--peers``: members to reach,
+and itself): it knows no configuration, never campaigns, and waits for ``raftlib member add``.
+``serve --metrics-port P`` serves Prometheus metrics on 127.0.0.1:P/metrics (``raftlib.metrics``).
 
 Raft core settings: one flag each, generated from ``raftlib.core.CoreConfig``
 (``--election-timeout-ticks-min N``, ``--pre-vote/--no-pre-vote``, ``--append-entries-max N``,
@@ -183,6 +191,8 @@ def _parser() -> _Parser:
     cluster.add_argument("--client-base-port", type=int, default=6379,
                          help="RESP port of node 1; node N uses BASE+N-1")
     cluster.add_argument("--tick-ms", type=float, default=25.0, help="tick length (ms)")
+    cluster.add_argument("--metrics-base-port", type=int, default=None,
+                         help="Prometheus metrics of node 1 on this port; node N uses BASE+N-1")
     cluster.add_argument("--tls", action="store_true",
                          help="mutual TLS between nodes and TLS for clients; certificates are "
                               "created in DATA/certs (or --certs) when missing")
@@ -534,8 +544,15 @@ def _cluster_main(args: argparse.Namespace) -> int:
     _check_port("--client-base-port", args.client_base_port)
     _check_port("--client-base-port (last node)", args.client_base_port + last)
     raft_ports = set(range(args.base_port, args.base_port + args.nodes))
-    if raft_ports & set(range(args.client_base_port, args.client_base_port + args.nodes)):
+    client_ports = set(range(args.client_base_port, args.client_base_port + args.nodes))
+    if raft_ports & client_ports:
         raise UsageError("--base-port and --client-base-port ranges overlap")
+    if args.metrics_base_port is not None:
+        _check_port("--metrics-base-port", args.metrics_base_port)
+        _check_port("--metrics-base-port (last node)", args.metrics_base_port + last)
+        metrics_ports = set(range(args.metrics_base_port, args.metrics_base_port + args.nodes))
+        if metrics_ports & (raft_ports | client_ports):
+            raise UsageError("--metrics-base-port range overlaps the raft or client ports")
     if not args.tick_ms > 0:
         raise UsageError("--tick-ms must be > 0")
     core = _check_core_args(args)
@@ -567,6 +584,7 @@ def _cluster_main(args: argparse.Namespace) -> int:
         certs=certs,
         client_auth=args.client_auth,
         core=core,
+        metrics_base_port=args.metrics_base_port,
     )
 
 
@@ -588,15 +606,18 @@ def cluster_node_argv(
     tick_ms: float,
     security: Sequence[str] = ("--insecure",),
     core: Mapping[str, Any] | None = None,
+    metrics_base_port: int | None = None,
 ) -> list[str]:
     """The ``serve`` command ``cluster`` runs as node ``node`` (with its data in ``data_dir``)."""
     from raftlib.supervisor import serve_argv
 
     ids = range(1, nodes + 1)
+    metrics = [] if metrics_base_port is None else [
+        "--metrics-port", str(metrics_base_port + node - 1)]
     return serve_argv(node, peers={i: f"127.0.0.1:{base_port + i - 1}" for i in ids},
                       data=data_dir, client_port=client_base_port + node - 1,
                       client_peers={i: f"127.0.0.1:{client_base_port + i - 1}" for i in ids},
-                      tick_ms=tick_ms, flags=[*security, *core_argv(core or {})])
+                      tick_ms=tick_ms, flags=[*security, *metrics, *core_argv(core or {})])
 
 
 def run_cluster(
@@ -609,6 +630,7 @@ def run_cluster(
     certs: Path | None = None,
     client_auth: bool = False,
     core: Mapping[str, Any] | None = None,
+    metrics_base_port: int | None = None,
 ) -> int:
     """Run ``nodes`` ``serve`` processes until SIGINT/SIGTERM; see the module docstring.
     With ``certs`` (a ``certs init`` directory) the nodes run TLS, else ``--insecure``."""
@@ -631,7 +653,8 @@ def run_cluster(
         return cluster_node_argv(node, nodes=nodes, data_dir=supervisor.data_dir(node),
                                  base_port=base_port,
                                  client_base_port=client_base_port, tick_ms=tick_ms,
-                                 security=security, core=core)
+                                 security=security, core=core,
+                                 metrics_base_port=metrics_base_port)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     status = 0
@@ -649,7 +672,9 @@ def run_cluster(
                 supervisor.stop_all(CLUSTER_STOP_SECONDS_MAX)
                 return EXIT_ERROR
             for i in ids:
-                print(f"node {i}: raft {raft[i]}  client {clients[i]}  log "
+                metrics = ("" if metrics_base_port is None else
+                           f"  metrics http://127.0.0.1:{metrics_base_port + i - 1}/metrics")
+                print(f"node {i}: raft {raft[i]}  client {clients[i]}{metrics}  log "
                       f"{supervisor.log_path(i)}")
             tls = ""
             if certs is not None:

@@ -51,6 +51,10 @@ def raftlib_cli(*args: str, timeout: float = 90.0) -> subprocess.CompletedProces
           "--metrics-port", "9100"], "--metrics-port needs --client-port"),
         (["serve", "--id", "1", "--peers", "1=127.0.0.1:7001", "--data", "d", "--insecure",
           "--join"], "--join: --peers must list a member"),
+        (["serve", "--id", "1", "--peers", "1=127.0.0.1:7001", "--data", "d", "--insecure",
+          "--client-port", "6379", "--metrics-port", "6379"], "must differ"),
+        (["cluster", "--data", "d", "--base-port", "7001", "--client-base-port", "6379",
+          "--metrics-base-port", "7002"], "--metrics-base-port range overlaps"),
     ],
 )
 def test_bad_operator_input_gets_one_line_and_exit_2(args: list[str], needle: str) -> None:
@@ -316,3 +320,16 @@ def test_operator_commands_speak_tls_to_a_tls_cluster(tmp_path: Path) -> None:
         plain = raftlib_cli("member", "list", "--address", c.client_address(1), "--timeout", "5")
         assert plain.returncode == 1 and len(plain.stderr.strip().splitlines()) == 1, plain
         assert "pass --tls-dir or --cacert" in plain.stderr
+
+
+def test_cluster_serves_metrics_of_every_node(tmp_path: Path) -> None:
+    from raftlib.supervisor import consecutive_free_ports
+    from tests.raftlib.cluster_cli import raftlib_cluster
+
+    base = consecutive_free_ports(3)
+    with raftlib_cluster(tmp_path, "--metrics-base-port", str(base)) as running:
+        for port in range(base, base + 3):
+            url = f"http://127.0.0.1:{port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                assert b"raftlib_commit_index " in response.read()
+    assert running.returncode == 0, running.output
