@@ -19,17 +19,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import outcome
 import trio
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from raftlib.core.types import NO_NODE, NodeId, Role
 from raftlib.node import Node, Observation
+
+if TYPE_CHECKING:
+    # Imported when metrics are exported only (about 60 ms at start otherwise).
+    from prometheus_client import CollectorRegistry, Histogram
+    from prometheus_client.core import Metric
 
 # How often the exported samples are recomputed on the node's thread (a scrape sees values at
 # most this old).
@@ -62,15 +64,17 @@ class NodeMetrics:
     """What the service counts itself: plain integers always (cheap), histograms only when
     ``histograms`` (the Prometheus endpoint is on)."""
 
-    def __init__(self, *, histograms: bool = False,
-                 registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, *, histograms: bool = False) -> None:
         self.proposals = 0
         self.leader_changes = 0
         self._leader: NodeId = NO_NODE
-        self.registry = registry if registry is not None else CollectorRegistry()
+        self.registry: CollectorRegistry | None = None
         self.fsync_seconds: Histogram | None = None
         self.commit_seconds: Histogram | None = None
         if histograms:
+            from prometheus_client import CollectorRegistry, Histogram
+
+            self.registry = CollectorRegistry()
             self.fsync_seconds = Histogram(
                 "raftlib_fsync_seconds", "duration of one storage sync job (group commit)",
                 buckets=FSYNC_BUCKETS_SECONDS, registry=self.registry)
@@ -173,13 +177,16 @@ def info_lines(values: Sequence[Sample]) -> list[str]:
     return ["# Metrics", *(f"{s.info_key()}:{s.value:g}" for s in values)]
 
 
-class _Latest(Collector):
-    """Serves the samples ``serve_metrics`` last computed (from prometheus-client's thread)."""
+class _Latest:
+    """A prometheus-client collector of the samples ``serve_metrics`` last computed (called
+    from prometheus-client's HTTP thread: it only reads ``values``, replaced whole)."""
 
     def __init__(self) -> None:
         self.values: Sequence[Sample] = ()
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
         for s in self.values:
             family = families.get(s.name)
@@ -199,7 +206,12 @@ async def serve_metrics(
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``/metrics`` on ``host:port`` until cancelled; reports the port it bound."""
+    """Serve ``/metrics`` on ``host:port`` until cancelled; reports the port it bound.
+    ``metrics`` must keep histograms (``NodeMetrics(histograms=True)``)."""
+    from prometheus_client import start_http_server
+
+    if metrics.registry is None:
+        raise ValueError("serve_metrics needs NodeMetrics(histograms=True)")
     latest = _Latest()
     latest.values = samples(node, metrics)
     metrics.registry.register(latest)

@@ -67,7 +67,9 @@ def add_operator_commands(sub: argparse._SubParsersAction[P], parser_class: type
     transfer.add_argument("id", type=int, nargs="?", default=None,
                           help="the voter to lead (default: the most caught-up one)")
     _connection(transfer)
-    _connection(sub.add_parser("status", help="a node's Raft status (the leader's by default)"))
+    _connection(sub.add_parser(
+        "status", help="the Raft status of the node at --address (a leader's shows each "
+                       "follower's match index, lag and last contact)"))
 
 
 def _connection(parser: argparse.ArgumentParser) -> None:
