@@ -180,8 +180,14 @@ class Admin:
         address = member_address(raft, client)
         if learner:
             await self.node.add_learner(node_id, address)
-        else:
+            return OK
+        try:
             await self.node.add_voter(node_id, address)
+        except (NotLeader, ChangeInProgress, MembershipError, ConfigError, Stopped):
+            raise
+        except RaftError as exc:  # it was added as a learner and did not catch up
+            raise RaftError(f"{exc}; it stays a learner: start it, then RAFT.PROMOTE {node_id} "
+                            f"(or RAFT.REMOVE {node_id})") from None
         return OK
 
     async def _promote(self, args: list[bytes]) -> Reply:

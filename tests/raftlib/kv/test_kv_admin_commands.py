@@ -156,3 +156,15 @@ def test_leader_changes_count_each_new_known_leader_once() -> None:
     for leader in (0, 1, 1, 0, 1, 2, 2, 3):
         metrics.observe(Observation("role", 9, Role.FOLLOWER, 1, leader))
     assert metrics.leader_changes == 3
+
+
+async def test_a_member_that_never_catches_up_stays_a_learner_and_the_error_says_so(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_local_cluster(3, seed=37, state_machine_factory=KvStateMachine) as c:
+        leader, _ = await _leader_and_follower(c)
+        c.add_member(6)  # never started
+        reply = await handler_for(c, leader).handle([b"RAFT.ADD", b"6", b"memory:6"])
+        assert isinstance(reply, ErrorReply), reply
+        assert "did not catch up" in reply.text and "stays a learner" in reply.text
+        assert c.node(leader).configuration().learners == (6,)
