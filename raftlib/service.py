@@ -23,7 +23,8 @@ Commands (arguments are binary-safe; names are case-insensitive)
 ``DBSIZE``                 ``:n`` keys (linearizable).
 ``INFO [section]``         text: ``# Raft`` (node_id, role, term, leader_id,
                            leader_client_address, commit_index, applied_index, last_index)
-                           and ``# Keyspace`` (keys, sessions) of this node's view.
+                           and ``# Keyspace`` (keys, sessions) of this node's view, and
+                           ``# Metrics`` (what ``--metrics-port`` exports: ``raftlib.metrics``).
 ``SESSION.OPEN``           ``:id`` registers an exactly-once client session (a log entry).
 ``SESSION.CALL id seq <write command ...>``  runs the write exactly once for (id, seq): number a
                            session's writes 1, 2, 3 ... one at a time and retry a write, on any
