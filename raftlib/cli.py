@@ -3,7 +3,11 @@
     raftlib certs init DIR --nodes 3
     raftlib serve --id 1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data DIR \
         --tls-dir CERTS [--client-port 6379 --client-peers 1=127.0.0.1:6379,...]
-    raftlib cluster --nodes 3 --data DIR [--tls] [--base-port 7001] [--client-base-port 6379]
+    raftlib cluster --nodes 3 --data DIR [--tls] [--base-port 7001] [--client-base-port 6379] \
+        [--metrics-base-port 9101]
+    raftlib member list|add|remove|promote ... --address HOST:PORT   (raftlib.operator_cli)
+    raftlib transfer-leader [ID] --address HOST:PORT
+    raftlib status --address HOST:PORT
 
 Security. ``serve`` refuses to start without TLS material (``--tls-dir DIR`` in the layout
 ``certs init`` writes, or ``--ca/--cert/--key``) unless ``--insecure`` is given, which runs
@@ -24,6 +28,10 @@ Limits (all have safe defaults): ``--max-frame-bytes`` (one Raft frame), ``--max
 replicated KV service answers RESP2 (Redis protocol) on 127.0.0.1:PORT. ``--client-peers``
 gives every node's client address so a follower can redirect writes to the leader
 (``-MOVED 0 HOST:PORT``); without it a follower answers ``-TRYAGAIN``.
+
+``serve --join`` starts a node that joins a running cluster (``--peers``: members to reach,
+and itself): it knows no configuration, never campaigns, and waits for ``raftlib member add``.
+``serve --metrics-port P`` serves Prometheus metrics on 127.0.0.1:P/metrics (``raftlib.metrics``).
 
 Raft core settings: one flag each, generated from ``raftlib.core.CoreConfig``
 (``--election-timeout-ticks-min N``, ``--pre-vote/--no-pre-vote``, ``--append-entries-max N``,
@@ -57,6 +65,7 @@ from raftlib.config_flags import flag as core_flag
 from raftlib.core.config import SettingError, check_overrides
 from raftlib.errors import ConfigError, RaftError, StorageError
 from raftlib.node import NodeConfig, open_node
+from raftlib.operator_cli import add_operator_commands, operator_command, operator_main
 from raftlib.snapshots import SnapshotPolicy
 
 if TYPE_CHECKING:
@@ -151,6 +160,13 @@ def _parser() -> _Parser:
                        help="serve the KV service (RESP2) on 127.0.0.1:PORT")
     serve.add_argument("--client-peers", default=None,
                        help="every member's client address ID=HOST:PORT,... (for redirects)")
+    serve.add_argument("--join", action="store_true",
+                       help="join a running cluster (--peers: members to reach, and this node): "
+                            "start knowing no configuration and wait to be added with "
+                            "`raftlib member add`; keep it on every restart of this node")
+    serve.add_argument("--metrics-port", type=int, default=None,
+                       help="serve Prometheus metrics on 127.0.0.1:PORT/metrics "
+                            "(needs --client-port)")
     _add_security_options(serve)
     _add_limit_options(serve)
     _add_snapshot_options(serve)
@@ -175,6 +191,8 @@ def _parser() -> _Parser:
     cluster.add_argument("--client-base-port", type=int, default=6379,
                          help="RESP port of node 1; node N uses BASE+N-1")
     cluster.add_argument("--tick-ms", type=float, default=25.0, help="tick length (ms)")
+    cluster.add_argument("--metrics-base-port", type=int, default=None,
+                         help="Prometheus metrics of node 1 on this port; node N uses BASE+N-1")
     cluster.add_argument("--tls", action="store_true",
                          help="mutual TLS between nodes and TLS for clients; certificates are "
                               "created in DATA/certs (or --certs) when missing")
@@ -182,6 +200,7 @@ def _parser() -> _Parser:
     cluster.add_argument("--client-auth", action="store_true",
                          help="with --tls: clients must present a certificate")
     add_core_flags(cluster, note="; passed to every node")
+    add_operator_commands(sub, _Parser)
     return parser
 
 
@@ -291,6 +310,7 @@ async def _serve(args: argparse.Namespace, peers: dict[int, tuple[str, int]]) ->
         peers={nid: f"{host}:{port}" for nid, (host, port) in peers.items()},
         tick_seconds=args.tick_ms / 1000.0,
         seed=args.seed,
+        join=args.join,
         snapshot=_snapshot_policy(args),
     ).with_core(**core_overrides(args))
     security, client_tls = _security(args)
@@ -349,7 +369,8 @@ async def _serve_kv_until(
         await nursery.start(functools.partial(
             serve_kv, config, storage=storage, transport=transport,
             client_port=args.client_port, client_addresses=addresses,
-            service_config=service, server_limits=limits, ssl_context=client_tls))
+            service_config=service, server_limits=limits, ssl_context=client_tls,
+            metrics_port=args.metrics_port))
         _warn_if_insecure(args)
         async for signum in signals:
             log.info("node %d stopping on %s", config.node_id, signal.Signals(signum).name)
@@ -438,6 +459,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cluster_main(args)
         if args.command == "certs":
             return _certs_main(args)
+        try:
+            command = operator_command(args)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if command is not None:
+            return operator_main(args, command)
         peers = _check_serve_args(args)
     except UsageError as exc:
         print(f"raftlib: error: {exc}", file=sys.stderr)
@@ -471,6 +498,15 @@ def _check_serve_args(args: argparse.Namespace) -> dict[int, tuple[str, int]]:
                 raise UsageError(str(exc).replace("--peers", "--client-peers")) from None
     if args.id not in peers:
         raise UsageError(f"--id {args.id} is not among --peers ({sorted(peers)})")
+    if args.join and len(peers) < 2:
+        raise UsageError("--join: --peers must list a member of the cluster to join besides "
+                         "this node")
+    if args.metrics_port is not None:
+        if args.client_port is None:
+            raise UsageError("--metrics-port needs --client-port (the KV service serves them)")
+        _check_port("--metrics-port", args.metrics_port)
+        if args.metrics_port == args.client_port:
+            raise UsageError("--metrics-port and --client-port must differ")
     if not args.tick_ms > 0:
         raise UsageError("--tick-ms must be > 0")
     _check_core_args(args)
@@ -508,8 +544,15 @@ def _cluster_main(args: argparse.Namespace) -> int:
     _check_port("--client-base-port", args.client_base_port)
     _check_port("--client-base-port (last node)", args.client_base_port + last)
     raft_ports = set(range(args.base_port, args.base_port + args.nodes))
-    if raft_ports & set(range(args.client_base_port, args.client_base_port + args.nodes)):
+    client_ports = set(range(args.client_base_port, args.client_base_port + args.nodes))
+    if raft_ports & client_ports:
         raise UsageError("--base-port and --client-base-port ranges overlap")
+    if args.metrics_base_port is not None:
+        _check_port("--metrics-base-port", args.metrics_base_port)
+        _check_port("--metrics-base-port (last node)", args.metrics_base_port + last)
+        metrics_ports = set(range(args.metrics_base_port, args.metrics_base_port + args.nodes))
+        if metrics_ports & (raft_ports | client_ports):
+            raise UsageError("--metrics-base-port range overlaps the raft or client ports")
     if not args.tick_ms > 0:
         raise UsageError("--tick-ms must be > 0")
     core = _check_core_args(args)
@@ -541,6 +584,7 @@ def _cluster_main(args: argparse.Namespace) -> int:
         certs=certs,
         client_auth=args.client_auth,
         core=core,
+        metrics_base_port=args.metrics_base_port,
     )
 
 
@@ -562,15 +606,18 @@ def cluster_node_argv(
     tick_ms: float,
     security: Sequence[str] = ("--insecure",),
     core: Mapping[str, Any] | None = None,
+    metrics_base_port: int | None = None,
 ) -> list[str]:
     """The ``serve`` command ``cluster`` runs as node ``node`` (with its data in ``data_dir``)."""
     from raftlib.supervisor import serve_argv
 
     ids = range(1, nodes + 1)
+    metrics = [] if metrics_base_port is None else [
+        "--metrics-port", str(metrics_base_port + node - 1)]
     return serve_argv(node, peers={i: f"127.0.0.1:{base_port + i - 1}" for i in ids},
                       data=data_dir, client_port=client_base_port + node - 1,
                       client_peers={i: f"127.0.0.1:{client_base_port + i - 1}" for i in ids},
-                      tick_ms=tick_ms, flags=[*security, *core_argv(core or {})])
+                      tick_ms=tick_ms, flags=[*security, *metrics, *core_argv(core or {})])
 
 
 def run_cluster(
@@ -583,6 +630,7 @@ def run_cluster(
     certs: Path | None = None,
     client_auth: bool = False,
     core: Mapping[str, Any] | None = None,
+    metrics_base_port: int | None = None,
 ) -> int:
     """Run ``nodes`` ``serve`` processes until SIGINT/SIGTERM; see the module docstring.
     With ``certs`` (a ``certs init`` directory) the nodes run TLS, else ``--insecure``."""
@@ -605,7 +653,8 @@ def run_cluster(
         return cluster_node_argv(node, nodes=nodes, data_dir=supervisor.data_dir(node),
                                  base_port=base_port,
                                  client_base_port=client_base_port, tick_ms=tick_ms,
-                                 security=security, core=core)
+                                 security=security, core=core,
+                                 metrics_base_port=metrics_base_port)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     status = 0
@@ -623,7 +672,9 @@ def run_cluster(
                 supervisor.stop_all(CLUSTER_STOP_SECONDS_MAX)
                 return EXIT_ERROR
             for i in ids:
-                print(f"node {i}: raft {raft[i]}  client {clients[i]}  log "
+                metrics = ("" if metrics_base_port is None else
+                           f"  metrics http://127.0.0.1:{metrics_base_port + i - 1}/metrics")
+                print(f"node {i}: raft {raft[i]}  client {clients[i]}{metrics}  log "
                       f"{supervisor.log_path(i)}")
             tls = ""
             if certs is not None:

@@ -27,6 +27,7 @@ import math
 import queue
 import random
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -46,7 +47,7 @@ from raftlib.core.types import (
     NodeId,
     Role,
 )
-from raftlib.driver import Driver, DriverHooks, SnapshotTask, recover
+from raftlib.driver import Driver, DriverHooks, PersistJob, SnapshotTask, recover
 from raftlib.errors import (
     ChangeInProgress,
     ConfigError,
@@ -246,6 +247,8 @@ class NodeHooks:
     on_restore: Callable[[NodeId, int], None] | None = None
     # Role, leader and configuration changes (also logged at INFO with their reason).
     on_observation: Callable[[Observation], None] | None = None
+    # Seconds one storage sync job took (metrics); when None nothing is timed.
+    on_sync: Callable[[float], None] | None = None
 
 
 class _Slot:
@@ -445,6 +448,8 @@ class Node:
         self._sync_worker: _SyncWorker | None = None
         # The sync's outcome once the worker is back with it.
         self._sync_result: outcome.Outcome[None] | None = None
+        # How long the last sync job took (set by the worker when on_sync is given).
+        self._sync_seconds: float | None = None
 
     # --- public API ---------------------------------------------------------------------
 
@@ -769,7 +774,6 @@ class Node:
 
     async def _pump(self) -> None:
         driver = self._driver
-        storage = self._storage
         applied = driver.applied
         try:
             if self._sync_result is not None:
@@ -778,6 +782,7 @@ class Node:
                 job = driver.persisting
                 assert job is not None
                 driver.persisted(job)
+                self._report_sync()
             while True:
                 job = driver.pump()
                 if job is None:
@@ -793,11 +798,13 @@ class Node:
                     # followers' fsyncs overlap ours (a waking sync thread would take the GIL
                     # from the sends otherwise).
                     await trio.lowlevel.checkpoint()
+                run = self._job_runner(job)
                 if self._sync_worker is not None:
-                    self._sync_worker.submit(functools.partial(job.run, storage))
+                    self._sync_worker.submit(run)
                     break
-                job.run(storage)
+                run()
                 driver.persisted(job)
+                self._report_sync()
             task = driver.snapshot_task
             if task is not None and self._nursery is not None:
                 # Written on a worker thread while the loop goes on (prepare_snapshot took a
@@ -808,6 +815,24 @@ class Node:
             if driver.applied != applied:
                 self._applied_changed.set()
                 self._applied_changed = trio.Event()
+
+    def _job_runner(self, job: PersistJob) -> Callable[[], None]:
+        run = functools.partial(job.run, self._storage)
+        if self._hooks.on_sync is None:
+            return run
+
+        def timed() -> None:  # in the sync thread; the loop reads the figure after it
+            started = time.perf_counter()
+            run()
+            self._sync_seconds = time.perf_counter() - started
+
+        return timed
+
+    def _report_sync(self) -> None:
+        seconds, self._sync_seconds = self._sync_seconds, None
+        on_sync = self._hooks.on_sync
+        if seconds is not None and on_sync is not None:
+            on_sync(seconds)
 
     def _snapshot_inline(self, task: SnapshotTask) -> None:
         self._driver.snapshot_task = None
