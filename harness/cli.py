@@ -77,7 +77,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lincheck-timeout", type=float, default=d.lincheck_timeout,
                         help="wall seconds for the linearizability search")
     parser.add_argument("--bug", default="",
-                        help="switch on a bug of the zoo (sim only; see raft-harness bugs)")
+                        help="switch on a bug of the zoo (see raft-harness bugs)")
     parser.add_argument("--ops-limit", type=int, default=0,
                         help="client operations to invoke at most (0: no limit)")
     parser.add_argument("--no-pre-vote", dest="pre_vote", action="store_false",

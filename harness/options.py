@@ -118,7 +118,8 @@ class RunOptions:
     recovery_time: float = attrs.field(default=10.0, converter=_as_float)
     # Wall seconds lincheck may search before its verdict is "unknown".
     lincheck_timeout: float = attrs.field(default=60.0, converter=_as_float)
-    # A bug of the zoo (harness.zoo) switched on for the run ("": none); sim backend only.
+    # A bug of the zoo (harness.zoo) switched on for the run ("": none); live nodes run it
+    # through harness.zoo.live.
     bug: str = ""
     # Client operations invoked in all, at most (0: no limit); the shrinker cuts runs with it.
     ops_limit: int = 0
@@ -184,9 +185,12 @@ class RunOptions:
                 get(self.bug)
             except UnknownBug as exc:
                 raise OptionsError(str(exc)) from None
-            if self.backend != "sim":
-                raise OptionsError("--bug: the bug zoo patches the simulated cluster; it needs "
-                                   "--backend sim")
+            if self.backend == "live":
+                from harness.zoo.live import live_refusal
+
+                refusal = live_refusal(self.bug)
+                if refusal is not None:
+                    raise OptionsError(f"--bug: {refusal}")
 
     def core_settings(self) -> dict[str, Any]:
         """The core settings that differ from raftlib's defaults (empty: the defaults)."""

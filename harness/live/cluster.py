@@ -18,19 +18,34 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import attrs
 import trio
 
 import raftlib
+from harness.live import lazyfs
 from harness.live.clocked import write_rate
 from harness.live.net import LiveNetwork
 
 # How long a SIGKILLed process may take to be reaped, and a SIGTERMed node to stop by itself.
 REAP_SECONDS_MAX = 5.0
+# How long a node under harness.live.lazyfs may take to act on its crash signal (hand its
+# unsynced writes to the OS, or say what it drops) and kill itself, before a plain SIGKILL.
+CRASH_SIGNAL_SECONDS_MAX = 3.0
 STOP_SECONDS_MAX = 10.0
 TICK_MS = 25.0
 HELP_SECONDS_MAX = 30.0
+# Under harness.live.lazyfs, every fsync of a node takes this long (ms) with its data still
+# unsynced: a disk with slow syncs (a spinning disk or a busy SSD), so that a power loss can
+# find written but unsynced data, as on real machines, not only in the microseconds a fast
+# disk leaves.
+SYNC_MS = 10.0
+
+
+CrashKind = Literal["process", "power", "torn"]
+_CRASH_SIGNALS = {"process": lazyfs.PROCESS_CRASH_SIGNAL, "power": lazyfs.POWER_LOSS_SIGNAL,
+                  "torn": lazyfs.TORN_LOSS_SIGNAL}
 
 
 @attrs.define
@@ -69,13 +84,19 @@ class LiveCluster:
     def __init__(
         self, nodes: int, network: LiveNetwork, run_dir: Path, seed: int,
         log: Callable[[int, str], None], on_spawn: Callable[[int], None] = lambda pid: None,
-        clocked: bool = False, snapshot_flags: Sequence[str] = (),
+        clocked: bool = False, snapshot_flags: Sequence[str] = (), lazy_disk: bool = False,
+        bug: str = "",
     ) -> None:
         self.network = network
         # ``raftlib serve --snapshot-*`` flags (the run's snapshot thresholds).
         self.snapshot_flags = tuple(snapshot_flags)
         # Nodes run under harness.live.clocked (a Trio clock whose rate the harness sets).
         self.clocked = clocked
+        # Nodes run under harness.live.lazyfs (unsynced writes held in the process until
+        # fsync): a kill then chooses between a process crash and a power loss.
+        self.lazy_disk = lazy_disk
+        # A zoo bug switched on inside every node (harness.zoo.live); "" for none.
+        self.bug = bug
         self._on_spawn = on_spawn  # told every new node pid (the ledger records it)
         self.run_dir = run_dir
         self.seed = seed
@@ -108,8 +129,14 @@ class LiveCluster:
     def _argv(self, node: int) -> list[str]:
         member = self.members[node]
         client_peers = ",".join(f"{n}={self.network.client_address(n)}" for n in self.members)
-        wrapper = (["-m", "harness.live.clocked", str(self.clock_control(node)), "raftlib.cli"]
-                   if self.clocked else ["-m", "raftlib.cli"])
+        # Harness-owned wrappers, each running the next module as __main__.
+        chain = [
+            *(["harness.zoo.live", self.bug] if self.bug else []),
+            *(["harness.live.lazyfs", "--sync-ms", repr(SYNC_MS)] if self.lazy_disk else []),
+            *(["harness.live.clocked", str(self.clock_control(node))] if self.clocked else []),
+            "raftlib.cli",
+        ]
+        wrapper = ["-m", *chain]
         argv = [
             sys.executable, *wrapper, "serve", "--id", str(node),
             "--peers", _peers_text(self.network.peers_for(node)),
@@ -150,12 +177,43 @@ class LiveCluster:
         self._on_spawn(member.proc.pid)
         self._log(node, f"start #{member.starts} (pid {member.proc.pid})")
 
-    def kill(self, node: int) -> bool:
+    def kill(self, node: int, how: CrashKind = "process") -> bool:
+        return bool(self.kill_many([node], how))
+
+    def kill_many(self, nodes: Sequence[int], how: CrashKind = "process") -> list[int]:
+        """Crash ``nodes`` at once (the ones running; returned): ``process`` keeps what each
+        wrote (the page cache survives a SIGKILL); ``power`` loses every write it had not
+        synced, and ``torn`` too but keeps a prefix of its newest unsynced write (both need
+        ``lazy_disk``). Every node gets its signal before the harness waits for any, so one
+        power loss hits them within the same moment."""
+        assert how == "process" or self.lazy_disk, "power losses need harness.live.lazyfs"
+        hit = [n for n in nodes if self.members[n].proc is not None]
+        for node in hit:
+            member = self.members[node]
+            assert member.proc is not None
+            if self.lazy_disk and not (how == "power" and member.paused):
+                # The node's layer acts on its signal, then SIGKILLs itself. A paused node is
+                # resumed for it (a power loss of a paused node needs nothing from it).
+                if member.paused:
+                    member.proc.send_signal(signal.SIGCONT)
+                member.proc.send_signal(_CRASH_SIGNALS[how])
+            else:
+                member.proc.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + CRASH_SIGNAL_SECONDS_MAX
+        for node in hit:
+            self._reap_killed(node, how, deadline)
+        return hit
+
+    def _reap_killed(self, node: int, how: CrashKind, deadline: float) -> None:
         member = self.members[node]
         proc = member.proc
-        if proc is None:
-            return False
-        proc.send_signal(signal.SIGKILL)
+        assert proc is not None
+        said = ""
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            said = f"; it did not act on its crash signal within {CRASH_SIGNAL_SECONDS_MAX:g} s"
+            proc.send_signal(signal.SIGKILL)
         try:
             status = proc.wait(timeout=REAP_SECONDS_MAX)
         except subprocess.TimeoutExpired:
@@ -164,8 +222,9 @@ class LiveCluster:
         member.proc = None
         member.paused = False
         member.kills += 1
-        self._log(node, f"crash: SIGKILL (pid {proc.pid}, status {status})")
-        return True
+        what = {"process": "SIGKILL", "power": "power loss: unsynced writes lost",
+                "torn": "power loss: unsynced writes lost, the newest torn"}[how]
+        self._log(node, f"crash: {what} (pid {proc.pid}, status {status}){said}")
 
     def pause(self, node: int) -> bool:
         member = self.members[node]

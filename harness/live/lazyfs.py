@@ -1,9 +1,10 @@
 """A file layer inside a live node process that keeps unsynced writes out of the OS, so that
 killing the process loses them as a power loss would (the live ``disk`` fault).
 
-``python -m harness.live.lazyfs MODULE ARG...`` installs ``LazyFS`` as the default file
-system of ``raftlib.storage`` (the seam ``set_default_file_system``; ``raftlib serve`` gets no
-flag for it) and runs MODULE as ``__main__``, like ``harness.live.clocked``; the two chain.
+``python -m harness.live.lazyfs [--sync-ms MS] MODULE ARG...`` installs ``LazyFS`` as the
+default file system of ``raftlib.storage`` (the seam ``set_default_file_system``; ``raftlib
+serve`` gets no flag for it) and runs MODULE as ``__main__``, like ``harness.live.clocked``;
+wrappers chain.
 
 Why inside the process: a SIGKILLed process's writes are in the kernel's page cache, which
 outlives it, so a plain SIGKILL loses nothing. Here ``write``/``pwrite``/``ftruncate`` of a
@@ -28,6 +29,10 @@ How the harness ends a node (signals caught by a thread of this layer, ``sigwait
 - ``TORN_LOSS_SIGNAL``: a power loss that tears the last unsynced write (``disk`` with
   ``torn``): writes a random prefix of it, then SIGKILLs itself.
 
+``--sync-ms``: every fsync first waits this long with its data still unsynced, as on a disk
+whose syncs are slow; the window in which a power loss finds written but unsynced data, which
+is what a bug that acts before its fsync returns needs to be seen.
+
 A plain SIGKILL is a power loss too (nothing printed). Past ``PENDING_BYTES_MAX`` unsynced
 bytes a file's pending operations are written back to the OS without a sync, as the kernel's
 writeback would: the model allows an unsynced write to survive.
@@ -35,6 +40,8 @@ writeback would: the model allows an unsynced write to survive.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import errno
 import os
 import random
@@ -42,6 +49,7 @@ import runpy
 import signal
 import sys
 import threading
+import time
 
 import attrs
 
@@ -56,10 +64,12 @@ from raftlib.storage.fs import (
 # Unsynced bytes this process may hold before writing a file's pending operations back to
 # the OS unsynced (the kernel's writeback); bounds the layer's memory.
 PENDING_BYTES_MAX = 64 << 20
+# The slowest fsync the wrapper's --sync-ms may ask for (seconds).
+SYNC_SECONDS_MAX = 1.0
 PROCESS_CRASH_SIGNAL = signal.SIGRTMIN
 POWER_LOSS_SIGNAL = signal.SIGRTMIN + 1
 TORN_LOSS_SIGNAL = signal.SIGRTMIN + 2
-USAGE = "usage: python -m harness.live.lazyfs MODULE [ARG...]"
+USAGE = "usage: python -m harness.live.lazyfs [--sync-ms MS] MODULE [ARG...]"
 
 FileKey = tuple[int, int]  # (st_dev, st_ino): pending data belongs to a file, not a name
 
@@ -90,8 +100,10 @@ class LazyFS:
     blocking = True
 
     def __init__(self, inner: OsFileSystem = OS_FS,
-                 pending_bytes_max: int = PENDING_BYTES_MAX) -> None:
-        assert pending_bytes_max > 0
+                 pending_bytes_max: int = PENDING_BYTES_MAX, sync_seconds: float = 0.0) -> None:
+        assert pending_bytes_max > 0 and 0.0 <= sync_seconds <= SYNC_SECONDS_MAX
+        # Each fsync takes at least this long, its data still unsynced meanwhile (a slow disk).
+        self._sync_seconds = sync_seconds
         self._inner = inner
         self._pending_bytes_max = pending_bytes_max
         self._lock = threading.Lock()
@@ -99,6 +111,7 @@ class LazyFS:
         self._fds: dict[int, _Open] = {}
         self._order = 0  # numbers operations across files (the torn loss needs the newest)
         self._write_through = False
+        self._frozen = False
         self.writebacks = 0
 
     # --- descriptors ----------------------------------------------------------------------
@@ -170,14 +183,22 @@ class LazyFS:
                 os.close(fd)
 
     def fsync(self, fd: int) -> None:
+        self._slow_disk()
         with self._lock:
             self._write_back(self._key_of(fd))
             os.fsync(fd)
 
     def fdatasync(self, fd: int) -> None:
+        self._slow_disk()
         with self._lock:
             self._write_back(self._key_of(fd))
             os.fdatasync(fd)
+
+    def _slow_disk(self) -> None:
+        # Before the data reaches the OS, and without the lock: a power loss meanwhile loses
+        # it, and other threads go on (a disk busy with one sync).
+        if self._sync_seconds:
+            time.sleep(self._sync_seconds)
 
     # --- names: straight to the OS (see the module docstring) ------------------------------
 
@@ -285,9 +306,14 @@ class LazyFS:
 
     # --- ends -----------------------------------------------------------------------------
 
+    def freeze(self) -> None:
+        """Take the lock for good: every later file operation blocks (the power is off)."""
+        self._lock.acquire()
+        self._frozen = True
+
     def pending(self) -> tuple[int, int, int]:
         """(files, operations, bytes) held unsynced right now."""
-        with self._lock:
+        with contextlib.nullcontext() if self._frozen else self._lock:
             return (len(self._files), sum(len(u.ops) for u in self._files.values()),
                     sum(u.bytes for u in self._files.values()))
 
@@ -340,6 +366,9 @@ def _say(text: str) -> None:
 
 def _watch(fs: LazyFS) -> None:
     signum = signal.sigwait(_SIGNALS)
+    if signum == POWER_LOSS_SIGNAL:
+        # Held until the process is gone: no pending write reaches the OS after this moment.
+        fs.freeze()
     files, ops, size = fs.pending()
     if signum == PROCESS_CRASH_SIGNAL:
         fs.crash_process()
@@ -354,21 +383,34 @@ def _watch(fs: LazyFS) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def install() -> LazyFS:
+def install(sync_seconds: float = 0.0) -> LazyFS:
     """Make a ``LazyFS`` this process's default file system and start the signal watcher.
     Call before any thread starts (the signals must be blocked in every thread)."""
-    fs = LazyFS()
+    fs = LazyFS(sync_seconds=sync_seconds)
     set_default_file_system(fs)
+    # A process that exits by itself leaves its writes in the page cache, synced or not.
+    atexit.register(fs.crash_process)
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     threading.Thread(target=_watch, args=(fs,), name="lazyfs-signals", daemon=True).start()
     return fs
 
 
 def main(argv: list[str]) -> int:
+    sync_seconds = 0.0
+    if argv[:1] == ["--sync-ms"]:
+        try:
+            sync_seconds = float(argv[1]) / 1000
+        except (IndexError, ValueError):
+            sync_seconds = -1.0
+        if not 0.0 <= sync_seconds <= SYNC_SECONDS_MAX:
+            print(f"lazyfs: --sync-ms must be a number in [0, {SYNC_SECONDS_MAX * 1000:g}]",
+                  file=sys.stderr)
+            return 2
+        argv = argv[2:]
     if not argv:
         print(USAGE, file=sys.stderr)
         return 2
-    install()
+    install(sync_seconds)
     sys.argv = [argv[0], *argv[1:]]
     runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
     return 0

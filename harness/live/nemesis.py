@@ -15,18 +15,16 @@ from typing import Any
 import trio
 
 from harness.history import HistoryRecorder
-from harness.live.cluster import LiveCluster
+from harness.live.cluster import CrashKind, LiveCluster
 from harness.nemesis import Fault, Schedule, partition_links
 
 # The fault kinds this backend can inject with namespaces (``netns``) and without (``proxy``),
 # in the canonical order of ``harness.options.NEMESIS_KINDS``, and why it refuses the others.
 LIVE_NEMESES: dict[str, tuple[str, ...]] = {
-    "netns": ("partition", "kill", "pause", "loss", "delay", "clock"),
-    "proxy": ("partition", "kill", "pause", "delay", "clock"),
+    "netns": ("partition", "kill", "pause", "loss", "delay", "clock", "disk"),
+    "proxy": ("partition", "kill", "pause", "delay", "clock", "disk"),
 }
 REFUSED: dict[str, str] = {
-    "disk": "a SIGKILLed process keeps its unsynced writes in the page cache, so a power loss "
-            "cannot be simulated live (use --backend sim)",
     "loss": "packet loss needs network namespaces (root on Linux) for its eBPF classifier "
             "(use --backend sim, or run as root)",
     "duplicate": "duplicating packets inside a TCP stream is absorbed by TCP, and this kernel "
@@ -102,8 +100,14 @@ class LiveNemesis:
             detail["mode"] = params["mode"]
             detail["blocked"] = [list(link) for link in sorted(links)]
         elif kind == "kill":
-            hit = [n for n in self._targets(params) if self._cluster.kill(n)]
+            hit = self._cluster.kill_many(self._targets(params))
             detail["nodes"] = hit
+        elif kind == "disk":
+            # A power loss: the node's unsynced writes (held by harness.live.lazyfs) are lost.
+            how: CrashKind = "torn" if params.get("torn") else "power"
+            hit = self._cluster.kill_many(self._targets(params), how)
+            detail["nodes"] = hit
+            detail["torn"] = how == "torn"
         elif kind == "pause":
             hit = [n for n in self._targets(params) if self._cluster.pause(n)]
             detail["nodes"] = hit
@@ -135,7 +139,7 @@ class LiveNemesis:
         _, hit = entry
         if fault.kind == "partition":
             await self._network.set_blocked(frozenset())
-        elif fault.kind == "kill":
+        elif fault.kind in ("kill", "disk"):
             for node in hit:
                 self._cluster.start(node)
         elif fault.kind == "pause":

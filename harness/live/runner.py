@@ -145,7 +145,9 @@ class LiveRun:
         self.cluster = LiveCluster(options.nodes, network, run_dir, options.seed,
                                    log=self.node_log, on_spawn=ledger.node_started,
                                    clocked="clock" in {*options.nemesis, *schedule.kinds()},
-                                   snapshot_flags=options.snapshot_flags())
+                                   snapshot_flags=options.snapshot_flags(),
+                                   lazy_disk="disk" in {*options.nemesis, *schedule.kinds()},
+                                   bug=options.bug)
         self.workload = make_workload(options.workload, self._rng("workload"))
         self.history = HistoryRecorder(self.clock.us, self.workload.keyed)
         self._next_process = 0
@@ -536,8 +538,14 @@ def _finish(
         "clock_model": "clock faults change the rate of each node's Trio clock (ticks, "
                        "timeouts, leases) through harness.live.clocked; the wall clock that "
                        "stamps leader time into writes is not faked",
-        "crash_model": "kill is SIGKILL: the page cache survives, so unsynced writes are not "
-                       "lost (a process crash, not a power loss)",
+        "crash_model": ("kill is a process crash (what a node wrote survives, synced or "
+                        "not); disk is a power loss: nodes run under harness.live.lazyfs, "
+                        "which holds unsynced writes in the node's memory until fsync, so "
+                        "killing it loses them (torn: a prefix of the newest one is kept)"
+                        if cluster.lazy_disk else
+                        "kill is SIGKILL: the page cache survives, so unsynced writes are not "
+                        "lost (a process crash, not a power loss)"),
+        "bug": options.bug or None,
         "python": sys.executable,
         "transport": ("plain TCP (raftlib serve --insecure): the test network is private to "
                       "this machine" if "--insecure" in serve_flags() else "raftlib's default"),
@@ -586,6 +594,8 @@ def _mechanisms(options: RunOptions) -> str:
         parts.append("delay: relay (stream, weaker)")
     if "clock" in options.nemesis:
         parts.append("clock: timer rate (wall clock untouched)")
+    if "disk" in options.nemesis:
+        parts.append("disk: lazyfs (unsynced writes held in the node)")
     return "".join(f"; {p}" for p in parts)
 
 
@@ -600,6 +610,7 @@ def _one_line(
     where = f" -> {out_dir}" if out_dir is not None else ""
     return (
         f"{verdict.upper()}{detail}: live, seed {options.seed}, {options.workload}, "
+        f"{f'bug {options.bug}, ' if options.bug else ''}"
         f"{options.nodes} nodes, {ops['invoke']} ops ({ops['ok']} ok, {ops['fail']} fail, "
         f"{ops['info']} info), faults {faults} (of {nemesis_text(options.nemesis)}); "
         f"partitions: {network_info['partitions']}{_mechanisms(options)}; "
