@@ -25,7 +25,7 @@ import trio
 
 import raftlib
 from harness.live import lazyfs
-from harness.live.clocked import write_rate
+from harness.live.clocked import ClockControl, write_control
 from harness.live.net import LiveNetwork
 
 # How long a SIGKILLed process may take to be reaped, and a SIGTERMed node to stop by itself.
@@ -119,9 +119,19 @@ class LiveCluster:
 
     def set_clock_rate(self, node: int, rate: float) -> None:
         """Node ``node``'s Trio clock runs ``rate`` times as fast from now (restarts too)."""
+        self.set_clock(node, ClockControl(rate=rate))
+
+    def set_clock(self, node: int, value: ClockControl) -> None:
+        """Node ``node``'s clocks from now (restarts too): timer rate, wall-clock bump/strobe."""
         assert self.clocked, "clock faults need nodes started under harness.live.clocked"
-        write_rate(self.clock_control(node), rate)
-        self._log(node, f"clock rate {rate:g}")
+        write_control(self.clock_control(node), value)
+        wall = ""
+        if value.offset_s:
+            wall += f", wall clock bumped {value.offset_s:+g} s"
+        if value.strobe_period_ms:
+            wall += (f", wall clock strobing {value.strobe_delta_s:+g} s every "
+                     f"{value.strobe_period_ms:g} ms")
+        self._log(node, f"clock rate {value.rate:g}{wall}")
 
     def client_addresses(self) -> list[str]:
         return [self.network.client_address(n) for n in sorted(self.members)]
@@ -129,11 +139,12 @@ class LiveCluster:
     def _argv(self, node: int) -> list[str]:
         member = self.members[node]
         client_peers = ",".join(f"{n}={self.network.client_address(n)}" for n in self.members)
-        # Harness-owned wrappers, each running the next module as __main__.
+        # Harness-owned wrappers, each running the next module as __main__; clocked first,
+        # so that it replaces time.time before anything imports raftlib.
         chain = [
+            *(["harness.live.clocked", str(self.clock_control(node))] if self.clocked else []),
             *(["harness.zoo.live", self.bug] if self.bug else []),
             *(["harness.live.lazyfs", "--sync-ms", repr(SYNC_MS)] if self.lazy_disk else []),
-            *(["harness.live.clocked", str(self.clock_control(node))] if self.clocked else []),
             "raftlib.cli",
         ]
         wrapper = ["-m", *chain]

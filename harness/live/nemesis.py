@@ -12,9 +12,11 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import trio
 
 from harness.history import HistoryRecorder
+from harness.live.clocked import ClockControl
 from harness.live.cluster import CrashKind, LiveCluster
 from harness.nemesis import Fault, Schedule, partition_links
 
@@ -119,10 +121,20 @@ class LiveNemesis:
             detail["delay_ms"] = params["delay_ms"]
             detail["jitter_ms"] = params["jitter_ms"]
         elif kind == "clock":
-            for node, rate in params["rates"]:
-                self._cluster.set_clock_rate(int(node), float(rate))
-                hit.append(int(node))
+            clocks = {int(node): ClockControl(rate=float(rate)) for node, rate in params["rates"]}
+            wall = params.get("wall") or {"bumps": [], "strobes": []}
+            for node, offset in wall["bumps"]:
+                clocks[node] = attrs.evolve(clocks.get(node, ClockControl()),
+                                            offset_s=float(offset))
+            for node, delta, period in wall["strobes"]:
+                clocks[node] = attrs.evolve(clocks.get(node, ClockControl()),
+                                            strobe_delta_s=float(delta),
+                                            strobe_period_ms=float(period))
+            for node, value in sorted(clocks.items()):
+                self._cluster.set_clock(node, value)
+                hit.append(node)
             detail["rates"] = params["rates"]
+            detail["wall"] = wall
         else:
             raise AssertionError(f"the live nemesis cannot inject {kind!r}")
         self._active[fault.id] = (fault, hit)

@@ -128,6 +128,7 @@ class LiveOutcome:
     monitor: Monitor
     startup_seconds: float
     run_seconds: float
+    run_start_ms: int  # the harness's wall clock when the workload began
 
 
 class LiveRun:
@@ -213,6 +214,7 @@ class LiveRun:
                 await self._wait_ready(monitor)
                 startup = trio.current_time() - began
                 self.clock.t0 = trio.current_time()
+                run_start_ms = int(time.time() * 1000)
                 self.log(f"cluster ready after {startup:.2f} s; workload and faults start")
                 self.ledger.phase("workload")
                 background.start_soon(monitor.run)
@@ -247,7 +249,7 @@ class LiveRun:
         acked = [a for client in [*clients, probe] for a in client.acked]
         refused = [a for client in [*clients, probe] for a in client.refused]
         return LiveOutcome(self.history, live, acked, refused, nemesis, monitor, startup,
-                           run_seconds)
+                           run_seconds, run_start_ms)
 
     async def _report_progress(self) -> None:
         total = self.options.time_limit + self.options.recovery_time
@@ -503,7 +505,8 @@ def _finish(
         lin,
         live_checks.check_safety(logs, errors, outcome.monitor.leaders,
                                  outcome.monitor.commit_max),
-        live_checks.check_durability(logs, outcome.acked, outcome.monitor.commit_max),
+        live_checks.check_durability(logs, outcome.acked, outcome.monitor.commit_max,
+                                     outcome.run_start_ms),
         live_checks.check_refusals(logs, outcome.refused, outcome.monitor.commit_max),
         live_checks.check_liveness(outcome.liveness),
         live_checks.check_processes(cluster.unexpected_exits, cluster.forced_stops,
@@ -536,8 +539,9 @@ def _finish(
         **network_info,
         "nemeses_supported": list(supported_nemeses()),
         "clock_model": "clock faults change the rate of each node's Trio clock (ticks, "
-                       "timeouts, leases) through harness.live.clocked; the wall clock that "
-                       "stamps leader time into writes is not faked",
+                       "timeouts, leases) and bump or strobe its wall clock (time.time, the "
+                       "leader time stamped into writes for session expiry) through "
+                       "harness.live.clocked",
         "crash_model": ("kill is a process crash (what a node wrote survives, synced or "
                         "not); disk is a power loss: nodes run under harness.live.lazyfs, "
                         "which holds unsynced writes in the node's memory until fsync, so "
@@ -593,7 +597,7 @@ def _mechanisms(options: RunOptions) -> str:
     if "delay" in options.nemesis:
         parts.append("delay: relay (stream, weaker)")
     if "clock" in options.nemesis:
-        parts.append("clock: timer rate (wall clock untouched)")
+        parts.append("clock: timer rate, wall bump/strobe")
     if "disk" in options.nemesis:
         parts.append("disk: lazyfs (unsynced writes held in the node)")
     return "".join(f"; {p}" for p in parts)
