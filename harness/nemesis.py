@@ -16,7 +16,9 @@ Kinds and their parameters:
 - ``kill``       crash and restart: ``nodes`` (or null and ``targets: leader``); a process crash
   (``lose_unsynced: false``: what reached the OS survives).
 - ``disk``       a crash that is a power loss: ``lose_unsynced: true`` and sometimes ``torn``
-  (the last unsynced write keeps only a prefix).
+  (the last unsynced write keeps only a prefix). ``file`` (optional; live backend only):
+  ``{target: wal | snapshot, how: flip | truncate, at: fraction}`` damages that file of the
+  stopped node before it restarts (``harness.live.filefaults``).
 - ``pause``      SIGSTOP/SIGCONT: ``nodes`` (or leader) stop processing; inputs queue up.
 - ``loss`` / ``duplicate`` (``probability``), ``delay`` (``delay_ms``, ``jitter_ms``),
   ``reorder`` (``probability``, ``delay_ms_max``): every link misbehaves meanwhile.
@@ -246,6 +248,19 @@ def _wall_params(rng: random.Random, n: int) -> dict[str, Any]:
     return {"bumps": bumps, "strobes": strobes}
 
 
+# The share of disk windows that also damage a file of the node before it restarts.
+FILE_FAULT_SHARE = 0.35
+FILE_TARGETS = ("wal", "snapshot")
+FILE_DAMAGES = ("flip", "truncate")
+
+
+def _file_params(rng: random.Random) -> dict[str, Any] | None:
+    if rng.random() >= FILE_FAULT_SHARE:
+        return None
+    return {"target": rng.choice(FILE_TARGETS), "how": rng.choice(FILE_DAMAGES),
+            "at": round(rng.random(), 3)}
+
+
 def generate(
     seed: int, kinds: Sequence[str], nodes: int, time_limit: float, interval: float
 ) -> Schedule:
@@ -256,6 +271,7 @@ def generate(
         # One stream per kind: adding a kind leaves the other kinds' windows unchanged.
         rng = random.Random(f"{seed}:nemesis:{kind}")
         wall_rng = random.Random(f"{seed}:nemesis:{kind}:wall")
+        file_rng = random.Random(f"{seed}:nemesis:{kind}:file")
         t = 0.0
         while len(faults) < FAULTS_MAX:
             start = t + rng.uniform(0.5, 1.5) * interval
@@ -266,6 +282,8 @@ def generate(
             if kind == "clock":
                 # Its own stream: the rates (and so the simulator's runs) stay as they were.
                 params["wall"] = _wall_params(wall_rng, nodes)
+            if kind == "disk":
+                params["file"] = _file_params(file_rng)  # its own stream too
             faults.append(Fault(0, kind, _ms(start), _ms(stop), params))
             t = stop
     faults.sort(key=lambda f: (f.start, f.kind))
@@ -321,6 +339,16 @@ def _check_params(where: str, kind: str, params: Mapping[str, Any], n: int) -> N
             for flag in ("lose_unsynced", "torn"):
                 if not isinstance(params.get(flag), bool):
                     raise ScheduleError(f"{where}: params.{flag} must be true or false")
+        damage = params.get("file")
+        if kind == "disk" and damage is not None and not (
+            isinstance(damage, dict) and damage.get("target") in FILE_TARGETS
+            and damage.get("how") in FILE_DAMAGES
+            and isinstance(damage.get("at"), int | float) and not isinstance(damage["at"], bool)
+            and 0 <= damage["at"] < 1
+        ):
+            raise ScheduleError(f"{where}: params.file must be null or {{target: "
+                                f"{'|'.join(FILE_TARGETS)}, how: {'|'.join(FILE_DAMAGES)}, "
+                                "at: [0, 1)}}")
     elif kind in ("loss", "duplicate", "reorder"):
         p = _number(where, "params.probability", params.get("probability"))
         if not 0.0 <= p <= 1.0:

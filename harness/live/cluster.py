@@ -57,6 +57,8 @@ class NodeProcess:
     kills: int = 0
     pauses: int = 0
     pids: list[int] = attrs.field(factory=list)
+    # Started on a damaged directory to see it refuse: its exit is expected, not a crash.
+    expecting_exit: bool = False
 
 
 @functools.lru_cache(maxsize=1)
@@ -237,6 +239,33 @@ class LiveCluster:
                 "torn": "power loss: unsynced writes lost, the newest torn"}[how]
         self._log(node, f"crash: {what} (pid {proc.pid}, status {status}){said}")
 
+    async def run_until_exit(self, node: int, seconds: float) -> tuple[int | None, list[str]]:
+        """Start ``node`` and wait (at most ``seconds``) for it to exit by itself, as a node
+        started on a damaged directory must; returns its status (None: still running, then
+        killed) and what it printed in this start."""
+        member = self.members[node]
+        member.expecting_exit = True
+        try:
+            self.start(node)
+            proc = member.proc
+            assert proc is not None
+            deadline = trio.current_time() + seconds
+            while proc.poll() is None and trio.current_time() < deadline:
+                await trio.sleep(0.05)
+            status = proc.poll()
+            if status is None:
+                proc.kill()
+                proc.wait(timeout=REAP_SECONDS_MAX)
+            member.proc = None
+            member.paused = False
+        finally:
+            member.expecting_exit = False
+        text = self.log_path(node).read_text(encoding="utf-8", errors="replace")
+        said = text.rsplit(f"--- harness: start #{member.starts} ", 1)[-1].splitlines()[1:]
+        self._log(node, f"exit after start on a damaged directory: status {status}: "
+                  f"{said[-1] if said else '(nothing said)'}")
+        return status, [line for line in said if line.strip()]
+
     def pause(self, node: int) -> bool:
         member = self.members[node]
         if member.proc is None or member.paused:
@@ -261,6 +290,8 @@ class LiveCluster:
         dead = []
         for node, member in self.members.items():
             proc = member.proc
+            if member.expecting_exit:
+                continue
             if proc is not None and proc.poll() is not None:
                 doing = "paused" if member.paused else "running"
                 self.unexpected_exits.append((node, proc.returncode, doing))

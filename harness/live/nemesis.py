@@ -16,8 +16,10 @@ import attrs
 import trio
 
 from harness.history import HistoryRecorder
+from harness.live import filefaults
 from harness.live.clocked import ClockControl
 from harness.live.cluster import CrashKind, LiveCluster
+from harness.live.filefaults import FileFaultOutcome
 from harness.nemesis import Fault, Schedule, partition_links
 
 # The fault kinds this backend can inject with namespaces (``netns``) and without (``proxy``),
@@ -26,6 +28,8 @@ LIVE_NEMESES: dict[str, tuple[str, ...]] = {
     "netns": ("partition", "kill", "pause", "loss", "delay", "clock", "disk"),
     "proxy": ("partition", "kill", "pause", "delay", "clock", "disk"),
 }
+# How long a node started on a damaged directory may take to refuse (start-up included).
+REFUSAL_SECONDS_MAX = 20.0
 REFUSED: dict[str, str] = {
     "loss": "packet loss needs network namespaces (root on Linux) for its eBPF classifier "
             "(use --backend sim, or run as root)",
@@ -58,6 +62,7 @@ class LiveNemesis:
         self._rng = rng
         self._active: dict[int, tuple[Fault, list[int]]] = {}
         self.fired: dict[str, int] = {}
+        self.file_faults: list[FileFaultOutcome] = []
         # (start, stop) seconds of every window, as it really ran
         self.windows: list[dict[str, Any]] = []
 
@@ -152,7 +157,11 @@ class LiveNemesis:
         if fault.kind == "partition":
             await self._network.set_blocked(frozenset())
         elif fault.kind in ("kill", "disk"):
+            damage = fault.params.get("file") if fault.kind == "disk" else None
             for node in hit:
+                # One damaged disk per window: Raft's fault model tolerates a minority.
+                if damage is not None and node == hit[0]:
+                    await self._damage(node, damage)
                 self._cluster.start(node)
         elif fault.kind == "pause":
             for node in hit:
@@ -169,6 +178,22 @@ class LiveNemesis:
                 window["stop"] = round(now, 3)
         self._history.nemesis(f"stop-{fault.kind}", {"id": fault.id})
         self._log(f"nemesis stop-{fault.kind} #{fault.id}")
+
+    async def _damage(self, node: int, damage: dict[str, Any]) -> None:
+        """A file fault of the stopped ``node`` (``filefaults``); a refusal is checked on the
+        node itself, then the file is put back so it can rejoin."""
+        outcome, original = filefaults.damage(node, self._cluster.data_dir(node), damage,
+                                              self._rng.randrange(8))
+        self._log(f"file fault n{node}: {outcome.result}: {outcome.detail}")
+        if outcome.result == "refused" and original is not None:
+            status, said = await self._cluster.run_until_exit(node, REFUSAL_SECONDS_MAX)
+            outcome.node_status = status
+            outcome.node_said = said[-1] if said else ""
+            outcome.node_lines = len(said)
+            path, data = original
+            path.write_bytes(data)  # a transient fault: the operator puts the file back
+        self.file_faults.append(outcome)
+        self._history.nemesis("file-fault", outcome.to_json())
 
     async def heal_all(self, clock: Callable[[], float]) -> None:
         """Stop every fault still in effect, then make sure every node runs, unpaused."""

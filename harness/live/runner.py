@@ -38,8 +38,8 @@ import trio
 from harness.checks import Check, verdict_of
 from harness.history import HistoryRecorder
 from harness.live import checks as live_checks
+from harness.live import filefaults, loss
 from harness.live import ledger as ledger_module
-from harness.live import loss
 from harness.live.checks import Liveness
 from harness.live.clients import LiveClient, run_worker
 from harness.live.cluster import LiveCluster, serve_flags
@@ -512,6 +512,8 @@ def _finish(
         live_checks.check_processes(cluster.unexpected_exits, cluster.forced_stops,
                                     cluster.stop_statuses),
     ]
+    if outcome.nemesis.file_faults:
+        all_checks.append(filefaults.check_file_faults(outcome.nemesis.file_faults))
     verdict = verdict_of(all_checks)
     cmd = command or command_line([*options.to_argv(), *(["--out", str(out_dir)] if out_dir
                                                           else [])])
@@ -534,6 +536,7 @@ def _finish(
         "monitor_rounds": outcome.monitor.rounds,
         "nodes": cluster.statistics(),
         "liveness": outcome.liveness.to_json(),
+        "file_faults": [o.to_json() for o in outcome.nemesis.file_faults],
     }
     live_info = {
         **network_info,
@@ -611,12 +614,17 @@ def _one_line(
     faults = ", ".join(f"{k}x{v}" for k, v in stats["faults_started"].items()) or "none"
     failing = "; ".join(f"{c.name}: {c.summary}" for c in all_checks if c.valid is not True)
     detail = f" ({failing})" if failing else ""
+    damaged: dict[str, int] = {}
+    for o in stats["file_faults"]:
+        damaged[o["result"]] = damaged.get(o["result"], 0) + 1
+    files = ("; damaged files: " + ", ".join(f"{n} {r}" for r, n in sorted(damaged.items()))
+             if damaged else "")
     where = f" -> {out_dir}" if out_dir is not None else ""
     return (
         f"{verdict.upper()}{detail}: live, seed {options.seed}, {options.workload}, "
         f"{f'bug {options.bug}, ' if options.bug else ''}"
         f"{options.nodes} nodes, {ops['invoke']} ops ({ops['ok']} ok, {ops['fail']} fail, "
         f"{ops['info']} info), faults {faults} (of {nemesis_text(options.nemesis)}); "
-        f"partitions: {network_info['partitions']}{_mechanisms(options)}; "
+        f"partitions: {network_info['partitions']}{_mechanisms(options)}{files}; "
         f"{stats['run_seconds']:.1f} s run in {wall:.1f} s{where}"
     )
