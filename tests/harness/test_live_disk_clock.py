@@ -201,3 +201,67 @@ def test_the_zoo_bug_ack_before_fsync_is_caught_by_a_live_run_with_power_losses(
         if results["verdict"] == "invalid":
             break
     assert "invalid" in verdicts, verdicts
+
+
+# --- file faults --------------------------------------------------------------------------------
+
+
+def _node_dir(tmp_path: Path, commit: int = 40) -> Path:
+    from raftlib.storage.wal import WalStorage
+
+    data = tmp_path / f"node-{commit}"
+    with WalStorage(data) as storage:
+        storage.load()
+        storage.append([_entry(i, 1, i) for i in range(1, 41)])
+        storage.set_hard_state(HardState(1, 1, commit))
+        storage.sync()
+    return data
+
+
+def test_a_bit_flipped_mid_log_is_refused_and_the_file_can_be_put_back(tmp_path: Path) -> None:
+    from harness.live.filefaults import damage
+
+    data = _node_dir(tmp_path)
+    before = sorted(p.read_bytes() for p in data.iterdir())
+    outcome, original = damage(1, data, {"target": "wal", "how": "flip", "at": 0.3}, 5)
+    assert outcome.result == "refused" and "CorruptLog" in outcome.detail
+    assert str(data) in outcome.detail and "\n" not in outcome.detail
+    assert original is not None
+    path, content = original
+    path.write_bytes(content)
+    assert sorted(p.read_bytes() for p in data.iterdir()) == before  # probes touch copies only
+
+
+def test_a_truncated_log_is_a_loss_the_recovery_reports_and_the_checker_names_it(
+    tmp_path: Path,
+) -> None:
+    from harness.live.filefaults import damage
+
+    # The hard state says entries up to 40 are committed: a cut below that is refused.
+    cut = {"target": "wal", "how": "truncate", "at": 0.5}
+    outcome, _ = damage(1, _node_dir(tmp_path, commit=40), cut, 0)
+    assert outcome.result == "refused" and "committed entries are missing" in outcome.detail
+    # Nothing says how far the log went: recovery takes the cut for a torn tail, and says so.
+    data = _node_dir(tmp_path, commit=0)
+    outcome, _ = damage(1, data, cut, 0)
+    assert outcome.result == "loss-reported", outcome.detail
+    assert "log entries" in outcome.detail and "said:" in outcome.detail
+    none, _ = damage(1, data, {"target": "snapshot", "how": "flip", "at": 0.5}, 0)
+    assert none.result == "no-file"
+
+
+def test_the_file_faults_check_fails_on_a_silent_loss_or_a_node_that_did_not_refuse() -> None:
+    from harness.live.filefaults import FileFaultOutcome, check_file_faults
+
+    def refused(status: int | None, said: str, lines: int) -> FileFaultOutcome:
+        return FileFaultOutcome(1, "wal", "flip", "wal-1.log", 9, "refused", "CorruptLog: x",
+                                said, status, lines)
+
+    good = refused(2, "raftlib: error: corrupt record at offset 9", 1)
+    assert check_file_faults([good]).valid is True
+    assert check_file_faults([refused(0, "", 0)]).valid is False  # it started anyway
+    assert check_file_faults([refused(1, "    raise CorruptLog(...)", 30)]).valid is False
+    silent = FileFaultOutcome(2, "wal", "truncate", "wal-1.log", 9, "loss-silent",
+                              "lost 3 log entries without a word")
+    check = check_file_faults([good, silent])
+    assert check.valid is False and "node 2" in check.violations[0]
