@@ -24,6 +24,7 @@ torn tail), and the node must meet the damage itself.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -51,7 +52,7 @@ class FileFaultOutcome:
     # the node's own answer when it was started on the damaged directory (refused only)
     node_said: str = ""  # its last line
     node_status: int | None = None
-    node_lines: int = 0  # lines it printed (a refusal is one)
+    node_lines: int = 0  # lines it printed besides log records (a refusal is one)
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -174,6 +175,14 @@ def check_file_faults(outcomes: list[FileFaultOutcome]) -> Check:
         return Check("file-faults", False, f"damaged files mishandled ({summary})",
                      tuple(violations))
     return Check("file-faults", True, f"{len(outcomes)} damaged files: {summary or 'none'}")
+
+
+_LOG_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ ")
+
+
+def is_log_record(line: str) -> bool:
+    """A line of the node's logging (``raftlib serve``'s format), not of its own output."""
+    return _LOG_RECORD.match(line) is not None
 
 
 def _refused_in_one_line(o: FileFaultOutcome) -> bool:

@@ -187,6 +187,8 @@ class LiveNemesis:
         self._log(f"file fault n{node}: {outcome.result}: {outcome.detail}")
         if outcome.result == "refused" and original is not None:
             status, said = await self._cluster.run_until_exit(node, REFUSAL_SECONDS_MAX)
+            # Its log records (a warning about a torn tail it cut, say) are not the refusal.
+            said = [line for line in said if not filefaults.is_log_record(line)]
             outcome.node_status = status
             outcome.node_said = said[-1] if said else ""
             outcome.node_lines = len(said)

@@ -251,7 +251,7 @@ def test_a_truncated_log_is_a_loss_the_recovery_reports_and_the_checker_names_it
 
 
 def test_the_file_faults_check_fails_on_a_silent_loss_or_a_node_that_did_not_refuse() -> None:
-    from harness.live.filefaults import FileFaultOutcome, check_file_faults
+    from harness.live.filefaults import FileFaultOutcome, check_file_faults, is_log_record
 
     def refused(status: int | None, said: str, lines: int) -> FileFaultOutcome:
         return FileFaultOutcome(1, "wal", "flip", "wal-1.log", 9, "refused", "CorruptLog: x",
@@ -261,6 +261,8 @@ def test_the_file_faults_check_fails_on_a_silent_loss_or_a_node_that_did_not_ref
     assert check_file_faults([good]).valid is True
     assert check_file_faults([refused(0, "", 0)]).valid is False  # it started anyway
     assert check_file_faults([refused(1, "    raise CorruptLog(...)", 30)]).valid is False
+    assert is_log_record("2026-12-06 23:28:43,431 WARNING raftlib.storage: x: truncating a torn")
+    assert not is_log_record("raftlib: error: corrupt record at offset 9")
     silent = FileFaultOutcome(2, "wal", "truncate", "wal-1.log", 9, "loss-silent",
                               "lost 3 log entries without a word")
     check = check_file_faults([good, silent])
