@@ -267,3 +267,25 @@ def test_the_file_faults_check_fails_on_a_silent_loss_or_a_node_that_did_not_ref
                               "lost 3 log entries without a word")
     check = check_file_faults([good, silent])
     assert check.valid is False and "node 2" in check.violations[0]
+
+
+@pytest.mark.slow
+@needs_netns
+def test_sessions_do_not_survive_a_leader_wall_clock_jump_past_the_ttl_and_nothing_is_lost(
+    tmp_path: Path,
+) -> None:
+    """Every node's wall clock two hours ahead for five seconds: the leader stamps that time
+    into writes, the replicated session clock (a maximum) jumps past every session's TTL and
+    all sessions expire at once. raftlib's client reopens a session when the expired write
+    was certainly not applied, so the run stays valid; compacted writes of the expired
+    sessions can no longer be looked up by session and are counted as such."""
+    from harness.nemesis import Fault, Schedule
+
+    bump = {"rates": [[n, 1.0] for n in (1, 2, 3)],
+            "wall": {"bumps": [[n, 7200.0] for n in (1, 2, 3)], "strobes": []}}
+    schedule = Schedule(nodes=3, time_limit=15.0, faults=(Fault(1, "clock", 3.0, 8.0, bump),))
+    report = run(RunOptions(backend="live", nodes=3, workload="kv", time_limit=15.0,
+                            nemesis=("clock",)), tmp_path / "run", schedule=schedule)
+    assert report.verdict == "valid", report.line
+    durability = report.results["checks"]["durability"]["summary"]
+    assert "sessions that expired after a wall-clock jump" in durability, durability
