@@ -90,7 +90,7 @@ def test_an_unknown_bug_or_a_simulator_only_bug_on_the_live_backend_is_refused_i
     with pytest.raises(OptionsError, match="unknown bug 'nope'"):
         RunOptions(bug="nope")
     # local-reads patches the simulator's node, which a live run does not have.
-    with pytest.raises(OptionsError, match="patches the simulator's SimNode.*--backend sim"):
+    with pytest.raises(OptionsError, match=r"patches the simulator's SimNode.*--backend sim"):
         RunOptions(bug="local-reads", backend="live")
     RunOptions(bug="figure8", backend="live")  # the core and driver run live too
 
