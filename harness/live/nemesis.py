@@ -161,7 +161,10 @@ class LiveNemesis:
             for node in hit:
                 # One damaged disk per window: Raft's fault model tolerates a minority.
                 if damage is not None and node == hit[0]:
-                    await self._damage(node, damage)
+                    # Shielded (bounded by REFUSAL_SECONDS_MAX): the end of the run must not
+                    # cut it between damaging the file and putting it back.
+                    with trio.CancelScope(shield=True):
+                        await self._damage(node, damage)
                 self._cluster.start(node)
         elif fault.kind == "pause":
             for node in hit:
