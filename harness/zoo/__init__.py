@@ -3,7 +3,9 @@
 A bug is a set of method patches (``harness.zoo.bugs``) applied for the length of a sim run
 by ``active(name)`` and restored on exit, so the library itself has no flag for any of them
 and is untouched when no bug is active. ``raft-harness bugs`` lists them;
-``raft-harness run --bug NAME`` (and ``campaign --bug NAME``) runs with one switched on.
+``raft-harness run --bug NAME`` (and ``campaign --bug NAME``) runs with one switched on; on
+the live backend every node process applies the patches itself (``harness.zoo.live``, with a
+bug's ``live_patches`` where a real node needs them to differ).
 
 Each bug also names the campaign that exposes it (``Detection``): the workload and nemeses
 that make it show, used by ``bench/zoo_detection.py`` for the README's detection table and by
