@@ -169,8 +169,9 @@ def test_the_zoo_wrapper_switches_the_live_variant_of_a_bug_on_inside_the_node(
 
 
 def _live(tmp_path: Path, **options: object) -> dict[str, object]:
-    report = run(RunOptions(backend="live", nodes=3, time_limit=15.0, nemesis_interval=2.0,
-                            **options), tmp_path / "run")  # type: ignore[arg-type]
+    chosen: dict[str, object] = {"time_limit": 15.0, "nemesis_interval": 2.0, **options}
+    report = run(RunOptions(backend="live", nodes=3, **chosen),  # type: ignore[arg-type]
+                 tmp_path / "run")
     results: dict[str, object] = report.results
     return results
 
