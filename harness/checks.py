@@ -130,12 +130,14 @@ def check_safety(outcome: SimOutcome) -> Check:
 def check_durability(outcome: SimOutcome) -> Check:
     live = outcome.liveness
     members = outcome.members
-    applied = {
-        node: entries for node, entries in outcome.observer.applied.items()
-        if node not in live.lagging and (members is None or node in members)
-    }
+    everyone = outcome.observer.applied
+    # Only the final configuration's members must hold every acknowledged write (a removed
+    # node need not); what any node applied tells what a member's snapshot stands for.
+    applied = [node for node in everyone
+               if node not in live.lagging and (members is None or node in members)]
     acknowledged = outcome.acknowledged
-    violations = acknowledged_durable(acknowledged, applied, outcome.observer.snapshots)
+    violations = acknowledged_durable(acknowledged, everyone, outcome.observer.snapshots,
+                                      nodes=applied)
     if violations:
         return Check("durability", False, "acknowledged writes missing after recovery",
                      tuple(violations))

@@ -74,6 +74,8 @@ RESTART_MS_MAX_GENERATED = 20
 # What a membership window does (resolved against the configuration when it starts; see
 # harness.sim.membership, whose rules these names stand for).
 MEMBER_ACTIONS = ("grow", "learner", "replace", "remove", "wipe-replace")
+# Empty nodes a run with the membership nemesis starts besides its members (sim and live).
+SPARE_NODES = 2
 TRIGGER_KINDS = ("crash-after-vote", "crash-after-commit", "crash-new-leader")
 # crash-new-leader keeps its node down this long (ms): long enough for the others to elect a
 # leader of a later term, short enough to come back within the run.

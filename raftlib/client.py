@@ -256,6 +256,10 @@ class KvClient:
     async def cas(self, key: bytes, expected: bytes, new: bytes) -> bool:
         return self._int(await self._request([b"CAS", key, expected, new], write=True)) == 1
 
+    async def setnx(self, key: bytes, value: bytes) -> bool:
+        """Set ``key`` only if it is absent; whether it was set."""
+        return self._int(await self._request([b"SETNX", key, value], write=True)) == 1
+
     async def sadd(self, key: bytes, *members: bytes) -> int:
         return self._int(await self._request([b"SADD", key, *members], write=True))
 

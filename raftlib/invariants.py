@@ -183,9 +183,12 @@ def acknowledged_durable(
     acknowledged: Iterable[bytes],
     applied: Mapping[NodeId, Sequence[Entry] | Mapping[int, Entry]],
     snapshots: Mapping[NodeId, int] | None = None,
+    nodes: Iterable[NodeId] | None = None,
 ) -> list[str]:
-    """Every acknowledged command is in every node's applied log (after recovery). A node's
-    prefix up to a snapshot it restored counts as the entries other nodes applied there."""
+    """Every acknowledged command is in the applied log of each of ``nodes`` (default: every
+    node of ``applied``) after recovery. A node's prefix up to a snapshot it restored counts
+    as the entries any node applied there (with membership changes, perhaps only nodes that
+    have since been removed did)."""
     out = []
     wanted = list(acknowledged)
     tables = {node: _by_index(entries) for node, entries in applied.items()}
@@ -193,7 +196,8 @@ def acknowledged_durable(
     for table in tables.values():
         for index, entry in table.items():
             everywhere.setdefault(index, entry)
-    for node in sorted(tables):
+    checked = sorted(tables) if nodes is None else sorted(n for n in nodes if n in tables)
+    for node in checked:
         floor = (snapshots or {}).get(node, 0)
         have = {e.data for e in tables[node].values() if e.kind is EntryKind.NORMAL}
         have.update(e.data for i, e in everywhere.items()

@@ -562,15 +562,19 @@ class Node:
         if hooks.on_observation is not None:
             hooks.on_observation(Observation("role", self.node_id, role, term, leader, reason))
 
-    def _saw_conf(self, conf: ConfState) -> None:
-        log.info("node %d: configuration voters=%s learners=%s%s", self.node_id,
-                 list(conf.voters), list(conf.learners),
-                 f" outgoing={list(conf.voters_outgoing)}" if conf.voters_outgoing else "")
+    def _add_peers(self, conf: ConfState) -> None:
+        """Tell the transport where the members of ``conf`` that were added later listen."""
         add_peer = getattr(self._endpoint, "add_peer", None)
         if add_peer is not None:
             for member, address in conf.addresses:
                 if member != self.node_id and address:
                     add_peer(member, address)
+
+    def _saw_conf(self, conf: ConfState) -> None:
+        log.info("node %d: configuration voters=%s learners=%s%s", self.node_id,
+                 list(conf.voters), list(conf.learners),
+                 f" outgoing={list(conf.voters_outgoing)}" if conf.voters_outgoing else "")
+        self._add_peers(conf)
         hooks = self._hooks
         if hooks.on_observation is not None:
             core = self._core
@@ -769,6 +773,9 @@ async def open_node(
             try:
                 async with trio.open_nursery() as nursery:
                     node._nursery = nursery
+                    # The configuration recovered from disk (a snapshot's) may name members
+                    # added after this node's --peers: the transport must reach them too.
+                    node._add_peers(core.conf)
                     nursery.start_soon(node._raft_loop)
                     nursery.start_soon(node._receiver)
                     nursery.start_soon(node._ticker)

@@ -13,6 +13,7 @@ Commands (arguments are binary-safe; names are case-insensitive)
 ``APPEND key value``       ``:n`` the new length.
 ``INCR key`` / ``INCRBY key n`` / ``DECR key``  ``:n`` the new value (signed 64-bit).
 ``CAS key expected new``   ``:1`` if the value was ``expected`` and is now ``new``, else ``:0``
+``SETNX key value``         ``:1`` if the key was absent and now holds ``value``, else ``:0``
                            (an absent key never equals ``expected``).
 ``SADD key member [member ...]``  ``:n`` members that were not in the set yet.
 ``SMEMBERS key``           the set's members as an array, sorted bytewise (linearizable read).
@@ -154,6 +155,8 @@ _WRITES: dict[bytes, tuple[int, int | None, WriteBuilder]] = {
     b"DECR": (1, 1, lambda a: Incr(a[0], -1)),
     b"INCRBY": (2, 2, lambda a: Incr(a[0], _int_arg(a[1], "increment"))),
     b"CAS": (3, 3, lambda a: Cas(a[0], a[1], a[2])),
+    # Redis's SETNX: set only if the key is absent (a CAS from "absent", which CAS cannot say).
+    b"SETNX": (2, 2, lambda a: Cas(a[0], None, a[1])),
     b"SADD": (2, None, lambda a: SAdd(a[0], tuple(a[1:]))),
     b"RPUSH": (2, None, lambda a: RPush(a[0], tuple(a[1:]))),
     b"LPOP": (1, 1, lambda a: LPop(a[0])),

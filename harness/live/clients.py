@@ -171,9 +171,15 @@ class LiveClient:
                 output = spec.value
             elif spec.f == "cas":
                 expected, new = spec.value
-                op = Cas(key, str(expected).encode(), str(new).encode())
-                assert op.expected is not None
-                output = await kv.cas(op.key, op.expected, op.new)
+                if expected is None and ABSENT[self._workload] is None:
+                    # A cas from the register's initial nil: from "absent", which only SETNX
+                    # can ask for (CAS never matches an absent key).
+                    op = Cas(key, None, str(new).encode())
+                    output = await kv.setnx(op.key, op.new)
+                else:
+                    op = Cas(key, str(expected).encode(), str(new).encode())
+                    assert op.expected is not None
+                    output = await kv.cas(op.key, op.expected, op.new)
             elif spec.f == "append":
                 op = Append(key, f"{spec.value},".encode())
                 await kv.append(op.key, op.value)

@@ -85,8 +85,11 @@ class LiveCluster:
         self, nodes: int, network: LiveNetwork, run_dir: Path, seed: int,
         log: Callable[[int, str], None], on_spawn: Callable[[int], None] = lambda pid: None,
         clocked: bool = False, snapshot_flags: Sequence[str] = (), lazy_disk: bool = False,
-        bug: str = "",
+        bug: str = "", spares: int = 0,
     ) -> None:
+        # The founding voters; ``spares`` more nodes start with ``--join`` (knowing no
+        # configuration) for the membership nemesis to add.
+        self.founders = frozenset(range(1, nodes + 1))
         self.network = network
         # ``raftlib serve --snapshot-*`` flags (the run's snapshot thresholds).
         self.snapshot_flags = tuple(snapshot_flags)
@@ -100,7 +103,7 @@ class LiveCluster:
         self.run_dir = run_dir
         self.seed = seed
         self._log = log
-        self.supervisor = Supervisor(run_dir / "nodes", range(1, nodes + 1), self._argv,
+        self.supervisor = Supervisor(run_dir / "nodes", range(1, nodes + spares + 1), self._argv,
                                      env=_child_env(), on_event=log, on_spawn=on_spawn)
         self.members = self.supervisor.members
         # (node, exit status, what the harness had done to it) of exits it did not cause
@@ -133,6 +136,13 @@ class LiveCluster:
                      f"{value.strobe_period_ms:g} ms")
         self._log(node, f"clock rate {value.rate:g}{wall}")
 
+    def raft_address(self, node: int) -> str:
+        """Where the other nodes reach ``node`` (the same address from each of them with
+        namespaces, relays included; per-link proxies have none, hence no member nemesis)."""
+        other = min(n for n in self.members if n != node)
+        host, port = self.network.peers_for(other)[node]
+        return f"{host}:{port}"
+
     def client_addresses(self) -> list[str]:
         return [self.network.client_address(n) for n in sorted(self.members)]
 
@@ -148,17 +158,20 @@ class LiveCluster:
         ]
         program = [sys.executable, "-m", *chain]
         host_ports = self.network.peers_for(node)
+        # A founder knows the founders (its voters); a spare knows them and itself, and joins.
+        known = self.founders | {node}
+        join = [] if node in self.founders else ["--join"]
         argv = serve_argv(
             node,
             program=program,
-            peers={n: f"{host}:{port}" for n, (host, port) in host_ports.items()},
+            peers={n: f"{host}:{port}" for n, (host, port) in host_ports.items() if n in known},
             data=self.data_dir(node),
             client_port=self.network.client_port(node),
-            client_peers={n: self.network.client_address(n) for n in self.members},
+            client_peers={n: self.network.client_address(n) for n in self.members if n in known},
             tick_ms=TICK_MS,
             # A different election jitter for every node and every restart.
             seed=(self.seed * 1009 + node * 101 + member.starts) % (2**31),
-            flags=[*serve_flags(), *self.snapshot_flags],
+            flags=[*serve_flags(), *self.snapshot_flags, *join],
         )
         # The network's hook: e.g. run the node inside its own network namespace.
         return self.network.command(node, argv)

@@ -20,12 +20,13 @@ from harness.live import filefaults
 from harness.live.clocked import ClockControl
 from harness.live.cluster import CrashKind, LiveCluster
 from harness.live.filefaults import FileFaultOutcome
+from harness.live.membership import LiveMembership
 from harness.nemesis import Fault, Schedule, partition_links
 
 # The fault kinds this backend can inject with namespaces (``netns``) and without (``proxy``),
 # in the canonical order of ``harness.options.NEMESIS_KINDS``, and why it refuses the others.
 LIVE_NEMESES: dict[str, tuple[str, ...]] = {
-    "netns": ("partition", "kill", "pause", "loss", "delay", "clock", "disk"),
+    "netns": ("partition", "kill", "pause", "loss", "delay", "clock", "disk", "member"),
     "proxy": ("partition", "kill", "pause", "delay", "clock", "disk"),
 }
 # How long a node started on a damaged directory may take to refuse (start-up included).
@@ -41,8 +42,8 @@ REFUSED: dict[str, str] = {
     "crash-after-vote": "crash triggers watch what nodes send: simulator only (--backend sim)",
     "crash-after-commit": "crash triggers watch what nodes send: simulator only (--backend sim)",
     "crash-new-leader": "crash triggers watch what nodes send: simulator only (--backend sim)",
-    "member": "membership changes live are not wired into the live nemesis yet: use "
-              "--backend sim (or `raftlib member` by hand against a live cluster)",
+    "member": "membership changes add nodes by one address each, which the per-link proxies "
+              "of a run without namespaces cannot give (run as root, or use --backend sim)",
 }
 
 
@@ -55,7 +56,10 @@ class LiveNemesis:
         log: Callable[[str], None],
         leader: Callable[[], int | None],
         rng: random.Random,
+        membership: LiveMembership | None = None,
     ) -> None:
+        self._membership = membership
+        self._time_limit = 0.0  # the schedule's, once run() starts
         self._cluster = cluster
         self._network = cluster.network
         self._history = history
@@ -75,12 +79,20 @@ class LiveNemesis:
             events.append((fault.start, 1, fault))
             events.append((fault.stop, 0, fault))  # at one instant, stops come before starts
         events.sort(key=lambda e: (e[0], e[1], e[2].id))
-        for at, is_start, fault in events:
-            await trio.sleep(max(0.0, at - clock()))
-            if is_start:
-                await self._start(fault, clock())
-            else:
-                await self._stop(fault, clock())
+        self._time_limit = schedule.time_limit
+        async with trio.open_nursery() as nursery:
+            if self._membership is not None:
+                # Membership changes take a while each (a learner catches up): one task makes
+                # them in order while the other windows go on; it stops at the time limit.
+                nursery.start_soon(self._membership.worker, clock)
+            for at, is_start, fault in events:
+                await trio.sleep(max(0.0, at - clock()))
+                if is_start:
+                    await self._start(fault, clock())
+                else:
+                    await self._stop(fault, clock())
+            await trio.sleep(max(0.0, schedule.time_limit - clock()))
+            nursery.cancel_scope.cancel()
 
     def _targets(self, params: Any) -> list[int]:
         nodes = params.get("nodes")
@@ -142,6 +154,10 @@ class LiveNemesis:
                 hit.append(node)
             detail["rates"] = params["rates"]
             detail["wall"] = wall
+        elif kind == "member":
+            assert self._membership is not None, "a member window without spare nodes"
+            self._membership.request(params["action"], fault.stop)
+            detail["action"] = params["action"]
         else:
             raise AssertionError(f"the live nemesis cannot inject {kind!r}")
         self._active[fault.id] = (fault, hit)
@@ -178,6 +194,9 @@ class LiveNemesis:
         elif fault.kind == "clock":
             for node in hit:
                 self._cluster.set_clock_rate(node, 1.0)
+        elif fault.kind == "member":
+            assert self._membership is not None
+            self._membership.request("restore", self._time_limit)
         for window in self.windows:
             if window["id"] == fault.id:
                 window["stop"] = round(now, 3)

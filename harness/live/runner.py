@@ -44,10 +44,11 @@ from harness.live.checks import Liveness
 from harness.live.clients import LiveClient, run_worker
 from harness.live.cluster import LiveCluster, serve_flags
 from harness.live.ledger import Ledger
+from harness.live.membership import LiveMembership
 from harness.live.monitor import Monitor
 from harness.live.nemesis import LIVE_NEMESES, REFUSED, LiveNemesis
 from harness.live.net import LiveNetwork, LiveSetupError, open_network, planned_method
-from harness.nemesis import Schedule, generate
+from harness.nemesis import SPARE_NODES, Schedule, generate
 from harness.options import (
     NEMESIS_KINDS,
     OptionsError,
@@ -129,6 +130,8 @@ class LiveOutcome:
     startup_seconds: float
     run_seconds: float
     run_start_ms: int  # the harness's wall clock when the workload began
+    # The members of the final configuration (None: every node, no membership changes).
+    members: set[int] | None = None
 
 
 class LiveRun:
@@ -143,12 +146,16 @@ class LiveRun:
         self.network = network
         self.clock = _Clock()
         self._events = events
+        self.membership: LiveMembership | None = None
+        self.final_members: set[int] | None = None
+        kinds = {*options.nemesis, *schedule.kinds()}
         self.cluster = LiveCluster(options.nodes, network, run_dir, options.seed,
                                    log=self.node_log, on_spawn=ledger.node_started,
                                    clocked="clock" in {*options.nemesis, *schedule.kinds()},
                                    snapshot_flags=options.snapshot_flags(),
                                    lazy_disk="disk" in {*options.nemesis, *schedule.kinds()},
-                                   bug=options.bug)
+                                   bug=options.bug,
+                                   spares=SPARE_NODES if "member" in kinds else 0)
         self.workload = make_workload(options.workload, self._rng("workload"))
         self.history = HistoryRecorder(self.clock.us, self.workload.keyed)
         self._next_process = 0
@@ -200,8 +207,17 @@ class LiveRun:
     async def _drive(self) -> LiveOutcome:
         options = self.options
         monitor = Monitor(self.cluster, self.node_log)
+        membership = None
+        if self.cluster.members.keys() != self.cluster.founders:
+            cluster = self.cluster
+            membership = LiveMembership(
+                size=options.nodes, nodes=sorted(cluster.members),
+                raft_address=cluster.raft_address, client_address=cluster.network.client_address,
+                leader=monitor.leader, log=self.log, rng=self._rng("membership"))
+        self.membership = membership
         nemesis = LiveNemesis(cluster=self.cluster, history=self.history, log=self.log,
-                              leader=monitor.leader, rng=self._rng("nemesis-runtime"))
+                              leader=monitor.leader, rng=self._rng("nemesis-runtime"),
+                              membership=membership)
         clients = [self._client(f"client:{i}") for i in range(options.clients)]
         probe = self._client("probe")
         live = Liveness(options.recovery_time)
@@ -249,7 +265,7 @@ class LiveRun:
         acked = [a for client in [*clients, probe] for a in client.acked]
         refused = [a for client in [*clients, probe] for a in client.refused]
         return LiveOutcome(self.history, live, acked, refused, nemesis, monitor, startup,
-                           run_seconds, run_start_ms)
+                           run_seconds, run_start_ms, self.final_members)
 
     async def _report_progress(self) -> None:
         total = self.options.time_limit + self.options.recovery_time
@@ -307,18 +323,37 @@ class LiveRun:
                 # no node answered would make the target 0 and "catch up" at once, and the
                 # durability check would then blame a node that was still catching up.
                 live.catch_up_target = max(monitor.commit_max, monitor.commit_index())
+                members = set(self.cluster.members)
+                if self.membership is not None:
+                    # Only the final configuration's members must catch up (and hold every
+                    # acknowledged write): a removed node or an unused spare never will.
+                    final = None
+                    while final is None:
+                        final = await self.membership.members()
+                        if final is None:
+                            await trio.sleep(CATCH_UP_POLL_SECONDS)
+                    members = set(final)
+                    self.final_members = members
                 while True:
                     await monitor.poll_once()
                     views = monitor.views
                     live.lagging = {n: views[n].applied_index if n in views else -1
                                     for n in self.cluster.members
-                                    if n not in views
-                                    or views[n].applied_index < live.catch_up_target}
+                                    if n in members and (
+                                        n not in views
+                                        or views[n].applied_index < live.catch_up_target)}
                     if not live.lagging:
                         live.caught_up_at = self.clock()
                         break
                     await trio.sleep(CATCH_UP_POLL_SECONDS)
                 nursery.cancel_scope.cancel()
+        if self.membership is not None and self.final_members is None:
+            # The recovery failed before asking: still judge durability on the final
+            # configuration's members if a leader can tell it.
+            with trio.move_on_after(2.0):
+                final = await self.membership.members()
+                if final is not None:
+                    self.final_members = set(final)
         # Past the deadline, operations still open finish by their own timeouts.
         with trio.move_on_after(2 * self.options.request_timeout + 2):
             while any(client.busy for client in [*clients, probe]):
@@ -394,7 +429,8 @@ def _run_live(
     ledger.open(run_dir=str(run_dir))
     events: list[str] = []
     kinds = set(options.nemesis) | set(schedule.kinds())
-    with open_network(options.nodes, relay_peers="delay" in kinds,
+    spares = SPARE_NODES if "member" in kinds else 0
+    with open_network(options.nodes + spares, relay_peers="delay" in kinds,
                       seed=options.seed) as network:
         cleaned += getattr(network, "removed_leftovers", [])
         if cleaned:
@@ -505,7 +541,10 @@ def _finish(
         lin,
         live_checks.check_safety(logs, errors, outcome.monitor.leaders,
                                  outcome.monitor.commit_max),
-        live_checks.check_durability(logs, outcome.acked, outcome.monitor.commit_max,
+        live_checks.check_durability(
+            logs if outcome.members is None else
+            {n: log for n, log in logs.items() if n in outcome.members},
+            outcome.acked, outcome.monitor.commit_max,
                                      outcome.run_start_ms),
         live_checks.check_refusals(logs, outcome.refused, outcome.monitor.commit_max),
         live_checks.check_liveness(outcome.liveness),

@@ -29,13 +29,12 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from harness.nemesis import SPARE_NODES as SPARE_NODES
 from harness.sim.loop import EventLoop
 from harness.sim.node import SimNode
 from raftlib.core.membership import Change, ChangeOp
 from raftlib.core.types import ConfState, NodeId
 
-# Empty nodes a run with the membership nemesis starts besides its members.
-SPARE_NODES = 2
 # A refused change (no leader, one still under way) is tried again after this long.
 RETRY_US = 100_000
 # Nodes a run may create for wipe-replace, in all (each retires one id for good).

@@ -120,6 +120,12 @@ async def test_every_command_answers_like_redis(one: Served) -> None:
     assert await raw.call(b"DECR", b"n") == 10
     assert await raw.call(b"CAS", b"k", b"vw", b"z") == 1
     assert await raw.call(b"CAS", b"k", b"vw", b"q") == 0
+    # CAS never matches an absent key; SETNX is the cas from "absent" (the register's nil).
+    assert await raw.call(b"CAS", b"fresh", b"", b"1") == 0
+    assert await raw.call(b"SETNX", b"fresh", b"1") == 1
+    assert await raw.call(b"SETNX", b"fresh", b"2") == 0
+    assert await raw.call(b"GET", b"fresh") == b"1"
+    assert await raw.call(b"DEL", b"fresh") == 1
     assert await raw.call(b"DEL", b"k", b"n", b"x") == 2
     assert await raw.call(b"DBSIZE") == 0
     info = await raw.call(b"INFO")
