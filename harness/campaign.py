@@ -10,13 +10,14 @@ from __future__ import annotations
 import multiprocessing
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from harness import swarm
 from harness.options import RunOptions
 from harness.outcomes import SeedOutcome
 from harness.runner import run
@@ -43,7 +44,14 @@ def _run_seed(job: tuple[dict[str, Any], str]) -> SeedOutcome:
         wall_seconds=round(time.monotonic() - started, 2),
         out_dir=str(out_dir),
         command=results["command"],
+        features=tuple(swarm.features(options).items()) if options.swarm else (),
+        drawn=swarm.describe(options) if options.swarm else "",
     )
+
+
+def options_for(base: RunOptions, seed: int, pinned: Collection[str] = ()) -> RunOptions:
+    """The options of one seed of a campaign of ``base``."""
+    return swarm.draw(seed, base, pinned) if base.swarm else attrs.evolve(base, seed=seed)
 
 
 def run_campaign(
@@ -52,9 +60,14 @@ def run_campaign(
     jobs: int,
     out_dir: Path,
     progress: Callable[[SeedOutcome], None] | None = None,
+    *,
+    pinned: Collection[str] = (),
 ) -> list[SeedOutcome]:
+    """Run every seed of ``base``; with ``base.swarm`` each seed draws its own options
+    (harness.swarm), keeping ``base``'s value of the dimensions in ``pinned``."""
     work = [
-        (attrs.evolve(base, seed=seed).to_json(), str(out_dir / f"seed-{seed}")) for seed in seeds
+        (options_for(base, seed, pinned).to_json(), str(out_dir / f"seed-{seed}"))
+        for seed in seeds
     ]
     outcomes: list[SeedOutcome] = []
     if jobs <= 1:

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from harness import swarm
 from harness.campaign import JOBS_MAX, SEEDS_MAX, run_campaign
 from harness.nemesis import ScheduleError, schedule_from_json
 from harness.options import (
@@ -80,10 +81,11 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="switch on a bug of the zoo (sim only; see raft-harness bugs)")
     parser.add_argument("--ops-limit", type=int, default=0,
                         help="client operations to invoke at most (0: no limit)")
-    parser.add_argument("--no-pre-vote", dest="pre_vote", action="store_false",
-                        help="run the Raft core without PreVote (sim only)")
-    parser.add_argument("--no-check-quorum", dest="check_quorum", action="store_false",
-                        help="run the Raft core without CheckQuorum leases (sim only)")
+    parser.add_argument("--pre-vote", action=argparse.BooleanOptionalAction,
+                        default=d.pre_vote, help="run the Raft core with PreVote (sim only)")
+    parser.add_argument("--check-quorum", action=argparse.BooleanOptionalAction,
+                        default=d.check_quorum,
+                        help="run the Raft core with CheckQuorum leases (sim only)")
     parser.add_argument("--append-entries-max", type=int, default=d.append_entries_max,
                         help="entries per AppendEntries message at most (sim only)")
     parser.add_argument("--snapshot-entries", type=int, default=d.snapshot_entries,
@@ -92,6 +94,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="log entries kept behind a snapshot for slow followers")
     parser.add_argument("--snapshot-chunk-bytes", type=int, default=d.snapshot_chunk_bytes,
                         help="bytes per snapshot chunk sent to a follower")
+    parser.add_argument("--swarm", action="store_true",
+                        help="each seed draws its own nodes, workload, clients, rate, faults, "
+                             "core and snapshot settings (sim only); an option given "
+                             "explicitly pins that setting")
     _add_no_progress(parser)
 
 
@@ -134,6 +140,23 @@ def build_parser() -> _Parser:
 
 
 def _options(args: argparse.Namespace, seed: int) -> RunOptions:
+    options = _given_options(args, seed)
+    return swarm.draw(seed, options, args.pinned) if options.swarm else options
+
+
+def _pinned(argv: Sequence[str]) -> frozenset[str]:
+    """The swarm dimensions given explicitly on the command line (``argv`` after the
+    subcommand): next to ``--swarm`` they pin their setting instead of drawing it."""
+    probe = _Parser(prog=PROG, add_help=False)
+    _add_run_options(probe)
+    # No defaults: only what the command line itself sets appears in the namespace.
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    given, _ = probe.parse_known_args(list(argv))
+    return frozenset(vars(given)) & frozenset(swarm.DIMENSIONS)
+
+
+def _given_options(args: argparse.Namespace, seed: int) -> RunOptions:
     return RunOptions(
         backend=args.backend, nodes=args.nodes, clients=args.clients, workload=args.workload,
         nemesis=parse_nemesis(args.nemesis), time_limit=args.time_limit, seed=seed,
@@ -143,7 +166,7 @@ def _options(args: argparse.Namespace, seed: int) -> RunOptions:
         pre_vote=args.pre_vote, check_quorum=args.check_quorum,
         append_entries_max=args.append_entries_max,
         snapshot_entries=args.snapshot_entries, snapshot_trailing=args.snapshot_trailing,
-        snapshot_chunk_bytes=args.snapshot_chunk_bytes,
+        snapshot_chunk_bytes=args.snapshot_chunk_bytes, swarm=args.swarm,
     )
 
 
@@ -167,7 +190,10 @@ def parse_seeds(text: str) -> range:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
+        if args.command in ("run", "campaign"):
+            args.pinned = _pinned(argv[argv.index(args.command) + 1:])
         if args.command == "run":
             return _run(args)
         if args.command == "campaign":
@@ -228,6 +254,8 @@ def _error(message: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     options = _options(args, args.seed)
     out = Path(args.out) if args.out else Path("runs") / f"seed-{options.seed}"
+    if options.swarm:
+        print(swarm.describe(options), flush=True)
     with run_progress(f"seed {options.seed}", disabled=args.no_progress) as progress:
         report = run(options, out, progress=progress)
     print(report.line)
@@ -242,7 +270,8 @@ def _campaign(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"campaign-{seeds.start}-{seeds[-1]}"
 
     with CampaignProgress(len(seeds), disabled=args.no_progress) as progress:
-        outcomes = run_campaign(base, seeds, args.jobs, out, progress.seed_done)
+        outcomes = run_campaign(base, seeds, args.jobs, out, progress.seed_done,
+                                pinned=args.pinned)
     from harness.report import write_campaign_index
 
     write_campaign_index(out, outcomes)

@@ -135,6 +135,9 @@ class RunOptions:
     snapshot_entries: int = SNAPSHOT_ENTRIES_DEFAULT
     snapshot_trailing: int = SNAPSHOT_TRAILING_DEFAULT
     snapshot_chunk_bytes: int = SNAPSHOT_CHUNK_BYTES_DEFAULT
+    # The values above were drawn from the seed by harness.swarm (a label: every drawn value is
+    # in these options, so a run never depends on how they were drawn).
+    swarm: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -166,7 +169,7 @@ class RunOptions:
         _seconds("recovery-time", self.recovery_time, 0.5, 86400.0)
         _seconds("lincheck-timeout", self.lincheck_timeout, 0.1, 86400.0)
         _integer("ops-limit", self.ops_limit, 0, 2**31 - 1)
-        for name in ("pre_vote", "check_quorum"):
+        for name in ("pre_vote", "check_quorum", "swarm"):
             if not isinstance(getattr(self, name), bool):
                 raise OptionsError(f"--{name.replace('_', '-')}: must be true or false, got "
                                    f"{getattr(self, name)!r}")
@@ -239,7 +242,10 @@ class RunOptions:
             raise OptionsError(f"{where}: bad options: {exc}") from None
 
     def to_argv(self) -> list[str]:
-        """The ``raft-harness run`` arguments that rebuild exactly these options."""
+        """The ``raft-harness run`` arguments that rebuild exactly these options. A swarm run
+        spells out every setting, default or not: next to ``--swarm`` an explicit option pins
+        its dimension, so the command pins every drawn value."""
+        every = self.swarm
         return [
             "run",
             "--backend", self.backend,
@@ -255,16 +261,19 @@ class RunOptions:
             "--lincheck-timeout", repr(float(self.lincheck_timeout)),
             *(["--bug", self.bug] if self.bug else []),
             *(["--ops-limit", str(self.ops_limit)] if self.ops_limit else []),
+            *(["--pre-vote"] if every and self.pre_vote else []),
             *([] if self.pre_vote else ["--no-pre-vote"]),
+            *(["--check-quorum"] if every and self.check_quorum else []),
             *([] if self.check_quorum else ["--no-check-quorum"]),
             *(["--append-entries-max", str(self.append_entries_max)]
-              if self.append_entries_max != APPEND_ENTRIES_MAX_DEFAULT else []),
+              if every or self.append_entries_max != APPEND_ENTRIES_MAX_DEFAULT else []),
             *(["--snapshot-entries", str(self.snapshot_entries)]
-              if self.snapshot_entries != SNAPSHOT_ENTRIES_DEFAULT else []),
+              if every or self.snapshot_entries != SNAPSHOT_ENTRIES_DEFAULT else []),
             *(["--snapshot-trailing", str(self.snapshot_trailing)]
-              if self.snapshot_trailing != SNAPSHOT_TRAILING_DEFAULT else []),
+              if every or self.snapshot_trailing != SNAPSHOT_TRAILING_DEFAULT else []),
             *(["--snapshot-chunk-bytes", str(self.snapshot_chunk_bytes)]
-              if self.snapshot_chunk_bytes != SNAPSHOT_CHUNK_BYTES_DEFAULT else []),
+              if every or self.snapshot_chunk_bytes != SNAPSHOT_CHUNK_BYTES_DEFAULT else []),
+            *(["--swarm"] if self.swarm else []),
             "--seed", str(self.seed),
         ]
 
