@@ -29,7 +29,10 @@ Kinds and their parameters:
   advances (an AppendEntries it sends carries a higher commit than its earlier ones of the same
   term) is crashed right after that send and the apply that goes with it, and restarted
   ``restart_ms`` later: a leader lost within a round trip of a commit, before whatever it
-  appended after that commit reaches a majority.
+  appended after that commit reaches a majority. With ``before_send: true`` the batch carrying
+  the new commit never leaves (the leader applied the entry and died before telling anyone,
+  so nobody else learns of the commit or of the entries sent with it). Generated windows
+  restart their node either at once (1..20 ms) or after others had time to elect a leader.
 - ``crash-new-leader``  a trigger too: while the window is open, a node about to send the first
   AppendEntries of its new term (its no-op is already durable) crashes before that batch
   leaves, and restarts ``restart_ms`` later (longer: others elect a leader meanwhile). Its log
@@ -214,6 +217,12 @@ def _params(kind: str, rng: random.Random, n: int) -> dict[str, Any]:
         return {"probability": round(rng.uniform(0.1, 0.5), 3), "delay_ms_max": rng.randint(5, 100)}
     if kind == "crash-new-leader":
         return {"restart_ms": rng.randint(*NEW_LEADER_RESTART_MS_GENERATED)}
+    if kind == "crash-after-commit":
+        # Back at once, or after the others elected a leader without it; the commit announced
+        # or not: each half of the windows, because each opens a different window (a lost
+        # commit announcement leaves only the dead leader knowing what it applied).
+        span = rng.choice(((1, RESTART_MS_MAX_GENERATED), NEW_LEADER_RESTART_MS_GENERATED))
+        return {"restart_ms": rng.randint(*span), "before_send": rng.random() < 0.5}
     if kind in TRIGGER_KINDS:
         return {"restart_ms": rng.randint(1, RESTART_MS_MAX_GENERATED)}
     if kind == "clock":
@@ -309,6 +318,8 @@ def _check_params(where: str, kind: str, params: Mapping[str, Any], n: int) -> N
         if not 0 <= restart_ms <= RESTART_MS_MAX:
             raise ScheduleError(f"{where}: params.restart_ms must be in [0, {RESTART_MS_MAX}], "
                                 f"got {restart_ms:g}")
+        if not isinstance(params.get("before_send", False), bool):
+            raise ScheduleError(f"{where}: params.before_send must be true or false")
     elif kind == "clock":
         rates = params.get("rates")
         if not isinstance(rates, list) or not all(
