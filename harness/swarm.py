@@ -30,29 +30,31 @@ import attrs
 
 from harness.options import NEMESIS_KINDS, OptionsError, RunOptions
 
-# The fault kinds the swarm may switch on, each independently per seed. Adding a kind to the
-# draw is adding it here (it must be one the sim backend supports, see options.NEMESIS_KINDS).
-SWARM_NEMESES: tuple[str, ...] = (
-    "partition",
-    "kill",
-    "pause",
-    "loss",
-    "duplicate",
-    "delay",
-    "reorder",
-    "clock",
-    "disk",
-    "crash-after-vote",
-    "crash-after-commit",
-    "crash-new-leader",
-)
+# The fault kinds the swarm may switch on, each in its family. Adding a kind to the draw is
+# adding its line here (a kind the sim backend supports, see options.NEMESIS_KINDS).
+SWARM_NEMESES: Mapping[str, str] = {
+    "partition": "network",
+    "loss": "network",
+    "duplicate": "network",
+    "delay": "network",
+    "reorder": "network",
+    "kill": "process",
+    "pause": "process",
+    "clock": "process",
+    "disk": "process",
+    "crash-after-vote": "trigger",
+    "crash-after-commit": "trigger",
+    "crash-new-leader": "trigger",
+}
 assert set(SWARM_NEMESES) <= set(NEMESIS_KINDS), "the swarm draws only kinds the sim knows"
-
-# The probability with which each kind is on, itself drawn per seed: a seed of the first kind
-# runs with one or two faults or none (about 7% of those have no fault at all), one of the last
-# with most of them. This spread, rather than one fixed mix, is the point of swarm testing:
-# a fault that masks another (a kill healing a partition's effect) is absent in many seeds.
-FAULT_DENSITIES: tuple[float, ...] = (0.2, 0.4, 0.6)
+# Each seed draws, per family, the probability that each of its kinds is on: none, some, most
+# or nearly all. Families let a seed concentrate on one sort of trouble (crash triggers with a
+# quiet network, a lossy network with no crash) instead of always mixing all of them: a fault
+# that masks another (a kill healing what a partition set up) is then absent from many seeds,
+# which is the point of swarm testing. About 1 seed in 30 has no fault at all.
+FAULT_FAMILIES: tuple[str, ...] = ("network", "process", "trigger")
+FAULT_DENSITIES: tuple[float, ...] = (0.0, 0.3, 0.6, 0.9)
+assert set(SWARM_NEMESES.values()) <= set(FAULT_FAMILIES)
 
 # Values are drawn from short lists rather than ranges, so a campaign's runs fall into groups
 # a person can compare ("every failing seed had append-entries-max=1").
@@ -74,10 +76,12 @@ SNAPSHOT_CHUNK_BYTES_CHOICES: tuple[int, ...] = (16, 64, 4096, 256 << 10)
 
 
 def _nemesis(rng: random.Random) -> tuple[str, ...]:
-    density = rng.choice(FAULT_DENSITIES)
-    # One draw per kind in a fixed order, so adding a kind at the end of SWARM_NEMESES leaves
-    # the earlier kinds' draws of every seed unchanged.
-    chosen = {kind for kind in SWARM_NEMESES if rng.random() < density}
+    density = {family: rng.choice(FAULT_DENSITIES) for family in FAULT_FAMILIES}
+    # Each kind draws from its own stream, so adding a kind leaves every other kind's draw
+    # of every seed unchanged.
+    token = rng.getrandbits(64)
+    chosen = {kind for kind, family in SWARM_NEMESES.items()
+              if random.Random(f"{token}:{kind}").random() < density[family]}
     return tuple(kind for kind in NEMESIS_KINDS if kind in chosen)
 
 
@@ -139,7 +143,8 @@ def features(options: RunOptions) -> dict[str, str]:
 
 def describe(options: RunOptions) -> str:
     """The drawn configuration in one line, for people."""
-    nemesis = ",".join(options.nemesis) or "none"
+    nemesis = (f"faults {','.join(options.nemesis)} (every ~{options.nemesis_interval:g} s)"
+               if options.nemesis else "no faults")
     core = options.core_text()
     if options.snapshot_entries:
         snapshots = (f"snapshots every {options.snapshot_entries} entries (trailing "
@@ -147,8 +152,8 @@ def describe(options: RunOptions) -> str:
     else:
         snapshots = "no snapshots"
     return (f"swarm seed {options.seed}: {options.nodes} nodes, {options.workload}, "
-            f"{options.clients} clients at {options.rate:g} op/s, faults {nemesis} "
-            f"(every ~{options.nemesis_interval:g} s), {core or 'core defaults'}, {snapshots}")
+            f"{options.clients} clients at {options.rate:g} op/s, {nemesis}, "
+            f"{core or 'core defaults'}, {snapshots}")
 
 
 @attrs.frozen
