@@ -20,6 +20,9 @@ from harness.outcomes import summary
 from harness.report.campaign_page import render_campaign_index
 
 SEEDS = range(300)
+# A zoo bug and the swarm seeds among 0..5 (2 simulated seconds each) that catch it.
+BUG = "apply-before-commit"
+BUG_SEEDS = [1, 4, 5]
 
 
 def test_the_draw_is_a_function_of_the_seed_alone_and_leaves_global_random_alone() -> None:
@@ -146,7 +149,7 @@ def test_explicit_options_next_to_swarm_pin_their_setting(tmp_path: Path) -> Non
 
 
 def test_a_swarm_campaign_draws_per_seed_and_groups_its_outcomes(tmp_path: Path) -> None:
-    base = RunOptions(time_limit=2.0, bug="local-reads", swarm=True)
+    base = RunOptions(time_limit=2.0, bug=BUG, swarm=True)
     outcomes = run_campaign(base, range(0, 6), 1, tmp_path)
     drawn = [options_for(base, o.seed) for o in outcomes]
     assert [_run_dir_options(Path(o.out_dir)) for o in outcomes] == drawn
@@ -157,7 +160,7 @@ def test_a_swarm_campaign_draws_per_seed_and_groups_its_outcomes(tmp_path: Path)
     page = render_campaign_index(tmp_path, outcomes)
     assert "Swarm: runs by drawn setting" in page
     failing = [o for o in outcomes if o.verdict != "valid"]
-    assert failing, text  # local-reads is caught by some of these seeds
+    assert [o.seed for o in failing] == BUG_SEEDS, text
     assert f"swarm: the {len(failing)} failing runs share:" in text
     assert failing[0].drawn in text
 
@@ -165,10 +168,10 @@ def test_a_swarm_campaign_draws_per_seed_and_groups_its_outcomes(tmp_path: Path)
 def test_shrinking_works_on_a_swarm_run(tmp_path: Path) -> None:
     from harness.shrink import shrink_dir
 
-    base = RunOptions(time_limit=2.0, bug="local-reads", swarm=True)
-    outcomes = run_campaign(base, range(0, 6), 1, tmp_path / "campaign")
-    failing = next(o for o in outcomes if o.verdict == "invalid")
-    result = shrink_dir(Path(failing.out_dir), tmp_path / "shrunk", runs_max=20)
+    source = tmp_path / "run"
+    main(["run", "--swarm", "--bug", BUG, "--seed", str(BUG_SEEDS[0]), "--time-limit", "2",
+          "--out", str(source), "--no-progress"])
+    result = shrink_dir(source, tmp_path / "shrunk", runs_max=20)
     assert result.best.options.swarm
     assert result.best.operations <= result.original.operations
     assert result.report.verdict == "invalid"
