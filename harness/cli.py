@@ -9,6 +9,11 @@ Run options: ``--backend sim --nodes N --clients C --workload register|kv|append
 --nemesis partition,kill,pause,...|all|none --time-limit S --seed N --rate OPS
 --request-timeout S --nemesis-interval S --recovery-time S --lincheck-timeout S``.
 
+``--swarm`` (sim only): each seed draws its own cluster size, workload, clients, rate, fault
+kinds and interval, core and snapshot settings (``harness.swarm``); an option given explicitly
+next to it pins that setting. The drawn configuration is printed, saved in ``results.json``,
+and the printed command spells every drawn value out.
+
 Exit status: 0 every run valid, 1 some run invalid (or a replay whose history differs from the
 original), 2 some run unknown (and none invalid), 3 bad options or input (one line on stderr),
 4 an internal error of the harness (one line; ``HARNESS_DEBUG=1`` shows the traceback).

@@ -18,8 +18,9 @@ The fixture is a function that does the same with any options and returns the ou
 Options are ``RunOptions`` fields (``nemesis`` as the CLI's text or a tuple; ``seeds`` as
 ``"A..B"``, a range or an int count) plus ``jobs``. Sim campaigns are swarm campaigns unless
 ``swarm=False``: each seed draws its own cluster size, workload, clients, rate, faults, core
-and snapshot settings (``harness.swarm``), and an option given explicitly pins its setting. ``expect="invalid"`` inverts the verdict:
-the test passes only if some run is NOT valid (to prove a check or a zoo bug is caught).
+and snapshot settings (``harness.swarm``), and an option given explicitly pins its setting.
+``expect="invalid"`` inverts the verdict: the test passes only if some run is NOT valid (to
+prove a check or a zoo bug is caught).
 Run directories go under ``--raft-campaign-out DIR`` when given (kept), else a temporary
 directory of the test.
 """

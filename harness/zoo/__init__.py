@@ -5,11 +5,11 @@ by ``active(name)`` and restored on exit, so the library itself has no flag for 
 and is untouched when no bug is active. ``raft-harness bugs`` lists them;
 ``raft-harness run --bug NAME`` (and ``campaign --bug NAME``) runs with one switched on.
 
-Each bug also names a campaign that exposes it (``Detection``): the workload and nemeses
-that make it show, used by the tests and by ``bench/zoo_detection.py`` for the recipe table
+Each bug also names a campaign that exposes it (``Detection``): the workload and nemeses that
+make it show, used by the tests and by ``bench/zoo_detection.py`` for the recipe table
 (``DETECTION-recipes.md``). The README's table needs no recipe: ``bench/zoo_detection.py
---swarm`` finds every bug with swarm campaigns (``DETECTION.md``). A bug the harness cannot find would be a hole in the harness, not a reason to
-weaken the bug.
+--swarm`` finds every bug with swarm campaigns (``DETECTION.md``). A bug the harness cannot
+find would be a hole in the harness, not a reason to weaken the bug.
 
     with harness.zoo.active("figure8"):
         report = harness.run(options, out_dir=None)

@@ -55,8 +55,8 @@ def test_pinning_a_dimension_keeps_its_value_and_every_other_draw() -> None:
         free = swarm.draw(seed, base)
         pinned = swarm.draw(seed, base, pinned={"nodes", "workload", "nemesis"})
         assert (pinned.nodes, pinned.workload, pinned.nemesis) == (3, "kv", ("partition",))
-        rest = {"nodes": free.nodes, "workload": free.workload, "nemesis": free.nemesis}
-        assert attrs.evolve(pinned, **rest) == free
+        assert attrs.evolve(pinned, nodes=free.nodes, workload=free.workload,
+                            nemesis=free.nemesis) == free
 
 
 def test_undrawn_options_pass_through_and_the_swarm_is_sim_only() -> None:
