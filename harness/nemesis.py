@@ -32,7 +32,7 @@ Kinds and their parameters:
   appended after that commit reaches a majority. With ``before_send: true`` the batch carrying
   the new commit never leaves (the leader applied the entry and died before telling anyone,
   so nobody else learns of the commit or of the entries sent with it). Generated windows
-  restart their node either at once (1..20 ms) or after others had time to elect a leader.
+  mostly crash before the announcement and keep the node down while others elect a leader.
 - ``crash-new-leader``  a trigger too: while the window is open, a node about to send the first
   AppendEntries of its new term (its no-op is already durable) crashes before that batch
   leaves, and restarts ``restart_ms`` later (longer: others elect a leader meanwhile). Its log
@@ -69,6 +69,10 @@ TRIGGER_KINDS = ("crash-after-vote", "crash-after-commit", "crash-new-leader")
 # leader of a later term, short enough to come back within the run.
 NEW_LEADER_RESTART_MS_GENERATED = (200, 1500)
 RESTART_MS_MAX = 60_000
+# Generated crash-after-commit windows: the fraction whose leader restarts at once (else it
+# stays down while others elect), and the fraction whose commit announcement leaves first.
+COMMIT_CRASH_SHORT_FRACTION = 0.25
+COMMIT_CRASH_ANNOUNCED_FRACTION = 0.25
 
 
 class ScheduleError(ValueError):
@@ -218,11 +222,14 @@ def _params(kind: str, rng: random.Random, n: int) -> dict[str, Any]:
     if kind == "crash-new-leader":
         return {"restart_ms": rng.randint(*NEW_LEADER_RESTART_MS_GENERATED)}
     if kind == "crash-after-commit":
-        # Back at once, or after the others elected a leader without it; the commit announced
-        # or not: each half of the windows, because each opens a different window (a lost
-        # commit announcement leaves only the dead leader knowing what it applied).
-        span = rng.choice(((1, RESTART_MS_MAX_GENERATED), NEW_LEADER_RESTART_MS_GENERATED))
-        return {"restart_ms": rng.randint(*span), "before_send": rng.random() < 0.5}
+        # Mostly down until the others elected a leader without it, the commit unannounced:
+        # only the dead leader knows what it applied, the window Figure 8 needs (always so,
+        # it was found in 7% of 3-node seeds, against 4% half so); sometimes back at once or
+        # announced, the other windows.
+        span = ((1, RESTART_MS_MAX_GENERATED) if rng.random() < COMMIT_CRASH_SHORT_FRACTION
+                else NEW_LEADER_RESTART_MS_GENERATED)
+        before_send = rng.random() >= COMMIT_CRASH_ANNOUNCED_FRACTION
+        return {"restart_ms": rng.randint(*span), "before_send": before_send}
     if kind in TRIGGER_KINDS:
         return {"restart_ms": rng.randint(1, RESTART_MS_MAX_GENERATED)}
     if kind == "clock":
