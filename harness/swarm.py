@@ -207,9 +207,13 @@ def group_text(runs: Sequence[tuple[Mapping[str, str], bool]], rows_max: int = 1
     configurations = len({tuple(sorted(feats.items())) for feats, _ in runs})
     if not failing:
         return f"swarm: {len(runs)} runs drew {configurations} distinct configurations"
-    words = ", ".join(f"{g.feature}={g.value}" for g in shared_by_failures(found))
-    lines = [f"swarm: the {failing} failing runs share: {words or 'no drawn setting'}",
-             "swarm: failures by drawn setting (failed / runs):"]
+    lines = []
+    if failing > 1:  # one failing run shares everything with itself: its drawn line says it
+        shared = [f"{g.feature}={g.value}" for g in shared_by_failures(found)]
+        words = ", ".join(shared[:rows_max]) + (f" and {len(shared) - rows_max} more"
+                                                if len(shared) > rows_max else "")
+        lines.append(f"swarm: the {failing} failing runs share: {words or 'no drawn setting'}")
+    lines.append("swarm: failures by drawn setting (failed / runs):")
     for g in found[:rows_max]:
         lines.append(f"  {g.feature}={g.value}: {g.failed} / {g.runs}")
     return "\n".join(lines)

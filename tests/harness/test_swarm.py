@@ -108,6 +108,9 @@ def test_groups_put_first_what_every_failure_shares() -> None:
     text = swarm.group_text(runs)
     assert "the 2 failing runs share: workload=append" in text
     assert "pre_vote=false: 1 / 2" in text
+    one = swarm.group_text([runs[0], *runs[2:]])
+    assert "share" not in one and "workload=append: 1 / 1" in one  # one failure shares all
+    assert swarm.group_text(runs[2:]) == "swarm: 2 runs drew 2 distinct configurations"
 
 
 def _run_dir_options(run_dir: Path) -> RunOptions:
