@@ -2,6 +2,7 @@
 
 Usage: python3 bench/lincheck_vs_porcupine.py --porcupine DIR [--manifest PATH] [--runs N]
            [--timeout SECONDS] [--generated] [--grid small|full] [--search-only] [--skip-corpus]
+           [--lincheck-script PATH]
 
 ``DIR`` is a checkout of github.com/anishathalye/porcupine (kept outside this project). When
 ``go`` is on the PATH, the bench writes a small driver program of its own into a temporary
@@ -9,9 +10,13 @@ directory, builds it against that checkout, and times both checkers on the same 
 
 * check only, in process: lincheck's ``check()`` on a parsed history, Porcupine's
   ``CheckEventsTimeout`` on decoded events (median of ``--runs``), summed per corpus;
-* per process: one ``lincheck check FILE`` process per file against one driver process per
+* per process: one ``lincheck check FILE`` process per file (``--lincheck-script``: the
+  console script to run; an editable install pays for its import hook at each start) and one
+  bare ``python -c pass`` of the same interpreter (the floor) against one driver process per
   file (the driver reads a JSON conversion of the same operations, written by lincheck's own
-  reader so both see the same history).
+  reader so both see the same history), back to back per file, median of ``--runs``. lincheck's
+  bytecode is compiled first (``PYTHONDONTWRITEBYTECODE`` would otherwise make every process
+  compile its modules again, which no installed package does).
 
 The corpus is the shared Porcupine data (``--manifest``, default
 ``../shared/data/porcupine/manifest.json``, read in place, never copied); ``--generated`` adds
@@ -24,6 +29,7 @@ Prints one JSON object. Take figures on an idle machine; the JSON records the lo
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import random
@@ -309,8 +315,26 @@ def time_process(argv: list[str], timeout: float) -> tuple[float, int]:
     return time.perf_counter() - started, status
 
 
+# The ``lincheck`` console script the per-process figures run (``--lincheck-script``; default:
+# the one next to this interpreter, else ``python -m lincheck``).
+LINCHECK_SCRIPT: list[Path] = []
+
+
+def _script() -> Path:
+    return LINCHECK_SCRIPT[0] if LINCHECK_SCRIPT else Path(sys.executable).with_name("lincheck")
+
+
+def _script_python(script: Path) -> str:
+    """The interpreter a console script runs (its #! line), for the bare start-up figure."""
+    try:
+        first = script.read_text(encoding="utf-8").splitlines()[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        return sys.executable
+    return first[2:].strip().split()[0] if first.startswith("#!") else sys.executable
+
+
 def lincheck_argv(path: Path, model: str, fmt: str, initial: Any, timeout: float) -> list[str]:
-    script = Path(sys.executable).with_name("lincheck")
+    script = _script()
     head = [str(script)] if script.is_file() else [sys.executable, "-m", "lincheck"]
     argv = [*head, "check", str(path), "--model", model, "--format", fmt, "--allow-empty",
             "--timeout", str(timeout)]
@@ -339,23 +363,38 @@ def compare(entries: list[dict[str, Any]], driver: Path | None, work: Path, runs
             "expected": e.get("expected"),
             "lincheck": {"verdict": result.verdict, "check_seconds": statistics.median(times),
                          "decided_by": result.stats.get("decided_by")}}
-        process_s, status = time_process(
-            lincheck_argv(e["path"], e["model"], e["format"], e["initial"], timeout), timeout)
-        row["lincheck"]["process_seconds"] = process_s
-        row["lincheck"]["process_exit"] = status
         if driver is not None:
             converted = work / f"h{n}.json"
             converted.write_text(json.dumps(to_driver_json(history, e["model"], e["initial"])),
                                  encoding="utf-8")
             row["_converted"] = converted
+        # One process each, back to back on the same file (interleaved: a burst of load on
+        # the shared machine hits both alike); the median of ``runs``.
+        lin_times, por_times, bare_times, lin_exit, por_exit = [], [], [], 0, 0
+        bare = [_script_python(_script()), "-c", "pass"]
+        for _ in range(runs):
+            process_s, lin_exit = time_process(
+                lincheck_argv(e["path"], e["model"], e["format"], e["initial"], timeout),
+                timeout)
+            lin_times.append(process_s)
+            # The floor: the same interpreter starting and doing nothing.
+            bare_times.append(time_process(bare, timeout)[0])
+            if driver is not None:
+                process_s, por_exit = time_process(
+                    [str(driver), "-timeout", str(timeout), str(row["_converted"])], timeout)
+                por_times.append(process_s)
+        row["lincheck"]["process_seconds"] = statistics.median(lin_times)
+        row["lincheck"]["bare_python_process_seconds"] = statistics.median(bare_times)
+        row["lincheck"]["process_exit"] = lin_exit
+        if por_times:
+            row["_porcupine_process"] = (statistics.median(por_times), por_exit)
         files.append(row)
     if driver is not None:
         found = run_driver(driver, [row["_converted"] for row in files], runs, timeout)
         for row in files:
             converted = row.pop("_converted")
             p = found[str(converted)]
-            process_s, status = time_process([str(driver), "-timeout", str(timeout),
-                                              str(converted)], timeout)
+            process_s, status = row.pop("_porcupine_process")
             row["porcupine"] = {"verdict": p["verdict"], "check_seconds": p["check_seconds"],
                                 "process_seconds": process_s, "process_exit": status}
     return {"files": files, **_totals(files)}
@@ -368,6 +407,7 @@ def _totals(files: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "lincheck_check_seconds": total("lincheck", "check_seconds"),
         "lincheck_process_seconds": total("lincheck", "process_seconds"),
+        "bare_python_process_seconds": total("lincheck", "bare_python_process_seconds"),
         "lincheck_wrong": [f["file"] for f in files
                            if f["expected"] and f["lincheck"]["verdict"] != f["expected"]],
         "lincheck_unknown": [f["file"] for f in files if f["lincheck"]["verdict"] == "unknown"],
@@ -522,7 +562,13 @@ def main() -> None:
     parser.add_argument("--search-only", action="store_true",
                         help="also time lincheck's search alone on the generated histories")
     parser.add_argument("--skip-corpus", action="store_true")
+    parser.add_argument("--lincheck-script", type=Path,
+                        help="the lincheck console script to time per process (e.g. of a "
+                        "non-editable install); default: the one next to this python")
     args = parser.parse_args()
+    if args.lincheck_script is not None:
+        LINCHECK_SCRIPT.append(args.lincheck_script)
+    compileall.compile_dir(str(ROOT / "checker" / "lincheck"), quiet=1)
     out: dict[str, Any] = {"load_average": os.getloadavg(), "timeout_seconds": args.timeout}
     with tempfile.TemporaryDirectory(prefix="lincheck-vs-porcupine-") as tmp:
         work = Path(tmp)

@@ -77,9 +77,10 @@ async def _serve(args: argparse.Namespace) -> None:
         node_id=args.id,
         peers={nid: f"{host}:{port}" for nid, (host, port) in peers.items()},
         tick_seconds=args.tick_ms / 1000.0,
+        storage_thread=not args.storage_inline,
+    ).with_core(
         election_timeout_ticks_min=args.election_ticks_min,
         election_timeout_ticks_max=args.election_ticks_min * 2,
-        storage_thread=not args.storage_inline,
     )
     storage = WalStorage(args.data, fsync=not args.no_fsync)
     if args.tls_dir:

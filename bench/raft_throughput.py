@@ -60,13 +60,11 @@ import json
 import os
 import resource
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +78,7 @@ from raftlib.certs import NodeFiles, ensure_certs
 from raftlib.core.types import Role
 from raftlib.node import Node, NodeConfig, open_node
 from raftlib.storage.wal import WalStorage
+from raftlib.supervisor import POLL_SECONDS, Supervisor, free_ports
 from raftlib.transport.tcp import TcpTransport
 from raftlib.transport.tls import MutualTls
 
@@ -114,19 +113,6 @@ class _Counter:
         return self.applied
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def _cpu_seconds_self() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -143,20 +129,22 @@ def _cpu_seconds_of(pid: int) -> float:
 
 
 class _Child:
-    """A follower process and a line reader on its stdout."""
+    """A follower process (kept by the supervisor) and a line reader on its stdout."""
 
-    def __init__(self, node_id: int, process: trio.Process, log_path: str) -> None:
+    def __init__(self, node_id: int, supervisor: Supervisor) -> None:
         self.node_id = node_id
-        self.process = process
-        self.log_path = log_path
+        self._supervisor = supervisor
+        proc = supervisor.process(node_id)
+        assert proc.stdout is not None
+        self.pid = proc.pid
+        # A stream of our own over the pipe, so reading it never blocks the event loop.
+        self._stdout = trio.lowlevel.FdStream(os.dup(proc.stdout.fileno()))
         self._buffer = bytearray()
 
     async def read_line(self, timeout_seconds: float) -> dict[str, Any]:
-        stdout = self.process.stdout
-        assert stdout is not None
         with trio.move_on_after(timeout_seconds):
             while b"\n" not in self._buffer:
-                data = await stdout.receive_some(65536)
+                data = await self._stdout.receive_some(65536)
                 if not data:
                     raise BenchError(f"node {self.node_id} exited: {self.log_tail()}")
                 self._buffer += data
@@ -167,74 +155,50 @@ class _Child:
         raise BenchError(f"node {self.node_id} did not answer in {timeout_seconds}s")
 
     async def report(self) -> dict[str, Any]:
-        self.process.send_signal(signal.SIGUSR1)
+        self._supervisor.process(self.node_id).send_signal(signal.SIGUSR1)
         report = await self.read_line(REPORT_TIMEOUT_SECONDS)
-        report["cpu_seconds"] = _cpu_seconds_of(self.process.pid)
+        report["cpu_seconds"] = _cpu_seconds_of(self.pid)
         return report
 
     def log_tail(self) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                lines = f.read().strip().splitlines()
-        except OSError:
-            return "(no log)"
-        return " | ".join(lines[-3:]) or "(empty log)"
+        return self._supervisor.log_tail(self.node_id)
 
-    def kill(self) -> None:
-        if self.process.returncode is None:
-            self.process.kill()
+    async def aclose(self) -> None:
+        await self._stdout.aclose()
 
 
-async def _start_child(
-    node_id: int,
-    peers_arg: str,
-    data_dir: str,
-    log_path: str,
-    fsync: bool,
-    storage_inline: bool,
+def _child_command(
+    peers_arg: str, data_dir: Callable[[int], Path], fsync: bool, storage_inline: bool,
     tls_dir: str | None,
-) -> _Child:
-    argv = [
-        sys.executable,
-        NODE_SCRIPT,
-        "--id",
-        str(node_id),
-        "--peers",
-        peers_arg,
-        "--data",
-        data_dir,
-        "--tick-ms",
-        str(TICK_SECONDS * 1000),
-        "--election-ticks-min",
-        str(FOLLOWER_ELECTION_TICKS_MIN),
-    ]
-    if not fsync:
-        argv.append("--no-fsync")
-    if storage_inline:
-        argv.append("--storage-inline")
-    if tls_dir is not None:
-        argv += ["--tls-dir", tls_dir]
-    with open(log_path, "wb") as log_file:
-        process = await trio.lowlevel.open_process(
-            # stdin: a pipe never written to; its end of file tells the child we are gone.
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=log_file,
-            stdin=subprocess.PIPE,
-        )
-    return _Child(node_id, process, log_path)
+) -> Callable[[int], list[str]]:
+    def command(node_id: int) -> list[str]:
+        argv = [
+            sys.executable, NODE_SCRIPT,
+            "--id", str(node_id),
+            "--peers", peers_arg,
+            "--data", str(data_dir(node_id)),
+            "--tick-ms", str(TICK_SECONDS * 1000),
+            "--election-ticks-min", str(FOLLOWER_ELECTION_TICKS_MIN),
+        ]
+        if not fsync:
+            argv.append("--no-fsync")
+        if storage_inline:
+            argv.append("--storage-inline")
+        if tls_dir is not None:
+            argv += ["--tls-dir", tls_dir]
+        return argv
+    return command
 
 
-async def _stop_children(children: Sequence[_Child]) -> None:
+async def _stop_children(supervisor: Supervisor, children: Sequence[_Child]) -> None:
     for child in children:
-        if child.process.returncode is None:
-            child.process.terminate()
+        await child.aclose()
+    supervisor.begin_stop_all(CHILD_STOP_TIMEOUT_SECONDS)
     with trio.move_on_after(CHILD_STOP_TIMEOUT_SECONDS) as scope:
         scope.shield = True
-        for child in children:
-            await child.process.wait()
-    for child in children:
-        child.kill()
+        while supervisor.stopping():
+            await trio.sleep(POLL_SECONDS)
+    supervisor.end_stop_all()
 
 
 async def _wait_leader(node: Node) -> None:
@@ -390,24 +354,20 @@ async def _run_once(
     """One fresh cluster, every proposer phase; mutual TLS between peers when ``tls_dir``."""
     fsync = not args.no_fsync
     with tempfile.TemporaryDirectory(prefix="raft-bench-", dir=args.dir) as tmp:
-        ports = _free_ports(len(NODE_IDS))
+        ports = free_ports(len(NODE_IDS))
         addresses = {nid: ("127.0.0.1", port) for nid, port in zip(NODE_IDS, ports, strict=True)}
         peers_arg = ",".join(f"{nid}={host}:{port}" for nid, (host, port) in addresses.items())
+        # The followers' stdin is a pipe never written to: its end of file tells them the
+        # bench is gone, even if it is killed.
+        supervisor = Supervisor(Path(tmp), [n for n in NODE_IDS if n != LEADER_ID],
+                                _child_command(peers_arg, lambda n: Path(tmp) / f"node-{n}",
+                                               fsync, args.storage_inline, tls_dir),
+                                pipe_stdout=True, pipe_stdin=True)
         children: list[_Child] = []
         try:
-            for nid in NODE_IDS:
-                if nid == LEADER_ID:
-                    continue
-                child = await _start_child(
-                    nid,
-                    peers_arg,
-                    os.path.join(tmp, f"node{nid}"),
-                    os.path.join(tmp, f"node{nid}.log"),
-                    fsync,
-                    args.storage_inline,
-                    tls_dir,
-                )
-                children.append(child)
+            for nid in supervisor.members:
+                supervisor.start(nid)
+                children.append(_Child(nid, supervisor))
             for child in children:
                 await child.read_line(STARTUP_TIMEOUT_SECONDS)  # {"ready": id}
             config = NodeConfig(
@@ -446,7 +406,8 @@ async def _run_once(
                     await node.wait_applied(node.status().last_index)
             return results
         finally:
-            await _stop_children(children)
+            await _stop_children(supervisor, children)
+            supervisor.kill_all()
 
 
 def _bench_error(exc: BaseException) -> BenchError | None:

@@ -176,7 +176,7 @@ def _pooled(base: RunOptions, seeds: range, jobs: int, out: Path, seconds_max: f
                 if seed is None or time.monotonic() - started > seconds_max:
                     break
                 job = (campaign.options_for(base, seed).to_json(), str(out / f"seed-{seed}"))
-                pending[pool.submit(campaign._run_seed, job)] = seed
+                pending[pool.submit(campaign.run_seed, job)] = seed
             if not pending:
                 break
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)

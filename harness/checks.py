@@ -1,7 +1,9 @@
 """The checks of a run and its verdict.
 
 - ``linearizable``: lincheck on the client history with the workload's model (partitioned by
-  key for the keyed workloads). Unknown when lincheck's time budget runs out.
+  key for the keyed workloads). Unknown when lincheck's time budget runs out. The counter and
+  set workloads are checked by Jepsen's counter and set checkers instead (``counter``, ``set``:
+  ``harness.workload_checks``).
 - ``safety``: Raft's own invariants from what the nodes did (``raftlib.invariants``: election
   safety, state machine safety, committed entries applied unchanged, log matching on the final
   logs), plus the cores' counters of messages no correct peer sends and of refused unsafe acts.
@@ -18,7 +20,8 @@ The verdict is ``invalid`` if any check failed, else ``unknown`` if any could no
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -57,7 +60,27 @@ def lincheck_history(outcome: SimOutcome) -> History:
 
 def model_of(outcome: SimOutcome) -> lincheck.Model:
     workload = outcome.workload
-    return lincheck.get_model(workload.model, workload.initial)
+    model = lincheck.get_model(workload.model, workload.initial)
+    return per_key(model) if workload.keyed else model
+
+
+def _by_key(ops: Sequence[lincheck.Operation]) -> list[tuple[Any, list[lincheck.Operation]]]:
+    parts: dict[Any, list[lincheck.Operation]] = {}
+    for op in ops:
+        parts.setdefault(op.key, []).append(op)
+    return list(parts.items())
+
+
+def _same_model(model: lincheck.Model, key: Any) -> lincheck.Model:
+    return model
+
+
+def per_key(model: lincheck.Model) -> lincheck.Model:
+    """``model`` applied to each key separately (a FIFO queue per key): keys are independent
+    objects, so each is its own partition (P-compositionality). ``kv`` already is."""
+    if model.partition is not None:
+        return model
+    return model._replace(partition=_by_key, part_model=functools.partial(_same_model, model))
 
 
 def check_linearizable(
@@ -106,9 +129,10 @@ def check_safety(outcome: SimOutcome) -> Check:
 
 def check_durability(outcome: SimOutcome) -> Check:
     live = outcome.liveness
+    members = outcome.members
     applied = {
         node: entries for node, entries in outcome.observer.applied.items()
-        if node not in live.lagging
+        if node not in live.lagging and (members is None or node in members)
     }
     acknowledged = outcome.acknowledged
     violations = acknowledged_durable(acknowledged, applied, outcome.observer.snapshots)

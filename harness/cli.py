@@ -1,13 +1,16 @@
 """The ``raft-harness`` command line.
 
     raft-harness run      [run options] [--out DIR]
-    raft-harness campaign --seeds A..B [--jobs J] [run options] [--out DIR]
+    raft-harness campaign --seeds A..B [--jobs J | --scheduler tcp://HOST:PORT] [run options]
+                          [--out DIR]
     raft-harness replay   DIR [--out DIR2]
     raft-harness report   DIR    (re)build DIR/report.html (a campaign DIR: every run's)
 
-Run options: ``--backend sim --nodes N --clients C --workload register|kv|append
+Run options: ``--backend sim --nodes N --clients C --workload register|kv|append|counter|set|queue
 --nemesis partition,kill,pause,...|all|none --time-limit S --seed N --rate OPS
---request-timeout S --nemesis-interval S --recovery-time S --lincheck-timeout S``.
+--request-timeout S --nemesis-interval S --recovery-time S --lincheck-timeout S`` (one flag per
+``RunOptions`` field, derived from it), and one flag per Raft core setting (sim only; derived
+from ``raftlib.core.CoreConfig``: ``--no-pre-vote``, ``--append-entries-max N``, ...).
 
 ``--swarm`` (sim only): each seed draws its own cluster size, workload, clients, rate, fault
 kinds and interval, core and snapshot settings (``harness.swarm``); an option given explicitly
@@ -33,17 +36,10 @@ from typing import Any, NoReturn
 from harness import swarm
 from harness.campaign import JOBS_MAX, SEEDS_MAX, run_campaign
 from harness.nemesis import ScheduleError, schedule_from_json
-from harness.options import (
-    BACKENDS,
-    NEMESIS_KINDS,
-    WORKLOADS,
-    OptionsError,
-    RunOptions,
-    command_line,
-    parse_nemesis,
-)
+from harness.options import OptionsError, RunOptions, command_line, options_fields
 from harness.progress import CampaignProgress, print_outcomes, run_progress
 from harness.runner import EXIT_BY_VERDICT, run
+from raftlib.config_flags import add_core_flags, core_overrides
 
 PROG = "raft-harness"
 EXIT_USAGE = 3
@@ -60,49 +56,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    d = RunOptions()
-    parser.add_argument("--backend", default=d.backend,
-                        help=f"where the cluster runs (available: {', '.join(BACKENDS)})")
-    parser.add_argument("--nodes", type=int, default=d.nodes, help="cluster size")
-    parser.add_argument("--clients", type=int, default=d.clients,
-                        help="concurrent client processes")
-    parser.add_argument("--workload", default=d.workload, help=f"one of {', '.join(WORKLOADS)}")
-    parser.add_argument("--nemesis", default="none",
-                        help=f"comma-separated fault kinds ({', '.join(NEMESIS_KINDS)}), "
-                             "'all' or 'none'")
-    parser.add_argument("--time-limit", type=float, default=d.time_limit,
-                        help="seconds of workload and faults (simulated)")
-    parser.add_argument("--rate", type=float, default=d.rate,
-                        help="target operations per second, all clients together")
-    parser.add_argument("--request-timeout", type=float, default=d.request_timeout,
-                        help="seconds before a client gives up on a request")
-    parser.add_argument("--nemesis-interval", type=float, default=d.nemesis_interval,
-                        help="mean seconds between faults and of each fault")
-    parser.add_argument("--recovery-time", type=float, default=d.recovery_time,
-                        help="seconds the healed cluster has to serve again")
-    parser.add_argument("--lincheck-timeout", type=float, default=d.lincheck_timeout,
-                        help="wall seconds for the linearizability search")
-    parser.add_argument("--bug", default="",
-                        help="switch on a bug of the zoo (sim only; see raft-harness bugs)")
-    parser.add_argument("--ops-limit", type=int, default=0,
-                        help="client operations to invoke at most (0: no limit)")
-    parser.add_argument("--pre-vote", action=argparse.BooleanOptionalAction,
-                        default=d.pre_vote, help="run the Raft core with PreVote (sim only)")
-    parser.add_argument("--check-quorum", action=argparse.BooleanOptionalAction,
-                        default=d.check_quorum,
-                        help="run the Raft core with CheckQuorum leases (sim only)")
-    parser.add_argument("--append-entries-max", type=int, default=d.append_entries_max,
-                        help="entries per AppendEntries message at most (sim only)")
-    parser.add_argument("--snapshot-entries", type=int, default=d.snapshot_entries,
-                        help="snapshot every N applied entries (0: never)")
-    parser.add_argument("--snapshot-trailing", type=int, default=d.snapshot_trailing,
-                        help="log entries kept behind a snapshot for slow followers")
-    parser.add_argument("--snapshot-chunk-bytes", type=int, default=d.snapshot_chunk_bytes,
-                        help="bytes per snapshot chunk sent to a follower")
-    parser.add_argument("--swarm", action="store_true",
-                        help="each seed draws its own nodes, workload, clients, rate, faults, "
-                             "core and snapshot settings (sim only); an option given "
-                             "explicitly pins that setting")
+    """One flag per ``RunOptions`` field (its name, type, default and help declared there),
+    and one per core setting (``CoreConfig``'s declaration). ``--seed`` is ``run``'s alone."""
+    for field in options_fields():
+        if field.name == "seed":
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        if field.name == "nemesis":
+            parser.add_argument(flag, default="none", help=field.metadata["help"])
+            continue
+        if str(field.type) == "bool":
+            parser.add_argument(flag, action="store_true", help=field.metadata["help"])
+            continue
+        kind = {"int": int, "float": float, "str": str}[str(field.type)]
+        parser.add_argument(flag, type=kind, default=field.default, help=field.metadata["help"])
+    add_core_flags(parser, note="; sim only")
     _add_no_progress(parser)
 
 
@@ -125,6 +93,9 @@ def build_parser() -> _Parser:
     p_campaign.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                             help="worker processes")
     p_campaign.add_argument("--out", help="campaign directory (default runs/campaign-A-B)")
+    p_campaign.add_argument("--scheduler", help="run the seeds as tasks on this Dask "
+                                                "scheduler's workers (tcp://HOST:PORT; needs "
+                                                "the dask extra) instead of --jobs processes")
     sub.add_parser("bugs", help="list the bug zoo (for --bug), one line each")
     p_shrink = sub.add_parser("shrink", help="reduce a failing sim run to a smaller one that "
                                              "fails the same check")
@@ -145,7 +116,9 @@ def build_parser() -> _Parser:
 
 
 def _options(args: argparse.Namespace, seed: int) -> RunOptions:
-    options = _given_options(args, seed)
+    values = {field.name: getattr(args, field.name) for field in options_fields()
+              if field.name != "seed"}
+    options = RunOptions(**values, seed=seed, core=core_overrides(args))
     return swarm.draw(seed, options, args.pinned) if options.swarm else options
 
 
@@ -159,20 +132,6 @@ def _pinned(argv: Sequence[str]) -> frozenset[str]:
         action.default = argparse.SUPPRESS
     given, _ = probe.parse_known_args(list(argv))
     return frozenset(vars(given)) & frozenset(swarm.DIMENSIONS)
-
-
-def _given_options(args: argparse.Namespace, seed: int) -> RunOptions:
-    return RunOptions(
-        backend=args.backend, nodes=args.nodes, clients=args.clients, workload=args.workload,
-        nemesis=parse_nemesis(args.nemesis), time_limit=args.time_limit, seed=seed,
-        rate=args.rate, request_timeout=args.request_timeout,
-        nemesis_interval=args.nemesis_interval, recovery_time=args.recovery_time,
-        lincheck_timeout=args.lincheck_timeout, bug=args.bug, ops_limit=args.ops_limit,
-        pre_vote=args.pre_vote, check_quorum=args.check_quorum,
-        append_entries_max=args.append_entries_max,
-        snapshot_entries=args.snapshot_entries, snapshot_trailing=args.snapshot_trailing,
-        snapshot_chunk_bytes=args.snapshot_chunk_bytes, swarm=args.swarm,
-    )
 
 
 def parse_seeds(text: str) -> range:
@@ -274,9 +233,15 @@ def _campaign(args: argparse.Namespace) -> int:
     base = _options(args, seeds.start)
     out = Path(args.out) if args.out else Path("runs") / f"campaign-{seeds.start}-{seeds[-1]}"
 
-    with CampaignProgress(len(seeds), disabled=args.no_progress) as progress:
-        outcomes = run_campaign(base, seeds, args.jobs, out, progress.seed_done,
-                                pinned=args.pinned)
+    from harness.dask_campaign import DaskCampaignError, dask_executor  # distributed: lazily
+
+    try:
+        executor = None if args.scheduler is None else dask_executor(args.scheduler)
+        with CampaignProgress(len(seeds), disabled=args.no_progress) as progress:
+            outcomes = run_campaign(base, seeds, args.jobs, out, progress.seed_done, executor,
+                                    pinned=args.pinned)
+    except DaskCampaignError as exc:
+        raise UsageError(f"{PROG}: {exc}") from None
     from harness.report import write_campaign_index
 
     write_campaign_index(out, outcomes)

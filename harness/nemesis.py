@@ -33,6 +33,11 @@ Kinds and their parameters:
   the new commit never leaves (the leader applied the entry and died before telling anyone,
   so nobody else learns of the commit or of the entries sent with it). Generated windows
   mostly crash before the announcement and keep the node down while others elect a leader.
+- ``member``     a membership change: ``action`` ``grow`` (two non-members become voters, one
+  joint change), ``learner`` (up to two), ``replace`` (a voter out, a non-member in), ``remove``,
+  ``wipe-replace`` (a voter out, its disk lost and its id retired, a new node in as a
+  learner); the window's end restores the starting number of voters (the simulator runs
+  two spare nodes for it).
 - ``crash-new-leader``  a trigger too: while the window is open, a node about to send the first
   AppendEntries of its new term (its no-op is already durable) crashes before that batch
   leaves, and restarts ``restart_ms`` later (longer: others elect a leader meanwhile). Its log
@@ -64,6 +69,9 @@ FAULTS_MAX = 100_000
 # candidate's RequestVote of the same term still finds it.
 RESTART_MS_MAX_GENERATED = 20
 # The trigger kinds: crash a node on what it sends, restart it restart_ms later.
+# What a membership window does (resolved against the configuration when it starts; see
+# harness.sim.membership, whose rules these names stand for).
+MEMBER_ACTIONS = ("grow", "learner", "replace", "remove", "wipe-replace")
 TRIGGER_KINDS = ("crash-after-vote", "crash-after-commit", "crash-new-leader")
 # crash-new-leader keeps its node down this long (ms): long enough for the others to elect a
 # leader of a later term, short enough to come back within the run.
@@ -236,6 +244,8 @@ def _params(kind: str, rng: random.Random, n: int) -> dict[str, Any]:
         rates = [[node, round(rng.choice((0.25, 0.5, 1.0, 2.0, 4.0)) * rng.uniform(0.9, 1.1), 3)]
                  for node in _nodes(n)]
         return {"rates": rates}
+    if kind == "member":
+        return {"action": rng.choice(MEMBER_ACTIONS)}
     raise ScheduleError(f"unknown fault kind {kind!r}")
 
 
@@ -327,6 +337,11 @@ def _check_params(where: str, kind: str, params: Mapping[str, Any], n: int) -> N
                                 f"got {restart_ms:g}")
         if not isinstance(params.get("before_send", False), bool):
             raise ScheduleError(f"{where}: params.before_send must be true or false")
+    elif kind == "member":
+        if params.get("action") not in MEMBER_ACTIONS:
+            raise ScheduleError(
+                f"{where}: params.action must be one of {', '.join(MEMBER_ACTIONS)}"
+            )
     elif kind == "clock":
         rates = params.get("rates")
         if not isinstance(rates, list) or not all(

@@ -11,13 +11,17 @@ naming the option, as the CLI prints it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
+from raftlib.config_flags import core_argv
+from raftlib.core.config import CoreConfig, SettingError, check_overrides, setting_names
+from raftlib.errors import ConfigError
+
 BACKENDS: tuple[str, ...] = ("sim", "live")
-WORKLOADS: tuple[str, ...] = ("register", "kv", "append")
+WORKLOADS: tuple[str, ...] = ("register", "kv", "append", "counter", "set", "queue")
 # Fault kinds a schedule can draw from; "all" selects every one, "none" none.
 NEMESIS_KINDS: tuple[str, ...] = (
     "partition",
@@ -32,11 +36,9 @@ NEMESIS_KINDS: tuple[str, ...] = (
     "crash-after-vote",
     "crash-after-commit",
     "crash-new-leader",
+    "member",
 )
 NODES_MAX = 15
-# raftlib.core.CoreConfig's defaults (not imported: options stay free of the library).
-APPEND_ENTRIES_MAX_DEFAULT = 512
-APPEND_ENTRIES_MAX = 1 << 20
 # The nodes' snapshot thresholds in harness runs: far smaller than raftlib's defaults (10,000
 # entries, 1,024 trailing, 256 KiB chunks), so that a run of a few hundred operations takes
 # several snapshots, compacts its logs and sends InstallSnapshot to nodes that fell behind.
@@ -74,20 +76,70 @@ def nemesis_text(kinds: Sequence[str]) -> str:
     return ",".join(kinds)
 
 
-def _seconds(name: str, value: float, minimum: float, maximum: float) -> None:
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _seconds_in(minimum: float, maximum: float) -> Callable[[Any, attrs.Attribute[Any], Any],
+                                                             None]:
+    def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not minimum <= value <= maximum
+        ):
+            raise OptionsError(f"{_flag(attribute.name)}: must be a number of seconds in "
+                               f"[{minimum:g}, {maximum:g}], got {value!r}")
+    return check
+
+
+def _integer_in(minimum: int, maximum: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not (
+                minimum <= value <= maximum):
+            raise OptionsError(f"{_flag(attribute.name)}: must be an integer in "
+                               f"[{minimum}, {maximum}], got {value!r}")
+    return check
+
+
+def _backend(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in BACKENDS:
+        raise OptionsError(f"--backend: {value!r} is not available (available: "
+                           f"{', '.join(BACKENDS)})")
+
+
+def _workload(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in WORKLOADS:
+        raise OptionsError(f"--workload: unknown workload {value!r} (known: "
+                           f"{', '.join(WORKLOADS)})")
+
+
+def _kinds(value: Any) -> Any:
+    # The CLI's text ("partition,kill", "all") or a sequence of kinds; validation names the
+    # unknown ones.
+    if isinstance(value, str):
+        return parse_nemesis(value)
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
+def _rate(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
         or not math.isfinite(value)
-        or not minimum <= value <= maximum
+        or not 0 < value <= 100_000
     ):
-        raise OptionsError(f"--{name}: must be a number of seconds in [{minimum:g}, {maximum:g}], "
-                           f"got {value!r}")
+        raise OptionsError(f"--rate: must be a number of operations per second in "
+                           f"(0, 100000], got {value!r}")
 
 
-def _integer(name: str, value: int, minimum: int, maximum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        raise OptionsError(f"--{name}: must be an integer in [{minimum}, {maximum}], got {value!r}")
+def _nemesis(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, tuple):
+        raise OptionsError(f"--nemesis: must be a list of fault kinds, got {value!r}")
+    for kind in value:
+        if kind not in NEMESIS_KINDS:
+            raise OptionsError(f"--nemesis: unknown fault kind {kind!r}")
 
 
 def _as_float(value: Any) -> Any:
@@ -98,88 +150,123 @@ def _as_float(value: Any) -> Any:
     return value
 
 
+def _core(value: Any) -> dict[str, Any]:
+    """Core settings as canonical overrides: validated by ``CoreConfig`` itself, sorted, the
+    values equal to its defaults left out."""
+    try:
+        return check_overrides(value, "options.core")
+    except SettingError as exc:
+        raise OptionsError(f"{_flag(exc.name)}: {exc.problem}") from None
+    except ConfigError as exc:
+        raise OptionsError(str(exc)) from None
+
+
+# How ``to_argv`` writes a field: always, or only when it differs from its default (so the
+# command lines of runs that leave it alone do not change when an option is added).
+ALWAYS = "always"
+IF_SET = "if-set"
+
+
+def _legacy(name: str) -> Any:
+    """A core setting's constructor name from before ``core`` existed (``RunOptions(pre_vote=
+    False)``, ``attrs.evolve(options, append_entries_max=1)``), kept so such code still works:
+    the value is folded into ``core`` when the options are built and never stored apart
+    (``options.pre_vote`` reads ``core``). New core settings get no such name: use ``core``."""
+    return attrs.field(default=None, alias=name, eq=False, repr=False,
+                       metadata={"legacy": name})
+
+
+def _flag_value(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise OptionsError(f"{_flag(attribute.name)}: must be true or false, got {value!r}")
+
+
+def option(default: Any, help: str, *, validator: Any = None, converter: Any = None,
+           argv: str = ALWAYS) -> Any:
+    """One run option: its default, validator, help text (the CLI flag's) and argv rule."""
+    return attrs.field(default=default, validator=validator, converter=converter,
+                       metadata={"help": help, "argv": argv})
+
+
 @attrs.frozen
 class RunOptions:
-    backend: str = "sim"
-    nodes: int = 5
-    clients: int = 10
-    workload: str = "register"
-    nemesis: tuple[str, ...] = ()
+    """Every field is one option, declared once: its CLI flag (``--name-with-dashes``), help,
+    default and validator come from here, and ``to_argv``/``to_json``/``from_json`` and the
+    CLI's parser are derived from these fields. The Raft core's settings are not copied here:
+    ``core`` holds overrides of ``raftlib.core.CoreConfig`` (field name -> value), whose
+    declaration gives their flags (``raftlib.config_flags``), defaults and validation."""
+
+    backend: str = option("sim", f"where the cluster runs (available: {', '.join(BACKENDS)})",
+                          validator=_backend)
+    nodes: int = option(5, "cluster size", validator=_integer_in(1, NODES_MAX))
+    clients: int = option(10, "concurrent client processes",
+                          validator=_integer_in(1, CLIENTS_MAX))
+    workload: str = option("register", f"one of {', '.join(WORKLOADS)}",
+                           validator=_workload)
+    nemesis: tuple[str, ...] = option(
+        (), f"comma-separated fault kinds ({', '.join(NEMESIS_KINDS)}), 'all' or 'none'",
+        validator=_nemesis, converter=_kinds)
     # Seconds of workload (and faults), simulated.
-    time_limit: float = attrs.field(default=10.0, converter=_as_float)
-    seed: int = 0
+    time_limit: float = option(10.0, "seconds of workload and faults (simulated)",
+                               validator=_seconds_in(0.1, 86400.0), converter=_as_float)
+    seed: int = option(0, "the run's seed", validator=_integer_in(0, 2**63 - 1))
     # Client operations per second, all clients together (a target).
-    rate: float = attrs.field(default=20.0, converter=_as_float)
+    rate: float = option(20.0, "target operations per second, all clients together",
+                         validator=_rate, converter=_as_float)
     # A client gives up on a request after this; a write's outcome is then unknown.
-    request_timeout: float = attrs.field(default=1.0, converter=_as_float)
+    request_timeout: float = option(1.0, "seconds before a client gives up on a request",
+                                    validator=_seconds_in(0.01, 3600.0), converter=_as_float)
     # Mean quiet time and mean fault duration of a generated schedule.
-    nemesis_interval: float = attrs.field(default=2.0, converter=_as_float)
+    nemesis_interval: float = option(2.0, "mean seconds between faults and of each fault",
+                                     validator=_seconds_in(0.01, 86400.0), converter=_as_float)
     # After the final heal, the bound for the cluster to serve again.
-    recovery_time: float = attrs.field(default=10.0, converter=_as_float)
+    recovery_time: float = option(10.0, "seconds the healed cluster has to serve again",
+                                  validator=_seconds_in(0.5, 86400.0), converter=_as_float)
     # Wall seconds lincheck may search before its verdict is "unknown".
-    lincheck_timeout: float = attrs.field(default=60.0, converter=_as_float)
+    lincheck_timeout: float = option(60.0, "wall seconds for the linearizability search",
+                                     validator=_seconds_in(0.1, 86400.0), converter=_as_float)
     # A bug of the zoo (harness.zoo) switched on for the run ("": none); sim backend only.
-    bug: str = ""
+    bug: str = option("", "switch on a bug of the zoo (sim only; see raft-harness bugs)",
+                      argv=IF_SET)
     # Client operations invoked in all, at most (0: no limit); the shrinker cuts runs with it.
-    ops_limit: int = 0
-    # Settings of the Raft core under test (raftlib.core.CoreConfig), sim backend only: each is
-    # a configuration a user may legitimately choose, and some faults only show under them
-    # (no PreVote/CheckQuorum: competing candidates in one term; one entry per append: an old
-    # term's entries replicate without the new leader's noop).
-    pre_vote: bool = True
-    check_quorum: bool = True
-    append_entries_max: int = APPEND_ENTRIES_MAX_DEFAULT
+    ops_limit: int = option(0, "client operations to invoke at most (0: no limit)",
+                            validator=_integer_in(0, 2**31 - 1), argv=IF_SET)
+    # Settings of the Raft core under test (overrides of raftlib.core.CoreConfig), sim backend
+    # only: each is a configuration a user may legitimately choose, and some faults only show
+    # under them (no PreVote/CheckQuorum: competing candidates in one term; one entry per
+    # append: an old term's entries replicate without the new leader's noop).
+    core: Mapping[str, Any] = attrs.field(factory=dict, converter=_core)
     # Snapshot thresholds of the nodes (raftlib.snapshots.SnapshotPolicy): a snapshot every
     # this many applied entries (0: never), entries kept behind it, bytes per chunk sent to a
     # follower. Tiny values make snapshots, compaction and InstallSnapshot happen all the time.
-    snapshot_entries: int = SNAPSHOT_ENTRIES_DEFAULT
-    snapshot_trailing: int = SNAPSHOT_TRAILING_DEFAULT
-    snapshot_chunk_bytes: int = SNAPSHOT_CHUNK_BYTES_DEFAULT
+    snapshot_entries: int = option(SNAPSHOT_ENTRIES_DEFAULT,
+                                   "snapshot every N applied entries (0: never)",
+                                   validator=_integer_in(0, 2**31 - 1), argv=IF_SET)
+    snapshot_trailing: int = option(SNAPSHOT_TRAILING_DEFAULT,
+                                    "log entries kept behind a snapshot for slow followers",
+                                    validator=_integer_in(0, 2**31 - 1), argv=IF_SET)
+    snapshot_chunk_bytes: int = option(SNAPSHOT_CHUNK_BYTES_DEFAULT,
+                                       "bytes per snapshot chunk sent to a follower",
+                                       validator=_integer_in(1, 16 << 20), argv=IF_SET)
     # The values above were drawn from the seed by harness.swarm (a label: every drawn value is
     # in these options, so a run never depends on how they were drawn).
-    swarm: bool = False
+    swarm: bool = option(False, "each seed draws its own nodes, workload, clients, rate, "
+                         "faults, core and snapshot settings (sim only); an option given "
+                         "explicitly pins that setting", validator=_flag_value, argv=IF_SET)
+    _pre_vote: bool | None = _legacy("pre_vote")
+    _check_quorum: bool | None = _legacy("check_quorum")
+    _append_entries_max: int | None = _legacy("append_entries_max")
 
     def __attrs_post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise OptionsError(
-                f"--backend: {self.backend!r} is not available (available: "
-                f"{', '.join(BACKENDS)})"
-            )
-        if self.workload not in WORKLOADS:
-            raise OptionsError(
-                f"--workload: unknown workload {self.workload!r} (known: {', '.join(WORKLOADS)})"
-            )
-        _integer("nodes", self.nodes, 1, NODES_MAX)
-        _integer("clients", self.clients, 1, CLIENTS_MAX)
-        _integer("seed", self.seed, 0, 2**63 - 1)
-        for kind in self.nemesis:
-            if kind not in NEMESIS_KINDS:
-                raise OptionsError(f"--nemesis: unknown fault kind {kind!r}")
-        _seconds("time-limit", self.time_limit, 0.1, 86400.0)
-        if (
-            isinstance(self.rate, bool)
-            or not isinstance(self.rate, int | float)
-            or not math.isfinite(self.rate)
-            or not 0 < self.rate <= 100_000
-        ):
-            raise OptionsError(f"--rate: must be a number of operations per second in "
-                               f"(0, 100000], got {self.rate!r}")
-        _seconds("request-timeout", self.request_timeout, 0.01, 3600.0)
-        _seconds("nemesis-interval", self.nemesis_interval, 0.01, 86400.0)
-        _seconds("recovery-time", self.recovery_time, 0.5, 86400.0)
-        _seconds("lincheck-timeout", self.lincheck_timeout, 0.1, 86400.0)
-        _integer("ops-limit", self.ops_limit, 0, 2**31 - 1)
-        for name in ("pre_vote", "check_quorum", "swarm"):
-            if not isinstance(getattr(self, name), bool):
-                raise OptionsError(f"--{name.replace('_', '-')}: must be true or false, got "
-                                   f"{getattr(self, name)!r}")
-        _integer("append-entries-max", self.append_entries_max, 1, APPEND_ENTRIES_MAX)
-        _integer("snapshot-entries", self.snapshot_entries, 0, 2**31 - 1)
-        _integer("snapshot-trailing", self.snapshot_trailing, 0, 2**31 - 1)
-        _integer("snapshot-chunk-bytes", self.snapshot_chunk_bytes, 1, 16 << 20)
-        if self.backend != "sim" and self.core_settings():
-            raise OptionsError(f"--{next(iter(self.core_settings())).replace('_', '-')}: core "
-                               "settings apply to the simulated cluster; they need --backend sim")
+        legacy = {f.metadata["legacy"]: getattr(self, f.name) for f in _LEGACY_FIELDS
+                  if getattr(self, f.name) is not None}
+        if legacy:
+            object.__setattr__(self, "core", _core({**self.core, **legacy}))
+            for field in _LEGACY_FIELDS:
+                object.__setattr__(self, field.name, None)
+        if self.backend != "sim" and self.core:
+            raise OptionsError(f"{_flag(next(iter(self.core)))}: core settings apply to the "
+                               "simulated cluster; they need --backend sim")
         if self.bug:
             from harness.zoo import UnknownBug, get
 
@@ -191,12 +278,29 @@ class RunOptions:
                 raise OptionsError("--bug: the bug zoo patches the simulated cluster; it needs "
                                    "--backend sim")
 
+    @property
+    def pre_vote(self) -> bool:
+        return bool(self.core_value("pre_vote"))
+
+    @property
+    def check_quorum(self) -> bool:
+        return bool(self.core_value("check_quorum"))
+
+    @property
+    def append_entries_max(self) -> int:
+        return int(self.core_value("append_entries_max"))
+
+    def with_core(self, **settings: Any) -> RunOptions:
+        """These options with some core settings changed (``CoreConfig`` field names)."""
+        return attrs.evolve(self, core={**self.core, **settings})
+
     def core_settings(self) -> dict[str, Any]:
         """The core settings that differ from raftlib's defaults (empty: the defaults)."""
-        defaults = {"pre_vote": True, "check_quorum": True,
-                    "append_entries_max": APPEND_ENTRIES_MAX_DEFAULT}
-        return {name: getattr(self, name) for name, default in defaults.items()
-                if getattr(self, name) != default}
+        return dict(self.core)
+
+    def core_value(self, name: str) -> Any:
+        """The value the nodes' ``CoreConfig.<name>`` has in this run."""
+        return self.core.get(name, attrs.fields_dict(CoreConfig)[name].default)
 
     def snapshot_settings(self) -> dict[str, int]:
         """The nodes' ``SnapshotPolicy`` fields these options set."""
@@ -213,29 +317,33 @@ class RunOptions:
         """The non-default core settings for people ("" when every one is the default)."""
         words = {"pre_vote": "PreVote off", "check_quorum": "CheckQuorum off"}
         return ", ".join(words.get(name, f"{name.replace('_', '-')}={value}")
-                         for name, value in self.core_settings().items())
+                         for name, value in self.core.items())
 
     def to_json(self) -> dict[str, Any]:
-        out = attrs.asdict(self)
+        """Every option, and the core settings this run changes (flat, by their names: the
+        layout ``results.json`` always had). ``from_json`` rebuilds the options."""
+        out = attrs.asdict(self, filter=lambda a, _: a.name != "core" and a not in _LEGACY_FIELDS)
         out["nemesis"] = list(self.nemesis)
+        out.update(self.core)
         return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str) -> RunOptions:
         if not isinstance(data, Mapping):
             raise OptionsError(f"{where}: options must be a JSON object")
-        names = {field.name for field in attrs.fields(cls)}
-        unknown = sorted(set(data) - names)
+        values = dict(data)
+        # Core settings are recorded flat (as to_json writes them); they become overrides.
+        core = {name: values.pop(name) for name in setting_names() if name in values}
+        names = {field.name for field in options_fields()}
+        unknown = sorted(set(values) - names)
         if unknown:
             raise OptionsError(f"{where}: unknown option {unknown[0]!r}")
-        values = dict(data)
         if "nemesis" in values:
             nemesis = values["nemesis"]
             if not isinstance(nemesis, list) or not all(isinstance(k, str) for k in nemesis):
                 raise OptionsError(f"{where}: options.nemesis must be a list of fault kinds")
-            values["nemesis"] = tuple(nemesis)
         try:
-            return cls(**values)
+            return cls(**values, core=core)
         except OptionsError as exc:
             raise OptionsError(f"{where}: {exc}") from None
         except TypeError as exc:
@@ -244,38 +352,41 @@ class RunOptions:
     def to_argv(self) -> list[str]:
         """The ``raft-harness run`` arguments that rebuild exactly these options. A swarm run
         spells out every setting, default or not: next to ``--swarm`` an explicit option pins
-        its dimension, so the command pins every drawn value."""
+        its setting, so the command pins every drawn value."""
+        argv = ["run"]
         every = self.swarm
-        return [
-            "run",
-            "--backend", self.backend,
-            "--nodes", str(self.nodes),
-            "--clients", str(self.clients),
-            "--workload", self.workload,
-            "--nemesis", nemesis_text(self.nemesis),
-            "--time-limit", repr(float(self.time_limit)),
-            "--rate", repr(float(self.rate)),
-            "--request-timeout", repr(float(self.request_timeout)),
-            "--nemesis-interval", repr(float(self.nemesis_interval)),
-            "--recovery-time", repr(float(self.recovery_time)),
-            "--lincheck-timeout", repr(float(self.lincheck_timeout)),
-            *(["--bug", self.bug] if self.bug else []),
-            *(["--ops-limit", str(self.ops_limit)] if self.ops_limit else []),
-            *(["--pre-vote"] if every and self.pre_vote else []),
-            *([] if self.pre_vote else ["--no-pre-vote"]),
-            *(["--check-quorum"] if every and self.check_quorum else []),
-            *([] if self.check_quorum else ["--no-check-quorum"]),
-            *(["--append-entries-max", str(self.append_entries_max)]
-              if every or self.append_entries_max != APPEND_ENTRIES_MAX_DEFAULT else []),
-            *(["--snapshot-entries", str(self.snapshot_entries)]
-              if every or self.snapshot_entries != SNAPSHOT_ENTRIES_DEFAULT else []),
-            *(["--snapshot-trailing", str(self.snapshot_trailing)]
-              if every or self.snapshot_trailing != SNAPSHOT_TRAILING_DEFAULT else []),
-            *(["--snapshot-chunk-bytes", str(self.snapshot_chunk_bytes)]
-              if every or self.snapshot_chunk_bytes != SNAPSHOT_CHUNK_BYTES_DEFAULT else []),
-            *(["--swarm"] if self.swarm else []),
-            "--seed", str(self.seed),
-        ]
+        for field in attrs.fields(RunOptions):
+            value = getattr(self, field.name)
+            if field.name == "core":
+                argv += core_argv({name: self.core_value(name) for name in setting_names()}
+                                  if every else value)
+            elif field.name == "swarm":
+                argv += ["--swarm"] if value else []
+            elif field in options_fields() and field.name != "seed" and (
+                    every or field.metadata["argv"] == ALWAYS or value != field.default):
+                argv += [_flag(field.name), _argv_text(value)]
+        return [*argv, "--seed", str(self.seed)]
+
+
+_LEGACY_FIELDS = tuple(f for f in attrs.fields(RunOptions) if "legacy" in f.metadata)
+
+
+def options_fields() -> tuple[attrs.Attribute[Any], ...]:
+    """The run options proper: each is one ``--flag`` (the core settings are ``core``)."""
+    return tuple(f for f in attrs.fields(RunOptions)
+                 if f.name != "core" and f not in _LEGACY_FIELDS)
+
+
+assert not set(setting_names()) & {f.name for f in options_fields()}, (
+    "a core setting is named like a run option: to_json writes both flat")
+
+
+def _argv_text(value: Any) -> str:
+    if isinstance(value, tuple):
+        return nemesis_text(value)
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
 
 
 def command_line(argv: Sequence[str]) -> str:

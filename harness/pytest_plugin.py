@@ -15,10 +15,11 @@ The fixture is a function that does the same with any options and returns the ou
         outcomes = raft_campaign(seeds=range(3), nemesis="all", workload="append")
         assert all(o.operations > 10 for o in outcomes)
 
-Options are ``RunOptions`` fields (``nemesis`` as the CLI's text or a tuple; ``seeds`` as
-``"A..B"``, a range or an int count) plus ``jobs``. Sim campaigns are swarm campaigns unless
-``swarm=False``: each seed draws its own cluster size, workload, clients, rate, faults, core
-and snapshot settings (``harness.swarm``), and an option given explicitly pins its setting.
+Options are ``RunOptions`` fields or core settings by name (``pre_vote=False``; ``nemesis``
+as the CLI's text or a tuple; ``seeds`` as ``"A..B"``, a range or an int count) plus ``jobs``.
+Sim campaigns are swarm campaigns unless ``swarm=False``: each seed draws its own cluster size,
+workload, clients, rate, faults, core and snapshot settings (``harness.swarm``), and an option
+given explicitly pins its setting.
 ``expect="invalid"`` inverts the verdict: the test passes only if some run is NOT valid (to
 prove a check or a zoo bug is caught).
 Run directories go under ``--raft-campaign-out DIR`` when given (kept), else a temporary
@@ -37,6 +38,7 @@ from harness import swarm
 from harness.campaign import run_campaign
 from harness.options import OptionsError, RunOptions, parse_nemesis
 from harness.outcomes import SeedOutcome
+from raftlib.core.config import setting_names
 
 MARKER = "raft_campaign"
 # A campaign inside a test suite is meant to be short: more seeds belong in a CLI campaign.
@@ -86,6 +88,10 @@ def _options(overrides: dict[str, Any]) -> RunOptions:
         values["nemesis"] = parse_nemesis(nemesis)
     elif nemesis is not None:
         values["nemesis"] = tuple(nemesis)
+    # Core settings by their own names (pre_vote=False) are overrides of CoreConfig.
+    core = {name: values.pop(name) for name in setting_names() if name in values}
+    if core:
+        values["core"] = {**values.get("core", {}), **core}
     try:
         return RunOptions(**values)
     except TypeError as exc:

@@ -24,7 +24,7 @@ import attrs
 import lincheck
 
 from harness import checks as checks_mod
-from harness import zoo
+from harness import workload_checks, zoo
 from harness.checks import Check, Verdict
 from harness.nemesis import Schedule, generate
 from harness.options import RunOptions, command_line
@@ -87,8 +87,11 @@ def run(
         return _crashed(options, schedule, out_dir, exc, command, time.monotonic() - started)
     simulated_wall = time.monotonic() - started
     progress.phase("checking")
-    lin, history, result = checks_mod.check_linearizable(
-        outcome, options.lincheck_timeout, lincheck_parallel
+    checker = outcome.workload.checker
+    lin, history, result = workload_checks.judge_workload_history(
+        outcome.history.events, checker,
+        checks_mod.model_of(outcome) if checker == "lincheck" else None,
+        options.lincheck_timeout, lincheck_parallel,
     )
     all_checks = [
         lin,
@@ -202,20 +205,21 @@ def _results(
             "history": "history.jsonl",
             "nemesis": "nemesis.json",
             "node_log": "nodes.log",
-            "lincheck_report": "lincheck.html" if all_checks[0].valid is False else None,
+            "lincheck_report": ("lincheck.html" if all_checks[0].name == "linearizable"
+                                and all_checks[0].valid is False else None),
         },
     }
 
 
 def _write_dir(
     out_dir: Path, outcome: SimOutcome, results: dict[str, Any], jsonl: str,
-    history: lincheck.History, result: lincheck.Result, lin: Check,
+    history: lincheck.History | None, result: lincheck.Result | None, lin: Check,
 ) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "history.jsonl").write_text(jsonl, encoding="utf-8")
     (out_dir / "nemesis.json").write_text(outcome.schedule.dumps(), encoding="utf-8")
     (out_dir / "nodes.log").write_text("\n".join(outcome.node_log) + "\n", encoding="utf-8")
-    if lin.valid is False:
+    if lin.valid is False and history is not None and result is not None:
         lincheck.write_html(history, result, out_dir / "lincheck.html",
                             model=checks_mod.model_of(outcome))
     (out_dir / "results.json").write_text(

@@ -3,7 +3,11 @@
     raftlib certs init DIR --nodes 3
     raftlib serve --id 1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data DIR \
         --tls-dir CERTS [--client-port 6379 --client-peers 1=127.0.0.1:6379,...]
-    raftlib cluster --nodes 3 --data DIR [--tls] [--base-port 7001] [--client-base-port 6379]
+    raftlib cluster --nodes 3 --data DIR [--tls] [--base-port 7001] [--client-base-port 6379] \
+        [--metrics-base-port 9101]
+    raftlib member list|add|remove|promote ... --address HOST:PORT   (raftlib.operator_cli)
+    raftlib transfer-leader [ID] --address HOST:PORT
+    raftlib status --address HOST:PORT
 
 Security. ``serve`` refuses to start without TLS material (``--tls-dir DIR`` in the layout
 ``certs init`` writes, or ``--ca/--cert/--key``) unless ``--insecure`` is given, which runs
@@ -25,6 +29,14 @@ replicated KV service answers RESP2 (Redis protocol) on 127.0.0.1:PORT. ``--clie
 gives every node's client address so a follower can redirect writes to the leader
 (``-MOVED 0 HOST:PORT``); without it a follower answers ``-TRYAGAIN``.
 
+``serve --join`` starts a node that joins a running cluster (``--peers``: members to reach,
+and itself): it knows no configuration, never campaigns, and waits for ``raftlib member add``.
+``serve --metrics-port P`` serves Prometheus metrics on 127.0.0.1:P/metrics (``raftlib.metrics``).
+
+Raft core settings: one flag each, generated from ``raftlib.core.CoreConfig``
+(``--election-timeout-ticks-min N``, ``--pre-vote/--no-pre-vote``, ``--append-entries-max N``,
+...; see ``--help``); ``cluster`` passes them to every node.
+
 ``cluster`` starts ``--nodes`` ``serve`` processes on loopback (data in DIR/node-N, logs in
 DIR/node-N.log), prints how to reach them once every client port accepts connections, and stops
 them all on Ctrl-C or SIGTERM.
@@ -42,14 +54,18 @@ import logging
 import math
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 import trio
 
+from raftlib.config_flags import add_core_flags, core_argv, core_overrides
+from raftlib.config_flags import flag as core_flag
+from raftlib.core.config import SettingError, check_overrides
 from raftlib.errors import ConfigError, RaftError, StorageError
 from raftlib.node import NodeConfig, open_node
+from raftlib.operator_cli import add_operator_commands, operator_command, operator_main
 from raftlib.snapshots import SnapshotPolicy
 
 if TYPE_CHECKING:
@@ -144,9 +160,17 @@ def _parser() -> _Parser:
                        help="serve the KV service (RESP2) on 127.0.0.1:PORT")
     serve.add_argument("--client-peers", default=None,
                        help="every member's client address ID=HOST:PORT,... (for redirects)")
+    serve.add_argument("--join", action="store_true",
+                       help="join a running cluster (--peers: members to reach, and this node): "
+                            "start knowing no configuration and wait to be added with "
+                            "`raftlib member add`; keep it on every restart of this node")
+    serve.add_argument("--metrics-port", type=int, default=None,
+                       help="serve Prometheus metrics on 127.0.0.1:PORT/metrics "
+                            "(needs --client-port)")
     _add_security_options(serve)
     _add_limit_options(serve)
     _add_snapshot_options(serve)
+    add_core_flags(serve)
     certs = sub.add_parser("certs", help="make certificates for a cluster")
     certs_sub = certs.add_subparsers(dest="certs_command", required=True, parser_class=_Parser)
     init = certs_sub.add_parser(
@@ -167,12 +191,16 @@ def _parser() -> _Parser:
     cluster.add_argument("--client-base-port", type=int, default=6379,
                          help="RESP port of node 1; node N uses BASE+N-1")
     cluster.add_argument("--tick-ms", type=float, default=25.0, help="tick length (ms)")
+    cluster.add_argument("--metrics-base-port", type=int, default=None,
+                         help="Prometheus metrics of node 1 on this port; node N uses BASE+N-1")
     cluster.add_argument("--tls", action="store_true",
                          help="mutual TLS between nodes and TLS for clients; certificates are "
                               "created in DATA/certs (or --certs) when missing")
     cluster.add_argument("--certs", default=None, help="certificate directory (with --tls)")
     cluster.add_argument("--client-auth", action="store_true",
                          help="with --tls: clients must present a certificate")
+    add_core_flags(cluster, note="; passed to every node")
+    add_operator_commands(sub, _Parser)
     return parser
 
 
@@ -282,8 +310,9 @@ async def _serve(args: argparse.Namespace, peers: dict[int, tuple[str, int]]) ->
         peers={nid: f"{host}:{port}" for nid, (host, port) in peers.items()},
         tick_seconds=args.tick_ms / 1000.0,
         seed=args.seed,
+        join=args.join,
         snapshot=_snapshot_policy(args),
-    )
+    ).with_core(**core_overrides(args))
     security, client_tls = _security(args)
     storage = WalStorage(Path(args.data), allow_missing_hard_state=args.allow_missing_hard_state)
     transport = TcpTransport(
@@ -340,7 +369,8 @@ async def _serve_kv_until(
         await nursery.start(functools.partial(
             serve_kv, config, storage=storage, transport=transport,
             client_port=args.client_port, client_addresses=addresses,
-            service_config=service, server_limits=limits, ssl_context=client_tls))
+            service_config=service, server_limits=limits, ssl_context=client_tls,
+            metrics_port=args.metrics_port))
         _warn_if_insecure(args)
         async for signum in signals:
             log.info("node %d stopping on %s", config.node_id, signal.Signals(signum).name)
@@ -402,6 +432,15 @@ def _check_limit_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--handshake-timeout must be > 0 seconds, got {args.handshake_timeout}")
 
 
+def _check_core_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The core settings given as flags, validated by ``CoreConfig`` (one line naming the
+    setting and the bad value otherwise)."""
+    try:
+        return check_overrides(core_overrides(args), "core settings")
+    except SettingError as exc:
+        raise UsageError(f"{core_flag(exc.name)}: {exc.problem}") from None
+
+
 def _check_port(name: str, port: int) -> None:
     if not 0 < port < 65536:
         raise UsageError(f"{name} must be 1..65535, got {port}")
@@ -420,6 +459,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cluster_main(args)
         if args.command == "certs":
             return _certs_main(args)
+        try:
+            command = operator_command(args)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if command is not None:
+            return operator_main(args, command)
         peers = _check_serve_args(args)
     except UsageError as exc:
         print(f"raftlib: error: {exc}", file=sys.stderr)
@@ -453,8 +498,18 @@ def _check_serve_args(args: argparse.Namespace) -> dict[int, tuple[str, int]]:
                 raise UsageError(str(exc).replace("--peers", "--client-peers")) from None
     if args.id not in peers:
         raise UsageError(f"--id {args.id} is not among --peers ({sorted(peers)})")
+    if args.join and len(peers) < 2:
+        raise UsageError("--join: --peers must list a member of the cluster to join besides "
+                         "this node")
+    if args.metrics_port is not None:
+        if args.client_port is None:
+            raise UsageError("--metrics-port needs --client-port (the KV service serves them)")
+        _check_port("--metrics-port", args.metrics_port)
+        if args.metrics_port == args.client_port:
+            raise UsageError("--metrics-port and --client-port must differ")
     if not args.tick_ms > 0:
         raise UsageError("--tick-ms must be > 0")
+    _check_core_args(args)
     _check_limit_args(args)
     _check_security_args(args)
     return peers
@@ -489,10 +544,18 @@ def _cluster_main(args: argparse.Namespace) -> int:
     _check_port("--client-base-port", args.client_base_port)
     _check_port("--client-base-port (last node)", args.client_base_port + last)
     raft_ports = set(range(args.base_port, args.base_port + args.nodes))
-    if raft_ports & set(range(args.client_base_port, args.client_base_port + args.nodes)):
+    client_ports = set(range(args.client_base_port, args.client_base_port + args.nodes))
+    if raft_ports & client_ports:
         raise UsageError("--base-port and --client-base-port ranges overlap")
+    if args.metrics_base_port is not None:
+        _check_port("--metrics-base-port", args.metrics_base_port)
+        _check_port("--metrics-base-port (last node)", args.metrics_base_port + last)
+        metrics_ports = set(range(args.metrics_base_port, args.metrics_base_port + args.nodes))
+        if metrics_ports & (raft_ports | client_ports):
+            raise UsageError("--metrics-base-port range overlaps the raft or client ports")
     if not args.tick_ms > 0:
         raise UsageError("--tick-ms must be > 0")
+    core = _check_core_args(args)
     data = Path(args.data)
     if data.exists() and not data.is_dir():
         raise UsageError(f"--data {data} exists and is not a directory")
@@ -520,6 +583,8 @@ def _cluster_main(args: argparse.Namespace) -> int:
         tick_ms=args.tick_ms,
         certs=certs,
         client_auth=args.client_auth,
+        core=core,
+        metrics_base_port=args.metrics_base_port,
     )
 
 
@@ -527,14 +592,32 @@ def _cluster_main(args: argparse.Namespace) -> int:
 # children to exit after SIGTERM before it SIGKILLs them.
 CLUSTER_READY_SECONDS_MAX = 20.0
 CLUSTER_STOP_SECONDS_MAX = 10.0
+# How often ``cluster`` looks whether a node died while it runs.
+CLUSTER_WATCH_SECONDS = 0.1
 
 
-def _port_open(port: int) -> bool:
-    import socket
+def cluster_node_argv(
+    node: int,
+    *,
+    nodes: int,
+    data_dir: Path,
+    base_port: int,
+    client_base_port: int,
+    tick_ms: float,
+    security: Sequence[str] = ("--insecure",),
+    core: Mapping[str, Any] | None = None,
+    metrics_base_port: int | None = None,
+) -> list[str]:
+    """The ``serve`` command ``cluster`` runs as node ``node`` (with its data in ``data_dir``)."""
+    from raftlib.supervisor import serve_argv
 
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+    ids = range(1, nodes + 1)
+    metrics = [] if metrics_base_port is None else [
+        "--metrics-port", str(metrics_base_port + node - 1)]
+    return serve_argv(node, peers={i: f"127.0.0.1:{base_port + i - 1}" for i in ids},
+                      data=data_dir, client_port=client_base_port + node - 1,
+                      client_peers={i: f"127.0.0.1:{client_base_port + i - 1}" for i in ids},
+                      tick_ms=tick_ms, flags=[*security, *metrics, *core_argv(core or {})])
 
 
 def run_cluster(
@@ -546,16 +629,18 @@ def run_cluster(
     tick_ms: float,
     certs: Path | None = None,
     client_auth: bool = False,
+    core: Mapping[str, Any] | None = None,
+    metrics_base_port: int | None = None,
 ) -> int:
     """Run ``nodes`` ``serve`` processes until SIGINT/SIGTERM; see the module docstring.
     With ``certs`` (a ``certs init`` directory) the nodes run TLS, else ``--insecure``."""
-    import subprocess
     import time
 
+    from raftlib.supervisor import Supervisor
+
     ids = range(1, nodes + 1)
-    peers = ",".join(f"{i}=127.0.0.1:{base_port + i - 1}" for i in ids)
-    clients = ",".join(f"{i}=127.0.0.1:{client_base_port + i - 1}" for i in ids)
-    data.mkdir(parents=True, exist_ok=True)
+    raft = {i: f"127.0.0.1:{base_port + i - 1}" for i in ids}
+    clients = {i: f"127.0.0.1:{client_base_port + i - 1}" for i in ids}
     security = ["--insecure"] if certs is None else ["--tls-dir", str(certs)]
     if certs is not None and client_auth:
         security.append("--client-auth")
@@ -564,62 +649,52 @@ def run_cluster(
     def on_signal(signum: int, frame: object) -> None:
         stopping.append(signum)
 
+    def command(node: int) -> list[str]:
+        return cluster_node_argv(node, nodes=nodes, data_dir=supervisor.data_dir(node),
+                                 base_port=base_port,
+                                 client_base_port=client_base_port, tick_ms=tick_ms,
+                                 security=security, core=core,
+                                 metrics_base_port=metrics_base_port)
+
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    procs: dict[int, subprocess.Popen[bytes]] = {}
     status = 0
+    supervisor = Supervisor(data, ids, command)
     try:
-        for i in ids:
-            with (data / f"node-{i}.log").open("ab") as out:
-                procs[i] = subprocess.Popen(
-                    [sys.executable, "-m", "raftlib.cli", "serve", "--id", str(i),
-                     "--peers", peers, "--data", str(data / f"node-{i}"),
-                     "--client-port", str(client_base_port + i - 1),
-                     "--client-peers", clients, "--tick-ms", str(tick_ms), *security],
-                    stdout=out, stderr=subprocess.STDOUT,
-                    # Own process group: a terminal's Ctrl-C reaches only this parent, which
-                    # then stops the children in order.
-                    start_new_session=True,
-                )
-        deadline = time.monotonic() + CLUSTER_READY_SECONDS_MAX
-        waiting = set(ids)
-        while waiting and not stopping and time.monotonic() < deadline:
-            waiting = {i for i in waiting if not _port_open(client_base_port + i - 1)}
-            if any(p.poll() is not None for p in procs.values()):
-                break
-            time.sleep(0.1)
-        if waiting and not stopping:
-            print(f"raftlib: error: nodes {sorted(waiting)} did not start; see "
-                  f"{data}/node-N.log", file=sys.stderr)
-            return EXIT_ERROR
-        for i in ids:
-            print(f"node {i}: raft 127.0.0.1:{base_port + i - 1}  "
-                  f"client 127.0.0.1:{client_base_port + i - 1}  log {data}/node-{i}.log")
-        tls = ""
-        if certs is not None:
-            tls = f"--tls --cacert {certs}/ca.pem "
-            if client_auth:
-                tls += f"--cert {certs}/client.pem --key {certs}/client.key "
-        print(f"ready: try `redis-cli {tls}-c -p {client_base_port} SET greeting hello` "
-              "(-c follows MOVED redirects to the leader); Ctrl-C stops the cluster", flush=True)
-        while not stopping:
-            dead = [i for i, p in procs.items() if p.poll() is not None]
-            if dead:
-                print(f"raftlib: error: node {dead[0]} exited with status "
-                      f"{procs[dead[0]].returncode}; stopping the cluster", file=sys.stderr)
-                status = EXIT_ERROR
-                break
-            time.sleep(0.1)
+        with supervisor:
+            for i in ids:
+                supervisor.start(i)
+            waiting = supervisor.wait_ready({i: client_base_port + i - 1 for i in ids},
+                                            CLUSTER_READY_SECONDS_MAX,
+                                            give_up=lambda: bool(stopping))
+            if waiting and not stopping:
+                print(f"raftlib: error: nodes {waiting} did not start; see "
+                      f"{data}/node-N.log", file=sys.stderr)
+                supervisor.stop_all(CLUSTER_STOP_SECONDS_MAX)
+                return EXIT_ERROR
+            for i in ids:
+                metrics = ("" if metrics_base_port is None else
+                           f"  metrics http://127.0.0.1:{metrics_base_port + i - 1}/metrics")
+                print(f"node {i}: raft {raft[i]}  client {clients[i]}{metrics}  log "
+                      f"{supervisor.log_path(i)}")
+            tls = ""
+            if certs is not None:
+                tls = f"--tls --cacert {certs}/ca.pem "
+                if client_auth:
+                    tls += f"--cert {certs}/client.pem --key {certs}/client.key "
+            print(f"ready: try `redis-cli {tls}-c -p {client_base_port} SET greeting hello` "
+                  "(-c follows MOVED redirects to the leader); Ctrl-C stops the cluster",
+                  flush=True)
+            while not stopping:
+                dead = supervisor.reap_unexpected()
+                if dead:
+                    node, code, _ = supervisor.unexpected_exits[0]
+                    print(f"raftlib: error: node {node} exited with status {code}; stopping "
+                          "the cluster", file=sys.stderr)
+                    status = EXIT_ERROR
+                    break
+                time.sleep(CLUSTER_WATCH_SECONDS)
+            supervisor.stop_all(CLUSTER_STOP_SECONDS_MAX)
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + CLUSTER_STOP_SECONDS_MAX
-        for p in procs.values():
-            try:
-                p.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print("cluster stopped", flush=True)

@@ -256,6 +256,24 @@ class KvClient:
     async def cas(self, key: bytes, expected: bytes, new: bytes) -> bool:
         return self._int(await self._request([b"CAS", key, expected, new], write=True)) == 1
 
+    async def sadd(self, key: bytes, *members: bytes) -> int:
+        return self._int(await self._request([b"SADD", key, *members], write=True))
+
+    async def smembers(self, key: bytes) -> list[bytes]:
+        reply = await self._request([b"SMEMBERS", key], write=False)
+        if not (isinstance(reply, list) and all(isinstance(m, bytes) for m in reply)):
+            raise ClientError(f"unexpected SMEMBERS reply {reply!r}")
+        return [m for m in reply if isinstance(m, bytes)]
+
+    async def rpush(self, key: bytes, *values: bytes) -> int:
+        return self._int(await self._request([b"RPUSH", key, *values], write=True))
+
+    async def lpop(self, key: bytes) -> bytes | None:
+        reply = await self._request([b"LPOP", key], write=True)
+        if reply is not None and not isinstance(reply, bytes):
+            raise ClientError(f"unexpected LPOP reply {reply!r}")
+        return reply
+
     async def info(self, address: str) -> dict[str, str]:
         """One node's INFO as a dict (no retries: this asks that node specifically)."""
         with trio.fail_after(self.request_timeout_seconds):

@@ -36,10 +36,12 @@ from typing import Any, Protocol
 
 import attrs
 
+from raftlib.core.membership import Change
 from raftlib.core.raft import RaftCore
 from raftlib.core.types import (
     Anomaly,
     AppendEntries,
+    ConfState,
     Entry,
     EntryKind,
     HardState,
@@ -205,12 +207,16 @@ class DriverHooks:
     term."""
 
     on_apply: Callable[[Sequence[Entry]], None] | None = None
-    on_role: Callable[[Role, NodeId, int], None] | None = None
+    # (role, leader, term, reason: why the role changed, see SoftState.reason)
+    on_role: Callable[[Role, NodeId, int, str], None] | None = None
     # Where anomalies are reported; None: the ``raftlib.driver`` logger at error level (the
     # simulator writes them to its node log instead).
     on_anomaly: Callable[[Anomaly], None] | None = None
     # The state machine was replaced by a snapshot received from the leader (its index).
     on_restore: Callable[[int], None] | None = None
+    # A new cluster configuration took effect (a CONF entry applied, or a snapshot's):
+    # transports learn new members' addresses here.
+    on_conf: Callable[[ConfState], None] | None = None
 
 
 class Driver:
@@ -241,6 +247,8 @@ class Driver:
         self._read_states: list[tuple[int, int]] = []  # (index, request id), served once applied
         self._next_read_id = 1
         self.applied = core.applied_index
+        # The configuration last reported to ``on_conf``.
+        self._conf = core.conf
         # The job handed out and not yet durable (at most one: one Ready at a time).
         self.persisting: PersistJob | None = None
         # Term and vote as last handed to storage, and a commit-only hard state not handed
@@ -323,6 +331,20 @@ class Driver:
         term = self.core.term
         for offset, waiter in enumerate(waiters):
             self.proposals[first + offset] = (term, waiter)
+
+    def propose_conf_change(self, changes: Sequence[Change], waiter: Waiter) -> None:
+        """Propose a membership change (``raftlib.core.membership``); ``waiter`` gets None once
+        it took effect on this node, or the error saying it was not made (NotLeader,
+        ChangeInProgress, MembershipError, ProposalDropped)."""
+        if len(self.proposals) >= self.pending_requests_max:
+            waiter.set_error(ProposalQueueFull("too many proposals pending"))
+            return
+        try:
+            index = self.core.propose_conf_change(changes)
+        except RaftError as exc:
+            waiter.set_error(self._not_leader() if isinstance(exc, NotLeader) else exc)
+            return
+        self.proposals[index] = (self.core.term, waiter)
 
     def read(self, waiter: Waiter) -> int:
         """Start a linearizable read (ReadIndex); ``waiter`` gets the read index once this
@@ -500,7 +522,8 @@ class Driver:
         """Everything in ``rd`` that waits for no sync: committed entries are durable on a
         quorum already (an earlier Ready), reads and role changes depend on no disk."""
         if rd.soft_state is not None and self._hooks.on_role is not None:
-            self._hooks.on_role(rd.soft_state.role, rd.soft_state.leader, self.core.term)
+            soft = rd.soft_state
+            self._hooks.on_role(soft.role, soft.leader, self.core.term, soft.reason)
         if rd.committed:
             if self._hooks.on_apply is not None:
                 self._hooks.on_apply(rd.committed)
@@ -515,6 +538,11 @@ class Driver:
             self._serve_reads()
         if rd.committed and self._snapshots_on:
             self._maybe_snapshot()
+        conf = self.core.conf
+        if conf is not self._conf:
+            self._conf = conf
+            if self._hooks.on_conf is not None:
+                self._hooks.on_conf(conf)
 
     def apply(self, entries: Sequence[Entry]) -> None:
         """Apply the entries after ``applied``, in order, and answer their proposers. Says
@@ -523,6 +551,7 @@ class Driver:
         apply = self.state_machine.apply
         proposals = self.proposals
         normal = EntryKind.NORMAL
+        noop = EntryKind.NOOP
         for entry in entries:
             index = entry.index
             if index != self.applied + 1:
@@ -544,7 +573,7 @@ class Driver:
             if pending is None:
                 continue
             term, waiter = pending
-            if term != entry.term or entry.kind is not normal:
+            if term != entry.term or entry.kind is noop:
                 # Another leader's entry took this index: ours was never committed and never
                 # will be (nobody re-proposes it), so the caller knows it was not applied.
                 waiter.set_error(ProposalDropped(

@@ -35,6 +35,20 @@ class ProposalDropped(RaftError):
     so a retry cannot apply the command twice."""
 
 
+class MembershipError(RaftError, ValueError):
+    """A configuration change that cannot be made (removing a non-member, leaving no voter,
+    a change while the configuration is joint); the message says which rule it breaks."""
+
+
+class ChangeInProgress(RaftError):
+    """The leader has a configuration change that has not taken effect yet (or, newly
+    elected, has not committed an entry of its term): one change at a time. Retry shortly."""
+
+
+class LeadershipTransferFailed(RaftError):
+    """The chosen node did not take leadership in time; the old leader leads on."""
+
+
 class ConfigError(RaftError, ValueError):
     """A configuration value is invalid; the message names the field."""
 

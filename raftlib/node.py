@@ -27,6 +27,7 @@ import math
 import queue
 import random
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -35,18 +36,22 @@ import attrs
 import outcome
 import trio
 
-from raftlib.core.config import CoreConfig
+from raftlib.core.config import CoreConfig, setting_names
+from raftlib.core.membership import Change, ChangeOp, address_of
 from raftlib.core.raft import RaftCore
 from raftlib.core.types import (
     NO_NODE,
+    ConfState,
     Entry,
     Message,
     NodeId,
     Role,
 )
-from raftlib.driver import Driver, DriverHooks, SnapshotTask, recover
+from raftlib.driver import Driver, DriverHooks, PersistJob, SnapshotTask, recover
 from raftlib.errors import (
+    ChangeInProgress,
     ConfigError,
+    LeadershipTransferFailed,
     NotLeader,
     RaftError,
     Stopped,
@@ -67,92 +72,131 @@ def _check_int(name: str, value: object, minimum: int) -> None:
         raise ConfigError(f"NodeConfig.{name} must be an int >= {minimum}, got {value!r}")
 
 
+def _at_least_1(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _check_int(attribute.name, value, 1)
+
+
+def _seconds(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value <= 0):
+        raise ConfigError(f"NodeConfig.{attribute.name} must be a number of seconds > 0, "
+                          f"got {value!r}")
+
+
+def _boolean(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"NodeConfig.{attribute.name} must be a bool, got {value!r}")
+
+
+def _policy(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, SnapshotPolicy):
+        raise ConfigError(f"NodeConfig.snapshot must be a SnapshotPolicy, got {value!r}")
+
+
+def _identity(config: NodeConfig, attribute: attrs.Attribute[Any], value: object) -> None:
+    _check_identity(config)
+
+
+def _core_of_this_node(config: NodeConfig, _: attrs.Attribute[Any], core: object) -> None:
+    if not isinstance(core, CoreConfig):
+        raise ConfigError(f"NodeConfig.core must be a CoreConfig, got {core!r}")
+    if core.node_id != config.node_id:
+        raise ConfigError(f"NodeConfig.core.node_id must be node_id {config.node_id}, "
+                          f"got {core.node_id}")
+    missing = sorted(set(core.voters) - set(config.peers))
+    if missing:
+        raise ConfigError(f"NodeConfig.peers has no address for voters {missing}")
+
+
+def _default_core(config: NodeConfig) -> CoreConfig:
+    _check_identity(config)
+    voters = () if config.join else tuple(sorted(config.peers))
+    return CoreConfig(node_id=config.node_id, voters=voters)
+
+
+def _check_identity(config: NodeConfig) -> None:
+    # Runs before the other validators (the core's default is built from these fields).
+    _check_int("node_id", config.node_id, 1)
+    if not isinstance(config.peers, Mapping) or not config.peers:
+        raise ConfigError(f"NodeConfig.peers must be a non-empty mapping, got {config.peers!r}")
+    for peer, address in config.peers.items():
+        _check_int("peers (node id)", peer, 1)
+        if not isinstance(address, str):
+            raise ConfigError(f"NodeConfig.peers[{peer}] must be an address string")
+    if config.node_id not in config.peers:
+        raise ConfigError(f"NodeConfig.peers must include node_id {config.node_id}")
+
+
 @attrs.frozen
 class NodeConfig:
-    """Everything a node needs to know, validated up front (``ConfigError`` names the field)."""
+    """Everything a node needs to know, validated up front (``ConfigError`` names the field).
 
+    The Raft core's settings are one ``CoreConfig`` (``core``; by default its defaults for
+    ``node_id`` and every peer as a voter); change some with ``with_core``::
+
+        NodeConfig(node_id=1, peers=peers).with_core(pre_vote=False, append_entries_max=64)
+    """
+
+    # Validators run in field order once every field is set (the core's default, built from
+    # node_id and peers, checks them first itself).
     node_id: NodeId
     # Every voting member (this node included) and the address clients and peers reach it at;
     # the address is what ``NotLeader`` reports so a client can retry at the leader.
-    peers: Mapping[NodeId, str]
-    tick_seconds: float = 0.025
-    election_timeout_ticks_min: int = 10
-    election_timeout_ticks_max: int = 20
-    heartbeat_interval_ticks: int = 2
-    pre_vote: bool = True
-    check_quorum: bool = True
-    append_entries_max: int = 512
-    append_bytes_max: int = 1 << 20
-    inflight_appends_max: int = 256
-    uncommitted_entries_max: int = 8192
+    peers: Mapping[NodeId, str] = attrs.field(validator=_identity)
+    tick_seconds: float = attrs.field(default=0.025, validator=_seconds)
+    # Join an existing cluster (``peers`` then lists where its members are reached): the node
+    # starts knowing no configuration (the default core's voters are empty), never campaigns,
+    # and waits for the leader to add it (as a learner first) and send it the log. False:
+    # ``peers`` are the founding voters.
+    join: bool = attrs.field(default=False, validator=_boolean)
+    # The core's settings (elections, heartbeats, PreVote, CheckQuorum, flow control).
+    core: CoreConfig = attrs.field(default=attrs.Factory(_default_core, takes_self=True),
+                                   validator=_core_of_this_node)
     # Inputs (message batches, proposals, reads, ticks) waiting for the raft loop. A full queue
     # makes callers wait and the transport drop, rather than letting memory grow.
-    input_queue_items_max: int = 4096
+    input_queue_items_max: int = attrs.field(default=4096, validator=_at_least_1)
     # Inputs handled per loop iteration before the core's output is processed, so one flood of
     # messages cannot starve ticks or delay fsyncs without bound.
-    inputs_per_iteration_max: int = 4096
+    inputs_per_iteration_max: int = attrs.field(default=4096, validator=_at_least_1)
     # Outstanding proposals and reads this node will track at once.
-    pending_requests_max: int = 65536
+    pending_requests_max: int = attrs.field(default=65536, validator=_at_least_1)
     # How long a read waits for the leader to confirm it (a few heartbeat rounds).
-    read_timeout_seconds: float = 1.0
+    read_timeout_seconds: float = attrs.field(default=1.0, validator=_seconds)
     seed: int | None = None
     # Where a storage that may block (``blocking`` true, like WalStorage) is called. True: in
     # a worker thread of the node, so the Trio loop (and whatever else runs on it) never
     # waits for a disk. False: on the loop itself, which then stalls for each fsync but saves
     # the thread hand-offs (less CPU and latency per sync on a busy machine).
-    storage_thread: bool = True
+    storage_thread: bool = attrs.field(default=True, validator=_boolean)
     # When to snapshot the state machine and compact the log, and how snapshots travel.
-    snapshot: SnapshotPolicy = attrs.field(factory=SnapshotPolicy)
+    snapshot: SnapshotPolicy = attrs.field(factory=SnapshotPolicy, validator=_policy)
 
-    def __attrs_post_init__(self) -> None:
-        _check_int("node_id", self.node_id, 1)
-        if not isinstance(self.peers, Mapping) or not self.peers:
-            raise ConfigError(f"NodeConfig.peers must be a non-empty mapping, got {self.peers!r}")
-        for peer, address in self.peers.items():
-            _check_int("peers (node id)", peer, 1)
-            if not isinstance(address, str):
-                raise ConfigError(f"NodeConfig.peers[{peer}] must be an address string")
-        if self.node_id not in self.peers:
-            raise ConfigError(f"NodeConfig.peers must include node_id {self.node_id}")
-        tick = self.tick_seconds
-        if not isinstance(tick, int | float) or not math.isfinite(tick) or tick <= 0:
-            raise ConfigError(f"NodeConfig.tick_seconds must be > 0, got {tick!r}")
-        if not isinstance(self.snapshot, SnapshotPolicy):
-            raise ConfigError(
-                f"NodeConfig.snapshot must be a SnapshotPolicy, got {self.snapshot!r}"
-            )
-        if not isinstance(self.storage_thread, bool):
-            raise ConfigError(
-                f"NodeConfig.storage_thread must be a bool, got {self.storage_thread!r}"
-            )
-        for name in (
-            "input_queue_items_max",
-            "inputs_per_iteration_max",
-            "pending_requests_max",
-        ):
-            _check_int(name, getattr(self, name), 1)
-        self.core_config()  # the core validates its own fields
+    def with_core(self, **settings: Any) -> NodeConfig:
+        """This configuration with some core settings changed (``CoreConfig`` field names;
+        ``ConfigError`` names a bad one)."""
+        for name in settings:
+            if name not in setting_names():
+                raise ConfigError(f"NodeConfig.with_core: unknown core setting {name!r}")
+        return attrs.evolve(self, core=attrs.evolve(self.core, **settings))
 
-    def core_config(self) -> CoreConfig:
-        return CoreConfig(
-            node_id=self.node_id,
-            voters=tuple(sorted(self.peers)),
-            election_timeout_ticks_min=self.election_timeout_ticks_min,
-            election_timeout_ticks_max=self.election_timeout_ticks_max,
-            heartbeat_interval_ticks=self.heartbeat_interval_ticks,
-            pre_vote=self.pre_vote,
-            check_quorum=self.check_quorum,
-            append_entries_max=self.append_entries_max,
-            append_bytes_max=self.append_bytes_max,
-            inflight_appends_max=self.inflight_appends_max,
-            uncommitted_entries_max=self.uncommitted_entries_max,
-        )
+
+# How long a membership change waits for the one before it (or the leader's automatic leave of a
+# joint configuration) to take effect before it gives up with ChangeInProgress.
+CHANGE_WAIT_SECONDS_MAX = 10.0
+# How long ``promote``/``add_voter`` wait for a learner to catch up before promoting it.
+CATCH_UP_SECONDS_DEFAULT = 30.0
+# A learner counts as caught up when its log is this close to the leader's commit index.
+CATCH_UP_ENTRIES_MAX = 64
 
 
 @attrs.frozen
 class FollowerStatus:
     match_index: int
     next_index: int
+    # "probe", "replicate" or "snapshot" (raftlib.core.progress).
+    state: str = "replicate"
+    # Seconds since this node last heard from it (None: never).
+    last_contact_seconds: float | None = None
 
 
 @attrs.frozen
@@ -171,6 +215,23 @@ class NodeStatus:
     # messages no correct peer could have sent: both stay 0 in a healthy cluster.
     safety_anomalies: int = 0
     invalid_messages: int = 0
+    # The configuration in force on this node (voters, learners, outgoing voters if joint).
+    configuration: ConfState | None = None
+
+
+@attrs.frozen
+class Observation:
+    """What an observer hook sees (hashicorp/raft's Observer): a role change (``kind``
+    "role", with the term, the leader known and why it changed) or a configuration that took
+    effect ("configuration")."""
+
+    kind: str
+    node_id: NodeId
+    role: Role
+    term: int
+    leader: NodeId
+    reason: str = ""
+    configuration: ConfState | None = None
 
 
 @attrs.frozen
@@ -184,6 +245,10 @@ class NodeHooks:
     # The state machine was restored from a snapshot up to this index (on start, or one the
     # leader sent).
     on_restore: Callable[[NodeId, int], None] | None = None
+    # Role, leader and configuration changes (also logged at INFO with their reason).
+    on_observation: Callable[[Observation], None] | None = None
+    # Seconds one storage sync job took (metrics); when None nothing is timed.
+    on_sync: Callable[[float], None] | None = None
 
 
 class _Slot:
@@ -263,6 +328,12 @@ class _CancelRead:
 
 
 @attrs.define
+class _Conf:
+    changes: tuple[Change, ...]
+    slot: _Slot
+
+
+@attrs.define
 class _Call:
     """An operator's call on the core (campaign, transfer), run by the raft loop: only the
     loop touches the core, and its pump then sends what the call produced."""
@@ -282,7 +353,8 @@ class _SyncDone:
 _TICK = _Tick()
 _SYNC_DONE = _SyncDone()
 _Input = (
-    list[Message] | _Propose | _Read | _CancelRead | _Call | _Tick | _SyncDone | _SnapshotWritten
+    list[Message] | _Propose | _Read | _CancelRead | _Call | _Conf | _Tick | _SyncDone
+    | _SnapshotWritten
 )
 
 
@@ -352,8 +424,9 @@ class Node:
         self._applied_changed = trio.Event()
         hooks_ = self._hooks
         on_apply = hooks_.on_apply
-        on_role = hooks_.on_role
         node_id = config.node_id
+        # Seconds (trio clock) each peer was last heard from (status: last contact).
+        self._last_contact: dict[NodeId, float] = {}
         self._driver = Driver(
             core,
             state_machine,
@@ -362,9 +435,8 @@ class Node:
             pending_requests_max=config.pending_requests_max,
             hooks=DriverHooks(
                 on_apply=None if on_apply is None else (lambda es: on_apply(node_id, es)),
-                on_role=None if on_role is None else (
-                    lambda role, _leader, term: on_role(node_id, role, term)
-                ),
+                on_role=self._saw_role,
+                on_conf=self._saw_conf,
                 on_restore=None if hooks_.on_restore is None else functools.partial(
                     hooks_.on_restore, node_id
                 ),
@@ -376,6 +448,8 @@ class Node:
         self._sync_worker: _SyncWorker | None = None
         # The sync's outcome once the worker is back with it.
         self._sync_result: outcome.Outcome[None] | None = None
+        # How long the last sync job took (set by the worker when on_sync is given).
+        self._sync_seconds: float | None = None
 
     # --- public API ---------------------------------------------------------------------
 
@@ -385,8 +459,15 @@ class Node:
 
     def status(self) -> NodeStatus:
         core = self._core.status()
+        now = trio.current_time()
+        contact = self._last_contact
         followers = {
-            peer: FollowerStatus(match_index=p.match, next_index=p.next)
+            peer: FollowerStatus(
+                match_index=p.match,
+                next_index=p.next,
+                state=p.state,
+                last_contact_seconds=now - contact[peer] if peer in contact else None,
+            )
             for peer, p in core.progress.items()
         }
         return NodeStatus(
@@ -400,11 +481,18 @@ class Node:
             followers=followers,
             safety_anomalies=core.safety_anomalies,
             invalid_messages=core.invalid_messages,
+            configuration=core.conf,
         )
+
+    def address_of(self, node_id: NodeId) -> str | None:
+        """Where ``node_id`` is reached: the configuration's address, else the one given at
+        start."""
+        address = address_of(self._core.conf, node_id)
+        return address if address is not None else self.config.peers.get(node_id)
 
     def not_leader(self) -> NotLeader:
         leader = self._core.leader
-        return NotLeader(leader, self.config.peers.get(leader) if leader != NO_NODE else None)
+        return NotLeader(leader, self.address_of(leader) if leader != NO_NODE else None)
 
     async def propose(self, command: bytes) -> Any:
         """Replicate ``command``; return what the state machine's ``apply`` returned for it.
@@ -475,10 +563,124 @@ class Node:
         """Start an election now (tests, operators)."""
         await self._call(self._core.campaign)
 
-    async def transfer_leadership(self, to: NodeId) -> None:
-        """Ask the core to hand leadership to ``to`` (thesis §3.10); returns once the request
-        is in the core (``NotLeader``/``ConfigError`` when it cannot be made)."""
+    async def barrier(self) -> int:
+        """Wait until everything committed before the call is applied here, at a point a
+        leader confirmed (hashicorp's Barrier); returns that index."""
+        return await self.read_barrier()
+
+    async def transfer_leadership(
+        self, to: NodeId | None = None, *, timeout_seconds: float | None = None
+    ) -> NodeId:
+        """Hand leadership to ``to`` (the most caught-up other voter when None; thesis
+        §3.10) and return once it leads. Raises ``NotLeader``, ``ConfigError`` (not a voter)
+        or ``LeadershipTransferFailed`` (it did not take over within ``timeout_seconds``,
+        default two maximum election timeouts: this node leads on)."""
+        self._check_running()
+        if self._core.role is not Role.LEADER:
+            raise self.not_leader()
+        if to is None:
+            to = self._best_successor()
         await self._call(functools.partial(self._core.transfer_leadership, to))
+        if to == self.node_id:
+            return to
+        cfg = self.config
+        if timeout_seconds is None:
+            timeout_seconds = 2 * cfg.core.election_timeout_ticks_max * cfg.tick_seconds
+        with trio.move_on_after(timeout_seconds):
+            while self._core.leader != to or self._core.role is Role.LEADER:
+                self._check_running()
+                await trio.sleep(cfg.tick_seconds)
+            return to
+        raise LeadershipTransferFailed(
+            f"node {to} did not take over within {timeout_seconds:.2f}s "
+            f"(leader now: {self._core.leader or 'unknown'})"
+        )
+
+    def _best_successor(self) -> NodeId:
+        progress = self._core.status().progress
+        voters = [v for v in sorted(set(self._core.conf.voters)) if v != self.node_id]
+        if not voters:
+            raise ConfigError("transfer_leadership: this node is the only voter")
+        return max(voters, key=lambda v: progress[v].match if v in progress else -1)
+
+    # --- membership (hashicorp/raft's AddVoter, AddNonvoter, RemoveServer) -----------------
+
+    def configuration(self) -> ConfState:
+        """The configuration in force on this node (it follows its applied log)."""
+        return self._core.conf
+
+    async def add_learner(self, node_id: NodeId, address: str = "") -> None:
+        """Make ``node_id`` (reached at ``address``) a learner: it receives the log and
+        snapshots but never votes. Returns once the change took effect here (leader only)."""
+        await self.change_membership((Change(ChangeOp.ADD_LEARNER, node_id, address),))
+
+    async def add_voter(
+        self, node_id: NodeId, address: str = "", *,
+        catch_up_seconds: float = CATCH_UP_SECONDS_DEFAULT,
+    ) -> None:
+        """Add ``node_id`` as a voter the safe way: as a learner first, promoted once its
+        log has caught up (so the cluster never waits on an empty node for its quorum)."""
+        conf = self._core.conf
+        if node_id in conf.voters:
+            return
+        if node_id not in conf.learners:
+            await self.add_learner(node_id, address)
+        await self.promote(node_id, catch_up_seconds=catch_up_seconds)
+
+    async def promote(
+        self, node_id: NodeId, *, catch_up_seconds: float = CATCH_UP_SECONDS_DEFAULT
+    ) -> None:
+        """Make the learner ``node_id`` a voter once it caught up (it answers, and its log is
+        within CATCH_UP_ENTRIES_MAX of the commit index; ``RaftError`` after
+        ``catch_up_seconds``)."""
+        with trio.move_on_after(catch_up_seconds):
+            while True:
+                self._check_running()
+                if self._core.role is not Role.LEADER:
+                    raise self.not_leader()
+                follower = self._core.status().progress.get(node_id)
+                if follower is None:
+                    raise ConfigError(f"promote: node {node_id} is not a learner of this cluster")
+                # It answered (replicating, not probing or receiving a snapshot) and its log is
+                # close to the commit index: as a voter it will not hold a quorum back.
+                caught_up = follower.match + CATCH_UP_ENTRIES_MAX >= self._core.commit_index
+                if follower.state == "replicate" and follower.match > 0 and caught_up:
+                    break
+                await trio.sleep(self.config.tick_seconds)
+            await self.change_membership((Change(ChangeOp.ADD_VOTER, node_id),))
+            return
+        raise RaftError(f"node {node_id} did not catch up within {catch_up_seconds}s")
+
+    async def remove(self, node_id: NodeId) -> None:
+        """Remove ``node_id`` (voter or learner). Removing this node, the leader, makes it
+        step down once the change is committed: the others elect a successor."""
+        await self.change_membership((Change(ChangeOp.REMOVE, node_id),))
+
+    async def change_membership(self, changes: Sequence[Change]) -> None:
+        """Make several changes at once (more than one voter: through the joint
+        configuration, left automatically). Returns once the change took effect on this
+        node; waits up to CHANGE_WAIT_SECONDS_MAX for a change still under way."""
+        changes = tuple(changes)
+        with trio.move_on_after(CHANGE_WAIT_SECONDS_MAX):
+            while True:
+                self._check_running()
+                if self._core.role is not Role.LEADER:
+                    raise self.not_leader()
+                slot = _Slot()
+                await self._submit(_Conf(changes, slot))
+                try:
+                    await slot.wait()
+                except ChangeInProgress:
+                    await trio.sleep(self.config.tick_seconds)
+                    continue
+                # Took effect here; a joint change is finished when its leave did too.
+                while self._core.conf.voters_outgoing:
+                    self._check_running()
+                    await trio.sleep(self.config.tick_seconds)
+                return
+        raise ChangeInProgress(
+            f"another configuration change did not finish within {CHANGE_WAIT_SECONDS_MAX}s"
+        )
 
     def statistics(self) -> dict[str, int]:
         driver = self._driver
@@ -517,9 +719,38 @@ class Node:
             await self._in_tx.send(_TICK)
 
     async def _receiver(self) -> None:
+        contact = self._last_contact
         while True:
             batch = await self._endpoint.receive()
+            now = trio.current_time()
+            for message in batch:
+                contact[message.src] = now
             await self._in_tx.send(batch)
+
+    def _saw_role(self, role: Role, leader: NodeId, term: int, reason: str) -> None:
+        log.info("node %d: %s in term %d, leader %s (%s)", self.node_id, role.value, term,
+                 leader or "unknown", reason)
+        hooks = self._hooks
+        if hooks.on_role is not None:
+            hooks.on_role(self.node_id, role, term)
+        if hooks.on_observation is not None:
+            hooks.on_observation(Observation("role", self.node_id, role, term, leader, reason))
+
+    def _saw_conf(self, conf: ConfState) -> None:
+        log.info("node %d: configuration voters=%s learners=%s%s", self.node_id,
+                 list(conf.voters), list(conf.learners),
+                 f" outgoing={list(conf.voters_outgoing)}" if conf.voters_outgoing else "")
+        add_peer = getattr(self._endpoint, "add_peer", None)
+        if add_peer is not None:
+            for member, address in conf.addresses:
+                if member != self.node_id and address:
+                    add_peer(member, address)
+        hooks = self._hooks
+        if hooks.on_observation is not None:
+            core = self._core
+            hooks.on_observation(Observation(
+                "configuration", self.node_id, core.role, core.term, core.leader, "", conf
+            ))
 
     async def _raft_loop(self) -> None:
         limit = self.config.inputs_per_iteration_max
@@ -543,7 +774,6 @@ class Node:
 
     async def _pump(self) -> None:
         driver = self._driver
-        storage = self._storage
         applied = driver.applied
         try:
             if self._sync_result is not None:
@@ -552,6 +782,7 @@ class Node:
                 job = driver.persisting
                 assert job is not None
                 driver.persisted(job)
+                self._report_sync()
             while True:
                 job = driver.pump()
                 if job is None:
@@ -567,11 +798,13 @@ class Node:
                     # followers' fsyncs overlap ours (a waking sync thread would take the GIL
                     # from the sends otherwise).
                     await trio.lowlevel.checkpoint()
+                run = self._job_runner(job)
                 if self._sync_worker is not None:
-                    self._sync_worker.submit(functools.partial(job.run, storage))
+                    self._sync_worker.submit(run)
                     break
-                job.run(storage)
+                run()
                 driver.persisted(job)
+                self._report_sync()
             task = driver.snapshot_task
             if task is not None and self._nursery is not None:
                 # Written on a worker thread while the loop goes on (prepare_snapshot took a
@@ -582,6 +815,24 @@ class Node:
             if driver.applied != applied:
                 self._applied_changed.set()
                 self._applied_changed = trio.Event()
+
+    def _job_runner(self, job: PersistJob) -> Callable[[], None]:
+        run = functools.partial(job.run, self._storage)
+        if self._hooks.on_sync is None:
+            return run
+
+        def timed() -> None:  # in the sync thread; the loop reads the figure after it
+            started = time.perf_counter()
+            run()
+            self._sync_seconds = time.perf_counter() - started
+
+        return timed
+
+    def _report_sync(self) -> None:
+        seconds, self._sync_seconds = self._sync_seconds, None
+        on_sync = self._hooks.on_sync
+        if seconds is not None and on_sync is not None:
+            on_sync(seconds)
 
     def _snapshot_inline(self, task: SnapshotTask) -> None:
         self._driver.snapshot_task = None
@@ -610,6 +861,8 @@ class Node:
             driver.tick()
         elif isinstance(item, _Propose):
             driver.propose(item.datas, item.slots)
+        elif isinstance(item, _Conf):
+            driver.propose_conf_change(item.changes, item.slot)
         elif isinstance(item, _Read):
             item.request_id = driver.read(item.slot)
         elif isinstance(item, _SyncDone):
@@ -678,7 +931,7 @@ async def open_node(
     if recovered.snapshot is not None and hooks is not None and hooks.on_restore is not None:
         hooks.on_restore(config.node_id, recovered.snapshot.index)
     core = RaftCore(
-        config.core_config(),
+        config.core,
         rng if rng is not None else random.Random(config.seed),
         hard_state=recovered.hard_state,
         entries=recovered.entries,

@@ -14,10 +14,17 @@ Commands (arguments are binary-safe; names are case-insensitive)
 ``INCR key`` / ``INCRBY key n`` / ``DECR key``  ``:n`` the new value (signed 64-bit).
 ``CAS key expected new``   ``:1`` if the value was ``expected`` and is now ``new``, else ``:0``
                            (an absent key never equals ``expected``).
+``SADD key member [member ...]``  ``:n`` members that were not in the set yet.
+``SMEMBERS key``           the set's members as an array, sorted bytewise (linearizable read).
+``RPUSH key value [value ...]``  ``:n`` the list's new length.
+``LPOP key``               the list's head, removed; nil when the list is empty or absent.
+                           A key holds a string, a set or a list; a command for another type
+                           gets ``-WRONGTYPE`` (SET replaces a key of any type).
 ``DBSIZE``                 ``:n`` keys (linearizable).
 ``INFO [section]``         text: ``# Raft`` (node_id, role, term, leader_id,
                            leader_client_address, commit_index, applied_index, last_index)
-                           and ``# Keyspace`` (keys, sessions) of this node's view.
+                           and ``# Keyspace`` (keys, sessions) of this node's view, and
+                           ``# Metrics`` (what ``--metrics-port`` exports: ``raftlib.metrics``).
 ``SESSION.OPEN``           ``:id`` registers an exactly-once client session (a log entry).
 ``SESSION.CALL id seq <write command ...>``  runs the write exactly once for (id, seq): number a
                            session's writes 1, 2, 3 ... one at a time and retry a write, on any
@@ -25,6 +32,8 @@ Commands (arguments are binary-safe; names are case-insensitive)
                            an applied write returns the original reply. ``-SESSIONEXPIRED``: the
                            session was dropped (idle too long or evicted), the write's outcome
                            is unknown; ``-STALESEQ``: seq is older than the last one applied.
+``RAFT.MEMBERS``, ``RAFT.ADD``, ``RAFT.PROMOTE``, ``RAFT.REMOVE``, ``RAFT.TRANSFER``,
+``RAFT.STATUS``: the operator's commands (membership, leadership, status; ``raftlib.admin``).
 ``COMMAND``, ``CONFIG GET``, ``SELECT 0``, ``CLIENT ...``: harmless answers so that redis-cli,
 redis-benchmark and redis-py start up. ``QUIT`` closes the connection.
 
@@ -66,7 +75,8 @@ import attrs
 import outcome
 import trio
 
-from raftlib.core.types import NO_NODE, NodeId
+from raftlib.admin import ADMIN_ARITY, Admin
+from raftlib.core.types import NodeId
 from raftlib.errors import NotLeader, ProposalDropped, ProposalQueueFull, Stopped
 from raftlib.kv.commands import (
     NO_SESSION,
@@ -75,15 +85,19 @@ from raftlib.kv.commands import (
     Delete,
     Incr,
     KvError,
+    LPop,
     Op,
     OpenSession,
     Request,
     Result,
+    RPush,
+    SAdd,
     Set,
     encode_command,
 )
 from raftlib.kv.machine import KvStateMachine
-from raftlib.node import Node, NodeConfig, open_node
+from raftlib.metrics import NodeMetrics, info_lines, samples, serve_metrics
+from raftlib.node import Node, NodeConfig, NodeHooks, open_node
 from raftlib.read_batcher import ReadBatcher
 from raftlib.resp.protocol import OK, ErrorReply, Reply, SimpleString
 from raftlib.resp.server import RespServer, ServerLimits, open_tcp_listeners
@@ -140,6 +154,9 @@ _WRITES: dict[bytes, tuple[int, int | None, WriteBuilder]] = {
     b"DECR": (1, 1, lambda a: Incr(a[0], -1)),
     b"INCRBY": (2, 2, lambda a: Incr(a[0], _int_arg(a[1], "increment"))),
     b"CAS": (3, 3, lambda a: Cas(a[0], a[1], a[2])),
+    b"SADD": (2, None, lambda a: SAdd(a[0], tuple(a[1:]))),
+    b"RPUSH": (2, None, lambda a: RPush(a[0], tuple(a[1:]))),
+    b"LPOP": (1, 1, lambda a: LPop(a[0])),
 }
 
 
@@ -183,7 +200,14 @@ class _InOrder:
     fn: Callable[[], Reply]
 
 
-_Step = _Write | _Read | _Local | _InOrder
+@attrs.frozen
+class _Admin:
+    """An operator's command (``raftlib.admin``): awaited in order, like INFO."""
+
+    run: Callable[[], Awaitable[Reply]]
+
+
+_Step = _Write | _Read | _Local | _InOrder | _Admin
 _Planner = Callable[[list[bytes]], _Step]
 
 
@@ -210,10 +234,14 @@ class KvCommandHandler:
         clock: Callable[[], float] = time.time,
         config: KvServiceConfig | None = None,
         read_batcher: ReadBatcher | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.node = node
         self.machine = machine
         self.client_addresses = dict(client_addresses)
+        # Finds members' client addresses (those added later too) for redirects.
+        self.admin = Admin(node, client_addresses)
+        self.metrics = metrics if metrics is not None else NodeMetrics()
         self._clock = clock
         self.config = config or KvServiceConfig()
         # Shares ReadIndex rounds among connections (its ``run`` task must be running); without
@@ -224,6 +252,7 @@ class KvCommandHandler:
             b"PING": (0, 1, lambda a: _Local(a[0] if a else SimpleString("PONG"))),
             b"ECHO": (1, 1, lambda a: _Local(a[0])),
             b"GET": (1, 1, self._get),
+            b"SMEMBERS": (1, 1, self._smembers),
             b"DBSIZE": (0, 0, lambda a: _Read(self.machine.key_count)),
             b"INFO": (0, 1, lambda a: _InOrder(lambda: self.info_text().encode())),
             b"SESSION.OPEN": (0, 0, self._session_open),
@@ -233,6 +262,11 @@ class KvCommandHandler:
             b"SELECT": (1, 1, self._select),
             b"CLIENT": (1, None, lambda a: _Local(OK)),
         }
+        for name, (low, high) in ADMIN_ARITY.items():
+            self._commands[name] = (low, high, self._admin_step(name))
+
+    def _admin_step(self, name: bytes) -> _Planner:
+        return lambda args: _Admin(lambda: self.admin.run(name, args))
 
     async def handle(self, args: list[bytes]) -> Reply:
         """Answer one command."""
@@ -264,6 +298,8 @@ class KvCommandHandler:
                 writes.append((position, step))
             elif isinstance(step, _Read):
                 reads.append((position, step))
+            elif isinstance(step, _Admin):
+                replies[position] = await step.run()
             else:
                 replies[position] = step.fn()
         assert not (reads and writes), "runs alternate: at most one is open"
@@ -318,13 +354,7 @@ class KvCommandHandler:
         return int(self._clock() * 1000)
 
     def _redirect(self, exc: NotLeader) -> ErrorReply:
-        leader = exc.leader_id
-        if leader == NO_NODE or leader == self.node.node_id:
-            return ErrorReply("TRYAGAIN no leader known (election in progress)")
-        address = self.client_addresses.get(leader)
-        if address is None:
-            return ErrorReply(f"TRYAGAIN leader is node {leader}; its client address is unknown")
-        return ErrorReply(f"MOVED 0 {address}")
+        return self.admin.redirect(exc)
 
     def _write_failed(self, exc: BaseException) -> ErrorReply:
         if isinstance(exc, NotLeader):
@@ -342,9 +372,12 @@ class KvCommandHandler:
     async def _run_writes(self, writes: list[tuple[int, _Write]], replies: list[Reply]) -> None:
         """Propose a run of writes as one batch under one shared deadline."""
         outcomes: list[outcome.Outcome[Any]] = []
+        metrics = self.metrics
+        started = metrics.commit_timer()
         try:
             with trio.move_on_after(self.config.request_timeout_seconds):
                 outcomes = await self.node.propose_batch([w.entry for _, w in writes])
+                metrics.proposed(outcomes, started)
         except (NotLeader, Stopped) as exc:  # nothing entered the log
             failed = self._write_failed(exc)
             for position, _ in writes:
@@ -394,7 +427,23 @@ class KvCommandHandler:
 
     def _get(self, args: list[bytes]) -> _Step:
         key = args[0]
-        return _Read(lambda: self.machine.get(key))
+
+        def get() -> Reply:
+            if self.machine.type_of(key) not in (None, "string"):
+                return ErrorReply("WRONGTYPE Operation against a key holding the wrong kind "
+                                  "of value")
+            return self.machine.get(key)
+
+        return _Read(get)
+
+    def _smembers(self, args: list[bytes]) -> _Step:
+        key = args[0]
+
+        def smembers() -> Reply:
+            members = self.machine.smembers(key)
+            return _reply_of(members) if isinstance(members, KvError) else list(members)
+
+        return _Read(smembers)
 
     def _config(self, args: list[bytes]) -> _Step:
         # redis-benchmark asks CONFIG GET save / appendonly; there is no such configuration
@@ -410,7 +459,7 @@ class KvCommandHandler:
 
     def info_text(self) -> str:
         st = self.node.status()
-        leader_address = self.client_addresses.get(st.leader, "") if st.leader else ""
+        leader_address = (self.admin.client_address(st.leader) or "") if st.leader else ""
         lines = [
             "# Server",
             f"raftlib_version:{VERSION}",
@@ -427,6 +476,8 @@ class KvCommandHandler:
             f"keys:{self.machine.key_count()}",
             f"sessions:{len(self.machine.sessions)}",
             f"duplicate_requests:{self.machine.sessions.duplicates}",
+            *info_lines([*samples(self.node, self.metrics),
+                         *self.metrics.histogram_samples()]),
         ]
         return "\r\n".join(lines) + "\r\n"
 
@@ -442,21 +493,33 @@ async def serve_kv(
     service_config: KvServiceConfig | None = None,
     server_limits: ServerLimits | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    metrics_port: int | None = None,
     task_status: trio.TaskStatus[KvCommandHandler] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one KV node and its RESP port until cancelled; with ``ssl_context`` (see
-    ``raftlib.transport.tls.resp_server_context``) clients must speak TLS."""
+    ``raftlib.transport.tls.resp_server_context``) clients must speak TLS. With
+    ``metrics_port`` (0: any free port) Prometheus metrics are served on
+    ``client_host:metrics_port/metrics`` (``raftlib.metrics``)."""
     machine = KvStateMachine()
+    metrics = NodeMetrics(histograms=metrics_port is not None)
+    hooks = NodeHooks(on_observation=metrics.observe,
+                      on_sync=metrics.sync_took if metrics_port is not None else None)
     listeners = await open_tcp_listeners(client_port, client_host, ssl_context=ssl_context)
     async with open_node(config, storage=storage, transport=transport,
-                         state_machine=machine) as node:
+                         state_machine=machine, hooks=hooks) as node:
         batcher = ReadBatcher(node.read_barrier)
         handler = KvCommandHandler(node, machine, client_addresses=client_addresses,
-                                   config=service_config, read_batcher=batcher)
+                                   config=service_config, read_batcher=batcher,
+                                   metrics=metrics)
         server = RespServer(handler.handle, batch=handler.handle_batch, limits=server_limits)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(batcher.run)
             await nursery.start(server.serve, listeners)
+            if metrics_port is not None:
+                port = await nursery.start(serve_metrics, node, metrics, metrics_port,
+                                           client_host)
+                log.info("node %d: metrics on http://%s:%d/metrics", config.node_id,
+                         client_host, port)
             log.info("node %d: RESP%s on %s:%d", config.node_id,
                      " (TLS)" if ssl_context is not None else "", client_host, client_port)
             task_status.started(handler)

@@ -15,7 +15,7 @@ and a ``MemoryStorage`` (crash drops what was not synced), inside one Trio run. 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,7 +25,7 @@ import trio
 from raftlib.core.types import Entry, NodeId, Role
 from raftlib.errors import Stopped
 from raftlib.invariants import Observer, log_matching
-from raftlib.node import Node, NodeConfig, NodeHooks, open_node
+from raftlib.node import Node, NodeConfig, NodeHooks, Observation, open_node
 from raftlib.statemachine import StateMachine
 from raftlib.storage.memory import MemoryStorage
 from raftlib.transport.memory import LinkFaults, MemoryNetwork
@@ -62,6 +62,7 @@ class LocalCluster:
         seed: int = 0,
         faults: LinkFaults | None = None,
         state_machine_factory: Callable[[], StateMachine] = RecordingStateMachine,
+        core: Mapping[str, Any] | None = None,
         **config: Any,
     ) -> None:
         if size < 1:
@@ -70,12 +71,18 @@ class LocalCluster:
         self._seed = seed
         self._rng = random.Random(seed)
         self.ids: tuple[NodeId, ...] = tuple(range(1, size + 1))
+        # The founding voters; nodes added later (``add_member``) join the running cluster.
+        self.founders = self.ids
         self.network = MemoryNetwork(rng_seed=seed)
         if faults is not None:
             self.network.set_faults(faults)
         self._config = config
+        # Core settings the nodes run with (CoreConfig field name -> value).
+        self._core = dict(core or {})
         self._factory = state_machine_factory
         self.observer = Observer()
+        # Sees every node's role and configuration changes (NodeHooks.on_observation).
+        self.on_observation: Callable[[Observation], None] | None = None
         self._members = {
             nid: _Member(storage=MemoryStorage(), state_machine=state_machine_factory())
             for nid in self.ids
@@ -88,8 +95,24 @@ class LocalCluster:
             node_id=node_id,
             peers={nid: f"memory:{nid}" for nid in self.ids},
             seed=self._seed * 1000 + node_id,
+            join=node_id not in self.founders,
             **self._config,
-        )
+        ).with_core(**self._core)
+
+    def add_member(self, node_id: NodeId) -> None:
+        """A new node with an empty disk that will join the running cluster (start it, then
+        have the leader add it)."""
+        if node_id in self._members:
+            raise ValueError(f"node {node_id} exists")
+        self.ids = (*self.ids, node_id)
+        self._members[node_id] = _Member(storage=MemoryStorage(), state_machine=self._factory())
+
+    async def wipe(self, node_id: NodeId) -> None:
+        """The node's disk is lost: stop it and give it empty storage and state."""
+        await self.stop(node_id)
+        member = self._members[node_id]
+        member.storage = MemoryStorage()
+        member.state_machine = self._factory()
 
     def node(self, node_id: NodeId) -> Node:
         member = self._members[node_id]
@@ -117,7 +140,8 @@ class LocalCluster:
 
     async def _run(self, node_id: NodeId, member: _Member, started: trio.Event) -> None:
         hooks = NodeHooks(on_apply=self._on_apply, on_role=self._on_role,
-                          on_restore=self.observer.saw_snapshot)
+                          on_restore=self.observer.saw_snapshot,
+                          on_observation=self._on_observation)
         try:
             with trio.CancelScope() as scope:
                 member.scope = scope
@@ -170,6 +194,10 @@ class LocalCluster:
     def _on_apply(self, node_id: NodeId, entries: Sequence[Entry]) -> None:
         self.observer.saw_applied(node_id, entries)
         self.observer.saw_committed(entries)
+
+    def _on_observation(self, observation: Observation) -> None:
+        if self.on_observation is not None:
+            self.on_observation(observation)
 
     def _on_role(self, node_id: NodeId, role: Role, term: int) -> None:
         if role is Role.LEADER:

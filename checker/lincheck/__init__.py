@@ -13,9 +13,12 @@ an HTML report next to the test's temporary files.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+# mypy reads any TYPE_CHECKING as true; at run time typing is not imported (start-up time).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from lincheck.formats import FORMATS as FORMATS
     from lincheck.formats import history_from_events as history_from_events
     from lincheck.formats import parse_history as parse_history

@@ -8,11 +8,13 @@ property tests use it to judge the real search on histories of a handful of oper
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lincheck.history import History, Operation
 from lincheck.models import INCONSISTENT, Model
-from lincheck.result import Verdict
+
+if TYPE_CHECKING:
+    from lincheck.result import Verdict
 
 # Beyond this many operations the oracle would take far too long to be of use.
 BRUTE_OPERATIONS_MAX = 12

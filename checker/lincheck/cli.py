@@ -17,17 +17,20 @@ stderr, naming the file and line when the input is at fault. ``--json`` prints t
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
 import os
-import re
 import sys
-from collections.abc import Sequence
-from typing import Any, NoReturn
 
 from .history import History, HistoryError
-from .result import Result
+
+# Read by mypy only (it treats any TYPE_CHECKING as true): importing ``typing`` and
+# ``collections.abc`` costs every per-file run a millisecond or two of start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+    from typing import Any, NoReturn
+
+    from .result import Result
 
 EXIT_OK = 0
 EXIT_ILLEGAL = 1
@@ -43,6 +46,59 @@ class UsageError(Exception):
     """Bad arguments or input: the message is the one stderr line; the exit status is 3."""
 
 
+class CheckArgs:
+    """The arguments of ``check``, whether read by the fast path or by argparse."""
+
+    def __init__(self, file: str, model: str, initial: str | None = None, format: str = "auto",
+                 timeout: float | None = None, html: str | None = None, json: bool = False,
+                 allow_empty: bool = False, **_: Any) -> None:
+        self.file, self.model, self.initial, self.format = file, model, initial, format
+        self.timeout, self.html, self.json, self.allow_empty = timeout, html, json, allow_empty
+
+
+# The options of ``check`` the fast path reads: those taking a value, and the switches.
+_CHECK_VALUED = ("--model", "--initial", "--format", "--timeout", "--html")
+_CHECK_SWITCHES = ("--json", "--allow-empty")
+
+
+def parse_check_fast(argv: Sequence[str]) -> CheckArgs | None:
+    """``check`` arguments in their plain shape (``--opt value`` or ``--opt=value``, one FILE,
+    no abbreviations, nothing starting with ``-`` where a value goes), read without argparse;
+    None for anything else, which argparse then reads and, if need be, reports. argparse
+    (and gettext and locale with it) is a few milliseconds of a per-file run's start-up; the
+    fast path accepts nothing argparse would refuse, and reads everything as argparse does."""
+    if len(argv) < 2 or argv[0] != "check":
+        return None
+    file: str | None = None
+    values: dict[str, str] = {}
+    switches: set[str] = set()
+    rest = list(argv[1:])
+    while rest:
+        arg = rest.pop(0)
+        name, eq, inline = arg.partition("=")
+        if arg in _CHECK_SWITCHES:
+            switches.add(arg)
+        elif name in _CHECK_VALUED and eq:
+            values[name] = inline
+        elif arg in _CHECK_VALUED and rest and not rest[0].startswith("-"):
+            values[arg] = rest.pop(0)
+        elif file is None and arg and not arg.startswith("-"):
+            file = arg
+        else:
+            return None
+    timeout = values.get("--timeout")
+    if file is None or "--model" not in values or (
+            values.get("--format", "auto") not in FORMAT_CHOICES):
+        return None
+    try:
+        seconds = None if timeout is None else _timeout(timeout)
+    except ValueError:
+        return None
+    return CheckArgs(file, values["--model"], values.get("--initial"),
+                     values.get("--format", "auto"), seconds, values.get("--html"),
+                     "--json" in switches, "--allow-empty" in switches)
+
+
 def _terminal_columns() -> int:
     try:
         return int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(sys.stdout.fileno())[0]
@@ -50,36 +106,43 @@ def _terminal_columns() -> int:
         return 80
 
 
-class HelpFormatter(argparse.HelpFormatter):
-    """argparse's formatter, given the width so that it does not import ``shutil`` (and with
-    it three compression modules) on every run, for the terminal size: start-up time."""
-
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, width=_terminal_columns() - 2)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports errors as one line and lets ``main`` exit 3 (argparse uses 2)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", HelpFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message} (see --help)")
-
-
 def _timeout(text: str) -> float:
+    """Seconds from ``--timeout``; ValueError (argparse reports it as a bad value)."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+        raise ValueError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):  # also refuses nan
+        raise ValueError(f"must be a positive number of seconds: {text!r}")
     return value
 
 
-def build_parser() -> ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
+    class HelpFormatter(argparse.HelpFormatter):
+        """argparse's formatter, given the width so that it does not import ``shutil`` (and
+        with it three compression modules) for the terminal size: start-up time."""
+
+        def __init__(self, prog: str) -> None:
+            super().__init__(prog, width=_terminal_columns() - 2)
+
+    class ArgumentParser(argparse.ArgumentParser):
+        """argparse that reports errors as one line and lets ``main`` exit 3 (argparse: 2)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("formatter_class", HelpFormatter)
+            super().__init__(*args, **kwargs)
+
+        def error(self, message: str) -> NoReturn:
+            raise UsageError(f"{self.prog}: {message} (see --help)")
+
+    def seconds(text: str) -> float:
+        try:
+            return _timeout(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
     parser = ArgumentParser(
         prog=PROG,
         description="Check histories of concurrent operations for linearizability.",
@@ -102,7 +165,7 @@ def build_parser() -> ArgumentParser:
     check.add_argument("--format", choices=FORMAT_CHOICES, default="auto")
     check.add_argument(
         "--timeout",
-        type=_timeout,
+        type=seconds,
         metavar="SECONDS",
         help="deadline; past it the verdict is unknown",
     )
@@ -126,11 +189,14 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    parser = build_parser()
+    argv = list(argv) if argv is not None else sys.argv[1:]
     try:
-        args = parser.parse_args(list(argv) if argv is not None else None)
+        fast = parse_check_fast(argv)
+        if fast is not None:
+            return _check(fast)
+        args = build_parser().parse_args(argv)
         if args.command == "check":
-            return _check(args)
+            return _check(CheckArgs(**vars(args)))
         if args.command == "models":
             return _models()
         return _convert(args)
@@ -176,6 +242,8 @@ def _model(name: str, initial_text: str | None) -> Any:
 
     initial: Any = None
     if initial_text is not None:
+        import json
+
         try:
             initial = json.loads(initial_text)
         except ValueError as error:
@@ -186,7 +254,7 @@ def _model(name: str, initial_text: str | None) -> Any:
         raise UsageError(f"{PROG}: --model {name}: {error}") from None
 
 
-def _check(args: argparse.Namespace) -> int:
+def _check(args: CheckArgs) -> int:
     from .search import check
     from .validate import require_operations, validate_functions
 
@@ -207,6 +275,8 @@ def _check(args: argparse.Namespace) -> int:
             ) from None
     # Each report module is imported only when its output is asked for (start-up time).
     if args.json:
+        import json
+
         from .report_json import result_to_json
 
         print(json.dumps(result_to_json(result, history), ensure_ascii=False))
@@ -230,6 +300,8 @@ def _models() -> int:
 def _model_summary(name: str, entry: Any) -> str:
     """One line about a model: its own description or docstring, else its entry in the table of
     built-ins in ``lincheck.models``' docstring (``name``  text), so there is one source."""
+    import re
+
     from . import models
 
     text = getattr(entry, "description", None) or getattr(entry, "__doc__", None) or ""

@@ -16,7 +16,11 @@ the colon, so ``Keyword("read") == "read"``). Anything else raises ``EdnError`` 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+
+# Run time needs nothing from typing (importing it costs a per-file run).
+TYPE_CHECKING = False  # mypy reads any TYPE_CHECKING as true: typing is for it alone
+if TYPE_CHECKING:
+    from typing import Any
 
 # Deeper nesting than this is hostile or broken input; Jepsen ops nest 3 or 4 levels.
 EDN_DEPTH_MAX = 100
@@ -57,8 +61,15 @@ _CLOSERS = {"[": "]", "(": ")", "{": "}"}
 _BACKSLASH = "\\"  # Python 3.11 allows no backslash inside an f-string's braces
 
 
+# Values that are their own frozen form, tested by exact type first: models freeze values at
+# every step, so this is on the search's hottest path (an isinstance against a union is slow).
+_ATOMS = frozenset({int, str, float, bool, type(None), Keyword, Symbol})
+
+
 def freeze(value: Any) -> Any:
     """A hashable equivalent of a read value: lists become tuples, dicts sorted item tuples."""
+    if type(value) in _ATOMS:
+        return value
     if isinstance(value, list | tuple):
         return tuple(freeze(v) for v in value)
     if isinstance(value, dict):

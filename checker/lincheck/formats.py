@@ -46,16 +46,25 @@ comparison, ``:fail :read`` an unknown read.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import IO, Any, cast
 
 from lincheck import edn
-from lincheck.history import EVENT_TYPES, Event, EventType, History, HistoryError
-from lincheck.validate import Dialect, build_history
+from lincheck.history import EVENT_TYPES, Event, History, HistoryError
+from lincheck.validate import build_history
+
+# Run time needs nothing from typing (importing it costs a per-file run).
+TYPE_CHECKING = False  # mypy reads any TYPE_CHECKING as true: typing is for it alone
+if TYPE_CHECKING:
+    from typing import IO, Any, cast
+
+    from lincheck.history import EventType
+    from lincheck.validate import Dialect
+else:
+    def cast(_type: object, value: object) -> object:
+        return value
 
 FORMATS: tuple[str, ...] = ("auto", "jsonl", "edn", "porcupine-etcd", "porcupine-kv")
 
@@ -96,7 +105,7 @@ def _event_from_mapping(rec: Mapping[Any, Any], position: int, source: str, line
                               or index < 0):
         raise HistoryError(source, line, f"index must be a non-negative integer, not {index!r}")
     key = rec.get("key")
-    return Event(index=position, process=process, type=cast(EventType, str(kind)), f=str(f),
+    return Event(index=position, process=process, type=cast("EventType", str(kind)), f=str(f),
                  value=rec.get("value"), key=edn.freeze(key), time=time, line=line)
 
 
@@ -121,6 +130,8 @@ def _events(records: list[tuple[int, Any]], source: str, time_scale: float) -> l
 
 
 def _jsonl_records(text: str, source: str) -> list[tuple[int, Any]]:
+    import json  # here, not at the top: the other formats' per-file runs start faster
+
     records: list[tuple[int, Any]] = []
     # JSON Lines are separated by "\n" only: str.splitlines() would also split at U+0085 and
     # U+2028 inside a JSON string (found by the Hypothesis search profile).
@@ -212,7 +223,7 @@ def _etcd_events(text: str, source: str) -> list[Event]:
                                f"unknown type {kind_s!r} (expected invoke, ok, fail or info)")
         if not f_s.startswith(":") or len(f_s) < 2:
             raise HistoryError(source, n, f"f must be a keyword, not {f_s!r}")
-        events.append(Event(len(events), _process_of(proc, source, n), cast(EventType, kind),
+        events.append(Event(len(events), _process_of(proc, source, n), cast("EventType", kind),
                             f_s[1:], value, None, None, n))
     return events
 
@@ -238,6 +249,8 @@ def _detect(text: str) -> str:
     if first.startswith(("[", "(")):
         return "edn"
     if first.startswith("{"):
+        import json
+
         try:
             json.loads(first)
             return "jsonl"
@@ -347,6 +360,8 @@ def write_jsonl(history_or_events: History | Iterable[Event],
     unknown outcome that never completed is written as an invocation alone. Events are written
     as they are.
     """
+    import json
+
     events = (_events_of(history_or_events) if isinstance(history_or_events, History)
               else iter(history_or_events))
     lines = []

@@ -9,9 +9,14 @@ are kept for the report's timeline and left out of the check.
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+# Run time needs nothing from typing (importing it costs a per-file run): see _records.
+TYPE_CHECKING = False  # mypy reads any TYPE_CHECKING as true: typing is for it alone
+if TYPE_CHECKING:
+    from typing import Any, Literal, NamedTuple
 
-EventType = Literal["invoke", "ok", "fail", "info"]
+    EventType = Literal["invoke", "ok", "fail", "info"]
+else:
+    from lincheck._records import Record as NamedTuple
 EVENT_TYPES: frozenset[str] = frozenset(("invoke", "ok", "fail", "info"))
 NEMESIS = "nemesis"
 

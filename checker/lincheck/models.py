@@ -39,6 +39,10 @@ Optional fields, each a pure function:
 ``append_view(op) -> ("append", element) | ("read", value) | None``  likewise for a list
     that only grows at its end: what an op appends (its input) or reads (its output),
     frozen; None for any other op. Appends of distinct elements are then decided the same way.
+``droppable(ops) -> set of op ids``  ops of unknown outcome that a linearization may always
+    leave out, because without them every other op still sees what it saw (a queue's crashed
+    enqueue of an element no dequeue returned). The search drops them: each otherwise
+    multiplies the orders it tries. A wrong answer makes verdicts wrong.
 ``describe_op(op)`` and ``describe_state(state)``  short text for reports.
 
 ``get_model(name, initial)`` builds a built-in model; ``initial`` is its ``--initial`` JSON value
@@ -64,10 +68,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import Any, Final, NamedTuple
 
 from lincheck.edn import freeze
 from lincheck.history import Operation
+
+# Run time needs nothing from typing (importing it costs a per-file run): see _records.
+TYPE_CHECKING = False  # mypy reads any TYPE_CHECKING as true: typing is for it alone
+if TYPE_CHECKING:
+    from typing import Any, Final, NamedTuple
+else:
+    from lincheck._records import Record as NamedTuple
 
 __all__ = ["INCONSISTENT", "MODELS", "Model", "describe_operation", "get_model"]
 
@@ -145,6 +155,7 @@ class Model(NamedTuple):
     register_view: Callable[[Operation], tuple[str, Any] | None] | None = None
     append_view: Callable[[Operation], tuple[str, Any] | None] | None = None
     initial: Any = None
+    droppable: Callable[[Sequence[Operation]], set[int]] | None = None
 
 
 # --- register and cas-register ---------------------------------------------------------------
@@ -243,7 +254,8 @@ def cas_register(initial: Any = None) -> Model:
 
 # --- mappings held as frozensets of (key, value) pairs -----------------------------------------
 
-Mapping_ = frozenset[tuple[Any, Any]]
+if TYPE_CHECKING:
+    Mapping_ = frozenset[tuple[Any, Any]]
 
 
 def _lookup(state: Mapping_, key: Any, default: Callable[[Any], Any]) -> Any:
@@ -539,6 +551,21 @@ def _fifo_step(queue: tuple[Any, ...], op: Operation) -> Any:
     return queue[1:] if queue and queue[0] == freeze(op.output) else INCONSISTENT
 
 
+def _unobserved_enqueues(ops: Sequence[Operation]) -> set[int]:
+    """Enqueues of unknown outcome whose element no dequeue returned. Leaving one out of a
+    linearization (with the crashed dequeue that took its element, if any) changes no other
+    op's output: while the element is queued, no dequeue that returned something reached it
+    (it would have returned it) and no dequeue saw the queue empty; once a crashed dequeue
+    took it, the states are the same again. Holds for FIFO and unordered queues alike."""
+    try:
+        returned = {freeze(op.output) for op in ops
+                    if op.f == "dequeue" and op.status == "ok" and op.output is not None}
+        return {op.id for op in ops if op.f == "enqueue" and op.status == "info"
+                and freeze(op.input) not in returned}
+    except TypeError:  # an unhashable element: keep every op
+        return set()
+
+
 def _start_sequence(initial: Any) -> tuple[Any, ...]:
     return tuple(freeze(v) for v in (initial or ()))
 
@@ -547,13 +574,13 @@ def unordered_queue(initial: Any = None) -> Model:
     start = tuple(sorted(_start_sequence(initial), key=repr))
     return Model("unordered-queue", functools.partial(_const, start), _bag_step,
                  frozenset({"enqueue", "dequeue"}), read_only=_dequeue_sees_empty,
-                 step_unknown=_bag_unknown, initial=initial)
+                 step_unknown=_bag_unknown, initial=initial, droppable=_unobserved_enqueues)
 
 
 def fifo_queue(initial: Any = None) -> Model:
     return Model("fifo-queue", functools.partial(_const, _start_sequence(initial)), _fifo_step,
                  frozenset({"enqueue", "dequeue"}), read_only=_dequeue_sees_empty,
-                 initial=initial)
+                 initial=initial, droppable=_unobserved_enqueues)
 
 
 MODELS: dict[str, Callable[[Any], Model]] = {

@@ -33,10 +33,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .history import NEMESIS, Event, History, Operation
 from .report_text import (
-    DescribesOps,
     describe_key,
     describe_lines,
     describe_op,
@@ -48,6 +48,9 @@ from .report_text import (
     unplaced_of,
 )
 from .result import PartitionResult, Result
+
+if TYPE_CHECKING:
+    from .report_text import DescribesOps
 
 # Limits that keep the page light enough for a browser with histories of any size.
 ops_drawn_per_partition_max = 1500

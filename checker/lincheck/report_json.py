@@ -45,11 +45,15 @@ objects to their ``repr``; non-finite floats to strings.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from .history import History, Operation
 from .report_text import ordered_partitions, unplaced_of
 from .result import PartitionResult, Result
+
+# mypy reads any TYPE_CHECKING as true; at run time typing is not imported (start-up time).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 SCHEMA = "lincheck.result/1"
 failure_ops_shown_max = 10

@@ -17,13 +17,16 @@ remaining operations were invoked after the culprit returned, so they cannot go 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
-from typing import Any, Protocol
 
 from .history import History, Operation
 from .result import Candidate, PartitionResult, Result
+
+# Run time needs nothing from typing (importing it costs a per-file run).
+TYPE_CHECKING = False  # mypy reads any TYPE_CHECKING as true: typing is for it alone
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
 # How much of a failure the terminal shows: enough to see the cause, short enough to read.
 last_steps_shown_max = 6
@@ -38,10 +41,11 @@ value_chars_max = 60
 state_chars_max = 80
 
 
-class DescribesOps(Protocol):
-    """The part of a model the reports use, when a caller passes one."""
+if TYPE_CHECKING:
+    class DescribesOps(Protocol):
+        """The part of a model the reports use, when a caller passes one."""
 
-    def describe_op(self, op: Operation) -> str: ...
+        def describe_op(self, op: Operation) -> str: ...
 
 
 def format_value(value: Any, chars_max: int = value_chars_max) -> str:
@@ -52,7 +56,13 @@ def format_value(value: Any, chars_max: int = value_chars_max) -> str:
         text = "true" if value else "false"
     elif isinstance(value, float) and not math.isfinite(value):
         text = repr(value)
+    elif type(value) is int:  # the common cases, without importing json for them
+        text = str(value)
+    elif type(value) in (list, tuple) and all(type(v) is int for v in value):
+        text = "[" + ", ".join(map(str, value)) + "]"  # as json.dumps writes it
     else:
+        import json  # here: a per-file run that prints no other value skips its import
+
         try:
             text = json.dumps(value, ensure_ascii=False, default=_json_fallback)
         except (TypeError, ValueError):
@@ -440,6 +450,8 @@ def _rejection(op: Operation, was: str, model: DescribesOps | None, model_name: 
     if value_model and not unknown and op.f in ("read", "get"):
         said = _read_mismatch(op, was)
         if said and model_name == "kv" and op.output is None:
+            import json
+
             said += KV_NULL_READ_NOTE.format(key=json.dumps({str(op.key): None}))
         if said:
             return said

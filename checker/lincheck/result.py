@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+# Run time needs nothing from typing (importing it costs a per-file run): see _records.
+TYPE_CHECKING = False  # mypy reads any TYPE_CHECKING as true: typing is for it alone
+if TYPE_CHECKING:
+    from typing import Any, Literal, NamedTuple
 
-Verdict = Literal["ok", "illegal", "unknown"]
+    Verdict = Literal["ok", "illegal", "unknown"]
+else:
+    from lincheck._records import Record as NamedTuple
+
 # What decided a partition: the search, or the zone algorithm (``lincheck.zones``: registers
 # whose writes are distinct, in O(n log n)).
-DecidedBy = Literal["search", "zones"]
+if TYPE_CHECKING:
+    DecidedBy = Literal["search", "zones"]
 
 # What the model said to an operation that could have gone next after the longest partial
 # linearization (see ``Candidate``).
-CandidateOutcome = Literal["rejected", "unhelpful", "allowed"]
+if TYPE_CHECKING:
+    CandidateOutcome = Literal["rejected", "unhelpful", "allowed"]
 
 
 # NamedTuples rather than dataclasses, for start-up time (see lincheck.history).

@@ -31,6 +31,13 @@ Pruning, each justified where it is applied:
 * lookahead (``model.may_reach``): a configuration where an open read can no longer become
   consistent with the operations that may still be placed before it returns is abandoned at
   once, instead of at that read's return.
+* a value someone still needs is never overwritten for good (register-like models, see
+  ``_Partition.value_lost``): an operation is not placed where it moves the register off a
+  value that an op not placed yet needs (a read of it, an ok cas expecting it) when no op not
+  placed yet may write that value again. A stale read is then refuted where its value is
+  overwritten rather than thousands of operations later at the read itself. A cas of unknown
+  outcome that alone writes a value a completed op needs counts as needing its expected
+  value (it must have happened), up chains of such cas.
 
 A partition is illegal when every alternative fails. What the report then shows:
 
@@ -69,14 +76,20 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from typing import Any
 
 from lincheck.edn import freeze
 from lincheck.history import History, Operation
 from lincheck.models import INCONSISTENT, Model
-from lincheck.result import Candidate, DecidedBy, PartitionResult, Result, Verdict
+from lincheck.result import Candidate, PartitionResult, Result
 from lincheck.validate import validate_functions
 from lincheck.zones import decide as decide_by_zones
+
+# Run time needs nothing from typing (importing it costs a per-file run).
+TYPE_CHECKING = False  # mypy reads any TYPE_CHECKING as true: typing is for it alone
+if TYPE_CHECKING:
+    from typing import Any
+
+    from lincheck.result import DecidedBy, Verdict
 
 __all__ = ["check", "check_partition"]
 
@@ -88,6 +101,12 @@ SLICE_PAUSES_FIRST = 16
 SLICE_GROWTH = 4
 # Beyond this many candidate ops, looking ahead for a read costs more than it saves.
 REACH_OPS_MAX = 256
+# Branch points whose open ops are kept indexed by value (``_Partition.value_lost``); each
+# holds about as much as the open ops there. Cleared when full: a cache.
+OPEN_INDEX_POSITIONS_MAX = 4096
+# Lookahead answers kept per partition, (read, state) -> hopeless; cleared when full (a cache:
+# dropping it costs time, not correctness). About 0.2 KiB each.
+REACH_CACHE_ENTRIES_MAX = 200_000
 # Failure-memo and visited-set entries held at once by the searches of one process (about
 # 0.3 KiB each): the search's only structures that grow with the work done, not the input.
 MEMO_ENTRIES_MAX = 1_000_000
@@ -105,12 +124,11 @@ PARALLEL_PARTITIONS_MIN = 4
 PARALLEL_WORKERS_MAX = 8
 
 # A linearization under construction: a persistent list (op id, state after, parent, length).
-Path = tuple[int, Any, Any, int] | None
-
-
-# A configuration: (linearized mask, state, state key, path).
-_Goal = tuple[int, Any, Hashable, Path]
-Outcome = tuple[Verdict, Path]
+if TYPE_CHECKING:
+    Path = tuple[int, Any, Any, int] | None
+    # A configuration: (linearized mask, state, state key, path).
+    _Goal = tuple[int, Any, Hashable, Path]
+    Outcome = tuple[Verdict, Path]
 
 
 class _Deadline(Exception):
@@ -171,7 +189,10 @@ def _unobserved_writes(ops: Sequence[Operation], model: Model) -> set[int]:
     leaves until the next write are observed by no one, so without it every operation still
     sees what it saw (a failed cas would not: it observes a value it was not, hence the
     condition). Crashed writes of values nobody read are common, and each one otherwise
-    multiplies the orders the search tries."""
+    multiplies the orders the search tries. A model may say which ops it can drop itself
+    (``model.droppable``: a queue's crashed enqueues of elements no dequeue returned)."""
+    if model.droppable is not None:
+        return model.droppable(ops)
     view = model.register_view
     if view is None:
         return set()
@@ -216,7 +237,9 @@ class _Partition:
         # at every generated node, where unpacking the path would cost).
         self.best: Path = None
         self.best_len = 0
+        self.reach_cache: dict[tuple[int, Hashable], bool] = {}
         self._prepare()
+        self._prepare_values()
 
     def grow_memo(self, entries: int) -> None:
         """Account for ``entries`` more (or, negative, fewer) memo entries held by this search."""
@@ -252,6 +275,10 @@ class _Partition:
                 events.append((op.ret, ~i))
         events.sort()
         self.events = events
+        self.call_pos = [0] * len(ops)
+        for position, (_, code) in enumerate(events):
+            if code >= 0:
+                self.call_pos[code] = position
         self.bit = [0] * len(ops)
         # For each read-only op, the ops that may still be placed before it (None: too many to
         # be worth looking at): the model's may_reach uses them to spot hopeless states early.
@@ -289,6 +316,131 @@ class _Partition:
             else:
                 writes.remove((bit, x))
 
+    def _prepare_values(self) -> None:
+        """For a register-like model (``model.register_view``): per op, the value it needs the
+        register to hold (an ok read's output, an ok cas's expected value) and the value it
+        may write; per value, the last call position of an op needing it and of one writing
+        it. ``value_lost`` uses them. Left unset (None) when some op is neither (an append, a
+        delete) or a value is unhashable: the rule then never applies."""
+        self.needs: list[Any] | None = None
+        self.writes: list[Any] = []
+        # Per branch point (event position), built on first use: value -> the (bit, op) of
+        # the open ops needing it, and of those that may write it (at most
+        # OPEN_INDEX_POSITIONS_MAX positions at once).
+        self.open_values: dict[int, tuple[dict[Any, list[tuple[int, int]]],
+                                          dict[Any, list[tuple[int, int]]]]] = {}
+        self.last_need_call: dict[Any, int] = {}
+        self.last_write_call: dict[Any, int] = {}
+        view = self.model.register_view
+        if view is None:
+            return
+        nothing: Any = _EXHAUSTED  # needs or writes no value
+        needs = [nothing] * len(self.ops)
+        writes = [nothing] * len(self.ops)
+        unsure_cas: dict[int, Any] = {}  # cas of unknown outcome -> the value it expects
+        try:
+            for i, op in enumerate(self.ops):
+                kind = view(op)
+                if kind is None:
+                    if self.model.read_only(op):
+                        continue  # an observed failed cas: writes nothing, needs no one value
+                    return
+                what, value = kind
+                if what == "read":
+                    needs[i] = value
+                elif what == "write":
+                    writes[i] = value
+                elif what == "cas":
+                    writes[i] = value[1]
+                    if op.status == "ok":
+                        needs[i] = value[0]
+                    else:
+                        unsure_cas[i] = value[0]
+                else:
+                    return
+                call = self.call_pos[i]
+                if needs[i] is not nothing:
+                    self.last_need_call[needs[i]] = call
+                if writes[i] is not nothing:
+                    self.last_write_call[writes[i]] = call
+            self._needs_by_proxy(needs, writes, unsure_cas, nothing)
+        except TypeError:  # an unhashable value
+            self.last_need_call.clear()
+            self.last_write_call.clear()
+            return
+        self.needs, self.writes = needs, writes
+
+    def _needs_by_proxy(self, needs: list[Any], writes: list[Any],
+                        unsure_cas: dict[int, Any], nothing: Any) -> None:
+        """A cas of unknown outcome that is the only op writing a value some completed op
+        needs (and not the initial value) must take effect after all, while that op is not
+        placed (no other way leads to the value): it needs its expected value as much as a
+        completed cas does. Up chains of such cas, to a fixpoint."""
+        initial = self.model.init()
+        writers: dict[Any, int] = {}
+        for value in writes:
+            if value is not nothing:
+                writers[value] = writers.get(value, 0) + 1
+        needed = {value for value in needs if value is not nothing}
+        changed = True
+        while changed:
+            changed = False
+            for i, expected in unsure_cas.items():
+                new = writes[i]
+                if (needs[i] is not nothing or writers[new] != 1 or new not in needed
+                        or new == initial):
+                    continue
+                needs[i] = expected
+                needed.add(expected)
+                call = self.call_pos[i]
+                if self.last_need_call.get(expected, -1) < call:
+                    self.last_need_call[expected] = call
+                changed = True
+
+    def value_lost(self, value: Any, mask: int, pos: int,
+                   open_writes: Sequence[tuple[int, int]],
+                   open_reads: Sequence[tuple[int, int]]) -> bool:
+        """True when leaving ``value`` (the register's state) at event ``pos`` with the ops of
+        ``mask`` placed is hopeless: an op not placed yet needs the register to hold ``value``
+        (a later or open read of it, an ok cas expecting it) and no op not placed yet may
+        write it again. Sound for registers only (``_prepare_values``); it spots a stale read
+        where the value is overwritten, not where the read comes, thousands of operations
+        later, which is what makes an illegal crash-heavy history cheap to refute."""
+        try:
+            needed = self.last_need_call.get(value, -1) > pos
+        except TypeError:  # an unhashable state: no op needs it
+            return False
+        by_value = self.open_values.get(pos)
+        if by_value is None:
+            if len(self.open_values) >= OPEN_INDEX_POSITIONS_MAX:
+                self.open_values.clear()  # a cache: rebuilt on demand
+            by_value = self.open_values[pos] = self._open_by_value(open_writes, open_reads)
+        if not needed:
+            for bit, _ in by_value[0].get(value, ()):
+                if not mask & bit:
+                    break
+            else:
+                return False
+        if self.last_write_call.get(value, -1) > pos:
+            return False
+        return all(mask & bit for bit, _ in by_value[1].get(value, ()))
+
+    def _open_by_value(self, open_writes: Sequence[tuple[int, int]],
+                       open_reads: Sequence[tuple[int, int]]
+                       ) -> tuple[dict[Any, list[tuple[int, int]]],
+                                  dict[Any, list[tuple[int, int]]]]:
+        needs, writes = self.needs, self.writes
+        assert needs is not None
+        needers: dict[Any, list[tuple[int, int]]] = {}
+        writers: dict[Any, list[tuple[int, int]]] = {}
+        for bit, i in (*open_reads, *open_writes):
+            if needs[i] is not _EXHAUSTED:
+                needers.setdefault(needs[i], []).append((bit, i))
+        for bit, i in open_writes:
+            if writes[i] is not _EXHAUSTED:
+                writers.setdefault(writes[i], []).append((bit, i))
+        return needers, writers
+
     def _reach_ops(self, r: int, open_now: list[Operation]) -> tuple[Operation, ...] | None:
         ops = self.ops
         ret = ops[r].ret
@@ -302,17 +454,29 @@ class _Partition:
             j += 1
         return tuple(found)
 
-    def doomed(self, mask: int, state: Any, open_reads: Sequence[tuple[int, int]]) -> bool:
+    def doomed(self, mask: int, state: Any, skey: Hashable,
+               open_reads: Sequence[tuple[int, int]]) -> bool:
         """True when some open read not yet placed can never be satisfied from ``state``."""
         may_reach = self.model.may_reach
         if may_reach is None:
             return False
         ops = self.ops
         reach = self.reach
+        cache = self.reach_cache
         for rbit, r in open_reads:
             if not mask & rbit:
                 cands = reach[r]
-                if cands is not None and not may_reach(state, ops[r], cands):
+                if cands is None:
+                    continue
+                # The answer depends on the read and the state only (its candidates are
+                # fixed): the same pair comes back at node after node.
+                ckey = (r, skey)
+                hopeless = cache.get(ckey)
+                if hopeless is None:
+                    if len(cache) >= REACH_CACHE_ENTRIES_MAX:
+                        cache.clear()
+                    hopeless = cache[ckey] = not may_reach(state, ops[r], cands)
+                if hopeless:
                     return True
         return False
 
@@ -355,7 +519,7 @@ class _Partition:
                             mask |= bits[code]
                             plen = path[3] + 1 if path else 1
                             path = (ops[code].id, state, path, plen)
-                        elif self.doomed(mask, state, ((bits[code], code),)):
+                        elif self.doomed(mask, state, skey, ((bits[code], code),)):
                             # This read can never be satisfied from here: give up this branch.
                             self.note(path)
                             blocked = True
@@ -432,6 +596,8 @@ class _Partition:
         made = flushed = 0  # memo entries (seen and goals) added, and those accounted for
         may_reach = model.may_reach if self.is_read[x] else None
         check_doom = model.may_reach is not None
+        watch_values = self.needs is not None
+        value_lost = self.value_lost
         target = ops[x]
         while stack:
             mask, state, skey, path = stack.pop()
@@ -447,7 +613,7 @@ class _Partition:
             if may_reach is not None and not may_reach(
                     state, target, [ops[i] for bit, i in open_writes if not mask & bit]):
                 continue
-            if check_doom and self.doomed(mask, state, open_reads):
+            if check_doom and self.doomed(mask, state, skey, open_reads):
                 continue
             plen = path[3] if path else 0
             children: list[tuple[int, Any, Hashable, Path]] = []
@@ -469,6 +635,9 @@ class _Partition:
                     nk = hashf(ns) if hashf is not None else ns
                     if info and nk == skey:
                         continue  # an unknown op that changes nothing: never worth placing
+                    if watch_values and nk != skey and value_lost(
+                            state, mask | bit, pos, open_writes, open_reads):
+                        continue  # it overwrites a value someone still needs, for good
                     nm = mask | bit
                     nlen = plen + 1
                     np: Path = (op.id, ns, path, nlen)
@@ -491,7 +660,7 @@ class _Partition:
                         else:
                             lst.append(im)
                         made += 1
-                        if check_doom and self.doomed(nm, ns, open_reads):
+                        if check_doom and self.doomed(nm, ns, nk, open_reads):
                             continue
                         yield nm & ~xbit, ns, nk, np
                         best_len = self.best_len

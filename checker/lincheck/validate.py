@@ -26,14 +26,17 @@ Two dialects adjust this for the data they come from:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal
 
 from lincheck.history import NEMESIS, Event, History, HistoryError, Operation
 
+# Run time needs nothing from typing (importing it costs a per-file run).
+TYPE_CHECKING = False  # mypy reads any TYPE_CHECKING as true: typing is for it alone
 if TYPE_CHECKING:
+    from typing import Any, Literal
+
     from lincheck.models import Model
 
-Dialect = Literal["plain", "jepsen", "porcupine-etcd"]
+    Dialect = Literal["plain", "jepsen", "porcupine-etcd"]
 
 
 def _where(ev: Event) -> str:

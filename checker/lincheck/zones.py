@@ -41,10 +41,16 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple
 
 from lincheck.history import Operation
 from lincheck.models import INCONSISTENT, Model
+
+# Run time needs nothing from typing (importing it costs a per-file run): see _records.
+TYPE_CHECKING = False  # mypy reads any TYPE_CHECKING as true: typing is for it alone
+if TYPE_CHECKING:
+    from typing import Any, Literal, NamedTuple
+else:
+    from lincheck._records import Record as NamedTuple
 
 __all__ = ["ZoneDecision", "decide"]
 

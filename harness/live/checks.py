@@ -15,15 +15,19 @@ from typing import Any
 import attrs
 import lincheck
 
-from harness.checks import Check, judge_history, session_writes
+from harness.checks import Check, per_key, session_writes
 from harness.live.clients import MODEL_INITIAL, Acked
+from harness.workload_checks import judge_workload_history
+from harness.workloads import WORKLOAD_CLASSES
 from raftlib.core.types import Entry, HardState
 from raftlib.invariants import election_safety, log_matching, state_machine_safety
 from raftlib.kv.machine import KvStateMachine
 from raftlib.snapshots import ReaderFile
 from raftlib.storage.wal import WalStorage
 
-MODELS = {"register": "cas-register", "kv": "kv", "append": "kv"}
+# The lincheck model of each workload lincheck checks (counter and set have checkers of their
+# own: harness.workload_checks).
+MODELS = {"register": "cas-register", "kv": "kv", "append": "kv", "queue": "fifo-queue"}
 
 
 @attrs.frozen
@@ -94,15 +98,18 @@ def snapshot_events(node_logs: Sequence[Path]) -> dict[str, int]:
 
 
 def model_for(workload: str) -> lincheck.Model:
-    return lincheck.get_model(MODELS[workload], MODEL_INITIAL[workload])
+    model = lincheck.get_model(MODELS[workload], MODEL_INITIAL[workload])
+    return per_key(model) if WORKLOAD_CLASSES[workload].keyed else model
 
 
 def check_linearizable(
     events: list[lincheck.Event], workload: str, timeout: float,
-) -> tuple[Check, lincheck.History, lincheck.Result]:
-    history = lincheck.history_from_events(events, source="history.jsonl")
-    check, result = judge_history(history, model_for(workload), timeout)
-    return check, history, result
+) -> tuple[Check, lincheck.History | None, lincheck.Result | None]:
+    """The history's check: lincheck, or the workload's own checker (history and result are
+    then None: there is no lincheck report)."""
+    checker = WORKLOAD_CLASSES[workload].checker
+    model = model_for(workload) if checker == "lincheck" else None
+    return judge_workload_history(events, checker, model, timeout)
 
 
 def committed_bound(logs: Mapping[int, NodeLog], observed_commit: int) -> int:

@@ -21,7 +21,9 @@ effect), as the simulator's clients and Jepsen's do for idempotent reads.
 Values on the wire: register and kv values are decimal strings; an append adds ``"<n>,"`` to the
 key's string, and a read of it is parsed back into the list of elements. A key never written
 reads as the model's initial value (``ABSENT``); a value that does not parse is recorded as the
-raw text, so lincheck flags it rather than the harness hiding it.
+raw text, so lincheck flags it rather than the harness hiding it. The counter is INCRBY/GET on
+the key ``counter``, the set SADD/SMEMBERS on ``set`` (a read is the sorted elements), the
+queues RPUSH/LPOP on ``q<n>`` (a dequeue of an empty queue is nil).
 """
 
 from __future__ import annotations
@@ -36,13 +38,15 @@ import trio
 from harness.history import HistoryRecorder
 from harness.workloads import OpSpec, Workload
 from raftlib.client import ClientError, CommandError, KvClient, OutcomeUnknown, Unavailable
-from raftlib.kv.commands import Append, Cas, Op, Set
+from raftlib.kv.commands import Append, Cas, Incr, LPop, Op, RPush, SAdd, Set
 
 # What a never-written key reads as, per workload; the lincheck model starts there too.
 # raftlib's CAS never matches an absent key, so the kv model's initial value must be one no
 # cas expects ("" is lincheck's kv default); the register's is nil, the append list's [].
-ABSENT: dict[str, Any] = {"register": None, "kv": "", "append": []}
-MODEL_INITIAL: dict[str, Any] = {"register": None, "kv": None, "append": []}
+ABSENT: dict[str, Any] = {"register": None, "kv": "", "append": [], "counter": 0, "set": [],
+                          "queue": None}
+MODEL_INITIAL: dict[str, Any] = {"register": None, "kv": None, "append": [], "counter": 0,
+                                 "set": [], "queue": None}
 # Attempts one operation may make (redirects, retries) inside its timeout.
 ATTEMPTS_MAX = 50
 # Beyond the client's own timeouts (one for opening the session, one for the call), the
@@ -62,9 +66,16 @@ class Acked:
 
 
 def key_bytes(workload: str, key: Any) -> bytes:
-    if workload == "register":
-        return b"register"
+    if workload in ("register", "counter", "set"):
+        return workload.encode()
     return f"{workload[0]}{key}".encode()
+
+
+def decode_members(raw: list[bytes]) -> Any:
+    try:
+        return sorted(int(member) for member in raw)
+    except ValueError:
+        return [member.decode("utf-8", "replace") for member in raw]
 
 
 def decode_read(workload: str, raw: bytes | None) -> Any:
@@ -136,11 +147,28 @@ class LiveClient:
         op: Op | None = None
         try:
             if spec.f in ("read", "get"):
+                if self._workload == "set":
+                    return "ok", decode_members(await kv.smembers(key))
                 return "ok", decode_read(self._workload, await kv.get(key))
-            if spec.f in ("write", "put"):
+            if spec.f == "add" and self._workload == "counter":
+                op = Incr(key, spec.value)
+                await kv.incr(key, spec.value)
+                output: Any = spec.value
+            elif spec.f == "add" and self._workload == "set":
+                op = SAdd(key, (str(spec.value).encode(),))
+                await kv.sadd(key, *op.members)
+                output = spec.value
+            elif spec.f == "enqueue":
+                op = RPush(key, (str(spec.value).encode(),))
+                await kv.rpush(key, *op.values)
+                output = spec.value
+            elif spec.f == "dequeue":
+                op = LPop(key)
+                output = decode_read(self._workload, await kv.lpop(key))
+            elif spec.f in ("write", "put"):
                 op = Set(key, str(spec.value).encode())
                 await kv.set(op.key, op.value)
-                output: Any = spec.value
+                output = spec.value
             elif spec.f == "cas":
                 expected, new = spec.value
                 op = Cas(key, str(expected).encode(), str(new).encode())

@@ -1,47 +1,44 @@
 """The node processes of a live run: start, SIGKILL, SIGSTOP / SIGCONT, restart, stop.
 
 Each node is ``python -m raftlib.cli serve`` (wrapped by the network, e.g. ``python -m
-harness.live.nsexec rh-nN``) with its data directory ``DIR/nodes/node-N`` and its output
-appended to ``DIR/nodes/node-N.log`` across restarts. Events go to ``log(node, text)`` in the
-report's node-line vocabulary (``start``, ``crash``, ``pause``, ``resume``). The cluster
-remembers every exit it caused; any other exit is a crash of the system under test and is
-reported (``unexpected_exits``).
+harness.live.nsexec rh-nN``, and by ``harness.live.clocked`` for clock faults) with its data
+directory ``DIR/nodes/node-N`` and its output appended to ``DIR/nodes/node-N.log`` across
+restarts. The processes themselves are kept by ``raftlib.supervisor.Supervisor`` (the one
+process supervisor of local clusters); this module adds what a live run needs on top: the
+command of each node (network wrapper, clock wrapper, seed per start) and clock control.
+Events go to ``log(node, text)`` in the report's node-line vocabulary (``start``, ``crash``,
+``pause``, ``resume``). The supervisor remembers every exit it caused; any other exit is a
+crash of the system under test and is reported (``unexpected_exits``).
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import attrs
 import trio
 
 import raftlib
 from harness.live.clocked import write_rate
 from harness.live.net import LiveNetwork
+from raftlib.supervisor import (
+    POLL_SECONDS,
+    REAP_SECONDS_MAX,
+    STOP_SECONDS_MAX,
+    NodeProcess,
+    Supervisor,
+    serve_argv,
+)
 
-# How long a SIGKILLed process may take to be reaped, and a SIGTERMed node to stop by itself.
-REAP_SECONDS_MAX = 5.0
-STOP_SECONDS_MAX = 10.0
+__all__ = ["REAP_SECONDS_MAX", "STOP_SECONDS_MAX", "LiveCluster", "NodeProcess", "serve_flags"]
+
 TICK_MS = 25.0
 HELP_SECONDS_MAX = 30.0
-
-
-@attrs.define
-class NodeProcess:
-    node: int
-    proc: subprocess.Popen[bytes] | None = None
-    paused: bool = False
-    starts: int = 0
-    kills: int = 0
-    pauses: int = 0
-    pids: list[int] = attrs.field(factory=list)
 
 
 @functools.lru_cache(maxsize=1)
@@ -61,10 +58,6 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _peers_text(peers: dict[int, tuple[str, int]]) -> str:
-    return ",".join(f"{n}={host}:{port}" for n, (host, port) in sorted(peers.items()))
-
-
 class LiveCluster:
     def __init__(
         self, nodes: int, network: LiveNetwork, run_dir: Path, seed: int,
@@ -76,22 +69,22 @@ class LiveCluster:
         self.snapshot_flags = tuple(snapshot_flags)
         # Nodes run under harness.live.clocked (a Trio clock whose rate the harness sets).
         self.clocked = clocked
-        self._on_spawn = on_spawn  # told every new node pid (the ledger records it)
         self.run_dir = run_dir
         self.seed = seed
         self._log = log
-        self.members = {n: NodeProcess(n) for n in range(1, nodes + 1)}
+        self.supervisor = Supervisor(run_dir / "nodes", range(1, nodes + 1), self._argv,
+                                     env=_child_env(), on_event=log, on_spawn=on_spawn)
+        self.members = self.supervisor.members
         # (node, exit status, what the harness had done to it) of exits it did not cause
-        self.unexpected_exits: list[tuple[int, int, str]] = []
-        self.stop_statuses: dict[int, int | None] = {}
-        self.forced_stops: list[int] = []
-        (run_dir / "nodes").mkdir(parents=True, exist_ok=True)
+        self.unexpected_exits = self.supervisor.unexpected_exits
+        self.stop_statuses = self.supervisor.stop_statuses
+        self.forced_stops = self.supervisor.forced_stops
 
     def data_dir(self, node: int) -> Path:
-        return self.run_dir / "nodes" / f"node-{node}"
+        return self.supervisor.data_dir(node)
 
     def log_path(self, node: int) -> Path:
-        return self.run_dir / "nodes" / f"node-{node}.log"
+        return self.supervisor.log_path(node)
 
     def clock_control(self, node: int) -> Path:
         return self.run_dir / "nodes" / f"node-{node}.clock.json"
@@ -107,148 +100,64 @@ class LiveCluster:
 
     def _argv(self, node: int) -> list[str]:
         member = self.members[node]
-        client_peers = ",".join(f"{n}={self.network.client_address(n)}" for n in self.members)
-        wrapper = (["-m", "harness.live.clocked", str(self.clock_control(node)), "raftlib.cli"]
-                   if self.clocked else ["-m", "raftlib.cli"])
-        argv = [
-            sys.executable, *wrapper, "serve", "--id", str(node),
-            "--peers", _peers_text(self.network.peers_for(node)),
-            "--data", str(self.data_dir(node)),
-            "--client-port", str(self.network.client_port(node)),
-            "--client-peers", client_peers,
-            "--tick-ms", repr(TICK_MS),
+        program = [sys.executable, "-m", "raftlib.cli"]
+        if self.clocked:
+            program = [sys.executable, "-m", "harness.live.clocked", str(self.clock_control(node)),
+                       "raftlib.cli"]
+        host_ports = self.network.peers_for(node)
+        argv = serve_argv(
+            node,
+            program=program,
+            peers={n: f"{host}:{port}" for n, (host, port) in host_ports.items()},
+            data=self.data_dir(node),
+            client_port=self.network.client_port(node),
+            client_peers={n: self.network.client_address(n) for n in self.members},
+            tick_ms=TICK_MS,
             # A different election jitter for every node and every restart.
-            "--seed", str((self.seed * 1009 + node * 101 + member.starts) % (2**31)),
-            *serve_flags(),
-            *self.snapshot_flags,
-        ]
+            seed=(self.seed * 1009 + node * 101 + member.starts) % (2**31),
+            flags=[*serve_flags(), *self.snapshot_flags],
+        )
+        # The network's hook: e.g. run the node inside its own network namespace.
         return self.network.command(node, argv)
 
     # --- acting on processes -------------------------------------------------------------
 
     def running(self, node: int) -> bool:
-        return self.members[node].proc is not None
+        return self.supervisor.running(node)
 
     def start(self, node: int) -> None:
-        member = self.members[node]
-        if member.proc is not None:
-            return
-        env = _child_env()
-        with self.log_path(node).open("ab") as out:
-            out.write(f"--- harness: start #{member.starts + 1} of node {node}\n".encode())
-            out.flush()
-            member.proc = subprocess.Popen(
-                self._argv(node), stdout=out, stderr=subprocess.STDOUT, env=env,
-                stdin=subprocess.DEVNULL,
-                # Own session: a Ctrl-C at the terminal reaches the harness only, which then
-                # stops the nodes itself.
-                start_new_session=True,
-            )
-        member.starts += 1
-        member.paused = False
-        member.pids.append(member.proc.pid)
-        self._on_spawn(member.proc.pid)
-        self._log(node, f"start #{member.starts} (pid {member.proc.pid})")
+        self.supervisor.start(node)
 
     def kill(self, node: int) -> bool:
-        member = self.members[node]
-        proc = member.proc
-        if proc is None:
-            return False
-        proc.send_signal(signal.SIGKILL)
-        try:
-            status = proc.wait(timeout=REAP_SECONDS_MAX)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"live: node {node} (pid {proc.pid}) survived SIGKILL for "
-                               f"{REAP_SECONDS_MAX:g} s") from None
-        member.proc = None
-        member.paused = False
-        member.kills += 1
-        self._log(node, f"crash: SIGKILL (pid {proc.pid}, status {status})")
-        return True
+        return self.supervisor.kill(node)
 
     def pause(self, node: int) -> bool:
-        member = self.members[node]
-        if member.proc is None or member.paused:
-            return False
-        member.proc.send_signal(signal.SIGSTOP)
-        member.paused = True
-        member.pauses += 1
-        self._log(node, f"pause (SIGSTOP pid {member.proc.pid})")
-        return True
+        return self.supervisor.pause(node)
 
     def resume(self, node: int) -> bool:
-        member = self.members[node]
-        if member.proc is None or not member.paused:
-            return False
-        member.proc.send_signal(signal.SIGCONT)
-        member.paused = False
-        self._log(node, f"resume (SIGCONT pid {member.proc.pid})")
-        return True
+        return self.supervisor.resume(node)
 
     def reap_unexpected(self) -> list[int]:
         """Nodes whose process exited although the harness did not stop it (a crash)."""
-        dead = []
-        for node, member in self.members.items():
-            proc = member.proc
-            if proc is not None and proc.poll() is not None:
-                doing = "paused" if member.paused else "running"
-                self.unexpected_exits.append((node, proc.returncode, doing))
-                self._log(node, f"crash: EXITED on its own with status {proc.returncode} "
-                          f"(pid {proc.pid}); see {self.log_path(node)}")
-                member.proc = None
-                member.paused = False
-                dead.append(node)
-        return dead
+        return self.supervisor.reap_unexpected()
 
     async def stop_all(self) -> None:
         """Graceful stop: SIGCONT, SIGTERM, wait; SIGKILL whatever is still up after the bound."""
-        self.reap_unexpected()
-        for member in self.members.values():
-            if member.proc is not None:
-                member.proc.send_signal(signal.SIGCONT)
-                member.proc.send_signal(signal.SIGTERM)
+        self.supervisor.begin_stop_all(STOP_SECONDS_MAX)
         deadline = trio.current_time() + STOP_SECONDS_MAX
-        while trio.current_time() < deadline and any(
-            m.proc is not None and m.proc.poll() is None for m in self.members.values()
-        ):
-            await trio.sleep(0.05)
-        for node, member in self.members.items():
-            proc = member.proc
-            if proc is None:
-                continue
-            if proc.poll() is None:
-                self.forced_stops.append(node)
-                self._log(node, f"did not stop within {STOP_SECONDS_MAX:g} s of SIGTERM; "
-                          "SIGKILL")
-                proc.kill()
-                proc.wait(timeout=REAP_SECONDS_MAX)
-            self.stop_statuses[node] = proc.returncode
-            self._log(node, f"stopped (status {proc.returncode})")
-            member.proc = None
-            member.paused = False
+        while trio.current_time() < deadline and self.supervisor.stopping():
+            await trio.sleep(POLL_SECONDS)
+        self.supervisor.end_stop_all()
 
     def kill_all(self) -> None:
         """The last resort in ``finally``: no node process outlives the run."""
-        for member in self.members.values():
-            proc = member.proc
-            if proc is None:
-                continue
-            try:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=REAP_SECONDS_MAX)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-            member.proc = None
+        self.supervisor.kill_all()
 
     def all_pids(self) -> list[int]:
-        return [pid for m in self.members.values() for pid in m.pids]
+        return self.supervisor.all_pids()
 
     def statistics(self) -> dict[str, object]:
-        return {
-            str(n): {"starts": m.starts, "kills": m.kills, "pauses": m.pauses, "pids": m.pids}
-            for n, m in sorted(self.members.items())
-        }
+        return self.supervisor.statistics()
 
 
 def pid_alive(pid: int) -> bool:

@@ -37,6 +37,8 @@ REFUSED: dict[str, str] = {
     "crash-after-vote": "crash triggers watch what nodes send: simulator only (--backend sim)",
     "crash-after-commit": "crash triggers watch what nodes send: simulator only (--backend sim)",
     "crash-new-leader": "crash triggers watch what nodes send: simulator only (--backend sim)",
+    "member": "membership changes live are not wired into the live nemesis yet: use "
+              "--backend sim (or `raftlib member` by hand against a live cluster)",
 }
 
 

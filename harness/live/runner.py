@@ -562,13 +562,13 @@ def _finish(
             "node_log": "nodes.log",
             "node_outputs": "nodes/node-N.log",
             "node_data": "nodes/node-N/",
-            "lincheck_report": "lincheck.html" if lin.valid is False else None,
+            "lincheck_report": "lincheck.html" if lin.valid is False and result else None,
         },
     }
     jsonl = outcome.history.jsonl()
     (run_dir / "history.jsonl").write_text(jsonl, encoding="utf-8")
     (run_dir / "nemesis.json").write_text(schedule.dumps(), encoding="utf-8")
-    if lin.valid is False:
+    if lin.valid is False and history is not None and result is not None:
         lincheck.write_html(history, result, run_dir / "lincheck.html",
                             model=live_checks.model_for(options.workload))
     (run_dir / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n",

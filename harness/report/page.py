@@ -17,9 +17,11 @@ from harness.report.rundata import RunData, Window
 VIOLATIONS_SHOWN_MAX = 40
 # Fault table rows; a longer schedule is cut with a note (nemesis.json has them all).
 SCHEDULE_ROWS_MAX = 500
-CHECK_ORDER = ("linearizable", "safety", "durability", "refusals", "liveness")
+CHECK_ORDER = ("linearizable", "counter", "set", "safety", "durability", "refusals", "liveness")
 CHECK_TITLES = {
     "linearizable": "Linearizability (lincheck)",
+    "counter": "Counter: every read within its bounds (Jepsen's counter checker)",
+    "set": "Set: no acknowledged element lost, none unexpected (final read)",
     "safety": "Raft safety",
     "durability": "Durability",
     "liveness": "Liveness after heal",

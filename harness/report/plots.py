@@ -32,7 +32,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
-from harness.report.rundata import OUTCOMES, RunData, Window
+from harness.report.rundata import OUTCOMES, RunData, Window, culprit_label
 
 # Above this many points in one figure, the points are rasterised (a bitmap inside the SVG).
 POINTS_VECTOR_MAX = 3000
@@ -336,14 +336,16 @@ def _ms_label(value: float, _position: int) -> str:
 
 
 def _mark_culprits(ax: Axes, data: RunData) -> None:
-    """Circle the operations lincheck could not place: where a reader should look first."""
+    """Circle the operations a history check blamed (lincheck could not place them, a counter
+    read out of its bounds, a lost set element's add): where a reader should look first."""
     wanted = set(data.culprit_lines)
+    label = culprit_label(data.results)
     culprits = [op for op in data.ops if op.line in wanted and op.complete is not None]
     for op in culprits:
         latency = max((op.complete or 0.0) - op.invoke, LATENCY_FLOOR_SECONDS) * 1000.0
         ax.scatter([op.invoke], [latency], s=180, facecolors="none", edgecolors="#000000",
                    linewidths=1.6, zorder=5)
-        ax.annotate(mpl_text(f"not linearizable: {op.f} (line {op.line})", 60),
+        ax.annotate(mpl_text(f"{label}: {op.f} (line {op.line})", 60),
                     (op.invoke, latency), xytext=(12, 14), textcoords="offset points",
                     fontsize=8, fontweight="bold", zorder=6,
                     arrowprops={"arrowstyle": "-", "color": "#000000", "linewidth": 0.8})

@@ -244,18 +244,36 @@ class _HistoryReader:
                                  "invocation were skipped")
 
 
+# Checks whose violation lines each name a culprit operation's history line first (the counter
+# checker's reads out of bounds, the set checker's lost adds and final read), besides
+# lincheck's ">>>" lines; and how the latency plot labels their culprits.
+CULPRIT_LABELS = {"linearizable": "not linearizable", "counter": "read out of bounds",
+                  "set": "set element lost or unexpected"}
+
+
+def culprit_label(results: Mapping[str, Any] | None) -> str:
+    """What the circled operations of a run did wrong, from its failing history check."""
+    checks = (results or {}).get("checks")
+    for name, label in CULPRIT_LABELS.items():
+        check = checks.get(name) if isinstance(checks, Mapping) else None
+        if isinstance(check, Mapping) and check.get("valid") is False:
+            return label
+    return CULPRIT_LABELS["linearizable"]
+
+
 def _culprit_lines(results: Mapping[str, Any]) -> list[int]:
     checks = results.get("checks")
-    lin = checks.get("linearizable") if isinstance(checks, Mapping) else None
-    lines = lin.get("violations") if isinstance(lin, Mapping) else None
-    if not isinstance(lines, list):
+    if not isinstance(checks, Mapping):
         return []
     found = []
-    for text in lines:
-        if isinstance(text, str) and ">>>" in text:
-            match = _CULPRIT.search(text)
-            if match:
-                found.append(int(match.group(1)))
+    for name in CULPRIT_LABELS:
+        check = checks.get(name)
+        lines = check.get("violations") if isinstance(check, Mapping) else None
+        for text in lines if isinstance(lines, list) else []:
+            if isinstance(text, str) and (name != "linearizable" or ">>>" in text):
+                match = _CULPRIT.search(text)
+                if match:
+                    found.append(int(match.group(1)))
     return found[:CULPRITS_MAX]
 
 

@@ -59,6 +59,7 @@ class SimClient:
         new_process: Callable[[], int],
         request_timeout_us: int,
         initial: Any,
+        workload: str = "",
     ) -> None:
         self._loop = loop
         self._network = network
@@ -70,6 +71,7 @@ class SimClient:
         self._new_process = new_process
         self._timeout_us = request_timeout_us
         self._initial = initial
+        self._workload = workload  # the mapping onto KV commands (harness.commands)
         self.process = new_process()
         self._target = self._node_ids[rng.randrange(len(self._node_ids))]
         self.session = NO_SESSION
@@ -82,6 +84,10 @@ class SimClient:
         self._phase_start = 0  # attempts from here on belong to the current phase
         self._deadline_us = 0
         self._refusals = 0
+        # Nodes asked since the round robin last wrapped: a leader hint that points back at one
+        # of them is stale (a removed node may name a leader that is gone) and is not followed,
+        # or two stale hints would send the client round in a circle.
+        self._asked: set[NodeId] = set()
         self._unknown_attempts = 0
         self._in_flight = False  # the latest attempt was sent and not answered
         self._maybe_applied = False  # some attempt of this write may be in a log
@@ -101,6 +107,7 @@ class SimClient:
         self._op += 1
         self._spec = spec
         self._refusals = 0
+        self._asked.clear()
         self._unknown_attempts = 0
         self._maybe_applied = False
         self._history.invoke(self.process, spec)
@@ -131,13 +138,15 @@ class SimClient:
         self._in_flight = True
         if self._kind is RequestKind.READ:
             request = ClientRequest(self, op, self._attempt, RequestKind.READ,
-                                    key=commands.key_bytes(spec.key))
+                                    key=commands.key_bytes(spec.key, self._workload),
+                                    workload=self._workload)
         elif self._kind is RequestKind.OPEN:
             request = ClientRequest(self, op, self._attempt, RequestKind.OPEN)
         else:
             request = ClientRequest(
                 self, op, self._attempt, RequestKind.WRITE,
-                write=commands.write_op(spec.f, spec.key, spec.value, self._initial),
+                write=commands.write_op(spec.f, spec.key, spec.value, self._initial,
+                                        workload=self._workload),
                 session=self.session, seq=self._seq,
             )
         self._network.client_hop(self._nodes[self._target].request, request)
@@ -168,7 +177,8 @@ class SimClient:
         assert spec is not None
         self._in_flight = False
         if self._kind is RequestKind.READ:
-            self._complete("ok", commands.read_value(reply.value, self._initial))
+            self._complete("ok", commands.read_value(reply.value, self._initial,
+                                                     workload=self._workload))
             return
         if self._kind is RequestKind.OPEN:
             if not isinstance(reply.value, int) or isinstance(reply.value, bool) \
@@ -198,7 +208,8 @@ class SimClient:
             self._give_up()
             return
         self._refusals += 1
-        if hint and hint != self._target and hint in self._nodes:
+        self._asked.add(self._target)
+        if hint and hint not in self._asked and hint in self._nodes:
             self._target = hint
             self._send(self._op)
             return
@@ -217,8 +228,12 @@ class SimClient:
         self._give_up()
 
     def _next_node(self) -> None:
-        ids = self._node_ids
-        self._target = ids[(ids.index(self._target) + 1) % len(ids)]
+        # The node after the current one, in id order (nodes may join during a run).
+        target = self._target
+        later = [n for n in self._nodes if n > target]
+        if not later:
+            self._asked.clear()
+        self._target = min(later) if later else min(self._nodes)
 
     def _on_attempt_timeout(self, item: tuple[int, int]) -> None:
         op, attempt = item
@@ -250,7 +265,8 @@ class SimClient:
         assert spec is not None
         unknown = self._maybe_applied and spec.is_write
         if not unknown and self._kind is RequestKind.WRITE:
-            op = commands.write_op(spec.f, spec.key, spec.value, self._initial)
+            op = commands.write_op(spec.f, spec.key, spec.value, self._initial,
+                                   workload=self._workload)
             self.refused_writes.append((self.session, self._seq, op))
         self._complete("info" if unknown else "fail", spec.value)
 

@@ -15,6 +15,7 @@ from typing import Any
 from harness.history import HistoryRecorder
 from harness.nemesis import Fault, Schedule, partition_links
 from harness.sim.loop import EventLoop, seconds_to_us
+from harness.sim.membership import MembershipNemesis
 from harness.sim.network import NO_FAULTS, LinkFaults, SimNetwork
 from harness.sim.node import SimNode
 from raftlib.core.types import AppendEntries, Message, NodeId, RequestVoteResponse
@@ -33,7 +34,9 @@ class NemesisRuntime:
         log: Callable[[str], None],
         rng: random.Random,
         leader: Callable[[], NodeId | None],
+        membership: MembershipNemesis | None = None,
     ) -> None:
+        self._membership = membership
         self._loop = loop
         self._network = network
         self._nodes = nodes
@@ -123,6 +126,10 @@ class NemesisRuntime:
             self._leader_crash = fault
             self._network.on_send = self._saw_send
             detail["restart_ms"] = params["restart_ms"]
+        elif kind == "member":
+            if self._membership is None:
+                raise AssertionError("a member window in a world without spare nodes")
+            detail.update(self._membership.start(params["action"], seconds_to_us(fault.stop)))
         self._active[fault.id] = (fault, hit)
         self.fired[kind] = self.fired.get(kind, 0) + 1
         self._history.nemesis(f"start-{kind}", detail)
@@ -155,6 +162,9 @@ class NemesisRuntime:
             self._commit_crash = None
         elif kind == "crash-new-leader":
             self._leader_crash = None
+        elif kind == "member":
+            assert self._membership is not None
+            self._membership.stop()
         if self._vote_crash is None and self._commit_crash is None and self._leader_crash is None:
             self._network.on_send = None
         self._history.nemesis(f"stop-{kind}", {"id": fault.id})

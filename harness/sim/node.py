@@ -37,10 +37,12 @@ from typing import Any, Protocol
 
 import attrs
 
+from harness import commands
 from harness.sim.loop import EventLoop
 from harness.sim.network import SimNetwork
 from harness.sim.params import SimParams
 from raftlib.core.config import CoreConfig
+from raftlib.core.membership import Change
 from raftlib.core.raft import RaftCore
 from raftlib.core.types import Anomaly, Entry, Message, NodeId, Role
 from raftlib.driver import Driver, DriverHooks, PersistJob, recover
@@ -96,6 +98,7 @@ class ClientRequest:
     kind: RequestKind
     write: Op | None = None  # the KV op of a write
     key: bytes = b""  # the key of a read
+    workload: str = ""  # what a read reads (harness.commands.read_state): GET or SMEMBERS
     session: int = NO_SESSION
     seq: int = 0
 
@@ -141,10 +144,27 @@ class _ReadWaiter:
 
     def set_value(self, value: Any) -> None:
         node = self.node
-        node._reply(self.request, ReplyKind.OK, value=node.sm.get(self.request.key))
+        request = self.request
+        node._reply(request, ReplyKind.OK,
+                    value=commands.read_state(node.sm, request.key, request.workload))
 
     def set_error(self, error: BaseException) -> None:
         self.node._reply_error(self.request, error)
+
+
+class _ChangeWaiter:
+    """Reports the outcome of a membership change this node proposed."""
+
+    __slots__ = ("done",)
+
+    def __init__(self, done: Callable[[BaseException | None], None]) -> None:
+        self.done = done
+
+    def set_value(self, value: Any) -> None:
+        self.done(None)
+
+    def set_error(self, error: BaseException) -> None:
+        self.done(error)
 
 
 class SimNode:
@@ -164,14 +184,9 @@ class SimNode:
     ) -> None:
         self.id = node_id
         self._snapshot_policy = SnapshotPolicy(**(snapshot_settings or {}))
-        # core_settings: CoreConfig fields the run sets (RunOptions.core_settings()).
-        self._config = CoreConfig(
-            node_id=node_id,
-            voters=voters,
-            election_timeout_ticks_min=params.election_timeout_ticks_min,
-            election_timeout_ticks_max=params.election_timeout_ticks_max,
-            heartbeat_interval_ticks=params.heartbeat_interval_ticks,
-            **(core_settings or {}),
+        # The machine's core settings, then the run's (RunOptions.core), over CoreConfig's.
+        self.config = CoreConfig(
+            node_id=node_id, voters=voters, **{**params.core, **(core_settings or {})}
         )
         self._loop = loop
         self._network = network
@@ -205,6 +220,9 @@ class SimNode:
         self.driver_counters: dict[str, int] = {}
         # Set when the driver stopped this node on a fatal anomaly: it stays down.
         self.diverged: str | None = None
+        # Set when the membership nemesis wiped its disk and removed it for good: it stays
+        # down (its id is never reused, as an operator must not reuse it).
+        self.retired = False
 
     @property
     def applied(self) -> int:
@@ -216,8 +234,8 @@ class SimNode:
         """Boot (or reboot) from what the storage holds."""
         if self.state is not NodeState.DOWN:
             raise AssertionError(f"node {self.id}: start while {self.state.value}")
-        if self.diverged is not None:
-            return  # stopped on divergence: an operator must look at it first
+        if self.diverged is not None or self.retired:
+            return  # stopped on divergence (an operator must look at it first), or retired
         self.sm = KvStateMachine()
         self.storage = self._open_disk()  # a new process opens its data directory afresh
         recovered = recover(self.storage, self.sm)
@@ -226,7 +244,7 @@ class SimNode:
             self._observer.saw_snapshot(self.id, recovered.snapshot.index)
         self.incarnation += 1
         rng = random.Random(f"{self._seed}:core:{self.id}:{self.incarnation}")
-        self.core = RaftCore(self._config, rng, hard_state=hard_state, entries=entries,
+        self.core = RaftCore(self.config, rng, hard_state=hard_state, entries=entries,
                              snapshot=recovered.snapshot)
         storage = self.storage
         assert storage is not None
@@ -285,6 +303,25 @@ class SimNode:
             if tag == _REQUEST:
                 self._reply(item, ReplyKind.LOST)
         self._inbox.clear()
+
+    def retire(self) -> None:
+        """Its disk is lost and it leaves the cluster for good (the membership nemesis)."""
+        self.crash(lose_unsynced=True, torn=False)
+        self.crashes -= 1  # counted as a membership change, not a crash
+        self.retired = True
+        self._log(self.id, "retired: disk lost, never restarted under this id")
+
+    def propose_change(
+        self, changes: Sequence[Change], done: Callable[[BaseException | None], None]
+    ) -> None:
+        """Propose a membership change here (the leader); ``done`` gets None once it took
+        effect on this node, or the error."""
+        driver = self.driver
+        if driver is None or self.state is not NodeState.UP:
+            done(NotLeader())
+            return
+        driver.propose_conf_change(changes, _ChangeWaiter(done))
+        self._schedule_pump()
 
     def _forget_core(self) -> None:
         self._bank_counters()
@@ -448,10 +485,10 @@ class SimNode:
     def _send(self, messages: Sequence[Message]) -> None:
         self._network.send(self.id, messages)
 
-    def _saw_role(self, role: Role, leader: NodeId, term: int) -> None:
+    def _saw_role(self, role: Role, leader: NodeId, term: int, reason: str) -> None:
         if role is Role.LEADER:
             self._observer.saw_leader(self.id, term)
-        self._log(self.id, f"role {role.value} term={term} leader={leader}")
+        self._log(self.id, f"role {role.value} term={term} leader={leader} ({reason})")
 
     def _saw_restore(self, index: int) -> None:
         self._observer.saw_snapshot(self.id, index)

@@ -1,20 +1,28 @@
 """SimParams: the simulated machine (clock tick, disk and network latencies, queue bounds).
 
 These mirror ``raftlib.node.NodeConfig``'s defaults where one exists, so the simulated cluster
-times out, heartbeats and batches as the real one does. They are recorded in ``results.json``.
+times out, heartbeats and batches as the real one does. The Raft core's settings are not
+copied here: every simulated node runs ``CoreConfig``'s own defaults, changed by ``core``
+(overrides: field name -> value) and then by the run's ``RunOptions.core``. They are recorded
+in ``results.json``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import attrs
+
+from raftlib.core.config import check_overrides
 
 
 @attrs.frozen
 class SimParams:
     tick_us: int = 25_000
-    election_timeout_ticks_min: int = 10
-    election_timeout_ticks_max: int = 20
-    heartbeat_interval_ticks: int = 2
+    # Core settings of every simulated node (overrides of raftlib.core.CoreConfig; validated
+    # by it, ConfigError naming the setting).
+    core: Mapping[str, Any] = attrs.field(factory=dict, converter=check_overrides)
     # An fsync takes a uniform time in [min, max]: long enough that a crash can land between
     # a write and its fsync, which is what the disk faults need.
     # The nodes' disk: "wal" (the production WalStorage over the CrashFS persistence model:

@@ -26,6 +26,7 @@ from harness.nemesis import Schedule
 from harness.options import RunOptions
 from harness.sim.client import Completion, SimClient
 from harness.sim.loop import EventLoop, seconds_to_us
+from harness.sim.membership import SPARE_NODES, MembershipNemesis
 from harness.sim.nemesis_runtime import NemesisRuntime
 from harness.sim.network import SimNetwork
 from harness.sim.node import SimNode
@@ -71,6 +72,8 @@ class SimOutcome:
     workload: Workload
     # (session, seq, op) of every write a client recorded ``fail`` as refused.
     refused: list[tuple[int, int, Op]] = attrs.field(factory=list)
+    # The members of the final configuration (durability looks at their applied logs).
+    members: set[NodeId] | None = None
 
 
 def stream(seed: int, name: str) -> random.Random:
@@ -106,16 +109,14 @@ class SimWorld:
             client_delay_us=p.client_delay_us, client_jitter_us=p.client_jitter_us,
         )
         voters = tuple(range(1, options.nodes + 1))
+        self._voters = voters
+        # The membership nemesis needs nodes that are not members yet: they start empty, in
+        # join mode (no configuration), and wait to be added.
+        spares = SPARE_NODES if "member" in schedule.kinds() else 0
         self.nodes: dict[NodeId, SimNode] = {
-            node_id: SimNode(
-                node_id, voters, loop=self.loop, network=self.network, params=p,
-                observer=self.observer, log=self._node_event, seed=seed,
-                core_settings=options.core_settings(),
-                snapshot_settings=options.snapshot_settings(),
-            )
-            for node_id in voters
+            node_id: self._make_node(node_id)
+            for node_id in range(1, options.nodes + spares + 1)
         }
-        self.network.receivers = dict(self.nodes)
         self._next_process = 0
         self._invoked = 0  # workload operations invoked (the probe's are not counted)
         self._think_rng = stream(seed, "think")
@@ -127,15 +128,51 @@ class SimWorld:
         self.clients = [self._client(stream(seed, f"client:{i}")) for i in range(options.clients)]
         for client in self.clients:
             client.on_complete = self._workload_next(client)
+        membership = None
+        if spares:
+            membership = MembershipNemesis(
+                loop=self.loop, nodes=self.nodes, size=options.nodes,
+                make_node=self._join_node, leader=self.leader, log=self._world_event,
+                rng=stream(seed, "membership"), time_limit_us=self.time_limit_us,
+            )
+        self.membership = membership
         self.nemesis = NemesisRuntime(
             loop=self.loop, network=self.network, nodes=self.nodes, history=self.history,
             log=self._world_event, rng=stream(seed, "nemesis-runtime"), leader=self.leader,
+            membership=membership,
         )
         self.liveness = Liveness()
         self._probe: SimClient | None = None
         self._probe_ops: list[OpSpec] = []
 
     # --- construction helpers ---------------------------------------------------------------
+
+    def _make_node(self, node_id: NodeId) -> SimNode:
+        options = self.options
+        node = SimNode(
+            node_id, self._voters if node_id in self._voters else (), loop=self.loop,
+            network=self.network, params=self.params, observer=self.observer,
+            log=self._node_event, seed=options.seed, core_settings=options.core_settings(),
+            snapshot_settings=options.snapshot_settings(),
+        )
+        self.network.receivers[node_id] = node
+        return node
+
+    def _join_node(self, node_id: NodeId) -> SimNode:
+        """A new empty node, started in join mode (the membership nemesis adds it)."""
+        node = self._make_node(node_id)
+        node.start()
+        return node
+
+    def members(self) -> set[NodeId]:
+        """The nodes of the configuration the leader holds (all nodes without one); the
+        checks that need every node to hold the acknowledged writes look at these."""
+        leader = self.leader()
+        core = self.nodes[leader].core if leader is not None else None
+        if core is None:
+            return {n for n, node in self.nodes.items() if not node.retired}
+        conf = core.conf
+        return set(conf.voters) | set(conf.learners) | set(conf.voters_outgoing)
 
     def _new_process(self) -> int:
         process = self._next_process
@@ -147,6 +184,7 @@ class SimWorld:
             loop=self.loop, network=self.network, nodes=self.nodes, params=self.params,
             history=self.history, rng=rng, new_process=self._new_process,
             request_timeout_us=self._timeout_us, initial=self.workload.initial,
+            workload=self.workload.name,
         )
 
     def _stamp(self) -> str:
@@ -253,7 +291,9 @@ class SimWorld:
                     default=0,
                 )
             target = live.catch_up_target
-            behind = {n.id: n.applied for n in self.nodes.values() if n.applied < target}
+            members = self.members()
+            behind = {n.id: n.applied for n in self.nodes.values()
+                      if n.applied < target and n.id in members}
             live.lagging = behind
             if not behind:
                 live.caught_up_us = now
@@ -280,6 +320,8 @@ class SimWorld:
             "vote_crashes": self.nemesis.vote_crashes,
             "commit_crashes": self.nemesis.commit_crashes,
             "new_leader_crashes": self.nemesis.new_leader_crashes,
+            "membership_changes": (self.membership.changes_done
+                                   if self.membership is not None else 0),
             "crashes": {n.id: n.crashes for n in self.nodes.values()},
             "ticks": {n.id: n.ticks for n in self.nodes.values()},
             "commit_index": max(
@@ -304,6 +346,7 @@ class SimWorld:
             stats=stats,
             workload=self.workload,
             refused=refused,
+            members=self.members(),
         )
 
 

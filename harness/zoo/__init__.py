@@ -17,7 +17,7 @@ find would be a hole in the harness, not a reason to weaken the bug.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -38,11 +38,10 @@ class Detection:
     time_limit: float = 10.0
     rate: float = 20.0
     nemesis_interval: float = 2.0
-    # Core settings (RunOptions' of the same names): legitimate configurations under which
-    # a bug's window opens wide (no PreVote: candidates compete within one term).
-    pre_vote: bool = True
-    check_quorum: bool = True
-    append_entries_max: int = 512
+    # Core settings (overrides of raftlib.core.CoreConfig, as RunOptions.core): legitimate
+    # configurations under which a bug's window opens wide (no PreVote: candidates compete
+    # within one term).
+    core: Mapping[str, Any] = attrs.field(factory=dict)
     # Snapshot thresholds (RunOptions' of the same names): tiny ones make snapshots,
     # compaction and InstallSnapshot happen every few dozen entries.
     snapshot_entries: int = 10_000
@@ -66,6 +65,8 @@ def _bug(name: str, summary: str, patches: Callable[[], list[Patch]], **detectio
 
 
 _CRASHES = ("kill", "disk")
+# No PreVote and no CheckQuorum: partitions leave many candidates racing in one term.
+_NO_PREVOTE: dict[str, Any] = {"pre_vote": False, "check_quorum": False}
 BUGS: dict[str, Bug] = {
     bug.name: bug
     for bug in (
@@ -76,7 +77,7 @@ BUGS: dict[str, Bug] = {
         _bug("vote-not-persisted", "a vote is granted but never made durable: a restarted "
              "node can vote twice in one term", bugs.vote_not_persisted,
              workload="register", nemesis=("partition", "delay", "crash-after-vote"),
-             nemesis_interval=0.3, pre_vote=False, check_quorum=False),
+             nemesis_interval=0.3, core=_NO_PREVOTE),
         _bug("term-not-persisted", "the current term is not saved: a restarted node "
              "recovers an older term from its log and votes in a term again",
              bugs.term_not_persisted,
@@ -88,8 +89,7 @@ BUGS: dict[str, Bug] = {
              # has, crash-after-commit kills the early committer before its no-op spreads.
              workload="append",
              nemesis=("partition", "crash-new-leader", "crash-after-commit"),
-             nemesis_interval=0.3, rate=100.0, pre_vote=False, check_quorum=False,
-             append_entries_max=1),
+             nemesis_interval=0.3, rate=100.0, core={**_NO_PREVOTE, "append_entries_max": 1}),
         _bug("local-reads", "reads are served from the local state machine without "
              "ReadIndex", bugs.local_reads,
              workload="register", nemesis=("partition", "pause")),
@@ -99,7 +99,7 @@ BUGS: dict[str, Bug] = {
         _bug("send-before-fsync", "votes and append acknowledgements leave before the "
              "fsync of what they promise (only AppendEntries may)", bugs.send_before_fsync,
              workload="register", nemesis=("partition", "delay", "crash-after-vote", "disk"),
-             nemesis_interval=0.3, pre_vote=False, check_quorum=False),
+             nemesis_interval=0.3, core=_NO_PREVOTE),
         _bug("no-prevlog-check", "a follower skips the prevLogIndex/prevLogTerm "
              "consistency check on append", bugs.no_prevlog_check,
              workload="append", nemesis=("partition", "kill"), nemesis_interval=0.5,
@@ -131,6 +131,20 @@ BUGS: dict[str, Bug] = {
              workload="register", nemesis=("partition", "delay", "reorder"),
              nemesis_interval=0.5, rate=100.0, snapshot_entries=8, snapshot_trailing=0,
              snapshot_chunk_bytes=64),
+        # Membership: the member nemesis changes the configuration every half second with
+        # partitions and crashes around it.
+        _bug("learner-in-quorum", "a leader counts learners towards the commit quorum",
+             bugs.learner_in_quorum,
+             workload="append", nemesis=("member", "partition", "kill"),
+             nemesis_interval=0.3, rate=100.0, nodes=3),
+        _bug("early-leave-joint", "the joint configuration is left before the entry that "
+             "enters it committed", bugs.early_leave_joint,
+             workload="append", nemesis=("member", "partition", "kill"),
+             nemesis_interval=0.3, rate=100.0),
+        _bug("removed-node-campaigns", "a removed node ignores its removal and goes on "
+             "campaigning among the old voters", bugs.removed_node_campaigns,
+             workload="append", nemesis=("member", "partition", "kill"),
+             nemesis_interval=0.3, rate=100.0, core=_NO_PREVOTE),
         _bug("session-cache-off", "the session table forgets replies: a retried write is "
              "applied twice", bugs.session_cache_off,
              workload="append", nemesis=("kill", "partition"), nemesis_interval=0.5,

@@ -18,14 +18,16 @@ from typing import Any
 import msgspec
 
 from harness.sim.node import ClientRequest, ReplyKind, SimNode
-from raftlib.core import quorum
+from raftlib.core import membership, quorum
 from raftlib.core.follower import FollowerMixin
 from raftlib.core.leader import LeaderMixin
 from raftlib.core.log import RaftLog
 from raftlib.core.raft import RaftCore
+from raftlib.core.reconfigure import ReconfigureMixin
 from raftlib.core.types import (
     NO_NODE,
     AppendEntries,
+    ConfState,
     Entry,
     HardState,
     Message,
@@ -213,7 +215,7 @@ def leader_ignores_higher_term() -> list[Patch]:
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         def step(self: RaftCore, msg: Message) -> None:
             if (self._role is Role.LEADER and msg.term > self._term
-                    and is_plausible(msg, self._id, self._peer_set)):
+                    and is_plausible(msg, self._id)):
                 self._handle(msg)
                 return
             original(self, msg)
@@ -338,3 +340,59 @@ def session_cache_off() -> list[Patch]:
         return record
 
     return [(SessionTable, "check", wrap_check), (SessionTable, "record", wrap_record)]
+
+
+# --- membership -------------------------------------------------------------------------------
+
+
+def learner_in_quorum() -> list[Patch]:
+    """A leader counts learners' acknowledgements towards the commit quorum (correct: only
+    voters count; a learner may be an empty node that never votes)."""
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def maybe_commit(self: LeaderMixin) -> None:
+            voters = self._voters
+            self._voters = tuple(sorted(set(voters) | set(self._conf.learners)))
+            try:
+                original(self)
+            finally:
+                self._voters = voters
+
+        return maybe_commit
+
+    return [(LeaderMixin, "_maybe_commit", wrap)]
+
+
+def early_leave_joint() -> list[Patch]:
+    """A leader appends the entry leaving a joint configuration right behind the one that
+    enters it, before the joint one committed: both can commit with the old voters alone, and
+    the new configuration takes effect though its voters never acknowledged anything
+    (correct: leave only once the joint configuration took effect, thesis §4.3)."""
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def append_conf(self: ReconfigureMixin, conf: ConfState) -> int:
+            index = int(original(self, conf))
+            if conf.voters_outgoing:
+                original(self, membership.leave_joint(conf))
+            return index
+
+        return append_conf
+
+    return [(ReconfigureMixin, "_append_conf", wrap)]
+
+
+def removed_node_campaigns() -> list[Patch]:
+    """A node removed from the configuration keeps the one it had: it goes on campaigning
+    and counting votes and acknowledgements among the old voters (correct: a node that is no
+    voter never campaigns, and the configuration in force is the one applied)."""
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def use_conf(self: ReconfigureMixin, conf: ConfState) -> None:
+            was_voter = self._id in getattr(self, "_voter_ids", frozenset())
+            if was_voter and self._id not in membership.voters_of(conf):
+                return  # ignores its own removal
+            original(self, conf)
+
+        return use_conf
+
+    return [(ReconfigureMixin, "_use_conf", wrap)]

@@ -28,7 +28,7 @@ class FollowerMixin(CoreState):
             return False
         if self._role is not Role.FOLLOWER:
             # §5.2: a candidate that hears from the leader of its term returns to follower.
-            self._become_follower(self._term, leader)
+            self._become_follower(self._term, leader, f"node {leader} leads term {self._term}")
         elif self._leader != leader:
             if self._leader != NO_NODE:
                 self._anomaly(
@@ -112,7 +112,7 @@ class FollowerMixin(CoreState):
         else:
             log.restore(meta.index, meta.term)
         self._snapshot = meta
-        self._conf = meta.conf
+        self._use_conf(meta.conf)
         self._commit = meta.index
         # The state machine is replaced wholesale: nothing at or below it is applied again.
         self._apply_handed = meta.index

@@ -49,8 +49,8 @@ class LeaderMixin(CoreState):
                 # CheckQuorum (thesis §9.6): without a quorum heard from in the last period,
                 # this leader may already be replaced; step down instead of serving.
                 active = [self._id] + [p for p, pr in self._progress.items() if pr.recent_active]
-                if not quorum.has_quorum(self._voters, active):
-                    self._become_follower(self._term, NO_NODE)
+                if not quorum.joint_has_quorum(self._voters, self._voters_out, active):
+                    self._become_follower(self._term, NO_NODE, "lost quorum (check quorum)")
                     return
                 for pr in self._progress.values():
                     pr.recent_active = False
@@ -66,7 +66,7 @@ class LeaderMixin(CoreState):
             raise NotLeader(self._leader)
         if to == self._id:
             return
-        if to not in self._peer_set:
+        if to not in self._voter_ids:
             raise ConfigError(f"transfer_leadership: {to!r} is not a voter of this cluster")
         self._transfer_target = to
         self._election_elapsed = 0
@@ -110,7 +110,9 @@ class LeaderMixin(CoreState):
     def _on_append_response(self, msg: AppendEntriesResponse) -> None:
         if self._role is not Role.LEADER:
             return
-        pr = self._progress[msg.src]
+        pr = self._progress.get(msg.src)
+        if pr is None:
+            return  # not a member (any more): nothing to track
         pr.recent_active = True
         if msg.read_ctx > pr.read_acked and msg.read_ctx <= self._read_seq:
             pr.read_acked = msg.read_ctx
@@ -155,9 +157,9 @@ class LeaderMixin(CoreState):
     def _maybe_commit(self) -> None:
         """§5.3/§5.4.2: advance commit to the highest index a quorum persisted, but only when
         that entry is of the current term; earlier entries then commit with it (Figure 8)."""
-        matches = [self._log.persisted]
-        matches.extend(pr.match for pr in self._progress.values())
-        candidate = quorum.committed_index(matches)
+        matches = {peer: pr.match for peer, pr in self._progress.items()}
+        matches[self._id] = self._log.persisted
+        candidate = quorum.joint_committed_index(self._voters, self._voters_out, matches)
         if candidate <= self._commit or self._log.term(candidate) != self._term:
             return
         first_own = self._log.term(self._commit) != self._term
@@ -238,6 +240,20 @@ class LeaderMixin(CoreState):
         for peer, pr in self._progress.items():
             self._send_appends(peer, pr, heartbeat=True)
 
+    def _owes_appends(self) -> bool:
+        """Whether ``_flush`` would send anything now: a pure query, so ``has_ready`` can ask
+        without moving any follower's flow control (it mirrors ``_send_appends``' tests)."""
+        if self._role is not Role.LEADER or not (self._send_pending or self._read_bcast_pending):
+            return False
+        if self._read_bcast_pending:
+            return bool(self._progress)  # a heartbeat to every follower
+        last = self._log.last_index
+        commit = self._commit
+        return any(
+            not pr.is_paused() and (pr.next <= last or min(commit, pr.next - 1) > pr.commit_sent)
+            for pr in self._progress.values()
+        )
+
     def _flush(self) -> None:
         """Send the appends owed since the last Ready: one pass over the followers however
         many proposals and acknowledgements arrived meanwhile (batching)."""
@@ -288,6 +304,7 @@ class LeaderMixin(CoreState):
         if self._role is not Role.CANDIDATE:
             raise AssertionError(f"only a candidate may become leader, not a {self._role}")
         self._role = Role.LEADER
+        self._role_reason = f"won the election of term {self._term}"
         self._set_leader(self._id)
         self._votes = {}
         self._election_elapsed = 0
@@ -299,4 +316,8 @@ class LeaderMixin(CoreState):
         # A NOOP of our own term: committing it commits every earlier entry (§5.4.2, §8) and
         # lets ReadIndex trust our commit index.
         log.append([Entry(self._term, log.last_index + 1, b"", EntryKind.NOOP)])
+        # No configuration change until our NOOP took effect: an entry of our term must commit
+        # first (the single-server change bug), and any change an earlier leader left in the
+        # log takes effect before we stack another on it (membership.py).
+        self._pending_conf_index = log.last_index
         self._send_pending = True

@@ -62,3 +62,42 @@ def has_quorum(voters: Iterable[NodeId], members: Iterable[NodeId]) -> bool:
     voter_tuple = tuple(voters)
     present = frozenset(members)
     return sum(1 for v in voter_tuple if v in present) >= quorum_size(len(voter_tuple))
+
+
+# --- joint configurations (thesis §4.3) --------------------------------------------------------
+# A decision of a joint configuration needs a majority of the incoming voters AND of the
+# outgoing ones; an empty outgoing set (no change under way) agrees with anything. Learners
+# are never passed in: they do not count.
+
+
+def joint_committed_index(
+    voters: Sequence[NodeId], outgoing: Sequence[NodeId], match: Mapping[NodeId, int]
+) -> int:
+    """The largest index a majority of ``voters`` and of ``outgoing`` (when not empty) hold;
+    ``match`` maps a node to its match index (absent: 0)."""
+    index = committed_index([match.get(v, 0) for v in voters])
+    if outgoing:
+        index = min(index, committed_index([match.get(v, 0) for v in outgoing]))
+    return index
+
+
+def joint_vote_result(
+    voters: Sequence[NodeId], outgoing: Sequence[NodeId], votes: Mapping[NodeId, bool]
+) -> VoteResult:
+    """WON once both sets granted, LOST once either lost, else PENDING."""
+    incoming = vote_result(voters, votes)
+    if not outgoing:
+        return incoming
+    other = vote_result(outgoing, votes)
+    if incoming is other:
+        return incoming
+    if VoteResult.LOST in (incoming, other):
+        return VoteResult.LOST
+    return VoteResult.PENDING
+
+
+def joint_has_quorum(
+    voters: Sequence[NodeId], outgoing: Sequence[NodeId], members: Iterable[NodeId]
+) -> bool:
+    present = frozenset(members)
+    return has_quorum(voters, present) and (not outgoing or has_quorum(outgoing, present))

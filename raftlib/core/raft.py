@@ -33,14 +33,15 @@ import types as _pytypes
 from collections import deque
 from collections.abc import Sequence
 
-from raftlib.core import quorum
 from raftlib.core.config import CoreConfig, Rng
+from raftlib.core.election import ElectionMixin
 from raftlib.core.follower import FollowerMixin
 from raftlib.core.leader import LeaderMixin
 from raftlib.core.log import RaftLog
 from raftlib.core.progress import Progress
 from raftlib.core.reads import ReadsMixin
 from raftlib.core.ready import ReadyMixin
+from raftlib.core.reconfigure import ReconfigureMixin
 from raftlib.core.restart import check_restart_state, recovered_hard_state
 from raftlib.core.state import PendingRead
 from raftlib.core.status import CoreStatus, ProgressStatus
@@ -85,7 +86,9 @@ _CORE_MESSAGES = frozenset({
 })
 
 
-class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
+class RaftCore(
+    ElectionMixin, LeaderMixin, FollowerMixin, ReadsMixin, ReconfigureMixin, ReadyMixin
+):
     def __init__(
         self,
         config: CoreConfig,
@@ -109,9 +112,6 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
         self.config = config
         self._rng = rng
         self._id = config.node_id
-        self._voters: tuple[NodeId, ...] = tuple(sorted(config.voters))
-        self._peers: tuple[NodeId, ...] = tuple(v for v in self._voters if v != self._id)
-        self._peer_set = frozenset(self._peers)
 
         self._term = hard_state.term
         self._vote = hard_state.vote
@@ -120,7 +120,11 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
         self._log = RaftLog(entries, base, snapshot.term if snapshot is not None else 0)
         # The latest durable snapshot: what a follower behind the log's start is sent.
         self._snapshot = snapshot
-        self._conf = snapshot.conf if snapshot is not None else ConfState(tuple(config.voters))
+        # The configuration in force: the snapshot's, else the one the cluster started with
+        # (none for a node joining an existing cluster: it learns it from the leader). CONF
+        # entries after it take effect as they are handed out to be applied.
+        conf = snapshot.conf if snapshot is not None else ConfState(tuple(sorted(config.voters)))
+        self._pending_conf_index = 0
         # A snapshot received from the leader and accepted, for the next Ready.
         self._snapshot_to_install: SnapshotMeta | None = None
         self._snapshot_keeps_log = False
@@ -136,6 +140,8 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
         self._votes: dict[NodeId, bool] = {}
         self._progress: dict[NodeId, Progress] = {}
         self._transfer_target = NO_NODE
+        self._role_reason = "started"
+        self._use_conf(conf)
 
         self._msgs: list[Message] = []
         # The leader owes followers an AppendEntries pass (new entries, new commit index,
@@ -247,6 +253,7 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
             safety_anomalies=self._safety_anomalies,
             first_index=self._log.first_index,
             snapshot_index=self._snapshot.index if self._snapshot is not None else 0,
+            conf=self._conf,
         )
 
     # --- inputs: time ----------------------------------------------------------------------
@@ -258,22 +265,32 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
             self._tick_leader()
         else:
             self._election_elapsed += 1
+            # A non-voter never campaigns; it keeps counting, so the lease it gave the last
+            # leader it heard from runs out and stays out (it must not refuse the votes a new
+            # leader needs: see _on_request_vote).
             if self._election_elapsed >= self._randomized_timeout:
-                self._election_elapsed = 0
-                self.campaign()
+                if self._id in self._voter_ids:
+                    self._election_elapsed = 0
+                    self._campaign("election timeout")
+                elif self._leader != NO_NODE:
+                    # Silence for a whole timeout: stop naming a leader that may be gone (a
+                    # removed node is told nothing more, and clients follow its hints).
+                    self._set_leader(NO_NODE)
 
     # --- inputs: elections -----------------------------------------------------------------
 
     def campaign(self) -> None:
-        """Start an election now (what an election timeout does). A leader ignores it."""
-        if self._role is Role.LEADER:
+        """Start an election now (what an election timeout does). A leader ignores it, and
+        so does a node that is no voter (a learner, a removed node, one still joining)."""
+        self._campaign("campaign requested")
+
+    def _campaign(self, reason: str) -> None:
+        if self._role is Role.LEADER or self._id not in self._voter_ids:
             return
         if self.config.pre_vote:
-            self._become_pre_candidate()
+            self._become_pre_candidate(reason)
         else:
-            self._become_candidate(transfer=False)
-
-    # --- inputs: client requests -----------------------------------------------------------
+            self._become_candidate(transfer=False, reason=reason)
 
     # --- inputs: messages ------------------------------------------------------------------
 
@@ -282,7 +299,7 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
         unknown ``src``, impossible values) is counted and ignored, never raised."""
         if self._halted:
             return
-        if type(msg) not in _CORE_MESSAGES or not is_plausible(msg, self._id, self._peer_set):
+        if type(msg) not in _CORE_MESSAGES or not is_plausible(msg, self._id):
             self._invalid_messages += 1
             return
         term = msg.term
@@ -295,13 +312,15 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
                         self._send(RequestVoteResponse(self._term, self._id, msg.src, False, True))
                     return
                 if not msg.pre_vote:
-                    self._become_follower(term, NO_NODE)
+                    self._become_follower(
+                        term, NO_NODE, f"vote request of term {term} from node {msg.src}"
+                    )
             elif type(msg) is RequestVoteResponse and msg.pre_vote and msg.granted:
                 # A pre-vote grant carries the term we would campaign in; ours stays.
                 pass
             else:
                 leader = msg.src if type(msg) is AppendEntries else NO_NODE
-                self._become_follower(term, leader)
+                self._become_follower(term, leader, f"higher term {term} from node {msg.src}")
         elif term < self._term:
             self._on_stale(msg)
             return
@@ -326,15 +345,6 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
         elif isinstance(msg, InstallSnapshot):
             self._on_install_snapshot(msg)
 
-    def _in_lease(self, msg: RequestVote) -> bool:
-        """Whether a (pre)vote request must be refused because a leader is known and was heard
-        from within the minimum election timeout (thesis §9.6, §4.2.3)."""
-        if msg.transfer or self._leader == NO_NODE:
-            return False
-        if not (self.config.check_quorum or msg.pre_vote):
-            return False
-        return self._election_elapsed < self.config.election_timeout_ticks_min
-
     def _on_stale(self, msg: Message) -> None:
         """A message from an older term (§5.1: reject it, telling the sender our term)."""
         if isinstance(msg, AppendEntries):
@@ -345,62 +355,6 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
         elif isinstance(msg, ReadIndexRequest):
             self._send(ReadIndexResponse(self._term, self._id, msg.src, msg.request_id, 0))
         # Stale responses and TimeoutNow carry nothing we may act on.
-
-    # --- handlers: elections ---------------------------------------------------------------
-
-    def _on_request_vote(self, msg: RequestVote) -> None:
-        log_ok = self._log.is_up_to_date(msg.last_log_index, msg.last_log_term)
-        if msg.pre_vote:
-            # A pre-vote changes nothing here; grant when a real vote in that term could be.
-            granted = msg.term > self._term and log_ok
-            reply_term = msg.term if granted else self._term
-            self._send(RequestVoteResponse(reply_term, self._id, msg.src, granted, True))
-            return
-        # Same term now (a newer one made us a follower in step). §5.2: one vote per term,
-        # first come first served; §5.4.1: only for a log at least as up to date as ours.
-        can_vote = self._vote == msg.src or (self._vote == NO_NODE and self._leader == NO_NODE)
-        granted = can_vote and log_ok
-        if granted:
-            self._vote = msg.src
-            # Granting a vote resets the election timer (Figure 2, Followers).
-            self._election_elapsed = 0
-        self._send(RequestVoteResponse(self._term, self._id, msg.src, granted, False))
-
-    def _on_vote_response(self, msg: RequestVoteResponse) -> None:
-        if msg.pre_vote:
-            if self._role is not Role.PRE_CANDIDATE:
-                return
-            expected_term = self._term + 1 if msg.granted else self._term
-            if msg.term != expected_term:
-                return
-            self._votes[msg.src] = msg.granted
-            result = quorum.vote_result(self._voters, self._votes)
-            if result is quorum.VoteResult.WON:
-                self._become_candidate(transfer=False)
-            elif result is quorum.VoteResult.LOST:
-                self._become_follower(self._term, NO_NODE)
-            return
-        if self._role is not Role.CANDIDATE or msg.term != self._term:
-            return
-        self._votes[msg.src] = msg.granted
-        result = quorum.vote_result(self._voters, self._votes)
-        if result is quorum.VoteResult.WON:
-            self._become_leader()
-        elif result is quorum.VoteResult.LOST:
-            self._become_follower(self._term, NO_NODE)
-
-    def _on_timeout_now(self, msg: TimeoutNow) -> None:
-        if self._role is not Role.FOLLOWER or msg.src != self._leader:
-            return
-        self._become_candidate(transfer=True)
-
-    # --- handlers: replication (follower side) ---------------------------------------------
-
-    # --- snapshots (the driver's calls) ----------------------------------------------------
-
-    # --- handlers: replication (leader side) -----------------------------------------------
-
-    # --- reads (thesis §6.4) ----------------------------------------------------------------
 
     # --- role changes ----------------------------------------------------------------------
 
@@ -418,7 +372,7 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
             self._forwarded_reads.clear()
         self._leader = leader
 
-    def _become_follower(self, term: int, leader: NodeId) -> None:
+    def _become_follower(self, term: int, leader: NodeId, reason: str) -> None:
         if term < self._term:
             raise AssertionError(f"term would decrease from {self._term} to {term}")
         if term > self._term:
@@ -429,49 +383,9 @@ class RaftCore(LeaderMixin, FollowerMixin, ReadsMixin, ReadyMixin):
             self._progress = {}
             self._transfer_target = NO_NODE
         self._role = Role.FOLLOWER
+        self._role_reason = reason
         self._set_leader(leader)
         self._votes = {}
         self._reset_election_timer()
-
-    def _become_pre_candidate(self) -> None:
-        # PreVote (thesis §9.6): ask whether we could win before disturbing anyone's term.
-        self._role = Role.PRE_CANDIDATE
-        self._set_leader(NO_NODE)
-        self._votes = {self._id: True}
-        self._reset_election_timer()
-        if quorum.vote_result(self._voters, self._votes) is quorum.VoteResult.WON:
-            self._become_candidate(transfer=False)
-            return
-        log = self._log
-        for peer in self._peers:
-            self._send(
-                RequestVote(
-                    self._term + 1, self._id, peer, log.last_index, log.last_term, pre_vote=True
-                )
-            )
-
-    def _become_candidate(self, transfer: bool) -> None:
-        # §5.2: increment the term, vote for self, ask everyone else.
-        self._term += 1
-        self._vote = self._id
-        self._role = Role.CANDIDATE
-        self._set_leader(NO_NODE)
-        self._votes = {self._id: True}
-        self._reset_election_timer()
-        if quorum.vote_result(self._voters, self._votes) is quorum.VoteResult.WON:
-            self._become_leader()
-            return
-        log = self._log
-        for peer in self._peers:
-            self._send(
-                RequestVote(
-                    self._term,
-                    self._id,
-                    peer,
-                    log.last_index,
-                    log.last_term,
-                    transfer=transfer,
-                )
-            )
 
     # --- output ----------------------------------------------------------------------------

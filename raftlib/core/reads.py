@@ -45,9 +45,9 @@ class ReadsMixin(CoreState):
         pending = self._pending_reads
         if not pending:
             return
-        acks = [self._read_seq]
-        acks.extend(pr.read_acked for pr in self._progress.values())
-        confirmed = quorum.committed_index(acks)
+        acks = {peer: pr.read_acked for peer, pr in self._progress.items()}
+        acks[self._id] = self._read_seq
+        confirmed = quorum.joint_committed_index(self._voters, self._voters_out, acks)
         while pending and pending[0].seq <= confirmed and pending[0].index is not None:
             read = pending.popleft()
             index = read.index

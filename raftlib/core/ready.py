@@ -16,14 +16,16 @@ from raftlib.core.types import (
 
 class ReadyMixin(CoreState):
     def has_ready(self) -> bool:
+        """Whether ``ready()`` would return anything. A pure query: it changes no state (in
+        particular no follower's flow control), so asking twice, or asking and not taking,
+        is harmless. Owed appends count only when ``_flush`` would really send one, so an
+        acknowledgement that unblocks nothing does not cost the driver an empty Ready."""
         if self._outstanding is not None:
             return False
-        # Owed appends are built now, so an acknowledgement that unblocks nothing does not
-        # cost the driver an empty Ready.
-        self._flush()
         log = self._log
         if (
             self._msgs
+            or self._owes_appends()
             or log.handed < log.last_index
             or self._read_states
             or self._dropped_reads
@@ -61,20 +63,31 @@ class ReadyMixin(CoreState):
         Must be followed by ``advance(ready)`` before the next call."""
         if self._outstanding is not None:
             raise AssertionError("ready() called again before advance() of the previous Ready")
-        self._flush()
         log = self._log
-        hard = HardState(self._term, self._vote, self._commit)
-        hard_out = None if hard == self._prev_hard else hard
-        self._prev_hard = hard
-        soft = SoftState(self._role, self._leader)
-        soft_out = None if soft == self._prev_soft else soft
-        self._prev_soft = soft
-        entries = log.take_unhanded()
+        # The appends this leader owes now (its new commit index among them) are built
+        # before a configuration takes effect: a leader that the change removes still tells
+        # its followers that the change committed before it steps down.
+        self._flush()
         apply_to = min(self._commit, log.persisted)
         committed: tuple[Entry, ...] = ()
         if apply_to > self._apply_handed and not self._halted:
             committed = tuple(log.slice(self._apply_handed + 1, apply_to))
             self._apply_handed = apply_to
+            # Configurations among them take effect now (reconfigure.py), before the rest of
+            # this Ready is assembled: what that changes (a removed leader stepping down, new
+            # followers to send to) goes out with it.
+            self._take_effect(committed)
+        self._flush()
+        hard = HardState(self._term, self._vote, self._commit)
+        hard_out = None if hard == self._prev_hard else hard
+        self._prev_hard = hard
+        prev_soft = self._prev_soft
+        soft = prev_soft
+        if prev_soft.role is not self._role or prev_soft.leader != self._leader:
+            soft = SoftState(self._role, self._leader, self._role_reason)
+        soft_out = None if soft is prev_soft else soft
+        self._prev_soft = soft
+        entries = log.take_unhanded()
         ready = Ready(
             hard_state=hard_out,
             entries=entries,

@@ -3,10 +3,12 @@
 ``RaftCore`` (``raft.py``) is assembled from parts that each hold one concern of the algorithm,
 as etcd-io/raft keeps raft.go, read_only.go, tracker/ and rawnode.go apart:
 
-- ``raft.py``      roles, elections, terms, message dispatch (Figure 2, §5.1-5.2, §9.6)
+- ``raft.py``      roles, terms, message dispatch (Figure 2, §5.1)
+- ``election.py``  PreVote, votes, TimeoutNow (§5.2, §9.6, §3.10)
 - ``follower.py``  a follower's side of replication and snapshots (§5.3, §5.4, §7)
 - ``leader.py``    a leader's side: proposals, flow control, commit, transfers (§5.3, §3.10)
 - ``reads.py``     linearizable reads through ReadIndex (thesis §6.4)
+- ``reconfigure.py`` membership changes as log entries (thesis §4.3; rules in membership.py)
 - ``ready.py``     the output batch and its contract with the driver
 - ``validation.py``, ``restart.py``: what input and what durable state are plausible
 
@@ -17,6 +19,7 @@ every part uses, so each part type-checks on its own.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
 import attrs
 
@@ -26,6 +29,7 @@ from raftlib.core.progress import Progress
 from raftlib.core.types import (
     Anomaly,
     ConfState,
+    Entry,
     HardState,
     Message,
     NodeId,
@@ -56,9 +60,18 @@ class CoreState:
     config: CoreConfig
     _rng: Rng
     _id: NodeId
+    # Derived from ``_conf`` (``_use_conf``): the voters (incoming set of a joint
+    # configuration), the outgoing voters (empty unless joint), both as a set, every other
+    # member (who gets the log) and every other voter (who gets vote requests).
     _voters: tuple[NodeId, ...]
+    _voters_out: tuple[NodeId, ...]
+    _voter_ids: frozenset[NodeId]
     _peers: tuple[NodeId, ...]
-    _peer_set: frozenset[NodeId]
+    _vote_peers: tuple[NodeId, ...]
+    # The index of the last configuration entry this leader appended (at election: its last
+    # index, so that no change is accepted before it commits an entry of its own term). A
+    # new change waits until the previous one took effect (membership.py).
+    _pending_conf_index: int
     # Persistent state (Figure 2) and the log.
     _term: int
     _vote: NodeId
@@ -82,6 +95,8 @@ class CoreState:
     _votes: dict[NodeId, bool]
     _progress: dict[NodeId, Progress]
     _transfer_target: NodeId
+    # Why the role last changed (SoftState.reason).
+    _role_reason: str
     # Output being collected for the next Ready.
     _msgs: list[Message]
     # The leader owes followers an AppendEntries pass (new entries, new commit index,
@@ -117,10 +132,16 @@ class CoreState:
 
     # Implemented by the parts (declared here so each part type-checks alone).
 
-    def _become_follower(self, term: int, leader: NodeId) -> None:
+    def _become_follower(self, term: int, leader: NodeId, reason: str) -> None:
         raise NotImplementedError
 
     def _set_leader(self, leader: NodeId) -> None:
+        raise NotImplementedError
+
+    def _reset_election_timer(self) -> None:
+        raise NotImplementedError
+
+    def _become_leader(self) -> None:
         raise NotImplementedError
 
     def _check_reads(self) -> None:
@@ -135,5 +156,14 @@ class CoreState:
     def _flush(self) -> None:
         raise NotImplementedError
 
+    def _owes_appends(self) -> bool:
+        raise NotImplementedError
+
     def _check_invariants(self) -> None:
+        raise NotImplementedError
+
+    def _use_conf(self, conf: ConfState) -> None:
+        raise NotImplementedError
+
+    def _take_effect(self, entries: Sequence[Entry]) -> None:
         raise NotImplementedError

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from raftlib.core.types import NodeId, Role
+from raftlib.core.types import ConfState, NodeId, Role
 
 
 @attrs.frozen
@@ -40,3 +40,5 @@ class CoreStatus:
     # The first index the log holds, and the latest snapshot's (0: none yet).
     first_index: int = 1
     snapshot_index: int = 0
+    # The configuration in force (voters, learners, and outgoing voters while joint).
+    conf: ConfState | None = None

@@ -26,6 +26,10 @@ class EntryKind(enum.IntEnum):
     # Appended by a new leader at the start of its term: committing it commits every earlier
     # entry (§5.4.2 forbids counting replicas of earlier terms directly) and lets ReadIndex work.
     NOOP = 1
+    # A new cluster configuration (``raftlib.core.membership``): the whole ConfState, encoded.
+    # It takes effect when committed and handed out to be applied; the state machine never
+    # sees it.
+    CONF = 2
 
 
 class Entry(msgspec.Struct, frozen=True, array_like=True):
@@ -53,6 +57,8 @@ class ConfState(msgspec.Struct, frozen=True, array_like=True):
     voters: tuple[NodeId, ...]
     learners: tuple[NodeId, ...] = ()
     voters_outgoing: tuple[NodeId, ...] = ()
+    # (node id, address) of members the drivers reach by an address (opaque to the core).
+    addresses: tuple[tuple[NodeId, str], ...] = ()
 
 
 class SnapshotMeta(msgspec.Struct, frozen=True, array_like=True):
@@ -230,10 +236,13 @@ class ReadState(msgspec.Struct, frozen=True):
 
 
 class SoftState(msgspec.Struct, frozen=True):
-    """Volatile state the driver reports; need not be persisted."""
+    """Volatile state the driver reports; need not be persisted. ``reason`` says why the role
+    last changed ("election timeout", "higher term 7 from node 3", "lost quorum",
+    "leadership transfer", ...), for the operator's log."""
 
     role: Role
     leader: NodeId
+    reason: str = ""
 
 
 class Anomaly(msgspec.Struct, frozen=True):

@@ -10,8 +10,6 @@ of the message's term could hold.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-
 from raftlib.core.types import (
     AppendEntries,
     AppendEntriesResponse,
@@ -30,7 +28,7 @@ from raftlib.core.types import (
 # Terms and indexes stay within a signed 64-bit range so storage and the wire codec can hold
 # them; a message claiming more is not from a correct peer.
 VALUE_MAX = (1 << 63) - 1
-_ENTRY_KINDS = (EntryKind.NORMAL, EntryKind.NOOP)
+_ENTRY_KINDS = (EntryKind.NORMAL, EntryKind.NOOP, EntryKind.CONF)
 
 
 def plain(value: object) -> bool:
@@ -38,10 +36,13 @@ def plain(value: object) -> bool:
     return type(value) is int and 0 <= value <= VALUE_MAX
 
 
-def is_plausible(msg: Message, node_id: NodeId, peers: Collection[NodeId]) -> bool:
-    """Whether a correct peer of ``node_id`` could have sent ``msg``."""
+def is_plausible(msg: Message, node_id: NodeId) -> bool:
+    """Whether a correct peer of ``node_id`` could have sent ``msg``. Any other node may be
+    one: membership changes, and a node learns of a new member only when the change takes
+    effect on it (a new voter may ask for our vote before that)."""
     src = msg.src
-    if msg.dst != node_id or type(src) is not int or src not in peers or not plain(msg.term):
+    if (msg.dst != node_id or type(src) is not int or src < 1 or src == node_id
+            or not plain(msg.term)):
         return False
     if isinstance(msg, AppendEntries):
         return _plausible_append(msg)

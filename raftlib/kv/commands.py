@@ -48,7 +48,27 @@ class Cas(msgspec.Struct, frozen=True, array_like=True, tag=5):
     new: bytes
 
 
-Op = Set | Delete | Append | Incr | Cas
+class SAdd(msgspec.Struct, frozen=True, array_like=True, tag=6):
+    """Add ``members`` to the set at ``key``; the result is how many were not there yet."""
+
+    key: bytes
+    members: tuple[bytes, ...]
+
+
+class RPush(msgspec.Struct, frozen=True, array_like=True, tag=7):
+    """Append ``values`` to the tail of the list at ``key``; the result is its new length."""
+
+    key: bytes
+    values: tuple[bytes, ...]
+
+
+class LPop(msgspec.Struct, frozen=True, array_like=True, tag=8):
+    """Remove and return the head of the list at ``key`` (``None``: empty or absent)."""
+
+    key: bytes
+
+
+Op = Set | Delete | Append | Incr | Cas | SAdd | RPush | LPop
 
 
 class Request(msgspec.Struct, frozen=True, array_like=True, tag=10):
@@ -68,7 +88,7 @@ Command = Request | OpenSession
 class KvError(msgspec.Struct, frozen=True, array_like=True, tag=20):
     """A command that was applied but could not be carried out, as a value (never raised by
     ``apply``, so it can be cached in a session and returned to the proposer). ``code`` is the
-    RESP error prefix: ``ERR``, ``SESSIONEXPIRED`` or ``STALESEQ``."""
+    RESP error prefix: ``ERR``, ``WRONGTYPE``, ``SESSIONEXPIRED`` or ``STALESEQ``."""
 
     code: str
     message: str
@@ -77,7 +97,8 @@ class KvError(msgspec.Struct, frozen=True, array_like=True, tag=20):
         return f"{self.code} {self.message}"
 
 
-# What ``apply`` returns: OK (True) / a count / a new value / a CAS verdict / an error.
+# What ``apply`` returns: OK (True) / a count / a new value / a CAS verdict / a popped element
+# (``None``: the list was empty) / an error.
 Result = bool | int | bytes | None | KvError
 
 NO_SESSION: Final = 0

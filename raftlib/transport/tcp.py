@@ -83,6 +83,14 @@ logger = logging.getLogger("raftlib.transport")
 Address = tuple[str, int]
 
 
+def parse_host_port(text: str) -> Address | None:
+    """``HOST:PORT`` (``[v6]:PORT`` too) as an address, or None when it is not one."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host.strip("[]"), int(port)
+
+
 class PeerRefused(Exception):
     """A connection's peer failed the hello or security checks; the message is one line."""
 
@@ -239,6 +247,7 @@ class TcpTransport:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(trio.serve_listeners, endpoint._handle_inbound, listeners)
+                endpoint._nursery = nursery
                 for peer in endpoint._peers.values():
                     nursery.start_soon(endpoint._run_sender, peer)
                 try:
@@ -282,6 +291,8 @@ class TcpEndpoint:
             if peer != node_id
         }
         self._inbox: deque[list[Message]] = deque()
+        # Where peers added later (``add_peer``) get their sender task.
+        self._nursery: trio.Nursery | None = None
         self._inbox_messages = 0
         self._inbox_ready = trio.lowlevel.ParkingLot()
         self._inbox_space = trio.lowlevel.ParkingLot()
@@ -354,6 +365,23 @@ class TcpEndpoint:
             "inbound_connections": len(self._inbound),
             "inbox_messages": self._inbox_messages,
         }
+
+    def add_peer(self, node_id: NodeId, address: str) -> None:
+        """A member added by a configuration change, reached at ``address`` (``HOST:PORT``,
+        optionally followed by ``,...`` that the transport ignores). A known peer gets the new
+        address (its sender reads it at the next connection attempt)."""
+        if node_id == self.node_id or self._closed:
+            return
+        parsed = parse_host_port(address.split(",", 1)[0])
+        if parsed is None:
+            logger.warning("node %d: member %d has an unusable address %r", self.node_id,
+                           node_id, address)
+            return
+        self.transport._addresses[node_id] = parsed
+        if node_id not in self._peers and self._nursery is not None:
+            peer = _Peer(node_id, self.transport.send_queue_max)
+            self._peers[node_id] = peer
+            self._nursery.start_soon(self._run_sender, peer)
 
     def _close(self) -> None:
         self._closed = True
@@ -600,7 +628,9 @@ class TcpEndpoint:
                 )
             if hello.dst != self.node_id:
                 raise PeerRefused(f"hello is addressed to node {hello.dst}, this is {self.node_id}")
-            if hello.src not in self._peers:
+            if hello.src == self.node_id or (
+                hello.src not in self._peers and hello.src not in transport.members
+            ):
                 raise PeerRefused(f"node id {hello.src} is not a member of this cluster")
             transport.security.check_peer(stream, hello.src)
             reply = Hello(self.node_id, hello.src, transport.cluster_id)

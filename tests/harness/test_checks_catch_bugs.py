@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 
 from harness.nemesis import Fault, Schedule
@@ -27,8 +28,7 @@ def options(**overrides: object) -> RunOptions:
 def _first_invalid(opts: RunOptions, seeds: range) -> tuple[int, dict[str, Any]]:
     tried = []
     for seed in seeds:
-        report = run(RunOptions(**{**opts.to_json(), "nemesis": opts.nemesis, "seed": seed}),
-                     None)
+        report = run(attrs.evolve(opts, seed=seed), None)
         tried.append(f"seed {seed}: {report.line}")
         if report.verdict == "invalid":
             return seed, report.results

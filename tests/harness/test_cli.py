@@ -88,7 +88,7 @@ def test_campaign_lists_the_replay_command_of_each_failing_seed(
     [
         (["run", "--nodes", "0"], "--nodes: must be an integer in [1, 15]"),
         (["run", "--nodes", "three"], "invalid int value"),
-        (["run", "--workload", "queue"], "--workload: unknown workload 'queue'"),
+        (["run", "--workload", "bank"], "--workload: unknown workload 'bank'"),
         (["run", "--nemesis", "partition,meteor"], "unknown fault kind 'meteor'"),
         (["run", "--nemesis", ""], "--nemesis: empty list"),
         (["run", "--backend", "live", "--nemesis", "disk"], "page cache"),

@@ -79,3 +79,17 @@ def test_raftlib_kv_applies_the_mapped_commands_like_the_models() -> None:
     _apply(lists, "append", 1, 11, [])
     assert commands.read_value(lists.get(commands.key_bytes(1)), []) == [10, 11]
     assert commands.read_value(lists.get(commands.key_bytes(2)), []) == []
+
+
+@pytest.mark.parametrize("name", ["register", "kv"])
+def test_register_and_kv_write_each_value_once_and_never_the_initial(name: str) -> None:
+    """lincheck's zone algorithm (no search, however many operations crash) needs it."""
+    workload = make_workload(name, random.Random(3))
+    ops = [workload.next_op() for _ in range(2000)] + workload.probe_ops()
+    written = [op.value[1] if op.f == "cas" else op.value for op in ops
+               if op.f in ("write", "put", "cas")]
+    assert len(written) == len(set(written)) > 500
+    assert workload.initial not in written
+    expected = [op.value[0] for op in ops if op.f == "cas"]
+    # Most cas expect a value written before them (else few would ever succeed).
+    assert sum(e in written for e in expected) > len(expected) // 2

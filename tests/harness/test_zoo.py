@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from harness import zoo
@@ -56,8 +57,7 @@ def _quick_options(name: str, seed: int, **overrides: Any) -> RunOptions:
 def test_behaviour_is_byte_identical_before_and_after_a_bug_and_broken_during(name: str) -> None:
     options = _quick_options(name, 0)
     before = run(options, None)
-    during = run(RunOptions(**{**options.to_json(), "nemesis": options.nemesis, "bug": name}),
-                 None)
+    during = run(attrs.evolve(options, bug=name), None)
     after = run(options, None)
     assert before.verdict == "valid", before.line
     assert during.verdict == "invalid", f"seed 0: {during.line}"

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from harness import zoo
@@ -26,15 +27,16 @@ def _options(seed: int, **overrides: Any) -> RunOptions:
 
 def test_core_settings_are_validated_in_one_line_and_sim_only() -> None:
     with pytest.raises(OptionsError, match=r"^--append-entries-max: must be an integer"):
-        RunOptions(append_entries_max=0)
+        RunOptions(core={"append_entries_max": 0})
     with pytest.raises(OptionsError, match=r"^--pre-vote: must be true or false"):
-        RunOptions(pre_vote="no")  # type: ignore[arg-type]
+        RunOptions(core={"pre_vote": "no"})
     with pytest.raises(OptionsError, match="need --backend sim"):
-        RunOptions(backend="live", check_quorum=False)
+        RunOptions(backend="live", core={"check_quorum": False})
 
 
 def test_core_settings_round_trip_through_argv_and_json() -> None:
-    options = RunOptions(pre_vote=False, check_quorum=False, append_entries_max=1, seed=3)
+    options = RunOptions(core={"pre_vote": False, "check_quorum": False,
+                               "append_entries_max": 1}, seed=3)
     argv = options.to_argv()
     assert "--no-pre-vote" in argv and "--no-check-quorum" in argv
     assert argv[argv.index("--append-entries-max") + 1] == "1"
@@ -145,3 +147,18 @@ def test_crash_after_commit_windows_mostly_crash_before_announcing_and_stay_down
     data["faults"][0]["params"]["before_send"] = "yes"
     with pytest.raises(ScheduleError, match=r"faults\[0\]: params.before_send must be true"):
         schedule_from_json(data, "s")
+
+
+def test_core_settings_keep_their_old_constructor_names() -> None:
+    """Code written before ``RunOptions.core`` (RunOptions(pre_vote=False), evolve with
+    append_entries_max=...) builds the same options; the value lives in ``core`` only."""
+    old = RunOptions(pre_vote=False, append_entries_max=2, seed=1)
+    assert old == RunOptions(core={"pre_vote": False, "append_entries_max": 2}, seed=1)
+    assert (old.pre_vote, old.check_quorum, old.append_entries_max) == (False, True, 2)
+    again = attrs.evolve(old, seed=2, check_quorum=False)
+    assert again.core == {"append_entries_max": 2, "check_quorum": False, "pre_vote": False}
+    assert attrs.evolve(again, core={}).core == {}  # nothing stale overrides a new core
+    assert attrs.evolve(old, pre_vote=True).core == {"append_entries_max": 2}
+    assert "_pre_vote" not in old.to_json() and old.to_json()["pre_vote"] is False
+    with pytest.raises(OptionsError, match=r"^--append-entries-max: must be an integer"):
+        RunOptions(append_entries_max=0)

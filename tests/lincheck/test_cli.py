@@ -389,3 +389,45 @@ def test_history_whose_operations_all_failed_is_not_empty(
     path = jsonl(tmp_path / "h.jsonl", ev(0, "invoke", "write", 1), ev(0, "fail", "write", 1))
     status, _, _ = run(["check", str(path), "--model", "register"], capsys)
     assert status == 0
+
+
+# --- the fast path for `check` arguments ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check", "h.jsonl", "--model", "register"],
+        ["check", "--model", "kv", "h.jsonl", "--json", "--allow-empty"],
+        ["check", "h.log", "--model=cas-register", "--format=porcupine-etcd", "--timeout=2.5"],
+        ["check", "h.jsonl", "--model", "register", "--initial", '{"a": 1}', "--html", "r.html"],
+        ["check", "h.jsonl", "--model", "register", "--model", "kv", "--timeout", "1e3"],
+    ],
+)
+def test_fast_path_reads_check_arguments_as_argparse_does(argv: list[str]) -> None:
+    from lincheck.cli import CheckArgs, build_parser, parse_check_fast
+
+    fast = parse_check_fast(argv)
+    assert fast is not None
+    assert vars(fast) == vars(CheckArgs(**vars(build_parser().parse_args(argv))))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check", "h.jsonl", "--mod", "register"],  # an abbreviation: argparse's to read
+        ["check", "h.jsonl", "--model", "register", "--timeout", "-1"],
+        ["check", "h.jsonl", "--model", "register", "--timeout", "nan"],
+        ["check", "h.jsonl", "--model", "register", "--format", "xml"],
+        ["check", "h.jsonl", "other.jsonl", "--model", "register"],
+        ["check", "h.jsonl", "--model", "register", "--initial", "-1"],
+        ["check", "h.jsonl", "--model"],
+        ["check", "h.jsonl"],
+        ["check", "--help"],
+        ["check", "h.jsonl", "--model", "register", "--"],
+    ],
+)
+def test_fast_path_hands_anything_unusual_to_argparse(argv: list[str]) -> None:
+    from lincheck.cli import parse_check_fast
+
+    assert parse_check_fast(argv) is None

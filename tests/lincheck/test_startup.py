@@ -1,8 +1,8 @@
-"""Start-up stays small: a plain check imports neither the HTML report nor multiprocessing."""
+"""Start-up stays small: a plain check imports neither the HTML report nor multiprocessing,
+nor argparse, nor (for a format other than JSON Lines) json."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,32 +14,33 @@ CHECKER_DIR = Path(__file__).resolve().parents[2] / "checker"
 # Modules only some runs need: importing them at start-up costs every per-file CLI call.
 HEAVY = ("multiprocessing", "concurrent.futures", "lincheck.report_html", "asyncio", "email",
          "http", "xml", "tempfile", "logging", "shutil", "bz2", "lzma", "dataclasses",
-         "inspect", "pathlib")
+         "inspect", "pathlib", "argparse", "gettext", "locale", "typing")
 
-# Runs the CLI in a fresh interpreter, then prints which of the modules named in argv[1] it
-# imported (stdout of the CLI goes to stderr so that the last stdout line is that list).
+# Runs the CLI in a fresh interpreter, then prints which of the modules named in argv[1]
+# (comma-separated) it imported (stdout of the CLI goes to stderr so that the last stdout line
+# is that list). The probe itself imports nothing but sys and contextlib.
 _PROBE = """
-import contextlib, json, sys
-names = json.loads(sys.argv[1])
+import contextlib, sys
+names = sys.argv[1].split(",")
 from lincheck.cli import main
 with contextlib.redirect_stdout(sys.stderr):
     status = main(sys.argv[2:])
-print(json.dumps({"status": status, "imported": [n for n in names if n in sys.modules]}))
+print(status, ",".join(n for n in names if n in sys.modules))
 """
 
 
-def _imported(*argv: str) -> tuple[int, list[str]]:
+def _imported(*argv: str, also: tuple[str, ...] = ()) -> tuple[int, list[str]]:
     done = subprocess.run(
         # -S: no site-packages, so nothing a .pth file imports is counted, and lincheck must
         # run on the standard library alone.
-        [sys.executable, "-S", "-c", _PROBE, json.dumps([*HEAVY, "lincheck.report_json"]),
+        [sys.executable, "-S", "-c", _PROBE, ",".join([*HEAVY, "lincheck.report_json", *also]),
          *argv],
         capture_output=True, text=True, timeout=60, check=False,
         env={"PYTHONPATH": str(CHECKER_DIR), "PATH": "/usr/bin:/bin"},
     )
     assert done.returncode == 0, done.stderr
-    found = json.loads(done.stdout.splitlines()[-1])
-    return found["status"], found["imported"]
+    status, _, imported = done.stdout.splitlines()[-1].partition(" ")
+    return int(status), [name for name in imported.split(",") if name]
 
 
 @pytest.fixture()
@@ -54,6 +55,29 @@ def test_a_plain_check_imports_no_heavy_module(small: Path) -> None:
     status, imported = _imported("check", str(small), "--model", "register")
     assert status == 0
     assert imported == []
+
+
+def test_a_check_of_an_etcd_log_imports_neither_argparse_nor_json(tmp_path: Path) -> None:
+    """The per-file case of Porcupine's corpus: a failing check, whose explanation prints
+    cas values, still needs no json (and no argparse: the fast path reads the arguments)."""
+    log = tmp_path / "etcd.log"
+    log.write_text("INFO  jepsen.util - 0\t:invoke\t:write\t1\n"
+                   "INFO  jepsen.util - 0\t:ok\t:write\t1\n"
+                   "INFO  jepsen.util - 1\t:invoke\t:cas\t[1 4]\n"
+                   "INFO  jepsen.util - 1\t:ok\t:cas\t[1 4]\n"
+                   "INFO  jepsen.util - 1\t:invoke\t:read\tnil\n"
+                   "INFO  jepsen.util - 1\t:ok\t:read\t1\n", encoding="utf-8")
+    status, imported = _imported("check", str(log), "--model", "cas-register", "--format",
+                                 "porcupine-etcd", "--timeout", "5", also=("json",))
+    assert status == 1
+    assert imported == []
+
+
+def test_an_unusual_command_line_still_goes_through_argparse(small: Path) -> None:
+    """The probe sees argparse when the fast path hands over (an abbreviated option)."""
+    status, imported = _imported("check", str(small), "--mod", "register")
+    assert status == 0
+    assert imported == ["argparse", "gettext", "locale"]
 
 
 def test_a_json_check_imports_the_json_report_only(small: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,33 +12,11 @@ from pathlib import Path
 
 import attrs
 
-from tests.raftlib.test_process_crash import free_ports
+from raftlib.supervisor import consecutive_free_ports
 
 NODES = 3
 READY_SECONDS = 30.0
 STOP_SECONDS = 30.0
-
-
-def consecutive_free(count: int, avoid: int = 0) -> int:
-    """The first of ``count`` consecutive free ports on 127.0.0.1 (the cluster numbers its
-    ports from a base), not overlapping the run starting at ``avoid``."""
-    for _ in range(50):
-        (base,) = free_ports(1)
-        if base + count >= 65536 or (avoid <= base + count and base <= avoid + count):
-            continue
-        socks = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no run of free ports found")
 
 
 @attrs.define
@@ -56,8 +33,8 @@ class ClusterProcess:
 def raftlib_cluster(tmp_path: Path, *options: str) -> Iterator[ClusterProcess]:
     """Start `raftlib cluster` with ``options``, wait for its "ready" line, and SIGTERM it on
     the way out; the caller asserts on ``returncode`` and ``output`` after the block."""
-    raft_base = consecutive_free(NODES)
-    client_base = consecutive_free(NODES, avoid=raft_base)
+    raft_base = consecutive_free_ports(NODES)
+    client_base = consecutive_free_ports(NODES, avoid=range(raft_base, raft_base + NODES))
     cluster = ClusterProcess(tmp_path / "cluster", client_base)
     proc = subprocess.Popen(
         [sys.executable, "-m", "raftlib.cli", "cluster", "--nodes", str(NODES), *options,

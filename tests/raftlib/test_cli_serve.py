@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.raftlib.test_process_crash import free_ports
+from raftlib.supervisor import free_ports
 
 
 def serve(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -33,6 +33,11 @@ def serve(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]
         (["--id", "1", "--peers", "1=127.0.0.1:7001"], "--data"),
         (["--id", "1", "--peers", "1=127.0.0.1:7001", "--data", "d", "--tick-ms", "0"], "tick"),
         (["--id", "1", "--peers", "1=127.0.0.1:7001", "--data", "d", "--bogus"], "--bogus"),
+        # Core settings: the flag, what is wrong and the value (CoreConfig's own validator).
+        (["--id", "1", "--peers", "1=127.0.0.1:7001", "--data", "d", "--insecure",
+          "--append-entries-max", "0"], "--append-entries-max: must be an integer >= 1, got 0"),
+        (["--id", "1", "--peers", "1=127.0.0.1:7001", "--data", "d", "--insecure",
+          "--heartbeat-interval-ticks", "10"], "--heartbeat-interval-ticks: must be <"),
     ],
 )
 def test_bad_arguments_get_one_line_and_exit_2(args: list[str], needle: str) -> None:

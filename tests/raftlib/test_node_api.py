@@ -31,17 +31,28 @@ from raftlib.transport.memory import MemoryNetwork
         ({"peers": {1: 7}}, "peers[1]"),
         ({"tick_seconds": 0}, "tick_seconds"),
         ({"tick_seconds": float("nan")}, "tick_seconds"),
-        ({"election_timeout_ticks_min": 0}, "election_timeout_ticks_min"),
-        ({"election_timeout_ticks_min": 20, "election_timeout_ticks_max": 10}, "election"),
+        ({"core": {"election_timeout_ticks_min": 0}}, "election_timeout_ticks_min"),
+        ({"core": {"election_timeout_ticks_min": 20, "election_timeout_ticks_max": 10}},
+         "election"),
         ({"input_queue_items_max": 0}, "input_queue_items_max"),
-        ({"uncommitted_entries_max": -1}, "uncommitted_entries_max"),
+        ({"read_timeout_seconds": -1.0}, "read_timeout_seconds"),
+        ({"storage_thread": "yes"}, "storage_thread"),
+        ({"snapshot": {"entries": 5}}, "snapshot"),
+        ({"core": {"uncommitted_entries_max": -1}}, "uncommitted_entries_max"),
+        ({"core": {"pre_vote": False, "no_such_setting": 1}}, "no_such_setting"),
+        ({"core": "fast"}, "core"),
     ],
 )
 def test_bad_config_is_refused_naming_the_field(kwargs: dict[str, object], field: str) -> None:
     base: dict[str, object] = {"node_id": 1, "peers": {1: "127.0.0.1:7001"}}
+    core = kwargs.pop("core", None)
     base.update(kwargs)
     with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
-        NodeConfig(**base)  # type: ignore[arg-type]
+        config = NodeConfig(**base)  # type: ignore[arg-type]
+        if isinstance(core, dict):
+            config.with_core(**core)
+        elif core is not None:
+            NodeConfig(**base, core=core)  # type: ignore[arg-type]
 
 
 async def test_follower_refuses_a_proposal_naming_the_leader_and_its_address(
@@ -83,7 +94,7 @@ async def test_status_is_an_immutable_snapshot_with_follower_progress(
 async def test_proposals_beyond_the_uncommitted_limit_get_backpressure(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_local_cluster(3, seed=6, uncommitted_entries_max=8) as cluster:
+    async with open_local_cluster(3, seed=6, core={"uncommitted_entries_max": 8}) as cluster:
         leader = await cluster.wait_leader()
         for nid in cluster.ids:
             if nid != leader:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from raftlib.core.types import EntryKind
 from raftlib.invariants import log_matching
 from raftlib.storage.wal import WalStorage
+from raftlib.supervisor import CUT_NOTE, Supervisor, free_ports
 
 HERE = Path(__file__).resolve().parent
 NODE_SCRIPT = HERE / "proc_node.py"
@@ -27,69 +27,22 @@ CONVERGE_SECONDS = 3.0
 SNAPSHOT_ENTRIES = 1500
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-class Proc:
-    def __init__(self, node_id: int, peers: str, data: Path, out: Path) -> None:
-        self.node_id, self.peers, self.data, self.out = node_id, peers, data, out
-        self.popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        # The node's log lines go beside its output: a failure names what the node said.
-        with self.out.open("ab") as out, self.out.with_suffix(".err").open("ab") as err:
-            self.popen = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(NODE_SCRIPT),
-                    "--id",
-                    str(self.node_id),
-                    "--peers",
-                    self.peers,
-                    "--data",
-                    str(self.data),
-                    "--stop-file",
-                    str(self.data.parent / "stop"),
-                    "--snapshot-entries",
-                    str(SNAPSHOT_ENTRIES),
-                ],
-                stdout=out,
-                stderr=err,
-            )
-
-    def kill(self) -> None:
-        if self.popen is not None:
-            self.popen.send_signal(signal.SIGKILL)
-            self.popen.wait(timeout=10)
-            self.popen = None
-
-    def stop(self) -> None:
-        if self.popen is not None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-            self.popen = None
+def node_command(peers: str, root: Path) -> Callable[[int], list[str]]:
+    def command(node_id: int) -> list[str]:
+        return [sys.executable, str(NODE_SCRIPT), "--id", str(node_id), "--peers", peers,
+                "--data", str(root / f"node-{node_id}"), "--stop-file", str(root / "stop"),
+                "--snapshot-entries", str(SNAPSHOT_ENTRIES)]
+    return command
 
 
 def acknowledged(outs: list[Path]) -> list[bytes]:
     acks = []
     for out in outs:
-        for line in out.read_bytes().split(b"\n"):
-            # A line cut by SIGKILL has no newline after it and is not an acknowledgement.
-            if line.startswith(b"ACK "):
+        lines = out.read_bytes().split(b"\n")
+        for line, after in itertools.pairwise(lines):
+            # A line cut by SIGKILL is not an acknowledgement: the supervisor's start marker
+            # after it says so (and the file's last line, with no newline, is cut too).
+            if line.startswith(b"ACK ") and not after.endswith(CUT_NOTE):
                 acks.append(line[4:])
     return acks
 
@@ -100,29 +53,28 @@ def test_sigkill_while_writing_loses_no_acknowledged_command(tmp_path: Path) -> 
     rng = random.Random(seed)
     ports = free_ports(3)
     peers = ",".join(f"{i + 1}=127.0.0.1:{port}" for i, port in enumerate(ports))
-    procs = [Proc(i, peers, tmp_path / f"data{i}", tmp_path / f"out{i}.txt") for i in (1, 2, 3)]
-    try:
-        for p in procs:
-            p.start()
+    ids = (1, 2, 3)
+    # Each node's output (its ACK lines, and its log lines) goes to its log, across restarts.
+    with Supervisor(tmp_path, ids, node_command(peers, tmp_path)) as cluster:
+        for node_id in ids:
+            cluster.start(node_id)
         time.sleep(1.5)  # elect a leader and start writing
         for _ in range(KILLS):
-            victim = rng.choice(procs)
-            victim.kill()
+            victim = rng.choice(ids)
+            cluster.kill(victim)
             time.sleep(rng.uniform(*KILL_GAP_SECONDS))
-            victim.start()
+            cluster.start(victim)
             time.sleep(rng.uniform(*KILL_GAP_SECONDS))
         # "After recovery": stop writing, let every node catch up, then stop them all.
         (tmp_path / "stop").touch()
         time.sleep(CONVERGE_SECONDS)
-    finally:
-        for p in procs:
-            p.stop()
-    acks = acknowledged([p.out for p in procs])
+        cluster.stop_all()
+    acks = acknowledged([cluster.log_path(n) for n in ids])
     assert len(acks) > 20, f"seed={seed}: only {len(acks)} commands acknowledged"
     logs = {}
     snapshots_seen: list[int] = []
-    for p in procs:
-        storage = WalStorage(p.data)
+    for node_id in ids:
+        storage = WalStorage(cluster.data_dir(node_id))
         try:
             recovered = storage.load()
             reader = storage.open_snapshot()
@@ -136,11 +88,11 @@ def test_sigkill_while_writing_loses_no_acknowledged_command(tmp_path: Path) -> 
             storage.close()
         entries = recovered.entries
         committed = [e for e in entries if e.index <= recovered.hard_state.commit]
-        logs[p.node_id] = entries
+        logs[node_id] = entries
         have = {e.data for e in committed if e.kind is EntryKind.NORMAL} | snapshotted
         missing = [a for a in acks if a not in have]
         assert not missing, (
-            f"seed={seed}: node {p.node_id} lacks {len(missing)} of {len(acks)} acknowledged "
+            f"seed={seed}: node {node_id} lacks {len(missing)} of {len(acks)} acknowledged "
             f"commands in its committed log, e.g. {missing[:3]}"
         )
     problems = log_matching(logs)

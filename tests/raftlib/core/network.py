@@ -39,8 +39,12 @@ from raftlib.core import (
     Role,
     TimeoutNow,
 )
+from raftlib.core.membership import Change
 
 TRACE_LINES_MAX = 4000
+# The scenarios here were written for a heartbeat every tick (their expected traces count
+# ticks), not the library's default of two.
+CORE_TEST_DEFAULTS: dict[str, Any] = {"heartbeat_interval_ticks": 1}
 
 
 def fmt_message(msg: Message) -> str:
@@ -117,6 +121,8 @@ class Network:
     ) -> None:
         ids = tuple(range(1, size + 1)) if isinstance(size, int) else tuple(size)
         self.ids = ids
+        # The founding voters; nodes added later (``add_node``) start knowing no configuration.
+        self.founders = ids
         self.seed = seed
         self.config_overrides = config
         self.check = check
@@ -145,7 +151,29 @@ class Network:
     # --- construction ----------------------------------------------------------------------
 
     def make_config(self, node_id: NodeId) -> CoreConfig:
-        return CoreConfig(node_id=node_id, voters=self.ids, **self.config_overrides)
+        voters = self.founders if node_id in self.founders else ()
+        return CoreConfig(node_id=node_id, voters=voters,
+                          **{**CORE_TEST_DEFAULTS, **self.config_overrides})
+
+    def add_node(self, node_id: NodeId) -> None:
+        """A new, empty node that joins: it knows no configuration until the leader's log (or
+        snapshot) tells it; making it a member is a configuration change (``change``)."""
+        if node_id in self.ids:
+            raise ValueError(f"node {node_id} exists")
+        self.log("add", node_id)
+        self.ids = (*self.ids, node_id)
+        self.durable[node_id] = Durable()
+        self.incarnation[node_id] = 0
+        self.read_states[node_id] = []
+        self.dropped_reads[node_id] = []
+        self._boot(node_id)
+
+    def change(self, node_id: NodeId, *changes: Change) -> int:
+        """Propose a configuration change at ``node_id`` (the leader)."""
+        self.log("change", f"{node_id} {changes}")
+        index = self.nodes[node_id].propose_conf_change(changes)
+        self.process(node_id)
+        return index
 
     def _boot(self, node_id: NodeId) -> None:
         durable = self.durable[node_id]
@@ -448,7 +476,7 @@ def make_core(
     **config: Any,
 ) -> RaftCore:
     """A core restarted from the given durable state."""
-    cfg = CoreConfig(node_id=node_id, voters=tuple(voters), **config)
+    cfg = CoreConfig(node_id=node_id, voters=tuple(voters), **{**CORE_TEST_DEFAULTS, **config})
     return RaftCore(
         cfg, random.Random(seed), HardState(term, vote, commit), entries_of_terms(log_terms)
     )

@@ -21,7 +21,6 @@ CORE_DIR = Path(__file__).resolve().parents[3] / "raftlib" / "core"
     [
         ({"node_id": 0}, "node_id"),
         ({"node_id": True}, "node_id"),
-        ({"voters": ()}, "voters"),
         ({"voters": (1, 2, 2)}, "voters"),
         ({"voters": (2, 3)}, "voters"),
         ({"voters": [1, 2, 3]}, "voters"),

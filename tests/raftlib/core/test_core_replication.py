@@ -266,13 +266,14 @@ def test_single_node_cluster_commits_after_own_write() -> None:
 
 
 def test_step_ignores_messages_not_for_this_cluster() -> None:
-    """step() tolerates anything: messages for another node, from unknown nodes or with
-    impossible values are counted and ignored."""
+    """step() tolerates anything: messages for another node, from no node or with
+    impossible values are counted and ignored. (A node missing from our configuration may be a
+    member we have not learnt of yet: its messages are handled.)"""
     core = make_core(term=1)
     drain(core)
     bad: list[Message] = [
         AppendEntries(1, 2, 9, 0, 0),  # dst is not us
-        AppendEntries(1, 7, 1, 0, 0),  # src unknown
+        AppendEntries(1, 0, 1, 0, 0),  # from nobody (NO_NODE)
         AppendEntries(1, 1, 1, 0, 0),  # from ourselves
         AppendEntries(-1, 2, 1, 0, 0),
         AppendEntries(1, 2, 1, 0, 5),  # prev term beyond the sender's term

@@ -7,9 +7,7 @@ from __future__ import annotations
 import functools
 import random
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,59 +16,39 @@ import pytest
 import trio
 
 from raftlib.client import KvClient, TcpConnector, open_client
+from raftlib.supervisor import Supervisor, free_ports, serve_argv
 from tests.raftlib.cluster_cli import raftlib_cluster
 from tests.raftlib.kv.workload import History, kv_worker
-from tests.raftlib.test_process_crash import free_ports
 
 KILLS = 2
 SEED = 17
 
 
-class Cluster:
+class Cluster(Supervisor):
+    """``raftlib serve`` KV nodes on loopback, on free ports, under the one supervisor."""
+
     def __init__(self, tmp: Path, nodes: int) -> None:
         ports = free_ports(2 * nodes)
         self.nodes = nodes
         self.raft = dict(zip(range(1, nodes + 1), ports[:nodes], strict=True))
         self.client = dict(zip(range(1, nodes + 1), ports[nodes:], strict=True))
-        self.tmp = tmp
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        super().__init__(tmp, range(1, nodes + 1), self._command)
 
     def address(self, node_id: int) -> str:
         return f"127.0.0.1:{self.client[node_id]}"
 
-    def start(self, node_id: int) -> None:
-        peers = ",".join(f"{n}=127.0.0.1:{p}" for n, p in self.raft.items())
-        clients = ",".join(f"{n}=127.0.0.1:{p}" for n, p in self.client.items())
-        with (self.tmp / f"node-{node_id}.log").open("ab") as out:
-            self.procs[node_id] = subprocess.Popen(
-                [sys.executable, "-m", "raftlib.cli", "serve", "--id", str(node_id),
-                 "--peers", peers, "--data", str(self.tmp / f"node-{node_id}"),
-                 "--client-port", str(self.client[node_id]), "--client-peers", clients,
-                 "--insecure"],
-                stdout=out, stderr=subprocess.STDOUT)
-
-    def kill(self, node_id: int) -> None:
-        proc = self.procs.pop(node_id)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.procs.clear()
+    def _command(self, node_id: int) -> list[str]:
+        return serve_argv(node_id, peers={n: f"127.0.0.1:{p}" for n, p in self.raft.items()},
+                          data=self.data_dir(node_id), client_port=self.client[node_id],
+                          client_peers={n: self.address(n) for n in self.client},
+                          flags=["--insecure"])
 
 
 async def find_leader(cluster: Cluster, timeout_seconds: float = 10.0) -> int:
     async with open_client([cluster.address(1)], request_timeout_seconds=0.5) as probe:
         with trio.fail_after(timeout_seconds):
             while True:
-                for node_id in list(cluster.procs):
+                for node_id in [n for n in cluster.members if cluster.running(n)]:
                     try:
                         info = await probe.info(cluster.address(node_id))
                     except Exception:

@@ -16,7 +16,7 @@ from cryptography import x509
 
 from raftlib.certs import CertificateError, certificate_node_id, ensure_certs, node_id_from_uris
 from raftlib.cli import main
-from tests.raftlib.test_process_crash import free_ports
+from raftlib.supervisor import free_ports
 
 
 def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -13,6 +13,7 @@ from lincheck.formats import FORMATS, parse_history, write_jsonl
 from lincheck.history import HistoryError
 
 from raftlib.cli import UsageError, parse_peers, parse_serve_args
+from raftlib.core.config import setting_names
 from raftlib.errors import ConfigError
 from raftlib.node import NodeConfig
 from raftlib.resp.protocol import RespLimits, RespParser, RespProtocolError, encode_command
@@ -132,8 +133,9 @@ def test_node_config_accepts_or_names_the_bad_field_in_one_line(
     fields: dict[str, Any], peers: Any
 ) -> None:
     fields.setdefault("node_id", 1)
+    core = {name: fields.pop(name) for name in list(fields) if name in setting_names()}
     try:
-        NodeConfig(peers=peers, **fields)
+        NodeConfig(peers=peers, **fields).with_core(**core)
     except ConfigError as exc:
         text = str(exc)
         assert "\n" not in text

@@ -16,11 +16,11 @@ import trio
 
 from raftlib.certs import CertificateError, NodeFiles
 from raftlib.core.types import ReadIndexRequest
+from raftlib.supervisor import free_ports
 from raftlib.transport.codec import HELLO_BYTES, Hello, decode_hello, encode_hello
 from raftlib.transport.tcp import TcpEndpoint, TcpTransport
 from raftlib.transport.tls import Insecure, MutualTls
 from tests.raftlib.security.tls_cluster import attack, peer_client_context
-from tests.raftlib.test_process_crash import free_ports
 
 TIMEOUT_SECONDS = 10.0
 

@@ -17,10 +17,10 @@ from raftlib.node import NodeConfig
 from raftlib.resp.server import ServerLimits
 from raftlib.service import KvCommandHandler, serve_kv
 from raftlib.storage.memory import MemoryStorage
+from raftlib.supervisor import free_ports
 from raftlib.transport.codec import Hello, encode_frame, encode_hello
 from raftlib.transport.tcp import TcpTransport
 from raftlib.transport.tls import Insecure, MutualTls, client_context, resp_server_context
-from tests.raftlib.test_process_crash import free_ports
 
 TICK_SECONDS = 0.02
 

@@ -1,0 +1,124 @@
+"""Membership changes inside the core: proposing them, and the moment they take effect.
+
+The rules are in ``membership.py``. Here:
+
+- ``propose_conf_change`` (leader): one change at a time, never before this leader committed
+  an entry of its own term; the entry holds the whole resulting configuration.
+- ``_take_effect``: called with the committed entries as they are handed out to be applied;
+  a CONF entry among them becomes the configuration in force (so a node's configuration
+  always matches its applied prefix, and a snapshot taken at the applied index carries the
+  right one).
+- ``_use_conf``: derive the voter and peer sets from a configuration; a leader adds and drops
+  follower progress, and steps down when it is no longer a voter (thesis §4.2.2).
+- A joint configuration that took effect on the leader is left by the leader itself.
+
+Invariants: ``_voters`` is never empty on a node that may lead; learners are never in
+``_voter_ids``; on a leader, ``_progress`` has exactly the members other than itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from raftlib.core import membership
+from raftlib.core.membership import Change
+from raftlib.core.progress import Progress
+from raftlib.core.state import CoreState
+from raftlib.core.types import NO_NODE, ConfState, Entry, EntryKind, Role
+from raftlib.errors import ChangeInProgress, NotLeader, ProposalDropped
+
+
+class ReconfigureMixin(CoreState):
+    @property
+    def is_voter(self) -> bool:
+        """Whether this node's vote counts in the configuration in force (it may campaign)."""
+        return self._id in self._voter_ids
+
+    @property
+    def change_pending(self) -> bool:
+        """Whether a configuration change this leader appended has not taken effect yet."""
+        return self._pending_conf_index > self._apply_handed
+
+    def propose_conf_change(self, changes: Sequence[Change]) -> int:
+        """Append the configuration ``changes`` lead to (leader only); returns its index. It
+        takes effect once committed (``Ready.committed`` hands it out). Raises NotLeader,
+        ChangeInProgress (the previous change, or this leader's first commit, is not done:
+        retry), ProposalDropped (leadership transfer under way) or MembershipError."""
+        if self._role is not Role.LEADER or self._halted:
+            raise NotLeader(self._leader)
+        if self._transfer_target != NO_NODE:
+            raise ProposalDropped(
+                f"leadership transfer to node {self._transfer_target} in progress"
+            )
+        if self.change_pending:
+            raise ChangeInProgress(
+                f"the configuration entry at index {self._pending_conf_index} has not taken "
+                f"effect yet (applied {self._apply_handed})"
+            )
+        return self._append_conf(membership.apply_changes(self._conf, tuple(changes)))
+
+    def _append_conf(self, conf: ConfState) -> int:
+        log = self._log
+        index = log.last_index + 1
+        log.append([Entry(self._term, index, membership.encode_conf(conf), EntryKind.CONF)])
+        self._pending_conf_index = index
+        self._send_pending = True
+        return index
+
+    def _take_effect(self, entries: Sequence[Entry]) -> None:
+        """``entries`` are committed and handed out to be applied: configurations among them
+        take effect now, in log order."""
+        conf_kind = EntryKind.CONF
+        for entry in entries:
+            if entry.kind is conf_kind:
+                try:
+                    conf = membership.decode_conf(entry.data)
+                except ValueError as exc:
+                    # Committed, so the cluster agreed on it: no correct leader writes this.
+                    self._anomaly(f"committed entry {entry.index} is no configuration: {exc}",
+                                  fatal=True)
+                    return
+                self._use_conf(conf)
+        self._maybe_leave_joint()
+
+    def _maybe_leave_joint(self) -> None:
+        """A leader whose joint configuration took effect appends the entry leaving it (the
+        "auto leave" of etcd's ConfChangeV2): the change finishes without an operator."""
+        if (
+            self._voters_out
+            and self._role is Role.LEADER
+            and not self.change_pending
+            and self._transfer_target == NO_NODE
+        ):
+            self._append_conf(membership.leave_joint(self._conf))
+
+    def _use_conf(self, conf: ConfState) -> None:
+        self._conf = conf
+        self._voters = conf.voters
+        self._voters_out = conf.voters_outgoing
+        self._voter_ids = membership.voters_of(conf)
+        me = self._id
+        self._peers = tuple(sorted(membership.members_of(conf) - {me}))
+        self._vote_peers = tuple(sorted(self._voter_ids - {me}))
+        if self._role is Role.LEADER:
+            progress = self._progress
+            members = frozenset(self._peers)
+            for gone in [peer for peer in progress if peer not in members]:
+                del progress[gone]
+            first_new = self._log.last_index + 1
+            for peer in self._peers:
+                if peer not in progress:
+                    progress[peer] = Progress(first_new, self.config.inflight_appends_max)
+                    self._send_pending = True
+            if self._transfer_target not in self._voter_ids:
+                self._transfer_target = NO_NODE
+            if me not in self._voter_ids:
+                # Removed (thesis §4.2.2): the change is committed, so the cluster goes on
+                # without us; stop leading and never campaign again (not a voter).
+                self._become_follower(self._term, NO_NODE, "removed from the configuration")
+            else:
+                # A different quorum may already hold more (or confirm pending reads).
+                self._maybe_commit()
+                self._check_reads()
+        elif self._role is not Role.FOLLOWER and me not in self._voter_ids:
+            self._become_follower(self._term, NO_NODE, "not a voter of the new configuration")

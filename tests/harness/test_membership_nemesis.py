@@ -1,0 +1,108 @@
+"""The membership nemesis in the simulator: each action changes the configuration as it says,
+the window's end restores the cluster's size, runs stay valid under it with every other
+fault, and the membership zoo bugs are caught on their campaign seeds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from harness import zoo
+from harness.nemesis import Fault, Schedule
+from harness.options import RunOptions, parse_nemesis
+from harness.runner import run
+from harness.sim.world import SimWorld
+
+
+def _world(action: str, *, nodes: int = 3, seed: int = 1) -> SimWorld:
+    options = RunOptions(nodes=nodes, workload="append", rate=50.0, seed=seed,
+                         time_limit=6.0, nemesis=("member",))
+    schedule = Schedule(nodes=nodes, time_limit=6.0,
+                        faults=(Fault(1, "member", 1.0, 4.0, {"action": action}),))
+    return SimWorld(options, schedule)
+
+
+def _took_effect(world: SimWorld) -> list[str]:
+    return [line.split("membership: ", 1)[1] for line in world.node_log
+            if "membership:" in line and "took effect" in line]
+
+
+def _conf_at_leader(world: SimWorld) -> Any:
+    leader = world.leader()
+    assert leader is not None
+    core = world.nodes[leader].core
+    assert core is not None
+    return core.conf
+
+
+def test_grow_adds_two_voters_through_the_joint_configuration_and_the_end_shrinks_back() -> None:
+    world = _world("grow")
+    outcome = world.run()
+    done = _took_effect(world)
+    assert done[0].startswith("add voter 4, add voter 5"), done
+    assert len(done) == 2  # grown at the start, shrunk at the end
+    conf = _conf_at_leader(world)
+    assert len(conf.voters) == 3 and not conf.voters_outgoing and not conf.learners
+    assert outcome.stats["membership_changes"] == 2
+
+
+def test_learner_adds_learners_and_the_end_removes_them() -> None:
+    world = _world("learner")
+    world.run()
+    done = _took_effect(world)
+    assert done[0] == "add learner 4, add learner 5 took effect on node " + done[0].split()[-1]
+    conf = _conf_at_leader(world)
+    assert len(conf.voters) == 3 and not conf.learners
+
+
+def test_wipe_replace_retires_the_id_and_a_new_node_takes_its_place() -> None:
+    world = _world("wipe-replace", nodes=5)
+    outcome = world.run()
+    retired = [n for n, node in world.nodes.items() if node.retired]
+    assert len(retired) == 1
+    assert max(world.nodes) == 8  # 5 members + 2 spares, then a new one
+    conf = _conf_at_leader(world)
+    assert retired[0] not in conf.voters and len(conf.voters) == 5
+    assert retired[0] not in (outcome.members or set())
+
+
+@pytest.mark.parametrize("action", ["replace", "remove"])
+def test_replace_and_remove_keep_the_cluster_serving(action: str) -> None:
+    world = _world(action, nodes=5)
+    outcome = world.run()
+    assert _took_effect(world), world.node_log[-20:]
+    assert outcome.liveness.probe_done_us is not None
+    assert len(_conf_at_leader(world).voters) == 5
+
+
+@pytest.mark.parametrize("workload", ["register", "kv", "append"])
+def test_runs_with_every_fault_and_membership_changes_are_valid(workload: str) -> None:
+    changes = 0
+    for seed in range(3):
+        options = RunOptions(workload=workload, seed=seed, nemesis=parse_nemesis("all"))
+        report = run(options, None, lincheck_parallel=False)
+        assert report.verdict == "valid", report.line
+        changes += report.results["stats"]["membership_changes"]
+    assert changes > 0  # the other faults leave room for some changes to be made
+
+
+# Each membership bug on the first seed of its detection campaign that catches it (the
+# correct implementation is valid on the same seed): bench/zoo_detection.py finds them.
+MEMBERSHIP_BUGS = [
+    ("learner-in-quorum", 16, "safety"),
+    ("early-leave-joint", 87, "safety"),
+    ("removed-node-campaigns", 7, "safety"),
+]
+
+
+@pytest.mark.parametrize(("name", "seed", "check"), MEMBERSHIP_BUGS)
+def test_a_membership_bug_is_caught_and_the_correct_code_is_valid_on_its_seed(
+    name: str, seed: int, check: str
+) -> None:
+    values = {**zoo.get(name).detection.options(), "seed": seed, "lincheck_timeout": 30.0}
+    broken = run(RunOptions(**{**values, "bug": name}), None, lincheck_parallel=False)
+    assert broken.verdict == "invalid", broken.line
+    assert check in broken.results["failed_checks"], broken.line
+    correct = run(RunOptions(**values), None, lincheck_parallel=False)
+    assert correct.verdict == "valid", correct.line
