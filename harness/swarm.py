@@ -28,7 +28,8 @@ from typing import Any
 
 import attrs
 
-from harness.options import NEMESIS_KINDS, OptionsError, RunOptions
+from harness.options import NEMESIS_KINDS, OptionsError, RunOptions, options_fields
+from raftlib.core.config import setting_names
 
 # The fault kinds the swarm may switch on, each in its family. Adding a kind to the draw is
 # adding its line here (a kind the sim backend supports, see options.NEMESIS_KINDS).
@@ -101,15 +102,19 @@ DRAWS: Mapping[str, Callable[[random.Random], Any]] = {
     "rate": _choice(RATE_OPS_PER_SECOND_CHOICES),
     "nemesis": _nemesis,
     "nemesis_interval": _choice(NEMESIS_INTERVAL_SECONDS_CHOICES),
-    "pre_vote": _coin,
-    "check_quorum": _coin,
-    "append_entries_max": _choice(APPEND_ENTRIES_MAX_CHOICES),
     "snapshot_entries": _choice(SNAPSHOT_ENTRIES_CHOICES),
     "snapshot_trailing": _choice(SNAPSHOT_TRAILING_CHOICES),
     "snapshot_chunk_bytes": _choice(SNAPSHOT_CHUNK_BYTES_CHOICES),
 }
-DIMENSIONS: tuple[str, ...] = tuple(DRAWS)
-assert set(DIMENSIONS) <= {f.name for f in attrs.fields(RunOptions)}
+# The drawn core settings (raftlib.core.CoreConfig field name -> draw), RunOptions.core.
+CORE_DRAWS: Mapping[str, Callable[[random.Random], Any]] = {
+    "pre_vote": _coin,
+    "check_quorum": _coin,
+    "append_entries_max": _choice(APPEND_ENTRIES_MAX_CHOICES),
+}
+DIMENSIONS: tuple[str, ...] = (*DRAWS, *CORE_DRAWS)
+assert set(DRAWS) <= {f.name for f in options_fields()}
+assert set(CORE_DRAWS) <= set(setting_names())
 
 
 def draw(seed: int, base: RunOptions, pinned: Collection[str] = ()) -> RunOptions:
@@ -121,9 +126,12 @@ def draw(seed: int, base: RunOptions, pinned: Collection[str] = ()) -> RunOption
     if base.backend != "sim":
         raise OptionsError("--swarm: the swarm draws core settings and faults only the "
                            "simulated cluster has; it needs --backend sim")
-    drawn = {name: pick(random.Random(f"{seed}:swarm:{name}"))
-             for name, pick in DRAWS.items() if name not in pinned}
-    return attrs.evolve(base, seed=seed, swarm=True, **drawn)
+    def drawn(draws: Mapping[str, Callable[[random.Random], Any]]) -> dict[str, Any]:
+        return {name: pick(random.Random(f"{seed}:swarm:{name}"))
+                for name, pick in draws.items() if name not in pinned}
+
+    return attrs.evolve(base, seed=seed, swarm=True, **drawn(DRAWS)).with_core(
+        **drawn(CORE_DRAWS))
 
 
 def features(options: RunOptions) -> dict[str, str]:
@@ -136,7 +144,7 @@ def features(options: RunOptions) -> dict[str, str]:
             for kind in SWARM_NEMESES:
                 out[kind] = "on" if kind in options.nemesis else "off"
         else:
-            value = getattr(options, name)
+            value = options.core_value(name) if name in CORE_DRAWS else getattr(options, name)
             out[name] = f"{value:g}" if isinstance(value, float) else str(value).lower()
     return out
 
