@@ -354,16 +354,21 @@ class RunOptions:
         spells out every setting, default or not: next to ``--swarm`` an explicit option pins
         its setting, so the command pins every drawn value."""
         argv = ["run"]
-        every = self.swarm
+        drawn: tuple[str, ...] = ()
+        if self.swarm:
+            from harness.swarm import DIMENSIONS  # swarm builds on these options
+
+            drawn = DIMENSIONS
         for field in attrs.fields(RunOptions):
             value = getattr(self, field.name)
             if field.name == "core":
-                argv += core_argv({name: self.core_value(name) for name in setting_names()}
-                                  if every else value)
+                argv += core_argv({**{name: self.core_value(name) for name in drawn
+                                      if name in setting_names()}, **value})
             elif field.name == "swarm":
                 argv += ["--swarm"] if value else []
             elif field in options_fields() and field.name != "seed" and (
-                    every or field.metadata["argv"] == ALWAYS or value != field.default):
+                    field.name in drawn or field.metadata["argv"] == ALWAYS
+                    or value != field.default):
                 argv += [_flag(field.name), _argv_text(value)]
         return [*argv, "--seed", str(self.seed)]
 
