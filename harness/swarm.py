@@ -43,6 +43,7 @@ SWARM_NEMESES: Mapping[str, str] = {
     "pause": "process",
     "clock": "process",
     "disk": "process",
+    "member": "process",
     "crash-after-vote": "trigger",
     "crash-after-commit": "trigger",
     "crash-new-leader": "trigger",
