@@ -16,11 +16,16 @@ Kinds and their parameters:
 - ``kill``       crash and restart: ``nodes`` (or null and ``targets: leader``); a process crash
   (``lose_unsynced: false``: what reached the OS survives).
 - ``disk``       a crash that is a power loss: ``lose_unsynced: true`` and sometimes ``torn``
-  (the last unsynced write keeps only a prefix).
+  (the last unsynced write keeps only a prefix). ``file`` (optional; live backend only):
+  ``{target: wal | snapshot, how: flip | truncate, at: fraction}`` damages that file of the
+  stopped node before it restarts (``harness.live.filefaults``).
 - ``pause``      SIGSTOP/SIGCONT: ``nodes`` (or leader) stop processing; inputs queue up.
 - ``loss`` / ``duplicate`` (``probability``), ``delay`` (``delay_ms``, ``jitter_ms``),
   ``reorder`` (``probability``, ``delay_ms_max``): every link misbehaves meanwhile.
 - ``clock``      ``rates``: [[node, factor], ...]; a node's ticks run ``factor`` times as fast.
+  ``wall`` (optional; live backend only, the simulator's leader time is its virtual time):
+  ``bumps`` [[node, seconds], ...] steps those nodes' wall clocks forward or back, ``strobes``
+  [[node, delta_s, period_ms], ...] flips theirs between true and ``delta_s`` off.
 - ``crash-after-vote``  a trigger, not a target: while the window is open, every node that
   grants a vote (not a pre-vote) is crashed right after the grant leaves it (a process crash)
   and restarted ``restart_ms`` later, the moment a vote that was not yet durable would be
@@ -249,6 +254,39 @@ def _params(kind: str, rng: random.Random, n: int) -> dict[str, Any]:
     raise ScheduleError(f"unknown fault kind {kind!r}")
 
 
+# Wall-clock steps (seconds, either way) and strobes a clock window may give a node; 7200 s is
+# past raftlib's default session TTL (one hour), so session expiry by leader time is exercised.
+WALL_BUMPS_S = (0.05, 1.0, 30.0, 600.0, 7200.0)
+STROBE_DELTAS_S = (0.05, 1.0, 30.0)
+STROBE_PERIODS_MS = (1.0, 10.0, 100.0)
+WALL_S_MAX = 86_400.0
+
+
+def _wall_params(rng: random.Random, n: int) -> dict[str, Any]:
+    bumps: list[list[Any]] = []
+    strobes: list[list[Any]] = []
+    for node in _nodes(n):
+        draw = rng.random()
+        if draw < 0.4:
+            bumps.append([node, rng.choice((-1, 1)) * rng.choice(WALL_BUMPS_S)])
+        elif draw < 0.6:
+            strobes.append([node, rng.choice(STROBE_DELTAS_S), rng.choice(STROBE_PERIODS_MS)])
+    return {"bumps": bumps, "strobes": strobes}
+
+
+# The share of disk windows that also damage a file of the node before it restarts.
+FILE_FAULT_SHARE = 0.35
+FILE_TARGETS = ("wal", "snapshot")
+FILE_DAMAGES = ("flip", "truncate")
+
+
+def _file_params(rng: random.Random) -> dict[str, Any] | None:
+    if rng.random() >= FILE_FAULT_SHARE:
+        return None
+    return {"target": rng.choice(FILE_TARGETS), "how": rng.choice(FILE_DAMAGES),
+            "at": round(rng.random(), 3)}
+
+
 def generate(
     seed: int, kinds: Sequence[str], nodes: int, time_limit: float, interval: float
 ) -> Schedule:
@@ -258,13 +296,21 @@ def generate(
     for kind in kinds:
         # One stream per kind: adding a kind leaves the other kinds' windows unchanged.
         rng = random.Random(f"{seed}:nemesis:{kind}")
+        wall_rng = random.Random(f"{seed}:nemesis:{kind}:wall")
+        file_rng = random.Random(f"{seed}:nemesis:{kind}:file")
         t = 0.0
         while len(faults) < FAULTS_MAX:
             start = t + rng.uniform(0.5, 1.5) * interval
             stop = min(start + rng.uniform(0.5, 1.5) * interval, time_limit)
             if stop - start < WINDOW_SECONDS_MIN:
                 break
-            faults.append(Fault(0, kind, _ms(start), _ms(stop), _params(kind, rng, nodes)))
+            params = _params(kind, rng, nodes)
+            if kind == "clock":
+                # Its own stream: the rates (and so the simulator's runs) stay as they were.
+                params["wall"] = _wall_params(wall_rng, nodes)
+            if kind == "disk":
+                params["file"] = _file_params(file_rng)  # its own stream too
+            faults.append(Fault(0, kind, _ms(start), _ms(stop), params))
             t = stop
     faults.sort(key=lambda f: (f.start, f.kind))
     numbered = tuple(attrs.evolve(fault, id=i + 1) for i, fault in enumerate(faults))
@@ -319,6 +365,16 @@ def _check_params(where: str, kind: str, params: Mapping[str, Any], n: int) -> N
             for flag in ("lose_unsynced", "torn"):
                 if not isinstance(params.get(flag), bool):
                     raise ScheduleError(f"{where}: params.{flag} must be true or false")
+        damage = params.get("file")
+        if kind == "disk" and damage is not None and not (
+            isinstance(damage, dict) and damage.get("target") in FILE_TARGETS
+            and damage.get("how") in FILE_DAMAGES
+            and isinstance(damage.get("at"), int | float) and not isinstance(damage["at"], bool)
+            and 0 <= damage["at"] < 1
+        ):
+            raise ScheduleError(f"{where}: params.file must be null or {{target: "
+                                f"{'|'.join(FILE_TARGETS)}, how: {'|'.join(FILE_DAMAGES)}, "
+                                "at: [0, 1)}}")
     elif kind in ("loss", "duplicate", "reorder"):
         p = _number(where, "params.probability", params.get("probability"))
         if not 0.0 <= p <= 1.0:
@@ -350,6 +406,33 @@ def _check_params(where: str, kind: str, params: Mapping[str, Any], n: int) -> N
             for r in rates
         ):
             raise ScheduleError(f"{where}: params.rates must be [[node, factor in 0.01..100], ...]")
+        _check_wall(where, params.get("wall"), n)
+
+
+def _check_wall(where: str, wall: Any, n: int) -> None:
+    if wall is None:
+        return
+
+    def node(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= n
+
+    def seconds(x: Any) -> bool:
+        return (isinstance(x, int | float) and not isinstance(x, bool)
+                and abs(x) <= WALL_S_MAX)
+
+    bumps, strobes = (wall.get("bumps"), wall.get("strobes")) if isinstance(wall, dict) else (
+        None, None)
+    if not isinstance(bumps, list) or not all(
+        isinstance(b, list) and len(b) == 2 and node(b[0]) and seconds(b[1]) for b in bumps
+    ):
+        raise ScheduleError(f"{where}: params.wall.bumps must be [[node, seconds within "
+                            f"+-{WALL_S_MAX:g}], ...]")
+    if not isinstance(strobes, list) or not all(
+        isinstance(b, list) and len(b) == 3 and node(b[0]) and seconds(b[1])
+        and seconds(b[2]) and b[2] > 0 for b in strobes
+    ):
+        raise ScheduleError(f"{where}: params.wall.strobes must be [[node, delta_s, period_ms "
+                            "> 0], ...]")
 
 
 def schedule_from_json(data: Any, source: str) -> Schedule:

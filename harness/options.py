@@ -225,9 +225,9 @@ class RunOptions:
     # Wall seconds lincheck may search before its verdict is "unknown".
     lincheck_timeout: float = option(60.0, "wall seconds for the linearizability search",
                                      validator=_seconds_in(0.1, 86400.0), converter=_as_float)
-    # A bug of the zoo (harness.zoo) switched on for the run ("": none); sim backend only.
-    bug: str = option("", "switch on a bug of the zoo (sim only; see raft-harness bugs)",
-                      argv=IF_SET)
+    # A bug of the zoo (harness.zoo) switched on for the run ("": none); live nodes run it
+    # through harness.zoo.live.
+    bug: str = option("", "switch on a bug of the zoo (see raft-harness bugs)", argv=IF_SET)
     # Client operations invoked in all, at most (0: no limit); the shrinker cuts runs with it.
     ops_limit: int = option(0, "client operations to invoke at most (0: no limit)",
                             validator=_integer_in(0, 2**31 - 1), argv=IF_SET)
@@ -274,9 +274,12 @@ class RunOptions:
                 get(self.bug)
             except UnknownBug as exc:
                 raise OptionsError(str(exc)) from None
-            if self.backend != "sim":
-                raise OptionsError("--bug: the bug zoo patches the simulated cluster; it needs "
-                                   "--backend sim")
+            if self.backend == "live":
+                from harness.zoo.live import live_refusal
+
+                refusal = live_refusal(self.bug)
+                if refusal is not None:
+                    raise OptionsError(f"--bug: {refusal}")
 
     @property
     def pre_vote(self) -> bool:

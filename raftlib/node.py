@@ -23,12 +23,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 import queue
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -36,13 +35,11 @@ import attrs
 import outcome
 import trio
 
-from raftlib.core.config import CoreConfig, setting_names
 from raftlib.core.membership import Change, ChangeOp, address_of
 from raftlib.core.raft import RaftCore
 from raftlib.core.types import (
     NO_NODE,
     ConfState,
-    Entry,
     Message,
     NodeId,
     Role,
@@ -57,7 +54,11 @@ from raftlib.errors import (
     Stopped,
     StorageError,
 )
-from raftlib.snapshots import SnapshotPolicy
+from raftlib.nodeconfig import NodeConfig as NodeConfig  # re-exported (users import it here)
+from raftlib.noderecords import FollowerStatus as FollowerStatus
+from raftlib.noderecords import NodeHooks as NodeHooks
+from raftlib.noderecords import NodeStatus as NodeStatus
+from raftlib.noderecords import Observation as Observation
 from raftlib.statemachine import StateMachine
 from raftlib.storage.base import Storage
 from raftlib.transport.base import Endpoint, Transport
@@ -67,119 +68,6 @@ log = logging.getLogger("raftlib.node")
 T = TypeVar("T")
 
 
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"NodeConfig.{name} must be an int >= {minimum}, got {value!r}")
-
-
-def _at_least_1(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    _check_int(attribute.name, value, 1)
-
-
-def _seconds(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if (isinstance(value, bool) or not isinstance(value, int | float)
-            or not math.isfinite(value) or value <= 0):
-        raise ConfigError(f"NodeConfig.{attribute.name} must be a number of seconds > 0, "
-                          f"got {value!r}")
-
-
-def _boolean(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"NodeConfig.{attribute.name} must be a bool, got {value!r}")
-
-
-def _policy(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, SnapshotPolicy):
-        raise ConfigError(f"NodeConfig.snapshot must be a SnapshotPolicy, got {value!r}")
-
-
-def _identity(config: NodeConfig, attribute: attrs.Attribute[Any], value: object) -> None:
-    _check_identity(config)
-
-
-def _core_of_this_node(config: NodeConfig, _: attrs.Attribute[Any], core: object) -> None:
-    if not isinstance(core, CoreConfig):
-        raise ConfigError(f"NodeConfig.core must be a CoreConfig, got {core!r}")
-    if core.node_id != config.node_id:
-        raise ConfigError(f"NodeConfig.core.node_id must be node_id {config.node_id}, "
-                          f"got {core.node_id}")
-    missing = sorted(set(core.voters) - set(config.peers))
-    if missing:
-        raise ConfigError(f"NodeConfig.peers has no address for voters {missing}")
-
-
-def _default_core(config: NodeConfig) -> CoreConfig:
-    _check_identity(config)
-    voters = () if config.join else tuple(sorted(config.peers))
-    return CoreConfig(node_id=config.node_id, voters=voters)
-
-
-def _check_identity(config: NodeConfig) -> None:
-    # Runs before the other validators (the core's default is built from these fields).
-    _check_int("node_id", config.node_id, 1)
-    if not isinstance(config.peers, Mapping) or not config.peers:
-        raise ConfigError(f"NodeConfig.peers must be a non-empty mapping, got {config.peers!r}")
-    for peer, address in config.peers.items():
-        _check_int("peers (node id)", peer, 1)
-        if not isinstance(address, str):
-            raise ConfigError(f"NodeConfig.peers[{peer}] must be an address string")
-    if config.node_id not in config.peers:
-        raise ConfigError(f"NodeConfig.peers must include node_id {config.node_id}")
-
-
-@attrs.frozen
-class NodeConfig:
-    """Everything a node needs to know, validated up front (``ConfigError`` names the field).
-
-    The Raft core's settings are one ``CoreConfig`` (``core``; by default its defaults for
-    ``node_id`` and every peer as a voter); change some with ``with_core``::
-
-        NodeConfig(node_id=1, peers=peers).with_core(pre_vote=False, append_entries_max=64)
-    """
-
-    # Validators run in field order once every field is set (the core's default, built from
-    # node_id and peers, checks them first itself).
-    node_id: NodeId
-    # Every voting member (this node included) and the address clients and peers reach it at;
-    # the address is what ``NotLeader`` reports so a client can retry at the leader.
-    peers: Mapping[NodeId, str] = attrs.field(validator=_identity)
-    tick_seconds: float = attrs.field(default=0.025, validator=_seconds)
-    # Join an existing cluster (``peers`` then lists where its members are reached): the node
-    # starts knowing no configuration (the default core's voters are empty), never campaigns,
-    # and waits for the leader to add it (as a learner first) and send it the log. False:
-    # ``peers`` are the founding voters.
-    join: bool = attrs.field(default=False, validator=_boolean)
-    # The core's settings (elections, heartbeats, PreVote, CheckQuorum, flow control).
-    core: CoreConfig = attrs.field(default=attrs.Factory(_default_core, takes_self=True),
-                                   validator=_core_of_this_node)
-    # Inputs (message batches, proposals, reads, ticks) waiting for the raft loop. A full queue
-    # makes callers wait and the transport drop, rather than letting memory grow.
-    input_queue_items_max: int = attrs.field(default=4096, validator=_at_least_1)
-    # Inputs handled per loop iteration before the core's output is processed, so one flood of
-    # messages cannot starve ticks or delay fsyncs without bound.
-    inputs_per_iteration_max: int = attrs.field(default=4096, validator=_at_least_1)
-    # Outstanding proposals and reads this node will track at once.
-    pending_requests_max: int = attrs.field(default=65536, validator=_at_least_1)
-    # How long a read waits for the leader to confirm it (a few heartbeat rounds).
-    read_timeout_seconds: float = attrs.field(default=1.0, validator=_seconds)
-    seed: int | None = None
-    # Where a storage that may block (``blocking`` true, like WalStorage) is called. True: in
-    # a worker thread of the node, so the Trio loop (and whatever else runs on it) never
-    # waits for a disk. False: on the loop itself, which then stalls for each fsync but saves
-    # the thread hand-offs (less CPU and latency per sync on a busy machine).
-    storage_thread: bool = attrs.field(default=True, validator=_boolean)
-    # When to snapshot the state machine and compact the log, and how snapshots travel.
-    snapshot: SnapshotPolicy = attrs.field(factory=SnapshotPolicy, validator=_policy)
-
-    def with_core(self, **settings: Any) -> NodeConfig:
-        """This configuration with some core settings changed (``CoreConfig`` field names;
-        ``ConfigError`` names a bad one)."""
-        for name in settings:
-            if name not in setting_names():
-                raise ConfigError(f"NodeConfig.with_core: unknown core setting {name!r}")
-        return attrs.evolve(self, core=attrs.evolve(self.core, **settings))
-
-
 # How long a membership change waits for the one before it (or the leader's automatic leave of a
 # joint configuration) to take effect before it gives up with ChangeInProgress.
 CHANGE_WAIT_SECONDS_MAX = 10.0
@@ -187,68 +75,6 @@ CHANGE_WAIT_SECONDS_MAX = 10.0
 CATCH_UP_SECONDS_DEFAULT = 30.0
 # A learner counts as caught up when its log is this close to the leader's commit index.
 CATCH_UP_ENTRIES_MAX = 64
-
-
-@attrs.frozen
-class FollowerStatus:
-    match_index: int
-    next_index: int
-    # "probe", "replicate" or "snapshot" (raftlib.core.progress).
-    state: str = "replicate"
-    # Seconds since this node last heard from it (None: never).
-    last_contact_seconds: float | None = None
-
-
-@attrs.frozen
-class NodeStatus:
-    """An immutable snapshot of a node, safe to hand to other tasks."""
-
-    node_id: NodeId
-    role: Role
-    term: int
-    leader: NodeId
-    commit_index: int
-    applied_index: int
-    last_index: int
-    followers: Mapping[NodeId, FollowerStatus]  # empty unless leader
-    # What Raft says cannot happen, seen by this node (each also logged at error level), and
-    # messages no correct peer could have sent: both stay 0 in a healthy cluster.
-    safety_anomalies: int = 0
-    invalid_messages: int = 0
-    # The configuration in force on this node (voters, learners, outgoing voters if joint).
-    configuration: ConfState | None = None
-
-
-@attrs.frozen
-class Observation:
-    """What an observer hook sees (hashicorp/raft's Observer): a role change (``kind``
-    "role", with the term, the leader known and why it changed) or a configuration that took
-    effect ("configuration")."""
-
-    kind: str
-    node_id: NodeId
-    role: Role
-    term: int
-    leader: NodeId
-    reason: str = ""
-    configuration: ConfState | None = None
-
-
-@attrs.frozen
-class NodeHooks:
-    """Observation points for tests and the harness; called on the raft loop, so keep them
-    quick and never let them raise. ``on_apply`` sees every applied entry batch (noops too);
-    ``on_role`` sees each role change with the term it happened in."""
-
-    on_apply: Callable[[NodeId, Sequence[Entry]], None] | None = None
-    on_role: Callable[[NodeId, Role, int], None] | None = None
-    # The state machine was restored from a snapshot up to this index (on start, or one the
-    # leader sent).
-    on_restore: Callable[[NodeId, int], None] | None = None
-    # Role, leader and configuration changes (also logged at INFO with their reason).
-    on_observation: Callable[[Observation], None] | None = None
-    # Seconds one storage sync job took (metrics); when None nothing is timed.
-    on_sync: Callable[[float], None] | None = None
 
 
 class _Slot:

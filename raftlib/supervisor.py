@@ -7,9 +7,10 @@ network namespace or under a clock wrapper, or run another script). For every no
 data directory ``ROOT/node-N`` and a log ``ROOT/node-N.log`` (stdout and stderr, appended
 across restarts, each start marked on a line of its own), and acts on the process: start, stop
 (SIGTERM, SIGKILL after a bound), kill (SIGKILL), pause (SIGSTOP), resume (SIGCONT), wait until
-its port accepts connections. It remembers the exits it caused; any other exit is a crash of the
-system under test, reported by ``reap_unexpected``. Leaving its ``with`` block SIGKILLs whatever
-still runs: no node outlives its supervisor.
+its port accepts connections, reap (after a signal of the caller's own). It remembers the exits
+it caused; any other exit is a crash of the system under test, reported by ``reap_unexpected``,
+unless the caller said it expects that node to exit (``NodeProcess.expecting_exit``). Leaving
+its ``with`` block SIGKILLs whatever still runs: no node outlives its supervisor.
 
 Events go to ``on_event(node, text)`` in the live report's node-line vocabulary (``start``,
 ``crash``, ``pause``, ``resume``, ``stopped``).
@@ -132,6 +133,9 @@ class NodeProcess:
     kills: int = 0
     pauses: int = 0
     pids: list[int] = attrs.field(factory=list)
+    # The caller awaits this process's exit itself (e.g. a node started on a damaged data
+    # directory, which must refuse to run): ``reap_unexpected`` leaves it alone.
+    expecting_exit: bool = False
 
 
 def _ignore(*_: object) -> None:
@@ -238,9 +242,21 @@ class Supervisor:
     def kill(self, node: int) -> bool:
         """SIGKILL (a crash); False when the node was not running."""
         member = self.members[node]
-        proc = member.proc
-        if proc is None:
+        if member.proc is None:
             return False
+        pid = member.proc.pid
+        status = self.reap(node)
+        member.kills += 1
+        self._on_event(node, f"crash: SIGKILL (pid {pid}, status {status})")
+        return True
+
+    def reap(self, node: int) -> int:
+        """SIGKILL ``node``'s process unless it has exited already, wait for it and forget it;
+        its exit status. Counts and reports nothing: for a caller that caused the exit (``kill``;
+        a signal of its own that a wrapper in the node acts on) or awaited it, and says so."""
+        member = self.members[node]
+        proc = self.process(node)
+        # Popen sends nothing to a process it has reaped, so a pid reused since is safe.
         proc.send_signal(signal.SIGKILL)
         try:
             status = proc.wait(timeout=REAP_SECONDS_MAX)
@@ -248,9 +264,7 @@ class Supervisor:
             raise RuntimeError(f"node {node} (pid {proc.pid}) survived SIGKILL for "
                                f"{REAP_SECONDS_MAX:g} s") from None
         self._forget(member)
-        member.kills += 1
-        self._on_event(node, f"crash: SIGKILL (pid {proc.pid}, status {status})")
-        return True
+        return status
 
     def pause(self, node: int) -> bool:
         """SIGSTOP; False when the node was not running or already paused."""
@@ -290,6 +304,8 @@ class Supervisor:
         dead = []
         for node, member in self.members.items():
             proc = member.proc
+            if member.expecting_exit:
+                continue
             if proc is not None and proc.poll() is not None:
                 doing = "paused" if member.paused else "running"
                 self.unexpected_exits.append((node, proc.returncode, doing))

@@ -18,17 +18,21 @@ nemesis schedule into the real processes and network, heals, and then checks:
 
 Faults supported live (``LIVE_NEMESES``; ``--nemesis all`` means all of these that this
 machine allows): ``partition`` (real packet drops or the proxy fallback, see below), ``kill``
-(SIGKILL, restart at the window's end: the page cache survives, so this is a process crash,
-not a power loss), ``pause`` (SIGSTOP / SIGCONT), ``loss`` (namespaces only: an eBPF
-classifier on each node's ingress drops every IPv4 packet from a peer with the fault's
-probability, see ``loss``; TCP retransmits, so nodes see delays where the simulator's nodes
-see lost messages), ``delay`` (a userspace delay line in per-link relays, see ``shaper``:
-chunks, not packets, weaker than netem), ``clock`` (each node's Trio clock, which times its
-ticks, election timeouts, leases and request timeouts, runs at the fault's rate, see
-``clocked``; the wall clock stamped into writes as leader time is not faked). The others are
-refused with a one-line reason: ``disk`` needs a power-loss simulation that SIGKILL cannot
-give; ``duplicate`` and ``reorder`` are absorbed by TCP and this kernel has no netem below
-it; the crash triggers watch messages only the simulator sees.
+(a process crash: SIGKILL, restart at the window's end; what the node wrote survives, synced
+or not), ``pause`` (SIGSTOP / SIGCONT), ``loss`` (namespaces only: an eBPF classifier on each
+node's ingress drops every IPv4 packet from a peer with the fault's probability, see
+``loss``; TCP retransmits, so nodes see delays where the simulator's nodes see lost
+messages), ``delay`` (a userspace delay line in per-link relays, see ``shaper``: chunks, not
+packets, weaker than netem), ``clock`` (each node's Trio clock, which times its ticks,
+election timeouts, leases and request timeouts, runs at the fault's rate, and its wall clock,
+the leader time stamped into writes for session expiry, is bumped or strobed; see
+``clocked``), ``disk`` (a power loss: in a run with disk faults every node runs under
+``lazyfs``, a file layer in the node process that holds unsynced writes in memory until
+fsync, so killing the node loses them, or tears the newest; a disk window may also damage
+the node's newest WAL segment or snapshot before it restarts, see ``filefaults``). The others
+are refused with a one-line reason: ``duplicate`` and ``reorder`` are absorbed by TCP and
+this kernel has no netem below it; the crash triggers watch messages only the simulator
+sees. ``--bug NAME`` switches a zoo bug on inside every node (``harness.zoo.live``).
 
 A run stopped by Ctrl-C or SIGTERM heals everything (namespaces removed, node processes
 stopped), writes ``results.json`` with verdict ``interrupted``, prints one line and exits

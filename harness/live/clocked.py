@@ -1,16 +1,23 @@
-"""``python -m harness.live.clocked CONTROL MODULE ARG...``: run a node whose Trio clock the
-harness can speed up or slow down while it runs (the live ``clock`` fault).
+"""``python -m harness.live.clocked CONTROL MODULE ARG...``: run a node whose clocks the harness
+can change while it runs (the live ``clock`` fault).
 
-The simulator's clock fault makes a node's ticks run ``factor`` times as fast. A node process
-times everything it does by Trio's clock (ticks, election timeouts, CheckQuorum leases, read
-and request timeouts), so this wrapper runs the node's module with ``trio.run`` given a
-``RateClock``: Trio time advances ``rate`` times as fast as real time, the rate read from the
-JSON file ``CONTROL`` (``{"rate": 4.0}``), which the harness rewrites at the start and end
-of each fault window. Trio time stays continuous and monotonic across changes (a rate, not a
-jump), and survives restarts (a restarted node reads the file again).
+Two clocks, as on a real machine:
 
-Not faked: the wall clock (``time.time``), which raftlib stamps into writes as leader time for
-session expiry. A clock fault here is a drifting timer, not a wrong calendar.
+- the timer clock: a node process times everything it does by Trio's clock (ticks, election
+  timeouts, CheckQuorum leases, read and request timeouts), so this wrapper runs the node's
+  module with ``trio.run`` given a ``RateClock``: Trio time advances ``rate`` times as fast as
+  real time, as the simulator's clock fault makes a node's ticks run ``factor`` times as fast.
+  Trio time stays continuous and monotonic across changes (a rate, not a jump), as a
+  monotonic clock does when the wall clock is stepped.
+- the wall clock (``time.time``, which raftlib stamps into writes as leader time, for session
+  expiry): ``WallClock`` adds the control file's ``offset_s`` (a bump: the clock stepped
+  forward or back, as by ``settimeofday``) and, with ``strobe``, flips between that and
+  ``delta_s`` more every ``period_ms`` (Jepsen's strobe). ``time.time`` is replaced before
+  the node's modules are imported, so their ``clock=time.time`` defaults get it too.
+
+The control file is JSON (``{"rate": 4.0, "offset_s": -60.0, "strobe": {"delta_s": 30.0,
+"period_ms": 10.0}}``), rewritten atomically by the harness at the start and end of each
+fault window, read again by a restarted node.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 # How often the clock looks at its control file, in real seconds; also the longest Trio may
@@ -32,54 +40,125 @@ import trio
 CONTROL_POLL_SECONDS = 0.05
 RATE_MIN = 0.01
 RATE_MAX = 100.0
+# The largest wall-clock step the control file may hold (seconds): a day either way.
+OFFSET_S_MAX = 86_400.0
 USAGE = "usage: python -m harness.live.clocked CONTROL_FILE MODULE [ARG...]"
 
 
-def write_rate(control: Path, rate: float) -> None:
-    """Set the rate a clocked node runs at (atomically: the node never reads half a file)."""
-    if not (math.isfinite(rate) and RATE_MIN <= rate <= RATE_MAX):
-        raise ValueError(f"clock rate must be in [{RATE_MIN}, {RATE_MAX}], got {rate!r}")
+@attrs.frozen
+class ClockControl:
+    rate: float = 1.0
+    offset_s: float = 0.0
+    strobe_delta_s: float = 0.0
+    strobe_period_ms: float = 0.0  # 0: no strobe
+
+    def wall(self, real_wall: float, real_monotonic: float) -> float:
+        """The node's wall clock when the machine's reads ``real_wall``."""
+        wall = real_wall + self.offset_s
+        if self.strobe_period_ms > 0 and int(real_monotonic * 1000 / self.strobe_period_ms) % 2:
+            wall += self.strobe_delta_s
+        return wall
+
+
+def write_control(control: Path, value: ClockControl) -> None:
+    """Set a clocked node's clocks (atomically: the node never reads half a file)."""
+    if not (math.isfinite(value.rate) and RATE_MIN <= value.rate <= RATE_MAX):
+        raise ValueError(f"clock rate must be in [{RATE_MIN}, {RATE_MAX}], got {value.rate!r}")
+    for name in ("offset_s", "strobe_delta_s"):
+        if not (math.isfinite(getattr(value, name)) and abs(getattr(value, name)) <= OFFSET_S_MAX):
+            raise ValueError(f"clock {name} must be within +-{OFFSET_S_MAX:g} s, got "
+                             f"{getattr(value, name)!r}")
+    if not (math.isfinite(value.strobe_period_ms) and value.strobe_period_ms >= 0):
+        raise ValueError(f"strobe period must be >= 0 ms, got {value.strobe_period_ms!r}")
     partial = control.with_suffix(".tmp")
-    partial.write_text(json.dumps({"rate": rate}) + "\n", encoding="utf-8")
+    partial.write_text(json.dumps(attrs.asdict(value)) + "\n", encoding="utf-8")
     partial.replace(control)
+
+
+def write_rate(control: Path, rate: float) -> None:
+    """Set the rate a clocked node's timers run at (its wall clock then runs true)."""
+    write_control(control, ClockControl(rate=rate))
+
+
+def read_control(control: Path) -> ClockControl:
+    """The clocks in ``control``; true clocks when the file is absent or not sane."""
+    try:
+        raw = json.loads(control.read_text(encoding="utf-8"))
+        value = ClockControl(**{k: float(raw[k]) for k in attrs.fields_dict(ClockControl)
+                                if k in raw})
+    except (OSError, ValueError, KeyError, TypeError):
+        return ClockControl()
+    if not (RATE_MIN <= value.rate <= RATE_MAX and abs(value.offset_s) <= OFFSET_S_MAX
+            and abs(value.strobe_delta_s) <= OFFSET_S_MAX and value.strobe_period_ms >= 0):
+        return ClockControl()
+    return value
 
 
 def read_rate(control: Path) -> float:
     """The rate in ``control``; 1.0 when the file is absent or does not hold a sane rate."""
-    try:
-        rate = json.loads(control.read_text(encoding="utf-8"))["rate"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return 1.0
-    if not isinstance(rate, (int, float)) or not RATE_MIN <= rate <= RATE_MAX:
-        return 1.0
-    return float(rate)
+    return read_control(control).rate
 
 
-class RateClock(trio.abc.Clock):
-    """Trio time = the time at the last rate change + real time since then x rate."""
+class _Poller:
+    """Rereads the control file when it changed, at most every ``CONTROL_POLL_SECONDS``."""
 
-    def __init__(self, control: Path, real: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, control: Path) -> None:
         self._control = control
-        self._real = real  # the real clock underneath (a test passes its own)
-        self._real0 = real()
-        self._fake0 = self._real0
-        self._rate = read_rate(control)
         self._stamp: int | None = None
         self._next_poll = 0.0
-        self.changes = 0
+        self.value = read_control(control)
 
-    def _poll(self, real: float) -> None:
+    def poll(self, real: float) -> bool:
+        """True when the value changed."""
         if real < self._next_poll:
-            return
+            return False
         self._next_poll = real + CONTROL_POLL_SECONDS
         try:
             stamp = os.stat(self._control).st_mtime_ns
         except OSError:
             stamp = None
         if stamp == self._stamp:
-            return
+            return False
         self._stamp = stamp
-        rate = read_rate(self._control)
+        value = read_control(self._control)
+        changed = value != self.value
+        self.value = value
+        return changed
+
+
+class WallClock:
+    """``time.time`` of a clocked node: the machine's, bumped and strobed as the file says."""
+
+    def __init__(self, control: Path, real_wall: Callable[[], float] = time.time,
+                 real_monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._poller = _Poller(control)
+        self._real_wall = real_wall
+        self._real_monotonic = real_monotonic
+
+    def time(self) -> float:
+        monotonic = self._real_monotonic()
+        self._poller.poll(monotonic)
+        return self._poller.value.wall(self._real_wall(), monotonic)
+
+    def time_ns(self) -> int:
+        return int(self.time() * 1e9)
+
+
+class RateClock(trio.abc.Clock):
+    """Trio time = the time at the last rate change + real time since then x rate."""
+
+    def __init__(self, control: Path, real: Callable[[], float] = time.perf_counter) -> None:
+        self._poller = _Poller(control)
+        self._real = real  # the real clock underneath (a test passes its own)
+        self._real0 = real()
+        self._fake0 = self._real0
+        self._rate = self._poller.value.rate
+        self.changes = 0
+
+    def _poll(self, real: float) -> None:
+        if not self._poller.poll(real):
+            return
+        rate = self._poller.value.rate
         if rate != self._rate:
             self._fake0 = self._at(real)  # continuous: the new rate starts from now
             self._real0 = real
@@ -108,6 +187,10 @@ def main(argv: list[str]) -> int:
         return 2
     control, module = Path(argv[0]), argv[1]
     clock = RateClock(control)
+    wall = WallClock(control)
+    # Before the node's modules are imported (their ``clock=time.time`` defaults bind now).
+    time.time = wall.time
+    time.time_ns = wall.time_ns
     plain_run = trio.run
 
     def clocked_run(*args: Any, **kwargs: Any) -> Any:

@@ -1,11 +1,14 @@
 """The node processes of a live run: start, SIGKILL, SIGSTOP / SIGCONT, restart, stop.
 
 Each node is ``python -m raftlib.cli serve`` (wrapped by the network, e.g. ``python -m
-harness.live.nsexec rh-nN``, and by ``harness.live.clocked`` for clock faults) with its data
-directory ``DIR/nodes/node-N`` and its output appended to ``DIR/nodes/node-N.log`` across
+harness.live.nsexec rh-nN``, and by harness wrappers: ``harness.live.clocked`` for clock
+faults, ``harness.zoo.live`` for a zoo bug, ``harness.live.lazyfs`` for disk faults) with its
+data directory ``DIR/nodes/node-N`` and its output appended to ``DIR/nodes/node-N.log`` across
 restarts. The processes themselves are kept by ``raftlib.supervisor.Supervisor`` (the one
 process supervisor of local clusters); this module adds what a live run needs on top: the
-command of each node (network wrapper, clock wrapper, seed per start) and clock control.
+command of each node (network wrapper, harness wrappers, seed per start), clock control,
+crashes of several kinds (process crash, power loss, torn power loss: signals the lazyfs
+wrapper acts on) and starts of a node expected to exit (on a damaged data directory).
 Events go to ``log(node, text)`` in the report's node-line vocabulary (``start``, ``crash``,
 ``pause``, ``resume``). The supervisor remembers every exit it caused; any other exit is a
 crash of the system under test and is reported (``unexpected_exits``).
@@ -15,16 +18,19 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import trio
 
 import raftlib
-from harness.live.clocked import write_rate
+from harness.live import lazyfs
+from harness.live.clocked import ClockControl, write_control
 from harness.live.net import LiveNetwork
 from raftlib.supervisor import (
     POLL_SECONDS,
@@ -35,10 +41,26 @@ from raftlib.supervisor import (
     serve_argv,
 )
 
-__all__ = ["REAP_SECONDS_MAX", "STOP_SECONDS_MAX", "LiveCluster", "NodeProcess", "serve_flags"]
+__all__ = ["CRASH_SIGNAL_SECONDS_MAX", "REAP_SECONDS_MAX", "STOP_SECONDS_MAX", "CrashKind",
+           "LiveCluster", "NodeProcess", "serve_flags"]
 
+# How long a node under harness.live.lazyfs may take to act on its crash signal (hand its
+# unsynced writes to the OS, or say what it drops) and kill itself, before a plain SIGKILL.
+CRASH_SIGNAL_SECONDS_MAX = 3.0
 TICK_MS = 25.0
 HELP_SECONDS_MAX = 30.0
+# Under harness.live.lazyfs, every fsync of a node takes this long (ms) with its data still
+# unsynced: a disk with slow syncs (a spinning disk or a busy SSD), so that a power loss can
+# find written but unsynced data, as on real machines, not only in the microseconds a fast
+# disk leaves.
+SYNC_MS = 10.0
+
+
+CrashKind = Literal["process", "power", "torn"]
+_CRASH_SIGNALS = {"process": lazyfs.PROCESS_CRASH_SIGNAL, "power": lazyfs.POWER_LOSS_SIGNAL,
+                  "torn": lazyfs.TORN_LOSS_SIGNAL}
+_CRASH_WORDS = {"process": "SIGKILL", "power": "power loss: unsynced writes lost",
+                "torn": "power loss: unsynced writes lost, the newest torn"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -62,13 +84,19 @@ class LiveCluster:
     def __init__(
         self, nodes: int, network: LiveNetwork, run_dir: Path, seed: int,
         log: Callable[[int, str], None], on_spawn: Callable[[int], None] = lambda pid: None,
-        clocked: bool = False, snapshot_flags: Sequence[str] = (),
+        clocked: bool = False, snapshot_flags: Sequence[str] = (), lazy_disk: bool = False,
+        bug: str = "",
     ) -> None:
         self.network = network
         # ``raftlib serve --snapshot-*`` flags (the run's snapshot thresholds).
         self.snapshot_flags = tuple(snapshot_flags)
         # Nodes run under harness.live.clocked (a Trio clock whose rate the harness sets).
         self.clocked = clocked
+        # Nodes run under harness.live.lazyfs (unsynced writes held in the process until
+        # fsync): a kill then chooses between a process crash and a power loss.
+        self.lazy_disk = lazy_disk
+        # A zoo bug switched on inside every node (harness.zoo.live); "" for none.
+        self.bug = bug
         self.run_dir = run_dir
         self.seed = seed
         self._log = log
@@ -91,19 +119,34 @@ class LiveCluster:
 
     def set_clock_rate(self, node: int, rate: float) -> None:
         """Node ``node``'s Trio clock runs ``rate`` times as fast from now (restarts too)."""
+        self.set_clock(node, ClockControl(rate=rate))
+
+    def set_clock(self, node: int, value: ClockControl) -> None:
+        """Node ``node``'s clocks from now (restarts too): timer rate, wall-clock bump/strobe."""
         assert self.clocked, "clock faults need nodes started under harness.live.clocked"
-        write_rate(self.clock_control(node), rate)
-        self._log(node, f"clock rate {rate:g}")
+        write_control(self.clock_control(node), value)
+        wall = ""
+        if value.offset_s:
+            wall += f", wall clock bumped {value.offset_s:+g} s"
+        if value.strobe_period_ms:
+            wall += (f", wall clock strobing {value.strobe_delta_s:+g} s every "
+                     f"{value.strobe_period_ms:g} ms")
+        self._log(node, f"clock rate {value.rate:g}{wall}")
 
     def client_addresses(self) -> list[str]:
         return [self.network.client_address(n) for n in sorted(self.members)]
 
     def _argv(self, node: int) -> list[str]:
         member = self.members[node]
-        program = [sys.executable, "-m", "raftlib.cli"]
-        if self.clocked:
-            program = [sys.executable, "-m", "harness.live.clocked", str(self.clock_control(node)),
-                       "raftlib.cli"]
+        # Harness-owned wrappers, each running the next module as __main__; clocked first,
+        # so that it replaces time.time before anything imports raftlib.
+        chain = [
+            *(["harness.live.clocked", str(self.clock_control(node))] if self.clocked else []),
+            *(["harness.zoo.live", self.bug] if self.bug else []),
+            *(["harness.live.lazyfs", "--sync-ms", repr(SYNC_MS)] if self.lazy_disk else []),
+            "raftlib.cli",
+        ]
+        program = [sys.executable, "-m", *chain]
         host_ports = self.network.peers_for(node)
         argv = serve_argv(
             node,
@@ -128,8 +171,67 @@ class LiveCluster:
     def start(self, node: int) -> None:
         self.supervisor.start(node)
 
-    def kill(self, node: int) -> bool:
-        return self.supervisor.kill(node)
+    def kill(self, node: int, how: CrashKind = "process") -> bool:
+        return bool(self.kill_many([node], how))
+
+    def kill_many(self, nodes: Sequence[int], how: CrashKind = "process") -> list[int]:
+        """Crash ``nodes`` at once (the ones running; returned): ``process`` keeps what each
+        wrote (the page cache survives a SIGKILL); ``power`` loses every write it had not
+        synced, and ``torn`` too but keeps a prefix of its newest unsynced write (both need
+        ``lazy_disk``). Every node gets its signal before the harness waits for any, so one
+        power loss hits them within the same moment."""
+        assert how == "process" or self.lazy_disk, "power losses need harness.live.lazyfs"
+        hit = [n for n in nodes if self.running(n)]
+        for node in hit:
+            member = self.members[node]
+            proc = self.supervisor.process(node)
+            if self.lazy_disk and not (how == "power" and member.paused):
+                # The node's layer acts on its signal, then SIGKILLs itself. A paused node is
+                # resumed for it (a power loss of a paused node needs nothing from it).
+                if member.paused:
+                    proc.send_signal(signal.SIGCONT)
+                proc.send_signal(_CRASH_SIGNALS[how])
+            else:
+                proc.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + CRASH_SIGNAL_SECONDS_MAX
+        for node in hit:
+            self._reap_killed(node, how, deadline)
+        return hit
+
+    def _reap_killed(self, node: int, how: CrashKind, deadline: float) -> None:
+        member = self.members[node]
+        proc = self.supervisor.process(node)
+        said = ""
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            said = f"; it did not act on its crash signal within {CRASH_SIGNAL_SECONDS_MAX:g} s"
+        status = self.supervisor.reap(node)  # SIGKILL first if it did not act in time
+        member.kills += 1
+        self._log(node, f"crash: {_CRASH_WORDS[how]} (pid {proc.pid}, status {status}){said}")
+
+    async def run_until_exit(self, node: int, seconds: float) -> tuple[int | None, list[str]]:
+        """Start ``node`` and wait (at most ``seconds``) for it to exit by itself, as a node
+        started on a damaged directory must; returns its status (None: still running, then
+        killed) and what it printed in this start."""
+        member = self.members[node]
+        member.expecting_exit = True
+        try:
+            self.start(node)
+            proc = self.supervisor.process(node)
+            deadline = trio.current_time() + seconds
+            while proc.poll() is None and trio.current_time() < deadline:
+                await trio.sleep(POLL_SECONDS)
+            status = proc.poll()
+            self.supervisor.reap(node)  # SIGKILL first if it is still running
+        finally:
+            member.expecting_exit = False
+        text = self.log_path(node).read_text(encoding="utf-8", errors="replace")
+        marker = f"--- supervisor: start #{member.starts} of node {node}"
+        said = text.rsplit(marker, 1)[-1].splitlines()[1:]
+        self._log(node, f"exit after start on a damaged directory: status {status}: "
+                  f"{said[-1] if said else '(nothing said)'}")
+        return status, [line for line in said if line.strip()]
 
     def pause(self, node: int) -> bool:
         return self.supervisor.pause(node)

@@ -12,21 +12,25 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import trio
 
 from harness.history import HistoryRecorder
-from harness.live.cluster import LiveCluster
+from harness.live import filefaults
+from harness.live.clocked import ClockControl
+from harness.live.cluster import CrashKind, LiveCluster
+from harness.live.filefaults import FileFaultOutcome
 from harness.nemesis import Fault, Schedule, partition_links
 
 # The fault kinds this backend can inject with namespaces (``netns``) and without (``proxy``),
 # in the canonical order of ``harness.options.NEMESIS_KINDS``, and why it refuses the others.
 LIVE_NEMESES: dict[str, tuple[str, ...]] = {
-    "netns": ("partition", "kill", "pause", "loss", "delay", "clock"),
-    "proxy": ("partition", "kill", "pause", "delay", "clock"),
+    "netns": ("partition", "kill", "pause", "loss", "delay", "clock", "disk"),
+    "proxy": ("partition", "kill", "pause", "delay", "clock", "disk"),
 }
+# How long a node started on a damaged directory may take to refuse (start-up included).
+REFUSAL_SECONDS_MAX = 20.0
 REFUSED: dict[str, str] = {
-    "disk": "a SIGKILLed process keeps its unsynced writes in the page cache, so a power loss "
-            "cannot be simulated live (use --backend sim)",
     "loss": "packet loss needs network namespaces (root on Linux) for its eBPF classifier "
             "(use --backend sim, or run as root)",
     "duplicate": "duplicating packets inside a TCP stream is absorbed by TCP, and this kernel "
@@ -60,6 +64,7 @@ class LiveNemesis:
         self._rng = rng
         self._active: dict[int, tuple[Fault, list[int]]] = {}
         self.fired: dict[str, int] = {}
+        self.file_faults: list[FileFaultOutcome] = []
         # (start, stop) seconds of every window, as it really ran
         self.windows: list[dict[str, Any]] = []
 
@@ -104,8 +109,14 @@ class LiveNemesis:
             detail["mode"] = params["mode"]
             detail["blocked"] = [list(link) for link in sorted(links)]
         elif kind == "kill":
-            hit = [n for n in self._targets(params) if self._cluster.kill(n)]
+            hit = self._cluster.kill_many(self._targets(params))
             detail["nodes"] = hit
+        elif kind == "disk":
+            # A power loss: the node's unsynced writes (held by harness.live.lazyfs) are lost.
+            how: CrashKind = "torn" if params.get("torn") else "power"
+            hit = self._cluster.kill_many(self._targets(params), how)
+            detail["nodes"] = hit
+            detail["torn"] = how == "torn"
         elif kind == "pause":
             hit = [n for n in self._targets(params) if self._cluster.pause(n)]
             detail["nodes"] = hit
@@ -117,10 +128,20 @@ class LiveNemesis:
             detail["delay_ms"] = params["delay_ms"]
             detail["jitter_ms"] = params["jitter_ms"]
         elif kind == "clock":
-            for node, rate in params["rates"]:
-                self._cluster.set_clock_rate(int(node), float(rate))
-                hit.append(int(node))
+            clocks = {int(node): ClockControl(rate=float(rate)) for node, rate in params["rates"]}
+            wall = params.get("wall") or {"bumps": [], "strobes": []}
+            for node, offset in wall["bumps"]:
+                clocks[node] = attrs.evolve(clocks.get(node, ClockControl()),
+                                            offset_s=float(offset))
+            for node, delta, period in wall["strobes"]:
+                clocks[node] = attrs.evolve(clocks.get(node, ClockControl()),
+                                            strobe_delta_s=float(delta),
+                                            strobe_period_ms=float(period))
+            for node, value in sorted(clocks.items()):
+                self._cluster.set_clock(node, value)
+                hit.append(node)
             detail["rates"] = params["rates"]
+            detail["wall"] = wall
         else:
             raise AssertionError(f"the live nemesis cannot inject {kind!r}")
         self._active[fault.id] = (fault, hit)
@@ -137,8 +158,15 @@ class LiveNemesis:
         _, hit = entry
         if fault.kind == "partition":
             await self._network.set_blocked(frozenset())
-        elif fault.kind == "kill":
+        elif fault.kind in ("kill", "disk"):
+            damage = fault.params.get("file") if fault.kind == "disk" else None
             for node in hit:
+                # One damaged disk per window: Raft's fault model tolerates a minority.
+                if damage is not None and node == hit[0]:
+                    # Shielded (bounded by REFUSAL_SECONDS_MAX): the end of the run must not
+                    # cut it between damaging the file and putting it back.
+                    with trio.CancelScope(shield=True):
+                        await self._damage(node, damage)
                 self._cluster.start(node)
         elif fault.kind == "pause":
             for node in hit:
@@ -155,6 +183,24 @@ class LiveNemesis:
                 window["stop"] = round(now, 3)
         self._history.nemesis(f"stop-{fault.kind}", {"id": fault.id})
         self._log(f"nemesis stop-{fault.kind} #{fault.id}")
+
+    async def _damage(self, node: int, damage: dict[str, Any]) -> None:
+        """A file fault of the stopped ``node`` (``filefaults``); a refusal is checked on the
+        node itself, then the file is put back so it can rejoin."""
+        outcome, original = filefaults.damage(node, self._cluster.data_dir(node), damage,
+                                              self._rng.randrange(8))
+        self._log(f"file fault n{node}: {outcome.result}: {outcome.detail}")
+        if outcome.result == "refused" and original is not None:
+            status, said = await self._cluster.run_until_exit(node, REFUSAL_SECONDS_MAX)
+            # Its log records (a warning about a torn tail it cut, say) are not the refusal.
+            said = [line for line in said if not filefaults.is_log_record(line)]
+            outcome.node_status = status
+            outcome.node_said = said[-1] if said else ""
+            outcome.node_lines = len(said)
+            path, data = original
+            path.write_bytes(data)  # a transient fault: the operator puts the file back
+        self.file_faults.append(outcome)
+        self._history.nemesis("file-fault", outcome.to_json())
 
     async def heal_all(self, clock: Callable[[], float]) -> None:
         """Stop every fault still in effect, then make sure every node runs, unpaused."""

@@ -38,8 +38,8 @@ import trio
 from harness.checks import Check, verdict_of
 from harness.history import HistoryRecorder
 from harness.live import checks as live_checks
+from harness.live import filefaults, loss
 from harness.live import ledger as ledger_module
-from harness.live import loss
 from harness.live.checks import Liveness
 from harness.live.clients import LiveClient, run_worker
 from harness.live.cluster import LiveCluster, serve_flags
@@ -128,6 +128,7 @@ class LiveOutcome:
     monitor: Monitor
     startup_seconds: float
     run_seconds: float
+    run_start_ms: int  # the harness's wall clock when the workload began
 
 
 class LiveRun:
@@ -145,7 +146,9 @@ class LiveRun:
         self.cluster = LiveCluster(options.nodes, network, run_dir, options.seed,
                                    log=self.node_log, on_spawn=ledger.node_started,
                                    clocked="clock" in {*options.nemesis, *schedule.kinds()},
-                                   snapshot_flags=options.snapshot_flags())
+                                   snapshot_flags=options.snapshot_flags(),
+                                   lazy_disk="disk" in {*options.nemesis, *schedule.kinds()},
+                                   bug=options.bug)
         self.workload = make_workload(options.workload, self._rng("workload"))
         self.history = HistoryRecorder(self.clock.us, self.workload.keyed)
         self._next_process = 0
@@ -211,6 +214,7 @@ class LiveRun:
                 await self._wait_ready(monitor)
                 startup = trio.current_time() - began
                 self.clock.t0 = trio.current_time()
+                run_start_ms = int(time.time() * 1000)
                 self.log(f"cluster ready after {startup:.2f} s; workload and faults start")
                 self.ledger.phase("workload")
                 background.start_soon(monitor.run)
@@ -245,7 +249,7 @@ class LiveRun:
         acked = [a for client in [*clients, probe] for a in client.acked]
         refused = [a for client in [*clients, probe] for a in client.refused]
         return LiveOutcome(self.history, live, acked, refused, nemesis, monitor, startup,
-                           run_seconds)
+                           run_seconds, run_start_ms)
 
     async def _report_progress(self) -> None:
         total = self.options.time_limit + self.options.recovery_time
@@ -501,12 +505,15 @@ def _finish(
         lin,
         live_checks.check_safety(logs, errors, outcome.monitor.leaders,
                                  outcome.monitor.commit_max),
-        live_checks.check_durability(logs, outcome.acked, outcome.monitor.commit_max),
+        live_checks.check_durability(logs, outcome.acked, outcome.monitor.commit_max,
+                                     outcome.run_start_ms),
         live_checks.check_refusals(logs, outcome.refused, outcome.monitor.commit_max),
         live_checks.check_liveness(outcome.liveness),
         live_checks.check_processes(cluster.unexpected_exits, cluster.forced_stops,
                                     cluster.stop_statuses),
     ]
+    if outcome.nemesis.file_faults:
+        all_checks.append(filefaults.check_file_faults(outcome.nemesis.file_faults))
     verdict = verdict_of(all_checks)
     cmd = command or command_line([*options.to_argv(), *(["--out", str(out_dir)] if out_dir
                                                           else [])])
@@ -529,15 +536,23 @@ def _finish(
         "monitor_rounds": outcome.monitor.rounds,
         "nodes": cluster.statistics(),
         "liveness": outcome.liveness.to_json(),
+        "file_faults": [o.to_json() for o in outcome.nemesis.file_faults],
     }
     live_info = {
         **network_info,
         "nemeses_supported": list(supported_nemeses()),
         "clock_model": "clock faults change the rate of each node's Trio clock (ticks, "
-                       "timeouts, leases) through harness.live.clocked; the wall clock that "
-                       "stamps leader time into writes is not faked",
-        "crash_model": "kill is SIGKILL: the page cache survives, so unsynced writes are not "
-                       "lost (a process crash, not a power loss)",
+                       "timeouts, leases) and bump or strobe its wall clock (time.time, the "
+                       "leader time stamped into writes for session expiry) through "
+                       "harness.live.clocked",
+        "crash_model": ("kill is a process crash (what a node wrote survives, synced or "
+                        "not); disk is a power loss: nodes run under harness.live.lazyfs, "
+                        "which holds unsynced writes in the node's memory until fsync, so "
+                        "killing it loses them (torn: a prefix of the newest one is kept)"
+                        if cluster.lazy_disk else
+                        "kill is SIGKILL: the page cache survives, so unsynced writes are not "
+                        "lost (a process crash, not a power loss)"),
+        "bug": options.bug or None,
         "python": sys.executable,
         "transport": ("plain TCP (raftlib serve --insecure): the test network is private to "
                       "this machine" if "--insecure" in serve_flags() else "raftlib's default"),
@@ -585,7 +600,9 @@ def _mechanisms(options: RunOptions) -> str:
     if "delay" in options.nemesis:
         parts.append("delay: relay (stream, weaker)")
     if "clock" in options.nemesis:
-        parts.append("clock: timer rate (wall clock untouched)")
+        parts.append("clock: timer rate, wall bump/strobe")
+    if "disk" in options.nemesis:
+        parts.append("disk: lazyfs (unsynced writes held in the node)")
     return "".join(f"; {p}" for p in parts)
 
 
@@ -597,11 +614,17 @@ def _one_line(
     faults = ", ".join(f"{k}x{v}" for k, v in stats["faults_started"].items()) or "none"
     failing = "; ".join(f"{c.name}: {c.summary}" for c in all_checks if c.valid is not True)
     detail = f" ({failing})" if failing else ""
+    damaged: dict[str, int] = {}
+    for o in stats["file_faults"]:
+        damaged[o["result"]] = damaged.get(o["result"], 0) + 1
+    files = ("; damaged files: " + ", ".join(f"{n} {r}" for r, n in sorted(damaged.items()))
+             if damaged else "")
     where = f" -> {out_dir}" if out_dir is not None else ""
     return (
         f"{verdict.upper()}{detail}: live, seed {options.seed}, {options.workload}, "
+        f"{f'bug {options.bug}, ' if options.bug else ''}"
         f"{options.nodes} nodes, {ops['invoke']} ops ({ops['ok']} ok, {ops['fail']} fail, "
         f"{ops['info']} info), faults {faults} (of {nemesis_text(options.nemesis)}); "
-        f"partitions: {network_info['partitions']}{_mechanisms(options)}; "
+        f"partitions: {network_info['partitions']}{_mechanisms(options)}{files}; "
         f"{stats['run_seconds']:.1f} s run in {wall:.1f} s{where}"
     )

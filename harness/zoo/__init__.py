@@ -3,7 +3,9 @@
 A bug is a set of method patches (``harness.zoo.bugs``) applied for the length of a sim run
 by ``active(name)`` and restored on exit, so the library itself has no flag for any of them
 and is untouched when no bug is active. ``raft-harness bugs`` lists them;
-``raft-harness run --bug NAME`` (and ``campaign --bug NAME``) runs with one switched on.
+``raft-harness run --bug NAME`` (and ``campaign --bug NAME``) runs with one switched on; on
+the live backend every node process applies the patches itself (``harness.zoo.live``, with a
+bug's ``live_patches`` where a real node needs them to differ).
 
 Each bug also names a campaign that exposes it (``Detection``): the workload and nemeses that
 make it show, used by the tests and by ``bench/zoo_detection.py`` for the recipe table
@@ -58,10 +60,17 @@ class Bug:
     summary: str  # one line, for `raft-harness bugs`
     patches: Callable[[], list[Patch]]
     detection: Detection
+    # The patches for a real node process (harness.zoo.live) where they must differ: a node
+    # runs its storage on a thread, one job at a time, where the simulator calls it inline.
+    live_patches: Callable[[], list[Patch]] | None = None
+
+    def patches_for(self, live: bool) -> list[Patch]:
+        return (self.live_patches or self.patches)() if live else self.patches()
 
 
-def _bug(name: str, summary: str, patches: Callable[[], list[Patch]], **detection: Any) -> Bug:
-    return Bug(name, summary, patches, Detection(**detection))
+def _bug(name: str, summary: str, patches: Callable[[], list[Patch]],
+         live_patches: Callable[[], list[Patch]] | None = None, **detection: Any) -> Bug:
+    return Bug(name, summary, patches, Detection(**detection), live_patches)
 
 
 _CRASHES = ("kill", "disk")
@@ -95,6 +104,7 @@ BUGS: dict[str, Bug] = {
              workload="register", nemesis=("partition", "pause")),
         _bug("ack-before-fsync", "a Ready is acted on (acks sent, entries applied, client "
              "told ok) before its fsync returns", bugs.ack_before_fsync,
+             live_patches=bugs.ack_before_fsync_live,
              workload="append", nemesis=("disk",), nemesis_interval=0.5, rate=200.0),
         _bug("send-before-fsync", "votes and append acknowledgements leave before the "
              "fsync of what they promise (only AppendEntries may)", bugs.send_before_fsync,
@@ -172,16 +182,17 @@ def listing() -> str:
 
 
 @contextmanager
-def active(name: str | None) -> Iterator[Bug | None]:
-    """Switch bug ``name`` on for the block (``None`` or ``""``: no bug). The patched methods
-    are restored on exit, however the block ends."""
+def active(name: str | None, live: bool = False) -> Iterator[Bug | None]:
+    """Switch bug ``name`` on for the block (``None`` or ``""``: no bug); ``live``: in a real
+    node process (``harness.zoo.live``). The patched methods are restored on exit, however
+    the block ends."""
     if not name:
         yield None
         return
     bug = get(name)
     saved: list[tuple[type, str, Any]] = []
     try:
-        for owner, attribute, wrap in bug.patches():
+        for owner, attribute, wrap in bug.patches_for(live):
             if attribute not in owner.__dict__:
                 raise AssertionError(f"bug {name}: {owner.__name__}.{attribute} does not exist "
                                      "(the library changed; update harness/zoo/bugs.py)")

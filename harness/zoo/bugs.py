@@ -117,6 +117,42 @@ def ack_before_fsync() -> list[Patch]:
     return [(Driver, "persisted", wrap_persisted), (Driver, "pump", wrap_pump)]
 
 
+def ack_before_fsync_live() -> list[Patch]:
+    """``ack_before_fsync`` for a real node (``harness.zoo.live``), whose storage runs on its
+    own thread one job at a time: the job stays the one in flight (the node checks that the
+    job it synced is the driver's), but what ``persisted`` would do happens at once, so acks
+    leave, the leader counts itself and clients are told ``ok`` before the fsync returns."""
+    acted: dict[int, PersistJob] = {}  # jobs acted on before their fsync, by id
+
+    def wrap_pump(original: Callable[..., Any]) -> Callable[..., Any]:
+        def pump(self: Driver) -> PersistJob | None:
+            job: PersistJob | None = original(self)
+            if job is not None and job.ready is not None:
+                held = [m for m in job.ready.messages if type(m) is not AppendEntries]
+                if held:
+                    self._send(held)
+                self.core.advance(job.ready)
+                acted[id(job)] = job
+            return job
+
+        return pump
+
+    def wrap_persisted(original: Callable[..., Any]) -> Callable[..., Any]:
+        def persisted(self: Driver, job: PersistJob) -> None:
+            if acted.pop(id(job), None) is None:
+                original(self, job)
+                return
+            # The rest of ``persisted``: the sends and the advance are done already.
+            assert job is self.persisting
+            self.persisting = None
+            if job.snapshot is not None:
+                self._snapshot_durable(job)
+
+        return persisted
+
+    return [(Driver, "persisted", wrap_persisted), (Driver, "pump", wrap_pump)]
+
+
 def send_before_fsync() -> list[Patch]:
     """The driver sends every message of a Ready at once, votes and append acknowledgements
     included, while the hard state and entries they promise are still on their way to the

@@ -49,6 +49,8 @@ import attrs
 SUBSET_OPS_MAX = 5  # pending operations per file up to which every subsequence is enumerated
 TORN_CUT_POINTS = 3  # torn variants per surviving last write: 1 byte, half, all but one byte
 CrashMode = Literal["process", "power"]
+# A pending file operation of the persistence model: (offset, bytes) written, or a new size.
+FileOp = tuple[int, bytes] | int
 
 
 class RandomLike(Protocol):
@@ -154,6 +156,20 @@ class OsFileSystem:
 
 
 OS_FS = OsFileSystem()
+_default_fs: FileSystem = OS_FS
+
+
+def default_file_system() -> FileSystem:
+    """The file system a ``WalStorage`` uses when given none: ``OS_FS`` unless replaced."""
+    return _default_fs
+
+
+def set_default_file_system(fs: FileSystem) -> None:
+    """Replace the default for this process. A seam for a wrapper that runs an unmodified
+    ``raftlib serve`` over another file layer (the harness's ``harness.live.lazyfs``, which
+    holds unsynced writes in memory); the server itself never calls it."""
+    global _default_fs
+    _default_fs = fs
 
 
 class NoSyncFileSystem:
@@ -199,7 +215,11 @@ class _Handle:
     position: int = 0
 
 
-def _apply_file_op(content: bytearray, op: tuple[int, bytes] | int) -> None:
+def apply_file_op(content: bytearray, op: FileOp) -> None:
+    """The persistence model's one file operation, applied to ``content``: a write at an
+    offset (a gap before it reads as zero bytes) or a new size (cut, or extended with zeros).
+    Shared by ``CrashFS`` and by live layers that hold unsynced writes
+    (``harness.live.lazyfs``), so both apply pending operations the same way."""
     if isinstance(op, int):
         del content[op:]
         if len(content) < op:
@@ -359,7 +379,7 @@ class CrashFS:
 
     def _write_at(self, file: _File, data: bytes, offset: int) -> int:
         if data:
-            _apply_file_op(file.data, (offset, data))
+            apply_file_op(file.data, (offset, data))
             file.pending.append((offset, data))
             self._done("write")
         return len(data)
@@ -375,7 +395,7 @@ class CrashFS:
     def ftruncate(self, fd: int, size: int) -> None:
         handle, file = self._file(fd)
         self._check_fault("ftruncate", handle.path)
-        _apply_file_op(file.data, size)
+        apply_file_op(file.data, size)
         file.pending.append(size)
         self._done("ftruncate")
 
@@ -395,7 +415,7 @@ class CrashFS:
     def _flush(node: _File | _Dir) -> None:
         if isinstance(node, _File):
             for op in node.pending:
-                _apply_file_op(node.durable, op)
+                apply_file_op(node.durable, op)
             node.pending.clear()
             assert node.durable == node.data, "after a flush the disk holds what was written"
         else:
@@ -615,7 +635,7 @@ def _surviving_files(root: _Dir, dir_prefix: dict[int, int]) -> list[_File]:
 def _content(file: _File, kept: list[tuple[int, bytes] | int]) -> bytearray:
     content = bytearray(file.durable)
     for op in kept:
-        _apply_file_op(content, op)
+        apply_file_op(content, op)
     return content
 
 

@@ -111,7 +111,7 @@ from raftlib.core.types import Entry, HardState, SnapshotMeta
 from raftlib.errors import ConfigError, CorruptLog, CorruptSnapshot, MissingHardState, StorageError
 from raftlib.storage import _format as fmt
 from raftlib.storage.base import Recovered
-from raftlib.storage.fs import OS_FS, FileSystem, NoSyncFileSystem
+from raftlib.storage.fs import FileSystem, NoSyncFileSystem, default_file_system
 
 _LOG = logging.getLogger("raftlib.storage")
 _T = TypeVar("_T")
@@ -212,7 +212,7 @@ class WalStorage:
                 f"write_buffer_bytes_max must be a positive int, got {write_buffer_bytes_max!r}"
             )
         self._directory = os.path.abspath(os.fspath(directory))
-        self._fs: FileSystem = fs if fs is not None else OS_FS
+        self._fs: FileSystem = fs if fs is not None else default_file_system()
         # An in-memory file system never blocks: the driver may then call inline (simulator).
         self.blocking = bool(getattr(self._fs, "blocking", True))
         if not fsync:

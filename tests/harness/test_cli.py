@@ -91,7 +91,7 @@ def test_campaign_lists_the_replay_command_of_each_failing_seed(
         (["run", "--workload", "bank"], "--workload: unknown workload 'bank'"),
         (["run", "--nemesis", "partition,meteor"], "unknown fault kind 'meteor'"),
         (["run", "--nemesis", ""], "--nemesis: empty list"),
-        (["run", "--backend", "live", "--nemesis", "disk"], "page cache"),
+        (["run", "--backend", "live", "--nemesis", "reorder"], "cannot reorder"),
         (["run", "--time-limit", "-1"], "--time-limit: must be a number of seconds"),
         (["run", "--time-limit", "nan"], "--time-limit: must be a number of seconds"),
         (["run", "--rate", "0"], "--rate: must be a number of operations per second"),

@@ -80,7 +80,8 @@ def test_proxy_fallback_when_namespaces_are_disabled_is_valid_and_says_it_is_wea
     ("argv", "needle"),
     [
         (["--nemesis", "reorder"], "cannot reorder"),
-        (["--nemesis", "disk"], "page cache"),
+        (["--nemesis", "crash-after-vote"], "simulator only"),
+        (["--bug", "local-reads"], "patches the simulator's SimNode"),
         (["--nemesis", "duplicate"], "absorbed by TCP"),
         (["--clients", "500"], "--clients"),
         (["--request-timeout", "0.05"], "--request-timeout"),

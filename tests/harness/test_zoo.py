@@ -85,11 +85,17 @@ def test_bugs_lists_every_bug_with_one_line(capsys: pytest.CaptureFixture[str]) 
     assert all(len(line.split()) > 4 for line in lines)
 
 
-def test_an_unknown_bug_or_a_bug_on_the_live_backend_is_refused_in_one_line() -> None:
+def test_an_unknown_bug_or_a_simulator_only_bug_on_the_live_backend_is_refused_in_one_line(
+) -> None:
     with pytest.raises(OptionsError, match="unknown bug 'nope'"):
         RunOptions(bug="nope")
-    with pytest.raises(OptionsError, match="needs --backend sim"):
-        RunOptions(bug="figure8", backend="live")
+    # local-reads patches the simulator's node, which a live run does not have.
+    with pytest.raises(OptionsError, match=r"patches the simulator's SimNode.*--backend sim"):
+        RunOptions(bug="local-reads", backend="live")
+    RunOptions(bug="figure8", backend="live")  # the core and driver run live too
+    # A membership bug needs configuration changes, which the live nemesis cannot make.
+    with pytest.raises(OptionsError, match=r"'learner-in-quorum' needs the member nemesis"):
+        RunOptions(bug="learner-in-quorum", backend="live")
 
 
 def test_run_with_a_bug_records_it_and_replay_switches_it_on_again(tmp_path: Path) -> None:

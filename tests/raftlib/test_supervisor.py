@@ -4,6 +4,7 @@ the crashes it did not cause from those it did, and lets no process outlive it."
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 import time
@@ -95,6 +96,27 @@ def test_exits_it_did_not_cause_are_reported_and_kills_are_not(tmp_path: Path) -
             time.sleep(0.02)
     assert sup.unexpected_exits == [(2, 3, "running")]
     assert sup.members[1].kills == 1
+
+
+def test_an_exit_the_caller_expects_is_not_reported_and_reap_returns_its_status(
+    tmp_path: Path,
+) -> None:
+    with Supervisor(tmp_path, [1, 2], lambda n: [sys.executable, "-c", CHILD,
+                                                 *(["exit"] if n == 1 else [])]) as sup:
+        sup.members[1].expecting_exit = True
+        sup.start(1)
+        sup.process(1).wait(timeout=10)
+        assert sup.reap_unexpected() == [] and sup.running(1)
+        assert sup.reap(1) == 3 and not sup.running(1)
+        # A signal of the caller's own (here SIGTERM, which the child exits 0 on), whose
+        # exit the caller waited for: reap keeps that status and reports nothing.
+        sup.start(2)
+        _wait_log(sup, 2, "READY")
+        sup.process(2).send_signal(signal.SIGTERM)
+        sup.process(2).wait(timeout=10)
+        assert sup.reap(2) == 0 and not sup.running(2)
+        assert sup.reap_unexpected() == []
+    assert sup.unexpected_exits == [] and sup.members[2].kills == 0
 
 
 def test_the_log_survives_restarts_and_marks_a_line_a_kill_cut_off(tmp_path: Path) -> None:
