@@ -357,21 +357,19 @@ class RunOptions:
         spells out every setting, default or not: next to ``--swarm`` an explicit option pins
         its setting, so the command pins every drawn value."""
         argv = ["run"]
-        drawn: tuple[str, ...] = ()
-        if self.swarm:
-            from harness.swarm import DIMENSIONS  # swarm builds on these options
-
-            drawn = DIMENSIONS
+        every = self.swarm
         for field in attrs.fields(RunOptions):
             value = getattr(self, field.name)
             if field.name == "core":
-                argv += core_argv({**{name: self.core_value(name) for name in drawn
-                                      if name in setting_names()}, **value})
+                # A swarm run pins every core setting (harness.swarm draws some of them).
+                argv += core_argv({name: self.core_value(name) for name in setting_names()}
+                                  if every else value)
             elif field.name == "swarm":
                 argv += ["--swarm"] if value else []
             elif field in options_fields() and field.name != "seed" and (
-                    field.name in drawn or field.metadata["argv"] == ALWAYS
-                    or value != field.default):
+                    field.metadata["argv"] == ALWAYS or value != field.default
+                    # ... and every option but those whose default means "none" (--bug '').
+                    or (every and field.default not in ("", 0))):
                 argv += [_flag(field.name), _argv_text(value)]
         return [*argv, "--seed", str(self.seed)]
 
