@@ -9,25 +9,39 @@ must all be valid: a campaign that fails without the bug proves nothing about th
 
     python3 bench/zoo_detection.py                       # every bug, writes the table
     python3 bench/zoo_detection.py --bug figure8 --no-write
+
+``--swarm`` measures instead what a user gets with no recipe at all: for each bug, the
+campaign ``raft-harness campaign --backend sim --swarm --bug B --seeds 0..N --jobs J`` (every
+seed draws its own configuration, harness.swarm), run as the CLI runs it (worker processes,
+a run directory per seed) until the first seed that is not valid, within ``--seconds-max``
+wall seconds; then the correct implementation on the same seeds. It writes
+harness/zoo/DETECTION.md (the recipe mode then writes DETECTION-recipes.md).
+
+    python3 bench/zoo_detection.py --swarm --jobs 2      # every bug, swarm table
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
+import tempfile
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "checker")]
 
-from harness import zoo  # noqa: E402
+from harness import campaign, swarm, zoo  # noqa: E402
 from harness.options import RunOptions, command_line, nemesis_text  # noqa: E402
+from harness.outcomes import SeedOutcome  # noqa: E402
 from harness.runner import run  # noqa: E402
 
 TABLE = ROOT / "harness" / "zoo" / "DETECTION.md"
+RECIPE_TABLE = ROOT / "harness" / "zoo" / "DETECTION-recipes.md"
 
 
 def options_for(bug: zoo.Bug, seed: int, *, with_bug: bool) -> RunOptions:
@@ -135,23 +149,141 @@ def merged(rows: list[dict[str, Any]], old_text: str) -> str:
                       *(table[n][1] for n in order)]) + "\n"
 
 
+# --- swarm mode ------------------------------------------------------------------------------
+
+# Seeds a swarm search keeps in flight per worker: enough that a worker never waits, few
+# enough that little is wasted past the first failure.
+IN_FLIGHT_PER_JOB = 2
+
+
+def _pooled(base: RunOptions, seeds: range, jobs: int, out: Path, seconds_max: float,
+            stop_at_failure: bool) -> tuple[list[SeedOutcome], float]:
+    """The outcomes of ``seeds`` of a swarm campaign, in seed order, run as the CLI runs a
+    campaign (harness.campaign's worker on ``jobs`` processes, a run directory each), up to
+    the first seed that is not valid when ``stop_at_failure``; and the wall seconds until
+    the last outcome kept."""
+    context = multiprocessing.get_context("fork")
+    started = time.monotonic()
+    done: dict[int, SeedOutcome] = {}
+    kept: list[SeedOutcome] = []
+    wall = 0.0
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        pending: dict[Future[SeedOutcome], int] = {}
+        upcoming = iter(seeds)
+        while True:
+            while len(pending) < jobs * IN_FLIGHT_PER_JOB:
+                seed = next(upcoming, None)
+                if seed is None or time.monotonic() - started > seconds_max:
+                    break
+                job = (campaign.options_for(base, seed).to_json(), str(out / f"seed-{seed}"))
+                pending[pool.submit(campaign.run_seed, job)] = seed
+            if not pending:
+                break
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                done[pending.pop(future)] = future.result()
+            # Outcomes are taken in seed order, so "seeds to the first failure" does not
+            # depend on which worker finished first.
+            while seeds.start + len(kept) in done:
+                outcome = done.pop(seeds.start + len(kept))
+                kept.append(outcome)
+                wall = time.monotonic() - started
+                if stop_at_failure and outcome.verdict != "valid":
+                    for future in pending:
+                        future.cancel()
+                    return kept, wall
+    return kept, wall
+
+
+def detect_swarm(bug: zoo.Bug, jobs: int, seconds_max: float, correct_min: int,
+                 seeds_max: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="zoo-swarm-") as tmp:
+        base = RunOptions(swarm=True, bug=bug.name)
+        tried, wall = _pooled(base, range(seeds_max), jobs, Path(tmp) / "bug", seconds_max,
+                              stop_at_failure=True)
+        failed = tried[-1] if tried and tried[-1].verdict != "valid" else None
+        correct_seeds = max(len(tried), correct_min)
+        correct_started = time.monotonic()
+        correct, _ = _pooled(RunOptions(swarm=True), range(correct_seeds), jobs,
+                             Path(tmp) / "correct", float("inf"), stop_at_failure=False)
+    return {
+        "bug": bug.name,
+        "summary": bug.summary,
+        "detected": failed is not None,
+        "seeds_tried": len(tried),
+        "first_failing_seed": failed.seed if failed else None,
+        "drawn": (swarm.describe(campaign.options_for(base, failed.seed)).split(": ", 1)[1]
+                  if failed else None),
+        "wall_seconds": round(wall, 2),
+        "caught_by": list(failed.failed_checks) if failed else [],
+        "verdict_line": failed.line if failed else None,
+        "correct_seeds": correct_seeds,
+        "correct_invalid": [o.line for o in correct if o.verdict != "valid"],
+        "correct_wall_seconds": round(time.monotonic() - correct_started, 2),
+        "jobs": jobs,
+        "command": (f"raft-harness campaign --backend sim --swarm --bug {bug.name} "
+                    f"--seeds 0..{len(tried) - 1} --jobs {jobs}"),
+    }
+
+
+def swarm_markdown(rows: list[dict[str, Any]]) -> str:
+    jobs = rows[0]["jobs"] if rows else 2
+    lines = [
+        "# Bug zoo: detection by swarm campaigns",
+        "",
+        "Generated by `python3 bench/zoo_detection.py --swarm` (do not edit by hand). Each bug's",
+        f"campaign is `raft-harness campaign --backend sim --swarm --bug B --seeds 0..N --jobs "
+        f"{jobs}`",
+        "with no other option: every seed draws its own cluster size, workload, clients, rate,",
+        "fault kinds and interval, core and snapshot settings (`harness/swarm.py`). Seeds run in",
+        "order until the first that is not valid; the correct implementation then runs the same",
+        "seeds and must be valid on all of them. Seeds to the first failure do not depend on",
+        "the machine; wall times were measured on a shared, loaded 2-core machine.",
+        "",
+        "| bug | seeds tried to first failure | wall time to detect | caught by "
+        "| what the failing seed drew | correct impl. |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        seeds = str(r["seeds_tried"]) if r["detected"] else f"not found in {r['seeds_tried']}"
+        correct = (f"valid on {r['correct_seeds']} seeds" if not r["correct_invalid"]
+                   else f"{len(r['correct_invalid'])} of {r['correct_seeds']} NOT valid")
+        lines.append(
+            f"| `{r['bug']}` | {seeds} | {r['wall_seconds']:.1f} s "
+            f"| {', '.join(r['caught_by']) or '-'} | {r['drawn'] or '-'} | {correct} |")
+    lines += ["", "What each bug is:", ""]
+    lines += [f"- `{r['bug']}`: {r['summary']}" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bug", action="append", help="only this bug (repeatable)")
     parser.add_argument("--seeds-max", type=int, default=200)
     parser.add_argument("--seconds-max", type=float, default=300.0)
     parser.add_argument("--correct-seeds-min", type=int, default=10)
-    parser.add_argument("--no-write", action="store_true", help="do not write DETECTION.md")
+    parser.add_argument("--swarm", action="store_true",
+                        help="swarm campaigns with no recipe (writes DETECTION.md)")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (--swarm)")
+    parser.add_argument("--no-write", action="store_true", help="do not write the table")
     args = parser.parse_args()
     names = args.bug or list(zoo.BUGS)
     rows = []
     for name in names:
-        row = detect(zoo.get(name), args.seeds_max, args.seconds_max, args.correct_seeds_min)
+        if args.swarm:
+            row = detect_swarm(zoo.get(name), args.jobs, args.seconds_max,
+                               args.correct_seeds_min, args.seeds_max)
+        else:
+            row = detect(zoo.get(name), args.seeds_max, args.seconds_max,
+                         args.correct_seeds_min)
         print(json.dumps(row), flush=True)
         rows.append(row)
     if not args.no_write:
-        old = TABLE.read_text(encoding="utf-8") if TABLE.exists() else ""
-        TABLE.write_text(merged(rows, old), encoding="utf-8")
+        if args.swarm:
+            TABLE.write_text(swarm_markdown(rows), encoding="utf-8")
+        else:
+            old = RECIPE_TABLE.read_text(encoding="utf-8") if RECIPE_TABLE.exists() else ""
+            RECIPE_TABLE.write_text(merged(rows, old), encoding="utf-8")
     ok = all(r["detected"] and not r["correct_invalid"] for r in rows)
     return 0 if ok else 1
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 import multiprocessing
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from harness import swarm
 from harness.options import RunOptions, command_line
 from harness.outcomes import SeedOutcome
 from harness.runner import run
@@ -56,7 +57,14 @@ def run_seed(job: SeedJob, write_to: Path | None = None) -> SeedOutcome:
         wall_seconds=round(time.monotonic() - started, 2),
         out_dir=str(out_dir),
         command=results["command"],
+        features=tuple(swarm.features(options).items()) if options.swarm else (),
+        drawn=swarm.describe(options) if options.swarm else "",
     )
+
+
+def options_for(base: RunOptions, seed: int, pinned: Collection[str] = ()) -> RunOptions:
+    """The options of one seed of a campaign of ``base``."""
+    return swarm.draw(seed, base, pinned) if base.swarm else attrs.evolve(base, seed=seed)
 
 
 def local_executor(jobs: int) -> SeedExecutor:
@@ -81,9 +89,14 @@ def run_campaign(
     out_dir: Path,
     progress: Callable[[SeedOutcome], None] | None = None,
     executor: SeedExecutor | None = None,
+    *,
+    pinned: Collection[str] = (),
 ) -> list[SeedOutcome]:
+    """Run every seed of ``base``; with ``base.swarm`` each seed draws its own options
+    (harness.swarm), keeping ``base``'s value of the dimensions in ``pinned``."""
     work = [
-        (attrs.evolve(base, seed=seed).to_json(), str(out_dir / f"seed-{seed}")) for seed in seeds
+        (options_for(base, seed, pinned).to_json(), str(out_dir / f"seed-{seed}"))
+        for seed in seeds
     ]
     outcomes: list[SeedOutcome] = []
     for outcome in (executor or local_executor(jobs))(work):

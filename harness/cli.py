@@ -12,6 +12,11 @@ Run options: ``--backend sim --nodes N --clients C --workload register|kv|append
 ``RunOptions`` field, derived from it), and one flag per Raft core setting (sim only; derived
 from ``raftlib.core.CoreConfig``: ``--no-pre-vote``, ``--append-entries-max N``, ...).
 
+``--swarm`` (sim only): each seed draws its own cluster size, workload, clients, rate, fault
+kinds and interval, core and snapshot settings (``harness.swarm``); an option given explicitly
+next to it pins that setting. The drawn configuration is printed, saved in ``results.json``,
+and the printed command spells every drawn value out.
+
 Exit status: 0 every run valid, 1 some run invalid (or a replay whose history differs from the
 original), 2 some run unknown (and none invalid), 3 bad options or input (one line on stderr),
 4 an internal error of the harness (one line; ``HARNESS_DEBUG=1`` shows the traceback).
@@ -28,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from harness import swarm
 from harness.campaign import JOBS_MAX, SEEDS_MAX, run_campaign
 from harness.nemesis import ScheduleError, schedule_from_json
 from harness.options import OptionsError, RunOptions, command_line, options_fields
@@ -58,6 +64,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         flag = "--" + field.name.replace("_", "-")
         if field.name == "nemesis":
             parser.add_argument(flag, default="none", help=field.metadata["help"])
+            continue
+        if str(field.type) == "bool":
+            parser.add_argument(flag, action="store_true", help=field.metadata["help"])
             continue
         kind = {"int": int, "float": float, "str": str}[str(field.type)]
         parser.add_argument(flag, type=kind, default=field.default, help=field.metadata["help"])
@@ -109,7 +118,20 @@ def build_parser() -> _Parser:
 def _options(args: argparse.Namespace, seed: int) -> RunOptions:
     values = {field.name: getattr(args, field.name) for field in options_fields()
               if field.name != "seed"}
-    return RunOptions(**values, seed=seed, core=core_overrides(args))
+    options = RunOptions(**values, seed=seed, core=core_overrides(args))
+    return swarm.draw(seed, options, args.pinned) if options.swarm else options
+
+
+def _pinned(argv: Sequence[str]) -> frozenset[str]:
+    """The swarm dimensions given explicitly on the command line (``argv`` after the
+    subcommand): next to ``--swarm`` they pin their setting instead of drawing it."""
+    probe = _Parser(prog=PROG, add_help=False)
+    _add_run_options(probe)
+    # No defaults: only what the command line itself sets appears in the namespace.
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    given, _ = probe.parse_known_args(list(argv))
+    return frozenset(vars(given)) & frozenset(swarm.DIMENSIONS)
 
 
 def parse_seeds(text: str) -> range:
@@ -132,7 +154,10 @@ def parse_seeds(text: str) -> range:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
+        if args.command in ("run", "campaign"):
+            args.pinned = _pinned(argv[argv.index(args.command) + 1:])
         if args.command == "run":
             return _run(args)
         if args.command == "campaign":
@@ -193,6 +218,8 @@ def _error(message: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     options = _options(args, args.seed)
     out = Path(args.out) if args.out else Path("runs") / f"seed-{options.seed}"
+    if options.swarm:
+        print(swarm.describe(options), flush=True)
     with run_progress(f"seed {options.seed}", disabled=args.no_progress) as progress:
         report = run(options, out, progress=progress)
     print(report.line)
@@ -211,7 +238,8 @@ def _campaign(args: argparse.Namespace) -> int:
     try:
         executor = None if args.scheduler is None else dask_executor(args.scheduler)
         with CampaignProgress(len(seeds), disabled=args.no_progress) as progress:
-            outcomes = run_campaign(base, seeds, args.jobs, out, progress.seed_done, executor)
+            outcomes = run_campaign(base, seeds, args.jobs, out, progress.seed_done, executor,
+                                    pinned=args.pinned)
     except DaskCampaignError as exc:
         raise UsageError(f"{PROG}: {exc}") from None
     from harness.report import write_campaign_index

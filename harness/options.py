@@ -176,6 +176,11 @@ def _legacy(name: str) -> Any:
                        metadata={"legacy": name})
 
 
+def _flag_value(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise OptionsError(f"{_flag(attribute.name)}: must be true or false, got {value!r}")
+
+
 def option(default: Any, help: str, *, validator: Any = None, converter: Any = None,
            argv: str = ALWAYS) -> Any:
     """One run option: its default, validator, help text (the CLI flag's) and argv rule."""
@@ -243,6 +248,11 @@ class RunOptions:
     snapshot_chunk_bytes: int = option(SNAPSHOT_CHUNK_BYTES_DEFAULT,
                                        "bytes per snapshot chunk sent to a follower",
                                        validator=_integer_in(1, 16 << 20), argv=IF_SET)
+    # The values above were drawn from the seed by harness.swarm (a label: every drawn value is
+    # in these options, so a run never depends on how they were drawn).
+    swarm: bool = option(False, "each seed draws its own nodes, workload, clients, rate, "
+                         "faults, core and snapshot settings (sim only); an option given "
+                         "explicitly pins that setting", validator=_flag_value, argv=IF_SET)
     _pre_vote: bool | None = _legacy("pre_vote")
     _check_quorum: bool | None = _legacy("check_quorum")
     _append_entries_max: int | None = _legacy("append_entries_max")
@@ -343,14 +353,23 @@ class RunOptions:
             raise OptionsError(f"{where}: bad options: {exc}") from None
 
     def to_argv(self) -> list[str]:
-        """The ``raft-harness run`` arguments that rebuild exactly these options."""
+        """The ``raft-harness run`` arguments that rebuild exactly these options. A swarm run
+        spells out every setting, default or not: next to ``--swarm`` an explicit option pins
+        its setting, so the command pins every drawn value."""
         argv = ["run"]
+        every = self.swarm
         for field in attrs.fields(RunOptions):
             value = getattr(self, field.name)
             if field.name == "core":
-                argv += core_argv(value)
+                # A swarm run pins every core setting (harness.swarm draws some of them).
+                argv += core_argv({name: self.core_value(name) for name in setting_names()}
+                                  if every else value)
+            elif field.name == "swarm":
+                argv += ["--swarm"] if value else []
             elif field in options_fields() and field.name != "seed" and (
-                    field.metadata["argv"] == ALWAYS or value != field.default):
+                    field.metadata["argv"] == ALWAYS or value != field.default
+                    # ... and every option but those whose default means "none" (--bug '').
+                    or (every and field.default not in ("", 0))):
                 argv += [_flag(field.name), _argv_text(value)]
         return [*argv, "--seed", str(self.seed)]
 

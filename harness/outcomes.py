@@ -33,6 +33,10 @@ class SeedOutcome:
     wall_seconds: float
     out_dir: str
     command: str
+    # A swarm run's drawn settings (harness.swarm.features), by which a campaign groups its
+    # outcomes; empty for a run of fixed options.
+    features: tuple[tuple[str, str], ...] = ()
+    drawn: str = ""  # the same in one line for people (harness.swarm.describe)
 
 
 def table(outcomes: list[SeedOutcome]) -> str:
@@ -55,7 +59,14 @@ def summary(outcomes: list[SeedOutcome]) -> str:
     for o in outcomes:
         if o.verdict != "valid":
             lines.append(f"seed {o.seed} {o.verdict}: raft-harness replay {o.out_dir}")
+            if o.drawn:
+                lines.append(f"  {o.drawn}")
             lines.append(f"  or: {command_line(_run_argv(o.command))}")
+    drawn = [(dict(o.features), o.verdict != "valid") for o in outcomes if o.features]
+    if drawn:
+        from harness.swarm import group_text
+
+        lines.extend(group_text(drawn).splitlines())
     return "\n".join(lines)
 
 

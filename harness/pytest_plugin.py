@@ -17,6 +17,9 @@ The fixture is a function that does the same with any options and returns the ou
 
 Options are ``RunOptions`` fields or core settings by name (``pre_vote=False``; ``nemesis``
 as the CLI's text or a tuple; ``seeds`` as ``"A..B"``, a range or an int count) plus ``jobs``.
+Sim campaigns are swarm campaigns unless ``swarm=False``: each seed draws its own cluster size,
+workload, clients, rate, faults, core and snapshot settings (``harness.swarm``), and an option
+given explicitly pins its setting.
 ``expect="invalid"`` inverts the verdict: the test passes only if some run is NOT valid (to
 prove a check or a zoo bug is caught).
 Run directories go under ``--raft-campaign-out DIR`` when given (kept), else a temporary
@@ -31,6 +34,7 @@ from typing import Any
 
 import pytest
 
+from harness import swarm
 from harness.campaign import run_campaign
 from harness.options import OptionsError, RunOptions, parse_nemesis
 from harness.outcomes import SeedOutcome
@@ -109,6 +113,10 @@ def campaign(out_root: Path, *, seeds: Any = 3, jobs: int = 1, expect: str = "va
     if expect not in ("valid", "invalid"):
         pytest.fail(f"raft_campaign: expect must be 'valid' or 'invalid', got {expect!r}",
                     pytrace=False)
+    # Swarm by default on the sim backend: a short campaign of one fixed configuration would
+    # test one corner of the space, the same one every time.
+    options.setdefault("swarm", options.get("backend", "sim") == "sim")
+    pinned = frozenset(options) & frozenset(swarm.DIMENSIONS)
     try:
         seed_range = _seeds(seeds)
         base = _options({**options, "seed": seed_range.start})
@@ -119,7 +127,10 @@ def campaign(out_root: Path, *, seeds: Any = 3, jobs: int = 1, expect: str = "va
     if problem:
         pytest.fail(problem, pytrace=False)
     out_root.mkdir(parents=True, exist_ok=True)
-    outcomes = run_campaign(base, seed_range, jobs, out_root)
+    try:
+        outcomes = run_campaign(base, seed_range, jobs, out_root, pinned=pinned)
+    except OptionsError as exc:  # a swarm draw refused (another backend)
+        pytest.fail(f"raft_campaign: {exc}", pytrace=False)
     line = _verdict_line(outcomes)
     all_valid = all(o.verdict == "valid" for o in outcomes)
     if expect == "valid" and not all_valid:

@@ -149,7 +149,10 @@ class SnapshotSender:
         self.done = False
         self.restart_needed = False
         self._empty_pending = self.size == 0
-        self._rewound_at = -1
+        # After a rewind, no other until everything sent before it is acknowledged (TCP's
+        # recovery point): the duplicates of one loss each ack a later offset, and a rewind
+        # per offset resends the window per chunk (a swarm campaign's message storm).
+        self._recover_until = 0
 
     def chunks(self, term: int, src: NodeId) -> list[SnapshotChunk]:
         """The chunks the window allows now."""
@@ -172,15 +175,20 @@ class SnapshotSender:
         if offset >= self.size:
             self.done = True
         if offset > self.acked:
+            # Progress: the chunks before ``offset`` arrived, the rest of the window may still
+            # be in flight. Rewinding here resent the window on every acknowledgement, and each
+            # duplicate brought another acknowledgement: a storm once a snapshot spans many
+            # windows (a swarm campaign with 16-byte chunks found it).
             self.acked = min(offset, self.size)
             unacked = self._unacked
             while unacked and unacked[0][0] + len(unacked[0][1]) <= self.acked:
                 unacked.popleft()
-        if offset < self.sent and offset != self._rewound_at:
-            # A chunk after ``offset`` was lost (the follower acks what it has in order): go
-            # back once; the duplicate acknowledgements the rest of the window brings do not
-            # rewind again (each would resend the window: a storm), the resend timer does.
-            self._rewound_at = offset
+        elif offset < self.sent and self.acked >= self._recover_until:
+            # No progress: a chunk at ``offset`` was lost (the follower acks what it has in
+            # order): go back once; the duplicate acknowledgements the rest of the window
+            # brings do not rewind again (each would resend the window: a storm), the resend
+            # timer does.
+            self._recover_until = self.sent
             self.sent = max(self.acked, offset)
 
     def tick(self) -> bool:
@@ -188,7 +196,7 @@ class SnapshotSender:
         self._idle_ticks += 1
         if self._idle_ticks >= self._policy.resend_ticks and not self.done:
             self._idle_ticks = 0
-            self._rewound_at = -1
+            self._recover_until = 0
             self.sent = self.acked
             self._empty_pending = self.size == 0
             return True

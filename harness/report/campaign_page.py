@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness import swarm
 from harness.outcomes import SeedOutcome
 from harness.report.page import CSS, esc
 
@@ -50,8 +51,33 @@ def render_campaign_index(out_dir: Path, outcomes: Sequence[SeedOutcome]) -> str
         "<table><thead><tr><th class=num>seed</th><th>verdict</th><th class=num>ops</th>"
         "<th class=num>faults</th><th class=num>wall s</th><th>failing check</th>"
         f"<th>replay</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
-        "</main></body></html>\n"
+        f"{_swarm_section(outcomes)}</main></body></html>\n"
     )
+
+
+def _swarm_section(outcomes: Sequence[SeedOutcome]) -> str:
+    """Swarm runs grouped by what they drew: the settings every failing run shares first,
+    then every drawn setting's failure rate (harness.swarm.groups)."""
+    drawn = [(dict(o.features), o.verdict != "valid") for o in outcomes if o.features]
+    found = swarm.groups(drawn)
+    if not found:
+        return ""
+    shared = {(g.feature, g.value) for g in swarm.shared_by_failures(found)}
+    failing = sum(1 for _, failed in drawn if failed)
+    words = ", ".join(f"{f}={v}" for f, v in sorted(shared)) or "no drawn setting"
+    lead = (f"The {failing} failing runs share: <b>{esc(words)}</b>." if failing
+            else "No run failed.")
+    rows = []
+    for g in found:
+        cls = ' class="fail"' if (g.feature, g.value) in shared else ""
+        rows.append(f"<tr><td{cls}>{esc(g.feature)}</td><td>{esc(g.value)}</td>"
+                    f"<td class=num>{g.runs}</td><td class=num>{g.failed}</td>"
+                    f"<td class=num>{100 * g.failed / g.runs:.0f}%</td></tr>")
+    return ("<h2>Swarm: runs by drawn setting</h2>"
+            f"<p>Each seed drew its own configuration. {lead}</p>"
+            "<table><thead><tr><th>setting</th><th>value</th><th class=num>runs</th>"
+            "<th class=num>not valid</th><th class=num>rate</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
 
 
 def write_campaign_index(out_dir: Path, outcomes: Sequence[SeedOutcome]) -> Path:

@@ -193,9 +193,8 @@ class NemesisRuntime:
             return False
         if self._vote_crash is not None:
             self._check_vote(src, messages, self._vote_crash)
-        if self._commit_crash is not None:
-            self._check_commit(src, messages, self._commit_crash)
-        return True
+        return self._commit_crash is None or self._check_commit(src, messages,
+                                                                 self._commit_crash)
 
     def _check_new_leader(self, src: NodeId, messages: Sequence[Message], fault: Fault) -> bool:
         for msg in messages:
@@ -236,9 +235,11 @@ class NemesisRuntime:
                   f"vote to n{candidate}; crashing it")
         self._crash_and_restart(node, fault, self._vote_crashed)
 
-    def _check_commit(self, src: NodeId, messages: Sequence[Message], fault: Fault) -> None:
+    def _check_commit(self, src: NodeId, messages: Sequence[Message], fault: Fault) -> bool:
+        """Whether the batch leaves (False: its sender crashes before it does)."""
         if src in self._commit_crashed:
-            return
+            # Triggered, not yet crashed: a leader dying before its announcement says nothing.
+            return not fault.params.get("before_send", False)
         for msg in messages:
             if type(msg) is not AppendEntries:
                 continue
@@ -253,13 +254,15 @@ class NemesisRuntime:
                 self._commit_sent.pop(src, None)
                 self._commit_crashed.add(src)
                 self._loop.after(0, self._crash_committer, (src, msg.term, msg.commit, fault))
-                return
+                return not fault.params.get("before_send", False)
+        return True
 
     def _crash_committer(self, item: tuple[NodeId, int, int, Fault]) -> None:
         node, term, commit, fault = item
         self.commit_crashes += 1
+        told = "before" if fault.params.get("before_send", False) else "after"
         self._log(f"nemesis crash-after-commit #{fault.id}: n{node}, leader of term {term}, "
-                  f"advanced its commit to {commit}; crashing it")
+                  f"advanced its commit to {commit}; crashing it {told} announcing it")
         self._crash_and_restart(node, fault, self._commit_crashed)
 
     def _crash_and_restart(self, node: NodeId, fault: Fault, crashed: set[NodeId]) -> None:

@@ -7,10 +7,11 @@ and is untouched when no bug is active. ``raft-harness bugs`` lists them;
 the live backend every node process applies the patches itself (``harness.zoo.live``, with a
 bug's ``live_patches`` where a real node needs them to differ).
 
-Each bug also names the campaign that exposes it (``Detection``): the workload and nemeses
-that make it show, used by ``bench/zoo_detection.py`` for the README's detection table and by
-the tests. A bug the harness cannot find would be a hole in the harness, not a reason to
-weaken the bug.
+Each bug also names a campaign that exposes it (``Detection``): the workload and nemeses that
+make it show, used by the tests and by ``bench/zoo_detection.py`` for the recipe table
+(``DETECTION-recipes.md``). The README's table needs no recipe: ``bench/zoo_detection.py
+--swarm`` finds every bug with swarm campaigns (``DETECTION.md``). A bug the harness cannot
+find would be a hole in the harness, not a reason to weaken the bug.
 
     with harness.zoo.active("figure8"):
         report = harness.run(options, out_dir=None)

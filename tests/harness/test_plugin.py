@@ -3,6 +3,7 @@ one-line verdict and the run directory (run in a pytest subprocess, as a user's 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,14 +20,14 @@ import pytest
 def test_correct_cluster() -> None:
     pass
 
-@pytest.mark.raft_campaign(seeds=2, nemesis="partition,pause", bug="local-reads")
+@pytest.mark.raft_campaign(seeds=2, nemesis="partition,pause", bug="local-reads", swarm=False)
 def test_broken_reads() -> None:
     pass
 
 def test_fixture_expects_the_bug_caught(raft_campaign) -> None:
     outcomes = raft_campaign(seeds="0..0", workload="append", nemesis="kill,partition",
                              nemesis_interval=0.5, rate=100, bug="session-cache-off",
-                             expect="invalid")
+                             expect="invalid", swarm=False)
     assert outcomes[0].verdict == "invalid"
 
 def test_fixture_valid_outcomes(raft_campaign) -> None:
@@ -66,4 +67,9 @@ def test_marker_and_fixture_pass_valid_campaigns_and_fail_with_the_verdict(tmp_p
     assert "FAILED test_suite.py::test_broken_reads" in out
     assert "FAILED test_suite.py::test_bad_option" in out
     assert "unknown fault kind 'meteor'" in out, out
-    assert (keep / "test_correct_cluster" / "seed-1" / "results.json").exists()
+    results = json.loads((keep / "test_correct_cluster" / "seed-1" / "results.json").read_text())
+    # Swarm by default: the seed drew what the marker did not pin.
+    assert results["options"]["swarm"] is True
+    assert results["options"]["nodes"] == 3 and results["options"]["clients"] == 3
+    fixed = json.loads((keep / "test_broken_reads" / "seed-1" / "results.json").read_text())
+    assert fixed["options"]["swarm"] is False

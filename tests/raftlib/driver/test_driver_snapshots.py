@@ -357,3 +357,32 @@ def test_duplicate_acknowledgements_rewind_the_window_once() -> None:
     assert len(sender.chunks(1, 1)) == 2
     sender.on_ack(0)  # ... and says it again for the second chunk of the old window
     assert sender.chunks(1, 1) == []  # no second resend: the timer handles a further loss
+
+
+def test_an_acknowledgement_that_makes_progress_never_resends_the_window() -> None:
+    """Found by a swarm campaign (a message storm with 16-byte chunks): every acknowledgement
+    of a chunk while the rest of the window was in flight rewound the window, and each resent
+    chunk brought another acknowledgement."""
+    store = FakeStorage()
+    store.snap = (SnapshotMeta(5, 1, ConfState(IDS)), b"abcdefghij")
+    sender = SnapshotSender(store, 2, 1, TINY)
+    assert [c.data for c in sender.chunks(1, 1)] == [b"abc", b"def"]
+    sender.on_ack(3)  # "abc" arrived; "def" is still on its way
+    assert [c.data for c in sender.chunks(1, 1)] == [b"ghi"]  # only what the window opened
+    sender.on_ack(6)
+    assert [c.data for c in sender.chunks(1, 1)] == [b"j"]
+
+
+def test_duplicates_acking_later_offsets_do_not_rewind_again_before_recovery() -> None:
+    """Found by a swarm campaign (a message storm with duplicated messages): after a rewind,
+    each duplicate chunk brought an acknowledgement of a later offset that made no progress,
+    and each rewound the window again; now none does until the resent window is acked."""
+    store = FakeStorage()
+    store.snap = (SnapshotMeta(5, 1, ConfState(IDS)), b"abcdefghij")
+    sender = SnapshotSender(store, 2, 1, TINY)
+    assert [c.data for c in sender.chunks(1, 1)] == [b"abc", b"def"]
+    sender.on_ack(0)  # "abc" was lost, "def" arrived out of order
+    assert [c.data for c in sender.chunks(1, 1)] == [b"abc", b"def"]  # the one rewind
+    sender.on_ack(3)  # the resent "abc" arrived
+    sender.on_ack(3)  # a duplicate of it: no progress, but the window is being resent
+    assert [c.data for c in sender.chunks(1, 1)] == [b"ghi"]

@@ -1,0 +1,182 @@
+"""Swarm runs: each seed draws its own configuration from itself alone, the draw is printed,
+saved and reproduced exactly, explicit options pin their setting, and a campaign groups its
+outcomes by what the seeds drew."""
+
+from __future__ import annotations
+
+import json
+import random
+import shlex
+from pathlib import Path
+
+import attrs
+import pytest
+
+from harness import swarm
+from harness.campaign import options_for, run_campaign
+from harness.cli import main
+from harness.options import NEMESIS_KINDS, OptionsError, RunOptions
+from harness.outcomes import summary
+from harness.report.campaign_page import render_campaign_index
+
+SEEDS = range(300)
+# A zoo bug and the swarm seeds among 0..5 (2 simulated seconds each) that catch it.
+BUG = "apply-before-commit"
+BUG_SEEDS = [1, 4, 5]
+
+
+def test_the_draw_is_a_function_of_the_seed_alone_and_leaves_global_random_alone() -> None:
+    base = RunOptions()
+    random.seed(1)
+    state = random.getstate()
+    first = [swarm.draw(seed, base) for seed in range(50)]
+    assert random.getstate() == state  # no draw from the global generator
+    random.seed(2)
+    assert [swarm.draw(seed, base) for seed in range(50)] == first
+    assert all(o.swarm and o.seed == seed for seed, o in enumerate(first))
+
+
+def test_seeds_spread_over_every_dimension_and_fault_density() -> None:
+    drawn = [swarm.draw(seed, RunOptions()) for seed in SEEDS]
+    for name in swarm.DIMENSIONS:
+        assert len({repr(getattr(o, name)) for o in drawn}) > 1, name
+    for kind in swarm.SWARM_NEMESES:
+        on = sum(kind in o.nemesis for o in drawn)
+        assert 0 < on < len(drawn), kind
+    sizes = [len(o.nemesis) for o in drawn]
+    assert min(sizes) <= 1 and max(sizes) >= 8  # some seeds nearly fault-free, some saturated
+    assert {o.nodes for o in drawn} == {3, 5}
+    assert {o.workload for o in drawn} == {"register", "kv", "append"}
+
+
+def test_pinning_a_dimension_keeps_its_value_and_every_other_draw() -> None:
+    base = RunOptions(nodes=3, workload="kv", nemesis=("partition",))
+    for seed in range(40):
+        free = swarm.draw(seed, base)
+        pinned = swarm.draw(seed, base, pinned={"nodes", "workload", "nemesis"})
+        assert (pinned.nodes, pinned.workload, pinned.nemesis) == (3, "kv", ("partition",))
+        assert attrs.evolve(pinned, nodes=free.nodes, workload=free.workload,
+                            nemesis=free.nemesis) == free
+
+
+def test_undrawn_options_pass_through_and_the_swarm_is_sim_only() -> None:
+    base = RunOptions(time_limit=3.0, request_timeout=0.5, bug="figure8", ops_limit=7)
+    drawn = swarm.draw(5, base)
+    assert (drawn.time_limit, drawn.request_timeout, drawn.bug, drawn.ops_limit) == (
+        3.0, 0.5, "figure8", 7)
+    with pytest.raises(OptionsError, match=r"^--swarm: .* needs --backend sim"):
+        swarm.draw(0, RunOptions(backend="live"))
+    assert set(swarm.SWARM_NEMESES) <= set(NEMESIS_KINDS)
+
+
+def test_a_swarm_command_line_pins_every_drawn_value() -> None:
+    """The printed command of a swarm run rebuilds its options exactly, whatever the seed drew
+    (defaults included: ``--pre-vote`` and the snapshot settings are spelled out)."""
+    from harness.cli import _options, _pinned, build_parser
+
+    for seed in range(60):
+        drawn = swarm.draw(seed, RunOptions(time_limit=3.0))
+        argv = drawn.to_argv()
+        assert argv.count("--swarm") == 1
+        args = build_parser().parse_args(argv)
+        assert _pinned(argv[1:]) == frozenset(swarm.DIMENSIONS)
+        args.pinned = _pinned(argv[1:])
+        assert _options(args, args.seed) == drawn
+        assert RunOptions.from_json(drawn.to_json(), "t") == drawn
+
+
+def test_features_name_each_fault_kind_and_setting() -> None:
+    options = swarm.draw(11, RunOptions())
+    features = swarm.features(options)
+    assert {k for k in swarm.SWARM_NEMESES if features[k] == "on"} == set(options.nemesis)
+    assert features["nodes"] == str(options.nodes)
+    assert swarm.describe(options).startswith(f"swarm seed 11: {options.nodes} nodes, ")
+
+
+def test_groups_put_first_what_every_failure_shares() -> None:
+    runs = [
+        ({"workload": "append", "pre_vote": "false", "partition": "on"}, True),
+        ({"workload": "append", "pre_vote": "true", "partition": "on"}, True),
+        ({"workload": "kv", "pre_vote": "false", "partition": "on"}, False),
+        ({"workload": "register", "pre_vote": "true", "partition": "on"}, False),
+    ]
+    found = swarm.groups(runs)
+    assert [(g.feature, g.value) for g in swarm.shared_by_failures(found)] == [
+        ("workload", "append")]
+    assert found[0] == swarm.FeatureGroup("workload", "append", 2, 2)
+    assert all(g.feature != "partition" for g in found)  # never varied: explains nothing
+    text = swarm.group_text(runs)
+    assert "the 2 failing runs share: workload=append" in text
+    assert "pre_vote=false: 1 / 2" in text
+    one = swarm.group_text([runs[0], *runs[2:]])
+    assert "share" not in one and "workload=append: 1 / 1" in one  # one failure shares all
+    assert swarm.group_text(runs[2:]) == "swarm: 2 runs drew 2 distinct configurations"
+
+
+def _run_dir_options(run_dir: Path) -> RunOptions:
+    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    return RunOptions.from_json(results["options"], str(run_dir))
+
+
+def test_run_swarm_prints_saves_and_its_command_and_replay_reproduce_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    main(["run", "--swarm", "--seed", "4", "--time-limit", "3", "--out", str(out),
+          "--no-progress"])
+    printed = capsys.readouterr().out
+    options = _run_dir_options(out)
+    assert options == swarm.draw(4, RunOptions(time_limit=3.0))
+    assert swarm.describe(options) in printed
+    command = json.loads((out / "results.json").read_text(encoding="utf-8"))["command"]
+    again = tmp_path / "again"
+    argv = shlex.split(command)[1:]
+    argv[argv.index("--out") + 1] = str(again)
+    main([*argv, "--no-progress"])
+    assert _run_dir_options(again) == options
+    history = (out / "history.jsonl").read_bytes()
+    assert (again / "history.jsonl").read_bytes() == history
+    main(["replay", str(out), "--no-progress"])
+    assert "the history is byte-identical" in capsys.readouterr().out
+
+
+def test_explicit_options_next_to_swarm_pin_their_setting(tmp_path: Path) -> None:
+    for seed in (0, 1, 2):
+        out = tmp_path / f"seed-{seed}"
+        main(["run", "--swarm", "--seed", str(seed), "--nodes", "3", "--no-pre-vote",
+              "--time-limit", "1", "--out", str(out), "--no-progress"])
+        options = _run_dir_options(out)
+        assert (options.nodes, options.pre_vote) == (3, False)
+        assert options == swarm.draw(seed, RunOptions(time_limit=1.0, nodes=3, pre_vote=False),
+                                     pinned={"nodes", "pre_vote"})
+
+
+def test_a_swarm_campaign_draws_per_seed_and_groups_its_outcomes(tmp_path: Path) -> None:
+    base = RunOptions(time_limit=2.0, bug=BUG, swarm=True)
+    outcomes = run_campaign(base, range(0, 6), 1, tmp_path)
+    drawn = [options_for(base, o.seed) for o in outcomes]
+    assert [_run_dir_options(Path(o.out_dir)) for o in outcomes] == drawn
+    assert all(o.features == tuple(swarm.features(d).items())
+               for o, d in zip(outcomes, drawn, strict=True))
+    assert len({o.features for o in outcomes}) == 6
+    text = summary(outcomes)
+    page = render_campaign_index(tmp_path, outcomes)
+    assert "Swarm: runs by drawn setting" in page
+    failing = [o for o in outcomes if o.verdict != "valid"]
+    assert [o.seed for o in failing] == BUG_SEEDS, text
+    assert f"swarm: the {len(failing)} failing runs share:" in text
+    assert failing[0].drawn in text
+
+
+def test_shrinking_works_on_a_swarm_run(tmp_path: Path) -> None:
+    from harness.shrink import shrink_dir
+
+    source = tmp_path / "run"
+    main(["run", "--swarm", "--bug", BUG, "--seed", str(BUG_SEEDS[0]), "--time-limit", "2",
+          "--out", str(source), "--no-progress"])
+    result = shrink_dir(source, tmp_path / "shrunk", runs_max=20)
+    assert result.best.options.swarm
+    assert result.best.operations <= result.original.operations
+    assert result.report.verdict == "invalid"
+    assert result.target in result.report.results["failed_checks"]
+    assert main(["replay", str(tmp_path / "shrunk"), "--no-progress"]) == 1
