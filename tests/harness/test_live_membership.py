@@ -44,5 +44,5 @@ def test_live_membership_needs_namespaces_and_says_so_in_one_line(
     from harness.live.runner import validate
 
     monkeypatch.setenv(net.PARTITIONS_ENV, "proxy")
-    with pytest.raises(OptionsError, match="'member' is not supported.*one address"):
+    with pytest.raises(OptionsError, match=r"'member' is not supported.*one address"):
         validate(RunOptions(backend="live", nemesis=parse_nemesis("member")))
