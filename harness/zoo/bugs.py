@@ -193,9 +193,11 @@ def figure8() -> list[Patch]:
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         def maybe_commit(self: LeaderMixin) -> None:
-            matches = [self._log.persisted]
-            matches.extend(pr.match for pr in self._progress.values())
-            candidate = quorum.committed_index(matches)
+            # The voters' quorum, as the correct code counts it (learners never count): only
+            # the term check of §5.4.2 is missing.
+            matches = {peer: pr.match for peer, pr in self._progress.items()}
+            matches[self._id] = self._log.persisted
+            candidate = quorum.joint_committed_index(self._voters, self._voters_out, matches)
             if candidate <= self._commit:
                 return
             first_own = self._log.term(self._commit) != self._term
