@@ -61,7 +61,7 @@ class ElectionMixin(CoreState):
             if msg.term != expected_term:
                 return
             self._votes[msg.src] = msg.granted
-            result = quorum.joint_vote_result(self._voters, self._voters_out, self._votes)
+            result = self._vote_result_all(self._votes)
             if result is quorum.VoteResult.WON:
                 self._become_candidate(transfer=False, reason="pre-vote won")
             elif result is quorum.VoteResult.LOST:
@@ -70,7 +70,7 @@ class ElectionMixin(CoreState):
         if self._role is not Role.CANDIDATE or msg.term != self._term:
             return
         self._votes[msg.src] = msg.granted
-        result = quorum.joint_vote_result(self._voters, self._voters_out, self._votes)
+        result = self._vote_result_all(self._votes)
         if result is quorum.VoteResult.WON:
             self._become_leader()
         elif result is quorum.VoteResult.LOST:
@@ -83,7 +83,7 @@ class ElectionMixin(CoreState):
 
     def _won(self) -> bool:
         return (
-            quorum.joint_vote_result(self._voters, self._voters_out, self._votes)
+            self._vote_result_all(self._votes)
             is quorum.VoteResult.WON
         )
 
@@ -98,7 +98,7 @@ class ElectionMixin(CoreState):
             self._become_candidate(transfer=False, reason=reason)
             return
         log = self._log
-        for peer in self._vote_peers:
+        for peer in sorted(self._all_voters() - {self._id}):
             self._send(
                 RequestVote(
                     self._term + 1, self._id, peer, log.last_index, log.last_term, pre_vote=True
@@ -118,7 +118,7 @@ class ElectionMixin(CoreState):
             self._become_leader()
             return
         log = self._log
-        for peer in self._vote_peers:
+        for peer in sorted(self._all_voters() - {self._id}):
             self._send(
                 RequestVote(
                     self._term,

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import repeat
 
-from raftlib.core import quorum
 from raftlib.core.progress import Progress, ProgressState
 from raftlib.core.state import CoreState
 from raftlib.core.types import (
@@ -49,7 +48,7 @@ class LeaderMixin(CoreState):
                 # CheckQuorum (thesis §9.6): without a quorum heard from in the last period,
                 # this leader may already be replaced; step down instead of serving.
                 active = [self._id] + [p for p, pr in self._progress.items() if pr.recent_active]
-                if not quorum.joint_has_quorum(self._voters, self._voters_out, active):
+                if not self._has_quorum_all(active):
                     self._become_follower(self._term, NO_NODE, "lost quorum (check quorum)")
                     return
                 for pr in self._progress.values():
@@ -66,7 +65,7 @@ class LeaderMixin(CoreState):
             raise NotLeader(self._leader)
         if to == self._id:
             return
-        if to not in self._voter_ids:
+        if to not in self._all_voters():
             raise ConfigError(f"transfer_leadership: {to!r} is not a voter of this cluster")
         self._transfer_target = to
         self._election_elapsed = 0
@@ -159,7 +158,7 @@ class LeaderMixin(CoreState):
         that entry is of the current term; earlier entries then commit with it (Figure 8)."""
         matches = {peer: pr.match for peer, pr in self._progress.items()}
         matches[self._id] = self._log.persisted
-        candidate = quorum.joint_committed_index(self._voters, self._voters_out, matches)
+        candidate = self._committed_by_all(matches)
         if candidate <= self._commit or self._log.term(candidate) != self._term:
             return
         first_own = self._log.term(self._commit) != self._term
@@ -312,7 +311,8 @@ class LeaderMixin(CoreState):
         self._transfer_target = NO_NODE
         log = self._log
         inflight_max = self.config.inflight_appends_max
-        self._progress = {peer: Progress(log.last_index + 1, inflight_max) for peer in self._peers}
+        self._progress = {peer: Progress(log.last_index + 1, inflight_max)
+                          for peer in sorted(self._all_members() - {self._id})}
         # A NOOP of our own term: committing it commits every earlier entry (§5.4.2, §8) and
         # lets ReadIndex trust our commit index.
         log.append([Entry(self._term, log.last_index + 1, b"", EntryKind.NOOP)])

@@ -24,13 +24,14 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from operator import attrgetter
 
-from raftlib.core.types import Entry
+from raftlib.core.types import Entry, EntryKind
 
 _term_of = attrgetter("term")
+_CONF = EntryKind.CONF
 
 
 class RaftLog:
-    __slots__ = ("_entries", "base_index", "base_term", "handed", "persisted")
+    __slots__ = ("_entries", "base_index", "base_term", "conf_indexes", "handed", "persisted")
 
     def __init__(
         self, entries: Sequence[Entry] = (), base_index: int = 0, base_term: int = 0
@@ -42,6 +43,9 @@ class RaftLog:
             raise AssertionError(
                 f"log starts at {self._entries[0].index}, not right after base {base_index}"
             )
+        # Indexes of the CONF entries the log holds, in order (membership: every decision
+        # counts the configurations they bring, raftlib.core.reconfigure).
+        self.conf_indexes: list[int] = [e.index for e in self._entries if e.kind is _CONF]
         # Entries given by the constructor come from storage: they are durable.
         self.persisted = self.last_index
         self.handed = self.last_index
@@ -155,6 +159,9 @@ class RaftLog:
                 f"append at {entries[0].index} does not follow last index {self.last_index}"
             )
         self._entries.extend(entries)
+        for entry in entries:
+            if entry.kind is _CONF:
+                self.conf_indexes.append(entry.index)
 
     def replace_from(self, entries: Sequence[Entry]) -> None:
         """Write ``entries`` from ``entries[0].index``, first dropping every entry at or after
@@ -169,10 +176,14 @@ class RaftLog:
             )
         if first <= last:
             del self._entries[first - self.base_index - 1 :]
+            self.conf_indexes = [i for i in self.conf_indexes if i < first]
             # The replaced suffix must be written again, and what storage held there is void.
             self.handed = min(self.handed, first - 1)
             self.persisted = min(self.persisted, first - 1)
         self._entries.extend(entries)
+        for entry in entries:
+            if entry.kind is _CONF:
+                self.conf_indexes.append(entry.index)
 
     def compact(self, index: int) -> None:
         """Drop every entry up to ``index`` (a durable snapshot covers them): it becomes the
@@ -184,6 +195,7 @@ class RaftLog:
         term = self.term(index)
         assert term is not None
         del self._entries[: index - self.base_index]
+        self.conf_indexes = [i for i in self.conf_indexes if i > index]
         self.base_index = index
         self.base_term = term
 
@@ -191,6 +203,7 @@ class RaftLog:
         """Replace the whole log by a snapshot's base: it now starts after ``index``; what
         storage holds is void (the driver resets it with the same Ready)."""
         self._entries = []
+        self.conf_indexes = []
         self.base_index = index
         self.base_term = term
         self.persisted = index

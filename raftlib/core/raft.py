@@ -141,6 +141,7 @@ class RaftCore(
         self._progress: dict[NodeId, Progress] = {}
         self._transfer_target = NO_NODE
         self._role_reason = "started"
+        self._conf_cache: dict[tuple[int, int], ConfState] = {}
         self._use_conf(conf)
 
         self._msgs: list[Message] = []
@@ -269,7 +270,7 @@ class RaftCore(
             # leader it heard from runs out and stays out (it must not refuse the votes a new
             # leader needs: see _on_request_vote).
             if self._election_elapsed >= self._randomized_timeout:
-                if self._id in self._voter_ids:
+                if self.is_voter:
                     self._election_elapsed = 0
                     self._campaign("election timeout")
                 elif self._leader != NO_NODE:
@@ -285,7 +286,7 @@ class RaftCore(
         self._campaign("campaign requested")
 
     def _campaign(self, reason: str) -> None:
-        if self._role is Role.LEADER or self._id not in self._voter_ids:
+        if self._role is Role.LEADER or not self.is_voter:
             return
         if self.config.pre_vote:
             self._become_pre_candidate(reason)

@@ -4,7 +4,6 @@ and answers once a quorum echoed it; a follower forwards the request to its lead
 
 from __future__ import annotations
 
-from raftlib.core import quorum
 from raftlib.core.state import CoreState, PendingRead
 from raftlib.core.types import (
     NO_NODE,
@@ -47,7 +46,7 @@ class ReadsMixin(CoreState):
             return
         acks = {peer: pr.read_acked for peer, pr in self._progress.items()}
         acks[self._id] = self._read_seq
-        confirmed = quorum.joint_committed_index(self._voters, self._voters_out, acks)
+        confirmed = self._committed_by_all(acks)
         while pending and pending[0].seq <= confirmed and pending[0].index is not None:
             read = pending.popleft()
             index = read.index

@@ -20,19 +20,84 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from raftlib.core import membership
+from raftlib.core import membership, quorum
 from raftlib.core.membership import Change
 from raftlib.core.progress import Progress
 from raftlib.core.state import CoreState
-from raftlib.core.types import NO_NODE, ConfState, Entry, EntryKind, Role
+from raftlib.core.types import NO_NODE, ConfState, Entry, EntryKind, NodeId, Role
 from raftlib.errors import ChangeInProgress, NotLeader, ProposalDropped
+
+# Decoded configurations of CONF entries kept (by index and term); cleared when full.
+CONF_CACHE_ENTRIES_MAX = 64
 
 
 class ReconfigureMixin(CoreState):
     @property
     def is_voter(self) -> bool:
-        """Whether this node's vote counts in the configuration in force (it may campaign)."""
-        return self._id in self._voter_ids
+        """Whether this node's vote counts in the configuration in force or one its log
+        brings (it may campaign)."""
+        return self._id in self._all_voters()
+
+    # --- the configurations every decision must satisfy --------------------------------------
+    # The one in force (applied), and each one a CONF entry of our log beyond it brings, in
+    # log order. A configuration takes effect only when applied, but elections and commits
+    # count the pending ones too: a node restarted from an older snapshot, or a new leader that
+    # has not applied an inherited change, would otherwise commit with the old voters alone
+    # entries (a leave-joint entry among them) that the new configuration must hold -- two
+    # majorities that do not intersect (found by a swarm campaign, seed 462).
+
+    def _decision_confs(self) -> tuple[ConfState, ...]:
+        log = self._log
+        indexes = log.conf_indexes
+        handed = self._apply_handed
+        if not indexes or indexes[-1] <= handed:
+            return (self._conf,)
+        confs = [self._conf]
+        cache = self._conf_cache
+        for index in indexes:
+            if index <= handed:
+                continue
+            entry = log.entry(index)
+            key = (index, entry.term)
+            conf = cache.get(key)
+            if conf is None:
+                try:
+                    conf = membership.decode_conf(entry.data)
+                except ValueError:
+                    continue  # a corrupt one is refused loudly when it would take effect
+                if len(cache) >= CONF_CACHE_ENTRIES_MAX:
+                    cache.clear()
+                cache[key] = conf
+            confs.append(conf)
+        return tuple(confs)
+
+    def _committed_by_all(self, matches: dict[NodeId, int]) -> int:
+        # A configuration with no voter (a joining node's, before any) decides nothing.
+        return min((quorum.joint_committed_index(c.voters, c.voters_outgoing, matches)
+                    for c in self._decision_confs() if c.voters), default=0)
+
+    def _vote_result_all(self, votes: dict[NodeId, bool]) -> quorum.VoteResult:
+        results = [quorum.joint_vote_result(c.voters, c.voters_outgoing, votes)
+                   for c in self._decision_confs() if c.voters]
+        if not results or quorum.VoteResult.LOST in results:
+            return quorum.VoteResult.LOST
+        if all(r is quorum.VoteResult.WON for r in results):
+            return quorum.VoteResult.WON
+        return quorum.VoteResult.PENDING
+
+    def _has_quorum_all(self, members: list[NodeId]) -> bool:
+        confs = [c for c in self._decision_confs() if c.voters]
+        return bool(confs) and all(
+            quorum.joint_has_quorum(c.voters, c.voters_outgoing, members) for c in confs)
+
+    def _all_voters(self) -> frozenset[NodeId]:
+        confs = self._decision_confs()
+        if len(confs) == 1:
+            return self._voter_ids
+        return frozenset().union(*(membership.voters_of(c) for c in confs))
+
+    def _all_members(self) -> frozenset[NodeId]:
+        return frozenset().union(*(membership.members_of(c) for c in self._decision_confs()))
 
     @property
     def change_pending(self) -> bool:
@@ -63,7 +128,24 @@ class ReconfigureMixin(CoreState):
         log.append([Entry(self._term, index, membership.encode_conf(conf), EntryKind.CONF)])
         self._pending_conf_index = index
         self._send_pending = True
+        # Its members count from now on (their quorum is needed): replicate to them.
+        self._track_members()
         return index
+
+    def _track_members(self) -> None:
+        """A leader follows every member of every configuration that counts (progress added
+        for new ones, dropped for members of none)."""
+        if self._role is not Role.LEADER:
+            return
+        progress = self._progress
+        members = self._all_members() - {self._id}
+        for gone in [peer for peer in progress if peer not in members]:
+            del progress[gone]
+        first_new = self._log.last_index + 1
+        for peer in sorted(members):
+            if peer not in progress:
+                progress[peer] = Progress(first_new, self.config.inflight_appends_max)
+                self._send_pending = True
 
     def _take_effect(self, entries: Sequence[Entry]) -> None:
         """``entries`` are committed and handed out to be applied: configurations among them
@@ -101,15 +183,7 @@ class ReconfigureMixin(CoreState):
         self._peers = tuple(sorted(membership.members_of(conf) - {me}))
         self._vote_peers = tuple(sorted(self._voter_ids - {me}))
         if self._role is Role.LEADER:
-            progress = self._progress
-            members = frozenset(self._peers)
-            for gone in [peer for peer in progress if peer not in members]:
-                del progress[gone]
-            first_new = self._log.last_index + 1
-            for peer in self._peers:
-                if peer not in progress:
-                    progress[peer] = Progress(first_new, self.config.inflight_appends_max)
-                    self._send_pending = True
+            self._track_members()
             if self._transfer_target not in self._voter_ids:
                 self._transfer_target = NO_NODE
             if me not in self._voter_ids:

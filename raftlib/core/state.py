@@ -26,6 +26,7 @@ import attrs
 from raftlib.core.config import CoreConfig, Rng
 from raftlib.core.log import RaftLog
 from raftlib.core.progress import Progress
+from raftlib.core.quorum import VoteResult
 from raftlib.core.types import (
     Anomaly,
     ConfState,
@@ -72,6 +73,8 @@ class CoreState:
     # index, so that no change is accepted before it commits an entry of its own term). A
     # new change waits until the previous one took effect (membership.py).
     _pending_conf_index: int
+    # Decoded configurations of CONF entries, by (index, term).
+    _conf_cache: dict[tuple[int, int], ConfState]
     # Persistent state (Figure 2) and the log.
     _term: int
     _vote: NodeId
@@ -163,6 +166,26 @@ class CoreState:
         raise NotImplementedError
 
     def _use_conf(self, conf: ConfState) -> None:
+        raise NotImplementedError
+
+    # Membership decisions over every configuration that counts (reconfigure.py).
+
+    def _decision_confs(self) -> tuple[ConfState, ...]:
+        raise NotImplementedError
+
+    def _committed_by_all(self, matches: dict[NodeId, int]) -> int:
+        raise NotImplementedError
+
+    def _vote_result_all(self, votes: dict[NodeId, bool]) -> VoteResult:
+        raise NotImplementedError
+
+    def _has_quorum_all(self, members: list[NodeId]) -> bool:
+        raise NotImplementedError
+
+    def _all_voters(self) -> frozenset[NodeId]:
+        raise NotImplementedError
+
+    def _all_members(self) -> frozenset[NodeId]:
         raise NotImplementedError
 
     def _take_effect(self, entries: Sequence[Entry]) -> None:
