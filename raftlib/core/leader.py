@@ -219,6 +219,8 @@ class LeaderMixin(CoreState):
             elif prev_term is None:
                 self._send_snapshot(peer, pr)
                 return
+            elif pr.state is ProgressState.PROBE:
+                pr.probe_sent = True  # an empty append is a probe too: its answer counts
             self._msgs.append(
                 AppendEntries(
                     term, self._id, peer, prev, prev_term, (), self._commit, self._read_seq

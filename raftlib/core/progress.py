@@ -181,8 +181,12 @@ class Progress:
             if rejected_index <= self.match and not latest:
                 return False
             self.become_probe()
-        elif not latest:
-            # In PROBE only the answer to the latest probe counts.
+        elif not latest or not self.probe_sent:
+            # In PROBE only the answer to the latest probe counts, and only while one is out:
+            # right after falling back to PROBE, a rejection of an append sent before (a
+            # duplicate, or one overtaken by the messages that followed) names the same
+            # index by chance. Counted, it reset match and restarted the catch-up each time:
+            # a livelock of one-entry appends (swarm seed 513, duplicated messages).
             return False
         if rejected_index <= self.match:
             # The follower refuses an index it acknowledged: its disk lost entries (wiped,
