@@ -197,7 +197,7 @@ def figure8() -> list[Patch]:
             # the term check of §5.4.2 is missing.
             matches = {peer: pr.match for peer, pr in self._progress.items()}
             matches[self._id] = self._log.persisted
-            candidate = quorum.joint_committed_index(self._voters, self._voters_out, matches)
+            candidate = self._committed_by_all(matches)
             if candidate <= self._commit:
                 return
             first_own = self._log.term(self._commit) != self._term
@@ -388,35 +388,30 @@ def learner_in_quorum() -> list[Patch]:
     voters count; a learner may be an empty node that never votes)."""
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        def maybe_commit(self: LeaderMixin) -> None:
-            voters = self._voters
-            self._voters = tuple(sorted(set(voters) | set(self._conf.learners)))
-            try:
-                original(self)
-            finally:
-                self._voters = voters
+        def committed_by_all(self: ReconfigureMixin, matches: dict[int, int]) -> int:
+            return min((quorum.joint_committed_index(
+                tuple(sorted(set(c.voters) | set(c.learners))), c.voters_outgoing, matches)
+                for c in self._decision_confs() if c.voters), default=0)
 
-        return maybe_commit
+        return committed_by_all
 
-    return [(LeaderMixin, "_maybe_commit", wrap)]
+    return [(ReconfigureMixin, "_committed_by_all", wrap)]
 
 
-def early_leave_joint() -> list[Patch]:
-    """A leader appends the entry leaving a joint configuration right behind the one that
-    enters it, before the joint one committed: both can commit with the old voters alone, and
-    the new configuration takes effect though its voters never acknowledged anything
-    (correct: leave only once the joint configuration took effect, thesis §4.3)."""
+def pending_conf_ignored() -> list[Patch]:
+    """Elections and commits count only the configuration in force, not those the CONF
+    entries of the log bring (correct: every one of them, raftlib.core.reconfigure). A node
+    restarted from a snapshot older than a change it applied, or a new leader that inherits
+    a joint and a leave-joint entry, then commits with the old voters alone entries the new
+    voters must hold (found by a swarm campaign)."""
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        def append_conf(self: ReconfigureMixin, conf: ConfState) -> int:
-            index = int(original(self, conf))
-            if conf.voters_outgoing:
-                original(self, membership.leave_joint(conf))
-            return index
+        def decision_confs(self: ReconfigureMixin) -> tuple[ConfState, ...]:
+            return (self._conf,)
 
-        return append_conf
+        return decision_confs
 
-    return [(ReconfigureMixin, "_append_conf", wrap)]
+    return [(ReconfigureMixin, "_decision_confs", wrap)]
 
 
 def removed_node_campaigns() -> list[Patch]:
