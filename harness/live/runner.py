@@ -261,6 +261,8 @@ class LiveRun:
                 for client in [*clients, probe]:
                     await client.aclose()
                 await monitor.aclose()
+                if self.membership is not None:
+                    await self.membership.aclose()
                 await self.cluster.stop_all()
         acked = [a for client in [*clients, probe] for a in client.acked]
         refused = [a for client in [*clients, probe] for a in client.refused]
