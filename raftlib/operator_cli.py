@@ -144,12 +144,21 @@ def _ssl_context(args: argparse.Namespace) -> object | None:
 
 
 async def call_leader(connector: TcpConnector, address: str, command: list[bytes]) -> Reply:
-    """Send ``command`` to ``address``, following -MOVED and retrying -TRYAGAIN (bounded)."""
+    """Send ``command`` to ``address``, following -MOVED and retrying -TRYAGAIN (bounded). A
+    leader named by -MOVED that refuses the connection (it just died) sends us back to
+    ``address`` after a backoff, as -TRYAGAIN would: the survivors elect another."""
     redirects = tryagains = 0
+    first = address
     while True:
         try:
             reply = await connector.call(address, command)
         except NotDelivered as exc:
+            # Nothing was sent: safe to ask again.
+            if address != first and tryagains < TRYAGAIN_ATTEMPTS_MAX:
+                tryagains += 1
+                address = first
+                await trio.sleep(TRYAGAIN_BACKOFF_SECONDS)
+                continue
             raise OperatorError(str(exc)) from None
         except OSError as exc:  # the connection broke after the request was sent
             raise OperatorError(str(exc)) from None
