@@ -12,8 +12,8 @@ The rules are in ``membership.py``. Here:
   follower progress, and steps down when it is no longer a voter (thesis §4.2.2).
 - A joint configuration that took effect on the leader is left by the leader itself.
 
-Invariants: ``_voters`` is never empty on a node that may lead; learners are never in
-``_voter_ids``; on a leader, ``_progress`` has exactly the members other than itself.
+Invariants: learners are never in ``_voter_ids``; on a leader, ``_progress`` has exactly the
+members of the deciding configuration other than itself.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ class ReconfigureMixin(CoreState):
         """A leader whose joint configuration took effect appends the entry leaving it (the
         "auto leave" of etcd's ConfChangeV2): the change finishes without an operator."""
         if (
-            self._voters_out
+            self._conf.voters_outgoing
             and self._role is Role.LEADER
             and not self.change_pending
             and self._transfer_target == NO_NODE
@@ -176,12 +176,8 @@ class ReconfigureMixin(CoreState):
 
     def _use_conf(self, conf: ConfState) -> None:
         self._conf = conf
-        self._voters = conf.voters
-        self._voters_out = conf.voters_outgoing
         self._voter_ids = membership.voters_of(conf)
         me = self._id
-        self._peers = tuple(sorted(membership.members_of(conf) - {me}))
-        self._vote_peers = tuple(sorted(self._voter_ids - {me}))
         if self._role is Role.LEADER:
             self._track_members()
             if self._transfer_target not in self._voter_ids:

@@ -61,14 +61,9 @@ class CoreState:
     config: CoreConfig
     _rng: Rng
     _id: NodeId
-    # Derived from ``_conf`` (``_use_conf``): the voters (incoming set of a joint
-    # configuration), the outgoing voters (empty unless joint), both as a set, every other
-    # member (who gets the log) and every other voter (who gets vote requests).
-    _voters: tuple[NodeId, ...]
-    _voters_out: tuple[NodeId, ...]
+    # The voters of ``_conf`` (both sets of a joint one), kept by ``_use_conf``: who may
+    # lead once a configuration took effect (decisions use ``_decision_confs``).
     _voter_ids: frozenset[NodeId]
-    _peers: tuple[NodeId, ...]
-    _vote_peers: tuple[NodeId, ...]
     # The index of the last configuration entry this leader appended (at election: its last
     # index, so that no change is accepted before it commits an entry of its own term). A
     # new change waits until the previous one took effect (membership.py).
