@@ -133,16 +133,16 @@ def check_durability(outcome: SimOutcome) -> Check:
     everyone = outcome.observer.applied
     # Only the final configuration's members must hold every acknowledged write (a removed
     # node need not); what any node applied tells what a member's snapshot stands for.
-    applied = [node for node in everyone
+    holders = [node for node in everyone
                if node not in live.lagging and (members is None or node in members)]
     acknowledged = outcome.acknowledged
     violations = acknowledged_durable(acknowledged, everyone, outcome.observer.snapshots,
-                                      nodes=applied)
+                                      nodes=holders)
     if violations:
         return Check("durability", False, "acknowledged writes missing after recovery",
                      tuple(violations))
     return Check("durability", True, f"all {len(acknowledged)} acknowledged writes are in the "
-                                     f"applied log of {len(applied)} node(s)")
+                                     f"applied log of {len(holders)} node(s)")
 
 
 WriteId = tuple[int, int, Op]  # (session, seq, operation)

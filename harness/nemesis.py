@@ -63,6 +63,8 @@ from typing import Any
 import attrs
 
 from harness.options import NEMESIS_KINDS
+from raftlib.core.membership import Change, ChangeOp
+from raftlib.core.types import ConfState
 
 SCHEDULE_VERSION = 1
 PARTITION_MODES = ("halves", "isolate", "isolate-leader", "majorities-ring", "bridge")
@@ -482,3 +484,25 @@ def schedule_from_json(data: Any, source: str) -> Schedule:
                 )
     faults.sort(key=lambda f: (f.start, f.kind))
     return Schedule(nodes=n, time_limit=time_limit, faults=tuple(faults))
+
+
+def restore_changes(
+    conf: ConfState, outsiders: Sequence[int], size: int, rng: random.Random
+) -> tuple[Change, ...]:
+    """What the end of a ``member`` window changes (sim and live alike): back to ``size``
+    voters, extra ones removed at random, learners promoted and then ``outsiders`` added until
+    the size is back, leftover learners removed. Empty when there is nothing to do."""
+    voters = list(conf.voters)
+    changes: list[Change] = []
+    while len(voters) > size:
+        gone = voters.pop(rng.randrange(len(voters)))
+        changes.append(Change(ChangeOp.REMOVE, gone))
+    for candidate in [*conf.learners, *outsiders]:
+        if len(voters) >= size:
+            break
+        voters.append(candidate)
+        changes.append(Change(ChangeOp.ADD_VOTER, candidate))
+    for learner in conf.learners:
+        if learner not in voters:
+            changes.append(Change(ChangeOp.REMOVE, learner))
+    return tuple(changes)

@@ -23,8 +23,11 @@ from typing import Any
 
 import trio
 
+from harness.nemesis import restore_changes
 from raftlib.admin import member_address
 from raftlib.client import TcpConnector
+from raftlib.core.membership import ChangeOp
+from raftlib.core.types import ConfState
 from raftlib.operator_cli import OperatorError, call_leader
 
 # Changes waiting for the worker (one window's action or restore each): more are dropped.
@@ -159,22 +162,17 @@ class LiveMembership:
 
     async def _restore(self, voters: list[int], learners: list[int],
                        outsiders: list[int]) -> None:
-        voters = list(voters)
-        while len(voters) > self._size:
-            gone = voters.pop(self._rng.randrange(len(voters)))
-            await self._call([b"RAFT.REMOVE", b"%d" % gone])
-        for node in [*learners, *outsiders]:
-            if len(voters) >= self._size:
-                break
-            if node in learners:
-                done = await self._call([b"RAFT.PROMOTE", b"%d" % node])
+        """The simulator's restore (``harness.nemesis.restore_changes``), one command each:
+        a change that fails is left to the next restore."""
+        conf = ConfState(tuple(voters), tuple(learners))
+        for change in restore_changes(conf, outsiders, self._size, self._rng):
+            node = b"%d" % change.node
+            if change.op is ChangeOp.REMOVE:
+                await self._call([b"RAFT.REMOVE", node])
+            elif change.node in learners:
+                await self._call([b"RAFT.PROMOTE", node])
             else:
-                done = await self._call(self._add(node))
-            if done:
-                voters.append(node)
-        for node in learners:
-            if node not in voters:
-                await self._call([b"RAFT.REMOVE", b"%d" % node])
+                await self._call(self._add(change.node))
 
     def describe(self) -> dict[str, Any]:
         return {"changes_done": self.changes_done, "changes_refused": self.changes_refused}

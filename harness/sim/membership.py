@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from harness.nemesis import SPARE_NODES as SPARE_NODES
+from harness.nemesis import restore_changes
 from harness.sim.loop import EventLoop
 from harness.sim.node import SimNode
 from raftlib.core.membership import Change, ChangeOp
@@ -148,21 +149,7 @@ class MembershipNemesis:
         self._run([self._restore])
 
     def _restore(self, conf: ConfState) -> tuple[Change, ...] | None:
-        voters = list(conf.voters)
-        learners = [n for n in conf.learners if not self._nodes[n].retired]
-        changes: list[Change] = []
-        while len(voters) > self._size:
-            gone = voters.pop(self._rng.randrange(len(voters)))
-            changes.append(Change(ChangeOp.REMOVE, gone))
-        for candidate in [*learners, *self._outsiders(conf)]:
-            if len(voters) >= self._size:
-                break
-            voters.append(candidate)
-            changes.append(Change(ChangeOp.ADD_VOTER, candidate))
-        for learner in conf.learners:
-            if learner not in voters:
-                changes.append(Change(ChangeOp.REMOVE, learner))
-        return tuple(changes) or None
+        return restore_changes(conf, self._outsiders(conf), self._size, self._rng) or None
 
     # --- attempts ---------------------------------------------------------------------------
 
