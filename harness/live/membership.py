@@ -24,7 +24,6 @@ from typing import Any
 import trio
 
 from harness.nemesis import restore_changes
-from raftlib.admin import member_address
 from raftlib.client import TcpConnector
 from raftlib.core.membership import ChangeOp
 from raftlib.core.types import ConfState
@@ -121,11 +120,8 @@ class LiveMembership:
         return True
 
     def _add(self, node: int, learner: bool = False) -> list[bytes]:
-        address = member_address(self._raft_address(node), self._client_address(node))
-        raft, _, client = address.partition(",client=")
-        command = [b"RAFT.ADD", b"%d" % node, raft.encode()]
-        if client:
-            command.append(client.encode())
+        command = [b"RAFT.ADD", b"%d" % node, self._raft_address(node).encode(),
+                   self._client_address(node).encode()]
         if learner:
             command.append(b"LEARNER")
         return command
