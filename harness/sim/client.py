@@ -90,6 +90,7 @@ class SimClient:
         self._asked: set[NodeId] = set()
         self._unknown_attempts = 0
         self._in_flight = False  # the latest attempt was sent and not answered
+        self._in_flight_kind = RequestKind.READ  # what the latest attempt asked for
         self._maybe_applied = False  # some attempt of this write may be in a log
         self.on_complete: Callable[[Completion], None] | None = None
         self.ok_writes: list[bytes] = []  # log commands whose application acknowledged a write
@@ -134,8 +135,14 @@ class SimClient:
         spec = self._spec
         if op != self._op or spec is None:
             return
+        if self._in_flight and self._in_flight_kind is RequestKind.WRITE:
+            # Superseding a write attempt that may still enter a log would lose track of it:
+            # the operation could then be recorded ``fail`` although it was applied.
+            raise AssertionError(f"process {self.process}: write attempt {self._attempt} "
+                                 "superseded while in flight")
         self._attempt += 1
         self._in_flight = True
+        self._in_flight_kind = self._kind
         if self._kind is RequestKind.READ:
             request = ClientRequest(self, op, self._attempt, RequestKind.READ,
                                     key=commands.key_bytes(spec.key, self._workload),
@@ -214,7 +221,15 @@ class SimClient:
             self._send(self._op)
             return
         self._next_node()
-        self._loop.after(self._params.retry_backoff_us, self._send, self._op)
+        self._loop.after(self._params.retry_backoff_us, self._retry, (self._op, self._attempt))
+
+    def _retry(self, item: tuple[int, int]) -> None:
+        """The backoff after a refusal is over: send again, unless the operation moved on
+        meanwhile (another attempt was sent, e.g. when a late answer to a session opening
+        started the write; a second chain of retries would supersede attempts in flight)."""
+        op, attempt = item
+        if op == self._op and attempt == self._attempt and not self._in_flight:
+            self._send(op)
 
     def _unknown(self) -> None:
         """The latest attempt may or may not be in a log: retry elsewhere, same seq."""
