@@ -148,7 +148,7 @@ BUGS: dict[str, Bug] = {
              workload="append", nemesis=("member", "partition", "kill"),
              nemesis_interval=0.3, rate=100.0, nodes=3),
         _bug("pending-conf-ignored", "elections and commits count only the configuration "
-             "in force, not the ones the log's configuration entries bring",
+             "in force, not the latest one the log's configuration entries bring",
              bugs.pending_conf_ignored,
              # The swarm seed that found it (462): a leader keeps restarting from an old
              # snapshot while crash triggers and membership changes go on.

@@ -399,8 +399,8 @@ def learner_in_quorum() -> list[Patch]:
 
 
 def pending_conf_ignored() -> list[Patch]:
-    """Elections and commits count only the configuration in force, not those the CONF
-    entries of the log bring (correct: every one of them, raftlib.core.reconfigure). A node
+    """Elections and commits count only the configuration in force, not the latest one the
+    CONF entries of the log bring (correct: the latest, raftlib.core.reconfigure). A node
     restarted from a snapshot older than a change it applied, or a new leader that inherits
     a joint and a leave-joint entry, then commits with the old voters alone entries the new
     voters must hold (found by a swarm campaign)."""

@@ -8,12 +8,15 @@ The rules are in ``membership.py``. Here:
   a CONF entry among them becomes the configuration in force (so a node's configuration
   always matches its applied prefix, and a snapshot taken at the applied index carries the
   right one).
+- ``_decision_confs``: quorums (elections, commits, CheckQuorum, ReadIndex) follow the latest
+  configuration in the log instead, committed or not (the thesis's rule); who may campaign is
+  any voter of the applied configuration or of one the log brings.
 - ``_use_conf``: derive the voter and peer sets from a configuration; a leader adds and drops
   follower progress, and steps down when it is no longer a voter (thesis §4.2.2).
 - A joint configuration that took effect on the leader is left by the leader itself.
 
 Invariants: learners are never in ``_voter_ids``; on a leader, ``_progress`` has exactly the
-members of the deciding configuration other than itself.
+members of the applied configuration and of those the log brings, other than itself.
 """
 
 from __future__ import annotations
@@ -38,21 +41,28 @@ class ReconfigureMixin(CoreState):
         brings (it may campaign)."""
         return self._id in self._all_voters()
 
-    # --- the configurations every decision must satisfy --------------------------------------
-    # The one in force (applied), and each one a CONF entry of our log beyond it brings, in
-    # log order. A configuration takes effect only when applied, but elections and commits
-    # count the pending ones too: a node restarted from an older snapshot, or a new leader that
-    # has not applied an inherited change, would otherwise commit with the old voters alone
-    # entries (a leave-joint entry among them) that the new configuration must hold -- two
-    # majorities that do not intersect (found by a swarm campaign, seed 462).
+    # --- which configuration decides --------------------------------------------------------
+    # A configuration takes effect (``_conf``, the API's and the snapshot's) only when applied,
+    # but elections, commits, CheckQuorum and ReadIndex follow the LATEST configuration in the
+    # log, committed or not (thesis §4.1, as LogCabin and hashicorp/raft do). Counting only the
+    # applied one is unsafe here: a node restarted from an older snapshot (the commit index is
+    # made durable lazily), or a new leader that has not applied an inherited change, would
+    # commit with the old voters alone entries the new configuration must hold -- two majorities
+    # that do not intersect (swarm seed 462). Counting every configuration of the log is safe
+    # but can deadlock: after a leader committed its own removal and stepped down, the others
+    # still needed its vote for their applied configuration, which it refused them (seed 141).
+    # The leader proposes a change only once the previous one was applied (``change_pending``),
+    # so two configurations that follow each other always have overlapping majorities.
 
-    def _decision_confs(self) -> tuple[ConfState, ...]:
+    def _log_confs(self) -> list[ConfState]:
+        """The configurations of the CONF entries of our log beyond the applied prefix, in log
+        order (usually none)."""
         log = self._log
         indexes = log.conf_indexes
         handed = self._apply_handed
         if not indexes or indexes[-1] <= handed:
-            return (self._conf,)
-        confs = [self._conf]
+            return []
+        confs: list[ConfState] = []
         cache = self._conf_cache
         for index in indexes:
             if index <= handed:
@@ -69,7 +79,12 @@ class ReconfigureMixin(CoreState):
                     cache.clear()
                 cache[key] = conf
             confs.append(conf)
-        return tuple(confs)
+        return confs
+
+    def _decision_confs(self) -> tuple[ConfState, ...]:
+        """The configuration whose quorums decide: the latest in the log."""
+        pending = self._log_confs()
+        return (pending[-1] if pending else self._conf,)
 
     def _committed_by_all(self, matches: dict[NodeId, int]) -> int:
         # A configuration with no voter (a joining node's, before any) decides nothing.
@@ -91,13 +106,18 @@ class ReconfigureMixin(CoreState):
             quorum.joint_has_quorum(c.voters, c.voters_outgoing, members) for c in confs)
 
     def _all_voters(self) -> frozenset[NodeId]:
-        confs = self._decision_confs()
-        if len(confs) == 1:
+        """Voters of the applied configuration and of every one the log brings: each may
+        campaign. A node whose latest configuration leaves it out may still be needed: while
+        that configuration is not committed the cluster may depend on its vote (or its log),
+        and a leader need not be a member of the configuration it manages (thesis §4.2.2)."""
+        pending = self._log_confs()
+        if not pending:
             return self._voter_ids
-        return frozenset().union(*(membership.voters_of(c) for c in confs))
+        return self._voter_ids.union(*(membership.voters_of(c) for c in pending))
 
     def _all_members(self) -> frozenset[NodeId]:
-        return frozenset().union(*(membership.members_of(c) for c in self._decision_confs()))
+        return frozenset().union(*(membership.members_of(c)
+                                   for c in (self._conf, *self._log_confs())))
 
     @property
     def change_pending(self) -> bool:

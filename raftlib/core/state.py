@@ -62,7 +62,7 @@ class CoreState:
     _rng: Rng
     _id: NodeId
     # The voters of ``_conf`` (both sets of a joint one), kept by ``_use_conf``: who may
-    # lead once a configuration took effect (decisions use ``_decision_confs``).
+    # lead once a configuration took effect (quorums use ``_decision_confs``).
     _voter_ids: frozenset[NodeId]
     # The index of the last configuration entry this leader appended (at election: its last
     # index, so that no change is accepted before it commits an entry of its own term). A
@@ -163,7 +163,7 @@ class CoreState:
     def _use_conf(self, conf: ConfState) -> None:
         raise NotImplementedError
 
-    # Membership decisions over every configuration that counts (reconfigure.py).
+    # Quorums of the configuration that decides: the latest in the log (reconfigure.py).
 
     def _decision_confs(self) -> tuple[ConfState, ...]:
         raise NotImplementedError
