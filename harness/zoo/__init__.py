@@ -158,6 +158,10 @@ BUGS: dict[str, Bug] = {
              nemesis_interval=0.3, rate=200.0, nodes=3, clients=10,
              core={"append_entries_max": 1}, snapshot_entries=4, snapshot_trailing=1024,
              snapshot_chunk_bytes=4096),
+        _bug("early-leave-joint", "the joint configuration is left before the entry that "
+             "enters it committed", bugs.early_leave_joint,
+             workload="append", nemesis=("member", "partition", "kill"),
+             nemesis_interval=0.3, rate=100.0),
         _bug("removed-node-campaigns", "a removed node ignores its removal and goes on "
              "campaigning among the old voters", bugs.removed_node_campaigns,
              workload="append", nemesis=("member", "partition", "kill"),

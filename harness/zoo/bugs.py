@@ -414,6 +414,25 @@ def pending_conf_ignored() -> list[Patch]:
     return [(ReconfigureMixin, "_decision_confs", wrap)]
 
 
+def early_leave_joint() -> list[Patch]:
+    """A leader appends the entry leaving a joint configuration right behind the one that
+    enters it, before the joint one committed: quorums follow the latest configuration of the
+    log, so both commit with the new voters alone while the old voters' majority, which never
+    saw them, can still elect a leader (correct: leave only once the joint configuration took
+    effect, thesis §4.3)."""
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def append_conf(self: ReconfigureMixin, conf: ConfState) -> int:
+            index = int(original(self, conf))
+            if conf.voters_outgoing:
+                original(self, membership.leave_joint(conf))
+            return index
+
+        return append_conf
+
+    return [(ReconfigureMixin, "_append_conf", wrap)]
+
+
 def removed_node_campaigns() -> list[Patch]:
     """A node removed from the configuration keeps the one it had: it goes on campaigning
     and counting votes and acknowledgements among the old voters (correct: a node that is no
