@@ -159,12 +159,14 @@ class FollowerMixin(CoreState):
                 conflict_index=conflict_index,
                 conflict_term=conflict_term,
                 read_ctx=msg.read_ctx,
+                stream=msg.stream,
             )
         )
 
     def _reply_append(self, msg: AppendEntries, match_index: int) -> None:
         self._send(
             AppendEntriesResponse(
-                self._term, self._id, msg.src, True, match_index, read_ctx=msg.read_ctx
+                self._term, self._id, msg.src, True, match_index, read_ctx=msg.read_ctx,
+                stream=msg.stream,
             )
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import repeat
 
-from raftlib.core.progress import Progress, ProgressState
+from raftlib.core.progress import Progress, ProgressState, StreamIds
 from raftlib.core.state import CoreState
 from raftlib.core.types import (
     NO_NODE,
@@ -116,6 +116,11 @@ class LeaderMixin(CoreState):
         if msg.read_ctx > pr.read_acked and msg.read_ctx <= self._read_seq:
             pr.read_acked = msg.read_ctx
             self._check_reads()
+        if not pr.is_current(msg.stream):
+            # An answer to an earlier stream: what it says about the follower's log is old
+            # news (a later answer says more) or misleading (a rejection that would throw the
+            # current stream back, or reset match, for an append long superseded).
+            return
         if msg.success:
             if msg.match_index > self._log.last_index:
                 # A follower cannot match entries we never had.
@@ -199,6 +204,7 @@ class LeaderMixin(CoreState):
                     tuple(batch),
                     self._commit,
                     self._read_seq,
+                    pr.stream,
                 )
             )
             pr.sent(batch[-1].index, len(batch))
@@ -223,7 +229,8 @@ class LeaderMixin(CoreState):
                 pr.probe_sent = True  # an empty append is a probe too: its answer counts
             self._msgs.append(
                 AppendEntries(
-                    term, self._id, peer, prev, prev_term, (), self._commit, self._read_seq
+                    term, self._id, peer, prev, prev_term, (), self._commit, self._read_seq,
+                    pr.stream,
                 )
             )
             pr.commit_sent = self._commit
@@ -313,7 +320,8 @@ class LeaderMixin(CoreState):
         self._transfer_target = NO_NODE
         log = self._log
         inflight_max = self.config.inflight_appends_max
-        self._progress = {peer: Progress(log.last_index + 1, inflight_max)
+        self._stream_ids = StreamIds()
+        self._progress = {peer: Progress(log.last_index + 1, inflight_max, self._stream_ids)
                           for peer in sorted(self._all_members() - {self._id})}
         # A NOOP of our own term: committing it commits every earlier entry (§5.4.2, §8) and
         # lets ReadIndex trust our commit index.

@@ -9,6 +9,13 @@ Two states (as in etcd-io/raft's flow control):
   optimistically (``next`` moves as soon as a message is sent) with at most
   ``inflight_appends_max`` unacknowledged messages.
 
+Every change of state, and every probe, starts a new *stream*: the appends carry its id and
+the follower's answers echo it, so an answer to an earlier stream (late, duplicated or
+reordered by the network) is recognised and changes nothing. Without it a stale rejection
+could throw a streaming follower back to PROBE, or look like a follower that lost its disk,
+and each flip re-sent a whole window: a message storm (swarm seed 513, duplicated messages,
+one-entry appends).
+
 Invariant (checked by ``check``): ``0 <= match < next``.
 """
 
@@ -69,10 +76,25 @@ class Inflights:
         self._ends.clear()
 
 
+class StreamIds:
+    """The stream ids of one leadership: unique across its followers and their states, so
+    that a follower removed and added again in the same term never sees an old id reused."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def next(self) -> int:
+        self.last += 1
+        return self.last
+
+
 class Progress:
     """Leader-side replication state of one follower."""
 
     __slots__ = (
+        "_stream_ids",
         "commit_sent",
         "inflights",
         "match",
@@ -83,9 +105,13 @@ class Progress:
         "recent_active",
         "snapshot_elapsed",
         "state",
+        "stream",
     )
 
-    def __init__(self, next_index: int, inflight_appends_max: int) -> None:
+    def __init__(self, next_index: int, inflight_appends_max: int,
+                 stream_ids: StreamIds) -> None:
+        self._stream_ids = stream_ids
+        self.stream = stream_ids.next()
         self.match = 0
         self.next = next_index
         self.state = ProgressState.PROBE
@@ -113,13 +139,20 @@ class Progress:
             f"inflight={len(self.inflights)}, probe_sent={self.probe_sent})"
         )
 
+    def is_current(self, stream: int) -> bool:
+        """Whether an answer naming ``stream`` answers this follower's current stream (0: an
+        answer to no append, such as a snapshot's, always counts)."""
+        return stream == self.stream or stream == 0
+
     def become_probe(self) -> None:
+        self.stream = self._stream_ids.next()
         self.state = ProgressState.PROBE
         self.probe_sent = False
         self.inflights.reset()
         self.next = self.match + 1
 
     def become_snapshot(self, snapshot_index: int) -> None:
+        self.stream = self._stream_ids.next()
         self.state = ProgressState.SNAPSHOT
         self.pending_snapshot = snapshot_index
         self.snapshot_elapsed = 0
@@ -127,6 +160,7 @@ class Progress:
         self.inflights.reset()
 
     def become_replicate(self) -> None:
+        self.stream = self._stream_ids.next()
         self.state = ProgressState.REPLICATE
         self.probe_sent = False
         self.inflights.reset()

@@ -38,7 +38,7 @@ from raftlib.core.election import ElectionMixin
 from raftlib.core.follower import FollowerMixin
 from raftlib.core.leader import LeaderMixin
 from raftlib.core.log import RaftLog
-from raftlib.core.progress import Progress
+from raftlib.core.progress import Progress, StreamIds
 from raftlib.core.reads import ReadsMixin
 from raftlib.core.ready import ReadyMixin
 from raftlib.core.reconfigure import ReconfigureMixin
@@ -139,6 +139,7 @@ class RaftCore(
         self._randomized_timeout = 0
         self._votes: dict[NodeId, bool] = {}
         self._progress: dict[NodeId, Progress] = {}
+        self._stream_ids = StreamIds()
         self._transfer_target = NO_NODE
         self._role_reason = "started"
         self._conf_cache: dict[tuple[int, int], ConfState] = {}

@@ -164,7 +164,8 @@ class ReconfigureMixin(CoreState):
         first_new = self._log.last_index + 1
         for peer in sorted(members):
             if peer not in progress:
-                progress[peer] = Progress(first_new, self.config.inflight_appends_max)
+                progress[peer] = Progress(first_new, self.config.inflight_appends_max,
+                                          self._stream_ids)
                 self._send_pending = True
 
     def _take_effect(self, entries: Sequence[Entry]) -> None:

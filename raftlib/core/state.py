@@ -25,7 +25,7 @@ import attrs
 
 from raftlib.core.config import CoreConfig, Rng
 from raftlib.core.log import RaftLog
-from raftlib.core.progress import Progress
+from raftlib.core.progress import Progress, StreamIds
 from raftlib.core.quorum import VoteResult
 from raftlib.core.types import (
     Anomaly,
@@ -92,6 +92,8 @@ class CoreState:
     _randomized_timeout: int
     _votes: dict[NodeId, bool]
     _progress: dict[NodeId, Progress]
+    # Stream ids of this leadership's appends, shared by every follower's progress.
+    _stream_ids: StreamIds
     _transfer_target: NodeId
     # Why the role last changed (SoftState.reason).
     _role_reason: str

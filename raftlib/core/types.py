@@ -107,7 +107,10 @@ class RequestVoteResponse(msgspec.Struct, frozen=True, array_like=True, tag=2):
 
 class AppendEntries(msgspec.Struct, frozen=True, array_like=True, tag=3):
     """Leader -> follower (§5.3). With no entries it is a heartbeat. ``read_ctx`` is the highest
-    ReadIndex request id this round confirms (0 = none); the follower echoes it."""
+    ReadIndex request id this round confirms (0 = none); the follower echoes it. ``stream``
+    names the leader's current run of appends to this follower (``progress.Progress``); the
+    follower echoes it, so the leader can tell a late or duplicated answer to an earlier run
+    from one to the current run."""
 
     term: int
     src: NodeId
@@ -117,6 +120,7 @@ class AppendEntries(msgspec.Struct, frozen=True, array_like=True, tag=3):
     entries: tuple[Entry, ...] = ()
     commit: int = 0
     read_ctx: int = 0
+    stream: int = 0
 
 
 class AppendEntriesResponse(msgspec.Struct, frozen=True, array_like=True, tag=4):
@@ -132,6 +136,7 @@ class AppendEntriesResponse(msgspec.Struct, frozen=True, array_like=True, tag=4)
     conflict_index: int = 0
     conflict_term: int = 0
     read_ctx: int = 0
+    stream: int = 0  # the answered append's (0: an answer to no append, e.g. a snapshot's)
 
 
 class TimeoutNow(msgspec.Struct, frozen=True, array_like=True, tag=5):

@@ -54,6 +54,7 @@ def is_plausible(msg: Message, node_id: NodeId) -> bool:
             and plain(msg.conflict_term)
             and msg.conflict_term <= msg.term
             and plain(msg.read_ctx)
+            and plain(msg.stream)
         )
     if isinstance(msg, RequestVote):
         return (
@@ -92,6 +93,7 @@ def _plausible_append(msg: AppendEntries) -> bool:
         and (prev == 0) == (prev_term == 0)
         and plain(msg.commit)
         and plain(msg.read_ctx)
+        and plain(msg.stream)
         and type(msg.entries) is tuple
         and prev + len(msg.entries) <= VALUE_MAX
     ):

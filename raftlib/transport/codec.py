@@ -219,6 +219,7 @@ def validate_message(message: Message) -> str | None:
             conflict_index=message.conflict_index,
             conflict_term=message.conflict_term,
             read_ctx=message.read_ctx,
+            stream=message.stream,
         )
     if isinstance(message, ReadIndexRequest):
         return _validate_counters(request_id=message.request_id)
@@ -290,7 +291,8 @@ def _validate_append(message: AppendEntries) -> str | None:
     reason = _validate_position(message.prev_log_index, message.prev_log_term, term, "prev_log")
     if reason is not None:
         return reason
-    reason = _validate_counters(commit=message.commit, read_ctx=message.read_ctx)
+    reason = _validate_counters(commit=message.commit, read_ctx=message.read_ctx,
+                                stream=message.stream)
     if reason is not None:
         return reason
     expected_index = message.prev_log_index + 1

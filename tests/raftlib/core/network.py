@@ -526,5 +526,6 @@ def ack_all(core: RaftCore, msgs: Iterable[Message]) -> None:
                     True,
                     msg.prev_log_index + len(msg.entries),
                     read_ctx=msg.read_ctx,
+                    stream=msg.stream,
                 )
             )

@@ -282,9 +282,10 @@ def test_leader_start_replication() -> None:
     ready = drain(core)[0]
     entry = Entry(2, 2, b"x")
     assert ready.entries == (entry,)
+    streams = {peer: pr.stream for peer, pr in core._progress.items()}
     assert list(ready.messages) == [
-        AppendEntries(2, 1, 2, 1, 2, (entry,), 1),
-        AppendEntries(2, 1, 3, 1, 2, (entry,), 1),
+        AppendEntries(2, 1, 2, 1, 2, (entry,), 1, stream=streams[2]),
+        AppendEntries(2, 1, 3, 1, 2, (entry,), 1, stream=streams[3]),
     ]
 
 

@@ -155,6 +155,34 @@ def test_probe_state_sends_one_append_per_round_trip() -> None:
     assert [(m.dst, m.entries) for m in beats] == [(2, ()), (3, ())]
 
 
+def test_an_answer_to_an_earlier_stream_changes_nothing() -> None:
+    """Swarm seed 513: a late or duplicated rejection from before a follower caught up threw
+    it back from streaming to probing (and reset its match), and each flip re-sent a whole
+    window of one-entry appends: a message storm. Appends carry their stream and answers
+    echo it; only the current stream's answers move the follower's progress."""
+    core = make_core(append_entries_max=1, inflight_appends_max=4, **NO_PREVOTE)
+    first = become_leader(core)
+    probe = next(m for m in first if isinstance(m, AppendEntries) and m.dst == 2)
+    ack_all(core, first)
+    drain(core)
+    core.propose_batch([b"x"] * 3)
+    window = [m for m in sent(core) if isinstance(m, AppendEntries) and m.dst == 2]
+    ack_all(core, window[:2])
+    pr = core._progress[2]
+    assert (pr.state.value, pr.match) == ("replicate", 3)
+    assert probe.stream != pr.stream
+    # A rejection of the append after prev 4 (still unanswered in the current stream), but
+    # from the earlier stream: without the stream it would pass for the current one's.
+    stale = AppendEntriesResponse(probe.term, 2, 1, False, match_index=4, conflict_index=1,
+                                  stream=probe.stream)
+    core.step(stale)
+    assert (pr.state.value, pr.match) == ("replicate", 3)
+    # The same rejection in the current stream is news: the follower lost what it had.
+    core.step(AppendEntriesResponse(probe.term, 2, 1, False, match_index=4, conflict_index=1,
+                                    stream=pr.stream))
+    assert pr.state.value == "probe"
+
+
 def test_lost_append_recovered_by_next_append(make_net: MakeNet) -> None:
     """Replicate state streams optimistically; a lost append leaves a gap that the next append
     exposes (consistency check), and the leader resends from the follower's match point."""
