@@ -414,10 +414,10 @@ def _stale(op: Operation, cand: Candidate, part: PartitionResult,
         if j:
             text = part.states[j - 1]
         else:
-            try:
-                text = model.describe_state(model.init())  # type: ignore[union-attr]
-            except Exception:  # no model given: the initial state is not known here
+            initial = _initial_text(model)
+            if initial is None:  # no model given: the initial state is not known here
                 return ""
+            text = initial
         if _full_value(op.output, text) != _state_text(text):
             continue
         changer = ops.get(part.longest[j]) if ops is not None else None
@@ -525,13 +525,19 @@ def _difference(seen: str, state: str, unit: str) -> str:
             f"state has {after_state}")
 
 
-def _initial_state(model: Any) -> str | None:
+def _initial_text(model: Any) -> str | None:
     """The model's initial state in words, when a model with ``init``/``describe_state`` is
     given (for a partitioned model this is the state every part starts from)."""
     try:
-        return f"{clip(model.describe_state(model.init()))} (initial)"
+        text: str = model.describe_state(model.init())
     except Exception:  # no model, or one without these optional parts: say "initial" plainly
         return None
+    return text
+
+
+def _initial_state(model: Any) -> str | None:
+    text = _initial_text(model)
+    return None if text is None else f"{clip(text)} (initial)"
 
 
 def _why(op: Operation, state: str | None, model: DescribesOps | None) -> str:
