@@ -31,6 +31,7 @@ import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -747,8 +748,9 @@ def _page(title: str, body: str) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
-        f'{_DEFS}{body}<div id="tip" role="tooltip"></div><script>{_JS}</script></body></html>\n'
+        f"<title>{_e(title)}</title><style>\n{_asset('report.css')}</style></head><body>"
+        f'{_DEFS}{body}<div id="tip" role="tooltip"></div>'
+        f"<script>\n{_asset('report.js')}</script></body></html>\n"
     )
 
 
@@ -759,111 +761,15 @@ _DEFS = (
     '<rect width="2" height="6" fill="#f4dca6"/></pattern></defs></svg>'
 )
 
-_CSS = """
-*{box-sizing:border-box}
-body{margin:0;font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2430;
- background:#f6f7f9}
-header{display:flex;gap:18px;align-items:center;padding:14px 20px;color:#fff;background:#5b6472}
-header.v-ok{background:#1f7a44}
-header.v-illegal{background:#b3261e}
-header.v-unknown{background:#9a6b00}
-.badge{font-size:22px;font-weight:700;white-space:nowrap}
-.src{font-weight:600;word-break:break-all}
-.facts,.reason{opacity:.92;font-size:13px}
-.explain,.pick,.legend,.note,section{margin:10px 20px}
-.explain pre{margin:6px 0 0;padding:10px 12px;background:#fff;border:1px solid #dde1e7;
- border-radius:6px; white-space:pre-wrap;
- font:12.5px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow:auto}
-summary{cursor:pointer;font-weight:600}
-.note{color:#5b6472;font-size:13px}
-.pick select{font:inherit;max-width:60vw}
-.pick .note{margin-left:10px}
-.legend{display:flex;flex-wrap:wrap;gap:14px;font-size:12.5px;color:#39414d}
-.sw{display:inline-block;width:22px;height:12px;border-radius:3px;vertical-align:-1px;
- margin-right:5px;border:1.5px solid}
-.sw.lin{background:#dbe8ff;border-color:#2f62b5}
-.sw.plain{background:#eceef1;border-color:#8a929e}
-.sw.info{background:repeating-linear-gradient(45deg,#fdf6e6 0 4px,#f4dca6 4px 6px);
- border-color:#b7811b;border-style:dashed}
-.sw.later{background:#eceef1;border-color:#e08a84;border-style:dashed}
-.sw.bad{background:#ffd9d6;border-color:#c62828;border-width:2.5px}
-.sw.cand{background:#fff1dc;border-color:#d9822b;border-width:2px}
-.sw.fault{background:rgba(214,69,65,.16);border-color:transparent}
-section{background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:8px 0 10px}
-section h2{font-size:16px;margin:2px 14px 6px}
-.pv{font-size:12px;padding:1px 7px;border-radius:9px;margin-left:6px;color:#fff;
- background:#5b6472;vertical-align:2px}
-.pv.v-ok{background:#1f7a44}
-.pv.v-illegal{background:#b3261e}
-.pv.v-unknown{background:#9a6b00}
-.count{font-size:12px;font-weight:400;color:#5b6472;margin-left:8px}
-.tlwrap{display:flex;border-top:1px solid #eef0f3;border-bottom:1px solid #eef0f3}
-.lab{flex:none;background:#fafbfc;border-right:1px solid #e3e6ea}
-.lab text{font-size:12px;fill:#39414d}
-.scroll{overflow-x:auto;flex:1}
-svg.tl{display:block;min-width:100%}
-.stripe{fill:#f7f8fa}
-.tick{stroke:#e6e9ee}
-.axis{font-size:10.5px;fill:#7a828e}
-.fault{fill:rgba(214,69,65,.12)}
-.nem path{fill:#7b3fa0;stroke:#fff}
-.nem text{font-size:11px;fill:#5a2d78}
-.op rect{fill:#eceef1;stroke:#8a929e;stroke-width:1.2}
-.op text{font:11px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;fill:#1d2430;
- pointer-events:none}
-.op.lin rect{fill:#dbe8ff;stroke:#2f62b5}
-.op.info rect{fill:url(#hatch);stroke:#b7811b;stroke-dasharray:4 2}
-.op.bad rect{stroke:#e08a84;stroke-dasharray:3 2}
-.op.cand rect{stroke:#d9822b;stroke-width:2;stroke-dasharray:none}
-.op.first rect{fill:#ffd9d6;stroke:#c62828;stroke-width:3;stroke-dasharray:none;
- filter:drop-shadow(0 0 3px rgba(198,40,40,.8))}
-.op:hover rect,.hl rect,.hl circle{stroke:#111;stroke-width:2.5}
-.linpath{fill:none;stroke:#2f62b5;stroke-width:1.6;stroke-opacity:.75}
-.stuck{stroke:#c62828;stroke-width:1.8;stroke-dasharray:5 3}
-.pt circle{fill:#2f62b5;stroke:#fff;stroke-width:1}
-.pt text{font-size:8.5px;fill:#fff;text-anchor:middle;font-weight:700;pointer-events:none}
-.steps{margin:8px 14px 0}
-.steps table{border-collapse:collapse;margin-top:6px;font-size:12.5px}
-.steps th,.steps td{border-bottom:1px solid #eef0f3;padding:3px 10px;text-align:left;
- vertical-align:top}
-.steps td:nth-child(3),.steps td:nth-child(5){
- font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
-.steps tr.bad td{background:#ffecea;color:#8e1b16;font-weight:600}
-.steps tr.bad.cand td{background:#fff6ea;color:#7a4a12;font-weight:400}
-.culprit{font-weight:600}
-.steps tr.hl td{background:#e8f0ff}
-#tip{position:fixed;display:none;max-width:560px;padding:7px 9px;background:#1d2430;color:#fff;
- border-radius:5px; font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
- white-space:pre-wrap;pointer-events:none;z-index:9; box-shadow:0 3px 12px rgba(0,0,0,.25)}
-"""
 
-# Reads data-* attributes and sets textContent only: user data never becomes markup.
-_JS = """
-(function(){
-var tip=document.getElementById('tip'),lit=[];
-function unlight(){lit.forEach(function(n){n.classList.remove('hl')});lit=[]}
-function light(el){unlight();var id=el.getAttribute('data-op');if(id===null)return;
- var sec=el.closest('section');if(!sec)return;
- lit=Array.prototype.slice.call(sec.querySelectorAll('[data-op="'+id+'"]'));
- lit.forEach(function(n){n.classList.add('hl')})}
-document.addEventListener('mouseover',function(ev){
- var t=ev.target.closest?ev.target.closest('[data-tip],tr[data-op]'):null;
- if(!t){tip.style.display='none';unlight();return}
- light(t);var text=t.getAttribute('data-tip');
- if(text){tip.textContent=text;tip.style.display='block'}else{tip.style.display='none'}});
-document.addEventListener('mousemove',function(ev){
- if(tip.style.display!=='block')return;
- var w=tip.offsetWidth,h=tip.offsetHeight,x=ev.clientX+14,y=ev.clientY+16;
- if(x+w>innerWidth-8)x=Math.max(8,ev.clientX-w-14);
- if(y+h>innerHeight-8)y=Math.max(8,ev.clientY-h-16);
- tip.style.left=x+'px';tip.style.top=y+'px'});
-function focus(sec){var bad=sec.querySelector('.op.first');
- var sc=sec.querySelector('.scroll');if(!bad||!sc)return;
- var box=bad.getBBox?bad.getBBox():null;if(box)sc.scrollLeft=Math.max(0,box.x-sc.clientWidth*0.6)}
-function show(id){var secs=document.querySelectorAll('section.part');
- for(var i=0;i<secs.length;i++){secs[i].hidden=secs[i].id!==id;if(secs[i].id===id)focus(secs[i])}}
-var pick=document.getElementById('pick');
-if(pick)pick.addEventListener('change',function(){show(pick.value)});
-var first=document.querySelector('section.part');if(first)focus(first);
-})();
-"""
+def _asset(name: str) -> str:
+    """A file of ``report_assets`` (shipped as package data, see pyproject.toml): the page's
+    stylesheet and script live there as CSS and JS, not as Python strings. Read once."""
+    text = _ASSETS.get(name)
+    if text is None:
+        text = _ASSETS[name] = (resources.files("lincheck") / "report_assets" / name).read_text(
+            encoding="utf-8")
+    return text
+
+
+_ASSETS: dict[str, str] = {}
