@@ -1,5 +1,5 @@
 """The search for a linearization of one partition (the checking itself: what runs it, and
-for how long, is ``lincheck.search``; what a failure shows, ``lincheck.explain``).
+for how long, is ``lincheck.search``; what a failure shows, ``lincheck.failure``).
 
 Wing & Gong's search, in Lowe's just-in-time form: a depth-first walk over the history's
 events in order, where an operation is linearized only when something forces it, namely the

@@ -7,7 +7,7 @@ operations of the longest partial linearization with the model state after each,
 is stuck: the operations that could go next (not linearized, invoked before every completed
 operation left out had returned) and for each why it cannot, in the model's terms ("read
 returned 2 but the state was 3"). Every such claim is one the model makes in that state (the
-search computes them; ``lincheck.explain`` documents the rules).
+search computes them; ``lincheck.failure`` documents the rules).
 
 The operation marked ``>>>`` (and highlighted in the HTML report) is the culprit: of the
 completed operations left out, the one that returned first. Any order that extends the

@@ -1,6 +1,6 @@
 """The check of a history (``check``): partitions, and which of them runs when, for how long
 and where. The search itself is ``lincheck.linearize`` (with its pruning rules in
-``lincheck.pruning``), the explanation of a failure ``lincheck.explain``, the worker
+``lincheck.pruning``), the explanation of a failure ``lincheck.failure``, the worker
 processes ``lincheck.workers``.
 
 The history is split into independent partitions (``model.partition``, P-compositionality).
@@ -145,7 +145,7 @@ class _Job:
             pass  # explain from the longest prefix the search saw
         finally:
             search.release_memo()
-        from lincheck.explain import explain_failure  # only an illegal partition needs it
+        from lincheck.failure import explain_failure  # only an illegal partition needs it
 
         placed, searched, unplaced, cands = explain_failure(search.all_ops, self.model,
                                                             search.best)
@@ -169,7 +169,7 @@ class _Job:
                                    states=tuple(describe(s) for _, s in placed),
                                    seconds=self.seconds, longest_searched=len(placed))
         if self.verdict == "illegal":
-            from lincheck.explain import explain_failure  # only an illegal partition needs it
+            from lincheck.failure import explain_failure  # only an illegal partition needs it
 
             placed, searched, unplaced, cands = explain_failure(
                 self.search.all_ops, self.model, self.search.best)
