@@ -43,7 +43,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Final, Protocol
+from typing import Final, Protocol, TypedDict, Unpack
 
 import trio
 
@@ -412,11 +412,23 @@ def _show(arg: bytes) -> str:
     return text + "…" if len(arg) > 32 else text
 
 
+class ClientOptions(TypedDict, total=False):
+    """The keyword options of ``KvClient`` that ``open_client`` passes on, each with its type."""
+
+    request_timeout_seconds: float
+    op_timeout_seconds: float
+    attempts_max: int
+    backoff_seconds: float
+    backoff_max_seconds: float
+    use_session: bool
+
+
 @asynccontextmanager
 async def open_client(
-    addresses: Sequence[str], *, connector: Connector | None = None, **options: float | int | bool
+    addresses: Sequence[str], *, connector: Connector | None = None,
+    **options: Unpack[ClientOptions],
 ) -> AsyncIterator[KvClient]:
-    client = KvClient(addresses, connector=connector, **options)  # type: ignore[arg-type]
+    client = KvClient(addresses, connector=connector, **options)
     try:
         yield client
     finally:

@@ -1,4 +1,5 @@
-"""A short explanation of a verdict for the terminal, and the op/value wording the reports share.
+"""A short explanation of a verdict for the terminal (``lincheck.report_words`` holds the
+op/value wording it shares with the other reports).
 
 ``explain(history, result)`` answers, in a dozen lines: what the verdict is, how long the check
 took, and for a history that is not linearizable which partition (key) failed, the last few
@@ -6,7 +7,7 @@ operations of the longest partial linearization with the model state after each,
 is stuck: the operations that could go next (not linearized, invoked before every completed
 operation left out had returned) and for each why it cannot, in the model's terms ("read
 returned 2 but the state was 3"). Every such claim is one the model makes in that state (the
-search computes them; ``lincheck.search`` documents the rules).
+search computes them; ``lincheck.failure`` documents the rules).
 
 The operation marked ``>>>`` (and highlighted in the HTML report) is the culprit: of the
 completed operations left out, the one that returned first. Any order that extends the
@@ -17,16 +18,41 @@ remaining operations were invoked after the culprit returned, so they cannot go 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 from .history import History, Operation
+from .report_words import (
+    clip,
+    clip_middle,
+    describe_key,
+    describe_lines,
+    describe_op,
+    describe_process,
+    format_seconds,
+    format_value,
+    ordered_partitions,
+    state_chars_max,
+    unplaced_of,
+    value_chars_max,
+    verdict_phrase,
+)
 from .result import Candidate, PartitionResult, Result
 
 # Run time needs nothing from typing (importing it costs a per-file run).
 TYPE_CHECKING = False  # mypy reads any TYPE_CHECKING as true: typing is for it alone
 if TYPE_CHECKING:
-    from typing import Any, Protocol
+    from typing import Any
+
+    from .report_words import DescribesOps as DescribesOps
+
+# The shared wording (lincheck.report_words) is still reachable from here, where the reports
+# and their callers have always found it.
+__all__ = [
+    "candidate_reason", "clip", "clip_middle", "decided_by_phrase", "describe_key",
+    "describe_lines", "describe_op", "describe_process", "explain", "final_state",
+    "format_seconds", "format_value", "ordered_partitions", "state_chars_max", "stuck_reasons",
+    "unplaced_of", "value_chars_max", "verdict_phrase",
+]
 
 # How much of a failure the terminal shows: enough to see the cause, short enough to read.
 last_steps_shown_max = 6
@@ -37,151 +63,6 @@ window_state_chars_max = 40
 difference_chars_max = 24
 state_literal_chars_max = 1_000_000  # parsing a state's text back costs about its length
 other_partitions_named_max = 5
-value_chars_max = 60
-state_chars_max = 80
-
-
-if TYPE_CHECKING:
-    class DescribesOps(Protocol):
-        """The part of a model the reports use, when a caller passes one."""
-
-        def describe_op(self, op: Operation) -> str: ...
-
-
-def format_value(value: Any, chars_max: int = value_chars_max) -> str:
-    """A compact, one-line rendering of a history value (JSON-like; ``nil`` for None)."""
-    if value is None:
-        text = "nil"
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, float) and not math.isfinite(value):
-        text = repr(value)
-    elif type(value) is int:  # the common cases, without importing json for them
-        text = str(value)
-    elif type(value) in (list, tuple) and all(type(v) is int for v in value):
-        text = "[" + ", ".join(map(str, value)) + "]"  # as json.dumps writes it
-    else:
-        import json  # here: a per-file run that prints no other value skips its import
-
-        try:
-            text = json.dumps(value, ensure_ascii=False, default=_json_fallback)
-        except (TypeError, ValueError):
-            text = _safe_repr(value)
-        except RecursionError:
-            text = "<deeply nested value>"
-    text = " ".join(text.split())  # a value must never break the one-line layout
-    if len(text) > chars_max:
-        text = text[: max(chars_max - 1, 1)] + "…"
-    return text
-
-
-def clip(text: str, chars_max: int = state_chars_max) -> str:
-    """``text`` on one line, cut to ``chars_max`` characters (an ellipsis marks the cut)."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= chars_max else text[: max(chars_max - 1, 1)] + "…"
-
-
-def clip_middle(text: str, chars_max: int = state_chars_max) -> str:
-    """``text`` on one line, its middle cut out to fit ``chars_max`` characters: a state that
-    grows (appends, adds) changes at its end, which plain clipping would hide."""
-    text = " ".join(str(text).split())
-    if len(text) <= chars_max:
-        return text
-    head = max(chars_max // 4, 1)
-    tail = max(chars_max - head - 1, 1)
-    return text[:head] + "…" + text[-tail:]
-
-
-def _safe_repr(value: Any) -> str:
-    try:
-        return repr(value)
-    except RecursionError:
-        return "<deeply nested value>"
-
-
-def _json_fallback(value: Any) -> Any:
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=repr)
-    if isinstance(value, tuple):
-        return list(value)
-    return _safe_repr(value)
-
-
-def describe_op(op: Operation, model: DescribesOps | None = None) -> str:
-    """``f(input) → output`` (``→ ?`` when the outcome is unknown), or the model's own wording."""
-    if model is not None and not _is_default_describer(model):
-        try:
-            text = model.describe_op(op)
-        except Exception:  # a model's describer must not hide the verdict it helps explain
-            text = ""
-        if text:
-            return " ".join(str(text).split())
-    call = f"{op.f}({format_value(op.input)})" if op.input is not None else op.f
-    if op.status == "info":
-        return f"{call} → ?"
-    if op.output is None or op.output == op.input:
-        return call  # an echo of the input (a write's ack) says nothing new
-    return f"{call} → {format_value(op.output)}"
-
-
-def _is_default_describer(model: DescribesOps) -> bool:
-    """True when the model words operations the generic way, which names the process too:
-    the reports show the process in a column of its own and word the rest themselves."""
-    from .models import describe_operation
-
-    return getattr(model, "describe_op", None) is describe_operation
-
-
-def describe_process(process: int | str) -> str:
-    return f"process {process}"
-
-
-def describe_lines(op: Operation) -> str:
-    """Where the operation is in the source file, e.g. ``lines 12–15`` or ``line 9, no reply``."""
-    if op.call_line is None:
-        return ""
-    if op.ret_line is None:
-        return f"line {op.call_line}, outcome unknown"
-    if op.ret_line == op.call_line:
-        return f"line {op.call_line}"
-    return f"lines {op.call_line}–{op.ret_line}"
-
-
-def format_seconds(seconds: float) -> str:
-    """``1.23 s``, ``45.6 ms``, ``0.31 ms``: enough digits to compare runs, no more."""
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 0.01:
-        return f"{seconds * 1000:.0f} ms"
-    return f"{seconds * 1000:.2f} ms"
-
-
-def describe_key(key: Any) -> str:
-    return "the whole history" if key is None else f"key {format_value(key)}"
-
-
-def verdict_phrase(verdict: str) -> str:
-    return {
-        "ok": "linearizable",
-        "illegal": "NOT LINEARIZABLE",
-        "unknown": "UNKNOWN (not decided)",
-    }.get(verdict, verdict)
-
-
-def ordered_partitions(result: Result) -> list[PartitionResult]:
-    """Partitions in the order a person wants them: illegal, then unknown, then ok; stable."""
-    rank = {"illegal": 0, "unknown": 1, "ok": 2}
-    return sorted(result.partitions, key=lambda part: rank.get(part.verdict, 3))
-
-
-def unplaced_of(part: PartitionResult) -> list[int]:
-    """The partition's unplaced operation ids, without any that the linearization holds.
-
-    The search promises the two are disjoint; a person reading a report must never be told
-    that an operation it shows as linearized is the one that could not be placed.
-    """
-    placed = set(part.longest)
-    return [op_id for op_id in part.unplaced if op_id not in placed]
 
 
 def _ops_by_id(history: History) -> dict[int, Operation]:
@@ -414,10 +295,10 @@ def _stale(op: Operation, cand: Candidate, part: PartitionResult,
         if j:
             text = part.states[j - 1]
         else:
-            try:
-                text = model.describe_state(model.init())  # type: ignore[union-attr]
-            except Exception:  # no model given: the initial state is not known here
+            initial = _initial_text(model)
+            if initial is None:  # no model given: the initial state is not known here
                 return ""
+            text = initial
         if _full_value(op.output, text) != _state_text(text):
             continue
         changer = ops.get(part.longest[j]) if ops is not None else None
@@ -525,13 +406,19 @@ def _difference(seen: str, state: str, unit: str) -> str:
             f"state has {after_state}")
 
 
-def _initial_state(model: Any) -> str | None:
+def _initial_text(model: Any) -> str | None:
     """The model's initial state in words, when a model with ``init``/``describe_state`` is
     given (for a partitioned model this is the state every part starts from)."""
     try:
-        return f"{clip(model.describe_state(model.init()))} (initial)"
+        text: str = model.describe_state(model.init())
     except Exception:  # no model, or one without these optional parts: say "initial" plainly
         return None
+    return text
+
+
+def _initial_state(model: Any) -> str | None:
+    text = _initial_text(model)
+    return None if text is None else f"{clip(text)} (initial)"
 
 
 def _why(op: Operation, state: str | None, model: DescribesOps | None) -> str:

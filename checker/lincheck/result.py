@@ -59,7 +59,7 @@ class PartitionResult(NamedTuple):
     # The longest partial linearization (op ids, in order) and the model state after each op
     # (as text). For "ok" a whole linearization. Otherwise the longest prefix the search saw
     # anywhere (its first ``longest_searched`` ops); for "illegal" then extended greedily
-    # until no remaining operation fits (``lincheck.search`` documents exactly how).
+    # until no remaining operation fits (``lincheck.failure`` documents exactly how).
     longest: tuple[int, ...] = ()
     states: tuple[str, ...] = ()
     # For "illegal": the completed operations left out of ``longest``. The first is the culprit

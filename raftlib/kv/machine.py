@@ -237,7 +237,7 @@ class KvStateMachine:
         self.sets = {key: set(members) for key, members in snap.sets}
         self.lists = {key: deque(values) for key, values in snap.lists}
         self.sessions.load(
-            [tuple(row) for row in snap.sessions],  # type: ignore[misc]
+            snap.sessions,  # msgspec decoded each row as the typed tuple
             snap.next_session_id,
             snap.clock_ms,
         )

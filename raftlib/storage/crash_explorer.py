@@ -31,11 +31,12 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import attrs
 
 from raftlib.core.types import ConfState, Entry, HardState, SnapshotMeta
-from raftlib.storage.base import Recovered
+from raftlib.storage.base import Recovered, Storage
 from raftlib.storage.fs import CrashFS
 
 DIRECTORY = "/data"
@@ -178,10 +179,18 @@ class _Promise:
         return all(log.get(e.index) == e for e in entries)
 
 
-StorageFactory = Callable[[CrashFS, Workload], object]
+class ExplorableStorage(Storage, Protocol):
+    """A storage the explorer can kill: besides the ``Storage`` calls, ``abandon`` releases
+    its files without writing what it still buffers, as a process killed right then would
+    (``close`` flushes, which a crash does not)."""
+
+    def abandon(self) -> None: ...
 
 
-def _open_wal(fs: CrashFS, workload: Workload) -> object:
+StorageFactory = Callable[[CrashFS, Workload], ExplorableStorage]
+
+
+def _open_wal(fs: CrashFS, workload: Workload) -> ExplorableStorage:
     from raftlib.storage.wal import WalStorage
 
     return WalStorage(
@@ -210,9 +219,9 @@ class _Explorer:
     def recover(self, fs: CrashFS, promise: _Promise, where: str) -> Recovered | None:
         self.states_checked += 1
         try:
-            storage: object = self.factory(fs, self.workload)
-            recovered = storage.load()  # type: ignore[attr-defined]
-            storage.abandon()  # type: ignore[attr-defined]
+            storage = self.factory(fs, self.workload)
+            recovered = storage.load()
+            storage.abandon()
         except Exception as e:  # any refusal of a state a crash can leave is a violation
             self.violations.append(f"{where}: recovery refused: {type(e).__name__}: {e}")
             return None
@@ -259,8 +268,8 @@ class _Explorer:
         log = _Log(0, ())
         pending_hard: HardState | None = None
         self.current = "open"
-        storage: object = self.factory(fs, self.workload)
-        storage.load()  # type: ignore[attr-defined]
+        storage = self.factory(fs, self.workload)
+        storage.load()
         for number, step in enumerate(self.workload.steps):
             if self.done():
                 break
@@ -270,12 +279,12 @@ class _Explorer:
                 p.candidates.append(log)
                 first = step.entries[0].index - 1
                 p.cut = first if p.cut is None else min(p.cut, first)
-                storage.append(step.entries)  # type: ignore[attr-defined]
+                storage.append(step.entries)
             elif isinstance(step, SetHardState):
                 pending_hard = step.hard_state
-                storage.set_hard_state(step.hard_state)  # type: ignore[attr-defined]
+                storage.set_hard_state(step.hard_state)
             elif isinstance(step, Sync):
-                storage.sync()  # type: ignore[attr-defined]
+                storage.sync()
                 if pending_hard is not None:
                     p.hard_state, pending_hard = pending_hard, None
                 p.last_index, p.cut, p.candidates = log.last_index, None, [log]
@@ -287,31 +296,31 @@ class _Explorer:
                     # reset_log itself if a crash cuts it short).
                     p.candidates.append(_Log(step.meta.index, ()))
                     p.cut = step.meta.index if p.cut is None else min(p.cut, step.meta.index)
-                writer = storage.create_snapshot(step.meta)  # type: ignore[attr-defined]
+                writer = storage.create_snapshot(step.meta)
                 half = len(step.payload) // 2
                 writer.write(step.payload[:half])
                 writer.write(step.payload[half:])
                 writer.commit()
                 p.snapshot_index = max(p.snapshot_index, step.meta.index)
-                reader = storage.open_snapshot()  # type: ignore[attr-defined]
+                reader = storage.open_snapshot()
                 assert reader is not None and reader.read(1 << 20) == step.payload
                 reader.close()
             elif isinstance(step, Compact):
-                storage.compact(step.index)  # type: ignore[attr-defined]
+                storage.compact(step.index)
             elif isinstance(step, ResetLog):
                 log = _Log(step.meta.index, ())
                 p.candidates.append(log)
                 p.cut = step.meta.index if p.cut is None else min(p.cut, step.meta.index)
-                storage.reset_log(step.meta)  # type: ignore[attr-defined]
+                storage.reset_log(step.meta)
             else:
                 if step.clean:
-                    storage.close()  # type: ignore[attr-defined]
+                    storage.close()
                 else:
-                    storage.abandon()  # type: ignore[attr-defined]
+                    storage.abandon()
                 fs.crash(random.Random(0), "process")
                 pending_hard = None
                 storage = self.factory(fs, self.workload)
-                recovered = storage.load()  # type: ignore[attr-defined]
+                recovered = storage.load()
                 assert isinstance(recovered, Recovered)
                 broken = p.check(recovered)
                 if broken is not None:

@@ -41,7 +41,7 @@ import errno
 import fcntl
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal, Protocol
 
 import attrs
@@ -179,14 +179,61 @@ class NoSyncFileSystem:
     def __init__(self, inner: FileSystem) -> None:
         self._inner = inner
 
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._inner, name)
-
     def fsync(self, fd: int) -> None:
         pass
 
     def fdatasync(self, fd: int) -> None:
         pass
+
+    # Everything else goes to the inner file system, spelled out (not ``__getattr__``) so that
+    # the type checker sees a complete ``FileSystem``.
+    def open(self, path: str, flags: int, mode: int = 0o644) -> int:
+        return self._inner.open(path, flags, mode)
+
+    def close(self, fd: int) -> None:
+        self._inner.close(fd)
+
+    def write(self, fd: int, data: bytes | memoryview) -> int:
+        return self._inner.write(fd, data)
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        return self._inner.pwrite(fd, data, offset)
+
+    def pread(self, fd: int, n: int, offset: int) -> bytes:
+        return self._inner.pread(fd, n, offset)
+
+    def size(self, fd: int) -> int:
+        return self._inner.size(fd)
+
+    def ftruncate(self, fd: int, size: int) -> None:
+        self._inner.ftruncate(fd, size)
+
+    def replace(self, src: str, dst: str) -> None:
+        self._inner.replace(src, dst)
+
+    def unlink(self, path: str) -> None:
+        self._inner.unlink(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return self._inner.listdir(path)
+
+    def exists(self, path: str) -> bool:
+        return self._inner.exists(path)
+
+    def isdir(self, path: str) -> bool:
+        return self._inner.isdir(path)
+
+    def writable(self, path: str) -> bool:
+        return self._inner.writable(path)
+
+    def makedirs(self, path: str) -> list[str]:
+        return self._inner.makedirs(path)
+
+    def lock(self, fd: int) -> None:
+        self._inner.lock(fd)
+
+    def read_file(self, path: str) -> bytes:
+        return self._inner.read_file(path)
 
 
 # --- the crash model ---------------------------------------------------------------------------
@@ -270,7 +317,8 @@ class CrashFS:
         self._next_fd = 3
         self._locked: set[int] = set()  # id() of locked files
         self.operations = 0  # mutating operations so far (crash points)
-        self.observer: object = None  # called with the op name after each mutating op
+        # Called with the op name after each mutating op (the crash explorer's crash points).
+        self.observer: Callable[[str], object] | None = None
         self._fail_next: dict[str, int] = {}
 
     # --- fault injection ------------------------------------------------------------------
@@ -289,7 +337,7 @@ class CrashFS:
     def _done(self, operation: str) -> None:
         self.operations += 1
         if self.observer is not None:
-            self.observer(operation)  # type: ignore[operator]
+            self.observer(operation)
 
     # --- lookups --------------------------------------------------------------------------
 
@@ -534,9 +582,9 @@ class CrashFS:
                     self._draw(node, rng, dir_prefix, file_content)
             elif id(node) not in file_content:
                 kept = [op for op in node.pending if rng.randint(0, 1)]
-                torn = bool(kept) and isinstance(kept[-1], tuple) and rng.randint(0, 1) == 1
-                if torn:
-                    offset, data = kept[-1]  # type: ignore[misc]
+                last = kept[-1] if kept else None
+                if isinstance(last, tuple) and rng.randint(0, 1) == 1:  # the last write torn
+                    offset, data = last
                     kept[-1] = (offset, data[: rng.randint(0, len(data) - 1)])
                 file_content[id(node)] = _content(node, kept)
 

@@ -216,7 +216,7 @@ class WalStorage:
         # An in-memory file system never blocks: the driver may then call inline (simulator).
         self.blocking = bool(getattr(self._fs, "blocking", True))
         if not fsync:
-            self._fs = NoSyncFileSystem(self._fs)  # type: ignore[assignment]
+            self._fs = NoSyncFileSystem(self._fs)
         self._segment_bytes_max = segment_bytes_max
         self._write_buffer_bytes_max = write_buffer_bytes_max
         self._fsync = fsync

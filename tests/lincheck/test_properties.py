@@ -316,7 +316,7 @@ def test_what_a_zone_result_says_is_true_claim_by_claim(name: str, data: st.Data
 def test_search_alone_agrees_with_brute_force_on_distinct_value_histories(
         name: str, data: st.DataObject) -> None:
     """With distinct values the search's rule "a value someone still needs is never
-    overwritten for good" (``_Partition.value_lost``) prunes most: the zone algorithm is
+    overwritten for good" (``pruning.ValueWatch.value_lost``) prunes most: the zone algorithm is
     switched off so that the search itself is cross-checked there."""
     events = data.draw(mutated_history(name, ops_max=7, distinct=True))
     history = history_from_events(events)

@@ -7,8 +7,9 @@ from typing import Any
 from lincheck.brute import brute_force_check
 from lincheck.formats import history_from_events
 from lincheck.history import History, Operation
+from lincheck.linearize import MemoBudget, Partition
 from lincheck.models import Model, get_model
-from lincheck.search import _Partition, check
+from lincheck.search import check
 
 
 def h(*rows: tuple[Any, ...]) -> History:
@@ -238,7 +239,7 @@ def test_memo_entries_are_given_back_when_a_partition_finishes() -> None:
 
     model = get_model("kv")
     ((key, ops),) = model.partition(_hard_history(6).operations)  # type: ignore[misc]
-    budget = search._MemoBudget(10**6)
+    budget = MemoBudget(10**6)
     job = search._Job(key, ops, model, None, budget)
     held_max = 0
     while job.advance(1) is None:
@@ -300,7 +301,7 @@ def test_crashed_writes_of_values_nobody_observes_are_left_out_of_the_search() -
             (2, "invoke", "cas", [7, 8]), (2, "info", "cas", [7, 8]),  # 8: never read
             (3, "invoke", "read", None), (3, "ok", "read", 7)]
     hist = h(*rows)
-    searched = _Partition(hist.operations, get_model("cas-register"), None)
+    searched = Partition(hist.operations, get_model("cas-register"), None)
     assert [op.id for op in searched.ops] == [1, 3]
     assert check(hist, get_model("cas-register")).verdict == "ok"
 
@@ -312,12 +313,12 @@ def test_a_crashed_write_is_kept_when_a_failed_cas_observed_the_register() -> No
     assert check(hist, get_model("cas-register", 0)).verdict == "ok"
 
 
-# --- a value someone still needs is never overwritten for good (_Partition.value_lost) ---------
+# --- a value someone still needs is never overwritten for good (ValueWatch.value_lost) ------------
 
 
 def _search_verdict(hist: History, model: str = "cas-register") -> str:
     """The search's own verdict (the zone algorithm would decide some of these first)."""
-    return _Partition(hist.operations, get_model(model), None).run()[0]
+    return Partition(hist.operations, get_model(model), None).run()[0]
 
 
 def test_an_overwritten_value_that_a_later_write_brings_back_is_not_lost() -> None:
@@ -358,7 +359,7 @@ def test_a_value_overwritten_for_good_ends_the_branch_where_it_is_overwritten() 
     generator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generator)
     events = generator.generate_cas_history(20, 500, 5, True, seed=4)
-    search = _Partition(history_from_events(events).operations, get_model("cas-register"), None)
+    search = Partition(history_from_events(events).operations, get_model("cas-register"), None)
     assert search.run()[0] == "illegal"
     assert search.nodes < 60_000
 
@@ -369,7 +370,7 @@ def test_a_crashed_cas_alone_writing_a_value_someone_read_needs_its_expected_val
              (1, "invoke", "cas", [1, 2]), (1, "info", "cas", [1, 2]),
              (2, "invoke", "cas", [2, 3]), (2, "info", "cas", [2, 3]),
              (3, "invoke", "read", None), (3, "ok", "read", 3))
-    search = _Partition(hist.operations, get_model("cas-register"), None)
+    search = Partition(hist.operations, get_model("cas-register"), None)
     by_id = dict(zip((op.id for op in search.ops), search.needs or [], strict=True))
     assert (by_id[1], by_id[2], by_id[3]) == (1, 2, 3)  # up the chain: 3 needs 2 needs 1
     assert search.run()[0] == "ok" == brute_force_check(hist, get_model("cas-register"))
@@ -379,7 +380,7 @@ def test_a_crashed_cas_needs_nothing_when_another_op_may_write_its_value() -> No
     hist = h((1, "invoke", "cas", [1, 2]), (1, "info", "cas", [1, 2]),
              (2, "invoke", "write", 2), (2, "info", "write", 2),
              (3, "invoke", "read", None), (3, "ok", "read", 2))
-    search = _Partition(hist.operations, get_model("cas-register", 1), None)
+    search = Partition(hist.operations, get_model("cas-register", 1), None)
     by_id = dict(zip((op.id for op in search.ops), search.needs or [], strict=True))
     assert by_id[0] != 1 and by_id[2] == 2  # the write of 2 may do it: the cas need not
     assert search.run()[0] == "ok" == brute_force_check(hist, get_model("cas-register", 1))

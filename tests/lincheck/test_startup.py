@@ -101,3 +101,40 @@ def test_import_lincheck_is_lazy_and_its_names_still_resolve() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True, env={"PYTHONPATH": str(CHECKER_DIR)})
     assert done.stdout.strip() == "[] True True"
+
+
+def test_an_ok_check_loads_neither_the_failure_explanation_nor_the_workers(small: Path) -> None:
+    """What only a failure (lincheck.failure) or a parallel check (lincheck.workers) needs is
+    imported when it is needed, not at start."""
+    status, imported = _imported("check", str(small), "--model", "register",
+                                 also=("lincheck.failure", "lincheck.workers"))
+    assert status == 0
+    assert imported == []
+
+
+def test_an_illegal_check_loads_the_failure_explanation(tmp_path: Path) -> None:
+    """The probe sees the lazy import: an illegal verdict is explained."""
+    path = tmp_path / "stale.jsonl"
+    path.write_text('{"process": 0, "type": "invoke", "f": "write", "value": 1}\n'
+                    '{"process": 0, "type": "ok", "f": "write", "value": 1}\n'
+                    '{"process": 1, "type": "invoke", "f": "read", "value": null}\n'
+                    '{"process": 1, "type": "ok", "f": "read", "value": 2}\n', encoding="utf-8")
+    status, imported = _imported("check", str(path), "--model", "register",
+                                 also=("lincheck.failure", "lincheck.workers"))
+    assert status == 1
+    assert imported == ["lincheck.failure"]
+
+
+def test_no_submodule_shadows_a_public_name() -> None:
+    """Importing a submodule sets it as an attribute of the package: a module named like a
+    public name (``lincheck.explain`` vs the ``explain`` function) would replace that name
+    once something imports it. Every public name must still be what it was after all load."""
+    code = ("import importlib, pkgutil, types, lincheck\n"
+            "for info in pkgutil.iter_modules(lincheck.__path__):\n"
+            "    if info.name != 'pytest_plugin':\n"
+            "        importlib.import_module('lincheck.' + info.name)\n"
+            "print(sorted(n for n in lincheck.__all__\n"
+            "             if isinstance(getattr(lincheck, n), types.ModuleType)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True, env={"PYTHONPATH": str(CHECKER_DIR)})
+    assert done.stdout.strip() == "[]"
