@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from typing import Literal
 import trio
 
 import raftlib
-from harness.live import lazyfs
+from harness.live import lazyfs, scrape
 from harness.live.clocked import ClockControl, write_control
 from harness.live.net import LiveNetwork
 from raftlib.supervisor import (
@@ -90,6 +91,13 @@ class LiveCluster:
         # The founding voters; ``spares`` more nodes start with ``--join`` (knowing no
         # configuration) for the membership nemesis to add.
         self.founders = frozenset(range(1, nodes + 1))
+        # Nodes whose data directory the harness wiped (a replaced disk): they start with
+        # ``--join`` from then on, like spares, never founding a cluster of their own.
+        self.wiped: set[int] = set()
+        # Every node serves Prometheus /metrics on this port inside its own namespace (the
+        # monitor scrapes it); None without namespaces, where the ports would collide.
+        self.metrics_port: int | None = (scrape.METRICS_PORT if network.method == "netns"
+                                         else None)
         self.network = network
         # ``raftlib serve --snapshot-*`` flags (the run's snapshot thresholds).
         self.snapshot_flags = tuple(snapshot_flags)
@@ -160,7 +168,7 @@ class LiveCluster:
         host_ports = self.network.peers_for(node)
         # A founder knows the founders (its voters); a spare knows them and itself, and joins.
         known = self.founders | {node}
-        join = [] if node in self.founders else ["--join"]
+        join = [] if node in self.founders and node not in self.wiped else ["--join"]
         argv = serve_argv(
             node,
             program=program,
@@ -171,7 +179,9 @@ class LiveCluster:
             tick_ms=TICK_MS,
             # A different election jitter for every node and every restart.
             seed=(self.seed * 1009 + node * 101 + member.starts) % (2**31),
-            flags=[*serve_flags(), *self.snapshot_flags, *join],
+            flags=[*serve_flags(), *self.snapshot_flags, *join,
+                   *([] if self.metrics_port is None else
+                     ["--metrics-port", str(self.metrics_port)])],
         )
         # The network's hook: e.g. run the node inside its own network namespace.
         return self.network.command(node, argv)
@@ -183,6 +193,15 @@ class LiveCluster:
 
     def start(self, node: int) -> None:
         self.supervisor.start(node)
+
+    def wipe(self, node: int) -> None:
+        """Replace a stopped node's disk with an empty one: its data directory goes, and it
+        restarts as a node that joins (the operator's replace-a-node procedure)."""
+        assert not self.running(node), f"node {node} must be stopped before its disk is wiped"
+        shutil.rmtree(self.data_dir(node), ignore_errors=True)
+        self.data_dir(node).mkdir(parents=True, exist_ok=True)
+        self.wiped.add(node)
+        self._log(node, "disk wiped: it will rejoin with an empty data directory")
 
     def kill(self, node: int, how: CrashKind = "process") -> bool:
         return bool(self.kill_many([node], how))

@@ -5,9 +5,12 @@ an operator would use (``RAFT.MEMBERS``, ``RAFT.ADD``, ``RAFT.REMOVE``; ``raftli
 the node that leads: ``grow`` adds two non-members as voters (each as a learner first, promoted
 once caught up), ``learner`` adds up to two learners, ``replace`` adds a non-member as a voter
 and then removes a voter, ``remove`` removes one (never below two voters). ``wipe-replace``
-needs a node under a new id, which a live run does not have: it runs as ``replace``. A
-window's end restores the starting number of voters (learners promoted or non-members added,
-extra voters and leftover learners removed).
+follows the operator's procedure for a node whose disk died (README): the voter's process is
+killed, it is removed, its data directory is wiped, and it is started again with ``--join``
+and added back (a learner first, promoted once caught up), under the same id: once its removal
+is committed nothing it acknowledged or voted for counts any more. A window's end restores
+the starting number of voters (learners promoted or non-members added, extra voters and
+leftover learners removed).
 
 Non-members are ``spares`` node processes started with ``raftlib serve --join``: they know no
 configuration and wait to be added. Changes run one after another in one task, each bounded by
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -35,6 +38,18 @@ QUEUE_ITEMS_MAX = 16
 CALL_SECONDS_MAX = 10.0
 
 
+class Disks(Protocol):
+    """What ``wipe-replace`` does to node processes (``harness.live.cluster.LiveCluster``)."""
+
+    def kill(self, node: int) -> bool: ...
+
+    def wipe(self, node: int) -> None: ...
+
+    def start(self, node: int) -> None: ...
+
+    def running(self, node: int) -> bool: ...
+
+
 class LiveMembership:
     def __init__(
         self,
@@ -46,7 +61,9 @@ class LiveMembership:
         leader: Callable[[], int | None],
         log: Callable[[str], None],
         rng: random.Random,
+        disks: Disks | None = None,
     ) -> None:
+        self._disks = disks
         self._size = size
         self._nodes = nodes
         self._raft_address = raft_address
@@ -142,6 +159,8 @@ class LiveMembership:
         elif action == "learner":
             for node in outsiders[:2]:
                 await self._call(self._add(node, learner=True))
+        elif action == "wipe-replace" and self._disks is not None and len(voters) >= 3:
+            await self._wipe_replace(voters)
         elif action in ("replace", "wipe-replace"):
             if outsiders and len(voters) >= 2:
                 gone = voters[self._rng.randrange(len(voters))]
@@ -155,6 +174,26 @@ class LiveMembership:
             await self._restore(voters, learners, outsiders)
         else:
             raise AssertionError(f"unknown membership action {action!r}")
+
+    async def _wipe_replace(self, voters: list[int]) -> None:
+        disks = self._disks
+        assert disks is not None
+        leader = self._leader()
+        candidates = [n for n in voters if n != leader]
+        if not candidates:
+            return
+        gone = candidates[self._rng.randrange(len(candidates))]
+        disks.kill(gone)
+        self._log(f"membership: node {gone} lost its disk (killed)")
+        if not await self._call([b"RAFT.REMOVE", b"%d" % gone]):
+            disks.start(gone)  # not removed: it comes back with its disk intact
+            return
+        # A kill window's end may have restarted it meanwhile: stop it again before the wipe.
+        if disks.running(gone):
+            disks.kill(gone)
+        disks.wipe(gone)
+        disks.start(gone)
+        await self._call(self._add(gone))
 
     async def _restore(self, voters: list[int], learners: list[int],
                        outsiders: list[int]) -> None:

@@ -3,21 +3,30 @@
 What it learns serves three purposes: the nemesis targets the current leader; the recovery
 phase waits for a leader and for every node to apply up to the commit index; and every
 (term, leader) pair it ever saw feeds the election safety check (two nodes claiming to lead
-the same term is a violation, however briefly it was seen).
+the same term is a violation, however briefly it was seen). In a namespace run it also
+scrapes every node's Prometheus ``/metrics`` about once a second into ``metrics.jsonl``
+(``harness.live.scrape``): what an operator's dashboard would have shown.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import attrs
 import trio
 
+from harness.live import scrape
 from harness.live.cluster import LiveCluster
+from harness.live.net import namespace_of
 from raftlib.client import KvClient
 
 POLL_SECONDS = 0.25
 INFO_TIMEOUT_SECONDS = 0.5
+# Metrics are scraped every this many polls (about once a second).
+SCRAPE_EVERY_POLLS = 4
+# Lines written to metrics.jsonl at most (a 10-minute run of 9 nodes stays below it).
+METRICS_LINES_MAX = 20_000
 
 
 @attrs.define
@@ -41,6 +50,8 @@ class Monitor:
         self.leaders: dict[int, set[int]] = {}  # term -> nodes seen leading it
         self.rounds = 0
         self.commit_max = 0
+        self.metrics_lines = 0
+        self._started = trio.current_time()
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
@@ -80,7 +91,36 @@ class Monitor:
     async def run(self) -> None:
         while True:
             await self.poll_once()
+            if self._cluster.metrics_port is not None and self.rounds % SCRAPE_EVERY_POLLS == 1:
+                await self.scrape_metrics()
             await trio.sleep(POLL_SECONDS)
+
+    async def scrape_metrics(self) -> None:
+        """One scrape of every running node's /metrics, appended to metrics.jsonl."""
+        port = self._cluster.metrics_port
+        assert port is not None
+        rows: list[dict[str, object]] = []
+        at = round(trio.current_time() - self._started, 3)
+
+        async def one(node: int) -> None:
+            if not self._cluster.running(node) or self._cluster.members[node].paused:
+                return
+            try:
+                values = await scrape.scrape(namespace_of(node), port)
+            except scrape.ScrapeError:
+                return
+            rows.append({"t": at, "node": node, **values})
+
+        async with trio.open_nursery() as nursery:
+            for node in sorted(self._addresses):
+                nursery.start_soon(one, node)
+        if not rows or self.metrics_lines + len(rows) > METRICS_LINES_MAX:
+            return
+        self.metrics_lines += len(rows)
+        path = self._cluster.run_dir / "metrics.jsonl"
+        with path.open("a") as out:
+            for row in sorted(rows, key=lambda r: str(r["node"])):
+                out.write(json.dumps(row) + "\n")
 
     def leader(self) -> int | None:
         """The leader of the highest term among the nodes that answered the last round."""

@@ -213,7 +213,8 @@ class LiveRun:
             membership = LiveMembership(
                 size=options.nodes, nodes=sorted(cluster.members),
                 raft_address=cluster.raft_address, client_address=cluster.network.client_address,
-                leader=monitor.leader, log=self.log, rng=self._rng("membership"))
+                leader=monitor.leader, log=self.log, rng=self._rng("membership"),
+                disks=cluster)
         self.membership = membership
         nemesis = LiveNemesis(cluster=self.cluster, history=self.history, log=self.log,
                               leader=monitor.leader, rng=self._rng("nemesis-runtime"),

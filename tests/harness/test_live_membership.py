@@ -46,3 +46,64 @@ def test_live_membership_needs_namespaces_and_says_so_in_one_line(
     monkeypatch.setenv(net.PARTITIONS_ENV, "proxy")
     with pytest.raises(OptionsError, match=r"'member' is not supported.*one address"):
         validate(RunOptions(backend="live", nemesis=parse_nemesis("member")))
+
+
+class _Disks:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.up = {1, 2, 3}
+
+    def kill(self, node: int) -> bool:
+        self.events.append(f"kill {node}")
+        self.up.discard(node)
+        return True
+
+    def wipe(self, node: int) -> None:
+        assert node not in self.up, "wiped while running"
+        self.events.append(f"wipe {node}")
+
+    def start(self, node: int) -> None:
+        self.events.append(f"start {node}")
+        self.up.add(node)
+
+    def running(self, node: int) -> bool:
+        return node in self.up
+
+
+def _membership(disks: _Disks, refuse: set[bytes]) -> tuple[object, list[str]]:
+    import random
+
+    from harness.live.membership import LiveMembership
+
+    membership = LiveMembership(size=3, nodes=[1, 2, 3], raft_address=lambda n: f"h{n}:7000",
+                                client_address=lambda n: f"h{n}:6379", leader=lambda: 1,
+                                log=lambda text: None, rng=random.Random(0), disks=disks)
+
+    async def call(command: list[bytes]) -> bool:
+        disks.events.append(" ".join(part.decode() for part in command[:2]))
+        return command[0] not in refuse
+
+    membership._call = call  # type: ignore[method-assign]
+    return membership, disks.events
+
+
+def test_wipe_replace_kills_removes_wipes_and_adds_back_a_follower_under_its_id() -> None:
+    import trio
+
+    disks = _Disks()
+    membership, events = _membership(disks, refuse=set())
+    trio.run(membership._wipe_replace, [1, 2, 3])  # type: ignore[attr-defined]
+    gone = int(events[0].split()[1])
+    assert gone in (2, 3), "the leader (1) is never the one replaced"
+    assert events == [f"kill {gone}", f"RAFT.REMOVE {gone}", f"wipe {gone}", f"start {gone}",
+                      f"RAFT.ADD {gone}"]
+
+
+def test_wipe_replace_keeps_the_disk_of_a_node_it_could_not_remove() -> None:
+    import trio
+
+    disks = _Disks()
+    membership, events = _membership(disks, refuse={b"RAFT.REMOVE"})
+    trio.run(membership._wipe_replace, [1, 2, 3])  # type: ignore[attr-defined]
+    gone = int(events[0].split()[1])
+    assert events == [f"kill {gone}", f"RAFT.REMOVE {gone}", f"start {gone}"]
