@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 import pytest
+import trio
 
 from harness.live import net, netns
 from harness.live.cluster import wait_pids_gone
@@ -166,6 +167,74 @@ def assert_nothing_left_on(hosts: Hosts, results: dict[str, Any]) -> None:
         assert not os.path.exists(host["temporary_dir"]), f"{host} left its directory"
 
 
+def _wait_state(pid: int, state: str, seconds: float = 5.0) -> str:
+    """``pid``'s scheduler state once it is ``state`` (a signal acts when the process next
+    runs), or whatever it is after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            now = stat.read().rsplit(")", 1)[1].split()[0]
+        if now == state or time.monotonic() > deadline:
+            return now
+        time.sleep(0.01)
+
+
+def _connects(namespace: str | None, address: str) -> bool:
+    """Whether a TCP connection from ``namespace`` (None: this one) to sshd at ``address``
+    opens within a short bound (a dropped SYN makes it time out)."""
+    import socket
+
+    sock = netns.socket_inside(namespace) if namespace else socket.socket()
+    with sock:
+        sock.settimeout(0.5)
+        try:
+            sock.connect((address, 22))
+        except OSError:
+            return False
+        return True
+
+
+def test_an_ssh_host_starts_signals_filters_fetches_and_removes_what_it_made(
+    tmp_path: Path,
+) -> None:
+    from harness.live.cluster import child_env, pid_alive
+    from harness.live.ssh import open_ssh_network
+
+    nodes = tmp_path / "nodes"
+    with namespace_hosts(tmp_path) as hosts:
+        options = RunOptions(backend="live", nodes=HOSTS, ssh_hosts=",".join(hosts.addresses),
+                             ssh_key=str(hosts.key), ssh_known_hosts=str(hosts.known_hosts))
+        with open_ssh_network(options, nodes, child_env(), partitions=True) as network:
+            host = network.hosts[1]
+            log = nodes / "node-1.log"
+            paused = host.spawn(["sleep", "60"], log=log, marker="--- start #1", env={})
+            assert pid_alive(paused.pid) and paused.poll() is None
+            paused.send_signal(signal.SIGSTOP)
+            assert _wait_state(paused.pid, "T") == "T"
+            paused.send_signal(signal.SIGKILL)
+            assert paused.wait(timeout=5.0) == -signal.SIGKILL
+            # 2 -> 1 blocked: host 1 drops every packet host 2 sends, and only those (so no
+            # TCP connection between them opens either way, as with netns partitions).
+            trio.run(network.set_blocked, frozenset({(2, 1)}))
+            assert "raft_harness" in _nft_tables(1) and "raft_harness" not in _nft_tables(2)
+            assert not _connects(net.namespace_of(2), hosts.addresses[0])
+            assert _connects(net.namespace_of(3), hosts.addresses[0])
+            assert _connects(net.namespace_of(2), hosts.addresses[2])
+            assert _connects(None, hosts.addresses[0])  # the harness still reaches it
+            trio.run(network.set_blocked, frozenset())
+            assert _connects(net.namespace_of(2), hosts.addresses[0])
+            trio.run(network.set_blocked, frozenset({(3, 1)}))  # left on for the end to remove
+            # Left running for the end to kill.
+            running = host.spawn(["sleep", "60"], log=log, marker="--- start #2", env={})
+            root = host.root
+            assert os.path.isdir(root)
+        assert not pid_alive(running.pid), "the end left a process on the host"
+        assert "raft_harness" not in _nft_tables(1), "the end left the filter table"
+        assert not os.path.exists(root), "the end left the host's temporary directory"
+        assert log.read_text() == "--- start #1\n--- start #2\n"  # fetched back
+
+
+@pytest.mark.slow  # about 45 s on a loaded 2-core machine
 def test_a_live_run_over_ssh_is_valid_under_faults_and_leaves_nothing_on_the_hosts(
     tmp_path: Path,
 ) -> None:
@@ -195,6 +264,7 @@ def test_a_live_run_over_ssh_is_valid_under_faults_and_leaves_nothing_on_the_hos
     assert net.leftovers() == [], "namespaces or links outlived the test"
 
 
+@pytest.mark.slow  # about 45 s on a loaded 2-core machine
 def test_ctrl_c_during_a_run_over_ssh_leaves_nothing_on_the_hosts(tmp_path: Path) -> None:
     with namespace_hosts(tmp_path) as hosts:
         out = tmp_path / "run"
@@ -202,6 +272,7 @@ def test_ctrl_c_during_a_run_over_ssh_leaves_nothing_on_the_hosts(tmp_path: Path
                 str(HOSTS), "--time-limit", "60", "--nemesis", "partition,pause",
                 "--nemesis-interval", "0.5", "--ssh-hosts", ",".join(hosts.addresses),
                 "--ssh-key", str(hosts.key), "--out", str(out), "--no-progress"]
+        before = set(Path("/tmp").glob("raft-harness-ssh-*"))
         harness = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
         try:
             _wait_phase(harness, "workload")
@@ -224,7 +295,8 @@ def test_ctrl_c_during_a_run_over_ssh_leaves_nothing_on_the_hosts(tmp_path: Path
         for node, sshd in enumerate(hosts.sshd, start=1):
             assert _others_inside(node, sshd) == [], f"processes left on host {node}"
             assert "raft_harness" not in _nft_tables(node), f"filter table left on host {node}"
-        assert not list(Path("/tmp").glob("raft-harness-ssh-*")), "temporary directories left"
+        left = set(Path("/tmp").glob("raft-harness-ssh-*")) - before
+        assert not left, f"temporary directories left: {sorted(left)}"
 
 
 def _wait_phase(harness: subprocess.Popen[str], phase: str) -> None:
