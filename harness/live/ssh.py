@@ -58,7 +58,7 @@ import trio
 from harness.live.net import CLIENT_PORT, RAFT_PORT, Link, LiveSetupError
 from harness.live.remote import Completed, HostProcess, signal_name
 from harness.live.shaper import Delay
-from harness.options import RunOptions, ssh_host_list
+from harness.options import SSH_PORT, RunOptions, ssh_host_list
 from raftlib.supervisor import CUT_NOTE, REAP_SECONDS_MAX
 
 with warnings.catch_warnings():
@@ -245,6 +245,14 @@ class SshHost:
         except (OSError, asyncssh.Error) as exc:
             raise SshError(f"--ssh-hosts: cannot reach {where}: {exc}") from None
 
+    def _call(self, awaitable: Awaitable[T], seconds: float, what: str) -> T:
+        """``awaitable`` run on the SSH loop; a lost connection or a refused channel is an
+        ``SshError`` naming the host and what was asked."""
+        try:
+            return self._loop.call(awaitable, seconds, f"--ssh-hosts: {self.name}: {what}")
+        except (OSError, asyncssh.Error) as exc:
+            raise SshError(f"--ssh-hosts: {self.name}: {what}: {exc}") from None
+
     def _connection(self) -> asyncssh.SSHClientConnection:
         if self._conn is None:
             raise SshError(f"--ssh-hosts: {self.name}: not connected")
@@ -267,9 +275,9 @@ class SshHost:
         if made.returncode != 0 or not made.stdout.strip():
             raise SshError(f"--ssh-hosts: {self.name}: mktemp failed: {made.stderr.strip()}")
         self.root = made.stdout.strip()
-        self._forward = self._loop.call(
+        self._forward = self._call(
             self._connection().forward_local_port("127.0.0.1", 0, "127.0.0.1", CLIENT_PORT),
-            COMMAND_SECONDS_MAX, f"--ssh-hosts: {self.name}: forwarding the client port")
+            COMMAND_SECONDS_MAX, "forwarding the client port")
         self.client_port = self._forward.get_port()
 
     # --- the Host interface -------------------------------------------------------------------
@@ -280,17 +288,16 @@ class SshHost:
 
     def run(self, argv: Sequence[str], stdin: str = "") -> Completed:
         command = shlex.join(argv)
-        done = self._loop.call(self._connection().run(command, input=stdin or None,
-                                                      check=False),
-                               COMMAND_SECONDS_MAX, f"--ssh-hosts: {self.name}: {command}")
+        done = self._call(self._connection().run(command, input=stdin or None, check=False),
+                          COMMAND_SECONDS_MAX, command)
         return Completed(LOST_STATUS if done.returncode is None else done.returncode,
                          str(done.stdout or ""), str(done.stderr or ""))
 
     def spawn(self, argv: Sequence[str], *, log: Path, marker: str,
               env: Mapping[str, str]) -> HostProcess:
         command = spawn_command(argv, log=self.path(log), marker=marker, env=env)
-        proc = self._loop.call(self._spawn(command, argv), SPAWN_SECONDS_MAX,
-                               f"--ssh-hosts: {self.name}: starting {argv[0]}")
+        proc = self._call(self._spawn(command, argv), SPAWN_SECONDS_MAX,
+                          f"starting {argv[0]}")
         self.processes.append(proc)
         return proc
 
@@ -320,8 +327,7 @@ class SshHost:
         return self.run(["kill", "-s", signal_name(sig), str(pid)]).returncode == 0
 
     def fetch(self, remote: str, local: Path) -> None:
-        self._loop.call(self._fetch(remote, local), FETCH_SECONDS_MAX,
-                        f"--ssh-hosts: {self.name}: fetching {remote}")
+        self._call(self._fetch(remote, local), FETCH_SECONDS_MAX, f"fetching {remote}")
 
     async def _fetch(self, remote: str, local: Path) -> None:
         async with self._connection().start_sftp_client() as sftp:
@@ -466,7 +472,7 @@ def _fetch_node_files(host: SshHost, node: int, nodes_dir: Path) -> list[str]:
     for name in (f"node-{node}.log", f"node-{node}"):
         try:
             host.fetch(host.path(nodes_dir / name), nodes_dir / name)
-        except (SshError, OSError, asyncssh.Error) as exc:
+        except (SshError, OSError) as exc:
             failed.append(f"{name} from {host.name} ({exc})")
     try:
         listing = host.run(["ls", "-lR", "--", host.path(nodes_dir / f"node-{node}")])
@@ -508,15 +514,14 @@ def open_ssh_network(options: RunOptions, nodes_dir: Path, env: Mapping[str, str
     python = options.ssh_python or sys.executable
     with _ssh_lock():
         loop = _LoopThread()
-        hosts = {node: SshHost(loop, f"{host}:{port}" if port != 22 else host,
-                               _resolve(host, host), port, options, python)
-                 for node, (host, port) in enumerate(entries, start=1)}
-        network = SshNetwork(hosts, options)
+        hosts: dict[int, SshHost] = {}
         try:
-            for host in hosts.values():
-                host.connect()
-                host.prepare(env, partitions)
-            yield network
+            for node, (name, port) in enumerate(entries, start=1):
+                hosts[node] = SshHost(loop, f"{name}:{port}" if port != SSH_PORT else name,
+                                      _resolve(name, name), port, options, python)
+                hosts[node].connect()
+                hosts[node].prepare(env, partitions)
+            yield SshNetwork(hosts, options)
         finally:
             left = _teardown(hosts, nodes_dir)
             loop.close()

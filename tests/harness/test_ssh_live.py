@@ -59,6 +59,7 @@ class Hosts:
 
 
 def _keys(directory: Path) -> Any:
+    directory.mkdir(exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # asyncssh's DSA import
         import asyncssh
@@ -198,12 +199,30 @@ def test_an_ssh_host_starts_signals_filters_fetches_and_removes_what_it_made(
     tmp_path: Path,
 ) -> None:
     from harness.live.cluster import child_env, pid_alive
-    from harness.live.ssh import open_ssh_network
+    from harness.live.ssh import SshError, open_ssh_network
 
     nodes = tmp_path / "nodes"
     with namespace_hosts(tmp_path) as hosts:
         options = RunOptions(backend="live", nodes=HOSTS, ssh_hosts=",".join(hosts.addresses),
                              ssh_key=str(hosts.key), ssh_known_hosts=str(hosts.known_hosts))
+        # Wrong key, wrong host key, nobody listening: one line naming the option.
+        other = tmp_path / "other"
+        _keys(other)  # a key pair the hosts do not know
+        wrong_known = tmp_path / "wrong_known_hosts"
+        wrong_known.write_text("".join(f"{a} {(other / 'authorized_keys').read_text()}"
+                                       for a in hosts.addresses))
+        refusals = [
+            (attrs.evolve(options, ssh_key=str(other / "client_key")),
+             "--ssh-key: 10.77.0.1 (10.77.0.1:22) refused"),
+            (attrs.evolve(options, ssh_known_hosts=str(wrong_known)), "--ssh-known-hosts: "),
+            (attrs.evolve(options, ssh_hosts="10.77.0.1,10.77.0.2,10.77.0.3:2222"),
+             "--ssh-hosts: cannot reach 10.77.0.3:2222"),
+        ]
+        for wrong, needle in refusals:
+            with pytest.raises(SshError) as caught, \
+                    open_ssh_network(wrong, nodes, child_env(), partitions=True):
+                pass
+            assert str(caught.value).startswith(needle) and "\n" not in str(caught.value)
         with open_ssh_network(options, nodes, child_env(), partitions=True) as network:
             host = network.hosts[1]
             log = nodes / "node-1.log"
