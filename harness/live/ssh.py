@@ -86,6 +86,8 @@ LOST_STATUS = 255
 # Variables of the nodes' environment passed to the remote command (the rest of this
 # machine's environment means nothing there).
 ENV_FORWARDED = ("PYTHONPATH",)
+# Ends the input of a command run by a host's control shell.
+HEREDOC_END = "RAFT_HARNESS_INPUT_END"
 # Spawning a node fails with this status when its log cannot be written.
 LOG_FAILED_STATUS = 97
 
@@ -222,6 +224,11 @@ class SshHost:
         self.client_port = 0  # this machine's end of the forward to its client port
         self._conn: asyncssh.SSHClientConnection | None = None
         self._forward: asyncssh.SSHListener | None = None
+        # The control shell (``run``), one command at a time, and the line that ends an
+        # answer (random: no command's output is mistaken for it).
+        self._shell: asyncssh.SSHClientProcess[str] | None = None
+        self._shell_lock = asyncio.Lock()
+        self._end_marker = f"raft-harness-done-{random.getrandbits(64):016x}"
 
     # --- connecting ---------------------------------------------------------------------------
 
@@ -264,7 +271,7 @@ class SshHost:
         settings = [f"{n}={env[n]}" for n in ENV_FORWARDED if env.get(n)]
         found = self.run(["env", *settings, self.python, "-c", "import raftlib"])
         if found.returncode != 0:
-            said = (found.stderr.strip().splitlines() or ["no output"])[-1]
+            said = (found.stdout.strip().splitlines() or ["no output"])[-1]
             raise SshError(f"--ssh-python: {self.name} cannot run raftlib with {self.python} "
                            f"({said}); raftlib must be at the same path on every host, or "
                            "give --ssh-python")
@@ -273,7 +280,7 @@ class SshHost:
                            "(Debian: apt-get install nftables)")
         made = self.run(["mktemp", "-d", f"/tmp/{TEMP_PREFIX}XXXXXXXX"])
         if made.returncode != 0 or not made.stdout.strip():
-            raise SshError(f"--ssh-hosts: {self.name}: mktemp failed: {made.stderr.strip()}")
+            raise SshError(f"--ssh-hosts: {self.name}: mktemp failed: {made.stdout.strip()}")
         self.root = made.stdout.strip()
         self._forward = self._call(
             self._connection().forward_local_port("127.0.0.1", 0, "127.0.0.1", CLIENT_PORT),
@@ -287,11 +294,45 @@ class SshHost:
         return f"{self.root}/{local.name}"
 
     def run(self, argv: Sequence[str], stdin: str = "") -> Completed:
+        """``argv`` run by the host's control shell; its stdout and stderr together are
+        ``stdout`` (a shell already running answers in milliseconds, where a new SSH session
+        per command takes tens to hundreds: signals and filters are on a fault's clock)."""
         command = shlex.join(argv)
-        done = self._call(self._connection().run(command, input=stdin or None, check=False),
-                          COMMAND_SECONDS_MAX, command)
-        return Completed(LOST_STATUS if done.returncode is None else done.returncode,
-                         str(done.stdout or ""), str(done.stderr or ""))
+        return self._call(self._control(command, stdin), COMMAND_SECONDS_MAX, command)
+
+    async def _control(self, command: str, stdin: str) -> Completed:
+        async with self._shell_lock:
+            if self._shell is None:
+                self._shell = await self._connection().create_process(
+                    "sh", stderr=asyncssh.STDOUT)
+            shell = self._shell
+            if stdin:
+                assert HEREDOC_END not in stdin.splitlines(), "the input would end the heredoc"
+                command += f" <<'{HEREDOC_END}'\n{stdin.rstrip(chr(10))}\n{HEREDOC_END}"
+            else:
+                command += " < /dev/null"  # the shell's own input is the next command
+            try:
+                # The end marker on a line of its own (after output without a final newline
+                # too), with the command's status.
+                shell.stdin.write(f"{{ {command}\n}} 2>&1; printf '\\n%s %d\\n' "
+                                  f"{self._end_marker} \"$?\"\n")
+                lines = []
+                while True:
+                    line = str(await shell.stdout.readline())
+                    if not line:
+                        raise SshError(f"--ssh-hosts: {self.name}: the control shell exited")
+                    if line.startswith(f"{self._end_marker} "):
+                        status = int(line.split()[1])
+                        break
+                    lines.append(line)
+            except BaseException:
+                # Cut short (a timeout, a lost connection): its state is unknown, so the next
+                # command gets a new shell.
+                self._shell = None
+                shell.close()
+                raise
+        output = "".join(lines)
+        return Completed(status, output[:-1] if output.endswith("\n") else output, "")
 
     def spawn(self, argv: Sequence[str], *, log: Path, marker: str,
               env: Mapping[str, str]) -> HostProcess:
@@ -340,7 +381,7 @@ class SshHost:
         self.filtered = True
         done = self.run(["nft", "-f", "-"], stdin=filter_script(sources))
         if done.returncode != 0:
-            raise SshError(f"--ssh-hosts: {self.name}: nft failed: {done.stderr.strip()}")
+            raise SshError(f"--ssh-hosts: {self.name}: nft failed: {done.stdout.strip()}")
         if not sources:
             tables = self.run(["nft", "list", "tables"]).stdout
             assert NFT_TABLE not in tables, f"{self.name}: the filter table survived the heal"
@@ -377,7 +418,7 @@ class SshHost:
         if self.root:
             done = self.run(["rm", "-rf", "--", self.root])
             if done.returncode != 0:
-                left.append(f"{self.root} on {self.name} ({done.stderr.strip()})")
+                left.append(f"{self.root} on {self.name} ({done.stdout.strip()})")
         return left
 
     def close(self) -> None:
@@ -476,7 +517,7 @@ def _fetch_node_files(host: SshHost, node: int, nodes_dir: Path) -> list[str]:
             failed.append(f"{name} from {host.name} ({exc})")
     try:
         listing = host.run(["ls", "-lR", "--", host.path(nodes_dir / f"node-{node}")])
-        (nodes_dir / f"node-{node}.files.txt").write_text(listing.stdout + listing.stderr,
+        (nodes_dir / f"node-{node}.files.txt").write_text(listing.stdout + "\n",
                                                           encoding="utf-8")
     except (SshError, OSError) as exc:
         failed.append(f"listing of node-{node} from {host.name} ({exc})")
