@@ -215,8 +215,8 @@ def test_an_ssh_host_starts_signals_filters_fetches_and_removes_what_it_made(
             (attrs.evolve(options, ssh_key=str(other / "client_key")),
              "--ssh-key: 10.77.0.1 (10.77.0.1:22) refused"),
             (attrs.evolve(options, ssh_known_hosts=str(wrong_known)), "--ssh-known-hosts: "),
-            (attrs.evolve(options, ssh_hosts="10.77.0.1,10.77.0.2,10.77.0.3:2222"),
-             "--ssh-hosts: cannot reach 10.77.0.3:2222"),
+            (attrs.evolve(options, ssh_hosts="10.77.0.1:2222,10.77.0.2,10.77.0.3"),
+             "--ssh-hosts: cannot reach 10.77.0.1:2222"),
         ]
         for wrong, needle in refusals:
             with pytest.raises(SshError) as caught, \
