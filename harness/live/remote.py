@@ -201,7 +201,9 @@ class HostSupervisor(Supervisor):
         on_spawn: Callable[[int], None],
     ) -> None:
         super().__init__(root, nodes, command, env=env, on_event=on_event, on_spawn=on_spawn)
+        # Its own references, not the parent's private ones.
         self.hosts = hosts
+        self._node_command = command
         self._spawn_env = dict(env)
         self._tell_spawn = on_spawn
         self._tell_event = on_event
@@ -213,7 +215,7 @@ class HostSupervisor(Supervisor):
             return member.proc.pid
         host = self.hosts[node]
         marker = f"--- supervisor: start #{member.starts + 1} of node {node}"
-        proc = host.spawn(list(self._command(node)), log=self.log_path(node), marker=marker,
+        proc = host.spawn(list(self._node_command(node)), log=self.log_path(node), marker=marker,
                           env=self._spawn_env)
         # The supervisor uses only the part of Popen that HostProcess offers.
         member.proc = cast("subprocess.Popen[bytes]", proc)

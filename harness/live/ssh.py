@@ -40,6 +40,7 @@ import errno
 import fcntl
 import os
 import random
+import secrets
 import shlex
 import signal
 import socket
@@ -228,7 +229,7 @@ class SshHost:
         # answer (random: no command's output is mistaken for it).
         self._shell: asyncssh.SSHClientProcess[str] | None = None
         self._shell_lock = asyncio.Lock()
-        self._end_marker = f"raft-harness-done-{random.getrandbits(64):016x}"
+        self._end_marker = f"raft-harness-done-{secrets.token_hex(8)}"
 
     # --- connecting ---------------------------------------------------------------------------
 
