@@ -11,6 +11,7 @@ naming the option, as the CLI prints it.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -181,6 +182,59 @@ def _flag_value(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise OptionsError(f"{_flag(attribute.name)}: must be true or false, got {value!r}")
 
 
+_SSH_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
+SSH_PORT = 22
+
+
+def ssh_host_list(text: str) -> list[tuple[str, int]]:
+    """``h1,h2:2222`` -> ``[("h1", 22), ("h2", 2222)]`` (``--ssh-hosts``; IPv4 or names)."""
+    entries = [part.strip() for part in text.split(",")]
+    hosts: list[tuple[str, int]] = []
+    for entry in entries:
+        host, colon, port_text = entry.partition(":")
+        if not host or not set(host) <= _SSH_HOST_CHARS:
+            raise OptionsError(f"--ssh-hosts: bad host {entry!r} in {text!r} (expected "
+                               "HOST[:PORT],... with one host per node)")
+        port = SSH_PORT
+        if colon:
+            if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+                raise OptionsError(f"--ssh-hosts: bad port in {entry!r} (expected 1..65535)")
+            port = int(port_text)
+        if (host, port) in hosts:
+            raise OptionsError(f"--ssh-hosts: {entry!r} is listed twice (one node per host)")
+        hosts.append((host, port))
+    return hosts
+
+
+def _text(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str):
+        raise OptionsError(f"{_flag(attribute.name)}: must be text, got {value!r}")
+
+
+def _check_ssh(options: RunOptions) -> None:
+    """The --ssh-* options together: hosts for a live run, one per node, with a key file."""
+    if not options.ssh_hosts:
+        for name in ("ssh_user", "ssh_key", "ssh_known_hosts", "ssh_python"):
+            if getattr(options, name):
+                raise OptionsError(f"{_flag(name)}: needs --ssh-hosts")
+        return
+    if options.backend != "live":
+        raise OptionsError("--ssh-hosts: nodes on other hosts need --backend live")
+    hosts = ssh_host_list(options.ssh_hosts)
+    if len(hosts) != options.nodes:
+        raise OptionsError(f"--ssh-hosts: {len(hosts)} hosts for --nodes {options.nodes} "
+                           "(one node per host)")
+    if any(c.isspace() or c in "@:" for c in options.ssh_user):
+        raise OptionsError(f"--ssh-user: bad user name {options.ssh_user!r}")
+    if not options.ssh_key:
+        raise OptionsError("--ssh-key: required with --ssh-hosts (the private key file to "
+                           "log in with)")
+    for name in ("ssh_key", "ssh_known_hosts"):
+        path = getattr(options, name)
+        if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+            raise OptionsError(f"{_flag(name)}: {path!r} is not a readable file")
+
+
 def option(default: Any, help: str, *, validator: Any = None, converter: Any = None,
            argv: str = ALWAYS) -> Any:
     """One run option: its default, validator, help text (the CLI flag's) and argv rule."""
@@ -253,6 +307,20 @@ class RunOptions:
     swarm: bool = option(False, "each seed draws its own nodes, workload, clients, rate, "
                          "faults, core and snapshot settings (sim only); an option given "
                          "explicitly pins that setting", validator=_flag_value, argv=IF_SET)
+    # Nodes on other hosts, reached over SSH (live only, harness.live.ssh): node N on the N-th
+    # host; the key, user, host-key file and remote interpreter to use there.
+    ssh_hosts: str = option("", "run the live nodes on these hosts over SSH, one per node: "
+                            "HOST[:PORT],... ('': on this machine)", validator=_text,
+                            argv=IF_SET)
+    ssh_user: str = option("", "user to log in as on the --ssh-hosts ('': root)",
+                           validator=_text, argv=IF_SET)
+    ssh_key: str = option("", "private key file to log in to the --ssh-hosts with",
+                          validator=_text, argv=IF_SET)
+    ssh_known_hosts: str = option("", "known_hosts file the --ssh-hosts' keys must match "
+                                  "('': host keys are not checked)", validator=_text,
+                                  argv=IF_SET)
+    ssh_python: str = option("", "python on the --ssh-hosts (default: this harness's own, "
+                             "at the same path on every host)", validator=_text, argv=IF_SET)
     _pre_vote: bool | None = _legacy("pre_vote")
     _check_quorum: bool | None = _legacy("check_quorum")
     _append_entries_max: int | None = _legacy("append_entries_max")
@@ -264,6 +332,7 @@ class RunOptions:
             object.__setattr__(self, "core", _core({**self.core, **legacy}))
             for field in _LEGACY_FIELDS:
                 object.__setattr__(self, field.name, None)
+        _check_ssh(self)
         if self.backend != "sim" and self.core:
             raise OptionsError(f"{_flag(next(iter(self.core)))}: core settings apply to the "
                                "simulated cluster; they need --backend sim")

@@ -5,13 +5,15 @@ harness.live.nsexec rh-nN``, and by harness wrappers: ``harness.live.clocked`` f
 faults, ``harness.zoo.live`` for a zoo bug, ``harness.live.lazyfs`` for disk faults) with its
 data directory ``DIR/nodes/node-N`` and its output appended to ``DIR/nodes/node-N.log`` across
 restarts. The processes themselves are kept by ``raftlib.supervisor.Supervisor`` (the one
-process supervisor of local clusters); this module adds what a live run needs on top: the
-command of each node (network wrapper, harness wrappers, seed per start), clock control,
-crashes of several kinds (process crash, power loss, torn power loss: signals the lazyfs
-wrapper acts on) and starts of a node expected to exit (on a damaged data directory).
-Events go to ``log(node, text)`` in the report's node-line vocabulary (``start``, ``crash``,
-``pause``, ``resume``). The supervisor remembers every exit it caused; any other exit is a
-crash of the system under test and is reported (``unexpected_exits``).
+process supervisor of local clusters), which starts each through the node's host
+(``harness.live.remote``: this machine, or another one reached over SSH); this module adds
+what a live run needs on top: the command of each node (network wrapper, harness wrappers,
+seed per start), clock control, crashes of several kinds (process crash, power loss, torn
+power loss: signals the lazyfs wrapper acts on) and starts of a node expected to exit (on a
+damaged data directory). Events go to ``log(node, text)`` in the report's node-line
+vocabulary (``start``, ``crash``, ``pause``, ``resume``). The supervisor remembers every exit
+it caused; any other exit is a crash of the system under test and is reported
+(``unexpected_exits``).
 """
 
 from __future__ import annotations
@@ -33,12 +35,12 @@ import raftlib
 from harness.live import lazyfs, scrape
 from harness.live.clocked import ClockControl, write_control
 from harness.live.net import LiveNetwork
+from harness.live.remote import HostSupervisor, hosts_of
 from raftlib.supervisor import (
     POLL_SECONDS,
     REAP_SECONDS_MAX,
     STOP_SECONDS_MAX,
     NodeProcess,
-    Supervisor,
     serve_argv,
 )
 
@@ -70,11 +72,11 @@ def serve_flags() -> tuple[str, ...]:
     network is private to this machine, and TLS is not what this harness tests)."""
     done = subprocess.run([sys.executable, "-m", "raftlib.cli", "serve", "--help"],
                           capture_output=True, text=True, timeout=HELP_SECONDS_MAX, check=False,
-                          env=_child_env())
+                          env=child_env())
     return ("--insecure",) if "--insecure" in done.stdout else ()
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     env = dict(os.environ)
     root = str(Path(raftlib.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -111,8 +113,12 @@ class LiveCluster:
         self.run_dir = run_dir
         self.seed = seed
         self._log = log
-        self.supervisor = Supervisor(run_dir / "nodes", range(1, nodes + spares + 1), self._argv,
-                                     env=_child_env(), on_event=log, on_spawn=on_spawn)
+        ids = range(1, nodes + spares + 1)
+        # The machine of each node (harness.live.remote): this one unless the network has
+        # hosts of its own (nodes reached over SSH).
+        self.hosts = hosts_of(network, ids)
+        self.supervisor = HostSupervisor(self.hosts, run_dir / "nodes", ids, self._argv,
+                                         env=child_env(), on_event=log, on_spawn=on_spawn)
         self.members = self.supervisor.members
         # (node, exit status, what the harness had done to it) of exits it did not cause
         self.unexpected_exits = self.supervisor.unexpected_exits
@@ -158,13 +164,15 @@ class LiveCluster:
         member = self.members[node]
         # Harness-owned wrappers, each running the next module as __main__; clocked first,
         # so that it replaces time.time before anything imports raftlib.
+        host = self.hosts[node]
         chain = [
-            *(["harness.live.clocked", str(self.clock_control(node))] if self.clocked else []),
+            *(["harness.live.clocked", host.path(self.clock_control(node))]
+              if self.clocked else []),
             *(["harness.zoo.live", self.bug] if self.bug else []),
             *(["harness.live.lazyfs", "--sync-ms", repr(SYNC_MS)] if self.lazy_disk else []),
             "raftlib.cli",
         ]
-        program = [sys.executable, "-m", *chain]
+        program = [host.python, "-m", *chain]
         host_ports = self.network.peers_for(node)
         # A founder knows the founders (its voters); a spare knows them and itself, and joins.
         known = self.founders | {node}
@@ -173,7 +181,7 @@ class LiveCluster:
             node,
             program=program,
             peers={n: f"{host}:{port}" for n, (host, port) in host_ports.items() if n in known},
-            data=self.data_dir(node),
+            data=Path(host.path(self.data_dir(node))),
             client_port=self.network.client_port(node),
             client_peers={n: self.network.client_address(n) for n in self.members if n in known},
             tick_ms=TICK_MS,

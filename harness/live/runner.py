@@ -20,6 +20,7 @@ namespace, link or filter rule outlives the run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
@@ -42,12 +43,13 @@ from harness.live import filefaults, loss
 from harness.live import ledger as ledger_module
 from harness.live.checks import Liveness
 from harness.live.clients import LiveClient, run_worker
-from harness.live.cluster import LiveCluster, serve_flags
+from harness.live.cluster import LiveCluster, child_env, serve_flags
 from harness.live.ledger import Ledger
 from harness.live.membership import LiveMembership
 from harness.live.monitor import Monitor
 from harness.live.nemesis import LIVE_NEMESES, REFUSED, LiveNemesis
 from harness.live.net import LiveNetwork, LiveSetupError, open_network, planned_method
+from harness.live.remote import SSH_NEMESES, SSH_REFUSED
 from harness.nemesis import SPARE_NODES, Schedule, generate
 from harness.options import (
     NEMESIS_KINDS,
@@ -69,8 +71,11 @@ CATCH_UP_POLL_SECONDS = 0.1
 PROGRESS_SECONDS = 0.5
 
 
-def supported_nemeses() -> tuple[str, ...]:
-    """The fault kinds a live run on this machine can inject (with namespaces or without)."""
+def supported_nemeses(options: RunOptions | None = None) -> tuple[str, ...]:
+    """The fault kinds a live run on this machine can inject (with namespaces or without, or
+    on the hosts of ``--ssh-hosts``)."""
+    if options is not None and options.ssh_hosts:
+        return SSH_NEMESES
     method, _ = planned_method()
     kinds = LIVE_NEMESES[method]
     if loss.unavailable_reason() is not None:
@@ -82,16 +87,16 @@ def narrow_all(options: RunOptions) -> RunOptions:
     """``--nemesis all`` on the live backend: every kind it can inject here, not an error."""
     if tuple(options.nemesis) != NEMESIS_KINDS:
         return options
-    return attrs.evolve(options, nemesis=supported_nemeses())
+    return attrs.evolve(options, nemesis=supported_nemeses(options))
 
 
 def validate(options: RunOptions, schedule: Schedule | None = None) -> None:
     """Refuse, with one line, what the live backend cannot do (before anything starts)."""
     kinds = list(options.nemesis) + (schedule.kinds() if schedule is not None else [])
-    supported = supported_nemeses()
+    supported = supported_nemeses(options)
     for kind in kinds:
         if kind not in supported:
-            why = REFUSED.get(kind, "unknown kind")
+            why = SSH_REFUSED if options.ssh_hosts else REFUSED.get(kind, "unknown kind")
             if kind == "loss" and loss.unavailable_reason() is not None:
                 why = str(loss.unavailable_reason())
             raise OptionsError(f"--nemesis: {kind!r} is not supported by the live backend: "
@@ -433,8 +438,7 @@ def _run_live(
     events: list[str] = []
     kinds = set(options.nemesis) | set(schedule.kinds())
     spares = SPARE_NODES if "member" in kinds else 0
-    with open_network(options.nodes + spares, relay_peers="delay" in kinds,
-                      seed=options.seed) as network:
+    with _open_network(options, run_dir, spares, kinds) as network:
         cleaned += getattr(network, "removed_leftovers", [])
         if cleaned:
             print(f"live: removed what an earlier, killed run left: {', '.join(cleaned)}",
@@ -456,6 +460,17 @@ def _run_live(
     phase[0] = "checking"
     return _finish(options, schedule, run_dir, out_dir, cluster, outcome, network_info,
                    time.monotonic() - started, command, progress)
+
+
+def _open_network(options: RunOptions, run_dir: Path, spares: int,
+                  kinds: set[str]) -> contextlib.AbstractContextManager[LiveNetwork]:
+    if options.ssh_hosts:
+        # Imported here: asyncssh is needed only for runs on other hosts.
+        from harness.live.ssh import open_ssh_network
+
+        return open_ssh_network(options, run_dir / "nodes", child_env(),
+                                partitions="partition" in kinds)
+    return open_network(options.nodes + spares, relay_peers="delay" in kinds, seed=options.seed)
 
 
 def _is_interrupt(exc: BaseException) -> bool:
@@ -582,7 +597,7 @@ def _finish(
     }
     live_info = {
         **network_info,
-        "nemeses_supported": list(supported_nemeses()),
+        "nemeses_supported": list(supported_nemeses(options)),
         "clock_model": "clock faults change the rate of each node's Trio clock (ticks, "
                        "timeouts, leases) and bump or strobe its wall clock (time.time, the "
                        "leader time stamped into writes for session expiry) through "
