@@ -44,7 +44,7 @@ from harness.sim.params import SimParams
 from raftlib.core.config import CoreConfig
 from raftlib.core.membership import Change
 from raftlib.core.raft import RaftCore
-from raftlib.core.types import Anomaly, Entry, Message, NodeId, Role
+from raftlib.core.types import Anomaly, AppendEntriesResponse, Entry, Message, NodeId, Role
 from raftlib.driver import Driver, DriverHooks, PersistJob, recover
 from raftlib.errors import Diverged, NotLeader, ProposalDropped, ProposalQueueFull
 from raftlib.invariants import Observer
@@ -375,6 +375,13 @@ class SimNode:
         driver = self.driver
         assert driver is not None
         driver.step(msgs)
+        for msg in msgs:
+            if type(msg) is not AppendEntriesResponse:
+                # It asks for an answer (or brings news): pump without asking the driver
+                # first (asking would almost always say yes).
+                self._schedule_pump()
+                return
+        # Acknowledgements alone: a leader mostly has nothing to send for them.
         self._pump_soon(driver)
 
     def request(self, request: ClientRequest) -> None:

@@ -50,4 +50,4 @@ def test_a_pump_left_out_because_the_driver_had_no_work_would_have_done_nothing(
                                   nemesis_interval=0.5))
     assert outcome.history.counts["ok"] > 10
     # Both answers were put to the test, the "no work" one many times.
-    assert answers[True] > 100 and answers[False] > 200, answers
+    assert answers[True] > 30 and answers[False] > 200, answers
