@@ -301,9 +301,11 @@ class Driver:
     def step(self, messages: Sequence[Message]) -> None:
         step = self.core.step
         for msg in messages:
-            if isinstance(msg, SnapshotChunk):
+            # ``type(...) is``: message types are final (msgspec structs), and this runs for
+            # every message a node receives.
+            if type(msg) is SnapshotChunk:
                 self._on_chunk(msg)
-            elif isinstance(msg, SnapshotChunkAck):
+            elif type(msg) is SnapshotChunkAck:
                 self._on_chunk_ack(msg)
             else:
                 step(msg)
@@ -362,6 +364,18 @@ class Driver:
         self.reads.pop(request_id, None)
 
     # --- output ------------------------------------------------------------------------------
+
+    def has_work(self) -> bool:
+        """Whether ``pump`` would do anything now: a pure query (``RaftCore.has_ready`` is
+        one), so a caller that pumps after its inputs may leave out a pump that would find
+        nothing. True while a job persists: pump then takes the appends owed, which this does
+        not look into."""
+        if self.persisting is not None or self._pending is not None:
+            return True
+        deferred = self._deferred_hard_state
+        if deferred is not None and self._deferred_ticks >= DEFERRED_COMMIT_TICKS_MAX:
+            return True
+        return self.core.has_ready()
 
     def pump(self) -> PersistJob | None:
         """Hand the core's output to the network and the state machine; return a job for the
@@ -502,11 +516,11 @@ class Driver:
         counters = self.counters
         snapshots = False
         for m in messages:
-            if isinstance(m, AppendEntries):
+            if type(m) is AppendEntries:
                 if m.entries:
                     counters["append_messages_sent"] += 1
                     counters["append_entries_sent"] += len(m.entries)
-            elif isinstance(m, InstallSnapshot):
+            elif type(m) is InstallSnapshot:
                 snapshots = True
         if snapshots:
             # The core names the snapshot; its bytes go as chunks (raftlib.snapshots).

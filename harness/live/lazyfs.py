@@ -234,6 +234,9 @@ class LazyFS:
     def lock(self, fd: int) -> None:
         self._inner.lock(fd)
 
+    def pid(self) -> int:
+        return self._inner.pid()
+
     # --- the model ------------------------------------------------------------------------
 
     def _key_of(self, fd: int) -> FileKey:

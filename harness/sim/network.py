@@ -77,11 +77,21 @@ class SimNetwork:
         self._client_jitter_us = client_jitter_us
         self.receivers: dict[NodeId, Receiver] = {}
         self.blocked: frozenset[tuple[NodeId, NodeId]] = frozenset()
-        self.faults = NO_FAULTS
+        self._faults = NO_FAULTS
+        self._per_message = False  # self._faults.per_message(), asked once per send
         self.counters = dict.fromkeys(COUNTERS, 0)
         # Sees every batch a node sends, before it travels (a trigger nemesis sets it); when it
         # returns False the sender died before the batch left, and nothing is sent.
         self.on_send: Callable[[NodeId, Sequence[Message]], bool] | None = None
+
+    @property
+    def faults(self) -> LinkFaults:
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: LinkFaults) -> None:
+        self._faults = faults
+        self._per_message = faults.per_message()
 
     # --- node to node ---------------------------------------------------------------------
 
@@ -91,12 +101,24 @@ class SimNetwork:
         if self.on_send is not None and not self.on_send(src, messages):
             counters["dropped_down"] += len(messages)
             return
-        if self.faults.per_message():
+        if self._per_message:
             for msg in messages:
                 if (src, msg.dst) in self.blocked:
                     counters["dropped_partition"] += 1
                 else:
                     self._send_faulty(src, msg.dst, msg)
+            return
+        blocked = self.blocked
+        after = self._loop.after
+        deliver = self._deliver
+        if len(messages) == 1:
+            # The common case (an acknowledgement, a vote): no grouping to do.
+            msg = messages[0]
+            dst = msg.dst
+            if blocked and (src, dst) in blocked:
+                counters["dropped_partition"] += 1
+            else:
+                after(self._delay(), deliver, (src, dst, [msg]))
             return
         # One batch per destination, in send order (most Readies address each peer once).
         by_dst: dict[NodeId, list[Message]] = {}
@@ -106,16 +128,16 @@ class SimNetwork:
                 by_dst[msg.dst] = [msg]
             else:
                 batch.append(msg)
-        blocked = self.blocked
-        after = self._loop.after
         for dst, batch in by_dst.items():
             if blocked and (src, dst) in blocked:
                 counters["dropped_partition"] += len(batch)
             else:
-                after(self._delay(), self._deliver, (src, dst, batch))
+                after(self._delay(), deliver, (src, dst, batch))
 
     def _delay(self) -> int:
-        faults = self.faults
+        faults = self._faults
+        if faults is NO_FAULTS:
+            return self._delay_us + int(self._rng.random() * (self._jitter_us + 1))
         if faults.extra_delay_us or faults.extra_jitter_us:
             self.counters["delayed"] += 1
         jitter = self._jitter_us + faults.extra_jitter_us
@@ -123,7 +145,7 @@ class SimNetwork:
 
     def _send_faulty(self, src: NodeId, dst: NodeId, msg: Message) -> None:
         rng = self._rng
-        faults = self.faults
+        faults = self._faults
         if rng.random() < faults.loss_probability:
             self.counters["dropped_loss"] += 1
             return
@@ -140,7 +162,8 @@ class SimNetwork:
 
     def _deliver(self, item: tuple[NodeId, NodeId, list[Message]]) -> None:
         src, dst, batch = item
-        if (src, dst) in self.blocked:
+        blocked = self.blocked
+        if blocked and (src, dst) in blocked:
             self.counters["dropped_partition"] += len(batch)
             return
         self.counters["delivered"] += len(batch)

@@ -44,7 +44,7 @@ from harness.sim.params import SimParams
 from raftlib.core.config import CoreConfig
 from raftlib.core.membership import Change
 from raftlib.core.raft import RaftCore
-from raftlib.core.types import Anomaly, Entry, Message, NodeId, Role
+from raftlib.core.types import Anomaly, AppendEntriesResponse, Entry, Message, NodeId, Role
 from raftlib.driver import Driver, DriverHooks, PersistJob, recover
 from raftlib.errors import Diverged, NotLeader, ProposalDropped, ProposalQueueFull
 from raftlib.invariants import Observer
@@ -206,10 +206,15 @@ class SimNode:
         self.core: RaftCore | None = None
         self.driver: Driver | None = None
         self.sm = KvStateMachine()
+        self._clock_rate = 1.0
+        self._tick_interval_us = 1  # between ticks, in simulated microseconds (set just below)
         self.clock_rate = 1.0
         self._deferred: PersistJob | None = None  # an fsync that completed while paused
         self._inbox: deque[tuple[int, Any]] = deque()
         self._pump_scheduled = False
+        # (time, place, incarnation): the place in the event order held for a pump that the
+        # driver had no work for (``_pump_soon``).
+        self._pump_place: tuple[int, int, int] | None = None
         self.crashes = 0
         self.ticks = 0
         self.inbox_dropped = 0
@@ -223,6 +228,16 @@ class SimNode:
         # Set when the membership nemesis wiped its disk and removed it for good: it stays
         # down (its id is never reused, as an operator must not reuse it).
         self.retired = False
+
+    @property
+    def clock_rate(self) -> float:
+        """How fast this node's clock runs against real time (the clock nemesis skews it)."""
+        return self._clock_rate
+
+    @clock_rate.setter
+    def clock_rate(self, rate: float) -> None:
+        self._clock_rate = rate
+        self._tick_interval_us = max(1, round(self._params.tick_us / rate))
 
     @property
     def applied(self) -> int:
@@ -360,7 +375,14 @@ class SimNode:
         driver = self.driver
         assert driver is not None
         driver.step(msgs)
-        self._schedule_pump()
+        for msg in msgs:
+            if type(msg) is not AppendEntriesResponse:
+                # It asks for an answer (or brings news): pump without asking the driver
+                # first (asking would almost always say yes).
+                self._schedule_pump()
+                return
+        # Acknowledgements alone: a leader mostly has nothing to send for them.
+        self._pump_soon(driver)
 
     def request(self, request: ClientRequest) -> None:
         if self.state is NodeState.DOWN:
@@ -375,15 +397,14 @@ class SimNode:
     def _tick(self, incarnation: int) -> None:
         if incarnation != self.incarnation:
             return  # a tick of an earlier life of this node
-        self._loop.after(max(1, round(self._params.tick_us / self.clock_rate)), self._tick,
-                         incarnation)
+        self._loop.after(self._tick_interval_us, self._tick, incarnation)
         if self.state is NodeState.PAUSED:
             return  # a stopped process's timers fire once it runs again: ticks are lost
         self.ticks += 1
         driver = self.driver
         assert driver is not None
         driver.tick()
-        self._schedule_pump()
+        self._pump_soon(driver)
 
     def _enqueue(self, tag: int, item: Any) -> None:
         if len(self._inbox) >= self._params.inbox_items_max:
@@ -443,9 +464,36 @@ class SimNode:
     def _schedule_pump(self) -> None:
         """Pump once after every input of this instant (the Trio loop drains its queue before
         it pumps: the same batching)."""
-        if not self._pump_scheduled:
-            self._pump_scheduled = True
-            self._loop.after(0, self._scheduled_pump, self.incarnation)
+        if self._pump_scheduled:
+            return
+        self._pump_scheduled = True
+        loop = self._loop
+        place = self._pump_place
+        if place is not None:
+            self._pump_place = None
+            time_us, seq, incarnation = place
+            if incarnation == self.incarnation and loop.reserved_open(time_us, seq):
+                # An earlier input of this instant held the pump's place: it runs there.
+                loop.at_reserved(seq, self._scheduled_pump, incarnation)
+                return
+        loop.after(0, self._scheduled_pump, self.incarnation)
+
+    def _pump_soon(self, driver: Driver) -> None:
+        """``_schedule_pump`` after an input, except when the driver has no work now: then
+        the pump would find nothing, so it only holds its place in the event order, which a
+        later input of this instant takes (most ticks and acknowledgements need no pump, and
+        the run stays event for event what it would be with every pump scheduled)."""
+        if self._pump_scheduled:
+            return
+        if driver.has_work():
+            self._schedule_pump()
+            return
+        loop = self._loop
+        place = self._pump_place
+        if place is None or place[2] != self.incarnation or not loop.reserved_open(
+            place[0], place[1]
+        ):
+            self._pump_place = (loop.now_us, loop.reserve(), self.incarnation)
 
     def _scheduled_pump(self, incarnation: int) -> None:
         if incarnation != self.incarnation:

@@ -22,23 +22,30 @@ class ReadyMixin(CoreState):
         acknowledgement that unblocks nothing does not cost the driver an empty Ready."""
         if self._outstanding is not None:
             return False
-        log = self._log
+        # Called after every input, and mostly answers False: the plain attribute tests come
+        # first, the walk over the followers (``_owes_appends``) last.
         if (
             self._msgs
-            or self._owes_appends()
-            or log.handed < log.last_index
             or self._read_states
             or self._dropped_reads
             or self._anomalies
             or self._snapshot_to_install is not None
-            or (not self._halted and min(self._commit, log.persisted) > self._apply_handed)
         ):
             return True
+        log = self._log
+        if log.handed < log.last_index:
+            return True
+        handed = self._apply_handed
+        commit = self._commit
+        if commit > handed and log.persisted > handed and not self._halted:
+            return True  # min(commit, persisted) entries may be applied
         prev = self._prev_hard
-        if prev.term != self._term or prev.vote != self._vote or prev.commit != self._commit:
+        if prev.commit != commit or prev.term != self._term or prev.vote != self._vote:
             return True
         soft = self._prev_soft
-        return soft.role is not self._role or soft.leader != self._leader
+        if soft.role is not self._role or soft.leader != self._leader:
+            return True
+        return self._owes_appends()
 
     def take_appends(self) -> list[AppendEntries]:
         """The AppendEntries owed so far (new proposals, commit index, heartbeats), taken out
@@ -53,6 +60,8 @@ class ReadyMixin(CoreState):
         fsync) is unchanged."""
         self._flush()
         msgs = self._msgs
+        if not msgs:
+            return []
         appends = [m for m in msgs if type(m) is AppendEntries]
         if appends:
             self._msgs = [m for m in msgs if type(m) is not AppendEntries]
@@ -77,10 +86,12 @@ class ReadyMixin(CoreState):
             # this Ready is assembled: what that changes (a removed leader stepping down, new
             # followers to send to) goes out with it.
             self._take_effect(committed)
-        self._flush()
-        hard = HardState(self._term, self._vote, self._commit)
-        hard_out = None if hard == self._prev_hard else hard
-        self._prev_hard = hard
+            self._flush()  # (without this block the first flush left nothing to send)
+        prev_hard = self._prev_hard
+        hard_out = None
+        if (prev_hard.commit != self._commit or prev_hard.term != self._term
+                or prev_hard.vote != self._vote):
+            hard_out = self._prev_hard = HardState(self._term, self._vote, self._commit)
         prev_soft = self._prev_soft
         soft = prev_soft
         if prev_soft.role is not self._role or prev_soft.leader != self._leader:
@@ -143,7 +154,8 @@ class ReadyMixin(CoreState):
         if self._role is Role.LEADER:
             if self._vote != self._id or self._leader != self._id:
                 raise AssertionError(f"node {self._id}: leader without its own vote")
+            next_max = log.last_index + 1
             for pr in self._progress.values():
                 pr.check()
-                if pr.next > log.last_index + 1:
+                if pr.next > next_max:
                     raise AssertionError(f"node {self._id}: next past our log: {pr!r}")

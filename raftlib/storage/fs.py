@@ -85,6 +85,10 @@ class FileSystem(Protocol):
         """Exclusive, non-blocking lock; ``BlockingIOError`` if another holder has it."""
         ...
 
+    def pid(self) -> int:
+        """The id of the process using the files (a data directory's lock file names it)."""
+        ...
+
     def read_file(self, path: str) -> bytes: ...
 
 
@@ -149,6 +153,9 @@ class OsFileSystem:
 
     def lock(self, fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def read_file(self, path: str) -> bytes:
         with open(path, "rb") as f:
@@ -310,6 +317,10 @@ class CrashFS:
 
     # Never blocks: a WalStorage over it may be called inline (deterministic simulation).
     blocking = False
+    # The simulated process's id: fixed, because what the files hold must not depend on the
+    # real process (the lock file's length decides the crash model's draws, so a simulation
+    # would differ between processes whose ids have different numbers of digits).
+    PID = 10_000
 
     def __init__(self) -> None:
         self._root = _Dir({}, {}, [])
@@ -541,6 +552,9 @@ class CrashFS:
             if other in self._locked and other_handle.node is handle.node and other != fd:
                 raise BlockingIOError(errno.EAGAIN, "locked", handle.path)
         self._locked.add(fd)
+
+    def pid(self) -> int:
+        return self.PID
 
     def read_file(self, path: str) -> bytes:
         node = self._lookup(path)

@@ -87,7 +87,10 @@ class _Log:
         cut = write.first - self.base - 1
         assert cut <= len(self.entries), f"write at {write.first} after a gap: {self.base}"
         del self.entries[max(cut, 0) :]
-        self.entries.extend(e for e in write.entries if e.index > self.base)
+        if cut >= 0:
+            self.entries.extend(write.entries)  # all after the base: the common case
+        else:
+            self.entries.extend(e for e in write.entries if e.index > self.base)
 
     def compact(self, index: int) -> None:
         if index > self.base:

@@ -946,7 +946,7 @@ class WalStorage:
         # The pid is for the error message of a second opener; the lock itself is the flock.
         with contextlib.suppress(OSError):
             fs.ftruncate(lock_fd, 0)
-            fs.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)
+            fs.pwrite(lock_fd, f"{fs.pid()}\n".encode(), 0)
         return dir_fd, lock_fd
 
     # --- state and errors ---------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.options import NEMESIS_KINDS, RunOptions
-from harness.runner import run
+from harness.runner import run, simulate
 
 
 def options(**overrides: object) -> RunOptions:
@@ -39,3 +39,17 @@ def test_different_seeds_give_different_histories() -> None:
     a = run(options(seed=1, nemesis=("partition",)), None).history_jsonl
     b = run(options(seed=2, nemesis=("partition",)), None).history_jsonl
     assert a != b
+
+
+def test_a_run_does_not_depend_on_the_real_process_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The WAL writes its process id into the data directory's lock file; on the simulated
+    disk that must be the simulated process's, or the crash model's draws (which depend on
+    the file's length) made a seed give other histories in processes with longer ids."""
+    opts = options(workload="register", nemesis=("disk", "kill"), seed=11, time_limit=12.0,
+                   nodes=5)
+    outcomes = []
+    for pid in (7, 123456):
+        monkeypatch.setattr("os.getpid", lambda pid=pid: pid)
+        outcome = simulate(opts)
+        outcomes.append((outcome.history.jsonl(), outcome.node_log))
+    assert outcomes[0] == outcomes[1]

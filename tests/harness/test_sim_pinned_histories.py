@@ -1,0 +1,55 @@
+"""The simulator's speed work must not change what a seed means: these seeds' histories, node
+logs and network counters are pinned to the hashes the simulator gave before that work
+(issue 17, item 4). A change to the event loop, the network model, the driver's readiness
+bookkeeping or the history recorder that reorders anything shows here as a changed hash.
+
+A deliberate change of behaviour (a new fault, a core fix) changes these hashes too: then
+recompute them with ``outcome_digest`` and say why in the commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from harness.options import NEMESIS_KINDS, RunOptions
+from harness.runner import simulate
+from harness.sim.world import SimOutcome
+
+# (workload, nemesis kinds, nodes, seed) -> sha256 prefix of the outcome, 10 clients and 12
+# simulated seconds each (so the pins cover elections, snapshots and every fault kind).
+PINS: list[tuple[str, tuple[str, ...], int, int, str]] = [
+    ("register", (), 5, 3, "4542a01584169009"),
+    ("kv", ("partition", "kill", "pause"), 5, 7, "294bd000093b0a9c"),
+    ("append", ("loss", "duplicate", "reorder", "delay"), 3, 5, "239d6472ebf7e59f"),
+    ("register", NEMESIS_KINDS, 5, 11, "8d929dcd72ba9ba5"),
+    ("kv", ("disk", "clock", "crash-after-vote", "crash-after-commit", "crash-new-leader"), 3,
+     2, "08be3def924f1ebc"),
+    ("append", ("member", "partition"), 3, 9, "6c552372d5e2cfa1"),
+]
+
+
+def outcome_digest(outcome: SimOutcome) -> str:
+    """What a seed decides: the client history, every node's event log (roles, crashes,
+    snapshots) and the network's message counters."""
+    digest = hashlib.sha256()
+    digest.update(outcome.history.jsonl().encode())
+    digest.update("\n".join(outcome.node_log).encode())
+    digest.update(json.dumps(outcome.stats["network"], sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+@pytest.mark.parametrize(("workload", "nemesis", "nodes", "seed", "pinned"), PINS)
+def test_seed_gives_the_history_pinned_before_the_speed_work(
+    workload: str, nemesis: tuple[str, ...], nodes: int, seed: int, pinned: str
+) -> None:
+    options = RunOptions(workload=workload, nemesis=nemesis, nodes=nodes, clients=10,
+                         time_limit=12.0, seed=seed)
+    outcome = simulate(options)
+    assert outcome.history.counts["invoke"] > 50, "the run did almost nothing"
+    assert outcome_digest(outcome) == pinned, (
+        f"seed {seed} ({workload}, {','.join(nemesis) or 'no faults'}): the run differs from "
+        "the pinned one"
+    )
