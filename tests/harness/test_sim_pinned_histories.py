@@ -20,10 +20,12 @@ from harness.sim.world import SimOutcome
 
 # (workload, nemesis kinds, nodes, seed) -> sha256 prefix of the outcome, 10 clients and 12
 # simulated seconds each (so the pins cover elections, snapshots and every fault kind).
+# Recomputed once after the core's quorum rule and append streams changed behaviour (three
+# pins moved); the speed work was checked to give these same values on that code.
 PINS: list[tuple[str, tuple[str, ...], int, int, str]] = [
-    ("register", (), 5, 3, "4542a01584169009"),
-    ("kv", ("partition", "kill", "pause"), 5, 7, "294bd000093b0a9c"),
-    ("append", ("loss", "duplicate", "reorder", "delay"), 3, 5, "239d6472ebf7e59f"),
+    ("register", (), 5, 3, "6991a8d5aa4674fa"),
+    ("kv", ("partition", "kill", "pause"), 5, 7, "aeb11e8337c5a1fa"),
+    ("append", ("loss", "duplicate", "reorder", "delay"), 3, 5, "d1a5dec472adcc6a"),
     ("register", NEMESIS_KINDS, 5, 11, "8d929dcd72ba9ba5"),
     ("kv", ("disk", "clock", "crash-after-vote", "crash-after-commit", "crash-new-leader"), 3,
      2, "08be3def924f1ebc"),
