@@ -239,6 +239,9 @@ class NoSyncFileSystem:
     def lock(self, fd: int) -> None:
         self._inner.lock(fd)
 
+    def pid(self) -> int:
+        return self._inner.pid()
+
     def read_file(self, path: str) -> bytes:
         return self._inner.read_file(path)
 
