@@ -14,18 +14,25 @@ data, so a checker can report every violation of a run at once.
   applies two different entries at one index across its restarts;
 - durability of acknowledgements: every command a client was told succeeded is in every node's
   applied prefix once the cluster has recovered and caught up (a prefix a node took from a
-  snapshot counts as the entries applied there elsewhere).
+  snapshot counts as the entries applied there elsewhere);
+- membership: a node whose applied configuration does not count it as a voter, and whose log
+  brings none that does, never campaigns (it was removed, or is a learner; thesis §4.2.2).
 
 Logs and applied entries are keyed by index, since a log may start after a snapshot.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
+from raftlib.core import membership
 from raftlib.core.types import Entry, EntryKind, NodeId
+
+# Violations of one kind kept at most (a broken run would otherwise list thousands).
+VIOLATIONS_KEPT_MAX = 100
 
 
 @attrs.define
@@ -43,19 +50,52 @@ class Observer:
     snapshots: dict[NodeId, int] = attrs.field(factory=dict)
     # a node applying a different entry at an index it applied before
     conflicts: list[str] = attrs.field(factory=list)
+    # indexes of the committed configuration entries, ascending
+    conf_indexes: list[int] = attrs.field(factory=list)
+    # nodes that campaigned although no configuration they knew counted them as voters
+    campaigns: list[str] = attrs.field(factory=list)
 
     def saw_leader(self, node: NodeId, term: int) -> None:
         self.leaders.setdefault(term, set()).add(node)
 
     def saw_committed(self, entries: Iterable[Entry]) -> None:
+        committed = self.committed
         for entry in entries:
-            self.committed.setdefault(entry.index, entry)
+            if entry.index not in committed:
+                committed[entry.index] = entry
+                if entry.kind is EntryKind.CONF:
+                    bisect.insort(self.conf_indexes, entry.index)
+
+    def saw_campaign(self, node: NodeId, term: int, applied_index: int,
+                     initial_voters: Iterable[NodeId],
+                     log_voters: Iterable[frozenset[NodeId]]) -> None:
+        """``node`` started an election for ``term``, having applied up to ``applied_index``;
+        ``log_voters``: the voters of each configuration its log holds beyond it. What the
+        node applied is judged from the committed log, not from what its core believes."""
+        at = bisect.bisect_right(self.conf_indexes, applied_index)
+        if at:
+            index = self.conf_indexes[at - 1]
+            try:
+                voters = membership.voters_of(
+                    membership.decode_conf(self.committed[index].data))
+            except ValueError:
+                return  # a corrupt committed configuration is reported where it is applied
+            where = f"the configuration committed at index {index}"
+        else:
+            voters = frozenset(initial_voters)
+            where = "its initial configuration"
+        if node in voters or any(node in pending for pending in log_voters):
+            return
+        if len(self.campaigns) < VIOLATIONS_KEPT_MAX:
+            self.campaigns.append(
+                f"membership: node {node} campaigned for term {term} after applying {where} "
+                f"(voters {sorted(voters)}), with no configuration in its log counting it")
 
     def saw_applied(self, node: NodeId, entries: Iterable[Entry]) -> None:
         table = self.applied.setdefault(node, {})
         for entry in entries:
             before = table.get(entry.index)
-            if before is not None and before != entry and len(self.conflicts) < 100:
+            if before is not None and before != entry and len(self.conflicts) < VIOLATIONS_KEPT_MAX:
                 self.conflicts.append(
                     f"state machine safety: node {node} applied {_describe(before)} and later "
                     f"{_describe(entry)} at index {entry.index}"
@@ -73,6 +113,7 @@ class Observer:
     def violations(self, logs: Mapping[NodeId, Sequence[Entry]] | None = None) -> list[str]:
         out = election_safety(self.leaders)
         out += self.conflicts
+        out += self.campaigns
         out += state_machine_safety(self.applied)
         for index, entry in self.committed.items():
             for node, table in self.applied.items():

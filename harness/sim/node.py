@@ -41,6 +41,7 @@ from harness import commands
 from harness.sim.loop import EventLoop
 from harness.sim.network import SimNetwork
 from harness.sim.params import SimParams
+from raftlib.core import membership
 from raftlib.core.config import CoreConfig
 from raftlib.core.membership import Change
 from raftlib.core.raft import RaftCore
@@ -536,6 +537,14 @@ class SimNode:
     def _saw_role(self, role: Role, leader: NodeId, term: int, reason: str) -> None:
         if role is Role.LEADER:
             self._observer.saw_leader(self.id, term)
+        elif role is Role.CANDIDATE or role is Role.PRE_CANDIDATE:
+            core = self.core
+            assert core is not None
+            # What it applied is judged from the committed log (ground truth), what its log
+            # brings beyond from the log itself: not from the configuration its core holds.
+            self._observer.saw_campaign(
+                self.id, term, core._apply_handed, core.config.voters,
+                [membership.voters_of(conf) for conf in core._log_confs()])
         self._log(self.id, f"role {role.value} term={term} leader={leader} ({reason})")
 
     def _saw_restore(self, index: int) -> None:

@@ -32,6 +32,7 @@ from harness.sim.network import SimNetwork
 from harness.sim.node import SimNode
 from harness.sim.params import SimParams
 from harness.workloads import OpSpec, Workload, make_workload
+from raftlib.core import membership
 from raftlib.core.types import Entry, NodeId
 from raftlib.invariants import Observer
 from raftlib.kv.commands import Op
@@ -39,6 +40,9 @@ from raftlib.kv.commands import Op
 # How often the recovery phase looks at the cluster, and how long the probe waits before it
 # retries an operation that did not succeed.
 POLL_US = 50_000
+# Once healed and caught up, the run goes on this many (longest) election timeouts with nothing
+# to do, to see leadership hold (checks.check_liveness allows SETTLE_TERMS_MAX new terms).
+SETTLE_ELECTION_TIMEOUTS = 5
 PROBE_RETRY_US = 100_000
 
 
@@ -52,6 +56,10 @@ class Liveness:
     catch_up_target: int = 0
     probe_attempts: int = 0
     lagging: dict[NodeId, int] = attrs.field(factory=dict)  # node -> applied index, if behind
+    # The settling window after everything caught up: the highest term at its start and end.
+    settle_us: int = 0
+    settle_from_term: int = 0
+    settle_to_term: int = 0
 
 
 @attrs.define
@@ -165,13 +173,16 @@ class SimWorld:
         return node
 
     def members(self) -> set[NodeId]:
-        """The nodes of the configuration the leader holds (all nodes without one); the
-        checks that need every node to hold the acknowledged writes look at these."""
-        leader = self.leader()
-        core = self.nodes[leader].core if leader is not None else None
-        if core is None:
-            return {n for n, node in self.nodes.items() if not node.retired}
-        conf = core.conf
+        """The nodes of the latest committed configuration (the founders until one is
+        committed): the checks that need every node to hold the acknowledged writes look at
+        these. Taken from the committed log, not from a leader: at the end there may be none
+        (a node removed while it was down may keep deposing leaders, seed 84 of the swarm),
+        and a fallback to every node counted removed ones as members (a false verdict)."""
+        observer = self.observer
+        if not observer.conf_indexes:
+            return set(range(1, self.options.nodes + 1))
+        entry = observer.committed[observer.conf_indexes[-1]]
+        conf = membership.decode_conf(entry.data)
         return set(conf.voters) | set(conf.learners) | set(conf.voters_outgoing)
 
     def _new_process(self) -> int:
@@ -244,7 +255,32 @@ class SimWorld:
         last_us = loop.now_us + self._timeout_us * self.params.write_attempts_max + POLL_US
         loop.run_until(last_us,
                        lambda: not any(client.busy for client in self.clients))
+        self._settle()
         return self._outcome()
+
+    def _settle(self) -> None:
+        """With every fault healed and every node caught up, leadership must hold: run a few
+        election timeouts more with no client and no fault, and note the terms. A node that
+        keeps campaigning (say, one that ignores its own removal) shows here even when it never
+        stops progress for long.
+
+        The terms counted are the members' (of the final configuration): a node removed while
+        it was down may not know it and campaign on its own, which is harmless as long as the
+        members ignore it (CheckQuorum's lease or PreVote, thesis §4.2.3)."""
+        live = self.liveness
+        cores = [n.core for n in self.nodes.values() if n.core is not None]
+        if live.caught_up_us is None or not cores:
+            return
+        ticks = max(core.config.election_timeout_ticks_max for core in cores)
+        live.settle_us = SETTLE_ELECTION_TIMEOUTS * ticks * self.params.tick_us
+        live.settle_from_term = self._members_term()
+        self.loop.run_until(self.loop.now_us + live.settle_us)
+        live.settle_to_term = self._members_term()
+
+    def _members_term(self) -> int:
+        members = self.members()
+        return max((n.core.term for n in self.nodes.values()
+                    if n.core is not None and n.id in members), default=0)
 
     def _heal(self) -> None:
         self.nemesis.heal_all()

@@ -180,3 +180,15 @@ def test_shrinking_works_on_a_swarm_run(tmp_path: Path) -> None:
     assert result.report.verdict == "invalid"
     assert result.target in result.report.results["failed_checks"]
     assert main(["replay", str(tmp_path / "shrunk"), "--no-progress"]) == 1
+
+
+@pytest.mark.parametrize("seed", [84, 462, 513])
+def test_swarm_seeds_that_found_bugs_stay_valid(seed: int) -> None:
+    """84: the durability check took every node for a member when the run ended with no
+    leader (a node removed while down kept deposing them), and blamed removed nodes for
+    lacking writes; 462: decisions with the applied configuration alone (safety); 513: stale
+    append answers flipping a follower between probing and streaming (a message storm)."""
+    from harness.runner import run
+
+    report = run(swarm.draw(seed, RunOptions(backend="sim", swarm=True)), None)
+    assert report.verdict == "valid", f"reproduce with --swarm --seed {seed}: {report.line}"
