@@ -127,12 +127,13 @@ class ServerStatistics:
 # How often, per idle timeout, the sweep looks for connections silent for that long: a silent
 # connection is closed at most 1/IDLE_SWEEPS_PER_TIMEOUT of the timeout late.
 IDLE_SWEEPS_PER_TIMEOUT = 8
-# Reads in a row that found bytes at once before a connection yields to the other tasks anyway
-# (a write or read command yields while it waits for the log; a PING does not): a client that
-# always has commands waiting runs at most this many batches (of batch_commands_max) before the
-# raft loop's ticks get their turn, and an unpipelined one seldom pays for a yield it does not
-# need (its next command is usually there by the time its reply is sent).
-READS_WITHOUT_YIELD_MAX = 4
+# A connection that never waits for its socket (its client always has commands ready, and
+# commands like PING never wait for the log) still yields to the other tasks after this many
+# batches or this many commands, whichever comes first: a flood of PINGs cannot hold the loop
+# (and the raft loop's ticks) for more than about a hundred commands' time, and an unpipelined
+# client pays one yield per few commands at most (its next command is usually there already).
+BATCHES_WITHOUT_YIELD_MAX = 4
+COMMANDS_WITHOUT_YIELD_MAX = 128
 
 
 class _Wire(Protocol):
@@ -142,6 +143,9 @@ class _Wire(Protocol):
     async def receive(self, room_bytes: int) -> bytes | None: ...
 
     async def send(self, data: bytes | bytearray) -> None: ...
+
+    async def pace(self, commands: int) -> None:
+        """A batch of ``commands`` was answered: yield if the connection has not for long."""
 
 
 class _StreamWire:
@@ -162,6 +166,9 @@ class _StreamWire:
     async def send(self, data: bytes | bytearray) -> None:
         await self._stream.send_all(data)
 
+    async def pace(self, commands: int) -> None:
+        pass  # every send_all yields already
+
 
 class _SocketWire:
     """A plain TCP connection, read and written through its file descriptor (the stream keeps
@@ -172,7 +179,17 @@ class _SocketWire:
         self._fd = stream.socket.fileno()
         self.scope = scope  # cancelled by the sweep: the connection was idle
         self.waiting_since: float | None = None
-        self._ready_reads = 0  # reads in a row that did not wait (see READS_WITHOUT_YIELD_MAX)
+        # Answered since the socket last made this task wait (BATCHES/COMMANDS_WITHOUT_YIELD_MAX).
+        self._batches = 0
+        self._commands = 0
+
+    async def pace(self, commands: int) -> None:
+        self._batches += 1
+        self._commands += commands
+        if (self._batches >= BATCHES_WITHOUT_YIELD_MAX
+                or self._commands >= COMMANDS_WITHOUT_YIELD_MAX):
+            self._batches = self._commands = 0
+            await trio.lowlevel.checkpoint()
 
     async def receive(self, room_bytes: int) -> bytes | None:
         fd = self._fd
@@ -181,12 +198,8 @@ class _SocketWire:
         except BlockingIOError:
             pass
         else:
-            self._ready_reads += 1
-            if self._ready_reads > READS_WITHOUT_YIELD_MAX:
-                self._ready_reads = 0
-                await trio.lowlevel.checkpoint()
             return data
-        self._ready_reads = 0
+        self._batches = self._commands = 0  # it waits below: a yield
         while True:
             self.waiting_since = trio.current_time()
             try:
@@ -213,6 +226,7 @@ class _SocketWire:
             try:
                 view = view[os.write(fd, view):]
             except BlockingIOError:
+                self._batches = self._commands = 0
                 await trio.lowlevel.wait_writable(fd)
 
 
@@ -418,6 +432,7 @@ class RespServer:
             encode_into(out, error)
         if out:
             await wire.send(out)
+        await wire.pace(len(commands) + quit_)
         return not quit_ and error is None
 
 
