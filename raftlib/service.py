@@ -123,9 +123,11 @@ _UNKNOWN_TIMEOUT: Final = ErrorReply(
 class KvServiceConfig:
     key_bytes_max: int = 64 * 1024
     value_bytes_max: int = 1024 * 1024
-    # How long a write waits to be committed and applied before answering UNKNOWN.
+    # How long a write waits to be committed and applied before answering UNKNOWN (one deadline
+    # per batch, kept by the node's ticker: it fires up to one tick late).
     request_timeout_seconds: float = 5.0
-    # How long a read waits for its ReadIndex before answering (the node also bounds it).
+    # How long a read waits for its ReadIndex before answering (the node also bounds it); with
+    # a ReadBatcher, the batcher's timeout_seconds (serve_kv sets it to this) keeps it.
     read_timeout_seconds: float = 2.0
 
 

@@ -274,7 +274,8 @@ class RespServer:
         = trio.TASK_STATUS_IGNORED,
     ) -> None:
         idle = self.limits.idle_timeout_seconds
-        if idle <= 0:
+        if idle <= 0 or self._sweeper is not None:
+            # No idle limit, or another ``serve`` of this server sweeps its connections already.
             await trio.serve_listeners(self.serve_connection, list(listeners),
                                        task_status=task_status)
             return
@@ -287,6 +288,8 @@ class RespServer:
                     trio.serve_listeners, self.serve_connection, list(listeners)))
                 task_status.started(started)
         finally:
+            # Connections still open keep their wires, which nothing sweeps any more; they end
+            # with this nursery's cancellation (serve_listeners' handlers run inside it).
             self._sweeper = None
 
     def statistics(self) -> ServerStatistics:
