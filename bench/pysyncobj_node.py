@@ -30,7 +30,7 @@ from typing import Any
 try:
     from pysyncobj import SyncObj, SyncObjConf, replicated  # type: ignore[import-untyped]
 except ImportError:  # the bench reports the phase as skipped
-    print(json.dumps({"skipped": "pysyncobj is not installed (pip install pysyncobj)"}),
+    print(json.dumps({"skipped": "pysyncobj is not installed (pip install -e '.[bench]')"}),
           flush=True)
     sys.exit(0)
 

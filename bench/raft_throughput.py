@@ -50,7 +50,7 @@ right after each raft phase: 3 processes of ``bench/pysyncobj_node.py`` on loopb
 ``--proposers``, ``--command-bytes``, ``--warmup-seconds`` and ``--seconds``, its log in memory
 (PySyncObj has no fsync), tuned for latency (0.5 ms tick and heartbeat). ``pysyncobj`` holds
 its figures (median of runs; ``{"skipped": reason}`` without the package: ``pip install
-pysyncobj``), and ``versus_pysyncobj`` the ratios, per proposer count, of raftlib's
+-e '.[bench]'``), and ``versus_pysyncobj`` the ratios, per proposer count, of raftlib's
 commands_per_second (in this invocation's fsync mode: with fsync unless ``--no-fsync``) to
 PySyncObj's, and of raftlib's p50 latency to PySyncObj's. Issue 17's targets: 64 proposers
 with fsync >= 1.0x PySyncObj; 1 proposer p50 without fsync (``--no-fsync``) <= 1.5x.
