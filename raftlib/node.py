@@ -293,8 +293,9 @@ class Node:
         self._sync_seconds: float | None = None
         # Proposals waiting with a deadline (``propose_batch(timeout_seconds=...)``), soonest
         # first: (deadline, tie-breaker, slots). The ticker fails the overdue ones, so a caller
-        # needs no cancel scope of its own. Filled slots leave from the front at each tick;
-        # at most one entry per waiting batch (bounded by the driver's pending_requests_max).
+        # needs no cancel scope of its own. An entry leaves at a tick once its batch is done
+        # and no older one waits, or at its deadline: at most the batches proposed within one
+        # timeout, a few small tuples each.
         self._deadlines: list[tuple[float, int, list[_Slot]]] = []
         self._deadline_order = itertools.count()
 
