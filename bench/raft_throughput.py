@@ -3,7 +3,7 @@
 Run: python3 bench/raft_throughput.py [--seconds 5] [--warmup-seconds 1] [--proposers 1,64]
                                       [--runs 3] [--no-fsync] [--command-bytes 100]
                                       [--storage-inline] [--transport plain,tls]
-                                      [--phases raft,resp] [--resp-clients 50]
+                                      [--phases raft,resp,pysyncobj] [--resp-clients 50]
                                       [--resp-requests 20000]
 
 Prints one JSON object. Setup of each run: nodes 2 and 3 are child processes
@@ -45,6 +45,16 @@ on PATH, and always by the builtin Trio generator (50 connections, SET then GET,
 cleanly, else builtin) with its ``set``/``get`` requests_per_second, p50_ms, p99_ms, plus both
 tools' figures in ``builtin`` and ``redis_benchmark``; medians over runs.
 
+``--phases pysyncobj`` (in the default) runs PySyncObj at the same load in the same run,
+right after each raft phase: 3 processes of ``bench/pysyncobj_node.py`` on loopback, the same
+``--proposers``, ``--command-bytes``, ``--warmup-seconds`` and ``--seconds``, its log in memory
+(PySyncObj has no fsync), tuned for latency (0.5 ms tick and heartbeat). ``pysyncobj`` holds
+its figures (median of runs; ``{"skipped": reason}`` without the package: ``pip install
+-e '.[bench]'``), and ``versus_pysyncobj`` the ratios, per proposer count, of raftlib's
+commands_per_second (in this invocation's fsync mode: with fsync unless ``--no-fsync``) to
+PySyncObj's, and of raftlib's p50 latency to PySyncObj's. Issue 17's targets: 64 proposers
+with fsync >= 1.0x PySyncObj; 1 proposer p50 without fsync (``--no-fsync``) <= 1.5x.
+
 ``--no-fsync`` is the unsafe baseline (WalStorage(fsync=False) on every node);
 ``--storage-inline`` runs every node with NodeConfig(storage_thread=False): syncs on the Trio
 loop instead of the node's sync thread.
@@ -56,11 +66,13 @@ output keeps the per-run values. Children are always killed on the way out.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -97,7 +109,10 @@ TARGET_COMMANDS_PER_SECOND = 10_000
 TARGET_P99_MS = 50.0
 TARGET_SINGLE_P50_MS = 2.0
 TRANSPORT_MODES = ("plain", "tls")
-PHASES = ("raft", "resp")
+PHASES = ("raft", "resp", "pysyncobj")
+PYSYNCOBJ_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pysyncobj_node.py")
+# PySyncObj elects a leader in about a second; its load then takes the phases' own time.
+PYSYNCOBJ_START_SECONDS_MAX = 30.0
 
 
 class BenchError(Exception):
@@ -410,6 +425,85 @@ async def _run_once(
             supervisor.kill_all()
 
 
+async def _pysyncobj_once(
+    args: argparse.Namespace, proposer_counts: Sequence[int]
+) -> dict[str, Any]:
+    """One fresh 3-node PySyncObj cluster (``bench/pysyncobj_node.py``) at the raft phase's
+    load: its leader's JSON report, or ``{"skipped": reason}`` without pysyncobj."""
+    ports = free_ports(len(NODE_IDS))
+    peers = ",".join(f"{nid}=127.0.0.1:{port}" for nid, port in zip(NODE_IDS, ports, strict=True))
+    counts = ",".join(str(n) for n in proposer_counts)
+    budget = PYSYNCOBJ_START_SECONDS_MAX + len(proposer_counts) * (
+        args.warmup_seconds + args.seconds + 1.0)
+    procs: list[trio.Process] = []
+    found: dict[str, Any] = {}
+    try:
+        for nid in NODE_IDS:
+            procs.append(await trio.lowlevel.open_process(
+                [sys.executable, PYSYNCOBJ_SCRIPT, "--id", str(nid), "--peers", peers,
+                 "--proposers", counts, "--seconds", str(args.seconds),
+                 "--warmup-seconds", str(args.warmup_seconds),
+                 "--command-bytes", str(args.command_bytes)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
+
+        async def read_report(proc: trio.Process) -> None:
+            assert proc.stdout is not None
+            buffer = b""
+            async for chunk in proc.stdout:
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    report = json.loads(line)
+                    if "results" in report or "skipped" in report or "error" in report:
+                        found.update(report)
+
+        with trio.move_on_after(budget):
+            async with trio.open_nursery() as nursery:
+                for proc in procs:
+                    nursery.start_soon(read_report, proc)
+
+                async def until_found() -> None:
+                    while not found:
+                        await trio.sleep(POLL_SECONDS)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(until_found)
+    finally:
+        for proc in procs:
+            if proc.stdin is not None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await proc.stdin.aclose()
+            with trio.move_on_after(CHILD_STOP_TIMEOUT_SECONDS):
+                await proc.wait()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    if "error" in found:
+        raise BenchError(f"pysyncobj: {found['error']}")
+    if not found:
+        raise BenchError(f"pysyncobj: no report within {budget:.0f} s")
+    return found
+
+
+def _versus_pysyncobj(
+    raft: list[dict[str, Any]], syncobj: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """raftlib / PySyncObj per proposer count: throughput and p50 latency ratios."""
+    theirs = {r["proposers"]: r for r in syncobj}
+    out: dict[str, Any] = {}
+    for ours in raft:
+        other = theirs.get(ours["proposers"])
+        if other is None:
+            continue
+        rate, base = ours.get("commands_per_second"), other.get("commands_per_second")
+        p50, base_p50 = ours.get("latency_p50_ms"), other.get("latency_p50_ms")
+        out[str(ours["proposers"])] = {
+            "commands_per_second_ratio": round(rate / base, 3) if rate and base else None,
+            "latency_p50_ratio": round(p50 / base_p50, 3) if p50 and base_p50 else None,
+        }
+    return out
+
+
 def _bench_error(exc: BaseException) -> BenchError | None:
     """The BenchError inside ``exc`` (Trio wraps task errors in exception groups), if any."""
     if isinstance(exc, BenchError):
@@ -495,6 +589,7 @@ async def _main_async(args: argparse.Namespace, proposer_counts: list[int]) -> d
     modes: list[str] = args.transport
     per_mode: dict[str, list[list[dict[str, Any]]]] = {mode: [] for mode in modes}
     resp_runs: list[dict[str, Any]] = []
+    syncobj_runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="raft-bench-certs-", dir=args.dir) as certs:
         if "raft" in args.phases and "tls" in modes:
             ensure_certs(Path(certs), nodes=len(NODE_IDS))
@@ -509,6 +604,13 @@ async def _main_async(args: argparse.Namespace, proposer_counts: list[int]) -> d
                     per_mode[mode].append(
                         await _with_retries(f"run {run + 1} raft/{mode}", raft_once)
                     )
+            if "pysyncobj" in args.phases:
+
+                async def syncobj_once() -> dict[str, Any]:
+                    return await _pysyncobj_once(args, proposer_counts)
+
+                syncobj_runs.append(
+                    await _with_retries(f"run {run + 1} pysyncobj", syncobj_once))
             if "resp" in args.phases:
 
                 async def resp_once() -> dict[str, Any]:
@@ -563,6 +665,23 @@ async def _main_async(args: argparse.Namespace, proposer_counts: list[int]) -> d
                 )
             report["tls_cost"] = cost
             report["tls_cost_is"] = "tls commands_per_second / plain (median runs); 1.0 = free"
+    if syncobj_runs:
+        skipped = [r["skipped"] for r in syncobj_runs if "skipped" in r]
+        if skipped:
+            report["pysyncobj"] = {"skipped": skipped[0]}
+        else:
+            results = [_median_phase([r["results"][i] for r in syncobj_runs])
+                       for i in range(len(proposer_counts))]
+            report["pysyncobj"] = {
+                "config": "3 processes, log in memory (no fsync), 0.5 ms tick and heartbeat",
+                "results": results,
+            }
+            if "results" in report:
+                report["versus_pysyncobj"] = {
+                    "raftlib_fsync": not args.no_fsync,
+                    "transport": _transport_label(modes[0]),
+                    "by_proposers": _versus_pysyncobj(report["results"], results),
+                }
     if resp_runs:
         resp = _median_tree(resp_runs)
         resp["leader"] = [run["leader"] for run in resp_runs]  # an id per run, not a figure
@@ -637,7 +756,8 @@ def main() -> None:
         "--phases",
         type=_parse_choices(PHASES),
         default=list(PHASES),
-        help="raft (proposers in process), resp (raftlib serve + RESP load); default both",
+        help="raft (proposers in process), resp (raftlib serve + RESP load), pysyncobj (the "
+        "same load on PySyncObj); default all",
     )
     parser.add_argument(
         "--resp-clients", type=int, choices=range(1, 1001), default=50, metavar="1..1000"

@@ -16,7 +16,8 @@ Targets (all on 127.0.0.1, each with its own temporary data directory on the sam
   load goes to the leader's client port. GET is a linearizable ReadIndex read.
 
 Tests, each ``redis-benchmark -n REQUESTS -c CLIENTS -r 100000``: ``set``, ``get``, and
-``set_p16`` (SET with ``-P 16``: pipelining). Runs are interleaved (run 1 of every test on every
+``set_p16`` (SET with ``-P 16``: pipelining); ``--tests`` picks others (``ping``: the cost of
+the connection loop alone). Runs are interleaved (run 1 of every test on every
 target, then run 2 ...) and each figure is the median of ``--runs``. Every run is bounded in
 requests and in time (``BENCHMARK_SECONDS_MAX``).
 
@@ -25,7 +26,9 @@ Also measured in the same run:
   what ``redis_always`` and ``raftlib`` pay per commit, so ratios can be compared across disks;
 - each server's CPU per request: utime + stime of the server process (for raftlib: the leader)
   from ``/proc/PID/stat`` across a run, divided by its requests (clock ticks: coarse for small
-  ``--requests``);
+  ``--requests``), also split into user and system time;
+- ``targets_met``: issue 17's acceptance on raftlib's medians (leader CPU per SET <= 30 us, per
+  GET <= 25 us, SET -P 16 >= 4x SET without pipelining);
 - the load average at the start and end (figures taken on a loaded machine are not comparable).
 """
 
@@ -55,7 +58,14 @@ TESTS: dict[str, list[str]] = {
     "set": ["-t", "set"],
     "get": ["-t", "get"],
     "set_p16": ["-t", "set", "-P", "16"],
+    # Not in the default run (--tests): what a command that touches no replicated state costs,
+    # i.e. the connection loop alone.
+    "ping": ["-t", "ping_mbulk"],
 }
+DEFAULT_TESTS = ("set", "get", "set_p16")
+# Issue 17's acceptance: leader CPU per request (us) and pipelining's gain, same run.
+TARGET_CPU_US = {"set": 30.0, "get": 25.0}
+TARGET_P16_OVER_SET = 4.0
 TARGETS = ("redis_always", "redis_everysec", "raftlib")
 KEYSPACE = 100_000
 BENCHMARK_SECONDS_MAX = 300.0
@@ -132,11 +142,11 @@ def info_fields(port: int) -> dict[str, str]:
     return {k: v for k, sep, v in (line.partition(":") for line in text.splitlines()) if sep}
 
 
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of ``pid`` in clock ticks (fields 14 and 15 of /proc/PID/stat)."""
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """(utime, stime) of ``pid`` in clock ticks (fields 14 and 15 of /proc/PID/stat)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])
+    return int(fields[11]), int(fields[12])
 
 
 def measure_fsync(directory: Path) -> dict[str, float]:
@@ -286,18 +296,22 @@ def parse_rps(text: str) -> float:
 def run_benchmark(server: Server, test: str, requests: int, clients: int) -> dict[str, Any]:
     command = ["redis-benchmark", "-h", HOST, "-p", str(server.port), "-n", str(requests),
                "-c", str(clients), "-r", str(KEYSPACE), "--csv", *TESTS[test]]
-    before = cpu_ticks(server.pid)
+    user_before, sys_before = cpu_ticks(server.pid)
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, check=False,
                           timeout=BENCHMARK_SECONDS_MAX)
     seconds = time.monotonic() - started
-    ticks = cpu_ticks(server.pid) - before
+    user_after, sys_after = cpu_ticks(server.pid)
     if done.returncode != 0:
         raise BenchError(f"{' '.join(command)} failed: {done.stderr.strip()[:300]}")
+    per_request = 1e6 / CLK_TCK / requests
+    user, system = user_after - user_before, sys_after - sys_before
     return {
         "rps": parse_rps(done.stdout),
         "seconds": round(seconds, 2),
-        "cpu_us_per_request": round(ticks / CLK_TCK * 1e6 / requests, 1),
+        "cpu_us_per_request": round((user + system) * per_request, 1),
+        "user_us_per_request": round(user * per_request, 1),
+        "sys_us_per_request": round(system * per_request, 1),
     }
 
 
@@ -311,18 +325,29 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, 
     medians = {
         target: {test: {"rps": rps[target][test],
                         "cpu_us_per_request": median_of(runs, "cpu_us_per_request"),
-                        "runs": [r["rps"] for r in runs]}
+                        "user_us_per_request": median_of(runs, "user_us_per_request"),
+                        "sys_us_per_request": median_of(runs, "sys_us_per_request"),
+                        "runs": [r["rps"] for r in runs],
+                        "cpu_us_runs": [r["cpu_us_per_request"] for r in runs]}
                  for test, runs in by_test.items()}
         for target, by_test in results.items()
     }
+    tests = list(results["raftlib"])
     ratios: dict[str, Any] = {
         f"raftlib_over_{target}": {test: round(rps["raftlib"][test] / rps[target][test], 3)
-                                    for test in TESTS}
+                                    for test in tests}
         for target in ("redis_always", "redis_everysec")
     }
-    ratios["raftlib_set_p16_over_set"] = round(rps["raftlib"]["set_p16"]
-                                               / rps["raftlib"]["set"], 2)
-    return {"medians": medians, "ratios": ratios}
+    targets: dict[str, bool] = {}
+    if "set" in tests and "set_p16" in tests:
+        gain = rps["raftlib"]["set_p16"] / rps["raftlib"]["set"]
+        ratios["raftlib_set_p16_over_set"] = round(gain, 2)
+        targets[f"set_p16_over_set_ge_{TARGET_P16_OVER_SET:g}"] = gain >= TARGET_P16_OVER_SET
+    for test, limit in TARGET_CPU_US.items():
+        if test in tests:
+            cpu = median_of(results["raftlib"][test], "cpu_us_per_request")
+            targets[f"leader_cpu_us_per_{test}_le_{limit:g}"] = cpu <= limit
+    return {"medians": medians, "ratios": ratios, "targets_met": targets}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -331,7 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=50, help="-c of each run")
     parser.add_argument("--runs", type=int, default=3, help="runs per test and target (median)")
     parser.add_argument("--tmp", default=None, help="directory for data (default: a temp dir)")
+    parser.add_argument("--tests", default=",".join(DEFAULT_TESTS),
+                        help=f"comma list of {', '.join(TESTS)} (default: %(default)s)")
     args = parser.parse_args(argv)
+    tests = [t for t in args.tests.split(",") if t]
+    unknown = [t for t in tests if t not in TESTS]
+    if not tests or unknown or len(set(tests)) != len(tests):
+        parser.error(f"--tests: {args.tests!r} must be distinct names among {', '.join(TESTS)}")
     if args.requests < 1 or args.runs < 1 or args.clients < 1:
         parser.error("--requests, --runs and --clients must be >= 1")
     missing = [tool for tool in ("redis-server", "redis-benchmark") if shutil.which(tool) is None]
@@ -344,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         base = Path(tmp)
         fsync = measure_fsync(base)
         results: dict[str, dict[str, list[dict[str, Any]]]] = {
-            t: {test: [] for test in TESTS} for t in TARGETS}
+            t: {test: [] for test in tests} for t in TARGETS}
         with contextlib.ExitStack() as stack:
             servers = [
                 stack.enter_context(redis("redis_always", "always", base / "redis-always")),
@@ -352,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                 stack.enter_context(raftlib_cluster(base / "raftlib")),
             ]
             for _ in range(args.runs):
-                for test in TESTS:
+                for test in tests:
                     for server in servers:
                         results[server.name][test].append(
                             run_benchmark(server, test, args.requests, args.clients))

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import heapq
+import itertools
 import logging
 import queue
 import random
@@ -50,6 +52,8 @@ from raftlib.errors import (
     ConfigError,
     LeadershipTransferFailed,
     NotLeader,
+    ProposalOutcomeUnknown,
+    ProposalQueueFull,
     RaftError,
     Stopped,
     StorageError,
@@ -112,6 +116,17 @@ class _Slot:
         task, self._task = self._task, None
         if task is not None:
             trio.lowlevel.reschedule(task)
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def outcome(self) -> outcome.Outcome[Any]:
+        """The result of a filled slot, without waiting (or a checkpoint)."""
+        assert self._done, "outcome() of a slot still waiting"
+        if self._error is not None:
+            return outcome.Error(self._error)
+        return outcome.Value(self._value)
 
     async def wait(self) -> Any:
         if self._done:
@@ -276,6 +291,13 @@ class Node:
         self._sync_result: outcome.Outcome[None] | None = None
         # How long the last sync job took (set by the worker when on_sync is given).
         self._sync_seconds: float | None = None
+        # Proposals waiting with a deadline (``propose_batch(timeout_seconds=...)``), soonest
+        # first: (deadline, tie-breaker, slots). The ticker fails the overdue ones, so a caller
+        # needs no cancel scope of its own. An entry leaves at a tick once its batch is done
+        # and no older one waits, or at its deadline: at most the batches proposed within one
+        # timeout, a few small tuples each.
+        self._deadlines: list[tuple[float, int, list[_Slot]]] = []
+        self._deadline_order = itertools.count()
 
     # --- public API ---------------------------------------------------------------------
 
@@ -340,21 +362,47 @@ class Node:
         await self._submit(_Propose([bytes(command)], [slot]))
         return await slot.wait()
 
-    async def propose_batch(self, commands: Sequence[bytes]) -> list[outcome.Outcome[Any]]:
-        """Propose several commands at once; one outcome per command, in order."""
-        if not all(isinstance(c, bytes | bytearray | memoryview) for c in commands):
-            raise TypeError("commands must be bytes")
+    async def propose_batch(
+        self, commands: Sequence[bytes], *, timeout_seconds: float | None = None,
+    ) -> list[outcome.Outcome[Any]]:
+        """Propose several commands at once; one outcome per command, in order.
+
+        With ``timeout_seconds``, a command not applied by then gets ``ProposalOutcomeUnknown``
+        (it may still commit later), and a batch that could not even be queued in that time
+        (the node's input queue stayed full) gets ``ProposalQueueFull``: one deadline shared
+        by the batch and kept by the node's ticker (so it fires up to one tick late), cheaper
+        than a cancel scope around the call."""
+        datas = list(commands)
+        for n, data in enumerate(datas):
+            if type(data) is not bytes:
+                if not isinstance(data, bytearray | memoryview):
+                    raise TypeError("commands must be bytes")
+                datas[n] = bytes(data)
         self._check_running()
         if self._core.role is not Role.LEADER:
             raise self.not_leader()
-        if not commands:
+        if not datas:
             await trio.lowlevel.checkpoint()
             return []
-        slots = [_Slot() for _ in commands]
-        await self._submit(_Propose([bytes(c) for c in commands], slots))
+        slots = [_Slot() for _ in datas]
+        item = _Propose(datas, slots)
+        if timeout_seconds is None:
+            await self._submit(item)
+        else:
+            deadline = trio.current_time() + timeout_seconds
+            if not await self._submit_before(item, deadline):
+                full = ProposalQueueFull(
+                    f"the node's input queue stayed full for {timeout_seconds:g} s")
+                return [outcome.Error(full) for _ in slots]
+            heapq.heappush(self._deadlines, (deadline, next(self._deadline_order), slots))
         out: list[outcome.Outcome[Any]] = []
         for slot in slots:
-            out.append(await outcome.acapture(slot.wait))
+            if not slot.done:
+                # Waits (a checkpoint) at least for the first; the rest are usually filled by
+                # then, as a batch commits and applies together.
+                out.append(await outcome.acapture(slot.wait))
+            else:
+                out.append(slot.outcome())
         return out
 
     async def read_barrier(self) -> int:
@@ -535,13 +583,43 @@ class Node:
         except trio.WouldBlock:
             await self._in_tx.send(item)
 
+    async def _submit_before(self, item: _Input, deadline: float) -> bool:
+        """``_submit`` unless the queue stays full until ``deadline``: False then."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._in_tx.send_nowait(item)
+        except trio.WouldBlock:
+            with trio.move_on_at(deadline):
+                await self._in_tx.send(item)
+                return True
+            return False
+        return True
+
     def _check_running(self) -> None:
         if self._stopped:
             raise Stopped(f"node {self.node_id} has stopped")
 
+    def _expire_deadlines(self, now: float) -> None:
+        """Fail the proposals whose ``propose_batch`` deadline passed; drop finished ones."""
+        deadlines = self._deadlines
+        while deadlines:
+            deadline, _, slots = deadlines[0]
+            if deadline > now and all(slot.done for slot in slots):
+                heapq.heappop(deadlines)
+                continue
+            if deadline > now:
+                return
+            heapq.heappop(deadlines)
+            for slot in slots:
+                if not slot.done:  # a fresh error each: raises must not share a traceback
+                    slot.set_error(ProposalOutcomeUnknown(
+                        "no commit within the request's timeout; it may still be applied"))
+
     async def _ticker(self) -> None:
         while True:
             await trio.sleep(self.config.tick_seconds)
+            if self._deadlines:
+                self._expire_deadlines(trio.current_time())
             await self._in_tx.send(_TICK)
 
     async def _receiver(self) -> None:
@@ -590,13 +668,28 @@ class Node:
             self._sync_worker = _SyncWorker(self._sync_finished)
         try:
             while True:
-                handle(await self._in_rx.receive())
+                item = await self._in_rx.receive()
+                merged = False
                 for _ in range(limit - 1):
                     try:
-                        item = receive_nowait()
+                        after = receive_nowait()
                     except trio.WouldBlock:
                         break
+                    if type(item) is _Propose and type(after) is _Propose:
+                        # Proposals queued one after another (one per RESP connection under
+                        # load) enter the log as one batch: one driver and core call, not one
+                        # each. Nothing else came between them, so the order is the same.
+                        # (Copied once: the callers' own lists must not grow.)
+                        if not merged:
+                            item = _Propose(list(item.datas), list(item.slots))
+                            merged = True
+                        item.datas += after.datas
+                        item.slots += after.slots
+                        continue
                     handle(item)
+                    item = after
+                    merged = False
+                handle(item)
                 await self._pump()
         finally:
             if self._sync_worker is not None:

@@ -1,6 +1,6 @@
 """One ReadIndex round for the reads of many connections that arrive together.
 
-    batcher = ReadBatcher(node.read_barrier)
+    batcher = ReadBatcher(node.read_barrier, timeout_seconds=2.0)
     nursery.start_soon(batcher.run)
     index = await batcher.wait_barrier()   # instead of node.read_barrier()
 
@@ -14,10 +14,16 @@ per batch of reads, not per read; idle, a read costs one round as before.
 One task (``run``) calls the barrier, so a reader that gives up (its own deadline) never cancels
 the round the others wait on. Waiting readers are bounded by the callers (each is a request
 the RESP server already admitted); a group holds no more than an event and a result.
+
+Deadline: with ``timeout_seconds``, a group's round must end within that time of its first
+reader's arrival, or every reader of the group gets ``trio.TooSlowError``: one deadline per
+round (kept by ``run``), so a reader needs no cancel scope of its own. A reader never waits
+longer than ``timeout_seconds``: the round before its own ends by that round's earlier deadline.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 
 import attrs
@@ -32,6 +38,7 @@ class _Group:
     index: int = -1
     error: Exception | None = None
     readers: int = 0
+    deadline: float = math.inf  # when the round must have ended (trio time)
 
 
 @attrs.define
@@ -43,8 +50,13 @@ class ReadBatcherStatistics:
 class ReadBatcher:
     """Shares one call of ``barrier`` among the readers that arrived before it started."""
 
-    def __init__(self, barrier: Callable[[], Awaitable[int]]) -> None:
+    def __init__(
+        self, barrier: Callable[[], Awaitable[int]], *, timeout_seconds: float | None = None,
+    ) -> None:
+        if timeout_seconds is not None and not timeout_seconds > 0:
+            raise ValueError(f"ReadBatcher timeout_seconds must be > 0, got {timeout_seconds!r}")
         self._barrier = barrier
+        self.timeout_seconds = timeout_seconds
         self._next = _Group()  # open: readers join it until the runner takes it
         self._wake = trio.Event()  # set when the open group gets its first reader
         self.stats = ReadBatcherStatistics()
@@ -54,6 +66,8 @@ class ReadBatcher:
         group = self._next
         group.readers += 1
         if group.readers == 1:
+            if self.timeout_seconds is not None:
+                group.deadline = trio.current_time() + self.timeout_seconds
             self._wake.set()
         await group.done.wait()
         if group.error is not None:
@@ -72,7 +86,11 @@ class ReadBatcher:
             group, self._next = self._next, _Group()
             assert group.readers > 0, "woken only by a group's first reader"
             try:
-                group.index = await self._barrier()
+                with trio.move_on_at(group.deadline):
+                    group.index = await self._barrier()
+                if group.index < 0:
+                    group.error = trio.TooSlowError(
+                        f"read not confirmed within {self.timeout_seconds:g} s")
             except Exception as exc:  # for the readers to handle (NotLeader, Stopped ...)
                 group.error = exc
             self.stats.barriers += 1

@@ -70,7 +70,7 @@ import signal
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Final
 
 import attrs
 import outcome
@@ -78,7 +78,13 @@ import trio
 
 from raftlib.admin import ADMIN_ARITY, Admin
 from raftlib.core.types import NodeId
-from raftlib.errors import NotLeader, ProposalDropped, ProposalQueueFull, Stopped
+from raftlib.errors import (
+    NotLeader,
+    ProposalDropped,
+    ProposalOutcomeUnknown,
+    ProposalQueueFull,
+    Stopped,
+)
 from raftlib.kv.commands import (
     NO_SESSION,
     Append,
@@ -117,9 +123,11 @@ _UNKNOWN_TIMEOUT: Final = ErrorReply(
 class KvServiceConfig:
     key_bytes_max: int = 64 * 1024
     value_bytes_max: int = 1024 * 1024
-    # How long a write waits to be committed and applied before answering UNKNOWN.
+    # How long a write waits to be committed and applied before answering UNKNOWN (one deadline
+    # per batch, kept by the node's ticker: it fires up to one tick late).
     request_timeout_seconds: float = 5.0
-    # How long a read waits for its ReadIndex before answering (the node also bounds it).
+    # How long a read waits for its ReadIndex before answering (the node also bounds it); with
+    # a ReadBatcher, the batcher's timeout_seconds (serve_kv sets it to this) keeps it.
     read_timeout_seconds: float = 2.0
 
 
@@ -247,8 +255,11 @@ class KvCommandHandler:
         self.metrics = metrics if metrics is not None else NodeMetrics()
         self._clock = clock
         self.config = config or KvServiceConfig()
-        # Shares ReadIndex rounds among connections (its ``run`` task must be running); without
-        # one, each batch of reads runs its own round.
+        # Shares ReadIndex rounds among connections (its ``run`` task must be running) and
+        # keeps their deadline (its ``timeout_seconds``, which serve_kv sets to this config's
+        # read_timeout_seconds); without one, each batch of reads runs its own round under a
+        # cancel scope of read_timeout_seconds.
+        self._batched_reads = read_batcher is not None
         self._read_barrier: Callable[[], Awaitable[int]] = (
             read_batcher.wait_barrier if read_batcher is not None else node.read_barrier)
         self._commands: dict[bytes, tuple[int, int | None, _Planner]] = {
@@ -368,28 +379,27 @@ class KvCommandHandler:
             return ErrorReply("TRYAGAIN a leader change dropped the proposal; not applied")
         if isinstance(exc, Stopped):
             return ErrorReply("UNKNOWN the node stopped; the write may or may not be applied")
-        if isinstance(exc, trio.Cancelled):
+        if isinstance(exc, ProposalOutcomeUnknown):
             return _UNKNOWN_TIMEOUT
         raise exc
 
     async def _run_writes(self, writes: list[tuple[int, _Write]], replies: list[Reply]) -> None:
-        """Propose a run of writes as one batch under one shared deadline."""
-        outcomes: list[outcome.Outcome[Any]] = []
+        """Propose a run of writes as one batch under one shared deadline (kept by the node:
+        no cancel scope per batch)."""
         metrics = self.metrics
         started = metrics.commit_timer()
         try:
-            with trio.move_on_after(self.config.request_timeout_seconds):
-                outcomes = await self.node.propose_batch([w.entry for _, w in writes])
-                metrics.proposed(outcomes, started)
+            outcomes = await self.node.propose_batch(
+                [w.entry for _, w in writes],
+                timeout_seconds=self.config.request_timeout_seconds)
         except (NotLeader, Stopped) as exc:  # nothing entered the log
             failed = self._write_failed(exc)
             for position, _ in writes:
                 replies[position] = failed
             return
+        metrics.proposed(outcomes, started)
+        assert len(outcomes) == len(writes), "one outcome per proposed command"
         for n, (position, write) in enumerate(writes):
-            if n >= len(outcomes):  # the deadline passed before the batch was queued
-                replies[position] = _UNKNOWN_TIMEOUT
-                continue
             result = outcomes[n]
             if isinstance(result, outcome.Error):
                 replies[position] = self._write_failed(result.error)
@@ -401,11 +411,16 @@ class KvCommandHandler:
         """One ReadIndex barrier for a run of reads, then serve each at that point."""
         failed: ErrorReply
         try:
-            with trio.move_on_after(self.config.read_timeout_seconds):
+            if self._batched_reads:
+                # The batcher keeps the deadline for all its readers (read_timeout_seconds).
                 await self._read_barrier()
-                for position, read in reads:
-                    replies[position] = read.fn()
-                return
+            else:
+                with trio.fail_after(self.config.read_timeout_seconds):
+                    await self._read_barrier()
+            for position, read in reads:
+                replies[position] = read.fn()
+            return
+        except trio.TooSlowError:
             failed = ErrorReply("TRYAGAIN read not confirmed by a leader in time")
         except NotLeader as exc:
             failed = self._redirect(exc)
@@ -510,7 +525,9 @@ async def serve_kv(
     listeners = await open_tcp_listeners(client_port, client_host, ssl_context=ssl_context)
     async with open_node(config, storage=storage, transport=transport,
                          state_machine=machine, hooks=hooks) as node:
-        batcher = ReadBatcher(node.read_barrier)
+        batcher = ReadBatcher(
+            node.read_barrier,
+            timeout_seconds=(service_config or KvServiceConfig()).read_timeout_seconds)
         handler = KvCommandHandler(node, machine, client_addresses=client_addresses,
                                    config=service_config, read_batcher=batcher,
                                    metrics=metrics)

@@ -42,15 +42,18 @@ from raftlib.kv.sessions import SESSION_TTL_MS_DEFAULT, SESSIONS_MAX_DEFAULT, Se
 INT64_MIN: Final = -(1 << 63)
 INT64_MAX: Final = (1 << 63) - 1
 # Version 2 added sets and lists (trailing fields with defaults: a version 1 snapshot, which has
-# neither, still reads).
-SNAPSHOT_FORMAT_VERSION: Final = 2
-SNAPSHOT_FORMAT_VERSIONS_READ: Final = (1, 2)
+# neither, still reads). Version 3 writes the strings as a map in the table's own order instead
+# of a sorted array of pairs: sorting 100,000 keys took 94 ms of the leader's CPU per snapshot
+# (9 us per request at the default 10,000 entries per snapshot); nothing compares the bytes of
+# two replicas' snapshots, only their contents. Versions 1 and 2 still read.
+SNAPSHOT_FORMAT_VERSION: Final = 3
+SNAPSHOT_FORMAT_VERSIONS_READ: Final = (1, 2, 3)
 _WRONGTYPE: Final = KvError("WRONGTYPE", "Operation against a key holding the wrong kind of value")
 
 
 class _Snapshot(msgspec.Struct, array_like=True):
     version: int
-    data: list[tuple[bytes, bytes]]
+    data: dict[bytes, bytes] | list[tuple[bytes, bytes]]  # a map from version 3 on
     sessions: list[tuple[int, int, Result, int]]
     next_session_id: int
     clock_ms: int
@@ -213,7 +216,7 @@ class KvStateMachine:
         def write(file: BinaryIO) -> None:
             snap = _Snapshot(
                 version=SNAPSHOT_FORMAT_VERSION,
-                data=sorted(data.items()),
+                data=data,
                 sessions=sessions,
                 next_session_id=next_id,
                 clock_ms=clock_ms,

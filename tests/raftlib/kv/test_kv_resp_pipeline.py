@@ -35,9 +35,11 @@ class SpyNode:
         self.calls.append("propose")
         return await self._node.propose(command)
 
-    async def propose_batch(self, commands: Sequence[bytes]) -> list[outcome.Outcome[Any]]:
+    async def propose_batch(
+        self, commands: Sequence[bytes], **options: Any,
+    ) -> list[outcome.Outcome[Any]]:
         self.calls.append(f"propose_batch({len(commands)})")
-        return await self._node.propose_batch(commands)
+        return await self._node.propose_batch(commands, **options)
 
     async def read_barrier(self) -> int:
         self.calls.append("read_barrier")
