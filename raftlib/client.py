@@ -168,6 +168,12 @@ class TcpConnector:
             # trio reports a failed TLS handshake as BrokenResourceError caused by the SSLError.
             reason = exc.__cause__ or exc
             raise NotDelivered(f"cannot connect to {address}: {reason}") from None
+        raced = self._connections.get(address)
+        if raced is not None:
+            # Another task connected to the same address while we did: one connection per
+            # address, so ours goes (overwriting theirs leaked it unclosed).
+            await trio.aclose_forcefully(stream)
+            return raced
         conn = self._connections[address] = _Connection(stream, self._limits)
         return conn
 
