@@ -256,6 +256,15 @@ def test_rounds_older_than_the_lease_are_forgotten() -> None:
     assert len(core._lease.rounds) <= LEASE_TICKS
 
 
+def test_rounds_of_an_earlier_term_never_count() -> None:
+    lease = Lease()
+    lease.stamp(1, 5)
+    assert lease.ticks_left(1, 5, 10) == 10
+    assert lease.ticks_left(2, 5, 10) == 0
+    lease.stamp(2, 6)
+    assert list(lease.rounds) == [(6, 0)]
+
+
 def test_lease_rounds_are_bounded_and_ordered() -> None:
     lease = Lease()
     for seq in range(1, LEASE_ROUNDS_MAX + 10):
