@@ -23,7 +23,9 @@ Invariants (``Lease.check``):
 - stamped rounds ascend in sequence number and tick; rounds older than the lease are
   forgotten (they can grant none), and at most ``LEASE_ROUNDS_MAX`` are held;
 - no lease for the rest of a term once a leadership transfer started in it: the successor's
-  TimeoutNow makes voters grant at once (transfer votes skip the vote lease).
+  TimeoutNow makes voters grant at once (transfer votes skip the vote lease);
+- a node that (re)started refuses (pre)votes for its first ``election_timeout_ticks_min``
+  ticks: a restart forgets the leader it acknowledged, and with it the vote lease it owes.
 
 What it assumes (README, "Lease reads"): the clock rates of any two nodes differ by less than
 the drift bound covers; a tick is not lost (a process that stalled delivers the ticks it
@@ -47,10 +49,13 @@ LEASE_ROUNDS_MAX = 1024
 class Lease:
     """A leader's clock (ticks it counted) and the heartbeat rounds it stamped this term."""
 
-    __slots__ = ("now_ticks", "rounds", "served", "term", "voided_term")
+    __slots__ = ("now_ticks", "rounds", "served", "started_ticks", "term", "voided_term")
 
     def __init__(self) -> None:
         self.now_ticks = 0
+        # Ticks since this core started (in any role), counted up to the point where they
+        # stop mattering (``_lease_fresh_start``).
+        self.started_ticks = 0
         self.term = 0
         # (sequence number, tick it was created at), ascending in both.
         self.rounds: deque[tuple[int, int]] = deque()
@@ -113,6 +118,21 @@ class LeaseMixin(CoreState):
         CoreConfig whenever lease_reads is on)."""
         cfg = self.config
         return cfg.election_timeout_ticks_min - cfg.lease_drift_ticks
+
+    def _lease_started_tick(self) -> None:
+        """Any node's tick (``RaftCore.tick``)."""
+        lease = self._lease
+        if lease.started_ticks < self.config.election_timeout_ticks_min:
+            lease.started_ticks += 1
+
+    def _lease_fresh_start(self) -> bool:
+        """Whether this node must refuse (pre)votes because it (re)started less than an
+        election timeout ago: in its previous life it may have acknowledged a leader's round
+        that grants a lease still running, and it forgot which leader that was (the leader
+        is volatile state). It behaves as if it had just heard from that leader. Only with
+        lease reads on: otherwise nothing relies on the vote lease beyond liveness."""
+        cfg = self.config
+        return cfg.lease_reads and self._lease.started_ticks < cfg.election_timeout_ticks_min
 
     def _lease_tick(self) -> None:
         """A leader's tick (``_tick_leader``)."""

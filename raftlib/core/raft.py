@@ -264,6 +264,7 @@ class RaftCore(
     def tick(self) -> None:
         if self._halted:
             return
+        self._lease_started_tick()
         if self._role is Role.LEADER:
             self._tick_leader()
         else:
