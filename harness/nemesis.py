@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -250,12 +251,26 @@ def _params(kind: str, rng: random.Random, n: int) -> dict[str, Any]:
     if kind in TRIGGER_KINDS:
         return {"restart_ms": rng.randint(1, RESTART_MS_MAX_GENERATED)}
     if kind == "clock":
-        rates = [[node, round(rng.choice((0.25, 0.5, 1.0, 2.0, 4.0)) * rng.uniform(0.9, 1.1), 3)]
+        rates = [[node, round(rng.choice(CLOCK_RATES) * rng.uniform(0.9, 1.1), 3)]
                  for node in _nodes(n)]
         return {"rates": rates}
     if kind == "member":
         return {"action": rng.choice(MEMBER_ACTIONS)}
     raise ScheduleError(f"unknown fault kind {kind!r}")
+
+
+# The clock rates a clock window draws from (times a factor in [0.9, 1.1]): up to 4.4 times
+# faster or slower, far beyond any drift a lease can cover (lease reads, raftlib/core/lease.py).
+CLOCK_RATES = (0.25, 0.5, 1.0, 2.0, 4.0)
+CLOCK_RATE_DRAWN_MAX = 4.0 * 1.1
+
+
+def squeeze_clock_rates(rates: list[list[Any]], rate_max: float) -> list[list[Any]]:
+    """The drawn rates mapped into [1 / rate_max, rate_max] on a log scale (4.4 -> rate_max,
+    1 -> 1): the same windows and the same order of fast and slow nodes, with realistic skew."""
+    scale = math.log(rate_max) / math.log(CLOCK_RATE_DRAWN_MAX)
+    return [[node, round(min(rate_max, max(1 / rate_max, math.exp(math.log(rate) * scale))), 3)]
+            for node, rate in rates]
 
 
 # Wall-clock steps (seconds, either way) and strobes a clock window may give a node; 7200 s is
@@ -292,10 +307,12 @@ def _file_params(rng: random.Random) -> dict[str, Any] | None:
 
 
 def generate(
-    seed: int, kinds: Sequence[str], nodes: int, time_limit: float, interval: float
+    seed: int, kinds: Sequence[str], nodes: int, time_limit: float, interval: float,
+    *, clock_rate_max: float = 0.0,
 ) -> Schedule:
     """A random schedule: for each kind, quiet gaps and fault windows of about ``interval``
-    seconds each (uniform in [0.5, 1.5] x interval), all within [0, time_limit]."""
+    seconds each (uniform in [0.5, 1.5] x interval), all within [0, time_limit].
+    ``clock_rate_max`` > 1 keeps clock windows' rates within [1 / it, it] (0: as drawn)."""
     faults: list[Fault] = []
     for kind in kinds:
         # One stream per kind: adding a kind leaves the other kinds' windows unchanged.
@@ -309,6 +326,8 @@ def generate(
             if stop - start < WINDOW_SECONDS_MIN:
                 break
             params = _params(kind, rng, nodes)
+            if kind == "clock" and clock_rate_max:
+                params["rates"] = squeeze_clock_rates(params["rates"], clock_rate_max)
             if kind == "clock":
                 # Its own stream: the rates (and so the simulator's runs) stay as they were.
                 params["wall"] = _wall_params(wall_rng, nodes)

@@ -104,6 +104,13 @@ def _integer_in(minimum: int, maximum: int) -> Callable[[Any, attrs.Attribute[An
     return check
 
 
+def _clock_rate_max(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not (value == 0 or 1 < value <= 100)):
+        raise OptionsError(f"--clock-rate-max: must be 0 (as drawn) or a factor in (1, 100], "
+                           f"got {value!r}")
+
+
 def _backend(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value not in BACKENDS:
         raise OptionsError(f"--backend: {value!r} is not available (available: "
@@ -273,6 +280,11 @@ class RunOptions:
     # Mean quiet time and mean fault duration of a generated schedule.
     nemesis_interval: float = option(2.0, "mean seconds between faults and of each fault",
                                      validator=_seconds_in(0.01, 86400.0), converter=_as_float)
+    # Clock windows skew tick rates by at most this factor either way (0: as drawn, up to
+    # 4.4): lease reads are safe only while clocks drift less than their bound covers.
+    clock_rate_max: float = option(0.0, "clock faults: tick-rate factors within [1/x, x] "
+                                   "(0: as drawn, up to 4.4)", validator=_clock_rate_max,
+                                   converter=_as_float, argv=IF_SET)
     # After the final heal, the bound for the cluster to serve again.
     recovery_time: float = option(10.0, "seconds the healed cluster has to serve again",
                                   validator=_seconds_in(0.5, 86400.0), converter=_as_float)

@@ -39,7 +39,7 @@ EXIT_BY_VERDICT = {"valid": 0, "invalid": 1, "unknown": 2}
 
 def schedule_for(options: RunOptions) -> Schedule:
     return generate(options.seed, options.nemesis, options.nodes, options.time_limit,
-                    options.nemesis_interval)
+                    options.nemesis_interval, clock_rate_max=options.clock_rate_max)
 
 
 def simulate(options: RunOptions, schedule: Schedule | None = None,

@@ -391,7 +391,7 @@ def run_live(
     validate(options, schedule)
     if schedule is None:
         schedule = generate(options.seed, options.nemesis, options.nodes, options.time_limit,
-                            options.nemesis_interval)
+                            options.nemesis_interval, clock_rate_max=options.clock_rate_max)
     started = time.monotonic()
     scratch = out_dir is None
     run_dir = Path(tempfile.mkdtemp(prefix="raft-harness-live-")) if out_dir is None else out_dir

@@ -49,6 +49,11 @@ class Detection:
     snapshot_entries: int = 10_000
     snapshot_trailing: int = 1024
     snapshot_chunk_bytes: int = 256 << 10
+    # Seconds before a client gives up on an attempt; short: a client stuck on a deposed
+    # leader moves on to the new one within a lease.
+    request_timeout: float = 1.0
+    # Clock windows' tick-rate factors within [1/x, x] (0: as drawn, up to 4.4 either way).
+    clock_rate_max: float = 0.0
 
     def options(self) -> dict[str, Any]:
         return attrs.asdict(self, recurse=False)
@@ -76,6 +81,8 @@ def _bug(name: str, summary: str, patches: Callable[[], list[Patch]],
 _CRASHES = ("kill", "disk")
 # No PreVote and no CheckQuorum: partitions leave many candidates racing in one term.
 _NO_PREVOTE: dict[str, Any] = {"pre_vote": False, "check_quorum": False}
+_LEASE_READS: dict[str, Any] = {"lease_reads": True, "election_timeout_ticks_min": 40,
+                                 "election_timeout_ticks_max": 44, "lease_drift_ticks": 16}
 BUGS: dict[str, Bug] = {
     bug.name: bug
     for bug in (
@@ -166,6 +173,18 @@ BUGS: dict[str, Bug] = {
              "campaigning among the old voters", bugs.removed_node_campaigns,
              workload="append", nemesis=("member", "partition", "kill"),
              nemesis_interval=0.3, rate=100.0, core=_NO_PREVOTE),
+        # Lease reads on, under clocks whose rates differ by at most 1.2 either way (so a
+        # leader's tick may last 1.44 times a follower's) and a drift bound that covers it:
+        # the lease is 40 - 16 = 24 ticks, safe up to a ratio of 39/24 = 1.6. Partitions cut
+        # a leader off while it holds its lease; 20 clients at 200 op/s with a short request
+        # timeout reach the successor and write while others still read from the old leader.
+        # Long election timeouts (in ticks) make the drift window wide enough to hit.
+        _bug("lease-ignores-drift", "a leader's read lease lasts the whole election timeout, "
+             "ignoring clock drift: it serves stale reads after its successor took writes",
+             bugs.lease_ignores_drift,
+             workload="register", nemesis=("partition", "clock"), clients=20, rate=200.0,
+             time_limit=15.0, nemesis_interval=1.5, request_timeout=0.1, clock_rate_max=1.2,
+             core=_LEASE_READS),
         _bug("session-cache-off", "the session table forgets replies: a retried write is "
              "applied twice", bugs.session_cache_off,
              workload="append", nemesis=("kill", "partition"), nemesis_interval=0.5,

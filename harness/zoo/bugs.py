@@ -21,6 +21,7 @@ from harness.sim.node import ClientRequest, ReplyKind, SimNode
 from raftlib.core import membership, quorum
 from raftlib.core.follower import FollowerMixin
 from raftlib.core.leader import LeaderMixin
+from raftlib.core.lease import LeaseMixin
 from raftlib.core.log import RaftLog
 from raftlib.core.raft import RaftCore
 from raftlib.core.reconfigure import ReconfigureMixin
@@ -356,6 +357,22 @@ def local_reads() -> list[Patch]:
         return handle_read
 
     return [(SimNode, "_handle_read", wrap)]
+
+
+def lease_ignores_drift() -> list[Patch]:
+    """A leader's read lease lasts the whole minimum election timeout, with no margin for
+    clock drift (or for a tick's rounding): when its clock runs slower than a follower's, the
+    followers elect a new leader, which takes writes, while the old one still serves reads
+    from its lease (correct: the lease is shorter than the election timeout by the
+    drift bound, lease_drift_ticks; thesis §6.4.1)."""
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def lease_ticks(self: LeaseMixin) -> int:
+            return self.config.election_timeout_ticks_min
+
+        return lease_ticks
+
+    return [(LeaseMixin, "_lease_ticks", wrap)]
 
 
 def session_cache_off() -> list[Patch]:

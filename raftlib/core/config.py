@@ -95,6 +95,25 @@ def _heartbeat(config: CoreConfig, attribute: attrs.Attribute[Any], value: objec
         )
 
 
+def _lease_reads(config: CoreConfig, attribute: attrs.Attribute[Any], value: object) -> None:
+    _boolean(config, attribute, value)
+    if not value:
+        return
+    # Followers refuse votes within the election timeout of hearing from their leader only
+    # with CheckQuorum (election.py, _in_lease): without it a vote can depose a leader at
+    # once, and no lease holds.
+    if not config.check_quorum:
+        raise SettingError("lease_reads", "requires check_quorum (followers honour a "
+                                          "leader's lease only with CheckQuorum on)")
+    lease = config.election_timeout_ticks_min - config.lease_drift_ticks
+    if lease < 1:
+        raise SettingError(
+            "lease_drift_ticks", "must be < election_timeout_ticks_min when lease_reads is on "
+            f"(the lease is min - drift ticks and must be > 0), got drift="
+            f"{config.lease_drift_ticks} min={config.election_timeout_ticks_min}"
+        )
+
+
 def setting(default: Any, validator: Callable[..., None], help: str) -> Any:
     """One tunable setting: its default, its validator and the help the flags show."""
     return attrs.field(default=default, validator=validator, metadata={"help": help})
@@ -138,6 +157,20 @@ class CoreConfig:
     uncommitted_entries_max: int = setting(
         8192, _positive_int, "uncommitted entries a leader holds before proposals get "
                              "ProposalQueueFull")
+    # Lease reads (thesis §6.4.1, lease.py): a leader that a quorum acknowledged within the
+    # lease answers reads at its commit index with no heartbeat round. The lease is
+    # election_timeout_ticks_min - lease_drift_ticks, counted from when the acknowledged round
+    # was SENT; the drift ticks absorb clock-rate differences between leader and followers
+    # and one tick of rounding. Safe only while a leader's tick lasts at most
+    # (min - 1) / (min - drift) times a follower's (9/7 with the defaults: 28%), and every
+    # node of the cluster runs the same election_timeout_ticks_min with CheckQuorum on.
+    lease_drift_ticks: int = setting(
+        3, _positive_int, "lease reads: ticks the lease is shorter than election timeout min "
+                         "(clock-drift bound)")
+    lease_reads: bool = setting(
+        False, _lease_reads, "lease reads: a leader heard from by a quorum within the lease "
+                             "serves reads without a heartbeat round (needs check_quorum; "
+                             "assumes bounded clock drift)")
 
 
 IDENTITY_FIELDS: tuple[str, ...] = ("node_id", "voters")

@@ -8,7 +8,7 @@ disrupting the cluster)."""
 from __future__ import annotations
 
 from raftlib.core import quorum
-from raftlib.core.state import CoreState
+from raftlib.core.lease import LeaseMixin
 from raftlib.core.types import (
     NO_NODE,
     RequestVote,
@@ -18,12 +18,14 @@ from raftlib.core.types import (
 )
 
 
-class ElectionMixin(CoreState):
+class ElectionMixin(LeaseMixin):
     def _in_lease(self, msg: RequestVote) -> bool:
         """Whether a (pre)vote request must be refused because a leader is known and was heard
         from within the minimum election timeout (thesis §9.6, §4.2.3)."""
-        if msg.transfer or self._leader == NO_NODE:
+        if msg.transfer:
             return False
+        if self._leader == NO_NODE:
+            return self._lease_fresh_start()
         if not (self.config.check_quorum or msg.pre_vote):
             return False
         return self._election_elapsed < self.config.election_timeout_ticks_min

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import repeat
 
+from raftlib.core.lease import LeaseMixin
 from raftlib.core.progress import Progress, ProgressState, StreamIds
-from raftlib.core.state import CoreState
 from raftlib.core.types import (
     NO_NODE,
     AppendEntries,
@@ -27,9 +27,10 @@ from raftlib.errors import ConfigError, NotLeader, ProposalDropped, ProposalQueu
 SNAPSHOT_STALL_ELECTION_TIMEOUTS = 5
 
 
-class LeaderMixin(CoreState):
+class LeaderMixin(LeaseMixin):
     def _tick_leader(self) -> None:
         cfg = self.config
+        self._lease_tick()
         stall = SNAPSHOT_STALL_ELECTION_TIMEOUTS * cfg.election_timeout_ticks_max
         for pr in self._progress.values():
             if pr.state is ProgressState.SNAPSHOT:
@@ -55,6 +56,7 @@ class LeaderMixin(CoreState):
                     pr.recent_active = False
         if self._heartbeat_elapsed >= cfg.heartbeat_interval_ticks:
             self._heartbeat_elapsed = 0
+            self._lease_new_round()
             self._broadcast_heartbeat()
 
     def transfer_leadership(self, to: NodeId) -> None:

@@ -37,6 +37,7 @@ from raftlib.core.config import CoreConfig, Rng
 from raftlib.core.election import ElectionMixin
 from raftlib.core.follower import FollowerMixin
 from raftlib.core.leader import LeaderMixin
+from raftlib.core.lease import Lease
 from raftlib.core.log import RaftLog
 from raftlib.core.progress import Progress, StreamIds
 from raftlib.core.reads import ReadsMixin
@@ -155,6 +156,7 @@ class RaftCore(
         self._forwarded_reads: dict[int, NodeId] = {}
         self._read_states: list[ReadState] = []
         self._dropped_reads: list[int] = []
+        self._lease = Lease()
 
         # What storage holds: a term raised on recovery is persisted by the first Ready.
         self._prev_hard = durable_hard_state
@@ -263,6 +265,7 @@ class RaftCore(
     def tick(self) -> None:
         if self._halted:
             return
+        self._lease_started_tick()
         if self._role is Role.LEADER:
             self._tick_leader()
         else:

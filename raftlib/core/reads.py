@@ -1,10 +1,12 @@
 """Linearizable reads without log writes: ReadIndex (thesis §6.4). A leader notes its commit
 index, confirms it still leads with a heartbeat round that carries the read's sequence number,
-and answers once a quorum echoed it; a follower forwards the request to its leader."""
+and answers once a quorum echoed it; a follower forwards the request to its leader. With
+``lease_reads`` on, a leader within its lease answers at once instead (lease.py)."""
 
 from __future__ import annotations
 
-from raftlib.core.state import CoreState, PendingRead
+from raftlib.core.lease import LeaseMixin
+from raftlib.core.state import PendingRead
 from raftlib.core.types import (
     NO_NODE,
     NodeId,
@@ -15,13 +17,14 @@ from raftlib.core.types import (
 )
 
 
-class ReadsMixin(CoreState):
+class ReadsMixin(LeaseMixin):
     def read_index(self, request_id: int) -> None:
         """Ask for a linearizable read (thesis §6.4). The answer arrives in a later Ready as
         ``ReadState(request_id, index)`` (serve the read once applied >= index) or as
         ``request_id`` in ``dropped_reads`` (no leader, or leadership lost: retry)."""
         if self._role is Role.LEADER:
-            self._register_read(request_id, self._id)
+            if not self._lease_read(request_id, self._id):
+                self._register_read(request_id, self._id)
         elif self._leader != NO_NODE:
             self._forwarded_reads[request_id] = self._leader
             self._send(ReadIndexRequest(self._term, self._id, self._leader, request_id))
@@ -60,7 +63,8 @@ class ReadsMixin(CoreState):
 
     def _on_read_request(self, msg: ReadIndexRequest) -> None:
         if self._role is Role.LEADER:
-            self._register_read(msg.request_id, msg.src)
+            if not self._lease_read(msg.request_id, msg.src):
+                self._register_read(msg.request_id, msg.src)
         else:
             self._send(ReadIndexResponse(self._term, self._id, msg.src, msg.request_id, 0))
 
