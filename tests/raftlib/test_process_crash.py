@@ -72,6 +72,7 @@ def test_sigkill_while_writing_loses_no_acknowledged_command(tmp_path: Path) -> 
     acks = acknowledged([cluster.log_path(n) for n in ids])
     assert len(acks) > 20, f"seed={seed}: only {len(acks)} commands acknowledged"
     logs = {}
+    holders: dict[int, set[bytes]] = {}
     snapshots_seen: list[int] = []
     for node_id in ids:
         storage = WalStorage(cluster.data_dir(node_id))
@@ -89,12 +90,16 @@ def test_sigkill_while_writing_loses_no_acknowledged_command(tmp_path: Path) -> 
         entries = recovered.entries
         committed = [e for e in entries if e.index <= recovered.hard_state.commit]
         logs[node_id] = entries
-        have = {e.data for e in committed if e.kind is EntryKind.NORMAL} | snapshotted
-        missing = [a for a in acks if a not in have]
-        assert not missing, (
-            f"seed={seed}: node {node_id} lacks {len(missing)} of {len(acks)} acknowledged "
-            f"commands in its committed log, e.g. {missing[:3]}"
-        )
+        holders[node_id] = {e.data for e in committed if e.kind is EntryKind.NORMAL} | snapshotted
+    # Raft's promise: an acknowledged command is committed, so a majority holds it durably
+    # (every node holds it only once all caught up, which a fixed wait on a loaded machine
+    # cannot promise: node 1 once lacked 2,864 of 8,288 after it).
+    held_by = {a: sum(a in have for have in holders.values()) for a in acks}
+    lost = [a for a, count in held_by.items() if count < 2]
+    assert not lost, (
+        f"seed={seed}: {len(lost)} of {len(acks)} acknowledged commands are held by fewer "
+        f"than 2 of 3 nodes' committed logs, e.g. {lost[:3]}"
+    )
     problems = log_matching(logs)
     assert not problems, f"seed={seed}: {problems}"
     assert snapshots_seen, f"seed={seed}: no node took a snapshot (the test must cover them)"
