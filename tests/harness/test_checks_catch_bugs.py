@@ -105,3 +105,29 @@ def test_an_invariant_breaking_inside_the_simulation_makes_the_run_invalid(
     assert report.verdict == "invalid"
     assert report.results["failed_checks"] == ["invariant"]
     assert "apply out of order" in report.line
+
+
+def _settled(from_term: int, to_term: int, **core: bool) -> object:
+    from types import SimpleNamespace
+
+    from harness.sim.world import Liveness
+
+    live = Liveness(heal_us=0, deadline_us=10_000_000, leader_after_heal_us=1,
+                    probe_done_us=2, caught_up_us=3, settle_us=2_500_000,
+                    settle_from_term=from_term, settle_to_term=to_term)
+    return SimpleNamespace(liveness=live, options=RunOptions(core=core))
+
+
+def test_leadership_must_settle_after_heal_unless_nothing_could_make_it() -> None:
+    from typing import Any, cast
+
+    from harness.checks import SETTLE_TERMS_MAX, check_liveness
+
+    held = check_liveness(cast(Any, _settled(7, 7 + SETTLE_TERMS_MAX)))
+    assert held.valid is True and "leadership held" in held.summary
+    churn = check_liveness(cast(Any, _settled(7, 8 + SETTLE_TERMS_MAX)))
+    assert churn.valid is False and "did not settle" in churn.summary
+    # With PreVote and CheckQuorum off a node removed while down may depose leaders for good
+    # (thesis 4.2.3): the configuration's known weakness is not judged.
+    unguarded = check_liveness(cast(Any, _settled(7, 20, pre_vote=False, check_quorum=False)))
+    assert unguarded.valid is True and "not judged" in unguarded.summary
