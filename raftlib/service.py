@@ -381,7 +381,11 @@ class KvCommandHandler:
             return ErrorReply("UNKNOWN the node stopped; the write may or may not be applied")
         if isinstance(exc, ProposalOutcomeUnknown):
             return _UNKNOWN_TIMEOUT
-        raise exc
+        # Anything else (the state machine raised while applying the command, say) is this
+        # client's answer, never a reason to stop the node: an error this function did not
+        # know once took the whole node down ("entry N was covered by the leader's snapshot").
+        log.error("write failed with %r", exc)
+        return ErrorReply(f"ERR {type(exc).__name__}: {exc}")
 
     async def _run_writes(self, writes: list[tuple[int, _Write]], replies: list[Reply]) -> None:
         """Propose a run of writes as one batch under one shared deadline (kept by the node:

@@ -95,8 +95,8 @@ def test_correct_raftlib_is_valid_under_every_fault(name: str) -> None:
 # twice; acting on a Ready before its fsync loses an acknowledged set element.
 CAUGHT = [
     ("counter", "session-cache-off", 2, "counter", "over-counted"),
-    ("queue", "session-cache-off", 1, "linearizable", "cannot be placed"),
-    ("set", "ack-before-fsync", 0, "set", "lost"),
+    ("queue", "session-cache-off", 0, "linearizable", "cannot be placed"),
+    ("set", "ack-before-fsync", 7, "set", "lost"),
 ]
 
 
