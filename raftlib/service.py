@@ -381,6 +381,8 @@ class KvCommandHandler:
             return ErrorReply("UNKNOWN the node stopped; the write may or may not be applied")
         if isinstance(exc, ProposalOutcomeUnknown):
             return _UNKNOWN_TIMEOUT
+        if not isinstance(exc, Exception):
+            raise exc  # cancellation (a deadline, the node stopping) is not an answer
         # Anything else (the state machine raised while applying the command, say) is this
         # client's answer, never a reason to stop the node: an error this function did not
         # know once took the whole node down ("entry N was covered by the leader's snapshot").
