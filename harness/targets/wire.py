@@ -41,7 +41,7 @@ class RespConnection:
     """One RESP connection; ``call`` sends a command and returns its reply (an error reply is
     returned as ``ErrorReply``: the service answered)."""
 
-    def __init__(self, stream: trio.SocketStream, where: str) -> None:
+    def __init__(self, stream: trio.abc.Stream, where: str) -> None:
         self._stream = stream
         self._parser = RespParser()
         self.where = where
