@@ -149,9 +149,10 @@ class RedisSentinelDB(DB):
     async def ready(self, hosts: Mapping[int, Host]) -> str | None:
         """Every server answers, every Sentinel names the same primary and knows the others
         and the replicas, every replica's link to the primary is up."""
-        silent = [n for n, h in sorted(hosts.items()) if not await ping(h.address, PORT)]
-        if silent:
-            return f"Redis servers not answering: {silent}"
+        for node, host in sorted(hosts.items()):
+            why = await ping(host.address, PORT)
+            if why is not None:
+                return f"Redis server of node {node}: {why}"
         named = await self._named(hosts)
         if len(named) < len(hosts) or len(set(named.values())) != 1 or None in named.values():
             return f"Sentinels do not agree on one primary: {named}"

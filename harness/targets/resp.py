@@ -73,19 +73,21 @@ async def resp_operation(conn: RespConnection, spec: OpSpec, workload: str,
     raise AssertionError(f"RESP targets have no operation {spec.f!r}")
 
 
-async def ping(host: str, port: int) -> bool:
+async def ping(host: str, port: int) -> str | None:
+    """None when ``host:port`` answers PING with PONG, else what it did instead."""
     with trio.move_on_after(PING_SECONDS_MAX):
         try:
             conn = await RespConnection.open(host, port)
-        except Exception:
-            return False
+        except Exception as exc:
+            return str(exc)
         try:
-            return await conn.call(b"PING") == SimpleString("PONG")
-        except Exception:
-            return False
+            reply = await conn.call(b"PING")
+        except Exception as exc:
+            return str(exc)
         finally:
             await conn.aclose()
-    return False
+        return None if reply == SimpleString("PONG") else f"PING answered {reply!r}"[:200]
+    return f"no answer to PING within {PING_SECONDS_MAX:g} s"
 
 
 @functools.lru_cache(maxsize=8)
@@ -168,8 +170,11 @@ class RespDB(DB):
         return list(self._words(host))
 
     async def ready(self, hosts: Mapping[int, Host]) -> str | None:
-        silent = [n for n, h in sorted(hosts.items()) if not await ping(h.address, PORT)]
-        return f"nodes not answering PING: {silent}" if silent else None
+        for node, host in sorted(hosts.items()):
+            why = await ping(host.address, PORT)
+            if why is not None:
+                return f"node {node}: {why}"
+        return None
 
     async def primary(self, hosts: Mapping[int, Host]) -> int | None:
         return None  # a generic service names no leader: leader-targeted faults pick at random

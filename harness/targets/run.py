@@ -336,6 +336,7 @@ def _finish(
     version = db.version()
     expected = {c.name: db.expected_failures[c.name] for c in all_checks
                 if c.valid is False and c.name in db.expected_failures}
+    all_checks = annotate_expected(all_checks, db.name, expected)
     cmd = command or command_line([*options.to_argv(), *(["--out", str(out_dir)] if out_dir
                                                           else [])])
     stats = {
@@ -383,8 +384,7 @@ def _finish(
                             model=live_checks.model_for(options.workload))
     (run_dir / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n",
                                           encoding="utf-8")
-    line = one_line(options, db.name, version, all_checks, verdict, expected, stats,
-                    wall, out_dir)
+    line = one_line(options, version, all_checks, verdict, stats, wall, out_dir)
     return RunReport(verdict, line, out_dir, results, jsonl)
 
 
@@ -395,15 +395,19 @@ def _stop_statuses(statuses: dict[int, int | None]) -> dict[int, int | None]:
     return {n: 0 if status == -signal.SIGTERM else status for n, status in statuses.items()}
 
 
-def one_line(options: RunOptions, target: str, version: str, all_checks: list[Check],
-             verdict: str, expected: dict[str, str], stats: dict[str, Any], wall: float,
-             out_dir: Path | None) -> str:
+def annotate_expected(all_checks: list[Check], target: str,
+                      expected: dict[str, str]) -> list[Check]:
+    """The checks, each failure the target documents (``expected``: check name -> why) saying
+    so in its summary, which the verdict line, ``results.json`` and report.html all show."""
+    return [attrs.evolve(c, summary=f"{c.summary} [expected for {target}: {expected[c.name]}]")
+            if c.valid is False and c.name in expected else c for c in all_checks]
+
+
+def one_line(options: RunOptions, version: str, all_checks: list[Check], verdict: str,
+             stats: dict[str, Any], wall: float, out_dir: Path | None) -> str:
     ops = stats["operations"]
     faults = ", ".join(f"{k}x{v}" for k, v in stats["faults_started"].items()) or "none"
-    failing = "; ".join(
-        f"{c.name}: {c.summary}" + (f" [expected for {target}: {expected[c.name]}]"
-                                    if c.name in expected else "")
-        for c in all_checks if c.valid is not True)
+    failing = "; ".join(f"{c.name}: {c.summary}" for c in all_checks if c.valid is not True)
     detail = f" ({failing})" if failing else ""
     where = f" -> {out_dir}" if out_dir is not None else ""
     return (f"{verdict.upper()}{detail}: live, target {version}, seed {options.seed}, "
