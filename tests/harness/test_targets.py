@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,9 +18,11 @@ import trio.testing
 from lincheck import Event
 
 from harness.history import HistoryRecorder
+from harness.live.cluster import wait_pids_gone
 from harness.options import OptionsError, RunOptions
 from harness.targets import etcd, validate_target
 from harness.targets.base import Client, Host, NotApplied, Unknown, classify
+from harness.targets.cluster import TargetCluster
 from harness.targets.lost_writes import check_lost_writes
 from harness.targets.recorder import RecordingClient
 from harness.targets.resp import RespDB, resp_operation, template_cas
@@ -181,8 +186,6 @@ def _serve_one(answers: list[bytes]) -> Callable[[trio.SocketStream], Any]:
 
 
 def _hosts(n: int = 3) -> dict[int, Host]:
-    from pathlib import Path
-
     addresses = {i: f"10.9.9.{i}" for i in range(1, n + 1)}
     return {i: Host(i, a, Path(f"/nonexistent/{i}"), addresses) for i, a in addresses.items()}
 
@@ -367,3 +370,77 @@ def test_the_verdict_line_says_an_expected_failure_is_expected() -> None:
                            "redis-sentinel: acknowledged writes lost, as documented]; "
                            "liveness: no progress after heal):")
     assert "target redis 7.0.15" in line
+
+
+# --- the processes of a target --------------------------------------------------------------
+
+
+class _Network:
+    """The part of a live network a target cluster uses: no namespace, the command as is."""
+
+    method = "fake"
+
+    def command(self, node: int, argv: list[str]) -> list[str]:
+        return list(argv)
+
+
+class _SleeperDB(RespDB):
+    """Nodes and companions that sleep; records each setup."""
+
+    def __init__(self) -> None:
+        super().__init__("sleep 30")
+        self.setups: list[int] = []
+
+    def setup(self, host: Host) -> None:
+        (host.data_dir / "conf").write_text("x")
+        self.setups.append(host.node)
+
+    def command(self, host: Host) -> list[str]:
+        return [sys.executable, "-c", "import time; time.sleep(30)"]
+
+    def companion(self, host: Host) -> list[str] | None:
+        return self.command(host)
+
+
+def _wait_until(done: Callable[[], bool]) -> bool:
+    """Whether ``done()`` holds within 2 s: a signal's effect on a process's state takes a
+    moment, and no event tells it (polled)."""
+    deadline = time.monotonic() + 2.0
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+async def test_a_target_node_is_started_paused_killed_wiped_and_stopped(tmp_path: Path) -> None:
+    db = _SleeperDB()
+    network: Any = _Network()
+    cluster = TargetCluster(db, 2, network, tmp_path, seed=0, log=lambda n, t: None)
+    assert cluster.hosts[2].address == "10.77.0.2"
+    try:
+        cluster.start_all()
+        pid = cluster.supervisor.process(1).pid
+        assert db.setups == [1, 2] and (tmp_path / "nodes" / "node-1" / "conf").exists()
+        assert not _stopped(pid)
+        assert cluster.pause(1) and _wait_until(lambda: _stopped(pid))
+        assert cluster.resume(1) and _wait_until(lambda: not _stopped(pid))
+        assert cluster.kill(1) and not cluster.running(1)
+        assert cluster.companions.running(1), "a fault of the node spares its companion"
+        cluster.wipe(1)
+        assert not (tmp_path / "nodes" / "node-1").exists()
+        cluster.start(1)
+        assert db.setups == [1, 2, 1], "a wiped node is set up again"
+        cluster.start(2)  # running: nothing happens
+        assert db.setups == [1, 2, 1]
+        await cluster.stop_all()
+        assert not cluster.running(1) and not cluster.companions.running(2)
+        assert cluster.unexpected_exits == [] and cluster.companions.unexpected_exits == []
+    finally:
+        cluster.kill_all()
+    assert wait_pids_gone(cluster.all_pids(), 5.0) == []
