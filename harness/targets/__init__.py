@@ -68,3 +68,9 @@ def validate_target(options: RunOptions, kinds: list[str]) -> None:
                                f"{', '.join(db.nemeses)})")
     if options.bug:
         raise OptionsError(f"{flag}: --bug switches on a raftlib bug; only --target raftlib")
+    from harness.live.net import planned_method
+
+    method, why = planned_method()
+    if method != "netns":
+        raise OptionsError(f"{flag}: needs network namespaces, one host per node (root on "
+                           f"Linux); unavailable here: {why}")

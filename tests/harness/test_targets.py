@@ -444,3 +444,11 @@ async def test_a_target_node_is_started_paused_killed_wiped_and_stopped(tmp_path
     finally:
         cluster.kill_all()
     assert wait_pids_gone(cluster.all_pids(), 5.0) == []
+
+
+def test_a_target_without_namespaces_is_refused_in_one_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAFT_HARNESS_PARTITIONS", "proxy")
+    options = RunOptions(backend="live", target="resp", resp_command=sys.executable)
+    with pytest.raises(OptionsError, match="--target resp: needs network namespaces"):
+        validate_target(options, [])
