@@ -148,7 +148,8 @@ class RedisSentinelDB(DB):
 
     async def ready(self, hosts: Mapping[int, Host]) -> str | None:
         """Every server answers, every Sentinel names the same primary and knows the others
-        and the replicas, every replica's link to the primary is up."""
+        and the replicas, every other server is a replica whose link is up, none rewrites its
+        append-only file."""
         for node, host in sorted(hosts.items()):
             why = await ping(host.address, PORT)
             if why is not None:
@@ -158,6 +159,7 @@ class RedisSentinelDB(DB):
             return f"Sentinels do not agree on one primary: {named}"
         primary = next(iter(named.values()))
         assert primary is not None
+        addresses = {h.address for h in hosts.values()}
         for node, host in sorted(hosts.items()):
             state = _pairs(await _ask(host.address, SENTINEL_PORT, b"SENTINEL", b"MASTER",
                                       MASTER_NAME.encode()))
@@ -174,10 +176,12 @@ class RedisSentinelDB(DB):
             if info.get("aof_rewrite_in_progress") != "0" or info.get(
                     "aof_rewrite_scheduled") != "0":
                 return f"node {node} is rewriting its append-only file"
+            # A replica may replicate through another replica (Sentinel leaves such chains
+            # after some failovers): linked to a node of the cluster is enough.
             if node != primary and (info.get("role") != "slave"
-                                    or info.get("master_host") != hosts[primary].address
+                                    or info.get("master_host") not in addresses
                                     or info.get("master_link_status") != "up"):
-                return (f"node {node} is not a linked replica of node {primary}: role "
+                return (f"node {node} is not a linked replica (primary: node {primary}): role "
                         f"{info.get('role')}, link {info.get('master_link_status')}")
         return None
 
