@@ -10,7 +10,7 @@ loses, it loses through replication.
 
 A client asks a Sentinel (its home node's first, then the others) which node is the primary,
 connects there and runs every operation on it until an error; then it asks again. A cas is a
-short Lua script (compare, then SET, atomically); from the register's nil it is ``SET NX``.
+short Lua script (compare, then SET, atomically); from the register's nil it is ``SETNX``.
 
 Redis replication is asynchronous: a primary acknowledges a write before any replica has it.
 When a partition isolates the primary, the Sentinels on the majority side promote a replica;

@@ -6,7 +6,7 @@ The generic target starts ``--resp-command`` on every node, its ``{host}``, ``{p
 knows no leader: a worker sends every operation to its home node and moves to the next after
 an error. Operations (keys and values as ``harness.live.clients`` spells them for raftlib):
 read/get = GET (set: SMEMBERS), write/put = SET, add = SADD, cas from the register's nil =
-``SET key new NX``, any other cas = ``--resp-cas`` (e.g. ``CAS {key} {expected} {new}``;
+``SETNX key new``, any other cas = ``--resp-cas`` (e.g. ``CAS {key} {expected} {new}``;
 without it the cas is recorded fail and nothing is sent). An error reply is a definite
 refusal: the service answered that it did not do it.
 """
@@ -65,7 +65,8 @@ async def resp_operation(conn: RespConnection, spec: OpSpec, workload: str,
     if spec.f == "cas":
         expected, new = spec.value
         if expected is None:
-            return _refused(await conn.call(b"SET", key, str(new), b"NX")) is not None
+            # SETNX rather than SET ... NX: the older command, which more services implement.
+            return _succeeded(_refused(await conn.call(b"SETNX", key, str(new))))
         if cas is None:
             raise NotApplied("this target has no compare-and-set command (--resp-cas)")
         return _succeeded(_refused(await cas(conn, key, str(expected).encode(),

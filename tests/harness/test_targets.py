@@ -29,7 +29,7 @@ from harness.targets.resp import RespDB, resp_operation, template_cas
 from harness.targets.run import annotate_expected, one_line
 from harness.targets.wire import HttpError, RespConnection, post_json
 from harness.workloads import OpSpec
-from raftlib.resp import ErrorReply, SimpleString
+from raftlib.resp import ErrorReply
 
 WRITE = OpSpec("write", None, 7)
 READ = OpSpec("read", None, None)
@@ -255,11 +255,11 @@ async def test_an_error_reply_to_a_write_is_a_definite_refusal() -> None:
         await resp_operation(conn, WRITE, "register", None)
 
 
-async def test_cas_from_nil_is_set_nx_and_a_nil_reply_means_it_did_not_set() -> None:
-    conn: Any = _Conn(None, SimpleString("OK"))
+async def test_cas_from_nil_is_setnx_and_a_zero_reply_means_it_did_not_set() -> None:
+    conn: Any = _Conn(0, 1)
     assert await resp_operation(conn, OpSpec("cas", None, [None, 2]), "register", None) is False
     assert await resp_operation(conn, OpSpec("cas", None, [None, 2]), "register", None) is True
-    assert conn.calls[0][-1] == b"NX"
+    assert conn.calls[0] == (b"SETNX", b"register", "2")
 
 
 async def test_cas_without_a_cas_command_is_refused_before_sending() -> None:
