@@ -452,3 +452,11 @@ def test_a_target_without_namespaces_is_refused_in_one_line(
     options = RunOptions(backend="live", target="resp", resp_command=sys.executable)
     with pytest.raises(OptionsError, match="--target resp: needs network namespaces"):
         validate_target(options, [])
+
+
+def test_nemesis_all_on_a_target_means_the_faults_it_supports() -> None:
+    from harness.live.runner import narrow_all
+    from harness.options import NEMESIS_KINDS
+
+    options = RunOptions(backend="live", target="etcd", nemesis=NEMESIS_KINDS)
+    assert narrow_all(options).nemesis == ("partition", "kill", "pause")
