@@ -28,8 +28,9 @@ class TargetCluster(LiveCluster):
                  on_spawn: Callable[[int], None] = lambda pid: None) -> None:
         self.db = db
         root = run_dir / "nodes"
+        # Named apart from anything LiveCluster keeps (it may describe its own machines).
         addresses = {n: address_of(n) for n in range(1, nodes + 1)}
-        self.hosts = {n: Host(n, addresses[n], root / f"node-{n}", addresses)
+        self.target_hosts = {n: Host(n, addresses[n], root / f"node-{n}", addresses)
                       for n in addresses}
         self._set_up: set[int] = set()
         super().__init__(nodes, network, run_dir, seed, log=log, on_spawn=on_spawn)
@@ -38,7 +39,7 @@ class TargetCluster(LiveCluster):
                                      on_spawn=on_spawn)
 
     def _argv(self, node: int) -> list[str]:
-        host = self.hosts[node]
+        host = self.target_hosts[node]
         if node not in self._set_up:
             host.data_dir.mkdir(parents=True, exist_ok=True)
             self.db.setup(host)
@@ -46,7 +47,7 @@ class TargetCluster(LiveCluster):
         return self.network.command(node, self.db.command(host))
 
     def _companion_argv(self, node: int) -> list[str]:
-        argv = self.db.companion(self.hosts[node])
+        argv = self.db.companion(self.target_hosts[node])
         assert argv is not None, "a companion started for a DB without one"
         return self.network.command(node, argv)
 
@@ -55,13 +56,13 @@ class TargetCluster(LiveCluster):
         for node in sorted(self.members):
             self.start(node)
         for node in sorted(self.members):
-            if self.db.companion(self.hosts[node]) is not None:
+            if self.db.companion(self.target_hosts[node]) is not None:
                 self.companions.start(node)
 
     def wipe(self, node: int) -> None:
         """Remove the (stopped) node's data: its next start is a fresh node's."""
         assert not self.running(node), f"wipe of node {node} while it runs"
-        shutil.rmtree(self.hosts[node].data_dir, ignore_errors=True)
+        shutil.rmtree(self.target_hosts[node].data_dir, ignore_errors=True)
         self._set_up.discard(node)
 
     def reap_unexpected(self) -> list[int]:

@@ -138,8 +138,8 @@ class TargetRun:
         return process
 
     def _client(self, index: int) -> RecordingClient:
-        nodes = sorted(self.cluster.hosts)
-        client = self.db.client(self.cluster.hosts, home=nodes[index % len(nodes)],
+        nodes = sorted(self.cluster.target_hosts)
+        client = self.db.client(self.cluster.target_hosts, home=nodes[index % len(nodes)],
                                 timeout=self.options.request_timeout,
                                 workload=self.options.workload)
         return RecordingClient(client, history=self.history, new_process=self._new_process,
@@ -220,7 +220,7 @@ class TargetRun:
         waiting: str | None = "no answer yet"
         with trio.move_on_after(READY_SECONDS_MAX):
             while True:
-                waiting = await self.db.ready(self.cluster.hosts)
+                waiting = await self.db.ready(self.cluster.target_hosts)
                 if waiting is None:
                     return
                 exited = self.cluster.reap_unexpected()
@@ -234,7 +234,7 @@ class TargetRun:
 
     async def _watch_primary(self) -> None:
         while True:
-            primary = await self.db.primary(self.cluster.hosts)
+            primary = await self.db.primary(self.cluster.target_hosts)
             if primary is not None and primary != self.primary:
                 self.primaries.append({"at": round(self.clock(), 3), "node": primary})
                 self.log(f"{self.db.name}: primary is now n{primary}")
@@ -263,7 +263,7 @@ class TargetRun:
         ops = self.workload.probe_ops()
         ops = [op for op in ops if not op.is_write] + [op for op in ops if op.is_write]
         with trio.move_on_at(deadline):
-            while (waiting := await self.db.ready(self.cluster.hosts)) is not None:
+            while (waiting := await self.db.ready(self.cluster.target_hosts)) is not None:
                 recovery.waiting_for = waiting
                 await trio.sleep(READY_POLL_SECONDS)
             recovery.waiting_for = None
@@ -327,7 +327,7 @@ def _finish(
     all_checks.append(outcome.recovery.check())
     all_checks.append(live_checks.check_processes(
         cluster.unexpected_exits, cluster.forced_stops, _stop_statuses(cluster.stop_statuses)))
-    if any(db.companion(h) is not None for h in cluster.hosts.values()):
+    if any(db.companion(h) is not None for h in cluster.target_hosts.values()):
         companions = cluster.companions
         all_checks.append(attrs.evolve(live_checks.check_processes(
             companions.unexpected_exits, companions.forced_stops,

@@ -422,7 +422,7 @@ async def test_a_target_node_is_started_paused_killed_wiped_and_stopped(tmp_path
     db = _SleeperDB()
     network: Any = _Network()
     cluster = TargetCluster(db, 2, network, tmp_path, seed=0, log=lambda n, t: None)
-    assert cluster.hosts[2].address == "10.77.0.2"
+    assert cluster.target_hosts[2].address == "10.77.0.2"
     try:
         cluster.start_all()
         pid = cluster.supervisor.process(1).pid
