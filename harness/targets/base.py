@@ -4,10 +4,10 @@ Jepsen's split. A *DB* knows one kind of node: whether it is installed here and 
 the command that runs one node inside its network namespace host (and, optionally, one
 companion process beside it, such as a Redis Sentinel), the files it needs before its first
 start, when the cluster is ready to serve and which node leads (the primary, the Raft leader).
-Starting, stopping, SIGKILL, SIGSTOP / SIGCONT and wiping a node's data are the same for every
-DB that runs as processes: ``harness.targets.cluster.TargetCluster`` does them. A *client*
-opens connections, turns one workload operation into requests and returns its output, or
-raises to say how it ended:
+Starting, stopping, SIGKILL, SIGSTOP / SIGCONT and wiping a node's data (``Nodes``) are the
+same for every DB that runs as processes: ``harness.targets.cluster.TargetCluster`` does them.
+A *client* opens connections, turns one workload operation into requests and returns its
+output, or raises to say how it ended:
 
 - ``NotApplied``: the operation certainly did not take effect (refused before anything was
   sent, or the service said no);
@@ -24,7 +24,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import attrs
 
@@ -75,6 +75,26 @@ class Client(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Close every connection; must not raise."""
+
+
+class Nodes(Protocol):
+    """What can be done to one node of a target, whatever the DB: Jepsen's start!, kill!,
+    pause!, resume!, wipe!. ``harness.targets.cluster.TargetCluster`` does it for every DB
+    that runs as processes (the DB says which command), so a DB implements none of it."""
+
+    def start(self, node: int) -> None: ...
+
+    def stop(self, node: int) -> int | None: ...
+
+    def kill(self, node: int, how: Literal["process"] = "process") -> bool: ...
+
+    def pause(self, node: int) -> bool: ...
+
+    def resume(self, node: int) -> bool: ...
+
+    def wipe(self, node: int) -> None: ...
+
+    def data_dir(self, node: int) -> Path: ...
 
 
 class DB(abc.ABC):

@@ -59,6 +59,11 @@ class TargetCluster(LiveCluster):
             if self.db.companion(self.target_hosts[node]) is not None:
                 self.companions.start(node)
 
+    def stop(self, node: int) -> int | None:
+        """Graceful stop of one node (SIGTERM; SIGKILL after ``STOP_SECONDS_MAX``); its exit
+        status, None when it was not running."""
+        return self.supervisor.stop(node, STOP_SECONDS_MAX)
+
     def wipe(self, node: int) -> None:
         """Remove the (stopped) node's data: its next start is a fresh node's."""
         assert not self.running(node), f"wipe of node {node} while it runs"

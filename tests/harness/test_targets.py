@@ -5,6 +5,7 @@ the lost-writes check, and the ``--target`` options."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import sys
 import time
@@ -21,7 +22,7 @@ from harness.history import HistoryRecorder
 from harness.live.cluster import wait_pids_gone
 from harness.options import OptionsError, RunOptions
 from harness.targets import etcd, validate_target
-from harness.targets.base import Client, Host, NotApplied, Unknown, classify
+from harness.targets.base import Client, Host, Nodes, NotApplied, Unknown, classify
 from harness.targets.cluster import TargetCluster
 from harness.targets.lost_writes import check_lost_writes
 from harness.targets.recorder import RecordingClient
@@ -422,6 +423,7 @@ async def test_a_target_node_is_started_paused_killed_wiped_and_stopped(tmp_path
     db = _SleeperDB()
     network: Any = _Network()
     cluster = TargetCluster(db, 2, network, tmp_path, seed=0, log=lambda n, t: None)
+    nodes: Nodes = cluster  # the per-node actions of the interface, for any process DB
     assert cluster.target_hosts[2].address == "10.77.0.2"
     try:
         cluster.start_all()
@@ -430,14 +432,16 @@ async def test_a_target_node_is_started_paused_killed_wiped_and_stopped(tmp_path
         assert not _stopped(pid)
         assert cluster.pause(1) and _wait_until(lambda: _stopped(pid))
         assert cluster.resume(1) and _wait_until(lambda: not _stopped(pid))
-        assert cluster.kill(1) and not cluster.running(1)
+        assert nodes.kill(1) and not cluster.running(1)
         assert cluster.companions.running(1), "a fault of the node spares its companion"
-        cluster.wipe(1)
+        nodes.wipe(1)
         assert not (tmp_path / "nodes" / "node-1").exists()
         cluster.start(1)
         assert db.setups == [1, 2, 1], "a wiped node is set up again"
         cluster.start(2)  # running: nothing happens
         assert db.setups == [1, 2, 1]
+        assert nodes.stop(2) == -signal.SIGTERM and not cluster.running(2)
+        cluster.start(2)
         await cluster.stop_all()
         assert not cluster.running(1) and not cluster.companions.running(2)
         assert cluster.unexpected_exits == [] and cluster.companions.unexpected_exits == []
