@@ -102,3 +102,25 @@ def test_redis_sentinel_loses_acknowledged_writes_when_a_partition_isolates_the_
     assert results["expected_failures_seen"].keys() == {"set"}
     assert len(results["stats"]["primaries"]) >= 2, "no failover happened"
     assert _left_behind(results) == []
+
+
+@pytest.mark.slow
+@_needs("etcd")
+@pytest.mark.parametrize("serializable", [True, False])
+def test_etcd_serializable_reads_are_caught_stale_under_a_partition_and_linearizable_are_not(
+        serializable: bool, tmp_path: Path) -> None:
+    # Node 1 cut off for 6 s: its serializable reads keep answering from its old state while
+    # nodes 2 and 3 go on writing, which lincheck must flag; linearizable reads there time out.
+    blocked = [[1, 2], [1, 3], [2, 1], [3, 1]]
+    schedule = Schedule(nodes=3, time_limit=10.0, faults=(
+        Fault(1, "partition", 2.0, 8.0, {"mode": "isolate", "blocked": blocked}),))
+    options = RunOptions(backend="live", target="etcd", etcd_serializable_reads=serializable,
+                         nodes=3, workload="register", nemesis=("partition",), time_limit=10.0,
+                         seed=1)
+    from harness.live.runner import run_live
+
+    report = run_live(options, tmp_path / "run", schedule=schedule)
+    results = _results(tmp_path / "run")
+    assert results["checks"]["linearizable"]["valid"] is (not serializable), report.line
+    assert results["options"]["etcd_serializable_reads"] is serializable
+    assert _left_behind(results) == []
