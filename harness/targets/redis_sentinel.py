@@ -9,7 +9,8 @@ primary under the name ``MASTER_NAME`` with a quorum of a majority and fail over
 loses, it loses through replication.
 
 A client asks a Sentinel (its home node's first, then the others) which node is the primary,
-connects there and runs every operation on it until an error; then it asks again. A cas is a
+connects there, checks with ROLE that it is one (Redis's guidelines for Sentinel clients) and
+runs every operation on it until an error; then it asks again. A cas is a
 short Lua script (compare, then SET, atomically); from the register's nil it is ``SETNX``.
 
 Redis replication is asynchronous: a primary acknowledges a write before any replica has it.
@@ -30,7 +31,7 @@ from typing import Any, ClassVar
 
 import trio
 
-from harness.targets.base import DB, Client, Host, NotApplied
+from harness.targets.base import DB, Client, Host, NotApplied, Unknown
 from harness.targets.resp import PORT, ping, program_version, resp_operation
 from harness.targets.wire import RespConnection
 from harness.workloads import OpSpec
@@ -208,10 +209,27 @@ class SentinelClient(Client):
                 return reply[0].decode()
         raise NotApplied("no Sentinel named a primary")
 
+    async def _connect(self) -> RespConnection:
+        """A connection to the primary, checked with ROLE as Redis's guidelines for Sentinel
+        clients ask: the node a Sentinel names may have been demoted since. Nothing of the
+        operation is sent before this returns, so every failure here is ``NotApplied``."""
+        address = await self._primary_address()
+        conn = await RespConnection.open(address, PORT)
+        try:
+            role = await conn.call(b"ROLE")
+        except Unknown as exc:
+            await conn.aclose()
+            raise NotApplied(f"ROLE of {address}: {exc}") from None
+        if not (isinstance(role, list) and role and role[0] == b"master"):
+            await conn.aclose()
+            raise NotApplied(f"the primary a Sentinel named, {address}, is not one: ROLE "
+                             f"{role!r}"[:200])
+        return conn
+
     async def invoke(self, spec: OpSpec) -> Any:
         try:
             if self._conn is None:
-                self._conn = await RespConnection.open(await self._primary_address(), PORT)
+                self._conn = await self._connect()
             return await resp_operation(self._conn, spec, self._workload, cas_script)
         except BaseException:
             # A replica refusing (READONLY), a dead or cut-off primary: ask again next time.

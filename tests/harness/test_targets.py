@@ -464,3 +464,59 @@ def test_nemesis_all_on_a_target_means_the_faults_it_supports() -> None:
 
     options = RunOptions(backend="live", target="etcd", nemesis=NEMESIS_KINDS)
     assert narrow_all(options).nemesis == ("partition", "kill", "pause")
+
+
+# --- the Sentinel client ---------------------------------------------------------------------
+
+
+class _FakeRedis:
+    """A connection whose replies are scripted; records every command."""
+
+    def __init__(self, replies: list[Any]) -> None:
+        self.replies = replies
+        self.calls: list[tuple[Any, ...]] = []
+
+    async def call(self, *args: Any) -> Any:
+        self.calls.append(args)
+        return self.replies.pop(0)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _sentinel_client(monkeypatch: pytest.MonkeyPatch, *replies: Any) -> tuple[Client,
+                                                                              _FakeRedis]:
+    from harness.targets import redis_sentinel
+
+    conn = _FakeRedis(list(replies))
+
+    async def ask(address: str, port: int, *args: bytes) -> Any:
+        return [b"10.9.9.2", b"6379"]
+
+    class _Open:
+        @staticmethod
+        async def open(address: str, port: int) -> _FakeRedis:
+            assert (address, port) == ("10.9.9.2", 6379)
+            return conn
+
+    monkeypatch.setattr(redis_sentinel, "_ask", ask)
+    monkeypatch.setattr(redis_sentinel, "RespConnection", _Open)
+    client = redis_sentinel.RedisSentinelDB().client(_hosts(), home=1, timeout=1.0,
+                                                     workload="register")
+    return client, conn
+
+
+async def test_the_sentinel_client_writes_only_to_a_node_that_says_it_is_the_primary(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    client, conn = _sentinel_client(monkeypatch, [b"slave", b"10.9.9.3", 6379, b"connected", 9])
+    with pytest.raises(NotApplied, match="is not one"):
+        await client.invoke(WRITE)
+    assert conn.calls == [(b"ROLE",)], "the write was sent to a replica"
+
+
+async def test_the_sentinel_client_writes_to_the_primary(monkeypatch: pytest.MonkeyPatch) -> None:
+    from raftlib.resp import SimpleString
+
+    client, conn = _sentinel_client(monkeypatch, [b"master", 0, []], SimpleString("OK"))
+    assert await client.invoke(WRITE) == 7
+    assert conn.calls == [(b"ROLE",), (b"SET", b"register", "7")]
