@@ -81,11 +81,12 @@ class Recovery:
             return Check("liveness", False, f"no progress after heal: final reads and a write "
                                             f"did not complete within {bound} ({self.attempts} "
                                             f"attempts{waiting})")
-        assert self.converged_at is not None and self.final_reads_done_at is not None
+        assert self.converged_at is not None, "the probe runs only once converged"
+        reads = ("" if self.final_reads_done_at is None else
+                 f"final reads done at +{self.final_reads_done_at - self.heal_at:.3f} s, ")
         return Check("liveness", True,
-                     f"converged at +{self.converged_at - self.heal_at:.3f} s, final reads done "
-                     f"at +{self.final_reads_done_at - self.heal_at:.3f} s, a write at "
-                     f"+{self.probe_done_at - self.heal_at:.3f} s (bound {bound})")
+                     f"converged at +{self.converged_at - self.heal_at:.3f} s, {reads}a write "
+                     f"at +{self.probe_done_at - self.heal_at:.3f} s (bound {bound})")
 
 
 @attrs.define
