@@ -77,7 +77,8 @@ def check_lost_writes(events: Sequence[Event], final_from: int, initial: Any) ->
 def _line(key: Any, w: Op, final: Op, seen: Op | None) -> str:
     where = "" if key is None else f"key {key}: "
     source = ("the initial value" if seen is None else
-              f"{final.output!r}, written at line {seen.line} before it was invoked")
+              f"{final.output!r}, whose write (line {seen.line}) was acknowledged before this "
+              "one began")
     return (f"{where}write of {_value(w)!r} (p{w.process}, line {w.line}) was acknowledged at "
             f"line {int(w.completed) + 1}, but the final read (line {final.line}) saw {source}")
 
