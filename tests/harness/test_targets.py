@@ -520,3 +520,13 @@ async def test_the_sentinel_client_writes_to_the_primary(monkeypatch: pytest.Mon
     client, conn = _sentinel_client(monkeypatch, [b"master", 0, []], SimpleString("OK"))
     assert await client.invoke(WRITE) == 7
     assert conn.calls == [(b"ROLE",), (b"SET", b"register", "7")]
+
+
+async def test_an_operation_gives_up_at_the_request_timeout(
+        autojump_clock: trio.testing.MockClock) -> None:
+    history = HistoryRecorder(lambda: int(trio.current_time() * 1_000_000), keyed=False)
+    client = RecordingClient(_Fake("hang"), history=history, new_process=lambda: 0,
+                             timeout=1.0)
+    began = trio.current_time()
+    assert await client.execute(WRITE) == "info"
+    assert history.events[-1].time == pytest.approx(began + 1.0)
