@@ -12,6 +12,10 @@ Run options: ``--backend sim --nodes N --clients C --workload register|kv|append
 ``RunOptions`` field, derived from it), and one flag per Raft core setting (sim only; derived
 from ``raftlib.core.CoreConfig``: ``--no-pre-vote``, ``--append-entries-max N``, ...).
 
+``--target raftlib|etcd|redis-sentinel|resp`` (live only): the system under test
+(``harness.targets``); raftlib by default. ``--etcd-serializable-reads``, ``--resp-command``
+and ``--resp-cas`` configure the targets they name.
+
 ``--swarm`` (sim only): each seed draws its own cluster size, workload, clients, rate, fault
 kinds and interval, core and snapshot settings (``harness.swarm``); an option given explicitly
 next to it pins that setting. The drawn configuration is printed, saved in ``results.json``,

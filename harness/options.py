@@ -23,6 +23,8 @@ from raftlib.errors import ConfigError
 
 BACKENDS: tuple[str, ...] = ("sim", "live")
 WORKLOADS: tuple[str, ...] = ("register", "kv", "append", "counter", "set", "queue")
+# The systems a live run can test (harness.targets); raftlib is the simulator's too.
+TARGETS: tuple[str, ...] = ("raftlib", "etcd", "redis-sentinel", "resp")
 # Fault kinds a schedule can draw from; "all" selects every one, "none" none.
 NEMESIS_KINDS: tuple[str, ...] = (
     "partition",
@@ -123,6 +125,16 @@ def _workload(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
                            f"{', '.join(WORKLOADS)})")
 
 
+def _target(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in TARGETS:
+        raise OptionsError(f"--target: unknown target {value!r} (known: {', '.join(TARGETS)})")
+
+
+def _text(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str):
+        raise OptionsError(f"{_flag(attribute.name)}: must be text, got {value!r}")
+
+
 def _kinds(value: Any) -> Any:
     # The CLI's text ("partition,kill", "all") or a sequence of kinds; validation names the
     # unknown ones.
@@ -211,11 +223,6 @@ def ssh_host_list(text: str) -> list[tuple[str, int]]:
             raise OptionsError(f"--ssh-hosts: {entry!r} is listed twice (one node per host)")
         hosts.append((host, port))
     return hosts
-
-
-def _text(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, str):
-        raise OptionsError(f"{_flag(attribute.name)}: must be text, got {value!r}")
 
 
 def _check_ssh(options: RunOptions) -> None:
@@ -333,6 +340,19 @@ class RunOptions:
                                   argv=IF_SET)
     ssh_python: str = option("", "python on the --ssh-hosts (default: this harness's own, "
                              "at the same path on every host)", validator=_text, argv=IF_SET)
+    # The system under test (harness.targets): raftlib, or another one on the live backend.
+    target: str = option("raftlib", f"system under test, live backend (one of "
+                         f"{', '.join(TARGETS)})", validator=_target, argv=IF_SET)
+    etcd_serializable_reads: bool = option(
+        False, "etcd target: serializable reads (a member's local state) instead of "
+        "linearizable ones", validator=_flag_value, argv=IF_SET)
+    resp_command: str = option(
+        "", "resp target: the command that starts one node, with {host} {port} {data_dir}",
+        validator=_text, argv=IF_SET)
+    resp_cas: str = option(
+        "", "resp target: a compare-and-set command, with {key} {expected} {new} (replies 1 "
+        "or OK when it set); without it a cas is recorded fail, never sent",
+        validator=_text, argv=IF_SET)
     _pre_vote: bool | None = _legacy("pre_vote")
     _check_quorum: bool | None = _legacy("check_quorum")
     _append_entries_max: int | None = _legacy("append_entries_max")
@@ -348,6 +368,7 @@ class RunOptions:
         if self.backend != "sim" and self.core:
             raise OptionsError(f"{_flag(next(iter(self.core)))}: core settings apply to the "
                                "simulated cluster; they need --backend sim")
+        self._check_target()
         if self.bug:
             from harness.zoo import UnknownBug, get
 
@@ -361,6 +382,18 @@ class RunOptions:
                 refusal = live_refusal(self.bug)
                 if refusal is not None:
                     raise OptionsError(f"--bug: {refusal}")
+
+    def _check_target(self) -> None:
+        if self.target != "raftlib" and self.backend != "live":
+            raise OptionsError(f"--target {self.target}: needs --backend live (the simulator "
+                               "runs raftlib)")
+        for name, owner in (("etcd_serializable_reads", "etcd"), ("resp_command", "resp"),
+                            ("resp_cas", "resp")):
+            if getattr(self, name) and self.target != owner:
+                raise OptionsError(f"{_flag(name)}: only with --target {owner}")
+        if self.target == "resp" and not self.resp_command:
+            raise OptionsError("--target resp: needs --resp-command (the command that starts "
+                               "one node)")
 
     @property
     def pre_vote(self) -> bool:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -200,8 +200,14 @@ class LiveClient:
         return "ok", output
 
 
+class Worker(Protocol):
+    """What ``run_worker`` drives: raftlib's ``LiveClient`` or a target's ``RecordingClient``."""
+
+    async def execute(self, spec: OpSpec) -> str: ...
+
+
 async def run_worker(
-    client: LiveClient, workload: Workload, rng: random.Random, think_mean: float,
+    client: Worker, workload: Workload, rng: random.Random, think_mean: float,
     clock: Callable[[], float], time_limit: float,
 ) -> None:
     """Invoke operations at the run's rate until ``time_limit`` (seconds of the run)."""

@@ -60,6 +60,7 @@ from harness.options import (
 )
 from harness.outcomes import RunReport
 from harness.progress import NO_PROGRESS, RunProgress
+from harness.targets.raftlib import raftlib_version
 from harness.workloads import make_workload
 
 RESULTS_VERSION = 1
@@ -84,15 +85,26 @@ def supported_nemeses(options: RunOptions | None = None) -> tuple[str, ...]:
 
 
 def narrow_all(options: RunOptions) -> RunOptions:
-    """``--nemesis all`` on the live backend: every kind it can inject here, not an error."""
+    """``--nemesis all`` on the live backend: every kind it can inject here (and the target
+    supports), not an error."""
     if tuple(options.nemesis) != NEMESIS_KINDS:
         return options
-    return attrs.evolve(options, nemesis=supported_nemeses(options))
+    kinds = supported_nemeses(options)
+    if options.target != "raftlib":
+        from harness.targets import make_db
+
+        kinds = tuple(k for k in kinds if k in make_db(options).nemeses)
+    return attrs.evolve(options, nemesis=kinds)
 
 
 def validate(options: RunOptions, schedule: Schedule | None = None) -> None:
     """Refuse, with one line, what the live backend cannot do (before anything starts)."""
     kinds = list(options.nemesis) + (schedule.kinds() if schedule is not None else [])
+    from harness.targets import validate_target
+
+    if options.target != "raftlib" and options.ssh_hosts:
+        raise OptionsError(f"--target {options.target}: --ssh-hosts runs raftlib nodes only")
+    validate_target(options, kinds)
     supported = supported_nemeses(options)
     for kind in kinds:
         if kind not in supported:
@@ -435,6 +447,14 @@ def _run_live(
 ) -> Any:
     cleaned = ledger_module.clean_stale()
     ledger.open(run_dir=str(run_dir))
+    if options.target != "raftlib":
+        from harness.targets.run import run_target_live
+
+        if cleaned:
+            print(f"live: removed what an earlier, killed run left: {', '.join(cleaned)}",
+                  file=sys.stderr, flush=True)
+        return run_target_live(options, schedule, run_dir, out_dir, ledger, stop, phase,
+                               started, command, progress)
     events: list[str] = []
     kinds = set(options.nemesis) | set(schedule.kinds())
     spares = SPARE_NODES if "member" in kinds else 0
@@ -619,8 +639,9 @@ def _finish(
         "verdict": verdict,
         "seed": options.seed,
         "backend": "live",
-        "object_under_test": "raftlib serve processes (raftlib.kv over RESP, exactly-once "
-                             "sessions)",
+        "object_under_test": f"raftlib {raftlib_version()}: serve processes (raftlib.kv over "
+                             "RESP, exactly-once sessions)",
+        "target": {"name": "raftlib", "version": f"raftlib {raftlib_version()}"},
         "options": options.to_json(),
         "live": live_info,
         "checks": {c.name: c.to_json() for c in all_checks},
