@@ -67,6 +67,9 @@ DEFAULT_TESTS = ("set", "get", "set_p16")
 TARGET_CPU_US = {"set": 30.0, "get": 25.0}
 TARGET_P16_OVER_SET = 4.0
 TARGETS = ("redis_always", "redis_everysec", "raftlib")
+# With --lease-reads: a second raftlib cluster serving reads from the leader's lease (reported
+# apart, issue 17: the linearizable GET figure stays the ReadIndex one).
+LEASE_TARGET = "raftlib_lease"
 KEYSPACE = 100_000
 BENCHMARK_SECONDS_MAX = 300.0
 START_SECONDS_MAX = 30.0
@@ -260,7 +263,8 @@ def _raftlib_leader(client_base: int, nodes: int) -> int:
 
 
 @contextlib.contextmanager
-def raftlib_cluster(directory: Path, nodes: int = 3) -> Iterator[Server]:
+def raftlib_cluster(directory: Path, nodes: int = 3, name: str = "raftlib",
+                    flags: tuple[str, ...] = ()) -> Iterator[Server]:
     raft_base = consecutive_free_ports(nodes)
     client_base = consecutive_free_ports(nodes)
     if abs(raft_base - client_base) < nodes:
@@ -271,7 +275,7 @@ def raftlib_cluster(directory: Path, nodes: int = 3) -> Iterator[Server]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "raftlib.cli", "cluster", "--nodes", str(nodes),
              "--data", str(directory / "data"), "--base-port", str(raft_base),
-             "--client-base-port", str(client_base)],
+             "--client-base-port", str(client_base), *flags],
             stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         for n in range(1, nodes + 1):
@@ -280,7 +284,7 @@ def raftlib_cluster(directory: Path, nodes: int = 3) -> Iterator[Server]:
         pid = _node_pids(proc.pid).get(leader)
         if pid is None:
             raise BenchError(f"cannot find node {leader}'s process under {proc.pid}")
-        yield Server("raftlib", client_base + leader - 1, pid)
+        yield Server(name, client_base + leader - 1, pid)
     finally:
         _stop(proc)
 
@@ -356,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=50, help="-c of each run")
     parser.add_argument("--runs", type=int, default=3, help="runs per test and target (median)")
     parser.add_argument("--tmp", default=None, help="directory for data (default: a temp dir)")
+    parser.add_argument("--lease-reads", action="store_true",
+                        help="also run a raftlib cluster with --lease-reads (reported apart)")
     parser.add_argument("--tests", default=",".join(DEFAULT_TESTS),
                         help=f"comma list of {', '.join(TESTS)} (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -374,14 +380,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="redis-vs-raftlib-", dir=args.tmp) as tmp:
         base = Path(tmp)
         fsync = measure_fsync(base)
+        names = (*TARGETS, LEASE_TARGET) if args.lease_reads else TARGETS
         results: dict[str, dict[str, list[dict[str, Any]]]] = {
-            t: {test: [] for test in tests} for t in TARGETS}
+            t: {test: [] for test in tests} for t in names}
         with contextlib.ExitStack() as stack:
             servers = [
                 stack.enter_context(redis("redis_always", "always", base / "redis-always")),
                 stack.enter_context(redis("redis_everysec", "everysec", base / "redis-es")),
                 stack.enter_context(raftlib_cluster(base / "raftlib")),
             ]
+            if args.lease_reads:
+                servers.append(stack.enter_context(raftlib_cluster(
+                    base / "raftlib-lease", name=LEASE_TARGET, flags=("--lease-reads",))))
             for _ in range(args.runs):
                 for test in tests:
                     for server in servers:
