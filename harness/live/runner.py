@@ -27,7 +27,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -47,9 +46,18 @@ from harness.live.cluster import LiveCluster, child_env, serve_flags
 from harness.live.ledger import Ledger
 from harness.live.membership import LiveMembership
 from harness.live.monitor import Monitor
-from harness.live.nemesis import LIVE_NEMESES, REFUSED, LiveNemesis
-from harness.live.net import LiveNetwork, LiveSetupError, open_network, planned_method
-from harness.live.remote import SSH_NEMESES, SSH_REFUSED
+from harness.live.nemesis import REFUSED, LiveNemesis
+from harness.live.net import LiveNetwork, LiveSetupError, open_network
+from harness.live.remote import SSH_REFUSED
+from harness.live.session import (
+    READY_SECONDS_MAX,
+    RESULTS_VERSION,
+    _Clock,
+    _is_interrupt,
+    _raise_setup_error,
+    _StopSignals,
+    supported_nemeses,
+)
 from harness.nemesis import SPARE_NODES, Schedule, generate
 from harness.options import (
     NEMESIS_KINDS,
@@ -63,25 +71,11 @@ from harness.progress import NO_PROGRESS, RunProgress
 from harness.targets.raftlib import raftlib_version
 from harness.workloads import make_workload
 
-RESULTS_VERSION = 1
 # Bounds of a live run that the simulator does not have.
 CLIENTS_LIVE_MAX = 200
-READY_SECONDS_MAX = 30.0
 PROBE_RETRY_SECONDS = 0.1
 CATCH_UP_POLL_SECONDS = 0.1
 PROGRESS_SECONDS = 0.5
-
-
-def supported_nemeses(options: RunOptions | None = None) -> tuple[str, ...]:
-    """The fault kinds a live run on this machine can inject (with namespaces or without, or
-    on the hosts of ``--ssh-hosts``)."""
-    if options is not None and options.ssh_hosts:
-        return SSH_NEMESES
-    method, _ = planned_method()
-    kinds = LIVE_NEMESES[method]
-    if loss.unavailable_reason() is not None:
-        kinds = tuple(k for k in kinds if k != "loss")
-    return kinds
 
 
 def narrow_all(options: RunOptions) -> RunOptions:
@@ -119,21 +113,6 @@ def validate(options: RunOptions, schedule: Schedule | None = None) -> None:
     if options.request_timeout < 0.1:
         raise OptionsError(f"--request-timeout: the live backend needs at least 0.1 s (real "
                            f"network round trips), got {options.request_timeout!r}")
-
-
-class _Clock:
-    """Seconds of the run: 0 when the workload starts (trio's monotonic clock underneath)."""
-
-    def __init__(self) -> None:
-        self.t0: float | None = None
-
-    def __call__(self) -> float:
-        if self.t0 is None:
-            return 0.0
-        return trio.current_time() - self.t0
-
-    def us(self) -> int:
-        return int(self() * 1_000_000)
 
 
 @attrs.define
@@ -493,44 +472,6 @@ def _open_network(options: RunOptions, run_dir: Path, spares: int,
     return open_network(options.nodes + spares, relay_peers="delay" in kinds, seed=options.seed)
 
 
-def _is_interrupt(exc: BaseException) -> bool:
-    return any(isinstance(leaf, KeyboardInterrupt) for leaf in _leaves(exc))
-
-
-class _StopSignals:
-    """While a run is on, SIGTERM stops it as Ctrl-C does (the ``finally`` blocks kill the
-    nodes and remove the namespaces; SIGTERM's default action would exit without cleaning up),
-    and the first of them is remembered. Later ones are ignored, so a second Ctrl-C cannot cut
-    the cleanup short."""
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self.active = False  # handlers installed (only the main thread can)
-        self._previous: dict[int, Any] = {}
-
-    def note(self, signum: int) -> None:
-        if self.received is None:
-            self.received = signal.Signals(signum).name
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        # Outside Trio (setup, checking): interrupt where the program is.
-        if self.received is not None:
-            return  # already stopping: the cleanup must finish
-        self.note(signum)
-        raise KeyboardInterrupt
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handler)
-            self.active = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-
-
 def _write_interrupted(options: RunOptions, run_dir: Path, signal_name: str, phase: str,
                        command: str | None, wall: float) -> None:
     results = {
@@ -550,19 +491,6 @@ def _write_interrupted(options: RunOptions, run_dir: Path, signal_name: str, pha
     }
     (run_dir / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n",
                                           encoding="utf-8")
-
-
-def _raise_setup_error(group: BaseExceptionGroup[BaseException]) -> None:
-    """Trio wraps task errors in groups; a setup error inside one is still one line."""
-    for leaf in _leaves(group):
-        if isinstance(leaf, OptionsError):
-            raise leaf from None
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]
 
 
 def _finish(

@@ -37,7 +37,7 @@ from harness.live.clients import ABSENT, run_worker
 from harness.live.ledger import Ledger
 from harness.live.nemesis import LiveNemesis
 from harness.live.net import LiveNetwork, LiveSetupError, open_network
-from harness.live.runner import (
+from harness.live.session import (
     READY_SECONDS_MAX,
     RESULTS_VERSION,
     _Clock,
