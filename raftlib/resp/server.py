@@ -122,6 +122,9 @@ class ServerStatistics:
     budget_closed: int = 0  # connections closed for parser_bytes_total_max
     handshake_failures: int = 0
     idle_closed: int = 0
+    # Connections closed because handling a command raised (a bug, logged with its traceback):
+    # that client's connection ends, the server and the node go on.
+    handler_errors: int = 0
 
 
 # How often, per idle timeout, the sweep looks for connections silent for that long: a silent
@@ -318,6 +321,12 @@ class RespServer:
                     await self._converse(_StreamWire(stream, self.limits.idle_timeout_seconds))
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass  # the peer went away; nothing to answer
+            except Exception:
+                # A command's handling raised: a bug, but one client's request must never take
+                # the node down (a pending write's unexpected error once did). Loud in the log
+                # and the statistics; this connection ends, whose framing is unknown now.
+                stats.handler_errors += 1
+                log.exception("closing a RESP connection: handling a command raised")
             finally:
                 stats.connections_open -= 1
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import attrs
 import pytest
 import trio
+import trio.testing
 
 from raftlib.client import open_client
 from raftlib.kv import KvStateMachine
@@ -232,3 +233,26 @@ async def test_connections_beyond_the_limit_are_refused_and_the_others_keep_work
     reply = await extra.reply()
     assert reply == ErrorReply("ERR max number of clients reached")
     assert await held[0].call(b"PING") == SimpleString("PONG")
+
+
+async def test_a_command_whose_handling_raises_closes_only_its_connection() -> None:
+    """A bug in handling one command (a pending write's unexpected error once stopped the
+    node) ends that client's connection, logged and counted; the server serves on."""
+
+    async def handler(args: list[bytes]) -> Reply:
+        if args[0] == b"BOOM":
+            raise RuntimeError("a bug")
+        return SimpleString("PONG")
+
+    server = RespServer(handler)
+    left, right = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.serve_connection, right)
+        await left.send_all(encode_command([b"BOOM"]))
+        assert await left.receive_some(100) == b""  # closed, no reply
+        assert server.stats.handler_errors == 1
+        left2, right2 = trio.testing.memory_stream_pair()
+        nursery.start_soon(server.serve_connection, right2)
+        await left2.send_all(encode_command([b"PING"]))
+        assert await left2.receive_some(100) == b"+PONG\r\n"
+        await left2.aclose()
