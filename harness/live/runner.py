@@ -21,6 +21,7 @@ namespace, link or filter rule outlives the run.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import random
 import shutil
@@ -52,10 +53,12 @@ from harness.live.remote import SSH_REFUSED
 from harness.live.session import (
     READY_SECONDS_MAX,
     RESULTS_VERSION,
+    RUN_FILES,
     _Clock,
     _is_interrupt,
     _raise_setup_error,
     _StopSignals,
+    save_run,
     supported_nemeses,
 )
 from harness.nemesis import SPARE_NODES, Schedule, generate
@@ -578,22 +581,16 @@ def _finish(
         "command": cmd,
         "replay": f"raft-harness replay {out_dir}" if out_dir is not None else None,
         "files": {
-            "history": "history.jsonl",
-            "nemesis": "nemesis.json",
-            "node_log": "nodes.log",
-            "node_outputs": "nodes/node-N.log",
-            "node_data": "nodes/node-N/",
+            **RUN_FILES,
             "lincheck_report": "lincheck.html" if lin.valid is False and result else None,
         },
     }
     jsonl = outcome.history.jsonl()
-    (run_dir / "history.jsonl").write_text(jsonl, encoding="utf-8")
-    (run_dir / "nemesis.json").write_text(schedule.dumps(), encoding="utf-8")
+    page = None
     if lin.valid is False and history is not None and result is not None:
-        lincheck.write_html(history, result, run_dir / "lincheck.html",
-                            model=live_checks.model_for(options.workload))
-    (run_dir / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n",
-                                          encoding="utf-8")
+        page = functools.partial(lincheck.write_html, history, result,
+                                 model=live_checks.model_for(options.workload))
+    save_run(run_dir, results, jsonl, schedule, page)
     line = _one_line(options, all_checks, verdict, stats, network_info, wall, out_dir)
     return RunReport(verdict, line, out_dir, results, jsonl)
 

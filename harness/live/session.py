@@ -6,8 +6,10 @@ setup error inside Trio's exception groups becomes one line. Kept apart from
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -16,6 +18,7 @@ from harness.live import loss
 from harness.live.nemesis import LIVE_NEMESES
 from harness.live.net import planned_method
 from harness.live.remote import SSH_NEMESES
+from harness.nemesis import Schedule
 from harness.options import OptionsError, RunOptions
 
 RESULTS_VERSION = 1
@@ -99,3 +102,26 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
     return [exc]
+
+
+# The files of a live run directory, as results.json names them.
+RUN_FILES: dict[str, str] = {
+    "history": "history.jsonl",
+    "nemesis": "nemesis.json",
+    "node_log": "nodes.log",
+    "node_outputs": "nodes/node-N.log",
+    "node_data": "nodes/node-N/",
+}
+
+
+def save_run(run_dir: Path, results: dict[str, Any], history_jsonl: str,
+             schedule: Schedule, write_lincheck: Any | None) -> None:
+    """Write a finished live run's files: the history, the schedule, lincheck's page when
+    ``write_lincheck`` (a callable taking the path) is given, and results.json last (a run
+    directory with results.json is complete)."""
+    (run_dir / "history.jsonl").write_text(history_jsonl, encoding="utf-8")
+    (run_dir / "nemesis.json").write_text(schedule.dumps(), encoding="utf-8")
+    if write_lincheck is not None:
+        write_lincheck(run_dir / "lincheck.html")
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n",
+                                          encoding="utf-8")

@@ -18,7 +18,7 @@ line and ``results.json`` say why that failure was expected.
 
 from __future__ import annotations
 
-import json
+import functools
 import random
 import signal
 import sys
@@ -40,9 +40,11 @@ from harness.live.net import LiveNetwork, LiveSetupError, open_network
 from harness.live.session import (
     READY_SECONDS_MAX,
     RESULTS_VERSION,
+    RUN_FILES,
     _Clock,
     _raise_setup_error,
     _StopSignals,
+    save_run,
     supported_nemeses,
 )
 from harness.nemesis import Schedule
@@ -369,22 +371,16 @@ def _finish(
         "command": cmd,
         "replay": f"raft-harness replay {out_dir}" if out_dir is not None else None,
         "files": {
-            "history": "history.jsonl",
-            "nemesis": "nemesis.json",
-            "node_log": "nodes.log",
-            "node_outputs": "nodes/node-N.log",
-            "node_data": "nodes/node-N/",
+            **RUN_FILES,
             "lincheck_report": "lincheck.html" if lin.valid is False and result else None,
         },
     }
     jsonl = outcome.history.jsonl()
-    (run_dir / "history.jsonl").write_text(jsonl, encoding="utf-8")
-    (run_dir / "nemesis.json").write_text(schedule.dumps(), encoding="utf-8")
+    page = None
     if lin.valid is False and history is not None and result is not None:
-        lincheck.write_html(history, result, run_dir / "lincheck.html",
-                            model=live_checks.model_for(options.workload))
-    (run_dir / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n",
-                                          encoding="utf-8")
+        page = functools.partial(lincheck.write_html, history, result,
+                                 model=live_checks.model_for(options.workload))
+    save_run(run_dir, results, jsonl, schedule, page)
     line = one_line(options, version, all_checks, verdict, stats, wall, out_dir)
     return RunReport(verdict, line, out_dir, results, jsonl)
 
