@@ -346,9 +346,6 @@ class KvClient:
         in_flight = False
         backoff = self.backoff_seconds
         last = "no attempt made"
-        # Nodes that redirected us since the last other answer: a MOVED back to one of them is
-        # a circle of stale hints (two nodes each naming the other), not a leader to follow.
-        redirected: set[str] = set()
         with trio.move_on_after(self.op_timeout_seconds):
             for _attempt in range(self.attempts_max):
                 wire = args
@@ -388,18 +385,8 @@ class KvClient:
                 last = f"{address}: {reply.text}"
                 code = reply.code
                 if code == "MOVED" and len(reply.text.split()) == 3:
-                    redirected.add(address)
-                    hint = reply.text.split()[2]
-                    if hint not in redirected:
-                        self.leader = hint
-                        continue
-                    # A circle: ask the next node in turn after a backoff instead.
-                    redirected.clear()
-                    self.leader = None
-                    await trio.sleep(backoff)
-                    backoff = min(backoff * 2, self.backoff_max_seconds)
+                    self.leader = reply.text.split()[2]
                     continue
-                redirected.clear()
                 if code in ("TRYAGAIN", "UNKNOWN"):
                     if code == "UNKNOWN":
                         maybe_applied = True

@@ -204,26 +204,3 @@ async def test_a_write_cut_while_still_connecting_was_not_sent_so_is_unavailable
         finally:
             await kv.aclose()
 
-
-
-async def test_two_nodes_naming_each_other_leader_do_not_keep_the_client_in_a_circle(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """Stale MOVED hints in a circle (A names B, B names A) are dropped after one round: the
-    client backs off and asks the next node, which answers."""
-    addresses: dict[str, str] = {}
-
-    def pointing_to(name: str) -> Script:
-        return lambda n, args: Answer(ErrorReply(f"MOVED 0 {addresses[name]}"))
-
-    async with serve_fake_resp(pointing_to("b")) as a, serve_fake_resp(
-        pointing_to("a")
-    ) as b, serve_fake_resp(session_script(Answer(OK))) as c:
-        addresses.update(a=a.address, b=b.address)
-        async with open_client([a.address, b.address, c.address], attempts_max=8,
-                               op_timeout_seconds=OP_TIMEOUT_SECONDS) as kv:
-            await kv.set(b"k", b"v")
-        # Two operations (the session opening and the write): at most two hops and one
-        # return to the circle each, on each of a and b.
-        assert len(a.requests) + len(b.requests) <= 8, (a.requests, b.requests)
-        assert calls_of(c.requests)
