@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -93,9 +92,9 @@ class LiveCluster:
         # The founding voters; ``spares`` more nodes start with ``--join`` (knowing no
         # configuration) for the membership nemesis to add.
         self.founders = frozenset(range(1, nodes + 1))
-        # Nodes whose data directory the harness wiped (a replaced disk): they start with
-        # ``--join`` from then on, like spares, never founding a cluster of their own.
-        self.wiped: set[int] = set()
+        # Nodes whose machine died for good (the membership nemesis's wipe-replace): never
+        # started again, since a node that lost its disk must not come back under its id.
+        self.retired: set[int] = set()
         # Every node serves Prometheus /metrics on this port inside its own namespace (the
         # monitor scrapes it); None without namespaces, where the ports would collide.
         self.metrics_port: int | None = (scrape.METRICS_PORT if network.method == "netns"
@@ -176,7 +175,7 @@ class LiveCluster:
         host_ports = self.network.peers_for(node)
         # A founder knows the founders (its voters); a spare knows them and itself, and joins.
         known = self.founders | {node}
-        join = [] if node in self.founders and node not in self.wiped else ["--join"]
+        join = [] if node in self.founders else ["--join"]
         argv = serve_argv(
             node,
             program=program,
@@ -200,16 +199,16 @@ class LiveCluster:
         return self.supervisor.running(node)
 
     def start(self, node: int) -> None:
+        if node in self.retired:
+            return  # a kill window's end restarts what it killed: not a dead machine
         self.supervisor.start(node)
 
-    def wipe(self, node: int) -> None:
-        """Replace a stopped node's disk with an empty one: its data directory goes, and it
-        restarts as a node that joins (the operator's replace-a-node procedure)."""
-        assert not self.running(node), f"node {node} must be stopped before its disk is wiped"
-        shutil.rmtree(self.data_dir(node), ignore_errors=True)
-        self.data_dir(node).mkdir(parents=True, exist_ok=True)
-        self.wiped.add(node)
-        self._log(node, "disk wiped: it will rejoin with an empty data directory")
+    def retire(self, node: int) -> None:
+        """``node``'s machine died with its disk: it is stopped and never started again (its
+        data directory stays as the dead disk left it, for the safety checks to read)."""
+        self.kill(node)
+        self.retired.add(node)
+        self._log(node, "retired: its disk is lost, it never runs again under this id")
 
     def kill(self, node: int, how: CrashKind = "process") -> bool:
         return bool(self.kill_many([node], how))

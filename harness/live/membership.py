@@ -5,10 +5,11 @@ an operator would use (``RAFT.MEMBERS``, ``RAFT.ADD``, ``RAFT.REMOVE``; ``raftli
 the node that leads: ``grow`` adds two non-members as voters (each as a learner first, promoted
 once caught up), ``learner`` adds up to two learners, ``replace`` adds a non-member as a voter
 and then removes a voter, ``remove`` removes one (never below two voters). ``wipe-replace``
-follows the operator's procedure for a node whose disk died (README): the voter's process is
-killed, it is removed, its data directory is wiped, and it is started again with ``--join``
-and added back (a learner first, promoted once caught up), under the same id: once its removal
-is committed nothing it acknowledged or voted for counts any more. A window's end restores
+follows the operator's procedure for a node whose disk died (README, "Replacing a node"): the
+voter's machine dies for good (killed and retired: never started again, since a node that lost
+its disk must not come back under its id: what its old self voted for could count twice), a
+spare is added as a voter under its own id (a learner first, promoted once caught up), and the
+dead one is removed. A window's end restores
 the starting number of voters (learners promoted or non-members added, extra voters and
 leftover learners removed).
 
@@ -41,13 +42,9 @@ CALL_SECONDS_MAX = 10.0
 class Disks(Protocol):
     """What ``wipe-replace`` does to node processes (``harness.live.cluster.LiveCluster``)."""
 
-    def kill(self, node: int) -> bool: ...
+    retired: set[int]
 
-    def wipe(self, node: int) -> None: ...
-
-    def start(self, node: int) -> None: ...
-
-    def running(self, node: int) -> bool: ...
+    def retire(self, node: int) -> None: ...
 
 
 class LiveMembership:
@@ -143,15 +140,26 @@ class LiveMembership:
             command.append(b"LEARNER")
         return command
 
-    async def _act(self, action: str) -> None:
+    async def _roles(self) -> dict[int, str]:
         roles = None
         while roles is None:
             roles = await self.members()
             if roles is None:
                 await trio.sleep(0.2)
+        return roles
+
+    async def _act(self, action: str) -> None:
+        roles = await self._roles()
+        retired = self._disks.retired if self._disks is not None else set()
+        dead = sorted(n for n in roles if n in retired)
+        if dead:
+            # A dead machine still in the configuration (its removal failed): remove it first.
+            for node in dead:
+                await self._call([b"RAFT.REMOVE", b"%d" % node])
+            roles = await self._roles()
         voters = sorted(n for n, r in roles.items() if r == "voter")
         learners = sorted(n for n, r in roles.items() if r == "learner")
-        outsiders = [n for n in self._nodes if n not in roles]
+        outsiders = [n for n in self._nodes if n not in roles and n not in retired]
         self._log(f"membership: {action} (voters {voters}, learners {learners})")
         if action == "grow":
             for node in outsiders[:2]:
@@ -159,8 +167,9 @@ class LiveMembership:
         elif action == "learner":
             for node in outsiders[:2]:
                 await self._call(self._add(node, learner=True))
-        elif action == "wipe-replace" and self._disks is not None and len(voters) >= 3:
-            await self._wipe_replace(voters)
+        elif action == "wipe-replace" and self._disks is not None and outsiders \
+                and len(voters) >= 2:
+            await self._wipe_replace(voters, outsiders[0])
         elif action in ("replace", "wipe-replace"):
             if outsiders and len(voters) >= 2:
                 gone = voters[self._rng.randrange(len(voters))]
@@ -175,7 +184,7 @@ class LiveMembership:
         else:
             raise AssertionError(f"unknown membership action {action!r}")
 
-    async def _wipe_replace(self, voters: list[int]) -> None:
+    async def _wipe_replace(self, voters: list[int], spare: int) -> None:
         disks = self._disks
         assert disks is not None
         leader = self._leader()
@@ -183,17 +192,10 @@ class LiveMembership:
         if not candidates:
             return
         gone = candidates[self._rng.randrange(len(candidates))]
-        disks.kill(gone)
-        self._log(f"membership: node {gone} lost its disk (killed)")
-        if not await self._call([b"RAFT.REMOVE", b"%d" % gone]):
-            disks.start(gone)  # not removed: it comes back with its disk intact
-            return
-        # A kill window's end may have restarted it meanwhile: stop it again before the wipe.
-        if disks.running(gone):
-            disks.kill(gone)
-        disks.wipe(gone)
-        disks.start(gone)
-        await self._call(self._add(gone))
+        disks.retire(gone)
+        self._log(f"membership: node {gone} lost its disk for good; node {spare} replaces it")
+        await self._call(self._add(spare))
+        await self._call([b"RAFT.REMOVE", b"%d" % gone])
 
     async def _restore(self, voters: list[int], learners: list[int],
                        outsiders: list[int]) -> None:

@@ -51,23 +51,11 @@ def test_live_membership_needs_namespaces_and_says_so_in_one_line(
 class _Disks:
     def __init__(self) -> None:
         self.events: list[str] = []
-        self.up = {1, 2, 3}
+        self.retired: set[int] = set()
 
-    def kill(self, node: int) -> bool:
-        self.events.append(f"kill {node}")
-        self.up.discard(node)
-        return True
-
-    def wipe(self, node: int) -> None:
-        assert node not in self.up, "wiped while running"
-        self.events.append(f"wipe {node}")
-
-    def start(self, node: int) -> None:
-        self.events.append(f"start {node}")
-        self.up.add(node)
-
-    def running(self, node: int) -> bool:
-        return node in self.up
+    def retire(self, node: int) -> None:
+        self.events.append(f"retire {node}")
+        self.retired.add(node)
 
 
 def _membership(disks: _Disks, refuse: set[bytes]) -> tuple[object, list[str]]:
@@ -75,7 +63,8 @@ def _membership(disks: _Disks, refuse: set[bytes]) -> tuple[object, list[str]]:
 
     from harness.live.membership import LiveMembership
 
-    membership = LiveMembership(size=3, nodes=[1, 2, 3], raft_address=lambda n: f"h{n}:7000",
+    membership = LiveMembership(size=3, nodes=[1, 2, 3, 4, 5],
+                                raft_address=lambda n: f"h{n}:7000",
                                 client_address=lambda n: f"h{n}:6379", leader=lambda: 1,
                                 log=lambda text: None, rng=random.Random(0), disks=disks)
 
@@ -87,23 +76,29 @@ def _membership(disks: _Disks, refuse: set[bytes]) -> tuple[object, list[str]]:
     return membership, disks.events
 
 
-def test_wipe_replace_kills_removes_wipes_and_adds_back_a_follower_under_its_id() -> None:
+def test_wipe_replace_retires_a_follower_and_puts_a_spare_in_its_place_under_a_new_id() -> None:
     import trio
 
     disks = _Disks()
     membership, events = _membership(disks, refuse=set())
-    trio.run(membership._wipe_replace, [1, 2, 3])  # type: ignore[attr-defined]
+    trio.run(membership._wipe_replace, [1, 2, 3], 4)  # type: ignore[attr-defined]
     gone = int(events[0].split()[1])
     assert gone in (2, 3), "the leader (1) is never the one replaced"
-    assert events == [f"kill {gone}", f"RAFT.REMOVE {gone}", f"wipe {gone}", f"start {gone}",
-                      f"RAFT.ADD {gone}"]
+    assert events == [f"retire {gone}", "RAFT.ADD 4", f"RAFT.REMOVE {gone}"]
 
 
-def test_wipe_replace_keeps_the_disk_of_a_node_it_could_not_remove() -> None:
+def test_a_retired_node_is_never_an_outsider_and_is_removed_before_any_action() -> None:
     import trio
 
     disks = _Disks()
-    membership, events = _membership(disks, refuse={b"RAFT.REMOVE"})
-    trio.run(membership._wipe_replace, [1, 2, 3])  # type: ignore[attr-defined]
-    gone = int(events[0].split()[1])
-    assert events == [f"kill {gone}", f"RAFT.REMOVE {gone}", f"start {gone}"]
+    disks.retired.add(2)
+    membership, events = _membership(disks, refuse=set())
+    answers = iter([{1: "voter", 2: "voter", 3: "voter"}, {1: "voter", 3: "voter"}])
+
+    async def members() -> dict[int, str]:
+        return next(answers)
+
+    membership.members = members  # type: ignore[attr-defined]
+    trio.run(membership._act, "grow")  # type: ignore[attr-defined]
+    # The dead node goes first; grow then adds spares 4 and 5, never node 2 back.
+    assert events == ["RAFT.REMOVE 2", "RAFT.ADD 4", "RAFT.ADD 5"]
