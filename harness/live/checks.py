@@ -8,7 +8,7 @@ simulator's checks do (``harness.checks``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,16 +126,26 @@ def committed_bound(logs: Mapping[int, NodeLog], observed_commit: int) -> int:
     return max([observed_commit, *(log.hard_state.commit for log in logs.values())])
 
 
+def node_bound(node: int, log: NodeLog, bound: int, members: Collection[int] | None) -> int:
+    """How far ``node``'s log is known committed: the cluster's bound for a member of the
+    final configuration (it caught up: liveness waited for that), its own persisted commit
+    index for any other node. A node removed while it held entries nobody committed keeps them
+    for good (no leader sends to it again): they are no applied history (a live run of seed 1
+    with member, partition and kill blamed a removed learner's stale entry 125)."""
+    return bound if members is None or node in members else log.hard_state.commit
+
+
 def check_safety(
     logs: Mapping[int, NodeLog], errors: Sequence[str], leaders: Mapping[int, Iterable[int]],
-    observed_commit: int = 0,
+    observed_commit: int = 0, members: Collection[int] | None = None,
 ) -> Check:
     violations = list(errors)
     violations += election_safety(leaders)
     violations += log_matching({n: log.entries for n, log in logs.items()})
     bound = committed_bound(logs, observed_commit)
     # Every node's log up to the committed bound (or its end) must be one and the same prefix.
-    committed = {n: [e for e in log.entries if e.index <= bound] for n, log in logs.items()}
+    committed = {n: [e for e in log.entries if e.index <= node_bound(n, log, bound, members)]
+                 for n, log in logs.items()}
     for node, log in sorted(logs.items()):
         if log.hard_state.commit > log.last_index:
             violations.append(f"node {node}: commit index {log.hard_state.commit} is past its "
@@ -203,6 +213,7 @@ def check_durability(
 
 def check_refusals(
     logs: Mapping[int, NodeLog], refused: Sequence[Acked], observed_commit: int = 0,
+    members: Collection[int] | None = None,
 ) -> Check:
     """No write recorded ``fail`` as refused (``Unavailable``) is in a committed log: if one
     were, the client called "not applied" a write the cluster applied. A copy in a node's
@@ -217,7 +228,8 @@ def check_refusals(
     for r in refused:
         found = {node: index for node, w in writes.items()
                  if (index := w.get((r.session, r.seq, r.op))) is not None}
-        committed = {node: index for node, index in found.items() if index <= commit}
+        committed = {node: index for node, index in found.items()
+                     if index <= node_bound(node, logs[node], commit, members)}
         if committed:
             node, index = min(committed.items())
             violations.append(f"p{r.process} {r.f} (session {r.session} seq {r.seq}) was "

@@ -140,6 +140,16 @@ class LiveMembership:
             command.append(b"LEARNER")
         return command
 
+    async def remove_dead(self) -> None:
+        """Remove from the configuration every node whose machine died (retired): what an
+        operator does before calling the cluster recovered (the recovery phase calls it)."""
+        retired = self._disks.retired if self._disks is not None else set()
+        if not retired:
+            return
+        roles = await self._roles()
+        for node in sorted(n for n in roles if n in retired):
+            await self._call([b"RAFT.REMOVE", b"%d" % node])
+
     async def _roles(self) -> dict[int, str]:
         roles = None
         while roles is None:

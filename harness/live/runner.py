@@ -327,8 +327,11 @@ class LiveRun:
                 live.catch_up_target = max(monitor.commit_max, monitor.commit_index())
                 members = set(self.cluster.members)
                 if self.membership is not None:
-                    # Only the final configuration's members must catch up (and hold every
-                    # acknowledged write): a removed node or an unused spare never will.
+                    # A machine that died for good (wipe-replace) and is still a member is
+                    # removed first, as an operator would; then only the final configuration's
+                    # members must catch up (and hold every acknowledged write): a removed node
+                    # or an unused spare never will.
+                    await self.membership.remove_dead()
                     final = None
                     while final is None:
                         final = await self.membership.members()
@@ -509,13 +512,14 @@ def _finish(
     all_checks = [
         lin,
         live_checks.check_safety(logs, errors, outcome.monitor.leaders,
-                                 outcome.monitor.commit_max),
+                                 outcome.monitor.commit_max, outcome.members),
         live_checks.check_durability(
             logs if outcome.members is None else
             {n: log for n, log in logs.items() if n in outcome.members},
             outcome.acked, outcome.monitor.commit_max,
                                      outcome.run_start_ms),
-        live_checks.check_refusals(logs, outcome.refused, outcome.monitor.commit_max),
+        live_checks.check_refusals(logs, outcome.refused, outcome.monitor.commit_max,
+                                   outcome.members),
         live_checks.check_liveness(outcome.liveness),
         live_checks.check_processes(cluster.unexpected_exits, cluster.forced_stops,
                                     cluster.stop_statuses),

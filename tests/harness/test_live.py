@@ -156,6 +156,20 @@ def test_safety_check_finds_divergent_committed_logs_and_two_leaders_in_a_term()
     assert check_safety(same, [], {2: {1, 2}}).valid is False
 
 
+
+def test_a_removed_nodes_stale_uncommitted_tail_is_no_committed_history() -> None:
+    """A live run (seed 1 of member, partition, kill) blamed a learner removed while it held
+    an entry nobody committed: no leader sends to it again, so the entry stays. Its log is
+    committed only as far as its own persisted commit index; a member's, as far as the
+    cluster's."""
+    ours = [_entry(1, 1, 1, 1, b"1"), _entry(2, 3, 1, 2, b"2")]
+    stale = [_entry(1, 1, 1, 1, b"1"), _entry(2, 2, 1, 2, b"x")]
+    logs = {1: NodeLog(HardState(3, 1, 2), ours), 2: NodeLog(HardState(3, 1, 2), ours),
+            4: NodeLog(HardState(2, 0, 1), stale)}
+    assert check_safety(logs, [], {3: {1}}, members={1, 2}).valid is True
+    assert check_safety(logs, [], {3: {1}}, members={1, 2, 4}).valid is False
+    assert check_safety(logs, [], {3: {1}}).valid is False
+
 # --- the namespace network itself ---------------------------------------------------------
 
 _LISTENER = (
