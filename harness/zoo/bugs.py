@@ -198,7 +198,7 @@ def figure8() -> list[Patch]:
             # the term check of §5.4.2 is missing.
             matches = {peer: pr.match for peer, pr in self._progress.items()}
             matches[self._id] = self._log.persisted
-            candidate = self._committed_by_all(matches)
+            candidate = self._committed_by_quorum(matches)
             if candidate <= self._commit:
                 return
             first_own = self._log.term(self._commit) != self._term
@@ -405,14 +405,17 @@ def learner_in_quorum() -> list[Patch]:
     voters count; a learner may be an empty node that never votes)."""
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        def committed_by_all(self: ReconfigureMixin, matches: dict[int, int]) -> int:
-            return min((quorum.joint_committed_index(
-                tuple(sorted(set(c.voters) | set(c.learners))), c.voters_outgoing, matches)
-                for c in self._decision_confs() if c.voters), default=0)
+        def committed_by_quorum(self: ReconfigureMixin, matches: dict[int, int]) -> int:
+            conf = self._decision_conf()
+            if not conf.voters:
+                return 0
+            return quorum.joint_committed_index(
+                tuple(sorted(set(conf.voters) | set(conf.learners))), conf.voters_outgoing,
+                matches)
 
-        return committed_by_all
+        return committed_by_quorum
 
-    return [(ReconfigureMixin, "_committed_by_all", wrap)]
+    return [(ReconfigureMixin, "_committed_by_quorum", wrap)]
 
 
 def pending_conf_ignored() -> list[Patch]:
@@ -423,12 +426,12 @@ def pending_conf_ignored() -> list[Patch]:
     voters must hold (found by a swarm campaign)."""
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        def decision_confs(self: ReconfigureMixin) -> tuple[ConfState, ...]:
-            return (self._conf,)
+        def decision_conf(self: ReconfigureMixin) -> ConfState:
+            return self._conf
 
-        return decision_confs
+        return decision_conf
 
-    return [(ReconfigureMixin, "_decision_confs", wrap)]
+    return [(ReconfigureMixin, "_decision_conf", wrap)]
 
 
 def early_leave_joint() -> list[Patch]:

@@ -63,7 +63,7 @@ class ElectionMixin(LeaseMixin):
             if msg.term != expected_term:
                 return
             self._votes[msg.src] = msg.granted
-            result = self._vote_result_all(self._votes)
+            result = self._vote_result(self._votes)
             if result is quorum.VoteResult.WON:
                 self._become_candidate(transfer=False, reason="pre-vote won")
             elif result is quorum.VoteResult.LOST:
@@ -72,7 +72,7 @@ class ElectionMixin(LeaseMixin):
         if self._role is not Role.CANDIDATE or msg.term != self._term:
             return
         self._votes[msg.src] = msg.granted
-        result = self._vote_result_all(self._votes)
+        result = self._vote_result(self._votes)
         if result is quorum.VoteResult.WON:
             self._become_leader()
         elif result is quorum.VoteResult.LOST:
@@ -85,7 +85,7 @@ class ElectionMixin(LeaseMixin):
 
     def _won(self) -> bool:
         return (
-            self._vote_result_all(self._votes)
+            self._vote_result(self._votes)
             is quorum.VoteResult.WON
         )
 

@@ -49,7 +49,7 @@ class LeaderMixin(LeaseMixin):
                 # CheckQuorum (thesis §9.6): without a quorum heard from in the last period,
                 # this leader may already be replaced; step down instead of serving.
                 active = [self._id] + [p for p, pr in self._progress.items() if pr.recent_active]
-                if not self._has_quorum_all(active):
+                if not self._has_quorum(active):
                     self._become_follower(self._term, NO_NODE, "lost quorum (check quorum)")
                     return
                 for pr in self._progress.values():
@@ -169,7 +169,7 @@ class LeaderMixin(LeaseMixin):
         that entry is of the current term; earlier entries then commit with it (Figure 8)."""
         matches = {peer: pr.match for peer, pr in self._progress.items()}
         matches[self._id] = self._log.persisted
-        candidate = self._committed_by_all(matches)
+        candidate = self._committed_by_quorum(matches)
         if candidate <= self._commit or self._log.term(candidate) != self._term:
             return
         first_own = self._log.term(self._commit) != self._term

@@ -161,7 +161,7 @@ class LeaseMixin(CoreState):
         self._lease_watch_transfer()
         acks = {peer: pr.read_acked for peer, pr in self._progress.items()}
         acks[self._id] = self._read_seq
-        confirmed = self._committed_by_all(acks)
+        confirmed = self._committed_by_quorum(acks)
         return self._lease.ticks_left(self._term, confirmed, self._lease_ticks())
 
     @property

@@ -49,7 +49,7 @@ class ReadsMixin(LeaseMixin):
             return
         acks = {peer: pr.read_acked for peer, pr in self._progress.items()}
         acks[self._id] = self._read_seq
-        confirmed = self._committed_by_all(acks)
+        confirmed = self._committed_by_quorum(acks)
         while pending and pending[0].seq <= confirmed and pending[0].index is not None:
             read = pending.popleft()
             index = read.index

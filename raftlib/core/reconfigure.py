@@ -8,7 +8,7 @@ The rules are in ``membership.py``. Here:
   a CONF entry among them becomes the configuration in force (so a node's configuration
   always matches its applied prefix, and a snapshot taken at the applied index carries the
   right one).
-- ``_decision_confs``: quorums (elections, commits, CheckQuorum, ReadIndex) follow the latest
+- ``_decision_conf``: quorums (elections, commits, CheckQuorum, ReadIndex) follow the latest
   configuration in the log instead, committed or not (the thesis's rule); who may campaign is
   any voter of the applied configuration or of one the log brings.
 - ``_use_conf``: derive the voter and peer sets from a configuration; a leader adds and drops
@@ -57,53 +57,55 @@ class ReconfigureMixin(CoreState):
     def _log_confs(self) -> list[ConfState]:
         """The configurations of the CONF entries of our log beyond the applied prefix, in log
         order (usually none)."""
-        log = self._log
-        indexes = log.conf_indexes
         handed = self._apply_handed
-        if not indexes or indexes[-1] <= handed:
-            return []
-        confs: list[ConfState] = []
+        confs = (self._log_conf(index) for index in self._log.conf_indexes if index > handed)
+        return [conf for conf in confs if conf is not None]
+
+    def _log_conf(self, index: int) -> ConfState | None:
+        """The configuration of the CONF entry at ``index`` (decoded once per index and term);
+        None for a corrupt one, which is refused loudly when it would take effect."""
+        entry = self._log.entry(index)
+        key = (index, entry.term)
         cache = self._conf_cache
-        for index in indexes:
-            if index <= handed:
-                continue
-            entry = log.entry(index)
-            key = (index, entry.term)
-            conf = cache.get(key)
-            if conf is None:
-                try:
-                    conf = membership.decode_conf(entry.data)
-                except ValueError:
-                    continue  # a corrupt one is refused loudly when it would take effect
-                if len(cache) >= CONF_CACHE_ENTRIES_MAX:
-                    cache.clear()
-                cache[key] = conf
-            confs.append(conf)
-        return confs
+        conf = cache.get(key)
+        if conf is None:
+            try:
+                conf = membership.decode_conf(entry.data)
+            except ValueError:
+                return None
+            if len(cache) >= CONF_CACHE_ENTRIES_MAX:
+                cache.clear()
+            cache[key] = conf
+        return conf
 
-    def _decision_confs(self) -> tuple[ConfState, ...]:
-        """The configuration whose quorums decide: the latest in the log."""
-        pending = self._log_confs()
-        return (pending[-1] if pending else self._conf,)
+    def _decision_conf(self) -> ConfState:
+        """The configuration whose quorums decide: the latest in the log (the one applied when
+        the log brings none beyond it)."""
+        indexes = self._log.conf_indexes
+        if indexes and indexes[-1] > self._apply_handed:
+            pending = self._log_confs()
+            if pending:
+                return pending[-1]
+        return self._conf
 
-    def _committed_by_all(self, matches: dict[NodeId, int]) -> int:
-        # A configuration with no voter (a joining node's, before any) decides nothing.
-        return min((quorum.joint_committed_index(c.voters, c.voters_outgoing, matches)
-                    for c in self._decision_confs() if c.voters), default=0)
+    # A configuration with no voter (a joining node's, before any) decides nothing.
 
-    def _vote_result_all(self, votes: dict[NodeId, bool]) -> quorum.VoteResult:
-        results = [quorum.joint_vote_result(c.voters, c.voters_outgoing, votes)
-                   for c in self._decision_confs() if c.voters]
-        if not results or quorum.VoteResult.LOST in results:
+    def _committed_by_quorum(self, matches: dict[NodeId, int]) -> int:
+        conf = self._decision_conf()
+        if not conf.voters:
+            return 0
+        return quorum.joint_committed_index(conf.voters, conf.voters_outgoing, matches)
+
+    def _vote_result(self, votes: dict[NodeId, bool]) -> quorum.VoteResult:
+        conf = self._decision_conf()
+        if not conf.voters:
             return quorum.VoteResult.LOST
-        if all(r is quorum.VoteResult.WON for r in results):
-            return quorum.VoteResult.WON
-        return quorum.VoteResult.PENDING
+        return quorum.joint_vote_result(conf.voters, conf.voters_outgoing, votes)
 
-    def _has_quorum_all(self, members: list[NodeId]) -> bool:
-        confs = [c for c in self._decision_confs() if c.voters]
-        return bool(confs) and all(
-            quorum.joint_has_quorum(c.voters, c.voters_outgoing, members) for c in confs)
+    def _has_quorum(self, members: list[NodeId]) -> bool:
+        conf = self._decision_conf()
+        return bool(conf.voters) and quorum.joint_has_quorum(
+            conf.voters, conf.voters_outgoing, members)
 
     def _all_voters(self) -> frozenset[NodeId]:
         """Voters of the applied configuration and of every one the log brings: each may

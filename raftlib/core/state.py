@@ -62,7 +62,7 @@ class CoreState:
     _rng: Rng
     _id: NodeId
     # The voters of ``_conf`` (both sets of a joint one), kept by ``_use_conf``: who may
-    # lead once a configuration took effect (quorums use ``_decision_confs``).
+    # lead once a configuration took effect (quorums use ``_decision_conf``).
     _voter_ids: frozenset[NodeId]
     # The index of the last configuration entry this leader appended (at election: its last
     # index, so that no change is accepted before it commits an entry of its own term). A
@@ -167,16 +167,16 @@ class CoreState:
 
     # Quorums of the configuration that decides: the latest in the log (reconfigure.py).
 
-    def _decision_confs(self) -> tuple[ConfState, ...]:
+    def _decision_conf(self) -> ConfState:
         raise NotImplementedError
 
-    def _committed_by_all(self, matches: dict[NodeId, int]) -> int:
+    def _committed_by_quorum(self, matches: dict[NodeId, int]) -> int:
         raise NotImplementedError
 
-    def _vote_result_all(self, votes: dict[NodeId, bool]) -> VoteResult:
+    def _vote_result(self, votes: dict[NodeId, bool]) -> VoteResult:
         raise NotImplementedError
 
-    def _has_quorum_all(self, members: list[NodeId]) -> bool:
+    def _has_quorum(self, members: list[NodeId]) -> bool:
         raise NotImplementedError
 
     def _all_voters(self) -> frozenset[NodeId]:
