@@ -56,6 +56,7 @@ import attrs
 from raftlib.storage.fs import (
     OS_FS,
     FileOp,
+    ForwardingFileSystem,
     OsFileSystem,
     apply_file_op,
     set_default_file_system,
@@ -93,7 +94,7 @@ class _Open:
     position: int = 0
 
 
-class LazyFS:
+class LazyFS(ForwardingFileSystem):
     """A ``raftlib.storage.fs.FileSystem`` holding unsynced file data in memory (see the
     module docstring). Thread-safe: the node's storage thread and others may call it."""
 
@@ -104,7 +105,8 @@ class LazyFS:
         assert pending_bytes_max > 0 and 0.0 <= sync_seconds <= SYNC_SECONDS_MAX
         # Each fsync takes at least this long, its data still unsynced meanwhile (a slow disk).
         self._sync_seconds = sync_seconds
-        self._inner = inner
+        super().__init__(inner)
+        self._inner: OsFileSystem = inner
         self._pending_bytes_max = pending_bytes_max
         self._lock = threading.Lock()
         self._files: dict[FileKey, _Unsynced] = {}
@@ -216,26 +218,7 @@ class LazyFS:
             if key is not None:
                 self._forget_if_gone(key)
 
-    def listdir(self, path: str) -> list[str]:
-        return self._inner.listdir(path)
-
-    def exists(self, path: str) -> bool:
-        return self._inner.exists(path)
-
-    def isdir(self, path: str) -> bool:
-        return self._inner.isdir(path)
-
-    def writable(self, path: str) -> bool:
-        return self._inner.writable(path)
-
-    def makedirs(self, path: str) -> list[str]:
-        return self._inner.makedirs(path)
-
-    def lock(self, fd: int) -> None:
-        self._inner.lock(fd)
-
-    def pid(self) -> int:
-        return self._inner.pid()
+    # listdir, exists, isdir, writable, makedirs, lock, pid: ForwardingFileSystem's.
 
     # --- the model ------------------------------------------------------------------------
 

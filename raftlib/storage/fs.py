@@ -179,21 +179,20 @@ def set_default_file_system(fs: FileSystem) -> None:
     _default_fs = fs
 
 
-class NoSyncFileSystem:
-    """Wraps a file system and skips every flush: ``WalStorage(fsync=False)``, the UNSAFE
-    no-durability baseline for measurements."""
+class ForwardingFileSystem:
+    """Passes every call to an inner file system: the base of file systems that change a few
+    calls (``NoSyncFileSystem``, the live harness's ``LazyFS``). Spelled out, not
+    ``__getattr__``, so that the type checker sees a complete ``FileSystem``."""
 
     def __init__(self, inner: FileSystem) -> None:
         self._inner = inner
 
     def fsync(self, fd: int) -> None:
-        pass
+        self._inner.fsync(fd)
 
     def fdatasync(self, fd: int) -> None:
-        pass
+        self._inner.fdatasync(fd)
 
-    # Everything else goes to the inner file system, spelled out (not ``__getattr__``) so that
-    # the type checker sees a complete ``FileSystem``.
     def open(self, path: str, flags: int, mode: int = 0o644) -> int:
         return self._inner.open(path, flags, mode)
 
@@ -244,6 +243,17 @@ class NoSyncFileSystem:
 
     def read_file(self, path: str) -> bytes:
         return self._inner.read_file(path)
+
+
+class NoSyncFileSystem(ForwardingFileSystem):
+    """Wraps a file system and skips every flush: ``WalStorage(fsync=False)``, the UNSAFE
+    no-durability baseline for measurements."""
+
+    def fsync(self, fd: int) -> None:
+        pass
+
+    def fdatasync(self, fd: int) -> None:
+        pass
 
 
 # --- the crash model ---------------------------------------------------------------------------
