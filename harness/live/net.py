@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import importlib.util
 import os
 import random
@@ -29,7 +28,7 @@ from typing import Any, Protocol
 
 import trio
 
-from harness.live import ledger, netns
+from harness.live import filelock, ledger, netns
 from harness.live.shaper import Delay, pump_both
 from harness.options import OptionsError
 
@@ -193,32 +192,15 @@ def leftovers_when_idle() -> list[str]:
         return leftovers()
 
 
-@contextlib.contextmanager
-def _machine_lock(note: str) -> Iterator[None]:
+def _machine_lock(note: str) -> contextlib.AbstractContextManager[None]:
     # One namespace run per machine: the names and the subnet are fixed, and cleaning up
     # leftovers must never delete a running run's namespaces.
-    fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + LOCK_WAIT_SECONDS_MAX
-        told = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-            if time.monotonic() > deadline:
-                raise LiveSetupError(f"live: another live run held {LOCK_PATH} for "
-                                     f"{LOCK_WAIT_SECONDS_MAX:g} s; giving up")
-            if not told:
-                print(f"live: waiting for another live run ({LOCK_PATH}) {note}",
-                      file=sys.stderr, flush=True)
-                told = True
-            time.sleep(0.5)
-        yield
-    finally:
-        os.close(fd)  # closing releases the flock
+    return filelock.held(
+        LOCK_PATH, 0o644, LOCK_WAIT_SECONDS_MAX,
+        waiting=lambda: print(f"live: waiting for another live run ({LOCK_PATH}) {note}",
+                              file=sys.stderr, flush=True),
+        too_long=lambda: LiveSetupError(f"live: another live run held {LOCK_PATH} for "
+                                        f"{LOCK_WAIT_SECONDS_MAX:g} s; giving up"))
 
 
 def namespace_of(node: int) -> str:

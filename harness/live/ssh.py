@@ -36,8 +36,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import errno
-import fcntl
 import os
 import random
 import secrets
@@ -56,6 +54,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from harness.live import filelock
 from harness.live.net import CLIENT_PORT, RAFT_PORT, Link, LiveSetupError
 from harness.live.remote import Completed, HostProcess, signal_name
 from harness.live.shaper import Delay
@@ -525,26 +524,13 @@ def _fetch_node_files(host: SshHost, node: int, nodes_dir: Path) -> list[str]:
     return failed
 
 
-@contextlib.contextmanager
-def _ssh_lock() -> Iterator[None]:
+def _ssh_lock() -> contextlib.AbstractContextManager[None]:
     # One SSH run from this machine at a time: a campaign's runs would share the hosts' ports.
-    fd = os.open(os.path.join(tempfile.gettempdir(), LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        deadline = time.monotonic() + LOCK_WAIT_SECONDS_MAX
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-            if time.monotonic() > deadline:
-                raise SshError(f"--ssh-hosts: another SSH run held {LOCK_NAME} for "
-                               f"{LOCK_WAIT_SECONDS_MAX:g} s; giving up")
-            time.sleep(0.5)
-        yield
-    finally:
-        os.close(fd)
+    return filelock.held(
+        os.path.join(tempfile.gettempdir(), LOCK_NAME), 0o600, LOCK_WAIT_SECONDS_MAX,
+        waiting=lambda: None,
+        too_long=lambda: SshError(f"--ssh-hosts: another SSH run held {LOCK_NAME} for "
+                                  f"{LOCK_WAIT_SECONDS_MAX:g} s; giving up"))
 
 
 @contextlib.contextmanager
