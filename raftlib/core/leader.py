@@ -131,14 +131,14 @@ class LeaderMixin(LeaseMixin):
                     f"leader's last index {self._log.last_index}"
                 )
                 return
-            if pr.acknowledged(msg.match_index):
-                self._maybe_commit()
+            if pr.acknowledged(msg.match_index) and pr.match > self._commit:
+                self._maybe_commit()  # (a match at or below commit cannot advance it)
             if self._transfer_target == msg.src and pr.match == self._log.last_index:
                 self._send(TimeoutNow(self._term, self._id, msg.src))
             # Only what this follower is now owed needs a send pass (entries, or a commit
             # index it has not seen); otherwise every has_ready walked all followers for
             # nothing until the next Ready (8% of the simulator's instructions).
-            if pr.next <= self._log.last_index or min(self._commit, pr.next - 1) > pr.commit_sent:
+            if pr.owed(self._log.last_index, self._commit):
                 self._send_pending = True
             return
         rejected = msg.match_index
@@ -220,8 +220,7 @@ class LeaderMixin(LeaseMixin):
                 break
         if sent:
             return
-        stale_commit = min(self._commit, pr.next - 1) > pr.commit_sent
-        if heartbeat or (stale_commit and not pr.is_paused()):
+        if heartbeat or (pr.commit_stale(self._commit) and not pr.is_paused()):
             prev = pr.next - 1
             prev_term = log.term(prev)
             if pr.state is ProgressState.SNAPSHOT:
@@ -263,10 +262,7 @@ class LeaderMixin(LeaseMixin):
             return bool(self._progress)  # a heartbeat to every follower
         last = self._log.last_index
         commit = self._commit
-        return any(
-            not pr.is_paused() and (pr.next <= last or min(commit, pr.next - 1) > pr.commit_sent)
-            for pr in self._progress.values()
-        )
+        return any(not pr.is_paused() and pr.owed(last, commit) for pr in self._progress.values())
 
     def _flush(self) -> None:
         """Send the appends owed since the last Ready: one pass over the followers however

@@ -159,10 +159,7 @@ class LeaseMixin(CoreState):
         if not self.config.lease_reads or self._role is not Role.LEADER or self._halted:
             return 0
         self._lease_watch_transfer()
-        acks = {peer: pr.read_acked for peer, pr in self._progress.items()}
-        acks[self._id] = self._read_seq
-        confirmed = self._committed_by_quorum(acks)
-        return self._lease.ticks_left(self._term, confirmed, self._lease_ticks())
+        return self._lease.ticks_left(self._term, self._read_confirmed(), self._lease_ticks())
 
     @property
     def lease_reads_served(self) -> int:
@@ -173,7 +170,8 @@ class LeaseMixin(CoreState):
         """Answer a read at the commit index now if the lease holds and an entry of our term
         is committed (before that our commit index may lag the cluster's: thesis §6.4 step
         1). Returns False when the read must take the ReadIndex path instead."""
-        if self._log.term(self._commit) != self._term or self.lease_ticks_left() <= 0:
+        if not self.config.lease_reads or self._log.term(self._commit) != self._term \
+                or self.lease_ticks_left() <= 0:
             return False
         self._lease.served += 1
         if origin == self._id:

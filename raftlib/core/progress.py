@@ -166,6 +166,16 @@ class Progress:
         self.inflights.reset()
         self.next = self.match + 1
 
+    def commit_stale(self, commit: int) -> bool:
+        """Whether the follower has not been told a commit index it could use (one up to
+        the entries sent to it)."""
+        return min(commit, self.next - 1) > self.commit_sent
+
+    def owed(self, last_index: int, commit: int) -> bool:
+        """Whether the leader owes this follower an append: entries it has not been sent, or a
+        commit index it has not seen (flow control aside: see ``is_paused``)."""
+        return self.next <= last_index or self.commit_stale(commit)
+
     def is_paused(self) -> bool:
         if self.state is ProgressState.SNAPSHOT:
             return True

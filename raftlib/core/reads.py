@@ -47,9 +47,7 @@ class ReadsMixin(LeaseMixin):
         pending = self._pending_reads
         if not pending:
             return
-        acks = {peer: pr.read_acked for peer, pr in self._progress.items()}
-        acks[self._id] = self._read_seq
-        confirmed = self._committed_by_quorum(acks)
+        confirmed = self._read_confirmed()
         while pending and pending[0].seq <= confirmed and pending[0].index is not None:
             read = pending.popleft()
             index = read.index

@@ -81,11 +81,13 @@ class ReconfigureMixin(CoreState):
     def _decision_conf(self) -> ConfState:
         """The configuration whose quorums decide: the latest in the log (the one applied when
         the log brings none beyond it)."""
-        indexes = self._log.conf_indexes
-        if indexes and indexes[-1] > self._apply_handed:
-            pending = self._log_confs()
-            if pending:
-                return pending[-1]
+        handed = self._apply_handed
+        for index in reversed(self._log.conf_indexes):
+            if index <= handed:
+                break
+            conf = self._log_conf(index)
+            if conf is not None:
+                return conf
         return self._conf
 
     # A configuration with no voter (a joining node's, before any) decides nothing.
@@ -95,6 +97,13 @@ class ReconfigureMixin(CoreState):
         if not conf.voters:
             return 0
         return quorum.joint_committed_index(conf.voters, conf.voters_outgoing, matches)
+
+    def _read_confirmed(self) -> int:
+        """The highest read_ctx (heartbeat round) a quorum has echoed: ReadIndex and the
+        lease both count from it."""
+        acks = {peer: pr.read_acked for peer, pr in self._progress.items()}
+        acks[self._id] = self._read_seq
+        return self._committed_by_quorum(acks)
 
     def _vote_result(self, votes: dict[NodeId, bool]) -> quorum.VoteResult:
         conf = self._decision_conf()

@@ -173,6 +173,9 @@ class CoreState:
     def _committed_by_quorum(self, matches: dict[NodeId, int]) -> int:
         raise NotImplementedError
 
+    def _read_confirmed(self) -> int:
+        raise NotImplementedError
+
     def _vote_result(self, votes: dict[NodeId, bool]) -> VoteResult:
         raise NotImplementedError
 
