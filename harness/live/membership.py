@@ -140,15 +140,18 @@ class LiveMembership:
             command.append(b"LEARNER")
         return command
 
-    async def remove_dead(self) -> None:
-        """Remove from the configuration every node whose machine died (retired): what an
-        operator does before calling the cluster recovered (the recovery phase calls it)."""
-        retired = self._disks.retired if self._disks is not None else set()
-        if not retired:
-            return
+    async def remove_dead(self) -> dict[int, str]:
+        """Remove from the configuration every node whose machine died (retired), as an
+        operator would (a removal cut short by a window leaves one behind); the leader's
+        configuration after that (node -> role)."""
         roles = await self._roles()
-        for node in sorted(n for n in roles if n in retired):
+        retired = self._disks.retired if self._disks is not None else set()
+        dead = sorted(n for n in roles if n in retired)
+        if not dead:
+            return roles
+        for node in dead:
             await self._call([b"RAFT.REMOVE", b"%d" % node])
+        return await self._roles()
 
     async def _roles(self) -> dict[int, str]:
         roles = None
@@ -159,14 +162,8 @@ class LiveMembership:
         return roles
 
     async def _act(self, action: str) -> None:
-        roles = await self._roles()
+        roles = await self.remove_dead()
         retired = self._disks.retired if self._disks is not None else set()
-        dead = sorted(n for n in roles if n in retired)
-        if dead:
-            # A dead machine still in the configuration (its removal failed): remove it first.
-            for node in dead:
-                await self._call([b"RAFT.REMOVE", b"%d" % node])
-            roles = await self._roles()
         voters = sorted(n for n, r in roles.items() if r == "voter")
         learners = sorted(n for n, r in roles.items() if r == "learner")
         outsiders = [n for n in self._nodes if n not in roles and n not in retired]

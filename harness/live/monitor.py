@@ -39,7 +39,8 @@ class NodeView:
 
 
 class Monitor:
-    def __init__(self, cluster: LiveCluster, log: Callable[[int, str], None]) -> None:
+    def __init__(self, cluster: LiveCluster, log: Callable[[int, str], None],
+                 clock: Callable[[], float] = trio.current_time) -> None:
         self._cluster = cluster
         self._log = log
         self._roles: dict[int, tuple[str, int]] = {}
@@ -51,7 +52,9 @@ class Monitor:
         self.rounds = 0
         self.commit_max = 0
         self.metrics_lines = 0
-        self._started = trio.current_time()
+        # The run's clock (seconds since the workload began, as in history.jsonl and
+        # nodes.log): metrics.jsonl's times are read against those files.
+        self._clock = clock
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
@@ -100,7 +103,7 @@ class Monitor:
         port = self._cluster.metrics_port
         assert port is not None
         rows: list[dict[str, object]] = []
-        at = round(trio.current_time() - self._started, 3)
+        at = round(self._clock(), 3)
 
         async def one(node: int) -> None:
             if not self._cluster.running(node) or self._cluster.members[node].paused:

@@ -150,9 +150,9 @@ class LiveRun:
         kinds = {*options.nemesis, *schedule.kinds()}
         self.cluster = LiveCluster(options.nodes, network, run_dir, options.seed,
                                    log=self.node_log, on_spawn=ledger.node_started,
-                                   clocked="clock" in {*options.nemesis, *schedule.kinds()},
+                                   clocked="clock" in kinds,
                                    snapshot_flags=options.snapshot_flags(),
-                                   lazy_disk="disk" in {*options.nemesis, *schedule.kinds()},
+                                   lazy_disk="disk" in kinds,
                                    bug=options.bug,
                                    spares=SPARE_NODES if "member" in kinds else 0)
         self.workload = make_workload(options.workload, self._rng("workload"))
@@ -205,7 +205,7 @@ class LiveRun:
 
     async def _drive(self) -> LiveOutcome:
         options = self.options
-        monitor = Monitor(self.cluster, self.node_log)
+        monitor = Monitor(self.cluster, self.node_log, self.clock)
         membership = None
         if self.cluster.members.keys() != self.cluster.founders:
             cluster = self.cluster
@@ -331,13 +331,7 @@ class LiveRun:
                     # removed first, as an operator would; then only the final configuration's
                     # members must catch up (and hold every acknowledged write): a removed node
                     # or an unused spare never will.
-                    await self.membership.remove_dead()
-                    final = None
-                    while final is None:
-                        final = await self.membership.members()
-                        if final is None:
-                            await trio.sleep(CATCH_UP_POLL_SECONDS)
-                    members = set(final)
+                    members = set(await self.membership.remove_dead())
                     self.final_members = members
                 while True:
                     await monitor.poll_once()

@@ -18,7 +18,7 @@ from typing import Any
 import trio
 
 from harness.targets.base import NotApplied, Unknown
-from raftlib.resp import ErrorReply, Reply, RespParser, RespProtocolError, encode_command
+from raftlib.resp import Reply, RespParser, RespProtocolError, encode_command
 
 # One read from a socket takes at most this many bytes.
 RECEIVE_BYTES_MAX = 65536
@@ -69,10 +69,6 @@ class RespConnection:
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
             await self._stream.aclose()
-
-
-def error_text(reply: Reply) -> str | None:
-    return reply.text if isinstance(reply, ErrorReply) else None
 
 
 async def post_json(host: str, port: int, path: str, body: dict[str, Any]) -> Any:
