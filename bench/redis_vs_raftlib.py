@@ -53,6 +53,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from raftlib.supervisor import consecutive_free_ports, free_ports  # noqa: E402
+
 HOST = "127.0.0.1"
 TESTS: dict[str, list[str]] = {
     "set": ["-t", "set"],
@@ -83,40 +87,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 class BenchError(Exception):
     pass
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind((HOST, 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def consecutive_free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free ports (``raftlib cluster`` numbers from a base)."""
-    for _ in range(100):
-        (base,) = free_ports(1)
-        if base + count >= 65536:
-            continue
-        socks = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind((HOST, port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise BenchError("no run of free ports found")
 
 
 def resp_call(port: int, *args: bytes) -> bytes:
@@ -266,9 +236,7 @@ def _raftlib_leader(client_base: int, nodes: int) -> int:
 def raftlib_cluster(directory: Path, nodes: int = 3, name: str = "raftlib",
                     flags: tuple[str, ...] = ()) -> Iterator[Server]:
     raft_base = consecutive_free_ports(nodes)
-    client_base = consecutive_free_ports(nodes)
-    if abs(raft_base - client_base) < nodes:
-        raise BenchError("port runs overlap; run again")
+    client_base = consecutive_free_ports(nodes, avoid=range(raft_base, raft_base + nodes))
     log = directory / "cluster.log"
     directory.mkdir(parents=True)
     with log.open("wb") as out:
