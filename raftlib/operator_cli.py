@@ -117,8 +117,9 @@ def _check_id(node_id: int | None, *, allow_none: bool = False) -> None:
 
 
 def _host_port(text: str, what: str) -> bytes:
-    host, colon, port = text.rpartition(":")
-    if not colon or not host or "," in text or not port.isdigit() or not 0 < int(port) < 65536:
+    from raftlib.transport.tcp import parse_host_port
+
+    if "," in text or parse_host_port(text) is None:
         raise ValueError(f"{what} must be HOST:PORT, got {text!r}")
     return text.encode()
 
