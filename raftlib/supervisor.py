@@ -142,6 +142,21 @@ def _ignore(*_: object) -> None:
     pass
 
 
+def write_start_marker(log: IO[bytes], path: Path, marker: str) -> None:
+    """Append ``marker`` to a node's log (open for appending at ``path``) on a line of its own,
+    even after a SIGKILL cut the previous output mid-line, and saying so: a reader of the log
+    must not take that line for a whole one."""
+    cut = bool(log.tell()) and not _ends_with_newline(path)
+    log.write(b"\n" * cut + marker.encode() + CUT_NOTE * cut + b"\n")
+    log.flush()
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as log:
+        log.seek(-1, 2)
+        return log.read(1) == b"\n"
+
+
 class Supervisor:
     """The processes of nodes ``nodes``, each started as ``command(node)``; see the module doc.
 
@@ -213,31 +228,30 @@ class Supervisor:
         member = self.members[node]
         if member.proc is not None:
             return member.proc.pid
-        argv = list(self._command(node))
+        marker = f"--- supervisor: start #{member.starts + 1} of node {node}"
+        proc, where = self._spawn(node, list(self._command(node)), marker)
+        member.proc = proc
+        member.starts += 1
+        member.paused = False
+        member.pids.append(proc.pid)
+        if where is None:
+            self._on_spawn(proc.pid)  # a process of this machine
+        self._on_event(node, f"start #{member.starts} (pid {proc.pid}{where or ''})")
+        return proc.pid
+
+    def _spawn(self, node: int, argv: list[str],
+               marker: str) -> tuple[subprocess.Popen[bytes], str | None]:
+        """Run ``argv`` as ``node``'s process, its output appended to its log after ``marker``;
+        the process and where it runs (None: this machine). A subclass may run it elsewhere."""
         with self.log_path(node).open("ab") as log:
-            # On a line of its own even after a SIGKILL cut the previous output mid-line, and
-            # saying so: a reader of the log must not take that line for a whole one.
-            cut = bool(log.tell()) and not self._ends_with_newline(node)
-            marker = f"--- supervisor: start #{member.starts + 1} of node {node}"
-            log.write(b"\n" * cut + marker.encode() + CUT_NOTE * cut + b"\n")
-            log.flush()
+            write_start_marker(log, self.log_path(node), marker)
             stdout: int | IO[bytes] = subprocess.PIPE if self._pipe_stdout else log
-            member.proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 argv, stdout=stdout, stderr=log, env=self._env,
                 stdin=subprocess.PIPE if self._pipe_stdin else subprocess.DEVNULL,
                 start_new_session=True,
             )
-        member.starts += 1
-        member.paused = False
-        member.pids.append(member.proc.pid)
-        self._on_spawn(member.proc.pid)
-        self._on_event(node, f"start #{member.starts} (pid {member.proc.pid})")
-        return member.proc.pid
-
-    def _ends_with_newline(self, node: int) -> bool:
-        with self.log_path(node).open("rb") as log:
-            log.seek(-1, 2)
-            return log.read(1) == b"\n"
+        return proc, None
 
     def kill(self, node: int) -> bool:
         """SIGKILL (a crash); False when the node was not running."""

@@ -29,7 +29,7 @@ from typing import Protocol, cast, runtime_checkable
 
 import attrs
 
-from raftlib.supervisor import CUT_NOTE, Supervisor
+from raftlib.supervisor import Supervisor, write_start_marker
 
 # One short command on a host (not a node: those are spawned) finishes within this.
 COMMAND_SECONDS_MAX = 10.0
@@ -113,12 +113,6 @@ class HostedNetwork(Protocol):
     hosts: Mapping[int, Host]
 
 
-def _ends_with_newline(log: Path) -> bool:
-    with log.open("rb") as f:
-        f.seek(-1, 2)
-        return f.read(1) == b"\n"
-
-
 class LocalHost:
     """This machine: a node is a child of the harness, its files the run directory's own."""
 
@@ -139,11 +133,7 @@ class LocalHost:
     def spawn(self, argv: Sequence[str], *, log: Path, marker: str,
               env: Mapping[str, str]) -> HostProcess:
         with log.open("ab") as out:
-            # On a line of its own even after a SIGKILL cut the previous output mid-line, and
-            # saying so: a reader of the log must not take that line for a whole one.
-            cut = bool(out.tell()) and not _ends_with_newline(log)
-            out.write(b"\n" * cut + marker.encode() + CUT_NOTE * cut + b"\n")
-            out.flush()
+            write_start_marker(out, log, marker)
             # Its own session: a Ctrl-C at the terminal reaches only the harness, which then
             # stops the nodes in order.
             proc = subprocess.Popen(list(argv), stdout=out, stderr=out, env=dict(env),
@@ -201,34 +191,16 @@ class HostSupervisor(Supervisor):
         on_spawn: Callable[[int], None],
     ) -> None:
         super().__init__(root, nodes, command, env=env, on_event=on_event, on_spawn=on_spawn)
-        # Its own references, not the parent's private ones.
         self.hosts = hosts
-        self._node_command = command
-        self._spawn_env = dict(env)
-        self._tell_spawn = on_spawn
-        self._tell_event = on_event
 
-    def start(self, node: int) -> int:
-        """Start ``node`` on its host unless it runs; return its pid (on that host)."""
-        member = self.members[node]
-        if member.proc is not None:
-            return member.proc.pid
+    def _spawn(self, node: int, argv: list[str],
+               marker: str) -> tuple[subprocess.Popen[bytes], str | None]:
+        """On ``node``'s host; the supervisor uses only the part of Popen HostProcess offers
+        (a remote pid is never this machine's: no ledger entry)."""
         host = self.hosts[node]
-        marker = f"--- supervisor: start #{member.starts + 1} of node {node}"
-        proc = host.spawn(list(self._node_command(node)), log=self.log_path(node), marker=marker,
-                          env=self._spawn_env)
-        # The supervisor uses only the part of Popen that HostProcess offers.
-        member.proc = cast("subprocess.Popen[bytes]", proc)
-        member.starts += 1
-        member.paused = False
-        member.pids.append(proc.pid)
-        where = ""
-        if host.local:
-            self._tell_spawn(proc.pid)
-        else:
-            where = f" on {host.name}"
-        self._tell_event(node, f"start #{member.starts} (pid {proc.pid}{where})")
-        return proc.pid
+        assert self._env is not None, "a host supervisor is always given the nodes' environment"
+        proc = host.spawn(argv, log=self.log_path(node), marker=marker, env=self._env)
+        return cast("subprocess.Popen[bytes]", proc), None if host.local else f" on {host.name}"
 
 
 def signal_name(sig: int) -> str:
