@@ -310,12 +310,22 @@ class Driver:
             else:
                 step(msg)
 
-    def tick(self) -> None:
-        if self._deferred_hard_state is not None:
-            self._deferred_ticks += 1
-        self.core.tick()
-        if self._senders:
-            self._tick_senders()
+    def tick(self, count: int = 1) -> None:
+        """``count`` ticks of this node's clock passed. A node that stalled (a stopped process,
+        a blocked event loop, a long GC pause) reports every tick it missed, so that what the
+        core counts in ticks (the read lease, CheckQuorum, election timeouts) follows the time
+        that really passed: a leader that lost its stall's ticks would serve lease reads after
+        its lease ran out. Beyond ``election_timeout_ticks_max`` ticks every timer of the core
+        has fired (the lease is shorter than the election timeout), so a longer stall is
+        delivered as that many: bounded work, whatever the stall's length."""
+        assert count >= 1, f"ticks come one or more at a time, got {count}"
+        core = self.core
+        for _ in range(min(count, core.config.election_timeout_ticks_max)):
+            if self._deferred_hard_state is not None:
+                self._deferred_ticks += 1
+            core.tick()
+            if self._senders:
+                self._tick_senders()
 
     def propose(self, datas: Sequence[bytes], waiters: Sequence[Waiter]) -> None:
         """Append commands; each waiter later gets the state machine's result, or an error

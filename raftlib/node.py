@@ -184,7 +184,7 @@ class _Call:
 
 
 class _Tick:
-    pass
+    """Wakes the raft loop: a tick may be due (the loop reads the clock)."""
 
 
 class _SyncDone:
@@ -298,6 +298,11 @@ class Node:
         # timeout, a few small tuples each.
         self._deadlines: list[tuple[float, int, list[_Slot]]] = []
         self._deadline_order = itertools.count()
+        # When the core's next tick is due (trio clock). Ticks follow the clock, not the
+        # ticker's wake-ups: the raft loop delivers every tick due before it handles anything
+        # (``_catch_up_ticks``), so a node that stalled (SIGSTOP, a blocked loop, a GC pause)
+        # counts the time it lost before it answers a read from its lease.
+        self._next_tick_at = trio.current_time() + config.tick_seconds
 
     # --- public API ---------------------------------------------------------------------
 
@@ -616,11 +621,30 @@ class Node:
                         "no commit within the request's timeout; it may still be applied"))
 
     async def _ticker(self) -> None:
+        """Wakes the raft loop once per tick (the loop counts the ticks due itself) and fails
+        overdue proposals."""
+        tick_seconds = self.config.tick_seconds
+        wake_at = self._next_tick_at
         while True:
-            await trio.sleep(self.config.tick_seconds)
+            await trio.sleep_until(wake_at)
+            now = trio.current_time()
+            # After a stall, the next wake-up is a tick from now, not a burst of the missed
+            # ones: the loop delivers those from the clock at once.
+            wake_at = max(wake_at + tick_seconds, now)
             if self._deadlines:
-                self._expire_deadlines(trio.current_time())
+                self._expire_deadlines(now)
             await self._in_tx.send(_TICK)
+
+    def _catch_up_ticks(self) -> None:
+        """Deliver to the driver every tick due by now (the driver bounds a long stall's)."""
+        now = trio.current_time()
+        due_at = self._next_tick_at
+        if now < due_at:
+            return
+        tick_seconds = self.config.tick_seconds
+        count = int((now - due_at) // tick_seconds) + 1
+        self._next_tick_at = due_at + count * tick_seconds
+        self._driver.tick(count)
 
     async def _receiver(self) -> None:
         contact = self._last_contact
@@ -669,6 +693,7 @@ class Node:
         try:
             while True:
                 item = await self._in_rx.receive()
+                self._catch_up_ticks()
                 merged = False
                 for _ in range(limit - 1):
                     try:
@@ -781,7 +806,7 @@ class Node:
         if isinstance(item, list):
             driver.step(item)
         elif isinstance(item, _Tick):
-            driver.tick()
+            pass  # a wake-up: the loop delivered the ticks due (_catch_up_ticks)
         elif isinstance(item, _Propose):
             driver.propose(item.datas, item.slots)
         elif isinstance(item, _Conf):

@@ -14,7 +14,8 @@ what is simulation:
   tears the unsynced write;
 - the network, the clock (ticks at the node's clock rate) and the process: crash drops the
   core, the driver and the unsynced writes; restart rebuilds them from ``storage.load()``;
-  pause stops all processing (messages and requests queue, ticks are lost);
+  pause stops all processing (messages and requests queue); on resume the node is told the
+  ticks it missed first, as the Trio node counts them from its clock (``Driver.tick``);
 - the KV service around the state machine: each client write is wrapped into
   ``Request(session, seq, now_ms, op)`` (``now_ms`` from this node's clock, as
   ``raftlib.service`` stamps the leader's time) and a session open into ``OpenSession``; a
@@ -211,6 +212,7 @@ class SimNode:
         self._tick_interval_us = 1  # between ticks, in simulated microseconds (set just below)
         self.clock_rate = 1.0
         self._deferred: PersistJob | None = None  # an fsync that completed while paused
+        self._missed_ticks = 0  # ticks that fell while paused: delivered at resume
         self._inbox: deque[tuple[int, Any]] = deque()
         self._pump_scheduled = False
         # (time, place, incarnation): the place in the event order held for a pump that the
@@ -275,6 +277,7 @@ class SimNode:
             snapshot_policy=self._snapshot_policy,
         )
         self.state = NodeState.UP
+        self._missed_ticks = 0  # an earlier life's pause is not this one's
         self._pump_scheduled = False  # one scheduled by an earlier life never runs
         self._observer.saw_restart(self.id)
         base = recovered.snapshot.index if recovered.snapshot is not None else 0
@@ -358,6 +361,14 @@ class SimNode:
             return
         self.state = NodeState.UP
         self._log(self.id, "resume")
+        missed, self._missed_ticks = self._missed_ticks, 0
+        if missed:
+            # What a stopped process's clock says when it runs again: the ticks it missed,
+            # before anything that queued (a read must not meet a lease that stood still).
+            self.ticks += missed
+            driver = self.driver
+            assert driver is not None
+            driver.tick(missed)
         deferred = self._deferred
         if deferred is not None:
             self._deferred = None
@@ -400,7 +411,8 @@ class SimNode:
             return  # a tick of an earlier life of this node
         self._loop.after(self._tick_interval_us, self._tick, incarnation)
         if self.state is NodeState.PAUSED:
-            return  # a stopped process's timers fire once it runs again: ticks are lost
+            self._missed_ticks += 1  # counted when it runs again (``resume``)
+            return
         self.ticks += 1
         driver = self.driver
         assert driver is not None

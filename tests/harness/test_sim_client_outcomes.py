@@ -51,11 +51,11 @@ def test_refusals_check_catches_a_client_that_calls_a_timed_out_write_failed(
     assert caught, "no seed caught a client that records timed-out writes as failed"
 
 
-def _late_session_answer() -> RunOptions:
+def _late_session_answer(seed: int = 321) -> RunOptions:
     # Seed 321 of this mix (found by the pending-conf-ignored recipe): a client's session opening
     # is answered late, after refusals of its retries had scheduled backoff resends.
     return RunOptions(
-        backend="sim", workload="append", nodes=3, clients=10, rate=200.0, seed=321,
+        backend="sim", workload="append", nodes=3, clients=10, rate=200.0, seed=seed,
         time_limit=10.0, nemesis_interval=0.3,
         nemesis=("partition", "pause", "delay", "reorder", "clock", "crash-after-vote",
                  "crash-after-commit", "member"),
@@ -78,5 +78,8 @@ def test_a_second_retry_chain_is_caught_before_it_can_hide_a_write(
         self._send(item[0])
 
     monkeypatch.setattr(SimClient, "_retry", eager)
-    report = run(_late_session_answer(), None)
+    # Seed 0: the first of this mix where the eager resends supersede a write in flight since
+    # a resumed node counts the ticks it missed (seed 321 did before; the honest client is
+    # valid on both).
+    report = run(_late_session_answer(seed=0), None)
     assert "superseded while in flight" in report.line, report.line

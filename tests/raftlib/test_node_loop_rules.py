@@ -95,3 +95,37 @@ async def test_a_base_exception_from_apply_stops_the_node_instead_of_reaching_th
             except Abort as exc:  # the raft loop caught it and handed it over: wrong
                 proposer_got.append(exc)
     assert not proposer_got
+
+
+# Lease reads: 10..20 ticks of election timeout, 3 of drift, so a 7-tick lease.
+LEASE_CORE = {"election_timeout_ticks_min": 10, "election_timeout_ticks_max": 20,
+              "lease_drift_ticks": 3, "check_quorum": True, "lease_reads": True}
+LEASE_TICK_SECONDS = 0.01
+LEASE_TICKS = 7
+
+
+async def test_a_stalled_leader_counts_the_ticks_it_missed_before_it_answers_from_its_lease(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A node whose process stalls (SIGSTOP, a blocked loop) must count the time it lost before
+    it answers a read from its lease: the lease is counted in ticks, and a leader that took a
+    long stall for one tick would answer reads after its lease ran out, while a successor may
+    already take writes. The stall here is longer than the lease but shorter than any
+    election timeout, so the cluster stays as it was and only the lease ran out."""
+    async with open_local_cluster(3, seed=3, tick_seconds=LEASE_TICK_SECONDS,
+                                  core=LEASE_CORE) as cluster:
+        leader_id = await cluster.wait_leader(timeout_seconds=5.0)
+        leader = cluster.node(leader_id)
+        await leader.propose(b"an entry of this term")
+        # A few heartbeat rounds (virtual time): a quorum's acknowledgement grants the lease.
+        await trio.sleep(LEASE_TICK_SECONDS * 3)
+        core = leader._core
+        served = core.lease_reads_served
+        await leader.read_barrier()
+        assert core.lease_reads_served == served + 1, "a fresh lease answers at once"
+        # Every task stalls for LEASE_TICKS + 1 ticks: nothing runs while the clock moves.
+        autojump_clock.jump(LEASE_TICK_SECONDS * (LEASE_TICKS + 1))
+        await leader.read_barrier()
+        assert core.lease_reads_served == served + 1, (
+            "the read after the stall was answered from a lease that had run out")
+        assert cluster.leader() == leader_id
