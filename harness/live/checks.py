@@ -110,9 +110,13 @@ def model_for(workload: str) -> lincheck.Model:
     return per_key(model) if WORKLOAD_CLASSES[workload].keyed else model
 
 
+# The history's check, the history lincheck read and its result (both None without lincheck).
+LinearizableCheck = tuple[Check, "lincheck.History | None", "lincheck.Result | None"]
+
+
 def check_linearizable(
     events: list[lincheck.Event], workload: str, timeout: float,
-) -> tuple[Check, lincheck.History | None, lincheck.Result | None]:
+) -> LinearizableCheck:
     """The history's check: lincheck, or the workload's own checker (history and result are
     then None: there is no lincheck report)."""
     checker = WORKLOAD_CLASSES[workload].checker

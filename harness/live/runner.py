@@ -21,11 +21,8 @@ namespace, link or filter rule outlives the run.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
-import random
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -33,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import lincheck
 import trio
 
 from harness.checks import Check, verdict_of
@@ -42,7 +38,7 @@ from harness.live import checks as live_checks
 from harness.live import filefaults, loss
 from harness.live import ledger as ledger_module
 from harness.live.checks import Liveness
-from harness.live.clients import LiveClient, run_worker
+from harness.live.clients import LiveClient
 from harness.live.cluster import LiveCluster, child_env, serve_flags
 from harness.live.ledger import Ledger
 from harness.live.membership import LiveMembership
@@ -53,11 +49,11 @@ from harness.live.remote import SSH_REFUSED
 from harness.live.session import (
     READY_SECONDS_MAX,
     RESULTS_VERSION,
-    RUN_FILES,
-    _Clock,
+    RunBase,
     _is_interrupt,
-    _raise_setup_error,
     _StopSignals,
+    check_fields,
+    run_in_trio,
     save_run,
     supported_nemeses,
 )
@@ -72,13 +68,11 @@ from harness.options import (
 from harness.outcomes import RunReport
 from harness.progress import NO_PROGRESS, RunProgress
 from harness.targets.raftlib import raftlib_version
-from harness.workloads import make_workload
 
 # Bounds of a live run that the simulator does not have.
 CLIENTS_LIVE_MAX = 200
 PROBE_RETRY_SECONDS = 0.1
 CATCH_UP_POLL_SECONDS = 0.1
-PROGRESS_SECONDS = 0.5
 
 
 def narrow_all(options: RunOptions) -> RunOptions:
@@ -133,18 +127,13 @@ class LiveOutcome:
     members: set[int] | None = None
 
 
-class LiveRun:
+class LiveRun(RunBase[LiveOutcome]):
     def __init__(self, options: RunOptions, schedule: Schedule, network: LiveNetwork,
                  run_dir: Path, events: list[str], progress: RunProgress,
                  ledger: Ledger, stop: _StopSignals) -> None:
-        self.options = options
-        self.ledger = ledger
-        self.stop = stop
-        self.progress = progress
+        super().__init__(options, events, progress, ledger, stop)
         self.schedule = schedule
         self.network = network
-        self.clock = _Clock()
-        self._events = events
         self.membership: LiveMembership | None = None
         self.final_members: set[int] | None = None
         kinds = {*options.nemesis, *schedule.kinds()}
@@ -155,28 +144,6 @@ class LiveRun:
                                    lazy_disk="disk" in kinds,
                                    bug=options.bug,
                                    spares=SPARE_NODES if "member" in kinds else 0)
-        self.workload = make_workload(options.workload, self._rng("workload"))
-        self.history = HistoryRecorder(self.clock.us, self.workload.keyed)
-        self._next_process = 0
-
-    def _rng(self, name: str) -> random.Random:
-        """An independent stream for one purpose, named as the simulator names its streams."""
-        return random.Random(f"{self.options.seed}:{name}")
-
-    def _stamp(self) -> str:
-        # Startup lines carry no time: the run's clock starts once the cluster is ready.
-        return f"[{self.clock():12.6f}]" if self.clock.t0 is not None else "[   startup  ]"
-
-    def log(self, text: str) -> None:
-        self._events.append(f"{self._stamp()} -- {text}")
-
-    def node_log(self, node: int, text: str) -> None:
-        self._events.append(f"{self._stamp()} n{node} {text}")
-
-    def _new_process(self) -> int:
-        process = self._next_process
-        self._next_process += 1
-        return process
 
     def _client(self, name: str) -> LiveClient:
         return LiveClient(
@@ -184,24 +151,6 @@ class LiveRun:
             history=self.history, new_process=self._new_process,
             request_timeout=self.options.request_timeout, rng=self._rng(f"start:{name}"),
         )
-
-    async def drive(self) -> LiveOutcome:
-        """The run inside Trio; SIGINT and SIGTERM reach it through Trio, never mid-step."""
-        async with trio.open_nursery() as guard:
-            if self.stop.active:
-                await guard.start(self._watch_signals)
-            outcome = await self._drive()
-            guard.cancel_scope.cancel()
-        return outcome
-
-    async def _watch_signals(self, task_status: trio.TaskStatus[None]) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            task_status.started()
-            async for signum in signals:
-                self.stop.note(signum)
-                # Raised in a task, the interrupt cancels the run; its ``finally`` stops the
-                # nodes (shielded) before trio.run returns.
-                raise KeyboardInterrupt
 
     async def _drive(self) -> LiveOutcome:
         options = self.options
@@ -229,31 +178,16 @@ class LiveRun:
                     self.cluster.start(node)
                 await self._wait_ready(monitor)
                 startup = trio.current_time() - began
-                self.clock.t0 = trio.current_time()
+                self._workload_starts(startup)
                 run_start_ms = int(time.time() * 1000)
-                self.log(f"cluster ready after {startup:.2f} s; workload and faults start")
-                self.ledger.phase("workload")
                 background.start_soon(monitor.run)
                 background.start_soon(self._report_progress)
-                async with trio.open_nursery() as work:
-                    faults = trio.CancelScope()
 
-                    async def inject() -> None:
-                        with faults:
-                            await nemesis.run(self.schedule, self.clock)
-
-                    work.start_soon(inject)
-                    think_mean = options.clients / options.rate
-                    for i, client in enumerate(clients):
-                        work.start_soon(run_worker, client, self.workload,
-                                        self._rng(f"think:{i}"), think_mean, self.clock,
-                                        options.time_limit)
-                    await trio.sleep_until(self.clock.t0 + options.time_limit)
-                    faults.cancel()
-                    await nemesis.heal_all(self.clock)
-                    live.heal_at = self.clock()
-                    self.log("all faults healed; recovery window starts")
+                async def recover(heal_at: float) -> None:
+                    live.heal_at = heal_at
                     await self._recover(live, monitor, probe, clients)
+
+                await self._workload_phase(nemesis, self.schedule, clients, recover)
                 run_seconds = self.clock()
                 background.cancel_scope.cancel()
         finally:
@@ -268,16 +202,6 @@ class LiveRun:
         refused = [a for client in [*clients, probe] for a in client.refused]
         return LiveOutcome(self.history, live, acked, refused, nemesis, monitor, startup,
                            run_seconds, run_start_ms, self.final_members)
-
-    async def _report_progress(self) -> None:
-        total = self.options.time_limit + self.options.recovery_time
-        self.progress.phase("workload and faults")
-        while True:
-            done = self.clock()
-            if done >= self.options.time_limit:
-                self.progress.phase("recovery")
-            self.progress.advance(min(done, total), total)
-            await trio.sleep(PROGRESS_SECONDS)
 
     async def _wait_ready(self, monitor: Monitor) -> None:
         self.progress.phase("starting nodes")
@@ -446,15 +370,8 @@ def _run_live(
                            stop)
         cluster = live_run.cluster
         phase[0] = "the run"
-        try:
-            outcome = trio.run(live_run.drive)
-        except BaseExceptionGroup as group:
-            _raise_setup_error(group)
-            raise
-        finally:
-            ledger.phase("stopping")
-            cluster.kill_all()
-            (run_dir / "nodes.log").write_text("\n".join(events) + "\n", encoding="utf-8")
+        outcome = run_in_trio(live_run.drive, kill_all=cluster.kill_all, events=events,
+                              run_dir=run_dir, ledger=ledger)
         network_info = network.describe()
     phase[0] = "checking"
     return _finish(options, schedule, run_dir, out_dir, cluster, outcome, network_info,
@@ -501,10 +418,10 @@ def _finish(
 
     progress.phase("checking")
     logs, errors = live_checks.read_logs({n: cluster.data_dir(n) for n in cluster.members})
-    lin, history, result = live_checks.check_linearizable(
+    linearizable = live_checks.check_linearizable(
         outcome.history.events, options.workload, options.lincheck_timeout)
     all_checks = [
-        lin,
+        linearizable[0],
         live_checks.check_safety(logs, errors, outcome.monitor.leaders,
                                  outcome.monitor.commit_max, outcome.members),
         live_checks.check_durability(
@@ -573,22 +490,13 @@ def _finish(
         "target": {"name": "raftlib", "version": f"raftlib {raftlib_version()}"},
         "options": options.to_json(),
         "live": live_info,
-        "checks": {c.name: c.to_json() for c in all_checks},
-        "failed_checks": [c.name for c in all_checks if c.valid is False],
+        **check_fields(all_checks),
         "stats": stats,
         "command": cmd,
         "replay": f"raft-harness replay {out_dir}" if out_dir is not None else None,
-        "files": {
-            **RUN_FILES,
-            "lincheck_report": "lincheck.html" if lin.valid is False and result else None,
-        },
     }
-    jsonl = outcome.history.jsonl()
-    page = None
-    if lin.valid is False and history is not None and result is not None:
-        page = functools.partial(lincheck.write_html, history, result,
-                                 model=live_checks.model_for(options.workload))
-    save_run(run_dir, results, jsonl, schedule, page)
+    jsonl = save_run(run_dir, results, outcome.history, schedule, linearizable,
+                     options.workload)
     line = _one_line(options, all_checks, verdict, stats, network_info, wall, out_dir)
     return RunReport(verdict, line, out_dir, results, jsonl)
 

@@ -1,29 +1,47 @@
-"""What every live run shares, raftlib's or another target's (``harness.targets.run``): the
-fault kinds this machine can inject, the run's clock, Ctrl-C and SIGTERM handling, and how a
-setup error inside Trio's exception groups becomes one line. Kept apart from
-``harness.live.runner`` so that target runs need not import raftlib's run (an import circle).
+"""What every live run shares, raftlib's (``harness.live.runner``) or another target's
+(``harness.targets.run``): the fault kinds this machine can inject, the run's clock and event
+log, the workload and its history, Ctrl-C and SIGTERM handling, the workload phase (workers
+and faults until the time limit, then every fault healed), running it all under Trio, how a
+setup error inside Trio's exception groups becomes one line, and the run's files and the
+fields of ``results.json`` both write. Kept apart from ``harness.live.runner`` so that target
+runs need not import raftlib's run (an import circle).
 """
 
 from __future__ import annotations
 
 import json
+import random
 import signal
 import threading
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+import lincheck
 import trio
 
+from harness.checks import Check
+from harness.history import HistoryRecorder
+from harness.live import checks as live_checks
 from harness.live import loss
-from harness.live.nemesis import LIVE_NEMESES
+from harness.live.clients import Worker, run_worker
+from harness.live.ledger import Ledger
+from harness.live.nemesis import LIVE_NEMESES, LiveNemesis
 from harness.live.net import planned_method
 from harness.live.remote import SSH_NEMESES
 from harness.nemesis import Schedule
 from harness.options import OptionsError, RunOptions
+from harness.progress import RunProgress
+from harness.workloads import make_workload
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 RESULTS_VERSION = 1
 # How long the nodes may take to answer and elect a leader at start.
 READY_SECONDS_MAX = 30.0
+# How often the progress line is redrawn.
+PROGRESS_SECONDS = 0.5
 
 
 def supported_nemeses(options: RunOptions | None = None) -> tuple[str, ...]:
@@ -114,14 +132,147 @@ RUN_FILES: dict[str, str] = {
 }
 
 
-def save_run(run_dir: Path, results: dict[str, Any], history_jsonl: str,
-             schedule: Schedule, write_lincheck: Any | None) -> None:
-    """Write a finished live run's files: the history, the schedule, lincheck's page when
-    ``write_lincheck`` (a callable taking the path) is given, and results.json last (a run
-    directory with results.json is complete)."""
-    (run_dir / "history.jsonl").write_text(history_jsonl, encoding="utf-8")
+class RunBase(Generic[T]):
+    """One live run inside Trio, whatever the target: the run's clock (0 when the workload
+    starts), its event log (``nodes.log``), the workload and the history its clients record,
+    and the phases every target goes through. A subclass runs its cluster in ``_drive`` and
+    returns its outcome (``T``)."""
+
+    def __init__(self, options: RunOptions, events: list[str], progress: RunProgress,
+                 ledger: Ledger, stop: _StopSignals) -> None:
+        self.options = options
+        self.progress = progress
+        self.ledger = ledger
+        self.stop = stop
+        self.clock = _Clock()
+        self._events = events
+        self.workload = make_workload(options.workload, self._rng("workload"))
+        self.history = HistoryRecorder(self.clock.us, self.workload.keyed)
+        self._next_process = 0
+
+    def _rng(self, name: str) -> random.Random:
+        """An independent stream for one purpose, named as the simulator names its streams."""
+        return random.Random(f"{self.options.seed}:{name}")
+
+    def _stamp(self) -> str:
+        # Startup lines carry no time: the run's clock starts once the cluster is ready.
+        return f"[{self.clock():12.6f}]" if self.clock.t0 is not None else "[   startup  ]"
+
+    def log(self, text: str) -> None:
+        self._events.append(f"{self._stamp()} -- {text}")
+
+    def node_log(self, node: int, text: str) -> None:
+        self._events.append(f"{self._stamp()} n{node} {text}")
+
+    def _new_process(self) -> int:
+        process = self._next_process
+        self._next_process += 1
+        return process
+
+    async def drive(self) -> T:
+        """The run inside Trio; SIGINT and SIGTERM reach it through Trio, never mid-step."""
+        async with trio.open_nursery() as guard:
+            if self.stop.active:
+                await guard.start(self._watch_signals)
+            outcome = await self._drive()
+            guard.cancel_scope.cancel()
+        return outcome
+
+    async def _drive(self) -> T:
+        raise NotImplementedError
+
+    async def _watch_signals(self, task_status: trio.TaskStatus[None]) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for signum in signals:
+                self.stop.note(signum)
+                # Raised in a task, the interrupt cancels the run; its ``finally`` stops the
+                # nodes (shielded) before trio.run returns.
+                raise KeyboardInterrupt
+
+    def _workload_starts(self, startup: float) -> None:
+        """The cluster is ready: the run's clock starts."""
+        self.clock.t0 = trio.current_time()
+        self.log(f"cluster ready after {startup:.2f} s; workload and faults start")
+        self.ledger.phase("workload")
+
+    async def _report_progress(self) -> None:
+        total = self.options.time_limit + self.options.recovery_time
+        self.progress.phase("workload and faults")
+        while True:
+            done = self.clock()
+            if done >= self.options.time_limit:
+                self.progress.phase("recovery")
+            self.progress.advance(min(done, total), total)
+            await trio.sleep(PROGRESS_SECONDS)
+
+    async def _workload_phase(
+        self, nemesis: LiveNemesis, schedule: Schedule, clients: Sequence[Worker],
+        recover: Callable[[float], Awaitable[R]],
+    ) -> R:
+        """``[0, time_limit)``: the clients run the workload at the run's rate while the
+        nemesis injects ``schedule``; then every fault still on is healed and ``recover`` runs
+        (given the run's time at the heal) while the clients' last operations end by their
+        own timeouts. Returns what ``recover`` returns."""
+        options = self.options
+        started = self.clock.t0
+        assert started is not None, "the workload phase follows _workload_starts"
+        async with trio.open_nursery() as work:
+            faults = trio.CancelScope()
+
+            async def inject() -> None:
+                with faults:
+                    await nemesis.run(schedule, self.clock)
+
+            work.start_soon(inject)
+            think_mean = options.clients / options.rate
+            for i, client in enumerate(clients):
+                work.start_soon(run_worker, client, self.workload, self._rng(f"think:{i}"),
+                                think_mean, self.clock, options.time_limit)
+            await trio.sleep_until(started + options.time_limit)
+            faults.cancel()
+            await nemesis.heal_all(self.clock)
+            healed = self.clock()
+            self.log("all faults healed; recovery window starts")
+            return await recover(healed)
+
+
+def run_in_trio(drive: Callable[[], Awaitable[T]], *, kill_all: Callable[[], None],
+                events: list[str], run_dir: Path, ledger: Ledger) -> T:
+    """``trio.run(drive)``; whatever happens, every node is killed and ``nodes.log`` written."""
+    try:
+        return trio.run(drive)
+    except BaseExceptionGroup as group:
+        _raise_setup_error(group)
+        raise
+    finally:
+        ledger.phase("stopping")
+        kill_all()
+        (run_dir / "nodes.log").write_text("\n".join(events) + "\n", encoding="utf-8")
+
+
+def check_fields(all_checks: Sequence[Check]) -> dict[str, Any]:
+    """The fields of results.json that say what each check found."""
+    return {"checks": {c.name: c.to_json() for c in all_checks},
+            "failed_checks": [c.name for c in all_checks if c.valid is False]}
+
+
+def save_run(run_dir: Path, results: dict[str, Any], history: HistoryRecorder,
+             schedule: Schedule, linearizable: live_checks.LinearizableCheck,
+             workload: str) -> str:
+    """Write a finished live run's files: the history, the schedule, lincheck's page when the
+    history is not linearizable, and results.json last (a run directory with results.json is
+    complete). ``results["files"]`` gets the page's name. Returns the history as JSON lines."""
+    lin, checked, result = linearizable
+    page = lin.valid is False and checked is not None and result is not None
+    results["files"] = {**RUN_FILES, "lincheck_report": "lincheck.html" if page else None}
+    jsonl = history.jsonl()
+    (run_dir / "history.jsonl").write_text(jsonl, encoding="utf-8")
     (run_dir / "nemesis.json").write_text(schedule.dumps(), encoding="utf-8")
-    if write_lincheck is not None:
-        write_lincheck(run_dir / "lincheck.html")
+    if page:
+        assert checked is not None and result is not None
+        lincheck.write_html(checked, result, run_dir / "lincheck.html",
+                            model=live_checks.model_for(workload))
     (run_dir / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n",
                                           encoding="utf-8")
+    return jsonl

@@ -18,8 +18,6 @@ line and ``results.json`` say why that failure was expected.
 
 from __future__ import annotations
 
-import functools
-import random
 import signal
 import sys
 import time
@@ -27,23 +25,22 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import lincheck
 import trio
 
 from harness.checks import Check, verdict_of
 from harness.history import HistoryRecorder
 from harness.live import checks as live_checks
-from harness.live.clients import ABSENT, run_worker
+from harness.live.clients import ABSENT
 from harness.live.ledger import Ledger
 from harness.live.nemesis import LiveNemesis
 from harness.live.net import LiveNetwork, LiveSetupError, open_network
 from harness.live.session import (
     READY_SECONDS_MAX,
     RESULTS_VERSION,
-    RUN_FILES,
-    _Clock,
-    _raise_setup_error,
+    RunBase,
     _StopSignals,
+    check_fields,
+    run_in_trio,
     save_run,
     supported_nemeses,
 )
@@ -56,7 +53,6 @@ from harness.targets.base import DB
 from harness.targets.cluster import TargetCluster
 from harness.targets.lost_writes import check_lost_writes
 from harness.targets.recorder import RecordingClient
-from harness.workloads import make_workload
 
 # How often the run asks the DB which node leads (the nemesis's "leader" is that node).
 PRIMARY_POLL_SECONDS = 0.25
@@ -103,42 +99,17 @@ class TargetOutcome:
     client_errors: dict[str, int]
 
 
-class TargetRun:
+class TargetRun(RunBase[TargetOutcome]):
     def __init__(self, options: RunOptions, db: DB, schedule: Schedule, network: LiveNetwork,
                  run_dir: Path, events: list[str], progress: RunProgress, ledger: Ledger,
                  stop: _StopSignals) -> None:
-        self.options = options
+        super().__init__(options, events, progress, ledger, stop)
         self.db = db
         self.schedule = schedule
         self.cluster = TargetCluster(db, options.nodes, network, run_dir, options.seed,
                                      log=self.node_log, on_spawn=ledger.node_started)
-        self.progress = progress
-        self.ledger = ledger
-        self.stop = stop
-        self.clock = _Clock()
-        self._events = events
-        self.workload = make_workload(options.workload, self._rng("workload"))
-        self.history = HistoryRecorder(self.clock.us, self.workload.keyed)
-        self._next_process = 0
         self.primary: int | None = None
         self.primaries: list[dict[str, Any]] = []
-
-    def _rng(self, name: str) -> random.Random:
-        return random.Random(f"{self.options.seed}:{name}")
-
-    def _stamp(self) -> str:
-        return f"[{self.clock():12.6f}]" if self.clock.t0 is not None else "[   startup  ]"
-
-    def log(self, text: str) -> None:
-        self._events.append(f"{self._stamp()} -- {text}")
-
-    def node_log(self, node: int, text: str) -> None:
-        self._events.append(f"{self._stamp()} n{node} {text}")
-
-    def _new_process(self) -> int:
-        process = self._next_process
-        self._next_process += 1
-        return process
 
     def _client(self, index: int) -> RecordingClient:
         nodes = sorted(self.cluster.target_hosts)
@@ -148,21 +119,6 @@ class TargetRun:
         return RecordingClient(client, history=self.history, new_process=self._new_process,
                                timeout=self.options.request_timeout)
 
-    async def drive(self) -> TargetOutcome:
-        async with trio.open_nursery() as guard:
-            if self.stop.active:
-                await guard.start(self._watch_signals)
-            outcome = await self._drive()
-            guard.cancel_scope.cancel()
-        return outcome
-
-    async def _watch_signals(self, task_status: trio.TaskStatus[None]) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            task_status.started()
-            async for signum in signals:
-                self.stop.note(signum)
-                raise KeyboardInterrupt
-
     async def _drive(self) -> TargetOutcome:
         options = self.options
         nemesis = LiveNemesis(cluster=self.cluster, history=self.history, log=self.log,
@@ -170,7 +126,6 @@ class TargetRun:
         clients = [self._client(i) for i in range(options.clients)]
         probe = self._client(0)
         recovery = Recovery(options.recovery_time)
-        final_from = 0
         began = trio.current_time()
         try:
             for client in [*clients, probe]:
@@ -180,30 +135,16 @@ class TargetRun:
                 self.cluster.start_all()
                 await self._wait_ready()
                 startup = trio.current_time() - began
-                self.clock.t0 = trio.current_time()
-                self.log(f"cluster ready after {startup:.2f} s; workload and faults start")
-                self.ledger.phase("workload")
+                self._workload_starts(startup)
                 background.start_soon(self._watch_primary)
                 background.start_soon(self._report_progress)
-                async with trio.open_nursery() as work:
-                    faults = trio.CancelScope()
 
-                    async def inject() -> None:
-                        with faults:
-                            await nemesis.run(self.schedule, self.clock)
+                async def recover(heal_at: float) -> int:
+                    recovery.heal_at = heal_at
+                    return await self._recover(recovery, probe, clients)
 
-                    work.start_soon(inject)
-                    think_mean = options.clients / options.rate
-                    for i, client in enumerate(clients):
-                        work.start_soon(run_worker, client, self.workload,
-                                        self._rng(f"think:{i}"), think_mean, self.clock,
-                                        options.time_limit)
-                    await trio.sleep_until(self.clock.t0 + options.time_limit)
-                    faults.cancel()
-                    await nemesis.heal_all(self.clock)
-                    recovery.heal_at = self.clock()
-                    self.log("all faults healed; recovery window starts")
-                    final_from = await self._recover(recovery, probe, clients)
+                final_from = await self._workload_phase(nemesis, self.schedule, clients,
+                                                        recover)
                 run_seconds = self.clock()
                 background.cancel_scope.cancel()
         finally:
@@ -244,15 +185,6 @@ class TargetRun:
             self.primary = primary
             self.cluster.reap_unexpected()
             await trio.sleep(PRIMARY_POLL_SECONDS)
-
-    async def _report_progress(self) -> None:
-        total = self.options.time_limit + self.options.recovery_time
-        self.progress.phase("workload and faults")
-        while True:
-            if self.clock() >= self.options.time_limit:
-                self.progress.phase("recovery")
-            self.progress.advance(min(self.clock(), total), total)
-            await trio.sleep(0.5)
 
     async def _recover(self, recovery: Recovery, probe: RecordingClient,
                        clients: list[RecordingClient]) -> int:
@@ -300,15 +232,8 @@ def run_target_live(
                         stop)
         cluster = run.cluster
         phase[0] = "the run"
-        try:
-            outcome = trio.run(run.drive)
-        except BaseExceptionGroup as group:
-            _raise_setup_error(group)
-            raise
-        finally:
-            ledger.phase("stopping")
-            cluster.kill_all()
-            (run_dir / "nodes.log").write_text("\n".join(events) + "\n", encoding="utf-8")
+        outcome = run_in_trio(run.drive, kill_all=cluster.kill_all, events=events,
+                              run_dir=run_dir, ledger=ledger)
         network_info = network.describe()
     phase[0] = "checking"
     return _finish(options, db, schedule, run_dir, out_dir, cluster, outcome, network_info,
@@ -321,9 +246,9 @@ def _finish(
     command: str | None, progress: RunProgress,
 ) -> RunReport:
     progress.phase("checking")
-    lin, history, result = live_checks.check_linearizable(
+    linearizable = live_checks.check_linearizable(
         outcome.history.events, options.workload, options.lincheck_timeout)
-    all_checks = [lin]
+    all_checks = [linearizable[0]]
     if options.workload in ("register", "kv"):
         all_checks.append(check_lost_writes(outcome.history.events, outcome.final_from,
                                             ABSENT[options.workload]))
@@ -365,22 +290,13 @@ def _finish(
         "options": options.to_json(),
         "live": {**network_info, "nemeses_supported": list(supported_nemeses()),
                  "target_nemeses": list(db.nemeses), "python": sys.executable},
-        "checks": {c.name: c.to_json() for c in all_checks},
-        "failed_checks": [c.name for c in all_checks if c.valid is False],
+        **check_fields(all_checks),
         "stats": stats,
         "command": cmd,
         "replay": f"raft-harness replay {out_dir}" if out_dir is not None else None,
-        "files": {
-            **RUN_FILES,
-            "lincheck_report": "lincheck.html" if lin.valid is False and result else None,
-        },
     }
-    jsonl = outcome.history.jsonl()
-    page = None
-    if lin.valid is False and history is not None and result is not None:
-        page = functools.partial(lincheck.write_html, history, result,
-                                 model=live_checks.model_for(options.workload))
-    save_run(run_dir, results, jsonl, schedule, page)
+    jsonl = save_run(run_dir, results, outcome.history, schedule, linearizable,
+                     options.workload)
     line = one_line(options, version, all_checks, verdict, stats, wall, out_dir)
     return RunReport(verdict, line, out_dir, results, jsonl)
 
