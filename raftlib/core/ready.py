@@ -77,10 +77,11 @@ class ReadyMixin(CoreState):
         # before a configuration takes effect: a leader that the change removes still tells
         # its followers that the change committed before it steps down.
         self._flush()
-        apply_to = min(self._commit, log.persisted)
+        handed = self._apply_handed
         committed: tuple[Entry, ...] = ()
-        if apply_to > self._apply_handed and not self._halted:
-            committed = tuple(log.slice(self._apply_handed + 1, apply_to))
+        if self._commit > handed and log.persisted > handed and not self._halted:
+            apply_to = min(self._commit, log.persisted)
+            committed = tuple(log.slice(handed + 1, apply_to))
             self._apply_handed = apply_to
             # Configurations among them take effect now (reconfigure.py), before the rest of
             # this Ready is assembled: what that changes (a removed leader stepping down, new
@@ -92,31 +93,38 @@ class ReadyMixin(CoreState):
         if (prev_hard.commit != self._commit or prev_hard.term != self._term
                 or prev_hard.vote != self._vote):
             hard_out = self._prev_hard = HardState(self._term, self._vote, self._commit)
+        soft_out = None
         prev_soft = self._prev_soft
-        soft = prev_soft
         if prev_soft.role is not self._role or prev_soft.leader != self._leader:
-            soft = SoftState(self._role, self._leader, self._role_reason)
-        soft_out = None if soft is prev_soft else soft
-        self._prev_soft = soft
-        entries = log.take_unhanded()
+            soft_out = self._prev_soft = SoftState(self._role, self._leader, self._role_reason)
+        # Most Readies carry a message or two and nothing else: an empty list is handed as
+        # () and kept (nothing else holds it), not copied and replaced.
+        msgs = self._msgs
+        if msgs:
+            self._msgs = []
+        read_states = self._read_states
+        if read_states:
+            self._read_states = []
+        dropped_reads = self._dropped_reads
+        if dropped_reads:
+            self._dropped_reads = []
+        anomalies = self._anomalies
+        if anomalies:
+            self._anomalies = []
         ready = Ready(
             hard_state=hard_out,
-            entries=entries,
-            messages=tuple(self._msgs),
+            entries=log.take_unhanded() if log.handed < log.last_index else (),
+            messages=tuple(msgs) if msgs else (),
             committed=committed,
-            read_states=tuple(self._read_states),
-            dropped_reads=tuple(self._dropped_reads),
+            read_states=tuple(read_states) if read_states else (),
+            dropped_reads=tuple(dropped_reads) if dropped_reads else (),
             soft_state=soft_out,
-            anomalies=tuple(self._anomalies),
+            anomalies=tuple(anomalies) if anomalies else (),
             snapshot=self._snapshot_to_install,
             snapshot_keeps_log=self._snapshot_keeps_log,
         )
         self._snapshot_to_install = None
         self._snapshot_keeps_log = False
-        self._anomalies = []
-        self._msgs = []
-        self._read_states = []
-        self._dropped_reads = []
         self._outstanding = ready
         self._check_invariants()
         return ready
