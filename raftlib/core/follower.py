@@ -56,6 +56,10 @@ class FollowerMixin(CoreState):
             if ours is not None and ours != msg.prev_log_term:
                 self._diverged(prev, msg.prev_log_term, msg.src)
                 return
+            if not entries:
+                # A heartbeat at or below our commit index: it matches up to prev.
+                self._reply_append(msg, match_index=prev)
+                return
             skip = min(commit - prev, len(entries))
             for entry in entries[:skip]:
                 ours = log.term(entry.index)
@@ -72,7 +76,7 @@ class FollowerMixin(CoreState):
         elif log.term(prev) != msg.prev_log_term:
             self._reject_append(msg)
             return
-        position = log.find_conflict(entries)
+        position = log.find_conflict(entries) if entries else 0
         if position < len(entries):
             # Only entries above commit may be replaced (checked above): §5.3's suffix.
             assert entries[position].index > self._commit
@@ -164,7 +168,7 @@ class FollowerMixin(CoreState):
         )
 
     def _reply_append(self, msg: AppendEntries, match_index: int) -> None:
-        self._send(
+        self._msgs.append(  # (as _send does: one call less per append answered)
             AppendEntriesResponse(
                 self._term, self._id, msg.src, True, match_index, read_ctx=msg.read_ctx,
                 stream=msg.stream,
