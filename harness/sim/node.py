@@ -498,11 +498,12 @@ class SimNode:
             self._schedule_pump()
             return
         loop = self._loop
+        now = loop.now_us
         place = self._pump_place
-        if place is None or place[2] != self.incarnation or not loop.reserved_open(
-            place[0], place[1]
-        ):
-            self._pump_place = (loop.now_us, loop.reserve(), self.incarnation)
+        # (A place held at an earlier instant is passed: the time test first, no call.)
+        if place is None or place[0] != now or place[2] != self.incarnation \
+                or not loop.reserved_open(now, place[1]):
+            self._pump_place = (now, loop.reserve(), self.incarnation)
 
     def _scheduled_pump(self, incarnation: int) -> None:
         if incarnation != self.incarnation:
