@@ -146,8 +146,11 @@ class ReadyMixin(CoreState):
             self._log.mark_persisted(ready.entries[-1].index)
         if ready.committed:
             self._applied = ready.committed[-1].index
-        if self._role is _LEADER:
-            # Our own persisted entries now count towards the commit quorum.
+        if self._role is _LEADER and (ready.entries or ready.committed):
+            # Our own persisted entries now count towards the commit quorum (and entries that
+            # took effect may have changed the quorum). A Ready with neither changed nothing
+            # _maybe_commit looks at since its last call: acknowledgements that could advance
+            # commit call it themselves (leader.py), so asking again would find the same.
             self._maybe_commit()
 
     def _check_invariants(self) -> None:
