@@ -50,7 +50,8 @@ class ReadyMixin(CoreState):
         soft = self._prev_soft
         if soft.role is not self._role or soft.leader != self._leader:
             return True
-        return self._owes_appends()
+        # (_owes_appends answers False at once without a pass pending: not asked then.)
+        return (self._send_pending or self._read_bcast_pending) and self._owes_appends()
 
     def take_appends(self) -> list[AppendEntries]:
         """The AppendEntries owed so far (new proposals, commit index, heartbeats), taken out
