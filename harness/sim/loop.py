@@ -100,9 +100,9 @@ class EventLoop:
         take_now = due_now.popleft
         rate_max = self.events_per_second_max
         window = STORM_WINDOW_EVENTS
-        # Events left before the next storm check: the check runs whenever the count of all
-        # events run so far is a multiple of the window.
-        to_check = window - self.events_run % window
+        # The count of events run in this call at which the next storm check runs: whenever
+        # the count of all events run so far is a multiple of the window.
+        check_at = window - self.events_run % window
         run = 0
         now = self.now_us
         try:
@@ -121,9 +121,8 @@ class EventLoop:
                 self._running = seq
                 fn(arg)
                 run += 1
-                to_check -= 1
-                if not to_check:
-                    to_check = window
+                if run == check_at:
+                    check_at += window
                     if rate_max:
                         self._check_rate(now)
                 if stop is not None and stop():
