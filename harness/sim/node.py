@@ -377,7 +377,7 @@ class SimNode:
         state = self.state
         if state is not _UP:
             if state is _DOWN:
-                self._network.counters["dropped_down"] += len(msgs)
+                self._network.count_dropped_down(len(msgs))
             else:
                 self._enqueue(_MSGS, msgs)
             return
@@ -481,7 +481,8 @@ class SimNode:
         if place is not None:
             self._pump_place = None
             time_us, seq, incarnation = place
-            if incarnation == self.incarnation and loop.reserved_open(time_us, seq):
+            if incarnation == self.incarnation and time_us == loop.now_us \
+                    and loop.reserved_open(time_us, seq):
                 # An earlier input of this instant held the pump's place: it runs there.
                 loop.at_reserved(seq, self._scheduled_pump, incarnation)
                 return
@@ -509,8 +510,7 @@ class SimNode:
         if incarnation != self.incarnation:
             return
         self._pump_scheduled = False
-        if self.state is _UP:
-            self._pump()
+        self._pump()  # (which does nothing unless the node is up)
 
     def _pump(self) -> None:
         driver = self.driver
