@@ -21,7 +21,8 @@ steps = st.lists(
 @given(steps)
 def test_last_index_follows_every_mutation(ops: list[tuple[str, int]]) -> None:
     log = RaftLog()
-    base, entries = 0, []  # the model: what the log must hold
+    base = 0  # the model: what the log must hold
+    entries: list[Entry] = []
     term = 1
     for op, n in ops:
         last = base + len(entries)
