@@ -404,7 +404,9 @@ class Driver:
             self.counters["readies"] += 1
             if rd.anomalies:
                 self._report_anomalies(rd)
-            hard_state = self._hard_state_to_sync(rd)
+            # (Most Readies hold neither: then there is no hard state to sync.)
+            hard_state = (self._hard_state_to_sync(rd)
+                          if rd.hard_state is not None or rd.entries else None)
             if rd.snapshot is not None:
                 self._queue_install(rd.snapshot, rd.snapshot_keeps_log)
             if hard_state is None and not rd.entries and self._pending is None:
@@ -552,12 +554,14 @@ class Driver:
             if self._hooks.on_apply is not None:
                 self._hooks.on_apply(rd.committed)
             self.apply(rd.committed)
-        for request_id in rd.dropped_reads:
-            waiter = self.reads.pop(request_id, None)
-            if waiter is not None:
-                waiter.set_error(self._not_leader())
-        for rs in rd.read_states:
-            self._read_states.append((rs.index, rs.request_id))
+        if rd.dropped_reads:
+            for request_id in rd.dropped_reads:
+                waiter = self.reads.pop(request_id, None)
+                if waiter is not None:
+                    waiter.set_error(self._not_leader())
+        if rd.read_states:
+            for rs in rd.read_states:
+                self._read_states.append((rs.index, rs.request_id))
         if self._read_states:
             self._serve_reads()
         if rd.committed and self._snapshots_on:

@@ -27,6 +27,8 @@ from typing import Any
 US_PER_SECOND = 1_000_000
 STORM_WINDOW_EVENTS = 1 << 16
 
+_heappush = heapq.heappush  # called for most events: one global lookup, not two
+
 Callback = Callable[[Any], None]
 
 
@@ -58,18 +60,18 @@ class EventLoop:
         now = self.now_us
         if time_us < now:
             raise AssertionError(f"event scheduled in the past: {time_us} < {now}")
-        self._seq += 1
+        seq = self._seq = self._seq + 1
         if time_us == now:
-            self._now.append((self._seq, fn, arg))
+            self._now.append((seq, fn, arg))
         else:
-            heapq.heappush(self._heap, (time_us, self._seq, fn, arg))
+            _heappush(self._heap, (time_us, seq, fn, arg))
 
     def after(self, delay_us: int, fn: Callback, arg: Any = None) -> None:
-        self._seq += 1
+        seq = self._seq = self._seq + 1
         if delay_us:
-            heapq.heappush(self._heap, (self.now_us + delay_us, self._seq, fn, arg))
+            _heappush(self._heap, (self.now_us + delay_us, seq, fn, arg))
         else:
-            self._now.append((self._seq, fn, arg))
+            self._now.append((seq, fn, arg))
 
     def reserve(self) -> int:
         """A place in the order of the events due now, for an event that may be scheduled
@@ -98,9 +100,9 @@ class EventLoop:
         take_now = due_now.popleft
         rate_max = self.events_per_second_max
         window = STORM_WINDOW_EVENTS
-        # Events left before the next storm check: the check runs whenever the count of all
-        # events run so far is a multiple of the window.
-        to_check = window - self.events_run % window
+        # The count of events run in this call at which the next storm check runs: whenever
+        # the count of all events run so far is a multiple of the window.
+        check_at = window - self.events_run % window
         run = 0
         now = self.now_us
         try:
@@ -119,9 +121,8 @@ class EventLoop:
                 self._running = seq
                 fn(arg)
                 run += 1
-                to_check -= 1
-                if not to_check:
-                    to_check = window
+                if run == check_at:
+                    check_at += window
                     if rate_max:
                         self._check_rate(now)
                 if stop is not None and stop():

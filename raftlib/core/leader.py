@@ -22,6 +22,14 @@ from raftlib.core.types import (
 )
 from raftlib.errors import ConfigError, NotLeader, ProposalDropped, ProposalQueueFull
 
+# Enum members compared on every message, as module constants: on Python 3.11 a class
+# attribute of an Enum (``Role.LEADER``) misses the attribute cache, since EnumType
+# defines __getattr__ (about 60 ns a lookup against 10 for a global).
+_LEADER = Role.LEADER
+_CANDIDATE = Role.CANDIDATE
+_SNAPSHOT = ProgressState.SNAPSHOT
+_PROBE = ProgressState.PROBE
+
 # A snapshot transfer that shows no progress (``snapshot_progress``) for this many election
 # timeouts is presumed lost: the follower is probed again, which restarts it.
 SNAPSHOT_STALL_ELECTION_TIMEOUTS = 5
@@ -33,7 +41,7 @@ class LeaderMixin(LeaseMixin):
         self._lease_tick()
         stall = SNAPSHOT_STALL_ELECTION_TIMEOUTS * cfg.election_timeout_ticks_max
         for pr in self._progress.values():
-            if pr.state is ProgressState.SNAPSHOT:
+            if pr.state is _SNAPSHOT:
                 pr.snapshot_elapsed += 1
                 if pr.snapshot_elapsed >= stall:
                     pr.become_probe()
@@ -63,7 +71,7 @@ class LeaderMixin(LeaseMixin):
         """Hand leadership to ``to`` (thesis §3.10): once its log is caught up it gets a
         TimeoutNow and campaigns at once. Proposals are refused meanwhile; the transfer is
         abandoned after an election timeout."""
-        if self._role is not Role.LEADER:
+        if self._role is not _LEADER:
             raise NotLeader(self._leader)
         if to == self._id:
             return
@@ -85,7 +93,7 @@ class LeaderMixin(LeaseMixin):
         """Append several commands at once; returns the index of the first. Raises NotLeader
         (with the known leader), ProposalDropped (leadership transfer under way) or
         ProposalQueueFull (more than uncommitted_entries_max entries would await commit)."""
-        if self._role is not Role.LEADER or self._halted:
+        if self._role is not _LEADER or self._halted:
             raise NotLeader(self._leader)
         if self._transfer_target != NO_NODE:
             raise ProposalDropped(
@@ -109,7 +117,7 @@ class LeaderMixin(LeaseMixin):
         return first
 
     def _on_append_response(self, msg: AppendEntriesResponse) -> None:
-        if self._role is not Role.LEADER:
+        if self._role is not _LEADER:
             return
         pr = self._progress.get(msg.src)
         if pr is None:
@@ -216,21 +224,21 @@ class LeaderMixin(LeaseMixin):
             pr.sent(batch[-1].index, len(batch))
             pr.commit_sent = self._commit
             sent = True
-            if pr.state is ProgressState.PROBE:
+            if pr.state is _PROBE:
                 break
         if sent:
             return
         if heartbeat or (pr.commit_stale(self._commit) and not pr.is_paused()):
             prev = pr.next - 1
             prev_term = log.term(prev)
-            if pr.state is ProgressState.SNAPSHOT:
+            if pr.state is _SNAPSHOT:
                 # Keep its election timer quiet while the snapshot travels; from a point we
                 # still know the term of (its answer is ignored in this state).
                 prev, prev_term = log.base_index, log.base_term
             elif prev_term is None:
                 self._send_snapshot(peer, pr)
                 return
-            elif pr.state is ProgressState.PROBE:
+            elif pr.state is _PROBE:
                 pr.probe_sent = True  # an empty append is a probe too: its answer counts
             self._msgs.append(
                 AppendEntries(
@@ -256,7 +264,7 @@ class LeaderMixin(LeaseMixin):
     def _owes_appends(self) -> bool:
         """Whether ``_flush`` would send anything now: a pure query, so ``has_ready`` can ask
         without moving any follower's flow control (it mirrors ``_send_appends``' tests)."""
-        if self._role is not Role.LEADER or not (self._send_pending or self._read_bcast_pending):
+        if self._role is not _LEADER or not (self._send_pending or self._read_bcast_pending):
             return False
         if self._read_bcast_pending:
             return bool(self._progress)  # a heartbeat to every follower
@@ -267,7 +275,7 @@ class LeaderMixin(LeaseMixin):
     def _flush(self) -> None:
         """Send the appends owed since the last Ready: one pass over the followers however
         many proposals and acknowledgements arrived meanwhile (batching)."""
-        if self._role is not Role.LEADER:
+        if self._role is not _LEADER:
             self._send_pending = self._read_bcast_pending = False
             return
         if not (self._send_pending or self._read_bcast_pending):
@@ -300,20 +308,20 @@ class LeaderMixin(LeaseMixin):
     def snapshot_progress(self, peer: NodeId) -> None:
         """The transfer of a snapshot to ``peer`` made progress (a chunk was acknowledged)."""
         pr = self._progress.get(peer)
-        if pr is not None and pr.state is ProgressState.SNAPSHOT:
+        if pr is not None and pr.state is _SNAPSHOT:
             pr.snapshot_elapsed = 0
 
     def snapshot_failed(self, peer: NodeId) -> None:
         """The transfer to ``peer`` broke off: probe it again (which retries the snapshot)."""
         pr = self._progress.get(peer)
-        if pr is not None and pr.state is ProgressState.SNAPSHOT:
+        if pr is not None and pr.state is _SNAPSHOT:
             pr.become_probe()
             self._send_pending = True
 
     def _become_leader(self) -> None:
-        if self._role is not Role.CANDIDATE:
+        if self._role is not _CANDIDATE:
             raise AssertionError(f"only a candidate may become leader, not a {self._role}")
-        self._role = Role.LEADER
+        self._role = _LEADER
         self._role_reason = f"won the election of term {self._term}"
         self._set_leader(self._id)
         self._votes = {}

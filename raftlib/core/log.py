@@ -31,7 +31,8 @@ _CONF = EntryKind.CONF
 
 
 class RaftLog:
-    __slots__ = ("_entries", "base_index", "base_term", "conf_indexes", "handed", "persisted")
+    __slots__ = ("_entries", "base_index", "base_term", "conf_indexes", "handed", "last_index",
+                 "persisted")
 
     def __init__(
         self, entries: Sequence[Entry] = (), base_index: int = 0, base_term: int = 0
@@ -46,6 +47,9 @@ class RaftLog:
         # Indexes of the CONF entries the log holds, in order (membership: every decision
         # counts the configurations they bring, raftlib.core.reconfigure).
         self.conf_indexes: list[int] = [e.index for e in self._entries if e.kind is _CONF]
+        # ``base_index + len(_entries)``, kept by every mutation (read several times per
+        # message: a plain attribute, not a property; ``check`` asserts it).
+        self.last_index = base_index + len(self._entries)
         # Entries given by the constructor come from storage: they are durable.
         self.persisted = self.last_index
         self.handed = self.last_index
@@ -58,10 +62,6 @@ class RaftLog:
         return self.base_index + 1
 
     @property
-    def last_index(self) -> int:
-        return self.base_index + len(self._entries)
-
-    @property
     def last_term(self) -> int:
         entries = self._entries
         return entries[-1].term if entries else self.base_term
@@ -72,7 +72,7 @@ class RaftLog:
         base = self.base_index
         if index == base:
             return self.base_term
-        if base < index <= base + len(self._entries):
+        if base < index <= self.last_index:
             return self._entries[index - base - 1].term
         if index == 0:
             return 0
@@ -159,6 +159,7 @@ class RaftLog:
                 f"append at {entries[0].index} does not follow last index {self.last_index}"
             )
         self._entries.extend(entries)
+        self.last_index += len(entries)
         for entry in entries:
             if entry.kind is _CONF:
                 self.conf_indexes.append(entry.index)
@@ -181,6 +182,7 @@ class RaftLog:
             self.handed = min(self.handed, first - 1)
             self.persisted = min(self.persisted, first - 1)
         self._entries.extend(entries)
+        self.last_index = first - 1 + len(entries)
         for entry in entries:
             if entry.kind is _CONF:
                 self.conf_indexes.append(entry.index)
@@ -206,6 +208,7 @@ class RaftLog:
         self.conf_indexes = []
         self.base_index = index
         self.base_term = term
+        self.last_index = index
         self.persisted = index
         self.handed = index
 
@@ -223,6 +226,11 @@ class RaftLog:
             self.persisted = upto
 
     def check(self) -> None:
+        if self.last_index != self.base_index + len(self._entries):
+            raise AssertionError(
+                f"last index {self.last_index} is not base {self.base_index} + "
+                f"{len(self._entries)} entries held"
+            )
         if not self.base_index <= self.persisted <= self.handed <= self.last_index:
             raise AssertionError(
                 f"log watermarks out of order: base={self.base_index} "

@@ -13,6 +13,11 @@ from raftlib.core.types import (
     SoftState,
 )
 
+# Enum members compared on every message, as module constants: on Python 3.11 a class
+# attribute of an Enum (``Role.LEADER``) misses the attribute cache, since EnumType
+# defines __getattr__ (about 60 ns a lookup against 10 for a global).
+_LEADER = Role.LEADER
+
 
 class ReadyMixin(CoreState):
     def has_ready(self) -> bool:
@@ -45,7 +50,8 @@ class ReadyMixin(CoreState):
         soft = self._prev_soft
         if soft.role is not self._role or soft.leader != self._leader:
             return True
-        return self._owes_appends()
+        # (_owes_appends answers False at once without a pass pending: not asked then.)
+        return (self._send_pending or self._read_bcast_pending) and self._owes_appends()
 
     def take_appends(self) -> list[AppendEntries]:
         """The AppendEntries owed so far (new proposals, commit index, heartbeats), taken out
@@ -77,10 +83,11 @@ class ReadyMixin(CoreState):
         # before a configuration takes effect: a leader that the change removes still tells
         # its followers that the change committed before it steps down.
         self._flush()
-        apply_to = min(self._commit, log.persisted)
+        handed = self._apply_handed
         committed: tuple[Entry, ...] = ()
-        if apply_to > self._apply_handed and not self._halted:
-            committed = tuple(log.slice(self._apply_handed + 1, apply_to))
+        if self._commit > handed and log.persisted > handed and not self._halted:
+            apply_to = min(self._commit, log.persisted)
+            committed = tuple(log.slice(handed + 1, apply_to))
             self._apply_handed = apply_to
             # Configurations among them take effect now (reconfigure.py), before the rest of
             # this Ready is assembled: what that changes (a removed leader stepping down, new
@@ -92,31 +99,38 @@ class ReadyMixin(CoreState):
         if (prev_hard.commit != self._commit or prev_hard.term != self._term
                 or prev_hard.vote != self._vote):
             hard_out = self._prev_hard = HardState(self._term, self._vote, self._commit)
+        soft_out = None
         prev_soft = self._prev_soft
-        soft = prev_soft
         if prev_soft.role is not self._role or prev_soft.leader != self._leader:
-            soft = SoftState(self._role, self._leader, self._role_reason)
-        soft_out = None if soft is prev_soft else soft
-        self._prev_soft = soft
-        entries = log.take_unhanded()
+            soft_out = self._prev_soft = SoftState(self._role, self._leader, self._role_reason)
+        # Most Readies carry a message or two and nothing else: an empty list is handed as
+        # () and kept (nothing else holds it), not copied and replaced.
+        msgs = self._msgs
+        if msgs:
+            self._msgs = []
+        read_states = self._read_states
+        if read_states:
+            self._read_states = []
+        dropped_reads = self._dropped_reads
+        if dropped_reads:
+            self._dropped_reads = []
+        anomalies = self._anomalies
+        if anomalies:
+            self._anomalies = []
         ready = Ready(
             hard_state=hard_out,
-            entries=entries,
-            messages=tuple(self._msgs),
+            entries=log.take_unhanded() if log.handed < log.last_index else (),
+            messages=tuple(msgs) if msgs else (),
             committed=committed,
-            read_states=tuple(self._read_states),
-            dropped_reads=tuple(self._dropped_reads),
+            read_states=tuple(read_states) if read_states else (),
+            dropped_reads=tuple(dropped_reads) if dropped_reads else (),
             soft_state=soft_out,
-            anomalies=tuple(self._anomalies),
+            anomalies=tuple(anomalies) if anomalies else (),
             snapshot=self._snapshot_to_install,
             snapshot_keeps_log=self._snapshot_keeps_log,
         )
         self._snapshot_to_install = None
         self._snapshot_keeps_log = False
-        self._anomalies = []
-        self._msgs = []
-        self._read_states = []
-        self._dropped_reads = []
         self._outstanding = ready
         self._check_invariants()
         return ready
@@ -133,8 +147,11 @@ class ReadyMixin(CoreState):
             self._log.mark_persisted(ready.entries[-1].index)
         if ready.committed:
             self._applied = ready.committed[-1].index
-        if self._role is Role.LEADER:
-            # Our own persisted entries now count towards the commit quorum.
+        if self._role is _LEADER and (ready.entries or ready.committed):
+            # Our own persisted entries now count towards the commit quorum (and entries that
+            # took effect may have changed the quorum). A Ready with neither changed nothing
+            # _maybe_commit looks at since its last call: acknowledgements that could advance
+            # commit call it themselves (leader.py), so asking again would find the same.
             self._maybe_commit()
 
     def _check_invariants(self) -> None:
@@ -151,7 +168,7 @@ class ReadyMixin(CoreState):
                 f"node {self._id}: expected applied {self._applied} <= handed "
                 f"{self._apply_handed} <= commit {self._commit} <= last {log.last_index}"
             )
-        if self._role is Role.LEADER:
+        if self._role is _LEADER:
             if self._vote != self._id or self._leader != self._id:
                 raise AssertionError(f"node {self._id}: leader without its own vote")
             next_max = log.last_index + 1
