@@ -299,9 +299,9 @@ class Node:
         self._deadlines: list[tuple[float, int, list[_Slot]]] = []
         self._deadline_order = itertools.count()
         # When the core's next tick is due (trio clock). Ticks follow the clock, not the
-        # ticker's wake-ups: the raft loop delivers every tick due before it handles anything
-        # (``_catch_up_ticks``), so a node that stalled (SIGSTOP, a blocked loop, a GC pause)
-        # counts the time it lost before it answers a read from its lease.
+        # ticker's wake-ups: the raft loop delivers every tick due before it handles a
+        # request (``_catch_up_ticks``), so a node that stalled (SIGSTOP, a blocked loop, a
+        # GC pause) counts the time it lost before it answers a read from its lease.
         self._next_tick_at = trio.current_time() + config.tick_seconds
 
     # --- public API ---------------------------------------------------------------------
@@ -688,12 +688,17 @@ class Node:
         limit = self.config.inputs_per_iteration_max
         receive_nowait = self._in_rx.receive_nowait
         handle = self._handle
+        # The ticks due are delivered before anything but peers' messages (a read must meet a
+        # lease that counted the time it waited), and before each pump. Messages that queued
+        # during a stall go first: a heartbeat that arrived in time then resets a follower's
+        # election timer before the stall's ticks could fire it (a spurious election), and a
+        # leader's acknowledgements only ever date its lease from when their round was sent.
+        catch_up = self._catch_up_ticks
         if self._thread and self.config.storage_thread:
             self._sync_worker = _SyncWorker(self._sync_finished)
         try:
             while True:
                 item = await self._in_rx.receive()
-                self._catch_up_ticks()
                 merged = False
                 for _ in range(limit - 1):
                     try:
@@ -711,10 +716,15 @@ class Node:
                         item.datas += after.datas
                         item.slots += after.slots
                         continue
+                    if type(item) is not list:
+                        catch_up()
                     handle(item)
                     item = after
                     merged = False
+                if type(item) is not list:
+                    catch_up()
                 handle(item)
+                catch_up()
                 await self._pump()
         finally:
             if self._sync_worker is not None:

@@ -15,7 +15,8 @@ what is simulation:
 - the network, the clock (ticks at the node's clock rate) and the process: crash drops the
   core, the driver and the unsynced writes; restart rebuilds them from ``storage.load()``;
   pause stops all processing (messages and requests queue); on resume the node is told the
-  ticks it missed first, as the Trio node counts them from its clock (``Driver.tick``);
+  ticks it missed, as the Trio node counts them from its clock (``Driver.tick``): after the
+  messages that queued, before any request;
 - the KV service around the state machine: each client write is wrapped into
   ``Request(session, seq, now_ms, op)`` (``now_ms`` from this node's clock, as
   ``raftlib.service`` stamps the leader's time) and a session open into ``OpenSession``; a
@@ -368,14 +369,6 @@ class SimNode:
             return
         self.state = NodeState.UP
         self._log(self.id, "resume")
-        missed, self._missed_ticks = self._missed_ticks, 0
-        if missed:
-            # What a stopped process's clock says when it runs again: the ticks it missed,
-            # before anything that queued (a read must not meet a lease that stood still).
-            self.ticks += missed
-            driver = self.driver
-            assert driver is not None
-            driver.tick(missed)
         deferred = self._deferred
         if deferred is not None:
             self._deferred = None
@@ -446,12 +439,27 @@ class SimNode:
                 tag, item = inbox.popleft()
                 if tag == _MSGS:
                     driver.step(item)
-                elif tag == _REQUEST:
+                    continue
+                self._deliver_missed_ticks()
+                if tag == _REQUEST:
                     self._handle_request(item)
                 else:
                     driver.tick()
+            self._deliver_missed_ticks()
             self._pump()
+        self._deliver_missed_ticks()
         self._pump()
+
+    def _deliver_missed_ticks(self) -> None:
+        """What a stopped process's clock says when it runs again: the ticks it missed, as the
+        Trio node delivers them (``raftlib.node``): after the peers' messages that queued, before
+        any request (a read must not meet a lease that stood still) and before each pump."""
+        missed, self._missed_ticks = self._missed_ticks, 0
+        if missed and self.state is _UP:
+            self.ticks += missed
+            driver = self.driver
+            assert driver is not None
+            driver.tick(missed)
 
     def _handle_request(self, request: ClientRequest) -> None:
         driver = self.driver
