@@ -144,6 +144,47 @@ class _Slot:
         return self._value
 
 
+class _GroupSlot(_Slot):
+    """A slot of a ``ProposalGroup``: filling it counts the group down instead of waking a
+    task."""
+
+    __slots__ = ("_group",)
+
+    def __init__(self, group: ProposalGroup) -> None:
+        super().__init__()
+        self._group = group
+
+    def _wake(self) -> None:
+        self._group._one_done()
+
+
+class ProposalGroup:
+    """The outcomes of a ``propose_batch_nowait``: ``on_done`` is called once (from the raft
+    loop, or the ticker at the deadline) when every command has one."""
+
+    __slots__ = ("_left", "_on_done", "slots")
+
+    def __init__(self, size: int, on_done: Callable[[], None]) -> None:
+        assert size >= 1
+        self.slots: list[_Slot] = [_GroupSlot(self) for _ in range(size)]
+        self._left = size
+        self._on_done = on_done
+
+    def _one_done(self) -> None:
+        self._left -= 1
+        if self._left == 0:
+            self._on_done()
+
+    @property
+    def done(self) -> bool:
+        return self._left == 0
+
+    def outcomes(self) -> list[outcome.Outcome[Any]]:
+        """One outcome per command, in order (only once ``done``)."""
+        assert self._left == 0, "outcomes() of a group still waiting"
+        return [slot.outcome() for slot in self.slots]
+
+
 @attrs.define
 class _Propose:
     datas: list[bytes]
@@ -409,6 +450,29 @@ class Node:
             else:
                 out.append(slot.outcome())
         return out
+
+    def propose_batch_nowait(
+        self, commands: list[bytes], *, timeout_seconds: float, on_done: Callable[[], None],
+    ) -> ProposalGroup:
+        """``propose_batch`` for a caller that cannot wait (an event loop serving many
+        connections): queues the commands at once and returns their group, whose ``on_done``
+        is called when each has its outcome (by ``timeout_seconds`` at the latest:
+        ``ProposalOutcomeUnknown``, as ``propose_batch``). ``on_done`` runs in the raft loop's
+        task or the ticker's: it must only note that the group is done, never raise. Raises
+        ``NotLeader``, ``Stopped``, or ``ProposalQueueFull`` when the node's input queue is
+        full (nothing was queued)."""
+        assert commands and all(type(c) is bytes for c in commands), "non-empty, bytes"
+        self._check_running()
+        if self._core.role is not Role.LEADER:
+            raise self.not_leader()
+        group = ProposalGroup(len(commands), on_done)
+        try:
+            self._in_tx.send_nowait(_Propose(commands, list(group.slots)))
+        except trio.WouldBlock:
+            raise ProposalQueueFull("the node's input queue is full") from None
+        deadline = trio.current_time() + timeout_seconds
+        heapq.heappush(self._deadlines, (deadline, next(self._deadline_order), group.slots))
+        return group
 
     async def read_barrier(self) -> int:
         """Wait until this node may serve a linearizable read (ReadIndex, thesis §6.4): the

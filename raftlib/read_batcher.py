@@ -31,7 +31,7 @@ import trio
 
 
 @attrs.define
-class _Group:
+class ReadGroup:
     """The readers that will share one barrier: it starts after the last of them arrived."""
 
     done: trio.Event = attrs.field(factory=trio.Event)
@@ -39,6 +39,18 @@ class _Group:
     error: Exception | None = None
     readers: int = 0
     deadline: float = math.inf  # when the round must have ended (trio time)
+    # Readers that do not wait in a task (``join``): called once the result is in.
+    callbacks: list[Callable[[], None]] = attrs.field(factory=list)
+
+    def result(self) -> int:
+        """The read index, or the round's error raised (only once ``done``)."""
+        assert self.done.is_set(), "result() of a round still running"
+        if self.error is not None:
+            # Every reader of the group raises the same error; a fresh traceback each time,
+            # so raises do not pile up on one object.
+            raise self.error.with_traceback(None)
+        assert self.index >= 0, "a group is done only once it has a result"
+        return self.index
 
 
 @attrs.define
@@ -57,25 +69,32 @@ class ReadBatcher:
             raise ValueError(f"ReadBatcher timeout_seconds must be > 0, got {timeout_seconds!r}")
         self._barrier = barrier
         self.timeout_seconds = timeout_seconds
-        self._next = _Group()  # open: readers join it until the runner takes it
+        self._next = ReadGroup()  # open: readers join it until the runner takes it
         self._wake = trio.Event()  # set when the open group gets its first reader
         self.stats = ReadBatcherStatistics()
 
     async def wait_barrier(self) -> int:
         """Wait for a barrier that started after this call; its read index, or its error."""
+        group = self._enter()
+        await group.done.wait()
+        return group.result()
+
+    def join(self, on_done: Callable[[], None]) -> ReadGroup:
+        """``wait_barrier`` for a caller that cannot wait (an event loop serving many
+        connections): the group whose ``result()`` answers once ``on_done`` was called (from
+        ``run``'s task: it must only note that, never raise)."""
+        group = self._enter()
+        group.callbacks.append(on_done)
+        return group
+
+    def _enter(self) -> ReadGroup:
         group = self._next
         group.readers += 1
         if group.readers == 1:
             if self.timeout_seconds is not None:
                 group.deadline = trio.current_time() + self.timeout_seconds
             self._wake.set()
-        await group.done.wait()
-        if group.error is not None:
-            # Every reader of the group raises the same error; a fresh traceback each time,
-            # so raises do not pile up on one object.
-            raise group.error.with_traceback(None)
-        assert group.index >= 0, "a group is done only once it has a result"
-        return group.index
+        return group
 
     async def run(self) -> None:
         """Run barriers for as long as readers come; cancel to stop (waiting readers are then
@@ -83,7 +102,7 @@ class ReadBatcher:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
-            group, self._next = self._next, _Group()
+            group, self._next = self._next, ReadGroup()
             assert group.readers > 0, "woken only by a group's first reader"
             try:
                 with trio.move_on_at(group.deadline):
@@ -96,6 +115,8 @@ class ReadBatcher:
             self.stats.barriers += 1
             self.stats.reads += group.readers
             group.done.set()
+            for on_done in group.callbacks:
+                on_done()
 
     def statistics(self) -> ReadBatcherStatistics:
         return attrs.evolve(self.stats)

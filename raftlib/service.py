@@ -65,12 +65,13 @@ Redirects and errors (the first word is the code)
 
 from __future__ import annotations
 
+import collections
 import logging
 import signal
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 import attrs
 import outcome
@@ -104,8 +105,8 @@ from raftlib.kv.commands import (
 )
 from raftlib.kv.machine import KvStateMachine
 from raftlib.metrics import NodeMetrics, info_lines, samples, serve_metrics
-from raftlib.node import Node, NodeConfig, NodeHooks, open_node
-from raftlib.read_batcher import ReadBatcher
+from raftlib.node import Node, NodeConfig, NodeHooks, ProposalGroup, open_node
+from raftlib.read_batcher import ReadBatcher, ReadGroup
 from raftlib.resp.protocol import OK, ErrorReply, Reply, SimpleString
 from raftlib.resp.server import RespServer, ServerLimits, open_tcp_listeners
 from raftlib.storage.base import Storage
@@ -222,6 +223,90 @@ _Step = _Write | _Read | _Local | _InOrder | _Admin
 _Planner = Callable[[list[bytes]], _Step]
 
 
+_READ_ERRORS = (trio.TooSlowError, NotLeader, ProposalQueueFull, Stopped)
+
+
+def _fill(replies: list[Reply], steps: Sequence[tuple[int, object]], reply: Reply) -> None:
+    for position, _ in steps:
+        replies[position] = reply
+
+
+class _WritesInFlight:
+    """A run of writes proposed for the event loop: done once each has its outcome."""
+
+    def __init__(self, group: ProposalGroup, writes: list[tuple[int, _Write]],
+                 started: float | None) -> None:
+        self.group = group
+        self.writes = writes
+        self.started = started
+
+    @property
+    def done(self) -> bool:
+        return self.group.done
+
+    def finish(self, handler: KvCommandHandler, replies: list[Reply]) -> None:
+        handler._writes_done(self.writes, self.group.outcomes(), self.started, replies)
+
+
+class _ReadsInFlight:
+    """A run of reads waiting for the shared ReadIndex round they joined."""
+
+    def __init__(self, group: ReadGroup, reads: list[tuple[int, _Read]]) -> None:
+        self.group = group
+        self.reads = reads
+
+    @property
+    def done(self) -> bool:
+        return self.group.done.is_set()
+
+    def finish(self, handler: KvCommandHandler, replies: list[Reply]) -> None:
+        try:
+            self.group.result()
+        except _READ_ERRORS as exc:
+            _fill(replies, self.reads, handler._read_failed(exc))
+            return
+        for position, read in self.reads:
+            replies[position] = read.fn()
+
+
+class _PendingBatch:
+    """One connection's batch run for the RESP event loop (``raftlib.resp.reactor``): its runs
+    of writes and reads one after another, as ``handle_batch`` awaits them, each started once
+    the one before it is done (a read sees the writes before it)."""
+
+    def __init__(
+        self, handler: KvCommandHandler, replies: list[Reply],
+        runs: collections.deque[tuple[type[_Step], list[tuple[int, Any]]]],
+        wake: Callable[[], None],
+    ) -> None:
+        self._handler = handler
+        self._replies = replies
+        self._runs = runs
+        self._wake = wake
+        self._waiting: _WritesInFlight | _ReadsInFlight | None = None
+
+    def advance(self) -> list[Reply] | None:
+        handler = self._handler
+        replies = self._replies
+        while True:
+            waiting = self._waiting
+            if waiting is not None:
+                if not waiting.done:
+                    return None
+                self._waiting = None
+                waiting.finish(handler, replies)
+            if not self._runs:
+                return replies
+            kind, steps = self._runs.popleft()
+            if kind is _Write:
+                self._waiting = handler._begin_writes(steps, replies, self._wake)
+            elif kind is _Read:
+                self._waiting = _ReadsInFlight(handler._join_read_round(self._wake), steps)
+            else:
+                for position, step in steps:
+                    replies[position] = step.fn()
+
+
 class KvCommandHandler:
     """Answers RESP commands for one node. ``clock`` is the leader time stamped into writes
     (seconds; wall clock for real processes, ``trio.current_time`` in simulations).
@@ -260,6 +345,7 @@ class KvCommandHandler:
         # read_timeout_seconds); without one, each batch of reads runs its own round under a
         # cancel scope of read_timeout_seconds.
         self._batched_reads = read_batcher is not None
+        self._batcher = read_batcher
         self._read_barrier: Callable[[], Awaitable[int]] = (
             read_batcher.wait_barrier if read_batcher is not None else node.read_barrier)
         self._commands: dict[bytes, tuple[int, int | None, _Planner]] = {
@@ -392,18 +478,21 @@ class KvCommandHandler:
     async def _run_writes(self, writes: list[tuple[int, _Write]], replies: list[Reply]) -> None:
         """Propose a run of writes as one batch under one shared deadline (kept by the node:
         no cancel scope per batch)."""
-        metrics = self.metrics
-        started = metrics.commit_timer()
+        started = self.metrics.commit_timer()
         try:
             outcomes = await self.node.propose_batch(
                 [w.entry for _, w in writes],
                 timeout_seconds=self.config.request_timeout_seconds)
         except (NotLeader, Stopped) as exc:  # nothing entered the log
-            failed = self._write_failed(exc)
-            for position, _ in writes:
-                replies[position] = failed
+            _fill(replies, writes, self._write_failed(exc))
             return
-        metrics.proposed(outcomes, started)
+        self._writes_done(writes, outcomes, started, replies)
+
+    def _writes_done(
+        self, writes: list[tuple[int, _Write]], outcomes: list[outcome.Outcome[Any]],
+        started: float | None, replies: list[Reply],
+    ) -> None:
+        self.metrics.proposed(outcomes, started)
         assert len(outcomes) == len(writes), "one outcome per proposed command"
         for n, (position, write) in enumerate(writes):
             result = outcomes[n]
@@ -415,7 +504,6 @@ class KvCommandHandler:
 
     async def _run_reads(self, reads: list[tuple[int, _Read]], replies: list[Reply]) -> None:
         """One ReadIndex barrier for a run of reads, then serve each at that point."""
-        failed: ErrorReply
         try:
             if self._batched_reads:
                 # The batcher keeps the deadline for all its readers (read_timeout_seconds).
@@ -423,19 +511,74 @@ class KvCommandHandler:
             else:
                 with trio.fail_after(self.config.read_timeout_seconds):
                     await self._read_barrier()
-            for position, read in reads:
-                replies[position] = read.fn()
+        except _READ_ERRORS as exc:
+            _fill(replies, reads, self._read_failed(exc))
             return
-        except trio.TooSlowError:
-            failed = ErrorReply("TRYAGAIN read not confirmed by a leader in time")
-        except NotLeader as exc:
-            failed = self._redirect(exc)
-        except ProposalQueueFull:
-            failed = ErrorReply("TRYAGAIN too many reads pending")
-        except Stopped:
-            failed = ErrorReply("TRYAGAIN the node stopped")
-        for position, _ in reads:
-            replies[position] = failed
+        for position, read in reads:
+            replies[position] = read.fn()
+
+    def _begin_writes(
+        self, writes: list[tuple[int, _Write]], replies: list[Reply], wake: Callable[[], None],
+    ) -> _WritesInFlight | None:
+        started = self.metrics.commit_timer()
+        try:
+            group = self.node.propose_batch_nowait(
+                [w.entry for _, w in writes],
+                timeout_seconds=self.config.request_timeout_seconds, on_done=wake)
+        except (NotLeader, Stopped, ProposalQueueFull) as exc:  # nothing entered the log
+            _fill(replies, writes, self._write_failed(exc))
+            return None
+        return _WritesInFlight(group, writes, started)
+
+    def _join_read_round(self, wake: Callable[[], None]) -> ReadGroup:
+        assert self._batcher is not None, "begin_batch runs only with a read batcher"
+        return self._batcher.join(wake)
+
+    def _read_failed(self, exc: Exception) -> ErrorReply:
+        if isinstance(exc, trio.TooSlowError):
+            return ErrorReply("TRYAGAIN read not confirmed by a leader in time")
+        if isinstance(exc, NotLeader):
+            return self._redirect(exc)
+        if isinstance(exc, ProposalQueueFull):
+            return ErrorReply("TRYAGAIN too many reads pending")
+        assert isinstance(exc, Stopped), exc
+        return ErrorReply("TRYAGAIN the node stopped")
+
+    # --- the event loop's path (raftlib.resp.reactor): the same, without a task -------------
+
+    def begin_batch(
+        self, commands: list[list[bytes]], wake: Callable[[], None],
+    ) -> list[Reply] | _PendingBatch | None:
+        """What ``handle_batch`` answers, for the RESP server's event loop: the replies now
+        when no command needs the log, else a pending batch that runs the same runs of writes
+        and reads in the same order and calls ``wake`` whenever it may go on; None (the loop
+        then awaits ``handle_batch`` in a task) for an operator's command, or without a read
+        batcher."""
+        if not self._batched_reads:
+            return None
+        replies: list[Reply] = [None] * len(commands)
+        runs: collections.deque[tuple[type[_Step], list[tuple[int, Any]]]] = collections.deque()
+        for position, args in enumerate(commands):
+            try:
+                step = self._plan(args, NO_SESSION, 0)
+            except _CommandError as exc:
+                replies[position] = ErrorReply(f"ERR {exc}")
+                continue
+            if isinstance(step, _Local):
+                replies[position] = step.reply
+                continue
+            if isinstance(step, _Admin):
+                return None
+            kind = type(step)
+            if runs and runs[-1][0] is kind:
+                runs[-1][1].append((position, step))
+            else:
+                runs.append((kind, [(position, step)]))
+        if not runs:
+            return replies
+        pending = _PendingBatch(self, replies, runs, wake)
+        done = pending.advance()
+        return pending if done is None else done
 
     def _session_open(self, args: list[bytes]) -> _Step:
         return _Write(encode_command(OpenSession(self._now_ms())))
@@ -481,6 +624,13 @@ class KvCommandHandler:
             raise _CommandError("DB index is out of range (only database 0 exists)")
         return _Local(OK)
 
+    def _read_round_lines(self) -> list[str]:
+        """How many reads shared each ReadIndex round (rounds are per batch, not per read)."""
+        if self._batcher is None:
+            return []
+        st = self._batcher.statistics()
+        return ["# Reads", f"read_rounds:{st.barriers}", f"reads_in_rounds:{st.reads}"]
+
     def info_text(self) -> str:
         st = self.node.status()
         leader_address = (self.admin.client_address(st.leader) or "") if st.leader else ""
@@ -500,6 +650,7 @@ class KvCommandHandler:
             f"keys:{self.machine.key_count()}",
             f"sessions:{len(self.machine.sessions)}",
             f"duplicate_requests:{self.machine.sessions.duplicates}",
+            *self._read_round_lines(),
             *info_lines([*samples(self.node, self.metrics),
                          *self.metrics.histogram_samples()]),
         ]
@@ -537,7 +688,8 @@ async def serve_kv(
         handler = KvCommandHandler(node, machine, client_addresses=client_addresses,
                                    config=service_config, read_batcher=batcher,
                                    metrics=metrics)
-        server = RespServer(handler.handle, batch=handler.handle_batch, limits=server_limits)
+        server = RespServer(handler.handle, batch=handler.handle_batch,
+                            begin=handler.begin_batch, limits=server_limits)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(batcher.run)
             await nursery.start(server.serve, listeners)

@@ -64,6 +64,12 @@ from raftlib.resp.protocol import (
     encode,
     encode_into,
 )
+from raftlib.resp.reactor import (
+    BATCHES_WITHOUT_YIELD_MAX,
+    COMMANDS_WITHOUT_YIELD_MAX,
+    BeginBatch,
+    Reactor,
+)
 
 log = logging.getLogger("raftlib.resp")
 
@@ -130,13 +136,6 @@ class ServerStatistics:
 # How often, per idle timeout, the sweep looks for connections silent for that long: a silent
 # connection is closed at most 1/IDLE_SWEEPS_PER_TIMEOUT of the timeout late.
 IDLE_SWEEPS_PER_TIMEOUT = 8
-# A connection that never waits for its socket (its client always has commands ready, and
-# commands like PING never wait for the log) still yields to the other tasks after this many
-# batches or this many commands, whichever comes first: a flood of PINGs cannot hold the loop
-# (and the raft loop's ticks) for more than about a hundred commands' time, and an unpipelined
-# client pays one yield per few commands at most (its next command is usually there already).
-BATCHES_WITHOUT_YIELD_MAX = 4
-COMMANDS_WITHOUT_YIELD_MAX = 128
 
 
 class _Wire(Protocol):
@@ -237,10 +236,11 @@ class _IdleSweeper:
     """Closes connections silent for ``idle_seconds``: one task for all of them, instead of a
     cancel scope per read."""
 
-    def __init__(self, idle_seconds: float) -> None:
+    def __init__(self, idle_seconds: float, reactor: Reactor | None) -> None:
         assert idle_seconds > 0
         self.idle_seconds = idle_seconds
         self.wires: set[_SocketWire] = set()
+        self._reactor = reactor
 
     async def run(self) -> None:
         period = self.idle_seconds / IDLE_SWEEPS_PER_TIMEOUT
@@ -251,6 +251,8 @@ class _IdleSweeper:
                 since = wire.waiting_since
                 if since is not None and now - since >= self.idle_seconds:
                     wire.scope.cancel()
+            if self._reactor is not None:
+                self._reactor.close_idle(now, self.idle_seconds)
 
 
 class RespServer:
@@ -258,16 +260,21 @@ class RespServer:
 
     def __init__(
         self, handler: Handler, *, batch: BatchHandler | None = None,
-        limits: ServerLimits | None = None,
+        begin: BeginBatch | None = None, limits: ServerLimits | None = None,
     ) -> None:
         self._handler = handler
         self._batch: BatchHandler = (
             batch if batch is not None else functools.partial(_one_at_a_time, handler))
+        # With ``begin``, ``serve`` runs one loop for all plain TCP connections
+        # (``raftlib.resp.reactor``); ``begin`` answers the same as ``batch``.
+        self._begin = begin
         self.limits = limits or ServerLimits()
         self.stats = ServerStatistics()
         # Set while ``serve`` runs its sweep; a plain TCP connection served without one (an
         # idle limit but ``serve_connection`` called directly) takes the generic path.
         self._sweeper: _IdleSweeper | None = None
+        # Set while ``serve`` runs the loop (with ``begin``).
+        self._reactor: Reactor | None = None
 
     async def serve(
         self,
@@ -277,23 +284,34 @@ class RespServer:
         = trio.TASK_STATUS_IGNORED,
     ) -> None:
         idle = self.limits.idle_timeout_seconds
-        if idle <= 0 or self._sweeper is not None:
-            # No idle limit, or another ``serve`` of this server sweeps its connections already.
-            await trio.serve_listeners(self.serve_connection, list(listeners),
-                                       task_status=task_status)
-            return
-        sweeper = _IdleSweeper(idle)
+        # Another ``serve`` of this server may run the loop and the sweep already: its
+        # connections share them.
+        reactor = (Reactor(self, self._begin)
+                   if self._begin is not None and self._reactor is None else None)
+        sweeper = (_IdleSweeper(idle, reactor or self._reactor)
+                   if idle > 0 and self._sweeper is None else None)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(sweeper.run)
-                self._sweeper = sweeper
+                if reactor is not None:
+                    nursery.start_soon(reactor.run)
+                    self._reactor = reactor
+                if sweeper is not None:
+                    nursery.start_soon(sweeper.run)
+                    self._sweeper = sweeper
                 started = await nursery.start(functools.partial(
                     trio.serve_listeners, self.serve_connection, list(listeners)))
                 task_status.started(started)
         finally:
             # Connections still open keep their wires, which nothing sweeps any more; they end
             # with this nursery's cancellation (serve_listeners' handlers run inside it).
-            self._sweeper = None
+            if sweeper is not None:
+                self._sweeper = None
+            if reactor is not None:
+                self._reactor = None
+
+    @property
+    def batch_handler(self) -> BatchHandler:
+        return self._batch
 
     def statistics(self) -> ServerStatistics:
         return attrs.evolve(self.stats)
@@ -314,7 +332,9 @@ class RespServer:
             try:
                 if isinstance(stream, trio.SSLStream) and not await self._handshake(stream):
                     return
-                if isinstance(stream, trio.SocketStream) and (
+                if isinstance(stream, trio.SocketStream) and self._reactor is not None:
+                    await self._reactor.serve(stream)
+                elif isinstance(stream, trio.SocketStream) and (
                         self._sweeper is not None or self.limits.idle_timeout_seconds <= 0):
                     await self._converse_socket(stream)
                 else:
@@ -374,7 +394,7 @@ class RespServer:
                     return
                 if not data:
                     return
-                commands, error = self._take_commands(parser, data)
+                commands, error = self.take_commands(parser, data)
                 now_held = parser.held_bytes
                 stats.parser_bytes_held += now_held - held
                 held = now_held
@@ -394,14 +414,14 @@ class RespServer:
                     if not full:
                         break
                     # A full batch: more complete commands may be waiting in the parser.
-                    commands, error = self._take_commands(parser, b"")
+                    commands, error = self.take_commands(parser, b"")
                     now_held = parser.held_bytes
                     stats.parser_bytes_held += now_held - held
                     held = now_held
         finally:
             stats.parser_bytes_held -= held
 
-    def _take_commands(
+    def take_commands(
         self, parser: RespParser, data: bytes | bytearray
     ) -> tuple[list[list[bytes]], ErrorReply | None]:
         """Feed ``data``; the complete commands (at most ``batch_commands_max``, up to and

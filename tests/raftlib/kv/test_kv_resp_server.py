@@ -13,6 +13,7 @@ import trio.testing
 
 from raftlib.client import open_client
 from raftlib.kv import KvStateMachine
+from raftlib.read_batcher import ReadBatcher
 from raftlib.resp import ErrorReply, Reply, RespParser, ServerLimits, SimpleString
 from raftlib.resp.protocol import encode_command
 from raftlib.resp.server import RespServer
@@ -36,18 +37,32 @@ class Served:
         return f"127.0.0.1:{self.ports[node_id]}"
 
 
-async def serve_cluster(size: int, limits: ServerLimits = LIMITS) -> AsyncIterator[Served]:
+# How the server runs its connections: a task each, or one event loop for all with the
+# handler's ``begin_batch`` (raftlib.resp.reactor, what ``serve_kv`` runs). Every test of this
+# file runs both ways: they must answer alike.
+PATHS = ["tasks", "loop"]
+
+
+async def serve_cluster(
+    size: int, limits: ServerLimits = LIMITS, path: str = "tasks",
+) -> AsyncIterator[Served]:
     async with open_local_cluster(size, seed=1, state_machine_factory=KvStateMachine) as c, \
             trio.open_nursery() as nursery:
         listeners = {n: await trio.open_tcp_listeners(0, host="127.0.0.1") for n in c.ids}
         ports = {n: ls[0].socket.getsockname()[1] for n, ls in listeners.items()}
         served = Served(c, ports, {})
         for n in c.ids:
+            batcher = None
+            if path == "loop":
+                batcher = ReadBatcher(c.node(n).read_barrier,
+                                      timeout_seconds=SERVICE.read_timeout_seconds)
+                nursery.start_soon(batcher.run)
             handler = KvCommandHandler(
-                c.node(n), machine(c, n), config=SERVICE,
+                c.node(n), machine(c, n), config=SERVICE, read_batcher=batcher,
                 client_addresses={m: served.address(m) for m in c.ids})
-            served.servers[n] = RespServer(handler.handle, batch=handler.handle_batch,
-                                           limits=limits)
+            served.servers[n] = RespServer(
+                handler.handle, batch=handler.handle_batch,
+                begin=handler.begin_batch if path == "loop" else None, limits=limits)
             await nursery.start(served.servers[n].serve, listeners[n])
         await c.wait_leader()
         try:
@@ -58,15 +73,15 @@ async def serve_cluster(size: int, limits: ServerLimits = LIMITS) -> AsyncIterat
             nursery.cancel_scope.cancel()
 
 
-@pytest.fixture
-async def one() -> AsyncIterator[Served]:
-    async for served in serve_cluster(1):
+@pytest.fixture(params=PATHS)
+async def one(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    async for served in serve_cluster(1, path=request.param):
         yield served
 
 
-@pytest.fixture
-async def three() -> AsyncIterator[Served]:
-    async for served in serve_cluster(3):
+@pytest.fixture(params=PATHS)
+async def three(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    async for served in serve_cluster(3, path=request.param):
         yield served
 
 
