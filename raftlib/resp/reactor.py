@@ -98,7 +98,7 @@ class _Conn:
 
     __slots__ = (
         "closed", "closing", "done", "fd", "held", "idle_since", "out", "parser", "pending",
-        "readable", "tail", "want_write",
+        "readable", "round", "tail", "want_write",
     )
 
     def __init__(self, fd: int, parser: RespParser, now: float) -> None:
@@ -108,6 +108,7 @@ class _Conn:
         self.out = bytearray()  # replies not yet written
         self.pending: PendingBatch | None = None
         self.readable = True  # edge-triggered: the socket may hold bytes not read yet
+        self.round = 0  # the loop's round that served it last
         self.want_write = False  # EPOLLOUT registered: waiting for room to write ``out``
         self.tail = b""  # sent after the pending batch's replies (QUIT's +OK, an error)
         self.closing = False  # close once ``out`` is written (QUIT, a protocol error)
@@ -134,6 +135,7 @@ class Reactor:
         self._ready: list[_Conn] = []  # connections whose batch may advance, or that yielded
         self._closed = False
         self._nursery: trio.Nursery | None = None
+        self._round = 0
 
     # --- connections --------------------------------------------------------------------------
 
@@ -202,6 +204,10 @@ class Reactor:
         conns = self._conns
         while True:
             await trio.lowlevel.wait_readable(epoll.fileno())
+            # One round: each connection is served once at most (what was marked ready during
+            # the round waits for the next, after the other tasks had their turn).
+            self._round += 1
+            ready, self._ready = self._ready, []
             for fd, events in epoll.poll(0, EVENTS_PER_ROUND_MAX):
                 if fd == wakeup:
                     with contextlib.suppress(BlockingIOError):
@@ -214,7 +220,6 @@ class Reactor:
                 if events & _READ_EVENTS:
                     conn.readable = True
                 self._service(conn)
-            ready, self._ready = self._ready, []
             for conn in ready:
                 self._service(conn)
 
@@ -222,6 +227,10 @@ class Reactor:
         """Move ``conn`` on as far as it goes without waiting."""
         if conn.closed:
             return
+        if conn.round == self._round:
+            self._mark_ready(conn)  # served this round already: the next one
+            return
+        conn.round = self._round
         try:
             self._step(conn)
         except (OSError, trio.ClosedResourceError):

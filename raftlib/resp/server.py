@@ -26,9 +26,12 @@ out in one send. What the server guarantees whatever the peer sends:
   the ``connections_max`` budget, or it is closed; a failed handshake (no client certificate
   when one is required, plain text on a TLS port ...) is logged with the client's address.
 
-Cost per request (plain TCP): a connection reads and writes its socket's file descriptor
+Cost per request (plain TCP): with a ``begin`` (``raftlib.resp.reactor.BeginBatch``; the KV
+service gives one), one event loop serves every plain TCP connection from one epoll set and
+starts each batch without a task (``raftlib.resp.reactor``): no task wake-up per request, no
+re-arm per read. Without one, a connection's task reads and writes its socket's file descriptor
 directly (``_SocketWire``) rather than through ``trio.SocketStream``, whose every call yields to
-the scheduler once more after the syscall, and its idle limit is one shared sweep
+the scheduler once more after the syscall. Either way the idle limit is one shared sweep
 (``_IdleSweeper``, every ``idle_timeout_seconds / IDLE_SWEEPS_PER_TIMEOUT``) instead of a cancel
 scope per read: under ``redis-benchmark -c 50`` those were about a third of the CPU a PING cost.
 A silent connection is then closed between ``idle_timeout_seconds`` and that plus one sweep

@@ -15,7 +15,7 @@ import trio
 from raftlib.resp import ErrorReply, RespLimits, ServerLimits, SimpleString
 from raftlib.resp.protocol import ARGUMENT_OVERHEAD_BYTES, encode_command
 from raftlib.resp.server import RespServer
-from tests.raftlib.kv.test_kv_resp_server import Raw, Served, serve_cluster
+from tests.raftlib.kv.test_kv_resp_server import PATHS, Raw, Served, serve_cluster
 
 MIB = 1024 * 1024
 ARG_BYTES = 256
@@ -24,15 +24,15 @@ SMALL = ServerLimits(protocol=RespLimits(bulk_bytes_max=64 * 1024,
 HELD_CONNECTIONS = 10
 
 
-@pytest.fixture
-async def default_limits() -> AsyncIterator[Served]:
-    async for served in serve_cluster(3, ServerLimits()):
+@pytest.fixture(params=PATHS)
+async def default_limits(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    async for served in serve_cluster(3, ServerLimits(), path=request.param):
         yield served
 
 
-@pytest.fixture
-async def small_limits() -> AsyncIterator[Served]:
-    async for served in serve_cluster(3, SMALL):
+@pytest.fixture(params=PATHS)
+async def small_limits(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    async for served in serve_cluster(3, SMALL, path=request.param):
         yield served
 
 
@@ -128,9 +128,9 @@ async def test_ten_held_partial_commands_cost_what_they_sent_within_the_named_li
 BUDGET = ServerLimits(parser_bytes_total_max=350 * 1024, protocol=SMALL.protocol)
 
 
-@pytest.fixture
-async def small_budget() -> AsyncIterator[Served]:
-    async for served in serve_cluster(1, BUDGET):
+@pytest.fixture(params=PATHS)
+async def small_budget(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    async for served in serve_cluster(1, BUDGET, path=request.param):
         yield served
 
 

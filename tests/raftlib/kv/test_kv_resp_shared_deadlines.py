@@ -127,8 +127,21 @@ async def test_reads_on_an_isolated_leader_answer_tryagain_by_the_read_timeout(
         assert 0.5 - 1e-9 <= waited < 0.6
 
 
-async def echo(args: list[bytes]) -> Reply:
+def answer(args: list[bytes]) -> Reply:
     return SimpleString("PONG") if args[0].upper() == b"PING" else args[-1]
+
+
+async def echo(args: list[bytes]) -> Reply:
+    return answer(args)
+
+
+def echo_server(limits: ServerLimits, path: str) -> RespServer:
+    """The echo server with a task per connection, or its event loop (``begin`` answers at
+    once, as PING does in the KV service)."""
+    if path == "tasks":
+        return RespServer(echo, limits=limits)
+    return RespServer(echo, begin=lambda commands, wake: [answer(c) for c in commands],
+                      limits=limits)
 
 
 async def _raw_call(sock: trio.SocketStream, args: list[bytes]) -> bytes:
@@ -136,10 +149,12 @@ async def _raw_call(sock: trio.SocketStream, args: list[bytes]) -> bytes:
     return bytes(await sock.receive_some(1024))
 
 
+@pytest.mark.parametrize("path", ["tasks", "loop"])
 async def test_an_idle_plain_tcp_client_is_closed_by_the_shared_sweep_and_a_busy_one_is_not(
+    path: str,
 ) -> None:
     idle = 0.4
-    server = RespServer(echo, limits=ServerLimits(idle_timeout_seconds=idle))
+    server = echo_server(ServerLimits(idle_timeout_seconds=idle), path)
     async with trio.open_nursery() as nursery:
         listeners = await open_tcp_listeners(0)
         await nursery.start(server.serve, listeners)
@@ -174,9 +189,12 @@ with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
 """
 
 
-async def test_a_client_flooding_pings_lets_other_tasks_run_every_few_batches() -> None:
+@pytest.mark.parametrize("path", ["tasks", "loop"])
+async def test_a_client_flooding_pings_lets_other_tasks_run_every_few_batches(
+    path: str,
+) -> None:
     batch = 64
-    server = RespServer(echo, limits=ServerLimits(batch_commands_max=batch))
+    server = echo_server(ServerLimits(batch_commands_max=batch), path)
     rounds, pings = 5, 20_000
     async with trio.open_nursery() as nursery:
         listeners = await open_tcp_listeners(0)
