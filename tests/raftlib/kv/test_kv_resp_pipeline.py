@@ -13,7 +13,8 @@ import trio
 import trio.testing
 
 from raftlib.kv import KvStateMachine
-from raftlib.node import Node
+from raftlib.node import Node, ProposalGroup
+from raftlib.read_batcher import ReadBatcher
 from raftlib.resp import ErrorReply, Reply, RespParser, ServerLimits, SimpleString
 from raftlib.resp.protocol import encode_command
 from raftlib.resp.server import RespServer
@@ -41,6 +42,10 @@ class SpyNode:
         self.calls.append(f"propose_batch({len(commands)})")
         return await self._node.propose_batch(commands, **options)
 
+    def propose_batch_nowait(self, commands: list[bytes], **options: Any) -> ProposalGroup:
+        self.calls.append(f"propose_batch({len(commands)})")
+        return self._node.propose_batch_nowait(commands, **options)
+
     async def read_barrier(self) -> int:
         self.calls.append("read_barrier")
         return await self._node.read_barrier()
@@ -53,15 +58,50 @@ class SpyNode:
         return getattr(self._node, name)
 
 
-@pytest.fixture
-async def spied(autojump_clock: trio.testing.MockClock) -> AsyncIterator[
-        tuple[KvCommandHandler, SpyNode]]:
-    async with open_local_cluster(3, seed=1, state_machine_factory=KvStateMachine) as cluster:
+class Batches:
+    """Runs a batch the way one of the server's paths does: ``handle_batch`` in the
+    connection's task, or ``begin_batch`` and its pending batch for the event loop (with a read
+    batcher, as ``serve_kv`` runs it)."""
+
+    def __init__(self, handler: KvCommandHandler, path: str) -> None:
+        self.handler = handler
+        self.path = path
+
+    async def handle_batch(self, commands: list[list[bytes]]) -> list[Reply]:
+        if self.path == "tasks":
+            return await self.handler.handle_batch(commands)
+        woken = trio.Event()
+
+        def wake() -> None:
+            woken.set()
+
+        started = self.handler.begin_batch(commands, wake)
+        assert started is not None, "the KV service begins every batch but an operator's"
+        while not isinstance(started, list):
+            await woken.wait()
+            woken = trio.Event()
+            replies = started.advance()
+            if replies is not None:
+                return replies
+        return started
+
+
+@pytest.fixture(params=["tasks", "loop"])
+async def spied(autojump_clock: trio.testing.MockClock,
+                request: pytest.FixtureRequest) -> AsyncIterator[tuple[Batches, SpyNode]]:
+    async with open_local_cluster(3, seed=1, state_machine_factory=KvStateMachine) as cluster, \
+            trio.open_nursery() as nursery:
         leader = await cluster.wait_leader()
         spy = SpyNode(cluster.node(leader))
+        batcher = None
+        if request.param == "loop":
+            batcher = ReadBatcher(spy.read_barrier, timeout_seconds=2.0)
+            nursery.start_soon(batcher.run)
         handler = KvCommandHandler(cast(Node, spy), machine(cluster, leader),
-                                   client_addresses={}, clock=trio.current_time)
-        yield handler, spy
+                                   client_addresses={}, clock=trio.current_time,
+                                   read_batcher=batcher)
+        yield Batches(handler, request.param), spy
+        nursery.cancel_scope.cancel()
 
 
 def cmd(text: str) -> list[bytes]:
@@ -69,7 +109,7 @@ def cmd(text: str) -> list[bytes]:
 
 
 async def test_consecutive_writes_are_one_propose_batch_and_consecutive_reads_one_barrier(
-    spied: tuple[KvCommandHandler, SpyNode],
+    spied: tuple[Batches, SpyNode],
 ) -> None:
     handler, spy = spied
     replies = await handler.handle_batch([
@@ -81,7 +121,7 @@ async def test_consecutive_writes_are_one_propose_batch_and_consecutive_reads_on
 
 
 async def test_a_read_after_a_write_in_one_pipeline_sees_it_effects_keep_command_order(
-    spied: tuple[KvCommandHandler, SpyNode],
+    spied: tuple[Batches, SpyNode],
 ) -> None:
     handler, spy = spied
     replies = await handler.handle_batch([
@@ -94,7 +134,7 @@ async def test_a_read_after_a_write_in_one_pipeline_sees_it_effects_keep_command
 
 
 async def test_bad_commands_in_a_pipeline_get_their_own_errors_and_split_nothing(
-    spied: tuple[KvCommandHandler, SpyNode],
+    spied: tuple[Batches, SpyNode],
 ) -> None:
     handler, spy = spied
     replies = await handler.handle_batch([
