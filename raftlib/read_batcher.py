@@ -101,6 +101,10 @@ class ReadBatcher:
         left to their own deadlines)."""
         while True:
             await self._wake.wait()
+            # One more pass of the scheduler before the round starts: the readers whose
+            # requests arrived with the first one's (the same poll of the sockets) join it
+            # rather than wait for the next round.
+            await trio.lowlevel.checkpoint()
             self._wake = trio.Event()
             group, self._next = self._next, ReadGroup()
             assert group.readers > 0, "woken only by a group's first reader"
