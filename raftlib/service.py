@@ -221,6 +221,8 @@ class _Admin:
 
 _Step = _Write | _Read | _Local | _InOrder | _Admin
 _Planner = Callable[[list[bytes]], _Step]
+# Runs of consecutive steps of one kind, each step with its command's position in the batch.
+_Runs = collections.deque[tuple[type[_Step], list[tuple[int, Any]]]]
 
 
 _READ_ERRORS = (trio.TooSlowError, NotLeader, ProposalQueueFull, Stopped)
@@ -276,8 +278,7 @@ class _PendingBatch:
 
     def __init__(
         self, handler: KvCommandHandler, replies: list[Reply],
-        runs: collections.deque[tuple[type[_Step], list[tuple[int, Any]]]],
-        wake: Callable[[], None],
+        runs: _Runs, wake: Callable[[], None],
     ) -> None:
         self._handler = handler
         self._replies = replies
@@ -374,9 +375,26 @@ class KvCommandHandler:
 
     async def handle_batch(self, commands: Sequence[list[bytes]]) -> list[Reply]:
         """Answer pipelined commands, one reply each, in order; see the class docstring."""
+        replies, runs = self._plan_runs(commands)
+        for kind, steps in runs:
+            if kind is _Write:
+                await self._run_writes(steps, replies)
+            elif kind is _Read:
+                await self._run_reads(steps, replies)
+            elif kind is _Admin:
+                for position, step in steps:
+                    replies[position] = await step.run()
+            else:
+                for position, step in steps:
+                    replies[position] = step.fn()
+        return replies
+
+    def _plan_runs(self, commands: Sequence[list[bytes]]) -> tuple[list[Reply], _Runs]:
+        """Plan every command: the replies known at once (local commands, errors), and the
+        rest as runs of consecutive steps of one kind, in command order (a write after reads,
+        or a read after writes, ends the run before it: effects keep the commands' order)."""
         replies: list[Reply] = [None] * len(commands)
-        writes: list[tuple[int, _Write]] = []
-        reads: list[tuple[int, _Read]] = []
+        runs: _Runs = collections.deque()
         for position, args in enumerate(commands):
             try:
                 step = self._plan(args, NO_SESSION, 0)
@@ -386,28 +404,12 @@ class KvCommandHandler:
             if isinstance(step, _Local):
                 replies[position] = step.reply
                 continue
-            # A write after reads (or a read after writes) ends the run before it: order of
-            # effects is that of the commands.
-            if reads and not isinstance(step, _Read):
-                await self._run_reads(reads, replies)
-                reads = []
-            if writes and not isinstance(step, _Write):
-                await self._run_writes(writes, replies)
-                writes = []
-            if isinstance(step, _Write):
-                writes.append((position, step))
-            elif isinstance(step, _Read):
-                reads.append((position, step))
-            elif isinstance(step, _Admin):
-                replies[position] = await step.run()
+            kind = type(step)
+            if runs and runs[-1][0] is kind:
+                runs[-1][1].append((position, step))
             else:
-                replies[position] = step.fn()
-        assert not (reads and writes), "runs alternate: at most one is open"
-        if writes:
-            await self._run_writes(writes, replies)
-        if reads:
-            await self._run_reads(reads, replies)
-        return replies
+                runs.append((kind, [(position, step)]))
+        return replies, runs
 
     def _plan(self, args: list[bytes], session: int, seq: int) -> _Step:
         name = args[0].upper()
@@ -556,24 +558,9 @@ class KvCommandHandler:
         batcher."""
         if not self._batched_reads:
             return None
-        replies: list[Reply] = [None] * len(commands)
-        runs: collections.deque[tuple[type[_Step], list[tuple[int, Any]]]] = collections.deque()
-        for position, args in enumerate(commands):
-            try:
-                step = self._plan(args, NO_SESSION, 0)
-            except _CommandError as exc:
-                replies[position] = ErrorReply(f"ERR {exc}")
-                continue
-            if isinstance(step, _Local):
-                replies[position] = step.reply
-                continue
-            if isinstance(step, _Admin):
-                return None
-            kind = type(step)
-            if runs and runs[-1][0] is kind:
-                runs[-1][1].append((position, step))
-            else:
-                runs.append((kind, [(position, step)]))
+        replies, runs = self._plan_runs(commands)
+        if any(kind is _Admin for kind, _ in runs):
+            return None
         if not runs:
             return replies
         pending = _PendingBatch(self, replies, runs, wake)
