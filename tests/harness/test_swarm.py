@@ -318,8 +318,13 @@ def test_the_plain_swarm_catches_a_lease_that_ignores_drift_and_the_correct_leas
 # out of order is refused, the leader falls back to PROBE under a new stream (so the in-flight
 # acceptances become stale), the probe succeeds, and the next burst goes the same way: a few
 # entries per round trip for hundreds of messages (stream ids 133 -> 196 in 0.1 s). A
-# flow-control livelock of raftlib/core (leader.py, progress.py), reported, not fixed here;
-# this turns into an XPASS (a strict failure) once it is.
+# flow-control livelock of raftlib/core (leader.py, progress.py), not of the lease: without
+# lease reads, `raft-harness run --nodes 3 --clients 20 --workload kv --nemesis
+# partition,loss,duplicate --rate 200 --request-timeout 0.1 --nemesis-interval 0.8
+# --election-timeout-ticks-min 40 --election-timeout-ticks-max 44 --append-entries-max 1
+# --seed 8` storms too (4 of 60 seeds; none with 10-tick timeouts, a 1 s request timeout or
+# 512 entries per append). Reported, not fixed here; this turns into an XPASS (a strict
+# failure) once it is.
 @pytest.mark.xfail(strict=True, reason="raftlib core: append burst livelock (event storm)")
 def test_swarm_seed_1804_stays_valid() -> None:
     from harness.runner import run
