@@ -113,9 +113,87 @@ CORE_DRAWS: Mapping[str, Callable[[random.Random], Any]] = {
     "check_quorum": _coin,
     "append_entries_max": _choice(APPEND_ENTRIES_MAX_CHOICES),
 }
-DIMENSIONS: tuple[str, ...] = (*DRAWS, *CORE_DRAWS)
 assert set(DRAWS) <= {f.name for f in options_fields()}
 assert set(CORE_DRAWS) <= set(setting_names())
+
+# Lease reads (raftlib/core/lease.py, README "Lease reads") are a feature with assumptions: a
+# seed that runs them must keep to them, or the correct build would be blamed for a
+# configuration its documentation excludes. They need CheckQuorum (followers honour a lease
+# only with it), clock-rate skew the drift bound covers, and no lost ticks (a paused leader
+# loses them, a documented limit: tests/harness/test_lease_reads.py holds it as a strict
+# xfail); a kill or a crash trigger is fine (a restarted node refuses votes for an election
+# timeout). So the lease is drawn only on seeds whose own draws already keep to the first and
+# the last (CheckQuorum on, no pause), and then caps the clock skew (its profile, below).
+# Forcing CheckQuorum on or dropping pauses instead would take seeds away from what needs
+# them: figure8 is caught with CheckQuorum off (swarm seed 946, which a forcing draw turned
+# into a lease seed). The coin has its own stream, so every other dimension's draw of every
+# seed is what it was; only the seeds that draw the lease change, and only in the settings
+# named here. About 16% of all seeds: 60% of the 27% that meet the prerequisites.
+LEASE_READS_SHARE = 0.6
+# A lease is voided by most faults (a lost heartbeat round, a restart, a membership change):
+# a seed that mixes many kinds seldom holds one across a leadership change, the moment its
+# safety argument is about. So half the lease seeds concentrate on that hazard, as the fault
+# families let other seeds concentrate on theirs: a leader cut off by partitions while clocks
+# drift within the bound, and no other fault.
+LEASE_FOCUS_SHARE = 0.5
+LEASE_FOCUS_NEMESIS: tuple[str, ...] = ("partition", "clock")
+
+
+@attrs.frozen
+class LeaseProfile:
+    """Settings drawn together with lease reads: the election timeout range (ticks), the drift
+    bound (ticks the lease is shorter than the timeout's minimum), the clock nemesis's largest
+    tick-rate factor either way (``--clock-rate-max``) and the clients' request timeout
+    (seconds)."""
+
+    election_timeout_ticks_min: int
+    election_timeout_ticks_max: int
+    lease_drift_ticks: int
+    clock_rate_max: float
+    request_timeout: float
+
+    def covered_skew(self) -> float:
+        """The largest ratio of a leader's tick to a follower's the lease is safe under:
+        followers refuse votes for ``min`` of their ticks, the lease lasts ``min - drift`` of
+        the leader's, and one tick goes to the phase between two nodes' tickers (lease.py)."""
+        return ((self.election_timeout_ticks_min - 1)
+                / (self.election_timeout_ticks_min - self.lease_drift_ticks))
+
+
+# A leader slowed to 1/x next to a follower sped up to x: its tick lasts x**2 times the
+# follower's. The clock nemesis rounds rates to 3 decimals (nemesis.squeeze_clock_rates), so
+# 1/x may come out 0.1% slower still; every profile keeps this much margin below its bound.
+LEASE_SKEW_MARGIN = 1.01
+# From what users run to what would show a lease that ignores drift. Such a lease outlives the
+# followers' vote lease by about min * (1 - 1/x**2) ticks: under 2 ticks with raftlib's
+# defaults (10 ticks, 1.1x: the README's lease campaign), 12 to 16 with an election timeout of
+# 40 ticks (the README's long-timeout example, one second at the simulator's 25 ms tick) and
+# skew near its bound. The narrow range [40, 44) makes a cut-off leader's followers elect a
+# successor right after their vote lease ends, while the old leader's lease still runs; a
+# client sees the overlap only if it gives up on the old leader and reaches the new one within
+# those few hundred milliseconds, hence request timeouts shorter than the overlap.
+LEASE_PROFILES: tuple[LeaseProfile, ...] = (
+    LeaseProfile(10, 20, 3, 1.1, 1.0),
+    LeaseProfile(40, 44, 16, 1.2, 0.1),
+    LeaseProfile(40, 44, 28, 1.6, 0.1),
+    LeaseProfile(20, 22, 16, 2.0, 0.25),
+)
+for _profile in LEASE_PROFILES:
+    assert _profile.clock_rate_max ** 2 * LEASE_SKEW_MARGIN <= _profile.covered_skew(), _profile
+# The election timeout the drawn fault intervals are meant against (raftlib's default
+# minimum): a profile with a longer one stretches the seed's interval by the same factor, so a
+# partition still outlasts an election as often as the swarm's intervals make it (a window
+# shorter than the election timeout never lets the followers elect a successor).
+INTERVAL_TIMEOUT_TICKS = 10
+# Lease seeds always run clock windows (within their bound): the drift the bound is there for
+# is the lease's own hazard, and without skew a lease is tested only against a tick's phase.
+LEASE_NEMESIS_ADDED: tuple[str, ...] = ("clock",)
+# The dimensions the lease draw sets (the switch and the profile's fields; it also changes
+# check_quorum, nemesis and nemesis_interval, drawn dimensions already).
+LEASE_DIMENSIONS: tuple[str, ...] = ("lease_reads", *attrs.fields_dict(LeaseProfile))
+CORE_NAMES: frozenset[str] = frozenset(setting_names())
+DIMENSIONS: tuple[str, ...] = (*DRAWS, *CORE_DRAWS, *LEASE_DIMENSIONS)
+assert set(LEASE_DIMENSIONS) <= CORE_NAMES | {f.name for f in options_fields()}
 
 
 def draw(seed: int, base: RunOptions, pinned: Collection[str] = ()) -> RunOptions:
@@ -131,8 +209,62 @@ def draw(seed: int, base: RunOptions, pinned: Collection[str] = ()) -> RunOption
         return {name: pick(random.Random(f"{seed}:swarm:{name}"))
                 for name, pick in draws.items() if name not in pinned}
 
-    return attrs.evolve(base, seed=seed, swarm=True, **drawn(DRAWS)).with_core(
-        **drawn(CORE_DRAWS))
+    # Lease reads come last (their constraints override other draws); until then they are off,
+    # so that drawing CheckQuorum off is not refused for a pinned --lease-reads.
+    unleased = {name: value for name, value in base.core.items() if name != "lease_reads"}
+    options = attrs.evolve(base, core=unleased, seed=seed, swarm=True,
+                           **drawn(DRAWS)).with_core(**drawn(CORE_DRAWS))
+    return _lease(seed, options, pinned, bool(base.core_value("lease_reads")))
+
+
+def _lease(seed: int, options: RunOptions, pinned: Collection[str],
+           pinned_on: bool) -> RunOptions:
+    """``options`` with lease reads drawn: on for ``LEASE_READS_SHARE`` of the seeds that
+    meet their prerequisites, with a profile and the constraints its assumptions put on the
+    other draws. Pinned dimensions keep their value; a drawn lease whose assumptions the
+    pinned values break stays off. A pinned ``--lease-reads`` (``pinned_on``) is on in every
+    seed, and overrides the draws it needs: CheckQuorum on, no pause."""
+    if "lease_reads" in pinned:
+        if not pinned_on:
+            return options
+    elif not (options.check_quorum and "pause" not in options.nemesis
+              and random.Random(f"{seed}:swarm:lease_reads").random() < LEASE_READS_SHARE):
+        return options.with_core(lease_reads=False)
+    profile = random.Random(f"{seed}:swarm:lease_profile").choice(LEASE_PROFILES)
+    focus = random.Random(f"{seed}:swarm:lease_focus").random() < LEASE_FOCUS_SHARE
+    kinds = set(LEASE_FOCUS_NEMESIS) if focus else {*options.nemesis, *LEASE_NEMESIS_ADDED}
+    # Only a pinned --lease-reads can meet these two here: the draw is made to keep to them.
+    kinds.discard("pause")
+    low = (options.core_value("election_timeout_ticks_min")
+           if "election_timeout_ticks_min" in pinned else profile.election_timeout_ticks_min)
+    stretch = low / INTERVAL_TIMEOUT_TICKS
+    forced: dict[str, Any] = {
+        **attrs.asdict(profile), "check_quorum": True,
+        "nemesis": tuple(kind for kind in NEMESIS_KINDS if kind in kinds),
+        "nemesis_interval": round(options.nemesis_interval * stretch, 3)}
+    values = {name: options.core_value(name) if name in CORE_NAMES else getattr(options, name)
+              for name in forced}
+    values.update({name: value for name, value in forced.items() if name not in pinned})
+    if "lease_reads" not in pinned and not _lease_assumptions_hold(
+            values, options.core_value("heartbeat_interval_ticks")):
+        return options.with_core(lease_reads=False)
+    core = {name: value for name, value in values.items() if name in CORE_NAMES}
+    rest = {name: value for name, value in values.items() if name not in CORE_NAMES}
+    return attrs.evolve(options, **rest).with_core(**core, lease_reads=True)
+
+
+def _lease_assumptions_hold(values: Mapping[str, Any], heartbeat_ticks: int) -> bool:
+    """Whether a configuration (``values``: the profile's fields, ``check_quorum`` and
+    ``nemesis``) keeps to what lease reads assume (README, "Lease reads")."""
+    low, high = values["election_timeout_ticks_min"], values["election_timeout_ticks_max"]
+    drift, rate_max = values["lease_drift_ticks"], float(values["clock_rate_max"])
+    if not (values["check_quorum"] and "pause" not in values["nemesis"]
+            and heartbeat_ticks < low < high and 0 < drift < low):
+        return False
+    if "clock" not in values["nemesis"]:
+        return True
+    skew = LeaseProfile(low, high, drift, rate_max, values["request_timeout"]).covered_skew()
+    return rate_max > 1 and rate_max ** 2 * LEASE_SKEW_MARGIN <= skew
 
 
 def features(options: RunOptions) -> dict[str, str]:
@@ -145,7 +277,7 @@ def features(options: RunOptions) -> dict[str, str]:
             for kind in SWARM_NEMESES:
                 out[kind] = "on" if kind in options.nemesis else "off"
         else:
-            value = options.core_value(name) if name in CORE_DRAWS else getattr(options, name)
+            value = options.core_value(name) if name in CORE_NAMES else getattr(options, name)
             out[name] = f"{value:g}" if isinstance(value, float) else str(value).lower()
     return out
 
@@ -154,14 +286,28 @@ def describe(options: RunOptions) -> str:
     """The drawn configuration in one line, for people."""
     nemesis = (f"faults {','.join(options.nemesis)} (every ~{options.nemesis_interval:g} s)"
                if options.nemesis else "no faults")
-    core = options.core_text()
+    lease = ""
+    if options.core_value("lease_reads"):
+        low = options.core_value("election_timeout_ticks_min")
+        high = options.core_value("election_timeout_ticks_max")
+        lease = (f"lease reads (election timeout [{low}, {high}) ticks, drift bound "
+                 f"{options.core_value('lease_drift_ticks')} ticks, requests time out after "
+                 f"{options.request_timeout:g} s), ")
+        rest = {name: value for name, value in options.core.items()
+                if name not in LEASE_DIMENSIONS}
+        options_text = attrs.evolve(options, core=rest)
+    else:
+        options_text = options
+    core = options_text.core_text()
     if options.snapshot_entries:
         snapshots = (f"snapshots every {options.snapshot_entries} entries (trailing "
                      f"{options.snapshot_trailing}, chunks of {options.snapshot_chunk_bytes} B)")
     else:
         snapshots = "no snapshots"
+    if options.clock_rate_max:
+        nemesis += f", clock rates within {options.clock_rate_max:g}x either way"
     return (f"swarm seed {options.seed}: {options.nodes} nodes, {options.workload}, "
-            f"{options.clients} clients at {options.rate:g} op/s, {nemesis}, "
+            f"{options.clients} clients at {options.rate:g} op/s, {nemesis}, {lease}"
             f"{core or 'core defaults'}, {snapshots}")
 
 
