@@ -230,9 +230,18 @@ class Progress:
             return False  # heartbeats while the snapshot travels: their refusal says nothing
         latest = rejected_index == self.next - 1
         if self.state is _REPLICATE:
-            # Anything at or below match was accepted long ago: an answer to an older message
-            # is stale. One to the latest (a heartbeat at match) is not: see below.
-            if rejected_index <= self.match and not latest:
+            if not latest:
+                # A refusal of an append with entries: the network may have delivered this
+                # stream's appends out of order, the earlier ones still on their way and their
+                # acceptances still to count (the appends after it are refused too, so this
+                # one may be the latest sent and yet have overtaken one before it). Falling
+                # back to probing here made those acceptances stale and re-sent a whole window
+                # each time, for a few entries a window: with one-entry appends and jitter, a
+                # livelock the simulator stopped as an event storm (swarm seed 1804). Only an
+                # empty append at ``next - 1`` (a heartbeat, or a commit index the follower has
+                # not seen), sent after every append before it, says the follower lacks
+                # something that is not on its way. (At or below match, a refusal is older
+                # than what the follower acknowledged since: stale either way.)
                 return False
             self.become_probe()
         elif not latest or not self.probe_sent:

@@ -15,7 +15,7 @@ from harness.runner import run
 from harness.shrink import ShrinkError, shrink_dir
 
 
-@pytest.mark.parametrize(("name", "seed"), [("local-reads", 2), ("session-cache-off", 0),
+@pytest.mark.parametrize(("name", "seed"), [("local-reads", 2), ("session-cache-off", 1),
                                             ("apply-before-commit", 0)])
 def test_a_zoo_failure_shrinks_to_a_quarter_of_its_operations_failing_the_same_check(
     name: str, seed: int, tmp_path: Path

@@ -183,9 +183,45 @@ def test_an_answer_to_an_earlier_stream_changes_nothing() -> None:
     assert pr.state.value == "probe"
 
 
+def test_a_refusal_of_an_append_a_later_one_overtook_leaves_the_stream_streaming() -> None:
+    """Swarm seed 1804 (one-entry appends, network jitter): appends of one stream overtook
+    each other, the follower refused the first that came too early, and the leader fell back
+    to probing under a new stream, which made the acceptances still in flight stale. Each
+    window then gained a few entries for a whole window of messages: a livelock the simulator
+    stopped as an event storm. Only the refusal of an empty append at next - 1 (a heartbeat or
+    a commit update), sent after every append of the window, says the follower is missing
+    something that is not on its way."""
+    core = make_core(append_entries_max=1, inflight_appends_max=8, **NO_PREVOTE)
+    ack_all(core, become_leader(core))
+    drain(core)
+    pr = core._progress[2]
+    assert pr.state.value == "replicate"
+    match = pr.match
+    core.propose_batch([b"x"] * 4)
+    window = [m for m in sent(core) if isinstance(m, AppendEntries) and m.dst == 2]
+    assert [m.prev_log_index for m in window] == [match, match + 1, match + 2, match + 3]
+    stream = pr.stream
+    # The second append arrived before the first: refused. The first is still on its way.
+    core.step(AppendEntriesResponse(core.term, 2, 1, False, match_index=match + 1,
+                                    conflict_index=match + 1, stream=stream))
+    assert (pr.state.value, pr.stream) == ("replicate", stream)
+    core.step(AppendEntriesResponse(core.term, 2, 1, True, match_index=match + 1,
+                                    stream=stream))
+    assert pr.match == match + 1
+    # The follower refused the rest (it lacks the second entry), the latest too: still the
+    # appends may have crossed. The next heartbeat, sent at next - 1, is refused: that counts.
+    core.step(AppendEntriesResponse(core.term, 2, 1, False, match_index=match + 3,
+                                    conflict_index=match + 2, stream=stream))
+    assert (pr.state.value, pr.stream) == ("replicate", stream)
+    core.step(AppendEntriesResponse(core.term, 2, 1, False, match_index=match + 4,
+                                    conflict_index=match + 2, stream=stream))
+    assert pr.state.value == "probe" and pr.next == match + 2
+
+
 def test_lost_append_recovered_by_next_append(make_net: MakeNet) -> None:
-    """Replicate state streams optimistically; a lost append leaves a gap that the next append
-    exposes (consistency check), and the leader resends from the follower's match point."""
+    """Replicate state streams optimistically; a lost append leaves a gap: the follower
+    refuses what follows (consistency check), and the refusal of the latest append sent (here
+    the commit update after the next one) sends the leader back to the follower's match point."""
     net = make_net(3)
     net.campaign(1)
     net.stabilize()
