@@ -38,6 +38,10 @@ Kinds and their parameters:
   the new commit never leaves (the leader applied the entry and died before telling anyone,
   so nobody else learns of the commit or of the entries sent with it). Generated windows
   mostly crash before the announcement and keep the node down while others elect a leader.
+  With ``conf_only: true`` only a commit that covers a configuration entry fires it: a leader
+  lost right after a membership change took effect, the moment a restart from an older
+  snapshot or log must still count votes and commits by the latest configuration. Generated
+  only in schedules with ``member`` windows (``COMMIT_CRASH_CONF_FRACTION`` of them).
 - ``member``     a membership change: ``action`` ``grow`` (two non-members become voters, one
   joint change), ``learner`` (up to two), ``replace`` (a voter out, a non-member in), ``remove``,
   ``wipe-replace`` (a voter out, its disk lost and its id retired, a new node in as a
@@ -91,6 +95,10 @@ RESTART_MS_MAX = 60_000
 # stays down while others elect), and the fraction whose commit announcement leaves first.
 COMMIT_CRASH_SHORT_FRACTION = 0.25
 COMMIT_CRASH_ANNOUNCED_FRACTION = 0.25
+# In a schedule with membership changes, the fraction of crash-after-commit windows that wait
+# for a configuration entry's commit (``conf_only``); drawn from a stream of its own, so the
+# windows' other parameters, and every schedule without ``member``, stay as they were.
+COMMIT_CRASH_CONF_FRACTION = 0.5
 
 
 class ScheduleError(ValueError):
@@ -319,6 +327,7 @@ def generate(
         rng = random.Random(f"{seed}:nemesis:{kind}")
         wall_rng = random.Random(f"{seed}:nemesis:{kind}:wall")
         file_rng = random.Random(f"{seed}:nemesis:{kind}:file")
+        conf_rng = random.Random(f"{seed}:nemesis:{kind}:conf")
         t = 0.0
         while len(faults) < FAULTS_MAX:
             start = t + rng.uniform(0.5, 1.5) * interval
@@ -333,6 +342,9 @@ def generate(
                 params["wall"] = _wall_params(wall_rng, nodes)
             if kind == "disk":
                 params["file"] = _file_params(file_rng)  # its own stream too
+            if kind == "crash-after-commit" and "member" in kinds:
+                # Its own stream too: schedules without membership changes stay as they were.
+                params["conf_only"] = conf_rng.random() < COMMIT_CRASH_CONF_FRACTION
             faults.append(Fault(0, kind, _ms(start), _ms(stop), params))
             t = stop
     faults.sort(key=lambda f: (f.start, f.kind))
@@ -416,6 +428,8 @@ def _check_params(where: str, kind: str, params: Mapping[str, Any], n: int) -> N
                                 f"got {restart_ms:g}")
         if not isinstance(params.get("before_send", False), bool):
             raise ScheduleError(f"{where}: params.before_send must be true or false")
+        if not isinstance(params.get("conf_only", False), bool):
+            raise ScheduleError(f"{where}: params.conf_only must be true or false")
     elif kind == "member":
         if params.get("action") not in MEMBER_ACTIONS:
             raise ScheduleError(

@@ -18,7 +18,13 @@ from harness.sim.loop import EventLoop, seconds_to_us
 from harness.sim.membership import MembershipNemesis
 from harness.sim.network import NO_FAULTS, LinkFaults, SimNetwork
 from harness.sim.node import SimNode
-from raftlib.core.types import AppendEntries, Message, NodeId, RequestVoteResponse
+from raftlib.core.types import (
+    AppendEntries,
+    EntryKind,
+    Message,
+    NodeId,
+    RequestVoteResponse,
+)
 
 _NET_KINDS = ("loss", "duplicate", "delay", "reorder")
 
@@ -248,6 +254,10 @@ class NemesisRuntime:
                 # The first append of a term only says where the commit stood: a baseline.
                 self._commit_sent[src] = (msg.term, msg.commit)
             elif msg.commit > commit:
+                if fault.params.get("conf_only", False) and not self._commits_conf(
+                        src, commit, msg.commit):
+                    self._commit_sent[src] = (term, msg.commit)
+                    continue
                 # Crash after this send and the Ready's apply are done: the new commit is on
                 # the wire and applied here, whatever followed it in the log is not yet on a
                 # majority.
@@ -257,12 +267,20 @@ class NemesisRuntime:
                 return not fault.params.get("before_send", False)
         return True
 
+    def _commits_conf(self, node: NodeId, old: int, new: int) -> bool:
+        """Whether ``node``'s log has a configuration entry in ``(old, new]``."""
+        core = self._nodes[node].core
+        if core is None:
+            return False
+        return any(entry.kind is EntryKind.CONF for entry in core._log.slice(old + 1, new))
+
     def _crash_committer(self, item: tuple[NodeId, int, int, Fault]) -> None:
         node, term, commit, fault = item
         self.commit_crashes += 1
         told = "before" if fault.params.get("before_send", False) else "after"
+        what = " (over a configuration entry)" if fault.params.get("conf_only", False) else ""
         self._log(f"nemesis crash-after-commit #{fault.id}: n{node}, leader of term {term}, "
-                  f"advanced its commit to {commit}; crashing it {told} announcing it")
+                  f"advanced its commit to {commit}{what}; crashing it {told} announcing it")
         self._crash_and_restart(node, fault, self._commit_crashed)
 
     def _crash_and_restart(self, node: NodeId, fault: Fault, crashed: set[NodeId]) -> None:

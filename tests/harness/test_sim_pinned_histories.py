@@ -26,12 +26,13 @@ from harness.sim.world import SimOutcome
 # more for the pause fault (seed 7): a resumed node is told the ticks it missed. Then for the
 # flow-control fix (a refusal of an append that may have been overtaken no longer sends a
 # streaming follower back to probing): the simulated network's jitter reorders appends even
-# without faults, so three pins moved.
+# without faults, so three pins moved. Then for crash-after-commit windows that wait for a
+# configuration entry's commit, drawn in schedules with membership changes (seed 11).
 PINS: list[tuple[str, tuple[str, ...], int, int, str]] = [
     ("register", (), 5, 3, "e486ec86a09b1074"),
     ("kv", ("partition", "kill", "pause"), 5, 7, "204af6d59b9ffb16"),
     ("append", ("loss", "duplicate", "reorder", "delay"), 3, 5, "a37e1694afdafef8"),
-    ("register", NEMESIS_KINDS, 5, 11, "58d80effddcc796c"),
+    ("register", NEMESIS_KINDS, 5, 11, "50e777c57bbabc99"),
     ("kv", ("disk", "clock", "crash-after-vote", "crash-after-commit", "crash-new-leader"), 3,
      2, "6ffb355b3c1f619c"),
     ("append", ("member", "partition"), 3, 9, "bdb8e98179f3737a"),

@@ -12,9 +12,17 @@ import pytest
 
 from harness import zoo
 from harness.cli import main
-from harness.nemesis import RESTART_MS_MAX_GENERATED, ScheduleError, generate, schedule_from_json
+from harness.nemesis import (
+    RESTART_MS_MAX_GENERATED,
+    Schedule,
+    ScheduleError,
+    generate,
+    schedule_from_json,
+)
 from harness.options import OptionsError, RunOptions
 from harness.runner import run
+from harness.sim.nemesis_runtime import NemesisRuntime
+from raftlib.core.types import EntryKind
 
 VOTE = "vote-not-persisted"
 
@@ -147,6 +155,57 @@ def test_crash_after_commit_windows_mostly_crash_before_announcing_and_stay_down
     data["faults"][0]["params"]["before_send"] = "yes"
     with pytest.raises(ScheduleError, match=r"faults\[0\]: params.before_send must be true"):
         schedule_from_json(data, "s")
+
+
+def test_with_membership_changes_some_commit_crashes_wait_for_a_configuration_commit() -> None:
+    """A leader lost right after a membership change took effect (pending-conf-ignored's
+    moment): schedules with ``member`` windows aim some crash-after-commit windows at commits
+    of configuration entries; schedules without keep their windows exactly as they were."""
+    kinds = ("crash-after-commit", "member")
+    faults = [f for f in generate(7, kinds, 3, 200.0, 0.5).faults
+              if f.kind == "crash-after-commit"]
+    aimed = [f for f in faults if f.params["conf_only"]]
+    assert 0.3 < len(aimed) / len(faults) < 0.7
+    alone = generate(7, ("crash-after-commit",), 3, 200.0, 0.5).faults
+    assert all("conf_only" not in f.params for f in alone)
+    assert [f.params for f in alone] == [
+        {k: v for k, v in f.params.items() if k != "conf_only"} for f in faults]
+    data = generate(7, kinds, 3, 10.0, 0.5).to_json()
+    first = next(f for f in data["faults"] if f["kind"] == "crash-after-commit")
+    first["params"]["conf_only"] = 1
+    with pytest.raises(ScheduleError, match=r"params.conf_only must be true or false"):
+        schedule_from_json(data, "s")
+
+
+def test_a_conf_only_window_crashes_leaders_only_at_configuration_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    options = RunOptions(workload="append", nodes=3, nemesis=("member", "crash-after-commit"),
+                         nemesis_interval=0.3, time_limit=10.0, seed=3)
+    schedule = generate(options.seed, options.nemesis, options.nodes, options.time_limit,
+                        options.nemesis_interval)
+    aimed = Schedule(nodes=schedule.nodes, time_limit=schedule.time_limit, faults=tuple(
+        attrs.evolve(f, params={**f.params, "conf_only": True})
+        if f.kind == "crash-after-commit" else f for f in schedule.faults))
+    asked: list[bool] = []
+    honest = NemesisRuntime._commits_conf
+
+    def recording(self: NemesisRuntime, node: int, old: int, new: int) -> bool:
+        covers = honest(self, node, old, new)
+        log = self._nodes[node].core._log  # type: ignore[union-attr]
+        assert covers == any(e.kind is EntryKind.CONF for e in log.slice(old + 1, new))
+        asked.append(covers)
+        return covers
+
+    monkeypatch.setattr(NemesisRuntime, "_commits_conf", recording)
+    report = run(options, tmp_path, schedule=aimed)
+    assert report.verdict == "valid", report.line
+    # Commits of writes alone were let go; each crash followed a configuration's commit.
+    assert False in asked
+    assert report.results["stats"]["commit_crashes"] == asked.count(True) > 0
+    crashes = [line for line in (tmp_path / "nodes.log").read_text().splitlines()
+               if "crash-after-commit" in line and "crashing it" in line]
+    assert crashes and all("a configuration entry" in line for line in crashes), crashes
 
 
 def test_core_settings_keep_their_old_constructor_names() -> None:
