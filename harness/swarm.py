@@ -119,16 +119,15 @@ assert set(CORE_DRAWS) <= set(setting_names())
 # Lease reads (raftlib/core/lease.py, README "Lease reads") are a feature with assumptions: a
 # seed that runs them must keep to them, or the correct build would be blamed for a
 # configuration its documentation excludes. They need CheckQuorum (followers honour a lease
-# only with it), clock-rate skew the drift bound covers, and no lost ticks (a paused leader
-# loses them, a documented limit: tests/harness/test_lease_reads.py holds it as a strict
-# xfail); a kill or a crash trigger is fine (a restarted node refuses votes for an election
-# timeout). So the lease is drawn only on seeds whose own draws already keep to the first and
-# the last (CheckQuorum on, no pause), and then caps the clock skew (its profile, below).
-# Forcing CheckQuorum on or dropping pauses instead would take seeds away from what needs
-# them: figure8 is caught with CheckQuorum off (swarm seed 946, which a forcing draw turned
-# into a lease seed). The coin has its own stream, so every other dimension's draw of every
-# seed is what it was; only the seeds that draw the lease change, and only in the settings
-# named here. About 16% of all seeds: 60% of the 27% that meet the prerequisites.
+# only with it) and clock-rate skew the drift bound covers. Pauses are fine since a stalled
+# node counts the ticks it missed (tests/harness/test_lease_reads.py), and so are kills and
+# crash triggers (a restarted node refuses votes for an election timeout). So the lease is
+# drawn only on seeds whose own draws already keep CheckQuorum on, and then caps the clock
+# skew (its profile, below). Forcing CheckQuorum on instead would take seeds away from what
+# needs it off: figure8 is caught with CheckQuorum off (swarm seed 946, which a forcing draw
+# turned into a lease seed). The coin has its own stream, so every other dimension's draw of
+# every seed is what it was; only the seeds that draw the lease change, and only in the
+# settings named here.
 LEASE_READS_SHARE = 0.6
 # A lease is voided by most faults (a lost heartbeat round, a restart, a membership change):
 # a seed that mixes many kinds seldom holds one across a leadership change, the moment its
@@ -223,18 +222,16 @@ def _lease(seed: int, options: RunOptions, pinned: Collection[str],
     meet their prerequisites, with a profile and the constraints its assumptions put on the
     other draws. Pinned dimensions keep their value; a drawn lease whose assumptions the
     pinned values break stays off. A pinned ``--lease-reads`` (``pinned_on``) is on in every
-    seed, and overrides the draws it needs: CheckQuorum on, no pause."""
+    seed, and overrides the draw it needs: CheckQuorum on."""
     if "lease_reads" in pinned:
         if not pinned_on:
             return options
-    elif not (options.check_quorum and "pause" not in options.nemesis
+    elif not (options.check_quorum
               and random.Random(f"{seed}:swarm:lease_reads").random() < LEASE_READS_SHARE):
         return options.with_core(lease_reads=False)
     profile = random.Random(f"{seed}:swarm:lease_profile").choice(LEASE_PROFILES)
     focus = random.Random(f"{seed}:swarm:lease_focus").random() < LEASE_FOCUS_SHARE
     kinds = set(LEASE_FOCUS_NEMESIS) if focus else {*options.nemesis, *LEASE_NEMESIS_ADDED}
-    # Only a pinned --lease-reads can meet these two here: the draw is made to keep to them.
-    kinds.discard("pause")
     low = (options.core_value("election_timeout_ticks_min")
            if "election_timeout_ticks_min" in pinned else profile.election_timeout_ticks_min)
     stretch = low / INTERVAL_TIMEOUT_TICKS
@@ -258,8 +255,7 @@ def _lease_assumptions_hold(values: Mapping[str, Any], heartbeat_ticks: int) -> 
     ``nemesis``) keeps to what lease reads assume (README, "Lease reads")."""
     low, high = values["election_timeout_ticks_min"], values["election_timeout_ticks_max"]
     drift, rate_max = values["lease_drift_ticks"], float(values["clock_rate_max"])
-    if not (values["check_quorum"] and "pause" not in values["nemesis"]
-            and heartbeat_ticks < low < high and 0 < drift < low):
+    if not (values["check_quorum"] and heartbeat_ticks < low < high and 0 < drift < low):
         return False
     if "clock" not in values["nemesis"]:
         return True
