@@ -151,7 +151,11 @@ class _GroupSlot(_Slot):
     __slots__ = ("_group",)
 
     def __init__(self, group: ProposalGroup) -> None:
-        super().__init__()
+        # (_Slot's fields set here rather than through super().__init__: one per command.)
+        self._done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._task: trio.lowlevel.Task | None = None
         self._group = group
 
     def _wake(self) -> None:
