@@ -1,5 +1,6 @@
 """RESP2: the Redis wire protocol (parser, serializer) and a Trio server for it."""
 
+from raftlib.resp.limits import ServerLimits as ServerLimits
 from raftlib.resp.protocol import OK as OK
 from raftlib.resp.protocol import ErrorReply as ErrorReply
 from raftlib.resp.protocol import Reply as Reply
@@ -10,7 +11,6 @@ from raftlib.resp.protocol import SimpleString as SimpleString
 from raftlib.resp.protocol import encode as encode
 from raftlib.resp.protocol import encode_command as encode_command
 from raftlib.resp.server import RespServer as RespServer
-from raftlib.resp.server import ServerLimits as ServerLimits
 
 __all__ = [
     "OK",

@@ -32,15 +32,13 @@ import logging
 import os
 import select
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import outcome
 import trio
 
+from raftlib.resp.limits import BatchHandler, ServerLimits, ServerStatistics
 from raftlib.resp.protocol import ErrorReply, Reply, RespParser, encode_into
-
-if TYPE_CHECKING:
-    from raftlib.resp.server import BatchHandler, RespServer
 
 log = logging.getLogger("raftlib.resp")
 
@@ -93,6 +91,20 @@ class _TaskBatch:
         return self._result.unwrap()  # the handler's exception: handler_errors, as elsewhere
 
 
+class Server(Protocol):
+    """What the loop uses of its ``RespServer``."""
+
+    limits: ServerLimits
+    stats: ServerStatistics
+
+    @property
+    def batch_handler(self) -> BatchHandler: ...
+
+    def take_commands(
+        self, parser: RespParser, data: bytes | bytearray,
+    ) -> tuple[list[list[bytes]], ErrorReply | None]: ...
+
+
 class _Conn:
     """One connection's state in the loop."""
 
@@ -123,7 +135,7 @@ class Reactor:
     """The loop; ``run`` must be running (``RespServer.serve`` starts it) while connections
     are served through ``serve``."""
 
-    def __init__(self, server: RespServer, begin: BeginBatch) -> None:
+    def __init__(self, server: Server, begin: BeginBatch) -> None:
         self._server = server
         self._begin = begin
         self._epoll = select.epoll()
