@@ -580,10 +580,7 @@ class KvCommandHandler:
         key = args[0]
 
         def get() -> Reply:
-            if self.machine.type_of(key) not in (None, "string"):
-                return ErrorReply("WRONGTYPE Operation against a key holding the wrong kind "
-                                  "of value")
-            return self.machine.get(key)
+            return _reply_of(self.machine.get_string(key))
 
         return _Read(get)
 

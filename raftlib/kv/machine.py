@@ -94,6 +94,12 @@ class KvStateMachine:
             return "list"
         return None
 
+    def get_string(self, key: bytes) -> bytes | None | KvError:
+        """GET: the string at ``key`` (None when absent), or WRONGTYPE for a set or a list."""
+        if self.type_of(key) not in (None, "string"):
+            return _WRONGTYPE
+        return self.get(key)
+
     def smembers(self, key: bytes) -> list[bytes] | KvError:
         """The members of the set at ``key``, sorted (so every replica answers alike)."""
         if self.type_of(key) not in (None, "set"):
