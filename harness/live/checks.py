@@ -165,14 +165,18 @@ def check_safety(
 
 def check_durability(
     logs: Mapping[int, NodeLog], acked: Sequence[Acked], observed_commit: int = 0,
-    run_start_ms: int | None = None,
+    run_start_ms: int | None = None, members: Collection[int] | None = None,
 ) -> Check:
-    """Every acknowledged write is in every node's committed log or, once compacted, in its
-    snapshot's session table. ``run_start_ms`` (the harness's wall clock when the workload
+    """Every acknowledged write is in every member's committed log or, once compacted, in its
+    snapshot's session table (``members``: the final configuration's; None: every node whose
+    log is given). ``run_start_ms`` (the harness's wall clock when the workload
     began) lets a write of a session that table no longer has count as unverifiable rather
     than missing, when and only when the snapshot's session clock passed the run's start by
     more than the TTL: then the session may have expired legitimately (a leader's wall clock
     bumped forward, the live clock fault), and its compacted writes cannot be looked up."""
+    if members is not None:
+        # A removed node or an unused spare is not held to the writes made after it left.
+        logs = {node: log for node, log in logs.items() if node in members}
     if not logs:
         return Check("durability", False, "no node's log could be read")
     # Every node applied up to the commit index before the stop (liveness waits for that),

@@ -424,11 +424,8 @@ def _finish(
         linearizable[0],
         live_checks.check_safety(logs, errors, outcome.monitor.leaders,
                                  outcome.monitor.commit_max, outcome.members),
-        live_checks.check_durability(
-            logs if outcome.members is None else
-            {n: log for n, log in logs.items() if n in outcome.members},
-            outcome.acked, outcome.monitor.commit_max,
-                                     outcome.run_start_ms),
+        live_checks.check_durability(logs, outcome.acked, outcome.monitor.commit_max,
+                                     outcome.run_start_ms, outcome.members),
         live_checks.check_refusals(logs, outcome.refused, outcome.monitor.commit_max,
                                    outcome.members),
         live_checks.check_liveness(outcome.liveness),

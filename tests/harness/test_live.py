@@ -142,6 +142,10 @@ def test_durability_check_finds_an_acknowledged_write_missing_from_a_node() -> N
     # The same bytes under another (session, seq) are a different write.
     other = [Acked(2, 1, Set(b"k1", b"1"), 0, "put")]
     assert check_durability(good, other).valid is False
+    # A node removed from the configuration is not held to what was written after it left;
+    # a member is.
+    assert check_durability(lossy, acked, members={1}).valid is True
+    assert check_durability(lossy, acked, members={1, 2}).valid is False
 
 
 def test_safety_check_finds_divergent_committed_logs_and_two_leaders_in_a_term() -> None:
