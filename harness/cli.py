@@ -9,8 +9,9 @@
 Run options: ``--backend sim --nodes N --clients C --workload register|kv|append|counter|set|queue
 --nemesis partition,kill,pause,...|all|none --time-limit S --seed N --rate OPS
 --request-timeout S --nemesis-interval S --recovery-time S --lincheck-timeout S`` (one flag per
-``RunOptions`` field, derived from it), and one flag per Raft core setting (sim only; derived
-from ``raftlib.core.CoreConfig``: ``--no-pre-vote``, ``--append-entries-max N``, ...).
+``RunOptions`` field, derived from it), and one flag per Raft core setting (the simulated nodes',
+or the live raftlib nodes' through ``raftlib serve``; derived from ``raftlib.core.CoreConfig``:
+``--no-pre-vote``, ``--append-entries-max N``, ``--lease-reads`` ...).
 
 ``--target raftlib|etcd|redis-sentinel|resp`` (live only): the system under test
 (``harness.targets``); raftlib by default. ``--etcd-serializable-reads``, ``--resp-command``
@@ -74,7 +75,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
             continue
         kind = {"int": int, "float": float, "str": str}[str(field.type)]
         parser.add_argument(flag, type=kind, default=field.default, help=field.metadata["help"])
-    add_core_flags(parser, note="; sim only")
+    add_core_flags(parser, note="; simulated or live raftlib nodes")
     _add_no_progress(parser)
 
 

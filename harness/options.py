@@ -304,7 +304,8 @@ class RunOptions:
     # Client operations invoked in all, at most (0: no limit); the shrinker cuts runs with it.
     ops_limit: int = option(0, "client operations to invoke at most (0: no limit)",
                             validator=_integer_in(0, 2**31 - 1), argv=IF_SET)
-    # Settings of the Raft core under test (overrides of raftlib.core.CoreConfig), sim backend
+    # Settings of the Raft core under test (overrides of raftlib.core.CoreConfig): the simulated
+    # nodes', or the live raftlib nodes' (passed to ``raftlib serve``)
     # only: each is a configuration a user may legitimately choose, and some faults only show
     # under them (no PreVote/CheckQuorum: competing candidates in one term; one entry per
     # append: an old term's entries replicate without the new leader's noop).
@@ -365,9 +366,9 @@ class RunOptions:
             for field in _LEGACY_FIELDS:
                 object.__setattr__(self, field.name, None)
         _check_ssh(self)
-        if self.backend != "sim" and self.core:
-            raise OptionsError(f"{_flag(next(iter(self.core)))}: core settings apply to the "
-                               "simulated cluster; they need --backend sim")
+        if self.backend != "sim" and self.core and self.target != "raftlib":
+            raise OptionsError(f"{_flag(next(iter(self.core)))}: core settings are raftlib's; "
+                               f"--target {self.target} runs another system")
         self._check_target()
         if self.bug:
             from harness.zoo import UnknownBug, get
@@ -424,11 +425,13 @@ class RunOptions:
         return {"entries": self.snapshot_entries, "trailing_entries": self.snapshot_trailing,
                 "chunk_bytes": self.snapshot_chunk_bytes}
 
-    def snapshot_flags(self) -> list[str]:
-        """The same thresholds as ``raftlib serve`` flags (live nodes)."""
+    def node_flags(self) -> list[str]:
+        """The run's snapshot thresholds and core settings as ``raftlib serve`` flags (live
+        nodes run the settings the run names, as the simulated ones do)."""
         return ["--snapshot-entries", str(self.snapshot_entries),
                 "--snapshot-trailing", str(self.snapshot_trailing),
-                "--snapshot-chunk-bytes", str(self.snapshot_chunk_bytes)]
+                "--snapshot-chunk-bytes", str(self.snapshot_chunk_bytes),
+                *core_argv(self.core)]
 
     def core_text(self) -> str:
         """The non-default core settings for people ("" when every one is the default)."""

@@ -156,6 +156,8 @@ def samples(node: Node, metrics: NodeMetrics) -> list[Sample]:
                               "seconds since the leader last heard from the follower", label))
     out += [
         Sample("raftlib_proposals", metrics.proposals, "counter", "KV writes proposed"),
+        Sample("raftlib_lease_reads", node.lease_reads_served, "counter",
+               "reads this node answered under its leader lease, with no heartbeat round"),
         Sample("raftlib_leader_changes", metrics.leader_changes, "counter",
                "times this node saw a new leader"),
         Sample("raftlib_snapshots_taken", counters.get("snapshots_taken", 0), "counter",

@@ -355,6 +355,11 @@ class Node:
     def node_id(self) -> NodeId:
         return self.config.node_id
 
+    @property
+    def lease_reads_served(self) -> int:
+        """Reads this node answered under its lease since it started (``lease_reads``)."""
+        return self._core.lease_reads_served
+
     def status(self) -> NodeStatus:
         core = self._core.status()
         now = trio.current_time()

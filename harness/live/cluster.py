@@ -86,7 +86,7 @@ class LiveCluster:
     def __init__(
         self, nodes: int, network: LiveNetwork, run_dir: Path, seed: int,
         log: Callable[[int, str], None], on_spawn: Callable[[int], None] = lambda pid: None,
-        clocked: bool = False, snapshot_flags: Sequence[str] = (), lazy_disk: bool = False,
+        clocked: bool = False, node_flags: Sequence[str] = (), lazy_disk: bool = False,
         bug: str = "", spares: int = 0,
     ) -> None:
         # The founding voters; ``spares`` more nodes start with ``--join`` (knowing no
@@ -100,8 +100,8 @@ class LiveCluster:
         self.metrics_port: int | None = (scrape.METRICS_PORT if network.method == "netns"
                                          else None)
         self.network = network
-        # ``raftlib serve --snapshot-*`` flags (the run's snapshot thresholds).
-        self.snapshot_flags = tuple(snapshot_flags)
+        # ``raftlib serve`` flags for the run's snapshot thresholds and core settings.
+        self.node_flags = tuple(node_flags)
         # Nodes run under harness.live.clocked (a Trio clock whose rate the harness sets).
         self.clocked = clocked
         # Nodes run under harness.live.lazyfs (unsynced writes held in the process until
@@ -186,7 +186,7 @@ class LiveCluster:
             tick_ms=TICK_MS,
             # A different election jitter for every node and every restart.
             seed=(self.seed * 1009 + node * 101 + member.starts) % (2**31),
-            flags=[*serve_flags(), *self.snapshot_flags, *join,
+            flags=[*serve_flags(), *self.node_flags, *join,
                    *([] if self.metrics_port is None else
                      ["--metrics-port", str(self.metrics_port)])],
         )

@@ -140,7 +140,7 @@ class LiveRun(RunBase[LiveOutcome]):
         self.cluster = LiveCluster(options.nodes, network, run_dir, options.seed,
                                    log=self.node_log, on_spawn=ledger.node_started,
                                    clocked="clock" in kinds,
-                                   snapshot_flags=options.snapshot_flags(),
+                                   node_flags=options.node_flags(),
                                    lazy_disk="disk" in kinds,
                                    bug=options.bug,
                                    spares=SPARE_NODES if "member" in kinds else 0)

@@ -23,7 +23,8 @@ SCRAPE_SECONDS_MAX = 1.0
 SCRAPE_BYTES_MAX = 256 * 1024
 # The samples kept in metrics.jsonl (all gauges and counters of one node, unlabelled).
 KEPT = ("raftlib_term", "raftlib_leader_id", "raftlib_commit_index", "raftlib_applied_index",
-        "raftlib_leader_changes_total", "raftlib_safety_anomalies_total")
+        "raftlib_leader_changes_total", "raftlib_safety_anomalies_total",
+        "raftlib_lease_reads_total")
 
 
 class ScrapeError(Exception):

@@ -94,7 +94,7 @@ class KvStateMachine:
             return "list"
         return None
 
-    def get_string(self, key: bytes) -> bytes | None | KvError:
+    def get_string(self, key: bytes) -> bytes | KvError | None:
         """GET: the string at ``key`` (None when absent), or WRONGTYPE for a set or a list."""
         if self.type_of(key) not in (None, "string"):
             return _WRONGTYPE

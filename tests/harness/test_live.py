@@ -62,6 +62,27 @@ def test_live_run_under_partition_kill_pause_is_valid_and_leaves_nothing_behind(
     _assert_clean(results)
 
 
+@needs_netns
+def test_live_nodes_run_the_core_settings_of_the_run_lease_reads_under_pauses_stay_valid(
+    tmp_path: Path,
+) -> None:
+    """Core settings reach live raftlib nodes as `raftlib serve` flags. With lease reads on,
+    leaders stopped by SIGSTOP count the time they lost before answering from their lease
+    (raftlib.node's ticks follow the clock): the history stays linearizable, and the leaders
+    did answer reads from their lease (the nodes' Prometheus counter, scraped during the run)."""
+    report, results = _live(tmp_path, nodes=3, time_limit=8.0, nemesis=("partition", "pause"),
+                            seed=4, recovery_time=10.0, core={"lease_reads": True})
+    assert report.verdict == "valid", f"reproduce with seed=4: {report.line}"
+    assert results["options"]["lease_reads"] is True
+    assert "--lease-reads" in results["command"]
+    scraped = [json.loads(line) for line in
+               (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    served = [row for row in scraped
+              if row.get("raftlib_lease_reads_total", 0) > 0]
+    assert served, "no node answered a read from its lease"
+    _assert_clean(results)
+
+
 def test_proxy_fallback_when_namespaces_are_disabled_is_valid_and_says_it_is_weaker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -33,13 +33,17 @@ def _options(seed: int, **overrides: Any) -> RunOptions:
     return RunOptions(**values)
 
 
-def test_core_settings_are_validated_in_one_line_and_sim_only() -> None:
+def test_core_settings_are_validated_in_one_line_and_are_raftlibs_only() -> None:
     with pytest.raises(OptionsError, match=r"^--append-entries-max: must be an integer"):
         RunOptions(core={"append_entries_max": 0})
     with pytest.raises(OptionsError, match=r"^--pre-vote: must be true or false"):
         RunOptions(core={"pre_vote": "no"})
-    with pytest.raises(OptionsError, match="need --backend sim"):
-        RunOptions(backend="live", core={"check_quorum": False})
+    with pytest.raises(OptionsError, match="--target etcd runs another system"):
+        RunOptions(backend="live", target="etcd", core={"check_quorum": False})
+    # Live raftlib nodes get them as `raftlib serve` flags.
+    live = RunOptions(backend="live", core={"lease_reads": True, "lease_drift_ticks": 4})
+    flags = live.node_flags()
+    assert "--lease-reads" in flags and flags[flags.index("--lease-drift-ticks") + 1] == "4"
 
 
 def test_core_settings_round_trip_through_argv_and_json() -> None:
