@@ -673,12 +673,14 @@ async def serve_kv(
                             begin=handler.begin_batch, limits=server_limits)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(batcher.run)
-            await nursery.start(server.serve, listeners)
             if metrics_port is not None:
+                # Before the client port: whoever sees the node answer clients (an operator's
+                # "ready") finds its metrics served too.
                 port = await nursery.start(serve_metrics, node, metrics, metrics_port,
                                            client_host)
                 log.info("node %d: metrics on http://%s:%d/metrics", config.node_id,
                          client_host, port)
+            await nursery.start(server.serve, listeners)
             log.info("node %d: RESP%s on %s:%d", config.node_id,
                      " (TLS)" if ssl_context is not None else "", client_host, client_port)
             task_status.started(handler)
