@@ -52,8 +52,9 @@ from harness.live.session import (
     RunBase,
     _is_interrupt,
     _StopSignals,
-    check_fields,
     run_in_trio,
+    run_results,
+    run_stats,
     save_run,
     supported_nemeses,
 )
@@ -435,15 +436,9 @@ def _finish(
     if outcome.nemesis.file_faults:
         all_checks.append(filefaults.check_file_faults(outcome.nemesis.file_faults))
     verdict = verdict_of(all_checks)
-    cmd = command or command_line([*options.to_argv(), *(["--out", str(out_dir)] if out_dir
-                                                          else [])])
     stats = {
-        "wall_seconds": round(wall, 3),
-        "startup_seconds": round(outcome.startup_seconds, 3),
-        "run_seconds": round(outcome.run_seconds, 3),
-        "operations": dict(outcome.history.counts),
-        "faults_started": dict(sorted(outcome.nemesis.fired.items())),
-        "fault_windows": outcome.nemesis.windows,
+        **run_stats(wall, outcome.startup_seconds, outcome.run_seconds, outcome.history,
+                    outcome.nemesis),
         "acknowledged_writes": len(outcome.acked),
         "refused_writes": len(outcome.refused),
         "commit_index": live_checks.committed_bound(logs, outcome.monitor.commit_max),
@@ -477,21 +472,12 @@ def _finish(
         "transport": ("plain TCP (raftlib serve --insecure): the test network is private to "
                       "this machine" if "--insecure" in serve_flags() else "raftlib's default"),
     }
-    results: dict[str, Any] = {
-        "version": RESULTS_VERSION,
-        "verdict": verdict,
-        "seed": options.seed,
-        "backend": "live",
-        "object_under_test": f"raftlib {raftlib_version()}: serve processes (raftlib.kv over "
-                             "RESP, exactly-once sessions)",
-        "target": {"name": "raftlib", "version": f"raftlib {raftlib_version()}"},
-        "options": options.to_json(),
-        "live": live_info,
-        **check_fields(all_checks),
-        "stats": stats,
-        "command": cmd,
-        "replay": f"raft-harness replay {out_dir}" if out_dir is not None else None,
-    }
+    results = run_results(
+        options, verdict, all_checks, stats, command, out_dir,
+        object_under_test=f"raftlib {raftlib_version()}: serve processes (raftlib.kv over "
+                          "RESP, exactly-once sessions)",
+        target={"name": "raftlib", "version": f"raftlib {raftlib_version()}"},
+        live=live_info)
     jsonl = save_run(run_dir, results, outcome.history, schedule, linearizable,
                      options.workload)
     line = _one_line(options, all_checks, verdict, stats, network_info, wall, out_dir)

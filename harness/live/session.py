@@ -30,7 +30,7 @@ from harness.live.nemesis import LIVE_NEMESES, LiveNemesis
 from harness.live.net import planned_method
 from harness.live.remote import SSH_NEMESES
 from harness.nemesis import Schedule
-from harness.options import OptionsError, RunOptions
+from harness.options import OptionsError, RunOptions, command_line
 from harness.progress import RunProgress
 from harness.workloads import make_workload
 
@@ -255,6 +255,41 @@ def check_fields(all_checks: Sequence[Check]) -> dict[str, Any]:
     """The fields of results.json that say what each check found."""
     return {"checks": {c.name: c.to_json() for c in all_checks},
             "failed_checks": [c.name for c in all_checks if c.valid is False]}
+
+
+def run_stats(wall: float, startup: float, run: float, history: HistoryRecorder,
+              nemesis: LiveNemesis) -> dict[str, Any]:
+    """The statistics every live run reports; each target's runner adds its own."""
+    return {
+        "wall_seconds": round(wall, 3),
+        "startup_seconds": round(startup, 3),
+        "run_seconds": round(run, 3),
+        "operations": dict(history.counts),
+        "faults_started": dict(sorted(nemesis.fired.items())),
+        "fault_windows": nemesis.windows,
+    }
+
+
+def run_results(options: RunOptions, verdict: str, all_checks: Sequence[Check],
+                stats: dict[str, Any], command: str | None, out_dir: Path | None,
+                **fields: Any) -> dict[str, Any]:
+    """results.json of a finished live run: what every run says, then ``fields`` (what the
+    target under test adds). ``command`` reproduces the run (printed from the options when
+    None)."""
+    cmd = command or command_line([*options.to_argv(), *(["--out", str(out_dir)] if out_dir
+                                                          else [])])
+    return {
+        "version": RESULTS_VERSION,
+        "verdict": verdict,
+        "seed": options.seed,
+        "backend": "live",
+        "options": options.to_json(),
+        **fields,
+        **check_fields(all_checks),
+        "stats": stats,
+        "command": cmd,
+        "replay": f"raft-harness replay {out_dir}" if out_dir is not None else None,
+    }
 
 
 def save_run(run_dir: Path, results: dict[str, Any], history: HistoryRecorder,

@@ -36,16 +36,16 @@ from harness.live.nemesis import LiveNemesis
 from harness.live.net import LiveNetwork, LiveSetupError, open_network
 from harness.live.session import (
     READY_SECONDS_MAX,
-    RESULTS_VERSION,
     RunBase,
     _StopSignals,
-    check_fields,
     run_in_trio,
+    run_results,
+    run_stats,
     save_run,
     supported_nemeses,
 )
 from harness.nemesis import Schedule
-from harness.options import RunOptions, command_line, nemesis_text
+from harness.options import RunOptions, nemesis_text
 from harness.outcomes import RunReport
 from harness.progress import RunProgress
 from harness.targets import make_db
@@ -265,36 +265,21 @@ def _finish(
     expected = {c.name: db.expected_failures[c.name] for c in all_checks
                 if c.valid is False and c.name in db.expected_failures}
     all_checks = annotate_expected(all_checks, db.name, expected)
-    cmd = command or command_line([*options.to_argv(), *(["--out", str(out_dir)] if out_dir
-                                                          else [])])
     stats = {
-        "wall_seconds": round(wall, 3),
-        "startup_seconds": round(outcome.startup_seconds, 3),
-        "run_seconds": round(outcome.run_seconds, 3),
-        "operations": dict(outcome.history.counts),
-        "faults_started": dict(sorted(outcome.nemesis.fired.items())),
-        "fault_windows": outcome.nemesis.windows,
+        **run_stats(wall, outcome.startup_seconds, outcome.run_seconds, outcome.history,
+                    outcome.nemesis),
         "primaries": outcome.primaries,
         "client_errors": outcome.client_errors,
         "nodes": cluster.statistics(),
     }
-    results: dict[str, Any] = {
-        "version": RESULTS_VERSION,
-        "verdict": verdict,
-        "seed": options.seed,
-        "backend": "live",
-        "target": {"name": db.name, "version": version, "description": db.description,
-                   "expected_failures": dict(db.expected_failures)},
-        "expected_failures_seen": expected,
-        "object_under_test": f"{db.description}: {version}",
-        "options": options.to_json(),
-        "live": {**network_info, "nemeses_supported": list(supported_nemeses()),
-                 "target_nemeses": list(db.nemeses), "python": sys.executable},
-        **check_fields(all_checks),
-        "stats": stats,
-        "command": cmd,
-        "replay": f"raft-harness replay {out_dir}" if out_dir is not None else None,
-    }
+    results = run_results(
+        options, verdict, all_checks, stats, command, out_dir,
+        target={"name": db.name, "version": version, "description": db.description,
+                "expected_failures": dict(db.expected_failures)},
+        expected_failures_seen=expected,
+        object_under_test=f"{db.description}: {version}",
+        live={**network_info, "nemeses_supported": list(supported_nemeses()),
+              "target_nemeses": list(db.nemeses), "python": sys.executable})
     jsonl = save_run(run_dir, results, outcome.history, schedule, linearizable,
                      options.workload)
     line = one_line(options, version, all_checks, verdict, stats, wall, out_dir)
