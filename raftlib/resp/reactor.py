@@ -217,14 +217,18 @@ class Reactor:
         while True:
             await trio.lowlevel.wait_readable(epoll.fileno())
             # One round: each connection is served once at most (what was marked ready during
-            # the round waits for the next, after the other tasks had their turn).
+            # the round waits for the next, after the other tasks had their turn). The wake-up
+            # is consumed before anything is served: a connection marked ready during the
+            # round (it yielded, or was served already) must signal again, or it would wait
+            # for an unrelated event (had the eventfd been read later in the round, its mark
+            # would have found the signal still set and been lost).
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(wakeup)
+            self._signalled = False
             self._round += 1
             ready, self._ready = self._ready, []
             for fd, events in epoll.poll(0, EVENTS_PER_ROUND_MAX):
                 if fd == wakeup:
-                    with contextlib.suppress(BlockingIOError):
-                        os.eventfd_read(wakeup)
-                    self._signalled = False
                     continue
                 conn = conns.get(fd)
                 if conn is None:
