@@ -34,7 +34,6 @@ import select
 from collections.abc import Callable
 from typing import Protocol
 
-import outcome
 import trio
 
 from raftlib.resp.limits import BatchHandler, ServerLimits, ServerStatistics
@@ -79,16 +78,22 @@ class _TaskBatch:
 
     def __init__(self, wake: Callable[[], None]) -> None:
         self._wake = wake
-        self._result: outcome.Outcome[list[Reply]] | None = None
+        self._replies: list[Reply] | None = None
+        self._error: Exception | None = None
 
     async def run(self, batch: BatchHandler, commands: list[list[bytes]]) -> None:
-        self._result = await outcome.acapture(batch, commands)
+        # Only an Exception is the connection's (handler_errors when advanced); cancellation
+        # (the server stopping) ends this task as it is, never inside the loop's task.
+        try:
+            self._replies = await batch(commands)
+        except Exception as exc:
+            self._error = exc
         self._wake()
 
     def advance(self) -> list[Reply] | None:
-        if self._result is None:
-            return None
-        return self._result.unwrap()  # the handler's exception: handler_errors, as elsewhere
+        if self._error is not None:
+            raise self._error
+        return self._replies
 
 
 class Server(Protocol):
