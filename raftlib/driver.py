@@ -537,8 +537,10 @@ class Driver:
         if snapshots:
             # The core names the snapshot; its bytes go as chunks (raftlib.snapshots).
             for m in messages:
-                if isinstance(m, InstallSnapshot):
-                    self._start_sender(m.dst)
+                if isinstance(m, InstallSnapshot) and self._leads(m.term):
+                    # (A Ready's messages may leave after its sync, by when the node may have
+                    # stepped down: a transfer of an earlier term is not started then.)
+                    self._start_sender(m.dst, m.term)
             messages = [m for m in messages if type(m) is not InstallSnapshot]
             if not messages:
                 return
@@ -759,12 +761,20 @@ class Driver:
         self._send_out([ack])
 
     def _on_chunk_ack(self, ack: SnapshotChunkAck) -> None:
+        if self._senders and not self._leads(self.core.term):
+            # No longer the leader (a higher term arrived before the tick that would have
+            # closed the transfers): an ack must not send the next chunk. Sent in the new
+            # term, it claimed a leadership this node does not have (swarm seed 2660: a leader
+            # resumed from a pause, stepped down on a queued vote request, then answered a
+            # queued ack with a chunk of the new term: "two leaders in term 8").
+            self._close_senders()
+            return
         sender = self._senders.get(ack.src)
-        if sender is None or sender.stream != ack.stream or ack.term != self.core.term:
+        if sender is None or sender.stream != ack.stream or ack.term != sender.term:
             return
         sender.on_ack(ack.offset)
         if sender.restart_needed:
-            self._start_sender(ack.src)
+            self._start_sender(ack.src, sender.term)
             return
         self.core.snapshot_progress(ack.src)
         if sender.done:
@@ -774,7 +784,7 @@ class Driver:
             return
         self._send_chunks(sender)
 
-    def _start_sender(self, peer: NodeId) -> None:
+    def _start_sender(self, peer: NodeId, term: int) -> None:
         old = self._senders.pop(peer, None)
         if old is not None:
             old.close()
@@ -782,7 +792,8 @@ class Driver:
             self.core.snapshot_failed(peer)
             return
         try:
-            sender = SnapshotSender(self._storage, peer, self._next_stream, self.snapshot_policy)
+            sender = SnapshotSender(self._storage, peer, self._next_stream, self.snapshot_policy,
+                                    term=term)
         except CorruptSnapshot as exc:
             log.error("cannot send a snapshot to node %d: %s", peer, exc)
             self.core.snapshot_failed(peer)
@@ -794,8 +805,11 @@ class Driver:
         self._send_chunks(sender)
 
     def _send_chunks(self, sender: SnapshotSender) -> None:
+        assert self._leads(sender.term), (
+            f"a snapshot chunk of term {sender.term} from a node that does not lead it "
+            f"(term {self.core.term}, {self.core.role.value})")
         try:
-            chunks = sender.chunks(self.core.term, self.core.node_id)
+            chunks = sender.chunks(sender.term, self.core.node_id)
         except CorruptSnapshot as exc:
             # Our own snapshot file is damaged: say so, and let the core retry later (never
             # stop the leader over a transfer).
@@ -808,11 +822,18 @@ class Driver:
             self.counters["snapshot_chunks_sent"] += len(chunks)
             self._send_out(chunks)
 
+    def _leads(self, term: int) -> bool:
+        core = self.core
+        return core.role is Role.LEADER and core.term == term
+
+    def _close_senders(self) -> None:
+        for sender in self._senders.values():
+            sender.close()
+        self._senders.clear()
+
     def _tick_senders(self) -> None:
         if self.core.role is not Role.LEADER:
-            for sender in self._senders.values():
-                sender.close()
-            self._senders.clear()
+            self._close_senders()
             return
         for sender in list(self._senders.values()):
             if sender.tick():

@@ -130,9 +130,14 @@ class SnapshotSender:
         peer: NodeId,
         stream: int,
         policy: SnapshotPolicy,
+        *,
+        term: int,
     ) -> None:
         self.peer = peer
         self.stream = stream
+        # The leader's term the transfer belongs to: its chunks carry it, whatever term the
+        # node is in by the time one goes out (a chunk claims leadership in its term).
+        self.term = term
         self._policy = policy
         reader = source.open_snapshot()
         if reader is None:

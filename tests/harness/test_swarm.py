@@ -343,3 +343,14 @@ def test_one_entry_appends_under_jitter_loss_and_duplication_do_not_storm() -> N
         seed=8)
     report = run(options, None, lincheck_parallel=False)
     assert report.verdict == "valid", report.line
+
+
+def test_swarm_seed_2660_stays_valid() -> None:
+    """A leader paused in the middle of a snapshot transfer (lease reads, crash-after-vote,
+    PreVote off) resumed, stepped down on a queued vote request, then answered a queued chunk
+    acknowledgement with a chunk stamped with the new term: a follower saw two leaders in one
+    term (raftlib/driver.py: a transfer belongs to the term that started it)."""
+    from harness.runner import run
+
+    report = run(swarm.draw(2660, RunOptions(swarm=True)), None, lincheck_parallel=False)
+    assert report.verdict == "valid", report.line

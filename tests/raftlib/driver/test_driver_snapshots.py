@@ -14,7 +14,14 @@ import crc32c
 import pytest
 
 from raftlib.core import CoreConfig, Entry, HardState, Message, RaftCore, Role
-from raftlib.core.types import ConfState, SnapshotChunk, SnapshotMeta
+from raftlib.core.types import (
+    ConfState,
+    InstallSnapshot,
+    RequestVote,
+    SnapshotChunk,
+    SnapshotChunkAck,
+    SnapshotMeta,
+)
 from raftlib.driver import Driver, PersistJob, recover
 from raftlib.errors import CorruptSnapshot
 from raftlib.snapshots import SnapshotPolicy, SnapshotReceiver, SnapshotSender
@@ -311,7 +318,7 @@ def test_a_resend_after_the_snapshot_was_replaced_sends_the_same_bytes() -> None
     store = FakeStorage()
     meta = SnapshotMeta(5, 1, ConfState(IDS))
     store.snap = (meta, b"abcdefghij")
-    sender = SnapshotSender(store, 2, 1, TINY)
+    sender = SnapshotSender(store, 2, 1, TINY, term=1)
     first = sender.chunks(1, 1)
     assert [c.data for c in first] == [b"abc", b"def"]  # the window: 2 chunks of 3 bytes
     store.snap = (SnapshotMeta(9, 1, ConfState(IDS)), b"something else entirely")
@@ -351,7 +358,7 @@ def test_a_restarted_leaders_stream_is_not_mistaken_for_its_old_one() -> None:
 def test_duplicate_acknowledgements_rewind_the_window_once() -> None:
     store = FakeStorage()
     store.snap = (SnapshotMeta(5, 1, ConfState(IDS)), b"abcdefghij")
-    sender = SnapshotSender(store, 2, 1, TINY)
+    sender = SnapshotSender(store, 2, 1, TINY, term=1)
     assert len(sender.chunks(1, 1)) == 2
     sender.on_ack(0)  # the first chunk was lost: the follower says where it stands
     assert len(sender.chunks(1, 1)) == 2
@@ -365,7 +372,7 @@ def test_an_acknowledgement_that_makes_progress_never_resends_the_window() -> No
     chunk brought another acknowledgement."""
     store = FakeStorage()
     store.snap = (SnapshotMeta(5, 1, ConfState(IDS)), b"abcdefghij")
-    sender = SnapshotSender(store, 2, 1, TINY)
+    sender = SnapshotSender(store, 2, 1, TINY, term=1)
     assert [c.data for c in sender.chunks(1, 1)] == [b"abc", b"def"]
     sender.on_ack(3)  # "abc" arrived; "def" is still on its way
     assert [c.data for c in sender.chunks(1, 1)] == [b"ghi"]  # only what the window opened
@@ -379,10 +386,64 @@ def test_duplicates_acking_later_offsets_do_not_rewind_again_before_recovery() -
     and each rewound the window again; now none does until the resent window is acked."""
     store = FakeStorage()
     store.snap = (SnapshotMeta(5, 1, ConfState(IDS)), b"abcdefghij")
-    sender = SnapshotSender(store, 2, 1, TINY)
+    sender = SnapshotSender(store, 2, 1, TINY, term=1)
     assert [c.data for c in sender.chunks(1, 1)] == [b"abc", b"def"]
     sender.on_ack(0)  # "abc" was lost, "def" arrived out of order
     assert [c.data for c in sender.chunks(1, 1)] == [b"abc", b"def"]  # the one rewind
     sender.on_ack(3)  # the resent "abc" arrived
     sender.on_ack(3)  # a duplicate of it: no progress, but the window is being resent
     assert [c.data for c in sender.chunks(1, 1)] == [b"ghi"]
+
+
+def _transfer_in_progress() -> tuple[Cluster, int, int]:
+    """A leader streaming its snapshot to a follower that came back behind its log."""
+    c = Cluster(TINY, seed=3)
+    leader = c.leader()
+    lagging = next(n for n in IDS if n != leader)
+    c.crash(lagging)
+    c.propose(*range(1, 41))
+    c.boot(lagging)
+    for _ in range(50):
+        c.drivers[leader].tick()
+        c.round()
+        if c.drivers[leader]._senders:
+            return c, leader, lagging
+    raise AssertionError("no transfer started")
+
+
+def test_a_leader_that_stepped_down_sends_no_chunk_of_its_old_transfer() -> None:
+    """Swarm seed 2660: a leader paused mid-transfer resumed, stepped down on a queued vote
+    request of term t+1, then answered a queued chunk acknowledgement of term t+1 with the
+    next chunk, stamped with the term it was now in: a follower saw two leaders in term t+1.
+    A transfer belongs to the term that started it, and only its leader sends its chunks."""
+    c, leader, lagging = _transfer_in_progress()
+    driver = c.drivers[leader]
+    sender = driver._senders[lagging]
+    term = driver.core.term
+    assert sender.term == term
+    other = next(n for n in IDS if n not in (leader, lagging))
+    c.queue.clear()
+    driver.step([RequestVote(term + 1, other, leader, 10**6, term + 1)])
+    assert driver.core.role is not Role.LEADER and driver.core.term == term + 1
+    driver.step([SnapshotChunkAck(term + 1, lagging, leader, sender.stream, sender.acked)])
+    c.pump(leader)
+    chunks = [m for m in c.queue if isinstance(m, SnapshotChunk)]
+    assert chunks == [], chunks
+    assert not driver._senders
+
+
+def test_a_snapshot_offer_of_an_earlier_term_starts_no_transfer() -> None:
+    """A Ready's messages may leave after its sync, when the node has stepped down since: an
+    InstallSnapshot of the term it no longer leads starts nothing (its chunks would claim
+    the current term)."""
+    c, leader, lagging = _transfer_in_progress()
+    driver = c.drivers[leader]
+    term = driver.core.term
+    driver._close_senders()
+    driver.step([RequestVote(term + 1, lagging, leader, 10**6, term + 1)])
+    assert driver.core.role is not Role.LEADER
+    meta = c.storage[leader].snap
+    assert meta is not None
+    c.queue.clear()
+    driver._send([InstallSnapshot(term, leader, lagging, meta[0])])
+    assert not driver._senders and c.queue == []
