@@ -262,10 +262,9 @@ class _ReadsInFlight:
         try:
             self.group.result()
         except _READ_ERRORS as exc:
-            _fill(replies, self.reads, handler._read_failed(exc))
+            handler._reads_done(self.reads, replies, exc)
             return
-        for position, read in self.reads:
-            replies[position] = read.fn()
+        handler._reads_done(self.reads, replies, None)
 
 
 class _PendingBatch:
@@ -342,7 +341,6 @@ class KvCommandHandler:
         # keeps their deadline (its ``timeout_seconds``, which serve_kv sets to this config's
         # read_timeout_seconds); without one, each batch of reads runs its own round under a
         # cancel scope of read_timeout_seconds.
-        self._batched_reads = read_batcher is not None
         self._batcher = read_batcher
         self._read_barrier: Callable[[], Awaitable[int]] = (
             read_batcher.wait_barrier if read_batcher is not None else node.read_barrier)
@@ -504,14 +502,23 @@ class KvCommandHandler:
     async def _run_reads(self, reads: list[tuple[int, _Read]], replies: list[Reply]) -> None:
         """One ReadIndex barrier for a run of reads, then serve each at that point."""
         try:
-            if self._batched_reads:
+            if self._batcher is not None:
                 # The batcher keeps the deadline for all its readers (read_timeout_seconds).
                 await self._read_barrier()
             else:
                 with trio.fail_after(self.config.read_timeout_seconds):
                     await self._read_barrier()
         except _READ_ERRORS as exc:
-            _fill(replies, reads, self._read_failed(exc))
+            self._reads_done(reads, replies, exc)
+            return
+        self._reads_done(reads, replies, None)
+
+    def _reads_done(self, reads: list[tuple[int, _Read]], replies: list[Reply],
+                    error: Exception | None) -> None:
+        """Answer a run of reads once its round is over: each read at that point, or every
+        one the round's error."""
+        if error is not None:
+            _fill(replies, reads, self._read_failed(error))
             return
         for position, read in reads:
             replies[position] = read.fn()
@@ -553,7 +560,7 @@ class KvCommandHandler:
         and reads in the same order and calls ``wake`` whenever it may go on; None (the loop
         then awaits ``handle_batch`` in a task) for an operator's command, or without a read
         batcher."""
-        if not self._batched_reads:
+        if self._batcher is None:
             return None
         replies, runs = self._plan_runs(commands)
         if any(kind is _Admin for kind, _ in runs):
