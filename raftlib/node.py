@@ -449,7 +449,7 @@ class Node:
                 full = ProposalQueueFull(
                     f"the node's input queue stayed full for {timeout_seconds:g} s")
                 return [outcome.Error(full) for _ in slots]
-            heapq.heappush(self._deadlines, (deadline, next(self._deadline_order), slots))
+            self._fail_unfinished_at(deadline, slots)
         out: list[outcome.Outcome[Any]] = []
         for slot in slots:
             if not slot.done:
@@ -479,8 +479,7 @@ class Node:
             self._in_tx.send_nowait(_Propose(commands, list(group.slots)))
         except trio.WouldBlock:
             raise ProposalQueueFull("the node's input queue is full") from None
-        deadline = trio.current_time() + timeout_seconds
-        heapq.heappush(self._deadlines, (deadline, next(self._deadline_order), group.slots))
+        self._fail_unfinished_at(trio.current_time() + timeout_seconds, group.slots)
         return group
 
     async def read_barrier(self) -> int:
@@ -676,6 +675,11 @@ class Node:
     def _check_running(self) -> None:
         if self._stopped:
             raise Stopped(f"node {self.node_id} has stopped")
+
+    def _fail_unfinished_at(self, deadline: float, slots: list[_Slot]) -> None:
+        """The slots still unfilled at ``deadline`` get ``ProposalOutcomeUnknown`` then (the
+        ticker's ``_expire_deadlines``)."""
+        heapq.heappush(self._deadlines, (deadline, next(self._deadline_order), slots))
 
     def _expire_deadlines(self, now: float) -> None:
         """Fail the proposals whose ``propose_batch`` deadline passed; drop finished ones."""
