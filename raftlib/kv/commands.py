@@ -21,26 +21,28 @@ import msgspec
 # Integer tags keep the encoding small and stable; never reuse or renumber one.
 
 
-class Set(msgspec.Struct, frozen=True, array_like=True, tag=1):
+# ``gc=False`` (as the core's records, ``raftlib.core.types``): numbers and bytes only, no
+# cycle can run through a command, and one is built and decoded per write.
+class Set(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=1):
     key: bytes
     value: bytes
 
 
-class Delete(msgspec.Struct, frozen=True, array_like=True, tag=2):
+class Delete(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=2):
     keys: tuple[bytes, ...]
 
 
-class Append(msgspec.Struct, frozen=True, array_like=True, tag=3):
+class Append(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=3):
     key: bytes
     value: bytes
 
 
-class Incr(msgspec.Struct, frozen=True, array_like=True, tag=4):
+class Incr(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=4):
     key: bytes
     by: int
 
 
-class Cas(msgspec.Struct, frozen=True, array_like=True, tag=5):
+class Cas(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=5):
     """Set ``key`` to ``new`` if its value is ``expected`` (``None``: if the key is absent)."""
 
     key: bytes
@@ -48,21 +50,21 @@ class Cas(msgspec.Struct, frozen=True, array_like=True, tag=5):
     new: bytes
 
 
-class SAdd(msgspec.Struct, frozen=True, array_like=True, tag=6):
+class SAdd(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=6):
     """Add ``members`` to the set at ``key``; the result is how many were not there yet."""
 
     key: bytes
     members: tuple[bytes, ...]
 
 
-class RPush(msgspec.Struct, frozen=True, array_like=True, tag=7):
+class RPush(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=7):
     """Append ``values`` to the tail of the list at ``key``; the result is its new length."""
 
     key: bytes
     values: tuple[bytes, ...]
 
 
-class LPop(msgspec.Struct, frozen=True, array_like=True, tag=8):
+class LPop(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=8):
     """Remove and return the head of the list at ``key`` (``None``: empty or absent)."""
 
     key: bytes
@@ -71,21 +73,21 @@ class LPop(msgspec.Struct, frozen=True, array_like=True, tag=8):
 Op = Set | Delete | Append | Incr | Cas | SAdd | RPush | LPop
 
 
-class Request(msgspec.Struct, frozen=True, array_like=True, tag=10):
+class Request(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=10):
     session: int
     seq: int
     now_ms: int
     op: Op
 
 
-class OpenSession(msgspec.Struct, frozen=True, array_like=True, tag=11):
+class OpenSession(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=11):
     now_ms: int
 
 
 Command = Request | OpenSession
 
 
-class KvError(msgspec.Struct, frozen=True, array_like=True, tag=20):
+class KvError(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=20):
     """A command that was applied but could not be carried out, as a value (never raised by
     ``apply``, so it can be cached in a session and returned to the proposer). ``code`` is the
     RESP error prefix: ``ERR``, ``WRONGTYPE``, ``SESSIONEXPIRED`` or ``STALESEQ``."""

@@ -52,6 +52,9 @@ EVENTS_PER_ROUND_MAX = 1024
 BATCHES_WITHOUT_YIELD_MAX = 4
 COMMANDS_WITHOUT_YIELD_MAX = 128
 
+# What ``take_commands`` gives for an empty parser (never mutated: a batch is a new list).
+_NONE_TAKEN: tuple[list[list[bytes]], ErrorReply | None] = ([], None)
+
 _READ_EVENTS = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 
 
@@ -285,7 +288,11 @@ class Reactor:
                 self._mark_ready(conn)  # others' turn: this one goes on next round
                 return
             # Complete commands still in the parser first (a full batch left some), then read.
-            commands, error = server.take_commands(conn.parser, b"")
+            # (An empty parser has none: the usual case, one command per read, skips the call.)
+            if conn.parser.buffered_bytes:
+                commands, error = server.take_commands(conn.parser, b"")
+            else:
+                commands, error = _NONE_TAKEN
             if not commands and error is None:
                 if not conn.readable:
                     conn.idle_since = trio.current_time()
