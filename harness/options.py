@@ -421,14 +421,16 @@ class RunOptions:
         return self.core.get(name, attrs.fields_dict(CoreConfig)[name].default)
 
     def snapshot_settings(self) -> dict[str, int]:
-        """The nodes' ``SnapshotPolicy`` fields these options set."""
+        """The nodes' ``SnapshotPolicy`` fields these options set (snapshots every
+        ``snapshot_entries`` entries exactly: no ``state_ratio`` wait, so a run snapshots as
+        often as it says)."""
         return {"entries": self.snapshot_entries, "trailing_entries": self.snapshot_trailing,
-                "chunk_bytes": self.snapshot_chunk_bytes}
+                "chunk_bytes": self.snapshot_chunk_bytes, "state_ratio": 0}
 
     def node_flags(self) -> list[str]:
         """The run's snapshot thresholds and core settings as ``raftlib serve`` flags (live
         nodes run the settings the run names, as the simulated ones do)."""
-        return ["--snapshot-entries", str(self.snapshot_entries),
+        return ["--snapshot-entries", str(self.snapshot_entries), "--snapshot-state-ratio", "0",
                 "--snapshot-trailing", str(self.snapshot_trailing),
                 "--snapshot-chunk-bytes", str(self.snapshot_chunk_bytes),
                 *core_argv(self.core)]

@@ -66,7 +66,7 @@ from raftlib.core.config import SettingError, check_overrides
 from raftlib.errors import ConfigError, RaftError, StorageError
 from raftlib.node import NodeConfig, open_node
 from raftlib.operator_cli import add_operator_commands, operator_command, operator_main
-from raftlib.snapshots import SnapshotPolicy
+from raftlib.snapshots import STATE_RATIO_MAX, SnapshotPolicy
 
 if TYPE_CHECKING:
     import ssl
@@ -122,6 +122,9 @@ def _add_snapshot_options(serve: argparse.ArgumentParser) -> None:
                        help="snapshot after this many applied entries (0: not by count)")
     group.add_argument("--snapshot-bytes", type=int, default=d.bytes,
                        help="snapshot after this many bytes of applied commands (0: not by size)")
+    group.add_argument("--snapshot-state-ratio", type=float, default=d.state_ratio,
+                       help="the entries trigger waits until the commands since the last snapshot "
+                            "are this many times its size (0: by count alone)")
     group.add_argument("--snapshot-trailing", type=int, default=d.trailing_entries,
                        help="log entries kept behind a snapshot for followers slightly behind")
     group.add_argument("--snapshot-chunk-bytes", type=int, default=d.chunk_bytes,
@@ -141,7 +144,11 @@ def _snapshot_policy(args: argparse.Namespace) -> SnapshotPolicy:
         minimum = 1 if field == "chunk_bytes" else 0
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ConfigError(f"{flags[field]}: must be an int >= {minimum}, got {value!r}")
-    return SnapshotPolicy(**values)
+    ratio = args.snapshot_state_ratio
+    if not 0 <= ratio <= STATE_RATIO_MAX:  # (also refuses nan)
+        raise ConfigError(
+            f"--snapshot-state-ratio: must be a number in 0..{STATE_RATIO_MAX:g}, got {ratio!r}")
+    return SnapshotPolicy(**values, state_ratio=ratio)
 
 
 def _parser() -> _Parser:

@@ -160,10 +160,12 @@ class SnapshotTask:
     meta: SnapshotMeta
     writer: SnapshotWriter
     write: Callable[[Any], None]
+    size: int = 0  # payload bytes, once run
 
     def run(self) -> None:
         file = WriterFile(self.writer)
         self.write(file)
+        self.size = file.bytes_written
 
 
 @attrs.define(eq=False)
@@ -266,6 +268,9 @@ class Driver:
                or callable(getattr(state_machine, "prepare_snapshot", None)))
         self._since_snapshot_entries = 0
         self._since_snapshot_bytes = 0
+        # The current snapshot's payload bytes (the policy's ``state_ratio`` weighs the log
+        # since against it); None until known: asked of the storage when first needed.
+        self._snapshot_bytes: int | None = None
         # A local snapshot handed to the caller to write (``snapshot_task``), until written.
         self.snapshot_task: SnapshotTask | None = None
         self._snapshot_running = False
@@ -631,7 +636,8 @@ class Driver:
     def _maybe_snapshot(self) -> None:
         if self._snapshot_running or self._pending is not None:
             return
-        if not self.snapshot_policy.due(self._since_snapshot_entries, self._since_snapshot_bytes):
+        if not self.snapshot_policy.due(self._since_snapshot_entries, self._since_snapshot_bytes,
+                                        self._current_snapshot_bytes()):
             return
         core = self.core
         index = self._snapshot_index()
@@ -657,6 +663,19 @@ class Driver:
         self._since_snapshot_entries = 0
         self._since_snapshot_bytes = 0
         self.snapshot_task = SnapshotTask(meta, self._storage.create_snapshot(meta), write)
+
+    def _current_snapshot_bytes(self) -> int:
+        """The current snapshot's size (0 without one); read from the storage once after a
+        start, then kept as snapshots are written and installed."""
+        if self._snapshot_bytes is None:
+            assert self._storage is not None
+            reader = self._storage.open_snapshot() if self.core.snapshot is not None else None
+            if reader is None:
+                self._snapshot_bytes = 0
+            else:
+                self._snapshot_bytes = reader.size
+                reader.close()
+        return self._snapshot_bytes
 
     def _snapshot_index(self) -> int:
         """A snapshot stands for exactly what the state machine has applied: its index is the
@@ -684,6 +703,7 @@ class Driver:
                 storage.compact(compact_to)
 
         self._pending = _PendingCommit(meta, compact_to, commit, writer, local=True)
+        self._snapshot_bytes = task.size
 
     def snapshot_failed(self, task: SnapshotTask, error: BaseException) -> None:
         self._snapshot_running = False
@@ -700,6 +720,7 @@ class Driver:
             reader = self._storage.open_snapshot()
             if reader is None or reader.meta != meta:
                 raise CorruptSnapshot("<storage>", f"installed snapshot {meta.index} is gone")
+            self._snapshot_bytes = reader.size
             _restore(self.state_machine, reader)
             self.applied = meta.index
             if self._hooks.on_restore is not None:

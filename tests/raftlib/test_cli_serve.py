@@ -38,6 +38,10 @@ def serve(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]
           "--append-entries-max", "0"], "--append-entries-max: must be an integer >= 1, got 0"),
         (["--id", "1", "--peers", "1=127.0.0.1:7001", "--data", "d", "--insecure",
           "--heartbeat-interval-ticks", "10"], "--heartbeat-interval-ticks: must be <"),
+        (["--id", "1", "--peers", "1=127.0.0.1:7001", "--data", "d", "--insecure",
+          "--snapshot-state-ratio", "-1"], "--snapshot-state-ratio: must be a number in 0..100"),
+        (["--id", "1", "--peers", "1=127.0.0.1:7001", "--data", "d", "--insecure",
+          "--snapshot-state-ratio", "nan"], "--snapshot-state-ratio: must be a number"),
     ],
 )
 def test_bad_arguments_get_one_line_and_exit_2(args: list[str], needle: str) -> None:

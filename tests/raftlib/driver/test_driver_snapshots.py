@@ -125,9 +125,26 @@ class FakeStorage:
         return _Reader(*self.snap) if self.snap else None
 
 
+class PaddedCounter(Counter):
+    """A counter whose snapshot is ``PAD_BYTES`` larger: a state far bigger than a command."""
+
+    PAD_BYTES = 200
+
+    def snapshot(self, file: BinaryIO) -> None:
+        super().snapshot(file)
+        file.write(b" " * self.PAD_BYTES)
+
+    def restore(self, file: BinaryIO) -> None:
+        total, count = file.read().rstrip(b" ").split(b";")
+        self.total = int(total)
+        self.applied = [b"?"] * int(count)
+
+
 class Cluster:
-    def __init__(self, policy: SnapshotPolicy, seed: int = 0, loss: float = 0.0) -> None:
+    def __init__(self, policy: SnapshotPolicy, seed: int = 0, loss: float = 0.0,
+                 machine: type[Counter] = Counter) -> None:
         self.policy = policy
+        self.machine = machine
         self.rng = random.Random(seed)
         self.loss = loss
         self.storage = {i: FakeStorage() for i in IDS}
@@ -140,7 +157,7 @@ class Cluster:
             self.boot(i)
 
     def boot(self, node: int) -> None:
-        sm = Counter()
+        sm = self.machine()
         rec = recover(self.storage[node], sm)
         core = RaftCore(CoreConfig(node_id=node, voters=IDS, pre_vote=False, check_quorum=False),
                         random.Random(node * 7 + len(self.results)), rec.hard_state,
@@ -225,7 +242,7 @@ class Cluster:
 
 
 TINY = SnapshotPolicy(entries=5, trailing_entries=2, chunk_bytes=3, chunks_inflight_max=2,
-                      resend_ticks=2)
+                      resend_ticks=2, state_ratio=0)
 
 
 def test_snapshots_are_taken_by_threshold_and_the_log_is_compacted() -> None:
@@ -238,6 +255,43 @@ def test_snapshots_are_taken_by_threshold_and_the_log_is_compacted() -> None:
         assert c.storage[node].snap is not None
         assert len(c.storage[node].entries) <= 5 + TINY.trailing_entries + 1
     assert {sm.total for sm in c.sms.values()} == {sum(range(1, 31))}
+
+
+def test_the_entries_trigger_waits_for_commands_of_state_ratio_times_the_snapshot() -> None:
+    policy = SnapshotPolicy(entries=10, bytes=1000, state_ratio=1.0)
+    assert not policy.due(9, 500, 100)  # too few entries
+    assert not policy.due(10, 99, 100)  # enough entries, a log smaller than the state
+    assert policy.due(10, 100, 100)
+    assert policy.due(10, 0, 0)  # no snapshot yet: the count alone
+    assert policy.due(1, 1000, 10**9)  # the bytes bound holds whatever the state's size
+    assert SnapshotPolicy(entries=10, state_ratio=0).due(10, 0, 10**9)
+    assert not SnapshotPolicy(entries=0, bytes=0).due(10**6, 10**9, 0)
+
+
+RATIO = SnapshotPolicy(entries=5, bytes=0, trailing_entries=2, state_ratio=1.0)
+
+
+def test_a_large_state_is_snapshotted_once_the_log_since_is_as_large() -> None:
+    c = Cluster(RATIO, machine=PaddedCounter)
+    c.propose(*range(1, 6))  # no snapshot yet: the first is taken by count
+    taken = {n: d.counters["snapshots_taken"] for n, d in c.drivers.items()}
+    assert set(taken.values()) == {1}, taken
+    c.propose(*range(10, 60))  # 100 bytes of commands: half the 200-byte state
+    assert {d.counters["snapshots_taken"] for d in c.drivers.values()} == {1}
+    c.propose(*range(60, 110))  # 200 bytes since the snapshot: the next one
+    assert {d.counters["snapshots_taken"] for d in c.drivers.values()} == {2}
+    assert {sm.total for sm in c.sms.values()} == {sum(range(1, 6)) + sum(range(10, 110))}
+
+
+def test_a_restarted_node_weighs_the_log_against_the_snapshot_it_loaded() -> None:
+    c = Cluster(RATIO, machine=PaddedCounter)
+    c.propose(*range(1, 6))
+    node = next(n for n in IDS if n != c.leader())
+    c.crash(node)
+    c.boot(node)  # its snapshot's size comes from the storage
+    c.propose(*range(10, 40))  # 30 entries, 60 bytes: well past the count, not the ratio
+    assert c.drivers[node].counters["snapshots_taken"] == 0
+    assert c.sms[node].total == sum(range(1, 6)) + sum(range(10, 40))
 
 
 @pytest.mark.parametrize("loss", [0.0, 0.2])
