@@ -77,6 +77,10 @@ T = TypeVar("T")
 CHANGE_WAIT_SECONDS_MAX = 10.0
 # How long ``promote``/``add_voter`` wait for a learner to catch up before promoting it.
 CATCH_UP_SECONDS_DEFAULT = 30.0
+# Commands ``propose_batch_nowait`` calls may add to one queued input (``Node._open_proposal``)
+# before the next call queues another: what one driver call proposes at most from that path.
+OPEN_PROPOSAL_COMMANDS_MAX = 4096
+
 # A learner counts as caught up when its log is this close to the leader's commit index.
 CATCH_UP_ENTRIES_MAX = 64
 
@@ -343,6 +347,13 @@ class Node:
         # timeout, a few small tuples each.
         self._deadlines: list[tuple[float, int, list[_Slot]]] = []
         self._deadline_order = itertools.count()
+        # The ``propose_batch_nowait`` input queued and not yet taken by the raft loop: later
+        # calls add their commands to it (up to ``OPEN_PROPOSAL_COMMANDS_MAX``) instead of
+        # queueing an input each. An event loop serving many connections proposes once per
+        # connection per round; one input for all of them is one channel send and one driver
+        # call. (Commands of concurrent calls may enter the log in any order; a connection's
+        # own are never concurrent: it proposes its next only once the last is done.)
+        self._open_proposal: _Propose | None = None
         # When the core's next tick is due (trio clock). Ticks follow the clock, not the
         # ticker's wake-ups: the raft loop delivers every tick due before it handles a
         # request (``_catch_up_ticks``), so a node that stalled (SIGSTOP, a blocked loop, a
@@ -475,10 +486,17 @@ class Node:
         if self._core.role is not Role.LEADER:
             raise self.not_leader()
         group = ProposalGroup(len(commands), on_done)
-        try:
-            self._in_tx.send_nowait(_Propose(commands, list(group.slots)))
-        except trio.WouldBlock:
-            raise ProposalQueueFull("the node's input queue is full") from None
+        item = self._open_proposal
+        if item is not None and len(item.datas) + len(commands) <= OPEN_PROPOSAL_COMMANDS_MAX:
+            item.datas += commands
+            item.slots += group.slots
+        else:
+            item = _Propose(list(commands), list(group.slots))
+            try:
+                self._in_tx.send_nowait(item)
+            except trio.WouldBlock:
+                raise ProposalQueueFull("the node's input queue is full") from None
+            self._open_proposal = item
         self._fail_unfinished_at(trio.current_time() + timeout_seconds, group.slots)
         return group
 
@@ -776,12 +794,16 @@ class Node:
         try:
             while True:
                 item = await self._in_rx.receive()
+                if item is self._open_proposal:
+                    self._open_proposal = None  # taken: later calls queue a new one
                 merged = False
                 for _ in range(limit - 1):
                     try:
                         after = receive_nowait()
                     except trio.WouldBlock:
                         break
+                    if after is self._open_proposal:
+                        self._open_proposal = None
                     if type(item) is _Propose and type(after) is _Propose:
                         # Proposals queued one after another (one per RESP connection under
                         # load) enter the log as one batch: one driver and core call, not one

@@ -24,7 +24,7 @@ from raftlib.core.types import (
 )
 from raftlib.driver import DEFERRED_COMMIT_TICKS_MAX
 from raftlib.errors import StorageError
-from raftlib.node import Node, NodeConfig, open_node
+from raftlib.node import Node, NodeConfig, _Propose, open_node
 from raftlib.storage.memory import MemoryStorage
 from raftlib.testing import RecordingStateMachine, open_local_cluster
 from raftlib.transport.memory import MemoryEndpoint, MemoryNetwork
@@ -223,6 +223,50 @@ async def test_an_empty_proposal_batch_returns_nothing_and_the_node_keeps_runnin
         leader = cluster.node(await cluster.wait_leader())
         assert await leader.propose_batch([]) == []
         assert await leader.propose(b"after") >= 1
+
+
+async def test_nowait_proposals_made_before_the_loop_runs_share_one_input_in_call_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_local_cluster(3, seed=4) as cluster:
+        leader_id = await cluster.wait_leader()
+        leader = cluster.node(leader_id)
+        queued: list[object] = []
+        send_nowait = leader._in_tx.send_nowait
+
+        def counting_send_nowait(item: Any) -> None:
+            if isinstance(item, _Propose):
+                queued.append(item)
+            send_nowait(item)
+
+        leader._in_tx.send_nowait = counting_send_nowait  # type: ignore[method-assign,assignment]
+        all_done = trio.Event()
+        left = [3]
+
+        def one_done() -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                all_done.set()
+
+        groups = [
+            leader.propose_batch_nowait([b"a%d" % i, b"b%d" % i], timeout_seconds=5.0,
+                                        on_done=one_done)
+            for i in range(3)
+        ]
+        # One queued input for the three calls (an event loop's round of connections).
+        assert len(queued) == 1
+        await all_done.wait()
+        positions = [o.unwrap() for group in groups for o in group.outcomes()]
+        assert positions == sorted(positions) and len(set(positions)) == 6
+        machine = cluster.state_machine(leader_id)
+        assert isinstance(machine, RecordingStateMachine)
+        assert machine.commands[-6:] == [b"a0", b"b0", b"a1", b"b1", b"a2", b"b2"]
+        # Once the loop took that input, the next call queues its own, and it commits too.
+        after = trio.Event()
+        group = leader.propose_batch_nowait([b"c"], timeout_seconds=5.0, on_done=after.set)
+        assert len(queued) == 2
+        await after.wait()
+        assert machine.commands[-1] == b"c" and group.outcomes()[0].unwrap() == positions[-1] + 1
 
 
 class FailingDisk(MemoryStorage):
