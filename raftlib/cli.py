@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import logging
 import math
 import signal
@@ -308,6 +309,25 @@ def _security(args: argparse.Namespace) -> tuple[StreamSecurity, ssl.SSLContext 
                                          require_client_cert=args.client_auth)
 
 
+# Container allocations (net of frees) between two young-generation collections in a serving
+# process; CPython's default is 700. Every tenth young collection also walks the middle
+# generation, whose survivors (requests in flight) cost over a millisecond a walk at 50
+# clients: at 700 that was about 2 us of a leader's 55 us per SET, at 10,000 a tenth of that.
+# Garbage cycles are rare here (the records on the hot path are gc=False) and wait that much
+# longer to be freed.
+GC_YOUNG_THRESHOLD_ALLOCATIONS = 10_000
+
+
+def _tune_gc_for_serving() -> None:
+    """Once the node is up: what was built so far (modules, the state restored from disk)
+    lives as long as the process, so the collector stops walking it (``gc.freeze``); and the
+    young generation is collected less often. Measured on a leader under redis-benchmark SET
+    -c 50: the collector's time went from 5.1 to 1.7 us per SET."""
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD_ALLOCATIONS, middle, old)
+
+
 async def _serve(args: argparse.Namespace, peers: dict[int, tuple[str, int]]) -> None:
     from raftlib.storage.wal import WalStorage
     from raftlib.transport.tcp import TcpTransport
@@ -339,6 +359,7 @@ async def _serve(args: argparse.Namespace, peers: dict[int, tuple[str, int]]) ->
         ) as node:
             log.info("node %d serving on %s:%d", args.id, *peers[args.id])
             _warn_if_insecure(args)
+            _tune_gc_for_serving()
             async for signum in signals:
                 log.info("node %d stopping on %s", node.node_id, signal.Signals(signum).name)
                 break
@@ -379,6 +400,7 @@ async def _serve_kv_until(
             service_config=service, server_limits=limits, ssl_context=client_tls,
             metrics_port=args.metrics_port))
         _warn_if_insecure(args)
+        _tune_gc_for_serving()
         async for signum in signals:
             log.info("node %d stopping on %s", config.node_id, signal.Signals(signum).name)
             break

@@ -147,3 +147,21 @@ def test_the_operator_may_start_a_node_whose_hard_state_is_gone(tmp_path: Path) 
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
+
+
+def test_a_serving_process_freezes_its_start_up_objects_and_collects_young_ones_less_often(
+) -> None:
+    # In a child: the tuning is for the whole process, and this one is pytest's.
+    code = (
+        "import gc\n"
+        "from raftlib.cli import GC_YOUNG_THRESHOLD_ALLOCATIONS, _tune_gc_for_serving\n"
+        "before = gc.get_threshold()\n"
+        "_tune_gc_for_serving()\n"
+        "after = gc.get_threshold()\n"
+        "assert gc.get_freeze_count() > 1000, gc.get_freeze_count()\n"
+        "assert after == (GC_YOUNG_THRESHOLD_ALLOCATIONS, *before[1:]), (before, after)\n"
+        "assert after[0] > before[0]\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
