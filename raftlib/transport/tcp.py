@@ -15,7 +15,9 @@ Outbound, per peer: a bounded queue (``send_queue_max`` messages) filled by ``se
 one sender task that connects (``connect_timeout_seconds``), exchanges hellos
 (``handshake_timeout_seconds``; see ``codec`` for the format) and then writes whatever the queue
 holds, coalesced into frames of up to ``frame_messages_max`` messages and writes of up to
-``write_bytes_max`` bytes: under load one syscall carries many messages. A second task per
+``write_bytes_max`` bytes: under load one syscall carries many messages. On a plain TCP
+connection whose sender task is idle, ``send_nowait`` makes that write itself, and leaves the
+task only what the socket did not take at once (``_Peer``). A second task per
 connection waits for the peer to close it (the peer never sends after its hello), so a restarted
 peer is noticed at once rather than at the next failed write. On failure the sender waits an
 exponential backoff with jitter (``backoff_initial_seconds`` doubling up to
@@ -54,6 +56,7 @@ connection.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import socket
 from collections import deque
@@ -259,8 +262,19 @@ class TcpTransport:
             logger.info("node %d transport closed", node_id)
 
 
+# One write's worth of frames: (bytes, messages, frames, bytes of frames) - the last three for
+# the counters once the bytes are all written.
+_Write = tuple[bytes, int, int, int]
+
+
 class _Peer:
-    """Outbound state for one peer: its bounded queue and the sender task's wake-up."""
+    """Outbound state for one peer: its bounded queue and the sender task's wake-up.
+
+    On a plain TCP connection ``send_nowait`` writes to the socket itself (``fd``) while the
+    sender task is idle: a Ready's appends leave at once, without waking that task (a task
+    switch per peer per Ready was a good part of what a write round cost the leader). Whatever
+    the socket does not take at once (``backlog``), and everything while the task writes, is
+    the task's to send, in order."""
 
     def __init__(self, node_id: NodeId, queue_max: int) -> None:
         self.node_id = node_id
@@ -268,6 +282,10 @@ class _Peer:
         self.queue_max = queue_max
         self.wakeup = trio.Event()
         self.connected = False
+        self.fd: int | None = None  # the plain connection's socket, while connected
+        self.writing = False  # the sender task is in a write: nobody else writes now
+        self.backlog: _Write | None = None  # the rest of a write the socket did not take
+        self.write_error: OSError | None = None  # a direct write failed: the task ends it
 
 
 class _ConnectionDone(Exception):
@@ -307,6 +325,7 @@ class TcpEndpoint:
                 "dropped_too_large",  # one message alone exceeds max_frame_bytes
                 "dropped_write_failed",  # taken from the queue, lost with a broken connection
                 "messages_written",
+                "writes_direct",  # writes made by send_nowait itself (plain TCP, task idle)
                 "frames_written",
                 "bytes_written",
                 "connects",  # outbound connections that completed the hello
@@ -330,6 +349,7 @@ class TcpEndpoint:
             raise trio.ClosedResourceError(f"transport of node {self.node_id} is closed")
         counters = self._counters
         peers = self._peers
+        touched: list[_Peer] = []
         for message in messages:
             peer = peers.get(message.dst)
             if peer is None:
@@ -341,7 +361,13 @@ class TcpEndpoint:
                 counters["dropped_queue_full"] += 1
             queue.append(message)
             counters["sent"] += 1
-            peer.wakeup.set()
+            if len(queue) == 1:
+                touched.append(peer)
+        for peer in touched:
+            if peer.fd is not None and not peer.writing and peer.backlog is None:
+                self._write_now(peer, peer.fd)
+            else:
+                peer.wakeup.set()
 
     async def receive(self) -> list[Message]:
         while not self._inbox:
@@ -489,36 +515,91 @@ class TcpEndpoint:
         return reason
 
     async def _pump(self, peer: _Peer, stream: trio.abc.Stream) -> None:
-        transport = self.transport
         counters = self._counters
         queue = peer.queue
-        while True:
-            while not queue:
-                peer.wakeup = trio.Event()
-                await peer.wakeup.wait()
-            # Coalesce: everything queued now goes out in as few frames and writes as limits allow.
-            chunks: list[bytes] = []
-            write_bytes = 0
-            messages = 0
-            while queue and write_bytes < transport.write_bytes_max:
-                count = min(len(queue), transport.frame_messages_max)
-                batch = [queue.popleft() for _ in range(count)]
-                for frame in self._encode(batch):
-                    chunks.append(frame)
-                    write_bytes += len(frame)
-                messages += count
-            if not chunks:
-                continue
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            try:
-                await stream.send_all(data)
-            except BaseException:
-                # A partial write cannot be resumed on a new connection: these messages are lost.
-                counters["dropped_write_failed"] += messages
-                raise
-            counters["messages_written"] += messages
-            counters["frames_written"] += len(chunks)
-            counters["bytes_written"] += write_bytes
+        if isinstance(stream, trio.SocketStream):
+            peer.fd = stream.socket.fileno()  # plain TCP: send_nowait may write itself
+        try:
+            while True:
+                while not queue and peer.backlog is None and peer.write_error is None:
+                    peer.wakeup = trio.Event()
+                    await peer.wakeup.wait()
+                if peer.write_error is not None:
+                    raise peer.write_error  # a direct write broke the connection
+                write = peer.backlog or self._take_write(peer)
+                peer.backlog = None
+                if write is None:
+                    continue
+                data, messages, frames, write_bytes = write
+                peer.writing = True
+                try:
+                    await stream.send_all(data)
+                except BaseException:
+                    # A partial write cannot be resumed on a new connection: these messages
+                    # are lost.
+                    counters["dropped_write_failed"] += messages
+                    raise
+                finally:
+                    peer.writing = False
+                self._wrote(messages, frames, write_bytes)
+        finally:
+            peer.fd = None
+            peer.write_error = None
+            if peer.backlog is not None:  # half a frame: never the start of a new connection
+                counters["dropped_write_failed"] += peer.backlog[1]
+                peer.backlog = None
+
+    def _take_write(self, peer: _Peer) -> _Write | None:
+        """Coalesce: what is queued now, in as few frames and one write as limits allow."""
+        transport = self.transport
+        queue = peer.queue
+        chunks: list[bytes] = []
+        write_bytes = 0
+        messages = 0
+        while queue and write_bytes < transport.write_bytes_max:
+            count = min(len(queue), transport.frame_messages_max)
+            batch = [queue.popleft() for _ in range(count)]
+            for frame in self._encode(batch):
+                chunks.append(frame)
+                write_bytes += len(frame)
+            messages += count
+        if not chunks:
+            return None
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return data, messages, len(chunks), write_bytes
+
+    def _write_now(self, peer: _Peer, fd: int) -> None:
+        """Write what ``peer`` has queued on its idle plain connection, from ``send_nowait``;
+        the sender task gets what the socket does not take at once."""
+        write = self._take_write(peer)
+        if write is None:
+            return
+        data, messages, frames, write_bytes = write
+        try:
+            written = os.write(fd, data)
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:
+            # As a failed write of the task: these are lost, and the task ends the connection.
+            self._counters["dropped_write_failed"] += messages
+            peer.write_error = exc
+            peer.fd = None
+            peer.wakeup.set()
+            return
+        self._counters["writes_direct"] += 1
+        if written < len(data):
+            peer.backlog = (data[written:], messages, frames, write_bytes)
+            peer.wakeup.set()
+            return
+        self._wrote(messages, frames, write_bytes)
+        if peer.queue:  # more than one write's worth was queued
+            peer.wakeup.set()
+
+    def _wrote(self, messages: int, frames: int, write_bytes: int) -> None:
+        counters = self._counters
+        counters["messages_written"] += messages
+        counters["frames_written"] += frames
+        counters["bytes_written"] += write_bytes
 
     def _encode(self, batch: list[Message]) -> list[bytes]:
         """Frames for ``batch`` that each fit ``max_frame_bytes``, halving a batch too big."""

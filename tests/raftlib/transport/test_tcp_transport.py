@@ -17,7 +17,14 @@ from hypothesis import strategies as st
 
 from raftlib.core.types import AppendEntries, Entry, Message, ReadIndexRequest, TimeoutNow
 from raftlib.errors import ConfigError
-from raftlib.transport.codec import HELLO_BYTES, Hello, decode_hello, encode_frame, encode_hello
+from raftlib.transport.codec import (
+    HELLO_BYTES,
+    FrameDecoder,
+    Hello,
+    decode_hello,
+    encode_frame,
+    encode_hello,
+)
 from raftlib.transport.tcp import TcpEndpoint, TcpTransport
 
 LOCALHOST = "127.0.0.1"
@@ -122,6 +129,64 @@ async def test_many_queued_messages_are_coalesced_into_few_frames_in_order() -> 
     assert stats["messages_written"] == 5000
     assert stats["frames_written"] == 5  # 1000 messages per frame
     assert e2.statistics()["frames_received"] == 5
+
+
+async def test_a_send_to_an_idle_plain_connection_is_written_by_send_nowait_itself() -> None:
+    transport = cluster(2)
+    async with opened(transport, 1, 2) as (e1, e2):
+        await eventually(lambda: e1.statistics()["connected_peers"] == 1, "1 connects to 2")
+        e1.send_nowait([msg(1, 2, 1), msg(1, 2, 2)])
+        stats = e1.statistics()  # no checkpoint since: the sender task could not have run
+        assert (stats["writes_direct"], stats["messages_written"], stats["frames_written"]) == (
+            1, 2, 1)
+        assert seqs(await receive_count(e2, 2)) == [1, 2]
+        # While the sender task is in a write (the rest of a short one, say), its bytes go
+        # first: send_nowait leaves the new ones to the task rather than cut into them.
+        peer = e1._peers[2]
+        peer.writing = True
+        e1.send_nowait([msg(1, 2, 3)])
+        assert e1.statistics()["writes_direct"] == 1 and list(peer.queue) == [msg(1, 2, 3)]
+        peer.writing = False
+        assert seqs(await receive_count(e2, 1)) == [3]  # the task, woken, wrote it
+
+
+async def test_what_the_socket_does_not_take_at_once_follows_in_order() -> None:
+    reading = trio.Event()
+    got: list[int] = []
+    everything = trio.Event()
+    count = 120
+
+    async def slow_node_2(stream: trio.SocketStream) -> None:
+        hello = decode_hello(await stream.receive_some(HELLO_BYTES))
+        await stream.send_all(encode_hello(Hello(2, hello.src)))
+        await reading.wait()  # meanwhile the kernel's buffers fill and writes come back short
+        decoder = FrameDecoder()
+        while len(got) < count:
+            data = await stream.receive_some(1 << 20)
+            assert data, "node 1 closed the connection"
+            for batch in decoder.feed(data):
+                got.extend(seqs(batch))
+        everything.set()
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, slow_node_2, 0, host=LOCALHOST))
+        port = listeners[0].socket.getsockname()[1]
+        transport = TcpTransport({1: (LOCALHOST, 0), 2: (LOCALHOST, port)}, rng_seed=1)
+        async with opened(transport, 1) as (e1,):
+            await eventually(lambda: e1.statistics()["connected_peers"] == 1, "1 connects")
+            big = AppendEntries(1, 1, 2, 0, 0, (Entry(1, 1, b"x" * 65536),))
+            for seq in range(count):  # 7.5 MiB: more than the socket buffers hold
+                e1.send_nowait([big, msg(1, 2, seq)])
+                if seq % 10 == 0:
+                    await trio.sleep(0)  # the sender task writes some of what was left
+            reading.set()
+            with trio.fail_after(TIMEOUT_SECONDS):
+                await everything.wait()
+            stats = e1.statistics()
+        nursery.cancel_scope.cancel()
+    assert got == list(range(count))
+    assert stats["writes_direct"] >= 1 and stats["dropped_write_failed"] == 0
 
 
 async def test_a_batch_too_big_for_one_frame_is_split_and_a_single_oversized_message_dropped() -> (
