@@ -284,6 +284,33 @@ class _SyncWorker:
                 self._token.run_sync_soon(self._report, result)
 
 
+class _Inbound:
+    """Where an endpoint with ``deliver_to`` hands its batches: straight into the raft loop's
+    queue, from the connection's own task (``raftlib.transport.base``). Such an endpoint
+    gives batches from one peer each (the TCP transport closes a connection whose messages
+    claim another sender), so the peer's last contact is noted once per batch."""
+
+    __slots__ = ("_contact", "_tx")
+
+    def __init__(self, node: Node) -> None:
+        self._contact = node._last_contact
+        self._tx = node._in_tx
+
+    def put_nowait(self, batch: list[Message]) -> bool:
+        """Queue ``batch``; False when the queue is full (nothing was queued)."""
+        try:
+            self._tx.send_nowait(batch)
+        except trio.WouldBlock:
+            return False
+        self._contact[batch[0].src] = trio.current_time()
+        return True
+
+    async def put(self, batch: list[Message]) -> None:
+        """Queue ``batch`` once there is room (the peer's connection waits meanwhile)."""
+        await self._tx.send(batch)
+        self._contact[batch[0].src] = trio.current_time()
+
+
 def _needs_thread(storage: Storage) -> bool:
     # In-memory storage never blocks, and calling it inline keeps simulations deterministic and
     # lets Trio's autojump clock see the loop as busy rather than idle.
@@ -742,6 +769,8 @@ class Node:
         self._driver.tick(count)
 
     async def _receiver(self) -> None:
+        """Moves the endpoint's batches into the raft loop's queue (an endpoint without
+        ``deliver_to``)."""
         contact = self._last_contact
         while True:
             batch = await self._endpoint.receive()
@@ -1004,7 +1033,11 @@ async def open_node(
                     # added after this node's --peers: the transport must reach them too.
                     node._add_peers(core.conf)
                     nursery.start_soon(node._raft_loop)
-                    nursery.start_soon(node._receiver)
+                    deliver_to = getattr(endpoint, "deliver_to", None)
+                    if callable(deliver_to):
+                        deliver_to(_Inbound(node))  # no task of ours between the two
+                    else:
+                        nursery.start_soon(node._receiver)
                     nursery.start_soon(node._ticker)
                     try:
                         yield node

@@ -7,6 +7,10 @@ A transport is opened once per node, as an async context manager that owns any b
         endpoint.send_nowait(messages)
         batch = await endpoint.receive()
 
+An endpoint may also offer ``deliver_to(sink)`` (``Sink``): from then on it hands each batch,
+all from one sender, to the sink from the task that received it, and ``receive`` is not used;
+the node then needs no task of its own to move batches from one queue to the next.
+
 Raft tolerates loss, duplication and reordering of messages, so sending never blocks: when a
 peer's bounded send queue is full the transport drops (and counts) the message instead of
 holding the node back. Implementations: ``raftlib.transport.memory`` (in-process, seeded faults)
@@ -20,6 +24,18 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from raftlib.core.types import Message, NodeId
+
+
+class Sink(Protocol):
+    """Where an endpoint with ``deliver_to`` puts each received batch (all of one sender)."""
+
+    def put_nowait(self, batch: list[Message]) -> bool:
+        """Take ``batch`` now; False when full (the endpoint then awaits ``put``)."""
+        ...
+
+    async def put(self, batch: list[Message]) -> None:
+        """Take ``batch`` once there is room."""
+        ...
 
 
 class Endpoint(Protocol):

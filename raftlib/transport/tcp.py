@@ -68,6 +68,7 @@ import trio
 
 from raftlib.core.types import Message, NodeId
 from raftlib.errors import ConfigError
+from raftlib.transport.base import Sink
 from raftlib.transport.codec import (
     FRAME_HEADER_BYTES,
     FRAME_MESSAGES_MAX_DEFAULT,
@@ -317,6 +318,7 @@ class TcpEndpoint:
         self._inbound: dict[NodeId, trio.CancelScope] = {}
         self._handshakes = 0
         self._closed = False
+        self._sink: Sink | None = None  # deliver_to's: batches go there, not to the inbox
         self._counters = dict.fromkeys(
             (
                 "sent",  # messages queued by send_nowait for a peer
@@ -748,7 +750,20 @@ class TcpEndpoint:
                 counters["received"] += len(batch)
                 await self._inbox_put(batch)
 
+    def deliver_to(self, sink: Sink) -> None:
+        """Hand every batch received from now on to ``sink`` rather than to ``receive``
+        (``raftlib.transport.base``): a batch holds the messages of one peer's frame, whose
+        senders ``_receive_frames`` checked. A full sink holds that connection's reader, as a
+        full inbox does."""
+        self._sink = sink
+
     async def _inbox_put(self, batch: list[Message]) -> None:
+        sink = self._sink
+        if sink is not None:
+            if not sink.put_nowait(batch):
+                self._counters["inbox_full_waits"] += 1
+                await sink.put(batch)
+            return
         while self._inbox_messages >= self.transport.inbox_messages_max:
             self._counters["inbox_full_waits"] += 1
             await self._inbox_space.park()

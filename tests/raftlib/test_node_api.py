@@ -169,3 +169,44 @@ async def test_leaving_the_block_stops_every_task_and_fails_waiting_requests(
         names.append(task.name)
         stack.extend(t for n in task.child_nurseries for t in n.child_tasks)
     assert not [n for n in names if "raftlib" in n], names
+
+
+async def test_over_tcp_peer_batches_reach_the_loop_directly_and_date_each_peers_contact() -> None:
+    from raftlib.node import Node
+    from raftlib.supervisor import free_ports
+    from raftlib.testing import RecordingStateMachine
+    from raftlib.transport.tcp import TcpEndpoint, TcpTransport
+
+    ids = (1, 2, 3)
+    ports = dict(zip(ids, free_ports(3), strict=True))
+    transport = TcpTransport({n: ("127.0.0.1", p) for n, p in ports.items()},
+                             backoff_initial_seconds=0.01, backoff_max_seconds=0.05)
+    peers = {n: f"127.0.0.1:{p}" for n, p in ports.items()}
+    nodes: dict[int, Node] = {}
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+
+            async def run(node_id: int, started: trio.Event) -> None:
+                config = NodeConfig(node_id=node_id, peers=peers, tick_seconds=0.02,
+                                    seed=node_id)
+                async with open_node(config, storage=MemoryStorage(), transport=transport,
+                                     state_machine=RecordingStateMachine()) as node:
+                    nodes[node_id] = node
+                    started.set()
+                    await trio.sleep_forever()
+
+            for node_id in ids:
+                started = trio.Event()
+                nursery.start_soon(run, node_id, started)
+                await started.wait()
+            while not any(n.status().role is Role.LEADER for n in nodes.values()):
+                await trio.sleep(0.01)
+            leader = next(n for n in nodes.values() if n.status().role is Role.LEADER)
+            await leader.propose(b"x")
+            # The TCP endpoints hand batches to the node's queue themselves (no receiver task).
+            endpoints = [n._endpoint for n in nodes.values()]
+            assert all(isinstance(e, TcpEndpoint) and e._sink is not None for e in endpoints)
+            for peer, follower in leader.status().followers.items():
+                assert follower.last_contact_seconds is not None, peer
+                assert follower.last_contact_seconds < 1.0, peer
+            nursery.cancel_scope.cancel()

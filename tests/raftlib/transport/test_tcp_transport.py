@@ -189,6 +189,53 @@ async def test_what_the_socket_does_not_take_at_once_follows_in_order() -> None:
     assert stats["writes_direct"] >= 1 and stats["dropped_write_failed"] == 0
 
 
+class ListSink:
+    """A ``deliver_to`` sink that takes ``room`` batches, then holds its putters until
+    ``make_room``."""
+
+    def __init__(self, room: int) -> None:
+        self.batches: list[list[Message]] = []
+        self.room = room
+        self.waits = 0
+        self._roomy = trio.Event()
+
+    def put_nowait(self, batch: list[Message]) -> bool:
+        if len(self.batches) >= self.room:
+            return False
+        self.batches.append(batch)
+        return True
+
+    async def put(self, batch: list[Message]) -> None:
+        self.waits += 1
+        while len(self.batches) >= self.room:
+            await self._roomy.wait()
+        self.batches.append(batch)
+
+    def make_room(self) -> None:
+        self.room = 1 << 30
+        self._roomy.set()
+
+
+async def test_batches_go_to_a_sink_from_the_reading_task_and_a_full_sink_holds_the_reader() -> (
+    None
+):
+    transport = cluster(2, frame_messages_max=2)
+    async with opened(transport, 1, 2) as (e1, e2):
+        sink = ListSink(room=2)
+        e2.deliver_to(sink)
+        await eventually(lambda: e1.statistics()["connected_peers"] == 1, "1 connects to 2")
+        for seq in range(10):
+            e1.send_nowait([msg(1, 2, seq)])
+            await trio.sleep(0)
+        await eventually(lambda: sink.waits == 1, "the reader waits for the full sink")
+        assert len(sink.batches) == 2 and e2.statistics()["inbox_messages"] == 0
+        sink.make_room()
+        await eventually(lambda: sum(map(len, sink.batches)) == 10, "every message arrives")
+        assert [s for b in sink.batches for s in seqs(b)] == list(range(10))
+        assert all(len({m.src for m in b}) == 1 for b in sink.batches)  # one sender a batch
+        assert e2.statistics()["inbox_full_waits"] == 1
+
+
 async def test_a_batch_too_big_for_one_frame_is_split_and_a_single_oversized_message_dropped() -> (
     None
 ):
