@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
-import outcome
 import trio
 
 from raftlib.core.types import NO_NODE, NodeId, Role
@@ -96,16 +95,15 @@ class NodeMetrics:
         if self.fsync_seconds is not None:
             self.fsync_seconds.observe(seconds)
 
-    def proposed(self, outcomes: Sequence[outcome.Outcome[Any]], started: float | None) -> None:
-        """Writes proposed at ``started`` (``commit_timer``) came back with ``outcomes``; the
-        applied ones count towards commit latency."""
-        self.proposals += len(outcomes)
+    def proposed(self, count: int, applied: int, started: float | None) -> None:
+        """``count`` writes proposed at ``started`` (``commit_timer``) came back, ``applied``
+        of them applied: those count towards commit latency."""
+        self.proposals += count
         histogram = self.commit_seconds
         if histogram is not None and started is not None:
             elapsed = time.perf_counter() - started
-            for result in outcomes:
-                if not isinstance(result, outcome.Error):
-                    histogram.observe(elapsed)
+            for _ in range(applied):
+                histogram.observe(elapsed)
 
     def commit_timer(self) -> float | None:
         """A start time for ``proposed`` when commit latency is measured, else None."""

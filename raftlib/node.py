@@ -192,6 +192,12 @@ class ProposalGroup:
         assert self._left == 0, "outcomes() of a group still waiting"
         return [slot.outcome() for slot in self.slots]
 
+    def results(self) -> list[tuple[Any, BaseException | None]]:
+        """``outcomes`` as (value, None) or (None, error) pairs: the same, without an object
+        per command to build and unwrap (an event loop's hot path)."""
+        assert self._left == 0, "results() of a group still waiting"
+        return [(slot._value, slot._error) for slot in self.slots]
+
 
 @attrs.define
 class _Propose:
@@ -372,7 +378,7 @@ class Node:
         # needs no cancel scope of its own. An entry leaves at a tick once its batch is done
         # and no older one waits, or at its deadline: at most the batches proposed within one
         # timeout, a few small tuples each.
-        self._deadlines: list[tuple[float, int, list[_Slot]]] = []
+        self._deadlines: list[tuple[float, int, list[_Slot], ProposalGroup | None]] = []
         self._deadline_order = itertools.count()
         # The ``propose_batch_nowait`` input queued and not yet taken by the raft loop: later
         # calls add their commands to it (up to ``OPEN_PROPOSAL_COMMANDS_MAX``) instead of
@@ -524,7 +530,7 @@ class Node:
             except trio.WouldBlock:
                 raise ProposalQueueFull("the node's input queue is full") from None
             self._open_proposal = item
-        self._fail_unfinished_at(trio.current_time() + timeout_seconds, group.slots)
+        self._fail_unfinished_at(trio.current_time() + timeout_seconds, group.slots, group)
         return group
 
     async def read_barrier(self) -> int:
@@ -721,20 +727,22 @@ class Node:
         if self._stopped:
             raise Stopped(f"node {self.node_id} has stopped")
 
-    def _fail_unfinished_at(self, deadline: float, slots: list[_Slot]) -> None:
+    def _fail_unfinished_at(
+        self, deadline: float, slots: list[_Slot], group: ProposalGroup | None = None,
+    ) -> None:
         """The slots still unfilled at ``deadline`` get ``ProposalOutcomeUnknown`` then (the
-        ticker's ``_expire_deadlines``)."""
-        heapq.heappush(self._deadlines, (deadline, next(self._deadline_order), slots))
+        ticker's ``_expire_deadlines``); ``group``: theirs, which counts what is done."""
+        heapq.heappush(self._deadlines, (deadline, next(self._deadline_order), slots, group))
 
     def _expire_deadlines(self, now: float) -> None:
         """Fail the proposals whose ``propose_batch`` deadline passed; drop finished ones."""
         deadlines = self._deadlines
         while deadlines:
-            deadline, _, slots = deadlines[0]
-            if deadline > now and all(slot.done for slot in slots):
-                heapq.heappop(deadlines)
-                continue
+            deadline, _, slots, group = deadlines[0]
             if deadline > now:
+                if group.done if group is not None else all(slot.done for slot in slots):
+                    heapq.heappop(deadlines)
+                    continue
                 return
             heapq.heappop(deadlines)
             for slot in slots:

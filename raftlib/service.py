@@ -244,7 +244,7 @@ class _WritesInFlight:
         return self.group.done
 
     def finish(self, handler: KvCommandHandler, replies: list[Reply]) -> None:
-        handler._writes_done(self.writes, self.group.outcomes(), self.started, replies)
+        handler._writes_done(self.writes, self.group.results(), self.started, replies)
 
 
 class _ReadsInFlight:
@@ -483,21 +483,25 @@ class KvCommandHandler:
         except (NotLeader, Stopped) as exc:  # nothing entered the log
             _fill(replies, writes, self._write_failed(exc))
             return
-        self._writes_done(writes, outcomes, started, replies)
+        results = [(None, o.error) if isinstance(o, outcome.Error) else (o.unwrap(), None)
+                   for o in outcomes]
+        self._writes_done(writes, results, started, replies)
 
     def _writes_done(
-        self, writes: list[tuple[int, _Write]], outcomes: list[outcome.Outcome[Any]],
+        self, writes: list[tuple[int, _Write]], results: Sequence[tuple[Any, BaseException | None]],
         started: float | None, replies: list[Reply],
     ) -> None:
-        self.metrics.proposed(outcomes, started)
-        assert len(outcomes) == len(writes), "one outcome per proposed command"
-        for n, (position, write) in enumerate(writes):
-            result = outcomes[n]
-            if isinstance(result, outcome.Error):
-                replies[position] = self._write_failed(result.error)
+        """Each write's reply from its (value, None) or (None, error) result."""
+        assert len(results) == len(writes), "one result per proposed command"
+        applied = 0
+        for (position, write), (value, error) in zip(writes, results, strict=True):
+            if error is not None:
+                replies[position] = self._write_failed(error)
                 continue
-            reply = _reply_of(result.unwrap())
+            applied += 1
+            reply = _reply_of(value)
             replies[position] = 1 if write.cas and reply == OK else reply
+        self.metrics.proposed(len(results), applied, started)
 
     async def _run_reads(self, reads: list[tuple[int, _Read]], replies: list[Reply]) -> None:
         """One ReadIndex barrier for a run of reads, then serve each at that point."""
@@ -563,10 +567,11 @@ class KvCommandHandler:
         if self._batcher is None:
             return None
         replies, runs = self._plan_runs(commands)
-        if any(kind is _Admin for kind, _ in runs):
-            return None
         if not runs:
             return replies
+        for kind, _ in runs:
+            if kind is _Admin:
+                return None
         pending = _PendingBatch(self, replies, runs, wake)
         done = pending.advance()
         return pending if done is None else done

@@ -136,10 +136,11 @@ class RespParser:
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes; raises ``RespProtocolError`` past ``unparsed_bytes_max``."""
         limit = self.limits.unparsed_bytes_max
-        if self.buffered_bytes + len(data) > limit:
+        buffered = len(self._buf) - self._pos
+        if buffered + len(data) > limit:
             raise RespProtocolError(
                 f"RESP protocol error at byte {self._base + len(self._buf)}: "
-                f"{self.buffered_bytes + len(data)} bytes of unparsed input "
+                f"{buffered + len(data)} bytes of unparsed input "
                 f"(unparsed_bytes_max is {limit})")
         if self._pos:
             # Dropping a bytearray's head is O(1) in CPython (it moves its start), so this
@@ -158,14 +159,14 @@ class RespParser:
     def room_bytes(self) -> int:
         """How much ``feed`` accepts now: what a server may read next (always >= 1 unless a
         complete item is waiting to be taken)."""
-        return self.limits.unparsed_bytes_max - self.buffered_bytes
+        return self.limits.unparsed_bytes_max - (len(self._buf) - self._pos)
 
     @property
     def held_bytes(self) -> int:
         """What this parser holds for its peer: unparsed input plus the finished parts of the
         value in progress (wire bytes, plus ``ARGUMENT_OVERHEAD_BYTES`` per argument)."""
         partial = self._base + self._pos - self._start if self._in_value() else 0
-        return self.buffered_bytes + partial + self._items * ARGUMENT_OVERHEAD_BYTES
+        return len(self._buf) - self._pos + partial + self._items * ARGUMENT_OVERHEAD_BYTES
 
     def next_value(self) -> tuple[Reply] | None:
         """The next complete value as a 1-tuple, or ``None`` until more bytes arrive."""
@@ -412,6 +413,8 @@ def encode_into(out: bytearray, value: Reply) -> None:
     """Append ``value``'s encoding to ``out`` (one buffer for a batch of replies)."""
     if value is None:
         out += b"$-1\r\n"
+    elif value is OK:  # most writes' reply
+        out += b"+OK\r\n"
     elif isinstance(value, SimpleString):
         out += b"+" + _line_safe(value.text) + b"\r\n"
     elif isinstance(value, ErrorReply):

@@ -156,6 +156,9 @@ class Reactor:
         self._closed = False
         self._nursery: trio.Nursery | None = None
         self._round = 0
+        # Trio time the current round began: when a connection served in it began to wait for
+        # its client (the idle sweep needs no finer clock than a round).
+        self._now = trio.current_time()
 
     # --- connections --------------------------------------------------------------------------
 
@@ -234,6 +237,7 @@ class Reactor:
                 os.eventfd_read(wakeup)
             self._signalled = False
             self._round += 1
+            self._now = trio.current_time()
             ready, self._ready = self._ready, []
             for fd, events in epoll.poll(0, EVENTS_PER_ROUND_MAX):
                 if fd == wakeup:
@@ -295,7 +299,7 @@ class Reactor:
                 commands, error = _NONE_TAKEN
             if not commands and error is None:
                 if not conn.readable:
-                    conn.idle_since = trio.current_time()
+                    conn.idle_since = self._now
                     return
                 room = min(limits.receive_bytes_max, conn.parser.room_bytes())
                 assert room >= 1, "the parser was drained, so one item never fills it"
@@ -303,7 +307,7 @@ class Reactor:
                     data = os.read(conn.fd, room)
                 except BlockingIOError:
                     conn.readable = False
-                    conn.idle_since = trio.current_time()
+                    conn.idle_since = self._now
                     return
                 if not data:
                     self._drop(conn)  # the client closed
@@ -344,10 +348,12 @@ class Reactor:
                     assert self._nursery is not None, "run() starts the nursery first"
                     self._nursery.start_soon(task.run, self._server.batch_handler, commands)
                     conn.pending = task
-                elif isinstance(started, list):
+                    return  # its wake brings it back
+                if isinstance(started, list):
                     self._encode(conn, started)
                 else:
                     conn.pending = started
+                    return  # (begin answered what it could) its wake brings it back
             elif conn.tail:
                 self._encode(conn, [])
             # On: write what is owed, then a full batch's leftovers or the next read.
