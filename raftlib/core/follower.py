@@ -46,7 +46,10 @@ class FollowerMixin(CoreState):
         return True
 
     def _on_append(self, msg: AppendEntries) -> None:
-        if not self._follow(msg.src):
+        if self._role is _FOLLOWER and self._leader == msg.src:
+            # What ``_follow`` does for the leader we already follow (almost every append).
+            self._election_elapsed = 0
+        elif not self._follow(msg.src):
             return
         log = self._log
         prev = msg.prev_log_index
@@ -175,8 +178,10 @@ class FollowerMixin(CoreState):
 
     def _reply_append(self, msg: AppendEntries, match_index: int) -> None:
         self._msgs.append(  # (as _send does: one call less per append answered)
+            # Positional (a Struct built from keywords costs a lookup per keyword): term, src,
+            # dst, success, match_index, conflict_index, conflict_term, read_ctx, stream.
             AppendEntriesResponse(
-                self._term, self._id, msg.src, True, match_index, read_ctx=msg.read_ctx,
-                stream=msg.stream,
+                self._term, self._id, msg.src, True, match_index, 0, 0, msg.read_ctx,
+                msg.stream,
             )
         )

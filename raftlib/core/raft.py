@@ -117,6 +117,8 @@ class RaftCore(
         durable_hard_state = hard_state
         hard_state = recovered_hard_state(hard_state, entries, snapshot)
         self.config = config
+        # Read on every tick (``config`` is frozen: this never goes stale).
+        self._election_timeout_min = config.election_timeout_ticks_min
         self._rng = rng
         self._id = config.node_id
 
@@ -271,7 +273,9 @@ class RaftCore(
     def tick(self) -> None:
         if self._halted:
             return
-        self._lease_started_tick()
+        lease = self._lease
+        if lease.started_ticks < self._election_timeout_min:
+            self._lease_started_tick()
         if self._role is _LEADER:
             self._tick_leader()
         else:
