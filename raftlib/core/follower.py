@@ -67,7 +67,7 @@ class FollowerMixin(CoreState):
                 return
             if not entries:
                 # A heartbeat at or below our commit index: it matches up to prev.
-                self._reply_append(msg, match_index=prev)
+                self._reply_append(msg, prev)
                 return
             skip = min(commit - prev, len(entries))
             for entry in entries[:skip]:
@@ -78,7 +78,7 @@ class FollowerMixin(CoreState):
             if skip == len(entries):
                 # What was compared, not our commit index: a leader whose log is shorter than
                 # our committed one has lost entries, and must send us its own to find out.
-                self._reply_append(msg, match_index=prev + len(entries))
+                self._reply_append(msg, prev + len(entries))
                 return
             entries = entries[skip:]
             prev = commit
@@ -96,7 +96,7 @@ class FollowerMixin(CoreState):
             new_commit = min(msg.commit, last_new)
             if new_commit > self._commit:
                 self._commit = new_commit
-        self._reply_append(msg, match_index=last_new)
+        self._reply_append(msg, last_new)
 
     def _diverged(self, index: int, leader_term: int, leader: NodeId) -> None:
         ours = self._log.term(index)
