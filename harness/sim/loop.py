@@ -11,6 +11,11 @@ time and they were scheduled in sequence order, so taking the smaller (time, seq
 queue's head and the heap's top runs every event exactly where the heap alone would have: the
 queue saves a heap push and pop per such event, nothing else.
 
+Events due far ahead (``far_us`` or more when scheduled: a client's request timeouts, which
+nearly always find their operation done) wait in a second heap, and move to the main one once
+they are due no later than its top: every heap operation then costs a level or two less (the
+timeouts were half of the main heap). The order is the same (time, sequence) order.
+
 An event that may turn out to be needed at the current time can hold its place in that order
 without being scheduled (``reserve``): scheduled later in the same instant, before the events
 after it ran (``reserved_open``), it runs exactly where it would have (``at_reserved``); never
@@ -26,6 +31,9 @@ from typing import Any
 
 US_PER_SECOND = 1_000_000
 STORM_WINDOW_EVENTS = 1 << 16
+# Events scheduled at least this far ahead (simulated microseconds) wait in the far heap.
+FAR_US = 100_000
+_NEVER = 1 << 62  # later than any event: the far heap's next time when it is empty
 
 _heappush = heapq.heappush  # called for most events: one global lookup, not two
 
@@ -37,13 +45,20 @@ def seconds_to_us(seconds: float) -> int:
 
 
 class EventLoop:
-    __slots__ = ("_heap", "_mark_us", "_now", "_running", "_seq", "events_per_second_max",
-                 "events_run", "now_us")
+    __slots__ = ("_far", "_far_next", "_far_us", "_heap", "_mark_us", "_now", "_running", "_seq",
+                 "events_per_second_max", "events_run", "now_us")
 
-    def __init__(self, events_per_second_max: int = 0) -> None:
+    def __init__(self, events_per_second_max: int = 0, far_us: int = FAR_US) -> None:
+        if far_us < 1:
+            raise ValueError(f"far_us must be at least 1 microsecond, got {far_us}")
         self.now_us = 0
         # (time, sequence, fn, arg): events due later than when they were scheduled.
         self._heap: list[tuple[int, int, Callback, Any]] = []
+        # The same, for events scheduled ``far_us`` or more ahead (the module docstring), and
+        # the time of its first (_NEVER when empty).
+        self._far: list[tuple[int, int, Callback, Any]] = []
+        self._far_us = far_us
+        self._far_next = _NEVER
         # (sequence, fn, arg): events due at ``now_us`` (the module docstring).
         self._now: deque[tuple[int, Callback, Any]] = deque()
         self._seq = 0
@@ -63,15 +78,34 @@ class EventLoop:
         seq = self._seq = self._seq + 1
         if time_us == now:
             self._now.append((seq, fn, arg))
+        elif time_us - now >= self._far_us:
+            self._push_far(time_us, seq, fn, arg)
         else:
             _heappush(self._heap, (time_us, seq, fn, arg))
 
     def after(self, delay_us: int, fn: Callback, arg: Any = None) -> None:
         seq = self._seq = self._seq + 1
-        if delay_us:
+        if not delay_us:
+            self._now.append((seq, fn, arg))
+        elif delay_us < self._far_us:
             _heappush(self._heap, (self.now_us + delay_us, seq, fn, arg))
         else:
-            self._now.append((seq, fn, arg))
+            self._push_far(self.now_us + delay_us, seq, fn, arg)
+
+    def _push_far(self, time_us: int, seq: int, fn: Callback, arg: Any) -> None:
+        _heappush(self._far, (time_us, seq, fn, arg))
+        if time_us < self._far_next:
+            self._far_next = time_us
+
+    def _bring_near(self) -> None:
+        """Move the far events due no later than the main heap's top (or, when it is empty,
+        those due at the far heap's first time) to the main heap."""
+        far = self._far
+        heap = self._heap
+        limit = heap[0][0] if heap else far[0][0]
+        while far and far[0][0] <= limit:
+            _heappush(heap, heapq.heappop(far))
+        self._far_next = far[0][0] if far else _NEVER
 
     def reserve(self) -> int:
         """A place in the order of the events due now, for an event that may be scheduled
@@ -113,9 +147,15 @@ class EventLoop:
                         _, seq, fn, arg = pop(heap)
                     else:
                         seq, fn, arg = take_now()
-                elif heap and heap[0][0] <= end_us:
+                elif heap and heap[0][0] < self._far_next:
+                    # (The far heap's events all come later: the main heap's top is next.)
+                    if heap[0][0] > end_us:
+                        break
                     now, seq, fn, arg = pop(heap)
                     self.now_us = now
+                elif self._far:
+                    self._bring_near()  # then the main heap's top is the next event
+                    continue
                 else:
                     break
                 self._running = seq

@@ -73,6 +73,7 @@ class SimNetwork:
         self._client_rng = client_rng
         self._delay_us = delay_us
         self._jitter_us = jitter_us
+        self._jitter_range = jitter_us + 1  # a fault-free delay is delay + [0, jitter] us
         self._client_delay_us = client_delay_us
         self._client_jitter_us = client_jitter_us
         self.receivers: dict[NodeId, Receiver] = {}
@@ -112,37 +113,33 @@ class SimNetwork:
     # --- node to node ---------------------------------------------------------------------
 
     def send(self, src: NodeId, messages: Sequence[Message]) -> None:
-        counters = self._counts
-        self._sent += len(messages)
+        count = len(messages)
+        self._sent += count
         if self.on_send is not None and not self.on_send(src, messages):
-            counters["dropped_down"] += len(messages)
+            self._counts["dropped_down"] += count
             return
         if self._per_message:
             for msg in messages:
                 if (src, msg.dst) in self.blocked:
-                    counters["dropped_partition"] += 1
+                    self._counts["dropped_partition"] += 1
                 else:
                     self._send_faulty(src, msg.dst, msg)
             return
         blocked = self.blocked
-        after = self._loop.after
-        deliver = self._deliver
-        # The fault-free delay, drawn here rather than in ``_delay`` (one call less per batch;
-        # the same draw from the same stream).
+        # The fault-free delay is drawn here rather than in ``_delay`` (one call less per
+        # batch; the same draw from the same stream).
         plain = self._faults is NO_FAULTS
-        rng = self._rng
-        delay_us = self._delay_us
-        jitter_range = self._jitter_us + 1
-        if len(messages) == 1:
+        if count == 1:
             # The common case (an acknowledgement, a vote): no grouping to do, and the batch
             # travels as it was handed over (nothing changes it after the send).
             dst = messages[0].dst
             if blocked and (src, dst) in blocked:
-                counters["dropped_partition"] += 1
+                self._counts["dropped_partition"] += 1
             elif plain:
-                after(delay_us + int(rng.random() * jitter_range), deliver, (src, dst, messages))
+                self._loop.after(self._delay_us + int(self._rng.random() * self._jitter_range),
+                                 self._deliver, (src, dst, messages))
             else:
-                after(self._delay(), deliver, (src, dst, messages))
+                self._loop.after(self._delay(), self._deliver, (src, dst, messages))
             return
         # One batch per destination, in send order (most Readies address each peer once).
         by_dst: dict[NodeId, list[Message]] = {}
@@ -152,9 +149,14 @@ class SimNetwork:
                 by_dst[msg.dst] = [msg]
             else:
                 batch.append(msg)
+        after = self._loop.after
+        deliver = self._deliver
+        rng = self._rng
+        delay_us = self._delay_us
+        jitter_range = self._jitter_range
         for dst, batch in by_dst.items():
             if blocked and (src, dst) in blocked:
-                counters["dropped_partition"] += len(batch)
+                self._counts["dropped_partition"] += len(batch)
             elif plain:
                 after(delay_us + int(rng.random() * jitter_range), deliver, (src, dst, batch))
             else:

@@ -598,7 +598,7 @@ class SimNode:
         incarnation, job = item
         if incarnation != self.incarnation:
             return  # the node crashed before its fsync returned
-        if self.state is NodeState.PAUSED:
+        if self.state is _PAUSED:
             self._deferred = job
             return
         self._complete_persist(job)

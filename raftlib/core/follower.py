@@ -46,7 +46,10 @@ class FollowerMixin(CoreState):
         return True
 
     def _on_append(self, msg: AppendEntries) -> None:
-        if not self._follow(msg.src):
+        if self._role is _FOLLOWER and self._leader == msg.src:
+            # What ``_follow`` does for the leader we already follow (almost every append).
+            self._election_elapsed = 0
+        elif not self._follow(msg.src):
             return
         log = self._log
         prev = msg.prev_log_index
@@ -64,7 +67,7 @@ class FollowerMixin(CoreState):
                 return
             if not entries:
                 # A heartbeat at or below our commit index: it matches up to prev.
-                self._reply_append(msg, match_index=prev)
+                self._reply_append(msg, prev)
                 return
             skip = min(commit - prev, len(entries))
             for entry in entries[:skip]:
@@ -75,7 +78,7 @@ class FollowerMixin(CoreState):
             if skip == len(entries):
                 # What was compared, not our commit index: a leader whose log is shorter than
                 # our committed one has lost entries, and must send us its own to find out.
-                self._reply_append(msg, match_index=prev + len(entries))
+                self._reply_append(msg, prev + len(entries))
                 return
             entries = entries[skip:]
             prev = commit
@@ -93,7 +96,7 @@ class FollowerMixin(CoreState):
             new_commit = min(msg.commit, last_new)
             if new_commit > self._commit:
                 self._commit = new_commit
-        self._reply_append(msg, match_index=last_new)
+        self._reply_append(msg, last_new)
 
     def _diverged(self, index: int, leader_term: int, leader: NodeId) -> None:
         ours = self._log.term(index)
@@ -175,8 +178,10 @@ class FollowerMixin(CoreState):
 
     def _reply_append(self, msg: AppendEntries, match_index: int) -> None:
         self._msgs.append(  # (as _send does: one call less per append answered)
+            # Positional (a Struct built from keywords costs a lookup per keyword): term, src,
+            # dst, success, match_index, conflict_index, conflict_term, read_ctx, stream.
             AppendEntriesResponse(
-                self._term, self._id, msg.src, True, match_index, read_ctx=msg.read_ctx,
-                stream=msg.stream,
+                self._term, self._id, msg.src, True, match_index, 0, 0, msg.read_ctx,
+                msg.stream,
             )
         )

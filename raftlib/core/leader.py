@@ -38,7 +38,8 @@ SNAPSHOT_STALL_ELECTION_TIMEOUTS = 5
 class LeaderMixin(LeaseMixin):
     def _tick_leader(self) -> None:
         cfg = self.config
-        self._lease_tick()
+        if cfg.lease_reads:  # (what ``_lease_tick`` tests first: a call less per tick)
+            self._lease_tick()
         stall = SNAPSHOT_STALL_ELECTION_TIMEOUTS * cfg.election_timeout_ticks_max
         for pr in self._progress.values():
             if pr.state is _SNAPSHOT:
@@ -126,7 +127,8 @@ class LeaderMixin(LeaseMixin):
         if msg.read_ctx > pr.read_acked and msg.read_ctx <= self._read_seq:
             pr.read_acked = msg.read_ctx
             self._check_reads()
-        if not pr.is_current(msg.stream):
+        stream = msg.stream
+        if stream != pr.stream and stream != 0:  # (``pr.is_current(stream)``, written out)
             # An answer to an earlier stream: what it says about the follower's log is old
             # news (a later answer says more) or misleading (a rejection that would throw the
             # current stream back, or reset match, for an append long superseded).
@@ -258,8 +260,9 @@ class LeaderMixin(LeaseMixin):
         self._msgs.append(InstallSnapshot(self._term, self._id, peer, snap))
 
     def _broadcast_heartbeat(self) -> None:
+        send_appends = self._send_appends
         for peer, pr in self._progress.items():
-            self._send_appends(peer, pr, heartbeat=True)
+            send_appends(peer, pr, True)  # (heartbeat: positional, as below)
 
     def _owes_appends(self) -> bool:
         """Whether ``_flush`` would send anything now: a pure query, so ``has_ready`` can ask
@@ -282,8 +285,9 @@ class LeaderMixin(LeaseMixin):
             return
         read_bcast = self._read_bcast_pending
         self._send_pending = self._read_bcast_pending = False
+        send_appends = self._send_appends
         for peer, pr in self._progress.items():
-            self._send_appends(peer, pr, heartbeat=read_bcast)
+            send_appends(peer, pr, read_bcast)  # (heartbeat: a keyword costs a lookup per call)
 
     def snapshot_taken(self, meta: SnapshotMeta) -> None:
         """A snapshot of this node's state machine is durable in storage: followers behind the

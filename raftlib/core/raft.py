@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import types as _pytypes
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from raftlib.core.config import CoreConfig, Rng
 from raftlib.core.election import ElectionMixin
@@ -68,7 +69,7 @@ from raftlib.core.types import (
     SoftState,
     TimeoutNow,
 )
-from raftlib.core.validation import is_plausible
+from raftlib.core.validation import checker
 from raftlib.errors import ConfigError
 
 # Enum members compared on every message, as module constants: on Python 3.11 a class
@@ -80,17 +81,20 @@ _FOLLOWER = Role.FOLLOWER
 __all__ = ["CoreStatus", "ProgressStatus", "RaftCore"]
 
 # The messages the core takes (snapshot chunks and their acknowledgements stay with the
-# drivers, which stream the bytes; raftlib.snapshots).
-_CORE_MESSAGES = frozenset({
-    AppendEntries,
-    AppendEntriesResponse,
-    RequestVote,
-    RequestVoteResponse,
-    ReadIndexRequest,
-    ReadIndexResponse,
-    TimeoutNow,
-    InstallSnapshot,
-})
+# drivers, which stream the bytes; raftlib.snapshots), each with its ``is_plausible`` test.
+_CORE_MESSAGES: dict[type, Callable[[Any, NodeId], bool]] = {
+    kind: checker(kind)
+    for kind in (
+        AppendEntries,
+        AppendEntriesResponse,
+        RequestVote,
+        RequestVoteResponse,
+        ReadIndexRequest,
+        ReadIndexResponse,
+        TimeoutNow,
+        InstallSnapshot,
+    )
+}
 
 
 class RaftCore(
@@ -117,6 +121,8 @@ class RaftCore(
         durable_hard_state = hard_state
         hard_state = recovered_hard_state(hard_state, entries, snapshot)
         self.config = config
+        # Read on every tick (``config`` is frozen: this never goes stale).
+        self._election_timeout_min = config.election_timeout_ticks_min
         self._rng = rng
         self._id = config.node_id
 
@@ -271,7 +277,9 @@ class RaftCore(
     def tick(self) -> None:
         if self._halted:
             return
-        self._lease_started_tick()
+        lease = self._lease
+        if lease.started_ticks < self._election_timeout_min:
+            self._lease_started_tick()
         if self._role is _LEADER:
             self._tick_leader()
         else:
@@ -310,7 +318,8 @@ class RaftCore(
         unknown ``src``, impossible values) is counted and ignored, never raised."""
         if self._halted:
             return
-        if type(msg) not in _CORE_MESSAGES or not is_plausible(msg, self._id):
+        plausible = _CORE_MESSAGES.get(type(msg))
+        if plausible is None or not plausible(msg, self._id):
             self._invalid_messages += 1
             return
         term = msg.term

@@ -81,8 +81,12 @@ class ReadyMixin(CoreState):
         log = self._log
         # The appends this leader owes now (its new commit index among them) are built
         # before a configuration takes effect: a leader that the change removes still tells
-        # its followers that the change committed before it steps down.
-        self._flush()
+        # its followers that the change committed before it steps down. (What ``_flush`` does
+        # on any other node, written out: most Readies are a follower's.)
+        if self._role is _LEADER:
+            self._flush()
+        else:
+            self._send_pending = self._read_bcast_pending = False
         handed = self._apply_handed
         committed: tuple[Entry, ...] = ()
         if self._commit > handed and log.persisted > handed and not self._halted:
@@ -117,17 +121,20 @@ class ReadyMixin(CoreState):
         anomalies = self._anomalies
         if anomalies:
             self._anomalies = []
+        # (Positional: a Struct built from keywords costs a lookup per field. In field order:
+        # hard_state, entries, messages, committed, read_states, dropped_reads, soft_state,
+        # anomalies, snapshot, snapshot_keeps_log.)
         ready = Ready(
-            hard_state=hard_out,
-            entries=log.take_unhanded() if log.handed < log.last_index else (),
-            messages=tuple(msgs) if msgs else (),
-            committed=committed,
-            read_states=tuple(read_states) if read_states else (),
-            dropped_reads=tuple(dropped_reads) if dropped_reads else (),
-            soft_state=soft_out,
-            anomalies=tuple(anomalies) if anomalies else (),
-            snapshot=self._snapshot_to_install,
-            snapshot_keeps_log=self._snapshot_keeps_log,
+            hard_out,
+            log.take_unhanded() if log.handed < log.last_index else (),
+            tuple(msgs) if msgs else (),
+            committed,
+            tuple(read_states) if read_states else (),
+            tuple(dropped_reads) if dropped_reads else (),
+            soft_out,
+            tuple(anomalies) if anomalies else (),
+            self._snapshot_to_install,
+            self._snapshot_keeps_log,
         )
         self._snapshot_to_install = None
         self._snapshot_keeps_log = False
@@ -156,9 +163,13 @@ class ReadyMixin(CoreState):
 
     def _check_invariants(self) -> None:
         log = self._log
-        log.check()
+        # ``log.check()``'s tests, written out (this runs on every Ready); it says what broke.
+        base = log.base_index
+        last = log.last_index
+        if last != base + len(log._entries) or not base <= log.persisted <= log.handed <= last:
+            log.check()
         snap_index = self._snapshot.index if self._snapshot is not None else 0
-        if log.base_index > snap_index:
+        if base > snap_index:
             raise AssertionError(
                 f"node {self._id}: log compacted to {log.base_index} beyond the snapshot "
                 f"at {snap_index}"
@@ -173,6 +184,8 @@ class ReadyMixin(CoreState):
                 raise AssertionError(f"node {self._id}: leader without its own vote")
             next_max = log.last_index + 1
             for pr in self._progress.values():
-                pr.check()
+                # (``pr.check()``'s test written out, as above; it says what broke.)
+                if not 0 <= pr.match < pr.next:
+                    pr.check()
                 if pr.next > next_max:
                     raise AssertionError(f"node {self._id}: next past our log: {pr!r}")

@@ -59,6 +59,7 @@ class PendingRead:
 
 class CoreState:
     config: CoreConfig
+    _election_timeout_min: int  # config.election_timeout_ticks_min, read on every tick
     _rng: Rng
     _id: NodeId
     # The voters of ``_conf`` (both sets of a joint one), kept by ``_use_conf``: who may

@@ -110,6 +110,30 @@ def test_events_run_in_time_then_scheduling_order_as_one_heap_would(seed: int) -
     assert run_program(EventLoop(), seed, 300) == expected
 
 
+@given(st.integers(0, 2**32))
+def test_events_due_far_ahead_run_in_the_same_order_as_the_others(seed: int) -> None:
+    """With the far heap's threshold at 2 us, the programs' events due 2 or 3 us ahead wait
+    there (and those due sooner in the main heap): the order must not change."""
+    expected = run_program(ReferenceLoop(), seed, 300)
+    assert run_program(EventLoop(far_us=2), seed, 300) == expected
+
+
+def test_the_programs_schedule_events_far_ahead() -> None:
+    """The property above is only worth something if events do wait in the far heap, and
+    several at a time."""
+
+    class CountingLoop(EventLoop):
+        far_max = 0
+
+        def _bring_near(self) -> None:
+            self.far_max = max(self.far_max, len(self._far))
+            super()._bring_near()
+
+    loop = CountingLoop(far_us=2)
+    run_program(loop, 1, 300)
+    assert loop.far_max > 5
+
+
 def test_the_programs_use_every_kind_of_scheduling() -> None:
     """The property above is only worth something if the programs mix the cases: several
     events due at one instant, and reserved places taken."""
