@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 
 from raftlib.core.types import NodeId
 
@@ -75,9 +76,16 @@ def joint_committed_index(
 ) -> int:
     """The largest index a majority of ``voters`` and of ``outgoing`` (when not empty) hold;
     ``match`` maps a node to its match index (absent: 0)."""
-    index = committed_index([match.get(v, 0) for v in voters])
+    # (``committed_index`` of each set, written out for this, its caller on every
+    # acknowledgement that may commit: the quorum-th highest match is at ``count // 2`` in
+    # descending order, and ``map`` builds the list without a comprehension's frame.)
+    get = match.get
+    if not voters:
+        return committed_index(())  # (which says that no quorum exists)
+    index = sorted(map(get, voters, repeat(0)), reverse=True)[len(voters) // 2]
     if outgoing:
-        index = min(index, committed_index([match.get(v, 0) for v in outgoing]))
+        other = sorted(map(get, outgoing, repeat(0)), reverse=True)[len(outgoing) // 2]
+        index = min(index, other)
     return index
 
 
