@@ -78,6 +78,7 @@ log = logging.getLogger("raftlib.driver")
 # Ticks a commit-index-only hard state may wait for a sync that happens anyway before it
 # gets one of its own (it waited at least DEFERRED_COMMIT_TICKS_MAX - 1 whole ticks then).
 DEFERRED_COMMIT_TICKS_MAX = 2
+_ONE_TICK = (1,)  # what ``Driver.tick`` counts through for a single tick
 
 
 class Waiter(Protocol):
@@ -325,7 +326,10 @@ class Driver:
         delivered as that many: bounded work, whatever the stall's length."""
         assert count >= 1, f"ticks come one or more at a time, got {count}"
         core = self.core
-        for _ in range(min(count, core.config.election_timeout_ticks_max)):
+        # (One tick, the usual case, without the ``min`` and the range: once per clock tick.)
+        ticks = _ONE_TICK if count == 1 else range(
+            min(count, core.config.election_timeout_ticks_max))
+        for _ in ticks:
             if self._deferred_hard_state is not None:
                 self._deferred_ticks += 1
             core.tick()
@@ -404,17 +408,19 @@ class Driver:
                 self.counters["early_append_messages"] += len(appends)
                 self._send(appends)
             return None
+        counters = self.counters
         while core.has_ready():
             rd = core.ready()
-            self.counters["readies"] += 1
+            counters["readies"] += 1
             if rd.anomalies:
                 self._report_anomalies(rd)
+            entries = rd.entries
             # (Most Readies hold neither: then there is no hard state to sync.)
             hard_state = (self._hard_state_to_sync(rd)
-                          if rd.hard_state is not None or rd.entries else None)
+                          if rd.hard_state is not None or entries else None)
             if rd.snapshot is not None:
                 self._queue_install(rd.snapshot, rd.snapshot_keeps_log)
-            if hard_state is None and not rd.entries and self._pending is None:
+            if hard_state is None and not entries and self._pending is None:
                 # Nothing to make durable, so nothing to wait for.
                 if rd.messages:
                     self._send(rd.messages)
@@ -427,7 +433,7 @@ class Driver:
                 # (votes, acknowledgements) leave in ``persisted``.
                 self._send(appends)
             self._deliver(rd)
-            return self._job(rd, rd.entries, hard_state, after_sends=bool(appends))
+            return self._job(rd, entries, hard_state, after_sends=bool(appends))
         deferred = self._deferred_hard_state
         if self._pending is not None or (
             deferred is not None and self._deferred_ticks >= DEFERRED_COMMIT_TICKS_MAX
@@ -557,10 +563,11 @@ class Driver:
         if rd.soft_state is not None and self._hooks.on_role is not None:
             soft = rd.soft_state
             self._hooks.on_role(soft.role, soft.leader, self.core.term, soft.reason)
-        if rd.committed:
+        committed = rd.committed
+        if committed:
             if self._hooks.on_apply is not None:
-                self._hooks.on_apply(rd.committed)
-            self.apply(rd.committed)
+                self._hooks.on_apply(committed)
+            self.apply(committed)
         if rd.dropped_reads:
             for request_id in rd.dropped_reads:
                 waiter = self.reads.pop(request_id, None)
@@ -571,7 +578,7 @@ class Driver:
                 self._read_states.append((rs.index, rs.request_id))
         if self._read_states:
             self._serve_reads()
-        if rd.committed and self._snapshots_on:
+        if committed and self._snapshots_on:
             self._maybe_snapshot()
         conf = self.core.conf
         if conf is not self._conf:

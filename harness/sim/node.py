@@ -504,9 +504,9 @@ class SimNode:
             if incarnation == self.incarnation and time_us == loop.now_us \
                     and loop.reserved_open(time_us, seq):
                 # An earlier input of this instant held the pump's place: it runs there.
-                loop.at_reserved(seq, self._scheduled_pump, incarnation)
+                loop.at_reserved(seq, self._pump, incarnation)
                 return
-        loop.after(0, self._scheduled_pump, self.incarnation)
+        loop.after(0, self._pump, self.incarnation)
 
     def _pump_soon(self, driver: Driver) -> None:
         """``_schedule_pump`` after an input, except when the driver has no work now: then
@@ -526,13 +526,14 @@ class SimNode:
                 or not loop.reserved_open(now, place[1]):
             self._pump_place = (now, loop.reserve(), self.incarnation)
 
-    def _scheduled_pump(self, incarnation: int) -> None:
-        if incarnation != self.incarnation:
-            return
-        self._pump_scheduled = False
-        self._pump()  # (which does nothing unless the node is up)
-
-    def _pump(self) -> None:
+    def _pump(self, incarnation: int | None = None) -> None:
+        """Pump the driver (when up). With ``incarnation``: the pump ``_schedule_pump``
+        scheduled, for that life of this node (an earlier life's does nothing). One method
+        for both: the scheduled pump is the event run most often, and this saves it a call."""
+        if incarnation is not None:
+            if incarnation != self.incarnation:
+                return
+            self._pump_scheduled = False
         driver = self.driver
         if driver is None or self.state is not _UP:
             return

@@ -323,7 +323,8 @@ class RaftCore(
             self._invalid_messages += 1
             return
         term = msg.term
-        if term > self._term:
+        ours = self._term
+        if term > ours:
             if type(msg) is RequestVote:
                 if self._in_lease(msg):
                     # Thesis §9.6: we heard from a leader within the minimum election
@@ -341,7 +342,7 @@ class RaftCore(
             else:
                 leader = msg.src if type(msg) is AppendEntries else NO_NODE
                 self._become_follower(term, leader, f"higher term {term} from node {msg.src}")
-        elif term < self._term:
+        elif term < ours:
             self._on_stale(msg)
             return
         # The two types of every replication round go to their handlers directly (one call

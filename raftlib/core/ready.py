@@ -100,13 +100,14 @@ class ReadyMixin(CoreState):
             self._flush()  # (without this block the first flush left nothing to send)
         prev_hard = self._prev_hard
         hard_out = None
-        if (prev_hard.commit != self._commit or prev_hard.term != self._term
-                or prev_hard.vote != self._vote):
-            hard_out = self._prev_hard = HardState(self._term, self._vote, self._commit)
+        term, vote, commit = self._term, self._vote, self._commit
+        if prev_hard.commit != commit or prev_hard.term != term or prev_hard.vote != vote:
+            hard_out = self._prev_hard = HardState(term, vote, commit)
         soft_out = None
         prev_soft = self._prev_soft
-        if prev_soft.role is not self._role or prev_soft.leader != self._leader:
-            soft_out = self._prev_soft = SoftState(self._role, self._leader, self._role_reason)
+        role, leader = self._role, self._leader
+        if prev_soft.role is not role or prev_soft.leader != leader:
+            soft_out = self._prev_soft = SoftState(role, leader, self._role_reason)
         # Most Readies carry a message or two and nothing else: an empty list is handed as
         # () and kept (nothing else holds it), not copied and replaced.
         msgs = self._msgs
