@@ -148,12 +148,7 @@ class LeaderMixin(LeaseMixin):
             # Only what this follower is now owed needs a send pass (entries, or a commit
             # index it has not seen); otherwise every has_ready walked all followers for
             # nothing until the next Ready (8% of the simulator's instructions).
-            # (``pr.owed(last, commit)`` written out, ``commit_stale`` too: asked on every
-            # acknowledgement.)
-            commit = self._commit
-            if pr.next <= self._log.last_index or (
-                commit > pr.commit_sent and pr.next - 1 > pr.commit_sent
-            ):
+            if pr.owed(self._log.last_index, self._commit):
                 self._send_pending = True
             return
         rejected = msg.match_index

@@ -219,10 +219,7 @@ class MemoryStorage:
             self._durable_hard_state = pending
             self._pending_hard_state = None
         self._syncs += 1
-        durable, written = self._durable, self._log
-        # (``durable != written``, the attrs equality of the two ``_Log``s, written out: two
-        # calls less per sync.)
-        if durable.base != written.base or durable.entries != written.entries:
+        if self._durable != self._log:
             raise AssertionError("after sync the durable log must equal the written log")
 
     def create_snapshot(self, meta: SnapshotMeta) -> MemorySnapshotWriter:
