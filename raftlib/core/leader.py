@@ -127,8 +127,7 @@ class LeaderMixin(LeaseMixin):
         if msg.read_ctx > pr.read_acked and msg.read_ctx <= self._read_seq:
             pr.read_acked = msg.read_ctx
             self._check_reads()
-        stream = msg.stream
-        if stream != pr.stream and stream != 0:  # (``pr.is_current(stream)``, written out)
+        if not pr.is_current(msg.stream):
             # An answer to an earlier stream: what it says about the follower's log is old
             # news (a later answer says more) or misleading (a rejection that would throw the
             # current stream back, or reset match, for an append long superseded).

@@ -164,11 +164,8 @@ class ReadyMixin(CoreState):
 
     def _check_invariants(self) -> None:
         log = self._log
-        # ``log.check()``'s tests, written out (this runs on every Ready); it says what broke.
+        log.check()
         base = log.base_index
-        last = log.last_index
-        if last != base + len(log._entries) or not base <= log.persisted <= log.handed <= last:
-            log.check()
         snap_index = self._snapshot.index if self._snapshot is not None else 0
         if base > snap_index:
             raise AssertionError(
@@ -185,8 +182,6 @@ class ReadyMixin(CoreState):
                 raise AssertionError(f"node {self._id}: leader without its own vote")
             next_max = log.last_index + 1
             for pr in self._progress.values():
-                # (``pr.check()``'s test written out, as above; it says what broke.)
-                if not 0 <= pr.match < pr.next:
-                    pr.check()
+                pr.check()
                 if pr.next > next_max:
                     raise AssertionError(f"node {self._id}: next past our log: {pr!r}")

@@ -59,10 +59,10 @@ def checker(kind: type) -> Callable[[Any, NodeId], bool]:
 
 
 # Every message a node receives passes here. The range tests of ``plain`` are written out
-# (``type(v) is int and 0 <= v <= top``), and the two types of every replication round test
-# the fields every message has (``_plausible_header``) themselves: a call less per field
-# and per message (``plain`` stays the rule's one statement;
-# tests/raftlib/core/test_core_validation.py holds this to it).
+# for the two types of every replication round (``type(v) is int and 0 <= v <= top``): a
+# call less per field (``plain`` stays the rule's one statement;
+# tests/raftlib/core/test_core_validation.py holds this to it). The fields every message
+# has are tested in one place, ``_plausible_header``.
 
 
 def _plausible_header(msg: Message, node_id: NodeId) -> bool:
@@ -75,11 +75,9 @@ def _plausible_header(msg: Message, node_id: NodeId) -> bool:
 
 def _plausible_append_response(msg: AppendEntriesResponse, node_id: NodeId) -> bool:
     top = VALUE_MAX
-    src = msg.src
+    if not _plausible_header(msg, node_id):
+        return False
     term = msg.term
-    if (msg.dst != node_id or type(src) is not int or src < 1 or src == node_id
-            or type(term) is not int or not 0 <= term <= top):
-        return False  # (the header, as _plausible_header)
     match = msg.match_index
     conflict = msg.conflict_index
     conflict_term = msg.conflict_term
@@ -97,11 +95,9 @@ def _plausible_append_response(msg: AppendEntriesResponse, node_id: NodeId) -> b
 
 def _plausible_append(msg: AppendEntries, node_id: NodeId) -> bool:
     top = VALUE_MAX
-    src = msg.src
+    if not _plausible_header(msg, node_id):
+        return False
     term = msg.term
-    if (msg.dst != node_id or type(src) is not int or src < 1 or src == node_id
-            or type(term) is not int or not 0 <= term <= top):
-        return False  # (the header, as _plausible_header)
     prev = msg.prev_log_index
     prev_term = msg.prev_log_term
     commit = msg.commit
