@@ -400,6 +400,11 @@ class Node:
         return self.config.node_id
 
     @property
+    def term(self) -> int:
+        """This node's current term (cheaper than ``status()``: no copy of the progress)."""
+        return self._core.term
+
+    @property
     def lease_reads_served(self) -> int:
         """Reads this node answered under its lease since it started (``lease_reads``)."""
         return self._core.lease_reads_served

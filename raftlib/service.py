@@ -103,6 +103,7 @@ from raftlib.kv.commands import (
     Set,
     encode_command,
 )
+from raftlib.kv.leader_clock import LeaderClock
 from raftlib.kv.machine import KvStateMachine
 from raftlib.metrics import NodeMetrics, info_lines, samples, serve_metrics
 from raftlib.node import Node, NodeConfig, NodeHooks, ProposalGroup, open_node
@@ -305,8 +306,10 @@ class _PendingBatch:
 
 
 class KvCommandHandler:
-    """Answers RESP commands for one node. ``clock`` is the leader time stamped into writes
-    (seconds; wall clock for real processes, ``trio.current_time`` in simulations).
+    """Answers RESP commands for one node. Writes carry the leader time of a ``LeaderClock``
+    (session expiry's clock): ``clock`` (the wall clock, seconds) only seeds a new cluster's
+    time; ``monotonic`` (seconds; Trio's clock, which times everything else the node does)
+    advances it. Simulations pass ``trio.current_time`` as ``clock`` too.
 
     ``handle_batch`` answers a connection's pipelined commands together, with the effects of
     running them one after another: each run of consecutive writes is one ``propose_batch``
@@ -325,6 +328,7 @@ class KvCommandHandler:
         *,
         client_addresses: Mapping[NodeId, str],
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = trio.current_time,
         config: KvServiceConfig | None = None,
         read_batcher: ReadBatcher | None = None,
         metrics: NodeMetrics | None = None,
@@ -335,7 +339,8 @@ class KvCommandHandler:
         # Finds members' client addresses (those added later too) for redirects.
         self.admin = Admin(node, client_addresses)
         self.metrics = metrics if metrics is not None else NodeMetrics()
-        self._clock = clock
+        self._leader_clock = LeaderClock(
+            lambda: node.term, lambda: machine.sessions.clock_ms, wall=clock, monotonic=monotonic)
         self.config = config or KvServiceConfig()
         # Shares ReadIndex rounds among connections (its ``run`` task must be running) and
         # keeps their deadline (its ``timeout_seconds``, which serve_kv sets to this config's
@@ -448,7 +453,7 @@ class KvCommandHandler:
     # --- the log path ------------------------------------------------------------------------
 
     def _now_ms(self) -> int:
-        return int(self._clock() * 1000)
+        return self._leader_clock.now_ms()
 
     def _redirect(self, exc: NotLeader) -> ErrorReply:
         return self.admin.redirect(exc)

@@ -24,8 +24,9 @@ node's ingress drops every IPv4 packet from a peer with the fault's probability,
 ``loss``; TCP retransmits, so nodes see delays where the simulator's nodes see lost
 messages), ``delay`` (a userspace delay line in per-link relays, see ``shaper``: chunks, not
 packets, weaker than netem), ``clock`` (each node's Trio clock, which times its ticks,
-election timeouts, leases and request timeouts, runs at the fault's rate, and its wall clock,
-the leader time stamped into writes for session expiry, is bumped or strobed; see
+election timeouts, leases, request timeouts and the leader time stamped into writes for
+session expiry, runs at the fault's rate, and its wall clock, which a leader never stamps
+(only a new cluster's first leader reads it), is bumped or strobed; see
 ``clocked``), ``disk`` (a power loss: in a run with disk faults every node runs under
 ``lazyfs``, a file layer in the node process that holds unsynced writes in memory until
 fsync, so killing the node loses them, or tears the newest; a disk window may also damage

@@ -172,8 +172,10 @@ def check_durability(
     log is given). ``run_start_ms`` (the harness's wall clock when the workload
     began) lets a write of a session that table no longer has count as unverifiable rather
     than missing, when and only when the snapshot's session clock passed the run's start by
-    more than the TTL: then the session may have expired legitimately (a leader's wall clock
-    bumped forward, the live clock fault), and its compacted writes cannot be looked up."""
+    more than the TTL: then the session may have expired legitimately (a run longer than the
+    TTL), and its compacted writes cannot be looked up. (The session clock starts at the
+    first leader's wall clock and then runs on the leaders' monotonic clocks, so a wall-clock
+    fault cannot make it pass: ``raftlib.kv.leader_clock``.)"""
     if members is not None:
         # A removed node or an unused spare is not held to the writes made after it left.
         logs = {node: log for node, log in logs.items() if node in members}
@@ -214,7 +216,8 @@ def check_durability(
         return Check("durability", True, f"{len(acked) - len(unverifiable)} of {len(acked)} "
                      "acknowledged writes are in the committed log or the snapshot of all "
                      f"{len(logs)} nodes; {len(unverifiable)} compacted ones of sessions that "
-                     "expired after a wall-clock jump past the session TTL cannot be looked up")
+                     "may have expired (the session clock passed the run's start by more than "
+                     "the session TTL) cannot be looked up")
     return Check("durability", True, f"all {len(acked)} acknowledged writes are in the committed "
                                      f"log or the snapshot of all {len(logs)} nodes")
 

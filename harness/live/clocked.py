@@ -9,8 +9,9 @@ Two clocks, as on a real machine:
   real time, as the simulator's clock fault makes a node's ticks run ``factor`` times as fast.
   Trio time stays continuous and monotonic across changes (a rate, not a jump), as a
   monotonic clock does when the wall clock is stepped.
-- the wall clock (``time.time``, which raftlib stamps into writes as leader time, for session
-  expiry): ``WallClock`` adds the control file's ``offset_s`` (a bump: the clock stepped
+- the wall clock (``time.time``; raftlib's leader time for session expiry runs on Trio's
+  clock and reads it only to seed a new cluster's, so a step here must change nothing
+  a client sees): ``WallClock`` adds the control file's ``offset_s`` (a bump: the clock stepped
   forward or back, as by ``settimeofday``) and, with ``strobe``, flips between that and
   ``delta_s`` more every ``period_ms`` (Jepsen's strobe). ``time.time`` is replaced before
   the node's modules are imported, so their ``clock=time.time`` defaults get it too.

@@ -457,8 +457,9 @@ def _finish(
         **network_info,
         "nemeses_supported": list(supported_nemeses(options)),
         "clock_model": "clock faults change the rate of each node's Trio clock (ticks, "
-                       "timeouts, leases) and bump or strobe its wall clock (time.time, the "
-                       "leader time stamped into writes for session expiry) through "
+                       "timeouts, leases, and the leader time stamped into writes for "
+                       "session expiry) and bump or strobe its wall clock (time.time, which "
+                       "only a new cluster's first leader reads) through "
                        "harness.live.clocked",
         "crash_model": ("kill is a process crash (what a node wrote survives, synced or "
                         "not); disk is a power loss: nodes run under harness.live.lazyfs, "

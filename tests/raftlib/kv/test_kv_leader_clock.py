@@ -1,0 +1,92 @@
+"""Session expiry's clock: the leader time stamped into writes follows the replicated clock and
+the leader's monotonic clock, never a step of its wall clock (``raftlib.kv.leader_clock``)."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from raftlib.kv import KvStateMachine
+from raftlib.kv.leader_clock import LeaderClock
+from raftlib.kv.sessions import SESSION_TTL_MS_DEFAULT
+from raftlib.resp.protocol import OK
+from raftlib.service import KvCommandHandler, KvServiceConfig
+from raftlib.testing import open_local_cluster
+from tests.raftlib.kv.workload import machine, memory_address
+
+TWO_HOURS_SECONDS = 7200.0
+
+
+class _Clocks:
+    """Hand-set inputs of a LeaderClock."""
+
+    def __init__(self) -> None:
+        self.term = 1
+        self.replicated_ms = 0
+        self.wall = 1_000.0
+        self.monotonic = 50.0
+
+    def clock(self) -> LeaderClock:
+        return LeaderClock(lambda: self.term, lambda: self.replicated_ms,
+                           wall=lambda: self.wall, monotonic=lambda: self.monotonic)
+
+
+def test_a_new_cluster_starts_its_time_from_the_wall_clock() -> None:
+    clocks = _Clocks()
+    clock = clocks.clock()
+    assert clock.now_ms() == 1_000_000
+    clocks.monotonic += 2.5
+    assert clock.now_ms() == 1_002_500
+
+
+def test_a_wall_clock_step_during_a_term_does_not_move_the_leader_time() -> None:
+    clocks = _Clocks()
+    clock = clocks.clock()
+    start = clock.now_ms()
+    clocks.wall += TWO_HOURS_SECONDS  # NTP steps the clock forward
+    clocks.monotonic += 1.0
+    assert clock.now_ms() == start + 1_000
+    clocks.wall -= 2 * TWO_HOURS_SECONDS  # and back, past where it was
+    clocks.monotonic += 1.0
+    assert clock.now_ms() == start + 2_000
+
+
+def test_a_new_term_anchors_at_the_replicated_clock_not_the_wall_clock() -> None:
+    clocks = _Clocks()
+    clock = clocks.clock()
+    clock.now_ms()
+    clocks.replicated_ms = 5_000_000
+    clocks.wall += TWO_HOURS_SECONDS
+    clocks.monotonic += 30.0
+    assert clock.now_ms() == 1_030_000  # the same term: still its own anchor
+    clocks.term = 2
+    assert clock.now_ms() == 5_000_000  # a new term: where the replicated clock stands
+    clocks.monotonic += 0.25
+    assert clock.now_ms() == 5_000_250
+
+
+async def test_sessions_survive_a_leader_wall_clock_jump_past_the_session_ttl(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A leader whose wall clock jumps two hours forward (past the one-hour TTL) keeps every
+    session: were the jump stamped into its writes, the replicated clock would pass every
+    session's TTL and the next write of each would answer SESSIONEXPIRED."""
+    wall = [1_000_000.0]
+    async with open_local_cluster(3, seed=3, state_machine_factory=KvStateMachine) as c:
+        leader = await c.wait_leader()
+        handler = KvCommandHandler(
+            c.node(leader), machine(c, leader),
+            client_addresses={n: memory_address(n) for n in c.ids},
+            clock=lambda: wall[0],
+            config=KvServiceConfig(request_timeout_seconds=2.0))
+        session = await handler.handle([b"SESSION.OPEN"])
+        assert isinstance(session, int)
+        sid = str(session).encode()
+        assert await handler.handle([b"SESSION.CALL", sid, b"1", b"SET", b"k", b"1"]) == OK
+        wall[0] += TWO_HOURS_SECONDS
+        await trio.sleep(1.0)
+        reply = await handler.handle([b"SESSION.CALL", sid, b"2", b"SET", b"k", b"2"])
+        assert reply == OK, reply
+        sessions = machine(c, leader).sessions
+        assert sessions.expired == 0
+        assert sessions.clock_ms < wall[0] * 1000 - SESSION_TTL_MS_DEFAULT
