@@ -6,7 +6,8 @@
         value = await kv.get(b"k")              # linearizable
 
 How a request travels: to the leader it last heard of (or the next address, round robin); a
-``-MOVED`` reply names the leader and the request goes there at once; ``-TRYAGAIN`` (nothing
+``-MOVED`` reply names the leader and the request goes there at once (unless that node
+redirects again: nodes that disagree on the leader are retried after a backoff); ``-TRYAGAIN`` (nothing
 applied: election, full queue, dropped proposal) waits a backoff and tries again; a timeout,
 a broken connection or ``-UNKNOWN`` means the request may have been applied, so it is retried
 (on another node) with the SAME session sequence number, which makes a write that was applied
@@ -346,6 +347,7 @@ class KvClient:
         in_flight = False
         backoff = self.backoff_seconds
         last = "no attempt made"
+        redirected_to: str | None = None  # the address the last MOVED named
         with trio.move_on_after(self.op_timeout_seconds):
             for _attempt in range(self.attempts_max):
                 wire = args
@@ -385,7 +387,13 @@ class KvClient:
                 last = f"{address}: {reply.text}"
                 code = reply.code
                 if code == "MOVED" and len(reply.text.split()) == 3:
-                    self.leader = reply.text.split()[2]
+                    if address == redirected_to:
+                        # The node a redirect named redirects again: the nodes disagree on
+                        # who leads (an election under way, a stale view). Unpaced, the
+                        # attempts would bounce between them as fast as the network goes.
+                        await trio.sleep(backoff)
+                        backoff = min(backoff * 2, self.backoff_max_seconds)
+                    redirected_to = self.leader = reply.text.split()[2]
                     continue
                 if code in ("TRYAGAIN", "UNKNOWN"):
                     if code == "UNKNOWN":

@@ -118,6 +118,34 @@ async def test_moved_to_a_refusing_node_is_a_definite_refusal(
             assert len(calls_of(server.requests)) == 3  # every other attempt went to `dead`
 
 
+async def test_two_nodes_that_redirect_to_each_other_are_retried_with_a_backoff(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """During an election two nodes may each name the other as leader. The first redirect is
+    followed at once (the usual single hop to the leader); a redirect from the node a redirect
+    named waits a growing backoff, so the client does not bounce between them as fast as the
+    network goes until ``attempts_max`` runs out."""
+    named: dict[str, str] = {}
+
+    def redirect_to(other: str) -> Script:
+        def script(n: int, args: list[bytes]) -> Behaviour:
+            if args[0] == b"SESSION.OPEN":
+                return Answer(1)
+            return Answer(ErrorReply(f"MOVED 0 {named[other]}"))
+
+        return script
+
+    async with serve_fake_resp(redirect_to("b")) as a, serve_fake_resp(redirect_to("a")) as b:
+        named.update(a=a.address, b=b.address)
+        async with open_client([a.address], attempts_max=1000,
+                               op_timeout_seconds=OP_TIMEOUT_SECONDS) as kv:
+            with pytest.raises(Unavailable, match="MOVED"):
+                await kv.set(b"k", b"v")
+        attempts = len(calls_of(a.requests)) + len(calls_of(b.requests))
+        # Backoffs of 0.02, 0.04, ... 0.5 s fit about a dozen attempts into the 1 s deadline.
+        assert 3 <= attempts <= 20, attempts
+
+
 async def test_tryagain_until_the_deadline_is_a_definite_refusal(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
