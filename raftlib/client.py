@@ -9,10 +9,9 @@ How a request travels: to the leader it last heard of (or the next address, roun
 ``-MOVED`` reply names the leader and the request goes there at once (unless that node
 redirects again: nodes that disagree on the leader are retried after a backoff);
 ``-TRYAGAIN`` (nothing applied: election, full queue, dropped proposal) waits a backoff and
-tries again; a timeout,
-a broken connection or ``-UNKNOWN`` means the request may have been applied, so it is retried
-(on another node) with the SAME session sequence number, which makes a write that was applied
-return its original reply instead of applying again. Each client has one session (opened
+tries again; a timeout, a broken connection or ``-UNKNOWN`` means the request may have been
+applied, so it is retried (on another node) with the SAME session sequence number, which
+makes a write that was applied return its original reply instead of applying again. Each client has one session (opened
 lazily with ``SESSION.OPEN``) and one request outstanding at a time; use one client per
 concurrent worker.
 
