@@ -11,9 +11,9 @@ redirects again: nodes that disagree on the leader are retried after a backoff);
 ``-TRYAGAIN`` (nothing applied: election, full queue, dropped proposal) waits a backoff and
 tries again; a timeout, a broken connection or ``-UNKNOWN`` means the request may have been
 applied, so it is retried (on another node) with the SAME session sequence number, which
-makes a write that was applied return its original reply instead of applying again. Each client has one session (opened
-lazily with ``SESSION.OPEN``) and one request outstanding at a time; use one client per
-concurrent worker.
+makes a write that was applied return its original reply instead of applying again. Each
+client has one session (opened lazily with ``SESSION.OPEN``) and one request outstanding at a
+time; use one client per concurrent worker.
 
 What an operation can raise:
 
