@@ -68,6 +68,7 @@ from raftlib.errors import ConfigError, RaftError, StorageError
 from raftlib.node import NodeConfig, open_node
 from raftlib.operator_cli import add_operator_commands, operator_command, operator_main
 from raftlib.snapshots import STATE_RATIO_MAX, SnapshotPolicy
+from raftlib.suspend_clock import SuspendAwareClock
 
 if TYPE_CHECKING:
     import ssl
@@ -503,7 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        trio.run(_serve, args, peers)
+        # Timers and leases must see the time a suspended machine slept (suspend_clock).
+        trio.run(_serve, args, peers, clock=SuspendAwareClock())
     except (Exception, BaseExceptionGroup) as exc:
         leaf = _first_leaf(exc)
         print(f"raftlib: error: {leaf}", file=sys.stderr)

@@ -195,7 +195,9 @@ def main(argv: list[str]) -> int:
     plain_run = trio.run
 
     def clocked_run(*args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("clock", clock)
+        # Replacing the node's own clock (``raftlib serve`` passes a SuspendAwareClock): this
+        # one is the node's timer clock in a run with clock faults.
+        kwargs["clock"] = clock
         return plain_run(*args, **kwargs)
 
     # The node's own trio.run call gets the clock (the node's code is not changed for it).

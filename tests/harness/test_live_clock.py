@@ -11,13 +11,15 @@ import pytest
 from harness.live import clocked
 from harness.live.clocked import RateClock, read_rate, write_rate
 
+# It passes its own clock, as ``raftlib serve`` does: the harness's must replace it.
 _SLEEPER = (
     "import time, trio\n"
+    "from raftlib.suspend_clock import SuspendAwareClock\n"
     "async def main():\n"
     "    start = time.perf_counter()\n"
     "    await trio.sleep(0.4)\n"
     "    print(round(time.perf_counter() - start, 3))\n"
-    "trio.run(main)\n"
+    "trio.run(main, clock=SuspendAwareClock())\n"
 )
 
 
