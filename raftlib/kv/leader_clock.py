@@ -13,9 +13,12 @@ read only while the replicated clock is still zero (a new cluster that has appli
 command), so the cluster's time starts at the calendar's and stays near it: it stands still
 while no node leads, and otherwise runs at the leaders' monotonic rate.
 
-A new leader may not have applied everything its predecessor stamped: its first stamps can be
-lower than the replicated clock, which only takes a maximum (``SessionTable.advance_clock``),
-so the clock waits for them instead of going back. Expiry is then a little late, never early.
+A new leader may not have applied everything its predecessors stamped when its term begins (a
+node that was behind can win an election once its log is complete, before it applied it): its
+stamps are then below the replicated clock, which only takes a maximum
+(``SessionTable.advance_clock``) and waits for them instead of going back. So the leader moves
+its anchor up to the replicated clock whenever that is ahead of its own time: the wait lasts
+until it has applied those stamps, never as long as it was behind.
 """
 
 from __future__ import annotations
@@ -54,11 +57,17 @@ class LeaderClock:
     def now_ms(self) -> int:
         term = self._term_of()
         if term != self._term:
-            self._anchor(term)
-        return self._base_ms + int((self._monotonic() - self._started) * MS_PER_SECOND)
-
-    def _anchor(self, term: int) -> None:
+            replicated = self._replicated_ms()
+            self._term = term
+            self._base_ms = replicated if replicated > 0 else int(self._wall() * MS_PER_SECOND)
+            self._started = self._monotonic()
+            return self._base_ms
+        monotonic = self._monotonic()
+        now = self._base_ms + int((monotonic - self._started) * MS_PER_SECOND)
         replicated = self._replicated_ms()
-        self._term = term
-        self._base_ms = replicated if replicated > 0 else int(self._wall() * MS_PER_SECOND)
-        self._started = self._monotonic()
+        if replicated > now:
+            # Stamps of an earlier leader, applied since this term began: go on from them.
+            self._base_ms = replicated
+            self._started = monotonic
+            return replicated
+        return now

@@ -55,14 +55,29 @@ def test_a_new_term_anchors_at_the_replicated_clock_not_the_wall_clock() -> None
     clocks = _Clocks()
     clock = clocks.clock()
     clock.now_ms()
-    clocks.replicated_ms = 5_000_000
+    clocks.replicated_ms = 1_010_000  # this leader's own stamps, applied
     clocks.wall += TWO_HOURS_SECONDS
     clocks.monotonic += 30.0
-    assert clock.now_ms() == 1_030_000  # the same term: still its own anchor
-    clocks.term = 2
-    assert clock.now_ms() == 5_000_000  # a new term: where the replicated clock stands
+    assert clock.now_ms() == 1_030_000  # the same term: its own anchor
+    clocks.term = 2  # it lost the lead and won it back (or another node did)
+    assert clock.now_ms() == 1_010_000  # a new term: where the replicated clock stands
     clocks.monotonic += 0.25
-    assert clock.now_ms() == 5_000_250
+    assert clock.now_ms() == 1_010_250
+
+
+def test_a_new_leader_catches_up_with_stamps_it_applies_after_its_term_began() -> None:
+    """A node elected before it applied its predecessor's last stamps starts below them; once
+    applied, its time goes on from them (the replicated clock, a maximum, would otherwise
+    stand still for as long as the new leader had been behind)."""
+    clocks = _Clocks()
+    clocks.replicated_ms = 2_000_000
+    clock = clocks.clock()
+    assert clock.now_ms() == 2_000_000
+    clocks.replicated_ms = 9_000_000  # the predecessor's stamps, applied now
+    clocks.monotonic += 1.0
+    assert clock.now_ms() == 9_000_000
+    clocks.monotonic += 0.5
+    assert clock.now_ms() == 9_000_500
 
 
 async def test_sessions_survive_a_leader_wall_clock_jump_past_the_session_ttl(
