@@ -347,7 +347,10 @@ class KvClient:
         in_flight = False
         backoff = self.backoff_seconds
         last = "no attempt made"
-        redirected_to: str | None = None  # the address the last MOVED named
+        # The addresses that answered MOVED since any other outcome: a redirect to one of them
+        # closes a loop (nodes that disagree on who leads: an election under way, a stale
+        # view), which unpaced would bounce as fast as the network goes.
+        redirecting: set[str] = set()
         with trio.move_on_after(self.op_timeout_seconds):
             for _attempt in range(self.attempts_max):
                 wire = args
@@ -364,12 +367,14 @@ class KvClient:
                     with trio.fail_at(request_deadline):
                         reply = await self._connector.call(address, wire)
                 except NotDelivered as exc:
+                    redirecting.clear()
                     in_flight = False
                     last = str(exc)
                     self.leader = None
                     await trio.sleep(backoff / len(self.addresses))
                     continue
                 except (trio.TooSlowError, OSError, trio.BrokenResourceError) as exc:
+                    redirecting.clear()
                     last = f"{address}: {type(exc).__name__} {exc}"
                     self.leader = None
                     if not in_flight:
@@ -387,14 +392,14 @@ class KvClient:
                 last = f"{address}: {reply.text}"
                 code = reply.code
                 if code == "MOVED" and len(reply.text.split()) == 3:
-                    if address == redirected_to:
-                        # The node a redirect named redirects again: the nodes disagree on
-                        # who leads (an election under way, a stale view). Unpaced, the
-                        # attempts would bounce between them as fast as the network goes.
+                    target = reply.text.split()[2]
+                    redirecting.add(address)
+                    if target in redirecting:
                         await trio.sleep(backoff)
                         backoff = min(backoff * 2, self.backoff_max_seconds)
-                    redirected_to = self.leader = reply.text.split()[2]
+                    self.leader = target
                     continue
+                redirecting.clear()
                 if code in ("TRYAGAIN", "UNKNOWN"):
                     if code == "UNKNOWN":
                         maybe_applied = True

@@ -405,6 +405,20 @@ class Node:
         return self._core.term
 
     @property
+    def role(self) -> Role:
+        return self._core.role
+
+    @property
+    def leads_caught_up(self) -> bool:
+        """Whether this node leads and has applied every entry of the terms before its own: an
+        entry of its term is committed (so is everything before it) and it applied everything
+        committed."""
+        core = self._core
+        commit = core.commit_index
+        return (core.role is Role.LEADER and core.term_at(commit) == core.term
+                and self._driver.applied >= commit)
+
+    @property
     def lease_reads_served(self) -> int:
         """Reads this node answered under its lease since it started (``lease_reads``)."""
         return self._core.lease_reads_served

@@ -78,7 +78,7 @@ import outcome
 import trio
 
 from raftlib.admin import ADMIN_ARITY, Admin
-from raftlib.core.types import NodeId
+from raftlib.core.types import NodeId, Role
 from raftlib.errors import (
     NotLeader,
     ProposalDropped,
@@ -103,7 +103,7 @@ from raftlib.kv.commands import (
     Set,
     encode_command,
 )
-from raftlib.kv.leader_clock import LeaderClock
+from raftlib.kv.leader_clock import LeaderClock, LeaderClockNotReady
 from raftlib.kv.machine import KvStateMachine
 from raftlib.metrics import NodeMetrics, info_lines, samples, serve_metrics
 from raftlib.node import Node, NodeConfig, NodeHooks, ProposalGroup, open_node
@@ -340,7 +340,8 @@ class KvCommandHandler:
         self.admin = Admin(node, client_addresses)
         self.metrics = metrics if metrics is not None else NodeMetrics()
         self._leader_clock = LeaderClock(
-            lambda: node.term, lambda: machine.sessions.clock_ms, wall=clock, monotonic=monotonic)
+            lambda: node.term, lambda: machine.sessions.clock_ms, lambda: node.leads_caught_up,
+            wall=clock, monotonic=monotonic)
         self.config = config or KvServiceConfig()
         # Shares ReadIndex rounds among connections (its ``run`` task must be running) and
         # keeps their deadline (its ``timeout_seconds``, which serve_kv sets to this config's
@@ -401,6 +402,9 @@ class KvCommandHandler:
             except _CommandError as exc:
                 replies[position] = ErrorReply(f"ERR {exc}")
                 continue
+            except LeaderClockNotReady:
+                replies[position] = self._clock_not_ready()
+                continue
             if isinstance(step, _Local):
                 replies[position] = step.reply
                 continue
@@ -457,6 +461,13 @@ class KvCommandHandler:
 
     def _redirect(self, exc: NotLeader) -> ErrorReply:
         return self.admin.redirect(exc)
+
+    def _clock_not_ready(self) -> ErrorReply:
+        """A write this node cannot stamp yet (``LeaderClockNotReady``): a follower's goes to
+        the leader, a new leader's waits until it applied the entries before its term."""
+        if self.node.role is not Role.LEADER:
+            return self._redirect(self.node.not_leader())
+        return ErrorReply("TRYAGAIN a new leader is applying its log; nothing was applied")
 
     def _write_failed(self, exc: BaseException) -> ErrorReply:
         if isinstance(exc, NotLeader):

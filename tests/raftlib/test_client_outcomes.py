@@ -121,10 +121,9 @@ async def test_moved_to_a_refusing_node_is_a_definite_refusal(
 async def test_two_nodes_that_redirect_to_each_other_are_retried_with_a_backoff(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """During an election two nodes may each name the other as leader. The first redirect is
-    followed at once (the usual single hop to the leader); a redirect from the node a redirect
-    named waits a growing backoff, so the client does not bounce between them as fast as the
-    network goes until ``attempts_max`` runs out."""
+    """During an election two nodes may each name the other as leader: a redirect back to a
+    node that redirected waits a growing backoff, so the client does not bounce between them
+    as fast as the network goes until ``attempts_max`` runs out."""
     named: dict[str, str] = {}
 
     def redirect_to(other: str) -> Script:
@@ -144,6 +143,33 @@ async def test_two_nodes_that_redirect_to_each_other_are_retried_with_a_backoff(
         attempts = len(calls_of(a.requests)) + len(calls_of(b.requests))
         # Backoffs of 0.02, 0.04, ... 0.5 s fit about a dozen attempts into the 1 s deadline.
         assert 3 <= attempts <= 20, attempts
+
+
+async def test_a_chain_of_redirects_to_the_leader_is_followed_without_waiting(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Just after a leader change a stale follower names the old leader, which names the new
+    one: two redirects in a row that lead somewhere are no loop, and cost no backoff."""
+    named: dict[str, str] = {}
+
+    def moved_to(other: str) -> Script:
+        def script(n: int, args: list[bytes]) -> Behaviour:
+            if args[0] == b"SESSION.OPEN":
+                return Answer(1)
+            return Answer(ErrorReply(f"MOVED 0 {named[other]}"))
+
+        return script
+
+    async with serve_fake_resp(moved_to("old")) as stale, \
+            serve_fake_resp(moved_to("new")) as old, \
+            serve_fake_resp(session_script(Answer(OK))) as new:
+        named.update(old=old.address, new=new.address)
+        async with open_client([stale.address], backoff_seconds=0.5,
+                               op_timeout_seconds=OP_TIMEOUT_SECONDS) as kv:
+            started = trio.current_time()
+            await kv.set(b"k", b"v")
+            assert trio.current_time() - started < 0.5
+        assert [len(calls_of(s.requests)) for s in (stale, old, new)] == [1, 1, 1]
 
 
 async def test_tryagain_until_the_deadline_is_a_definite_refusal(

@@ -3,13 +3,14 @@ the leader's monotonic clock, never a step of its wall clock (``raftlib.kv.leade
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
 from raftlib.kv import KvStateMachine
-from raftlib.kv.leader_clock import LeaderClock
+from raftlib.kv.leader_clock import LeaderClock, LeaderClockNotReady
 from raftlib.kv.sessions import SESSION_TTL_MS_DEFAULT
-from raftlib.resp.protocol import OK
+from raftlib.resp.protocol import OK, ErrorReply
 from raftlib.service import KvCommandHandler, KvServiceConfig
 from raftlib.testing import open_local_cluster
 from tests.raftlib.kv.workload import machine, memory_address
@@ -25,9 +26,10 @@ class _Clocks:
         self.replicated_ms = 0
         self.wall = 1_000.0
         self.monotonic = 50.0
+        self.caught_up = True
 
     def clock(self) -> LeaderClock:
-        return LeaderClock(lambda: self.term, lambda: self.replicated_ms,
+        return LeaderClock(lambda: self.term, lambda: self.replicated_ms, lambda: self.caught_up,
                            wall=lambda: self.wall, monotonic=lambda: self.monotonic)
 
 
@@ -63,6 +65,23 @@ def test_a_new_term_anchors_at_the_replicated_clock_not_the_wall_clock() -> None
     assert clock.now_ms() == 1_010_000  # a new term: where the replicated clock stands
     clocks.monotonic += 0.25
     assert clock.now_ms() == 1_010_250
+
+
+def test_a_leader_that_applied_no_stamp_reads_the_wall_clock_only_once_caught_up() -> None:
+    """A restarted node elected before it applied its log has applied no stamp: that is no
+    new cluster, and its wall clock (two hours ahead here) must not become the cluster's
+    time. It refuses to stamp until it applied the entries before its term, and then starts
+    from the stamps it found there."""
+    clocks = _Clocks()
+    clocks.term = 7
+    clocks.caught_up = False
+    clocks.wall += TWO_HOURS_SECONDS
+    clock = clocks.clock()
+    with pytest.raises(LeaderClockNotReady):
+        clock.now_ms()
+    clocks.replicated_ms = 5_000_000  # its log applied: the predecessors' stamps
+    clocks.caught_up = True
+    assert clock.now_ms() == 5_000_000
 
 
 def test_a_new_leader_catches_up_with_stamps_it_applies_after_its_term_began() -> None:
@@ -105,3 +124,19 @@ async def test_sessions_survive_a_leader_wall_clock_jump_past_the_session_ttl(
         sessions = machine(c, leader).sessions
         assert sessions.expired == 0
         assert sessions.clock_ms < wall[0] * 1000 - SESSION_TTL_MS_DEFAULT
+
+
+async def test_a_write_to_a_follower_of_a_new_cluster_is_redirected_not_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A follower has applied no stamp and does not lead: its clock cannot stamp, and the
+    write goes to the leader as any write to a follower does (MOVED, not TRYAGAIN)."""
+    async with open_local_cluster(3, seed=3, state_machine_factory=KvStateMachine) as c:
+        leader = await c.wait_leader()
+        follower = next(n for n in c.ids if n != leader)
+        handler = KvCommandHandler(
+            c.node(follower), machine(c, follower),
+            client_addresses={n: memory_address(n) for n in c.ids},
+            config=KvServiceConfig(request_timeout_seconds=2.0))
+        reply = await handler.handle([b"SET", b"k", b"1"])
+        assert isinstance(reply, ErrorReply) and reply.text.startswith("MOVED"), reply
