@@ -48,6 +48,18 @@ def session_script(*calls: Behaviour, then: Behaviour | None = None) -> Script:
     return script
 
 
+def moved_to(named: dict[str, str], other: str) -> Script:
+    """``SESSION.OPEN`` gets session 1; every other request ``-MOVED`` to ``named[other]``
+    (filled in once every server has its address)."""
+
+    def script(n: int, args: list[bytes]) -> Behaviour:
+        if args[0] == b"SESSION.OPEN":
+            return Answer(1)
+        return Answer(ErrorReply(f"MOVED 0 {named[other]}"))
+
+    return script
+
+
 def calls_of(requests: list[list[bytes]]) -> list[list[bytes]]:
     return [r for r in requests if r[0] != b"SESSION.OPEN"]
 
@@ -125,16 +137,8 @@ async def test_two_nodes_that_redirect_to_each_other_are_retried_with_a_backoff(
     node that redirected waits a growing backoff, so the client does not bounce between them
     as fast as the network goes until ``attempts_max`` runs out."""
     named: dict[str, str] = {}
-
-    def redirect_to(other: str) -> Script:
-        def script(n: int, args: list[bytes]) -> Behaviour:
-            if args[0] == b"SESSION.OPEN":
-                return Answer(1)
-            return Answer(ErrorReply(f"MOVED 0 {named[other]}"))
-
-        return script
-
-    async with serve_fake_resp(redirect_to("b")) as a, serve_fake_resp(redirect_to("a")) as b:
+    async with serve_fake_resp(moved_to(named, "b")) as a, \
+            serve_fake_resp(moved_to(named, "a")) as b:
         named.update(a=a.address, b=b.address)
         async with open_client([a.address], attempts_max=1000,
                                op_timeout_seconds=OP_TIMEOUT_SECONDS) as kv:
@@ -151,17 +155,8 @@ async def test_a_chain_of_redirects_to_the_leader_is_followed_without_waiting(
     """Just after a leader change a stale follower names the old leader, which names the new
     one: two redirects in a row that lead somewhere are no loop, and cost no backoff."""
     named: dict[str, str] = {}
-
-    def moved_to(other: str) -> Script:
-        def script(n: int, args: list[bytes]) -> Behaviour:
-            if args[0] == b"SESSION.OPEN":
-                return Answer(1)
-            return Answer(ErrorReply(f"MOVED 0 {named[other]}"))
-
-        return script
-
-    async with serve_fake_resp(moved_to("old")) as stale, \
-            serve_fake_resp(moved_to("new")) as old, \
+    async with serve_fake_resp(moved_to(named, "old")) as stale, \
+            serve_fake_resp(moved_to(named, "new")) as old, \
             serve_fake_resp(session_script(Answer(OK))) as new:
         named.update(old=old.address, new=new.address)
         async with open_client([stale.address], backoff_seconds=0.5,

@@ -426,13 +426,16 @@ def test_a_snapshot_transfer_without_progress_is_restarted_after_the_stall_timeo
     earlier (leader.py:35, :45-:49)."""
     core = _leader_sending_a_snapshot_to_2(heartbeat_interval_ticks=4, **EXACT_TIMEOUT)
     stall = SNAPSHOT_STALL_ELECTION_TIMEOUTS * (TIMEOUT + 1)
-    resent_at = None
+    assert _ticks_until_the_snapshot_goes_to_2_again(core, stall) == stall
+
+
+def _ticks_until_the_snapshot_goes_to_2_again(core: RaftCore, stall: int) -> int | None:
+    """Tick until the leader sends node 2 an InstallSnapshot (at most twice ``stall``)."""
     for tick in range(1, 2 * stall):
         core.tick()
         if any(isinstance(m, InstallSnapshot) and m.dst == 2 for m in sent(core)):
-            resent_at = tick
-            break
-    assert resent_at == stall
+            return tick
+    return None
 
 
 def test_a_command_that_is_not_bytes_is_refused() -> None:
@@ -677,13 +680,7 @@ def test_progress_of_a_snapshot_transfer_restarts_its_stall_timeout() -> None:
         core.snapshot_progress(node)
         core.snapshot_failed(node)
     assert core.status().progress[3].state == "replicate"
-    resent_at = None
-    for tick in range(1, 2 * stall):
-        core.tick()
-        if any(isinstance(m, InstallSnapshot) and m.dst == 2 for m in sent(core)):
-            resent_at = tick
-            break
-    assert resent_at == stall
+    assert _ticks_until_the_snapshot_goes_to_2_again(core, stall) == stall
 
 
 
