@@ -340,8 +340,8 @@ class KvCommandHandler:
         self.admin = Admin(node, client_addresses)
         self.metrics = metrics if metrics is not None else NodeMetrics()
         self._leader_clock = LeaderClock(
-            lambda: node.term, lambda: machine.sessions.clock_ms, lambda: node.leads_caught_up,
-            wall=clock, monotonic=monotonic)
+            lambda: node.term, lambda: machine.sessions.clock_ms,
+            lambda: node.applied_every_command, wall=clock, monotonic=monotonic)
         self.config = config or KvServiceConfig()
         # Shares ReadIndex rounds among connections (its ``run`` task must be running) and
         # keeps their deadline (its ``timeout_seconds``, which serve_kv sets to this config's

@@ -9,11 +9,13 @@ writes answer SESSIONEXPIRED, outcome unknown).
 
 Here a leader's time is the replicated clock as this node has applied it when it first stamps
 a write in its term, advanced by its monotonic clock since. A wall-clock step never reaches
-it. The wall clock is read once in a cluster's life: by a leader that has applied every entry
-before its term and found no stamp in them (a new cluster: no session can exist yet, so no
-reading of the wall clock can expire one). A leader that has not yet applied the entries
-before its term cannot tell that case from a cluster whose stamps it has not applied, so it
-refuses to stamp (``LeaderClockNotReady``: the service answers TRYAGAIN) until it has.
+it. The wall clock is read once in a cluster's life: when the replicated clock is still zero
+and no command can exist that this node has not applied (its log holds none, or it leads and
+applied every entry before its term): a new cluster, where no session exists yet, so no
+reading of the wall clock can expire one. A node whose log holds commands it has not applied
+yet (a restarted node elected before applying its log) cannot tell that case from a cluster
+whose stamps it has not applied, so it refuses to stamp (``LeaderClockNotReady``: the service
+answers TRYAGAIN) until it has.
 
 A new leader may also be elected before it applied its predecessors' last stamps (a node that
 was behind wins once its log is complete): its stamps are then below the replicated clock,
@@ -33,16 +35,16 @@ MS_PER_SECOND = 1000
 
 
 class LeaderClockNotReady(Exception):
-    """This node leads but has not applied the entries before its term, and has applied no
-    stamp: it cannot tell a new cluster from one whose stamps it has not applied yet."""
+    """This node has applied no stamp and its log holds commands it has not applied: it
+    cannot tell a new cluster from one whose stamps it has not applied yet."""
 
 
 class LeaderClock:
     """``now_ms()``: the time to stamp into a write proposed now. ``term`` gives this node's
     current term (a new term re-anchors the clock), ``replicated_ms`` the replicated clock as
-    applied here, ``caught_up`` whether this node leads and has applied every entry before its
-    term; ``wall`` (seconds) seeds a new cluster's clock, ``monotonic`` (seconds) measures the
-    time since the anchor."""
+    applied here, ``caught_up`` whether no command can exist that this node has not applied
+    (``Node.applied_every_command``); ``wall`` (seconds) seeds a new cluster's clock,
+    ``monotonic`` (seconds) measures the time since the anchor."""
 
     __slots__ = ("_base_ms", "_caught_up", "_monotonic", "_replicated_ms", "_started", "_term",
                  "_term_of", "_wall")

@@ -3,13 +3,17 @@ the leader's monotonic clock, never a step of its wall clock (``raftlib.kv.leade
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 import trio
 import trio.testing
 
 from raftlib.kv import KvStateMachine
+from raftlib.kv.commands import Request, Set, encode_command
 from raftlib.kv.leader_clock import LeaderClock, LeaderClockNotReady
 from raftlib.kv.sessions import SESSION_TTL_MS_DEFAULT
+from raftlib.node import Node
 from raftlib.resp.protocol import OK, ErrorReply
 from raftlib.service import KvCommandHandler, KvServiceConfig
 from raftlib.testing import open_local_cluster
@@ -126,17 +130,52 @@ async def test_sessions_survive_a_leader_wall_clock_jump_past_the_session_ttl(
         assert sessions.clock_ms < wall[0] * 1000 - SESSION_TTL_MS_DEFAULT
 
 
-async def test_a_write_to_a_follower_of_a_new_cluster_is_redirected_not_refused(
-    autojump_clock: trio.testing.MockClock,
+class _BehindNode:
+    """A real node that says its log holds commands it has not applied yet (a node restarted
+    from a log it has not replayed)."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    @property
+    def applied_every_command(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._node, name)
+
+
+@pytest.mark.parametrize("on_leader", [True, False], ids=["leader", "follower"])
+async def test_a_write_a_node_cannot_stamp_yet_is_retried_at_the_leader_or_redirected(
+    on_leader: bool, autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """A follower has applied no stamp and does not lead: its clock cannot stamp, and the
-    write goes to the leader as any write to a follower does (MOVED, not TRYAGAIN)."""
+    """A node that has applied no stamp while its log holds commands it has not applied cannot
+    know the cluster's time: a leader answers TRYAGAIN (nothing applied), a follower sends the
+    write to the leader as any write to a follower (MOVED)."""
     async with open_local_cluster(3, seed=3, state_machine_factory=KvStateMachine) as c:
         leader = await c.wait_leader()
-        follower = next(n for n in c.ids if n != leader)
+        node = leader if on_leader else next(n for n in c.ids if n != leader)
         handler = KvCommandHandler(
-            c.node(follower), machine(c, follower),
+            cast(Node, _BehindNode(c.node(node))), machine(c, node),
             client_addresses={n: memory_address(n) for n in c.ids},
             config=KvServiceConfig(request_timeout_seconds=2.0))
         reply = await handler.handle([b"SET", b"k", b"1"])
-        assert isinstance(reply, ErrorReply) and reply.text.startswith("MOVED"), reply
+        assert isinstance(reply, ErrorReply), reply
+        assert reply.text.startswith("TRYAGAIN" if on_leader else "MOVED"), reply
+        assert machine(c, leader).get(b"k") is None
+
+
+async def test_a_node_whose_log_holds_no_command_has_applied_every_command(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A new cluster's nodes hold no command (only a leader's no-op), so the first write can
+    be stamped at once, on a leader whose no-op is not committed yet too; once a command is
+    in the log, a follower cannot vouch for what it has not applied, and a caught-up leader
+    can."""
+    async with open_local_cluster(3, seed=3, state_machine_factory=KvStateMachine) as c:
+        leader = await c.wait_leader()
+        follower = next(n for n in c.ids if n != leader)
+        assert c.node(follower).applied_every_command
+        await c.node(leader).propose(encode_command(Request(0, 0, 1_000, Set(b"k", b"v"))))
+        await c.wait_converged()
+        assert c.node(leader).applied_every_command
