@@ -72,6 +72,16 @@ def anomalies(readies: list[Ready]) -> list[tuple[str, bool]]:
     return [(a.text, a.fatal) for r in readies for a in r.anomalies]
 
 
+def around_the_timeout(core: RaftCore) -> list[tuple[Role, int]]:
+    """(role, term) after ``TIMEOUT - 1`` more ticks and after one tick more: a timer that
+    restarted at the last input fires exactly at the second."""
+    for _ in range(TIMEOUT - 1):
+        core.tick()
+    before = (core.role, core.term)
+    core.tick()
+    return [before, (core.role, core.term)]
+
+
 def follower_of(leader: int, term: int = 2, **config: Any) -> RaftCore:
     """Node 1, a follower that heard from ``leader`` in ``term`` (its log is empty)."""
     core = make_core(1, term=term, **config)
@@ -144,11 +154,7 @@ def test_granting_a_vote_restarts_the_election_timer() -> None:
     core.step(RequestVote(2, 2, 1, 0, 0))
     (reply,) = vote_responses(core)
     assert reply.granted
-    for _ in range(TIMEOUT - 1):
-        core.tick()
-    before = (core.role, core.term)
-    core.tick()
-    assert [before, (core.role, core.term)] == [(Role.FOLLOWER, 2), (Role.CANDIDATE, 3)]
+    assert around_the_timeout(core) == [(Role.FOLLOWER, 2), (Role.CANDIDATE, 3)]
 
 
 def test_an_append_from_the_known_leader_restarts_the_election_timer() -> None:
@@ -160,11 +166,7 @@ def test_an_append_from_the_known_leader_restarts_the_election_timer() -> None:
         core.tick()
     core.step(AppendEntries(2, 2, 1, 0, 0))
     drain(core)
-    for _ in range(TIMEOUT - 1):
-        core.tick()
-    before = core.role
-    core.tick()
-    assert [before, core.role] == [Role.FOLLOWER, Role.CANDIDATE]
+    assert [role for role, _ in around_the_timeout(core)] == [Role.FOLLOWER, Role.CANDIDATE]
 
 
 def test_the_first_append_from_a_new_leader_restarts_the_election_timer() -> None:
@@ -177,11 +179,7 @@ def test_the_first_append_from_a_new_leader_restarts_the_election_timer() -> Non
     core.step(AppendEntries(2, 2, 1, 0, 0))
     drain(core)
     assert core.leader == 2
-    for _ in range(TIMEOUT - 1):
-        core.tick()
-    before = core.role
-    core.tick()
-    assert [before, core.role] == [Role.FOLLOWER, Role.CANDIDATE]
+    assert [role for role, _ in around_the_timeout(core)] == [Role.FOLLOWER, Role.CANDIDATE]
 
 
 # --- leadership transfer (thesis §3.10) ----------------------------------------------------------
