@@ -971,6 +971,17 @@ def test_a_learner_that_applies_a_configuration_keeps_following_its_leader() -> 
     assert (core.role, core.leader) == (Role.FOLLOWER, 1)
 
 
+def test_a_member_added_by_the_leader_is_probed_right_after_the_configuration_entry() -> None:
+    """Thesis §4.2.1: a member the leader starts to track is assumed to hold the leader's
+    whole log, up to the configuration entry that adds it: its first probe asks about exactly
+    that entry, neither past the leader's log nor before it (reconfigure.py:175)."""
+    core = leader_with_acks()
+    index = core.propose_conf_change([Change(ChangeOp.ADD_LEARNER, 4)])
+    assert core.status().progress[4].next == index + 1
+    probes = _appends_to(sent(core), 4)
+    assert [(p.prev_log_index, p.prev_log_term) for p in probes] == [(index, core.term)]
+
+
 def test_a_candidate_steps_down_only_when_a_configuration_without_it_takes_effect() -> None:
     """Thesis §4.2.2: a node that campaigns while committed configuration entries still wait
     to take effect goes on campaigning when they keep it a voter, and returns to follower
@@ -1114,6 +1125,33 @@ def test_a_lease_round_is_kept_for_the_lease_counted_in_ticks() -> None:
     assert beat is not None and 0 < beat.read_ctx < 30
     core.tick()
     assert core.lease_ticks_left() > 0
+
+
+def _leader_with_a_lease_committing(conf_data: bytes) -> RaftCore:
+    """Node 1 restarted with a CONF entry of term 1 holding ``conf_data`` and not known to be
+    committed, elected in term 2 with lease reads; followers 2 and 3 acknowledge its appends
+    and its first heartbeat round at once, so the entry commits (with the leader's no-op) as
+    its lease round is confirmed."""
+    config = CoreConfig(node_id=1, voters=(1, 2, 3), **{
+        **CORE_TEST_DEFAULTS, **NO_PREVOTE, "check_quorum": True, "lease_reads": True,
+        "lease_drift_ticks": 3})
+    entries = [Entry(1, 1, conf_data, EntryKind.CONF)]
+    core = RaftCore(config, random.Random(0), HardState(1, 0, 0), entries, applied=0)
+    appends = become_leader(core)
+    core.tick()  # the first heartbeat round, stamped for the lease
+    ack_all(core, appends + sent(core))  # the commit and the round's confirmation, together
+    drain(core)
+    return core
+
+
+def test_a_halted_leader_serves_no_read_under_its_lease() -> None:
+    """A node halted by a fatal anomaly disagrees with its cluster about what is committed:
+    it answers no read from its state, not even one its lease would cover (lease.py:159)."""
+    healthy = _leader_with_a_lease_committing(encode_conf(CONF))
+    assert healthy.commit_index == 2 and healthy.lease_ticks_left() > 0
+    halted = _leader_with_a_lease_committing(b"not a configuration")
+    assert halted.role is Role.LEADER and halted.commit_index == 2
+    assert halted.lease_ticks_left() == 0
 
 
 def test_without_lease_reads_heartbeats_start_no_read_round() -> None:
