@@ -1027,6 +1027,16 @@ class Node:
         self._applied_changed.set()
 
 
+def _share_identity(node_id: NodeId, storage: Any, transport: Any) -> None:
+    """A storage whose data directory has an identity (``WalStorage``) and a transport that
+    checks its peers' (``TcpTransport``): the node's hellos carry its data directory's id, and
+    a peer whose data directory is not the one it knew is refused (``raftlib.identity``)."""
+    data_identity = getattr(storage, "data_identity", None)
+    use_identity = getattr(transport, "use_identity", None)
+    if callable(data_identity) and callable(use_identity):
+        use_identity(node_id, data_identity())
+
+
 @asynccontextmanager
 async def open_node(
     config: NodeConfig,
@@ -1055,6 +1065,7 @@ async def open_node(
         entries=recovered.entries,
         snapshot=recovered.snapshot,
     )
+    _share_identity(config.node_id, storage, transport)
     try:
         async with transport.open(config.node_id) as endpoint:
             node = Node(config, core, storage, endpoint, state_machine, hooks)

@@ -109,6 +109,7 @@ from crc32c import crc32c
 
 from raftlib.core.types import Entry, HardState, SnapshotMeta
 from raftlib.errors import ConfigError, CorruptLog, CorruptSnapshot, MissingHardState, StorageError
+from raftlib.identity import DataIdentity
 from raftlib.storage import _format as fmt
 from raftlib.storage.base import Recovered
 from raftlib.storage.fs import FileSystem, NoSyncFileSystem, default_file_system
@@ -254,6 +255,7 @@ class WalStorage:
         self._segments_deleted = 0
         self._snapshots_committed = 0
         self._dir_fd, self._lock_fd = -1, -1
+        self._identity: DataIdentity | None = None  # data_identity()'s, once asked for
         try:
             self._dir_fd, self._lock_fd = self._open_directory()
             self._recovered: Recovered | None = self._recover()
@@ -417,6 +419,14 @@ class WalStorage:
     @property
     def directory(self) -> str:
         return self._directory
+
+    def data_identity(self) -> DataIdentity:
+        """This data directory's identity and the ones its node saw for its peers
+        (``raftlib.identity``); created on the first call (the transport's hellos carry it)."""
+        self._check_usable()
+        if self._identity is None:
+            self._identity = DataIdentity(self._directory, fs=self._fs)
+        return self._identity
 
     def statistics(self) -> WalStatistics:
         return WalStatistics(

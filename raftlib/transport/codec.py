@@ -20,14 +20,19 @@ validated for what can be checked cheaply without Raft state (non-negative numbe
 > 0, contiguous entry indexes, terms that cannot exist), so the core never sees a value no
 correct peer could send.
 
-Connection hello (TCP; 32 bytes, sent by each side once, before any frame)::
+Connection hello (TCP; 40 bytes, sent by each side once, before any frame)::
 
-    magic b"RAFT" | version u8 (= 1) | 3 reserved bytes (sent as 0, ignored) |
-    src u64 | dst u64 | cluster_id u64
+    magic b"RAFT" | version u8 (= 2) | flags u8 | 2 reserved bytes (sent as 0, ignored) |
+    src u64 | dst u64 | cluster_id u64 | data_id u64
 
 The connecting side sends its hello first; the accepting side checks it (magic, version,
-cluster id, that ``dst`` is itself and ``src`` a known member) and answers with its own hello,
-which the connecting side checks in turn (it reached the node it meant to).
+cluster id, that ``dst`` is itself and ``src`` a known member, and that ``data_id``, the id of
+the sender's data directory (``raftlib.identity``; 0: none), is the one it knows for ``src``)
+and answers with its own hello, which the connecting side checks in turn (it reached the node
+it meant to, on the data directory it knows). An accepting side that refuses the sender's
+data directory answers with flag ``HELLO_REFUSED`` and, as ``data_id``, the id it knows for
+the sender, then closes: the refused node can say why in its log. Version 1 (32 bytes, no
+``flags`` or ``data_id``) is no longer spoken: a cluster is upgraded all at once.
 """
 
 from __future__ import annotations
@@ -63,8 +68,9 @@ _U32_MAX = 0xFFFF_FFFF
 _U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
 
 HELLO_MAGIC = b"RAFT"
-HELLO_VERSION = 1
-_HELLO = struct.Struct(">4sB3xQQQ")
+HELLO_VERSION = 2
+HELLO_REFUSED = 0x01  # flags: the sender's data directory is not the one known for its id
+_HELLO = struct.Struct(">4sBB2xQQQQ")
 HELLO_BYTES = _HELLO.size
 
 
@@ -323,29 +329,38 @@ def _one_line(exc: BaseException) -> str:
 
 
 class Hello(msgspec.Struct, frozen=True):
-    """Who is talking to whom, on which cluster (0 = cluster id not checked)."""
+    """Who is talking to whom, on which cluster (0 = cluster id not checked), from which data
+    directory (``data_id``; 0 = none). ``refused``: the answer of a node that refuses the
+    connecting node's data directory; ``data_id`` is then the one it knows for it."""
 
     src: NodeId
     dst: NodeId
     cluster_id: int = 0
+    data_id: int = 0
+    refused: bool = False
 
 
 def encode_hello(hello: Hello) -> bytes:
-    for name, value in (("src", hello.src), ("dst", hello.dst), ("cluster_id", hello.cluster_id)):
+    for name, value in (("src", hello.src), ("dst", hello.dst), ("cluster_id", hello.cluster_id),
+                        ("data_id", hello.data_id)):
         if not 0 <= value <= _U64_MAX:
             raise CodecError(f"hello {name} {value} does not fit u64")
-    return _HELLO.pack(HELLO_MAGIC, HELLO_VERSION, hello.src, hello.dst, hello.cluster_id)
+    flags = HELLO_REFUSED if hello.refused else 0
+    return _HELLO.pack(HELLO_MAGIC, HELLO_VERSION, flags, hello.src, hello.dst,
+                       hello.cluster_id, hello.data_id)
 
 
 def decode_hello(data: bytes | bytearray | memoryview) -> Hello:
-    """Parse exactly ``HELLO_BYTES`` bytes; ``CodecError`` names what is wrong."""
+    """Parse exactly ``HELLO_BYTES`` bytes; ``CodecError`` names what is wrong. Flag bits
+    other than ``HELLO_REFUSED`` are ignored (a later version's, as the reserved bytes)."""
     if len(data) != HELLO_BYTES:
         raise CodecError(f"hello must be {HELLO_BYTES} bytes, got {len(data)}")
-    magic, version, src, dst, cluster_id = _HELLO.unpack(data)
+    magic, version, flags, src, dst, cluster_id, data_id = _HELLO.unpack(data)
     if magic != HELLO_MAGIC:
         raise CodecError(f"bad hello magic {bytes(magic)!r} (expected {HELLO_MAGIC!r})")
     if version != HELLO_VERSION:
         raise CodecError(f"unsupported protocol version {version} (expected {HELLO_VERSION})")
     if src == 0 or dst == 0:
         raise CodecError(f"hello node ids must be positive (src {src}, dst {dst})")
-    return Hello(src=src, dst=dst, cluster_id=cluster_id)
+    return Hello(src=src, dst=dst, cluster_id=cluster_id, data_id=data_id,
+                 refused=bool(flags & HELLO_REFUSED))

@@ -55,6 +55,7 @@ connection.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -68,6 +69,7 @@ import trio
 
 from raftlib.core.types import Message, NodeId
 from raftlib.errors import ConfigError
+from raftlib.identity import NO_DATA_ID, DataIdentity, format_data_id
 from raftlib.transport.base import Sink
 from raftlib.transport.codec import (
     FRAME_HEADER_BYTES,
@@ -97,6 +99,11 @@ def parse_host_port(text: str) -> Address | None:
 
 class PeerRefused(Exception):
     """A connection's peer failed the hello or security checks; the message is one line."""
+
+
+class IdentityRefused(PeerRefused):
+    """A peer's data directory is not the one known for its node id, or a peer refused this
+    node's (``raftlib.identity``): a node that lost its state. Logged as an error."""
 
 
 class StreamSecurity(Protocol):
@@ -223,6 +230,14 @@ class TcpTransport:
         self.inbound_handshakes_max = inbound_handshakes_max
         self.security = security
         self._rng = random.Random(rng_seed)
+        # Per node opened here: its data directory's identity (``use_identity``).
+        self._identities: dict[NodeId, DataIdentity] = {}
+
+    def use_identity(self, node_id: NodeId, identity: DataIdentity) -> None:
+        """Have node ``node_id`` (opened later) show ``identity``'s data directory id in its
+        hellos and refuse peers whose data directory is not the one it knew for them
+        (``raftlib.identity``). ``open_node`` calls it for a storage that has an identity."""
+        self._identities[node_id] = identity
 
     @property
     def members(self) -> frozenset[NodeId]:
@@ -319,6 +334,8 @@ class TcpEndpoint:
         self._handshakes = 0
         self._closed = False
         self._sink: Sink | None = None  # deliver_to's: batches go there, not to the inbox
+        self._identity = transport._identities.get(node_id)
+        self._data_id = self._identity.own if self._identity is not None else NO_DATA_ID
         self._counters = dict.fromkeys(
             (
                 "sent",  # messages queued by send_nowait for a peer
@@ -335,6 +352,10 @@ class TcpEndpoint:
                 "disconnects",
                 "accepted",  # inbound connections that passed the hello
                 "refused",  # inbound connections refused at the hello (or over the limit)
+                # Connections (either way) refused because the peer's data directory is not
+                # the one known for its id; and outbound ones a peer refused for this node's.
+                "refused_identity",
+                "refused_by_peer_identity",
                 "closed_bad_frame",  # inbound connections closed for an invalid frame
                 "received",  # messages decoded and put in the inbox
                 "frames_received",
@@ -433,7 +454,10 @@ class TcpEndpoint:
                 failures += 1
                 # Peers start in any order, so one failure is routine; a peer that stays
                 # unreachable is worth one warning; its further retries are not news.
-                if failures == 1:
+                if isinstance(exc, IdentityRefused) and (
+                        failures == 1 or failures % _CONNECT_FAILURES_WARN == 0):
+                    log = logger.error  # a node that lost its state: the operator must act
+                elif failures == 1:
                     log = logger.info
                 elif failures == _CONNECT_FAILURES_WARN:
                     log = logger.warning
@@ -474,17 +498,25 @@ class TcpEndpoint:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
             with trio.fail_after(transport.handshake_timeout_seconds):
                 stream = await transport.security.wrap_outbound(raw, peer.node_id)
-                await stream.send_all(
-                    encode_hello(Hello(self.node_id, peer.node_id, transport.cluster_id))
-                )
+                await stream.send_all(encode_hello(Hello(
+                    self.node_id, peer.node_id, transport.cluster_id, self._data_id)))
                 reply = decode_hello(await _receive_exactly(stream, HELLO_BYTES))
-            expected = (peer.node_id, self.node_id, transport.cluster_id)
-            if (reply.src, reply.dst, reply.cluster_id) != expected:
-                raise PeerRefused(
-                    f"answered as node {reply.src} to node {reply.dst} in cluster "
-                    f"{reply.cluster_id}, expected node {expected[0]} to node {expected[1]} "
-                    f"in cluster {expected[2]}"
-                )
+                expected = (peer.node_id, self.node_id, transport.cluster_id)
+                if (reply.src, reply.dst, reply.cluster_id) != expected:
+                    raise PeerRefused(
+                        f"answered as node {reply.src} to node {reply.dst} in cluster "
+                        f"{reply.cluster_id}, expected node {expected[0]} to node {expected[1]} "
+                        f"in cluster {expected[2]}"
+                    )
+                if reply.refused:
+                    self._counters["refused_by_peer_identity"] += 1
+                    raise IdentityRefused(
+                        f"node {peer.node_id} refuses this node: it knew node {self.node_id} "
+                        f"on data directory {format_data_id(reply.data_id)}, and this one is "
+                        f"{format_data_id(self._data_id)}: this node has lost the votes and "
+                        f"entries it promised; replace it under a new node id (README: "
+                        f"Replacing a node)")
+                await self._check_identity(peer.node_id, reply.data_id)
         except BaseException:
             await trio.aclose_forcefully(raw)
             raise
@@ -673,7 +705,8 @@ class TcpEndpoint:
             )
         except (PeerRefused, CodecError, trio.TooSlowError) as exc:
             self._counters["refused"] += 1
-            logger.warning(
+            logger.log(
+                logging.ERROR if isinstance(exc, IdentityRefused) else logging.WARNING,
                 "node %d: refused connection from %s: %s", self.node_id, address, _describe(exc)
             )
         except _FrameRejected as exc:
@@ -716,9 +749,32 @@ class TcpEndpoint:
             ):
                 raise PeerRefused(f"node id {hello.src} is not a member of this cluster")
             transport.security.check_peer(stream, hello.src)
-            reply = Hello(self.node_id, hello.src, transport.cluster_id)
+            try:
+                await self._check_identity(hello.src, hello.data_id)
+            except IdentityRefused:
+                # Say why before closing: the refused node logs it (its operator must act).
+                known = self._identity.known(hello.src) if self._identity is not None else None
+                with contextlib.suppress(*_NETWORK_ERRORS):
+                    await stream.send_all(encode_hello(Hello(
+                        self.node_id, hello.src, transport.cluster_id, known or NO_DATA_ID,
+                        refused=True)))
+                raise
+            reply = Hello(self.node_id, hello.src, transport.cluster_id, self._data_id)
             await stream.send_all(encode_hello(reply))
         return stream, hello.src
+
+    async def _check_identity(self, peer_id: NodeId, data_id: int) -> None:
+        """Refuse (``IdentityRefused``) a peer whose data directory is not the one this node
+        knew for it; record it, durably, the first time (before anything is taken from it)."""
+        identity = self._identity
+        if identity is None:
+            return
+        refusal = identity.check(peer_id, data_id)
+        if refusal is None and identity.known(peer_id) is None and data_id != NO_DATA_ID:
+            refusal = await trio.to_thread.run_sync(identity.record, peer_id, data_id)
+        if refusal is not None:
+            self._counters["refused_identity"] += 1
+            raise IdentityRefused(refusal)
 
     async def _receive_frames(self, stream: trio.abc.Stream, peer_id: NodeId) -> str:
         transport = self.transport

@@ -357,18 +357,28 @@ def test_fuzz_many_seeded_mutations_of_a_frame_corpus() -> None:
     src=st.integers(1, 2**64 - 1),
     dst=st.integers(1, 2**64 - 1),
     cluster=st.integers(0, 2**64 - 1),
+    data_id=st.integers(0, 2**64 - 1),
+    refused=st.booleans(),
 )
-def test_hello_round_trips(src: int, dst: int, cluster: int) -> None:
-    hello = Hello(src=src, dst=dst, cluster_id=cluster)
+def test_hello_round_trips(src: int, dst: int, cluster: int, data_id: int, refused: bool) -> None:
+    hello = Hello(src=src, dst=dst, cluster_id=cluster, data_id=data_id, refused=refused)
     data = encode_hello(hello)
     assert len(data) == HELLO_BYTES
     assert decode_hello(data) == hello
 
 
+def test_a_hello_carries_its_data_directory_id_and_refusal_at_fixed_places() -> None:
+    """The layout is the wire's contract (codec docstring): flags at byte 5, data_id last."""
+    data = encode_hello(Hello(1, 2, 3, data_id=0x0102030405060708, refused=True))
+    assert (data[:6], data[-8:]) == (b"RAFT\x02\x01", bytes(range(1, 9)))
+    assert not decode_hello(data[:5] + b"\xfe" + data[6:]).refused  # other flag bits: ignored
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
-        (b"RAFT", "hello must be 32 bytes, got 4"),
+        (b"RAFT", "hello must be 40 bytes, got 4"),
+        (b"RAFT\x01" + bytes(27), "hello must be 40 bytes, got 32"),
         (b"HTTP" + encode_hello(Hello(1, 2))[4:], "bad hello magic"),
         (b"RAFT\x09" + encode_hello(Hello(1, 2))[5:], "unsupported protocol version 9"),
         (encode_hello(Hello(1, 2))[:8] + bytes(8) + encode_hello(Hello(1, 2))[16:], "positive"),
