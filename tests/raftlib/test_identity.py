@@ -15,6 +15,7 @@ from raftlib.identity import (
     IdentityError,
     format_data_id,
 )
+from raftlib.storage.fs import CrashFS
 from raftlib.storage.wal import WalStorage
 
 
@@ -118,3 +119,33 @@ def test_the_wal_storage_gives_its_directory_identity_once_asked(tmp_path: Path)
     storage.close()
     with WalStorage(tmp_path / "node") as reopened:
         assert reopened.data_identity().own == identity.own
+
+
+def _after_every_power_loss(fs: CrashFS) -> list[DataIdentity | str]:
+    """The identity a node reads back after each state a power loss right now may leave (or
+    why it could not)."""
+    read_back: list[DataIdentity | str] = []
+    for state in fs.crash_states():
+        try:
+            read_back.append(DataIdentity("/data", fs=state))
+        except IdentityError as exc:
+            read_back.append(str(exc))
+    return read_back
+
+
+def test_an_id_and_a_recorded_peer_survive_any_power_loss_once_written() -> None:
+    """The ids are fsynced and renamed into place, and the directory fsynced, before they are
+    used: a hello that showed this node's id, or the peer it accepted, is never forgotten by a
+    power loss (a forgotten record would let that peer's wiped disk back in)."""
+    fs = CrashFS()
+    fs.makedirs("/data")
+    root = fs.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    fs.fsync(root)  # the data directory itself is durable (WalStorage sees to that)
+    fs.close(root)
+    identity = DataIdentity("/data", fs=fs)
+    identity.record(2, 0xAB)
+    states = _after_every_power_loss(fs)
+    assert states
+    for state in states:
+        assert isinstance(state, DataIdentity), state
+        assert (state.own, state.known(2)) == (identity.own, 0xAB)
