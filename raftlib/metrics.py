@@ -168,6 +168,12 @@ def samples(node: Node, metrics: NodeMetrics) -> list[Sample]:
                "what Raft says cannot happen, seen by this node"),
         Sample("raftlib_invalid_messages", st.invalid_messages, "counter",
                "messages no correct peer could have sent"),
+        Sample("raftlib_peers_refused_identity",
+               counters.get("transport_refused_identity", 0), "counter",
+               "connections refused: the peer is not on the data directory known for its id"),
+        Sample("raftlib_refused_by_peer_identity",
+               counters.get("transport_refused_by_peer_identity", 0), "counter",
+               "connections a peer refused: this node is not on the data directory it knew"),
     ]
     return out
 

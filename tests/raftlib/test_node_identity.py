@@ -13,6 +13,7 @@ import attrs
 import trio
 
 from raftlib.core.types import Role
+from raftlib.metrics import NodeMetrics, samples
 from raftlib.node import Node, NodeConfig, open_node
 from raftlib.storage.wal import WalStorage
 from raftlib.supervisor import free_ports
@@ -103,6 +104,8 @@ async def test_a_wiped_member_under_its_old_id_cannot_elect_a_leader_that_lost_a
                     "a leader without the committed write: the wiped node's vote counted")
                 await trio.sleep(TICK_SECONDS)
             assert endpoint_c.statistics()["refused_identity"] >= 1
+            reported = {m.name: m.value for m in samples(members[c].node, NodeMetrics())}
+            assert reported["raftlib_peers_refused_identity"] >= 1  # what an alert watches
             await start(a)  # the node that holds x is back: a and c elect a leader with it
             leader = await leader_among(a, c)
             await leader.barrier()
