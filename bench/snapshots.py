@@ -18,10 +18,12 @@ Needs Debian's ``redis-tools`` (``redis-benchmark``); without it prints ``{"skip
   (target <= 2 s); median of ``--restart-runs``, with the snapshot index and log tail it
   restarted from.
 - ``--catch-up``: a 3-node cluster holding ``--state-mb`` MB (sequential keys of
-  ``--value-bytes`` values); one follower is stopped, its data directory deleted, and started
-  again; time until its applied index reaches the leader's commit index, with the snapshot
-  bytes the leader sent and MB/s. Deleting the directory also deletes the node's term and vote:
-  a bench-only shortcut (the safe way to replace a lost node belongs to membership work).
+  ``--value-bytes`` values); one follower's disk dies, and it is replaced as the README says
+  ("Replacing a node"): removed (``RAFT.REMOVE``), and a new node under a new id, started with
+  ``--join`` and an empty data directory, added (``RAFT.ADD``: a learner, promoted once caught
+  up). Time from the new node's start until its applied index reaches the leader's commit
+  index, with the snapshot bytes the leader sent and MB/s. (Under its old id the wiped node
+  would be refused by its peers: it lost the votes and entries it promised.)
 - ``--p99``: SET p99 (``-c 50``) on a 3-node cluster holding ``--p99-keys`` keys, with
   snapshots off (``--snapshot-entries 0 --snapshot-bytes 0``) and with a snapshot threshold
   that fires during the run (counted from the nodes' "snapshot at index ... taken" lines);
@@ -76,6 +78,7 @@ READY_SECONDS_MAX = 120.0  # a cluster agreeing on a leader with every node appl
 CATCH_UP_SECONDS_MAX = 600.0
 STOP_SECONDS_MAX = 20.0
 INFO_SECONDS_MAX = 2.0
+ADMIN_SECONDS_MAX = 10.0  # a RAFT.REMOVE: one configuration change committed
 POLL_SECONDS = 0.02
 RESP_REPLY_BYTES_MAX = 1 << 20  # an INFO or SET reply is far smaller
 
@@ -166,6 +169,17 @@ def info_fields(port: int) -> dict[str, str]:
     return {k: v for k, sep, v in (line.partition(":") for line in text.splitlines()) if sep}
 
 
+def admin_call(port: int, *args: bytes, seconds_max: float) -> str:
+    """One RESP command (an operator's ``RAFT.*``) at ``port``; its one-line reply."""
+    with socket.create_connection((HOST, port), timeout=seconds_max) as sock:
+        sock.sendall(resp_encode(*args))
+        with sock.makefile("rb") as reader:
+            line = reader.readline(RESP_REPLY_BYTES_MAX)
+    if not line.startswith(b"+"):
+        raise BenchError(f"{b' '.join(args).decode()} on port {port} answered {line[:200]!r}")
+    return line[1:].strip().decode()
+
+
 def fill_sequential(port: int, keys: int, value_bytes: int, seconds_max: float) -> float:
     """SET key:000000000000 .. key:KEYS-1 (redis-benchmark's key names) to ``value_bytes``
     values on one pipelined connection; returns seconds. Exact state size, each key once."""
@@ -191,8 +205,10 @@ def fill_sequential(port: int, keys: int, value_bytes: int, seconds_max: float) 
 class Node:
     """One ``raftlib serve`` KV process: its ports, data directory and log file."""
 
-    def __init__(self, node_id: int, raft_port: int, client_port: int, base: Path) -> None:
+    def __init__(self, node_id: int, raft_port: int, client_port: int, base: Path,
+                 join: bool = False) -> None:
         self.node_id = node_id
+        self.join = join  # started with --join: a new member, added by RAFT.ADD
         self.raft_port = raft_port
         self.client_port = client_port
         self.data = base / f"node-{node_id}"
@@ -255,6 +271,7 @@ class Cluster:
 
     def __init__(self, base: Path, nodes: int, snapshot_args: Sequence[str]) -> None:
         base.mkdir(parents=True, exist_ok=True)
+        self._base = base
         ports = free_ports(2 * nodes)
         self.nodes = {i: Node(i, ports[i - 1], ports[nodes + i - 1], base)
                       for i in range(1, nodes + 1)}
@@ -263,15 +280,28 @@ class Cluster:
         self._clients = ",".join(f"{n.node_id}={HOST}:{n.client_port}"
                                  for n in self.nodes.values())
 
+    def add_node(self) -> Node:
+        """A new node (the next id, new ports, an empty data directory) that starts with
+        ``--join``: it waits to be added (``RAFT.ADD``)."""
+        node_id = max(self.nodes) + 1
+        raft_port, client_port = free_ports(2)
+        node = Node(node_id, raft_port, client_port, self._base, join=True)
+        self.nodes[node_id] = node
+        return node
+
     def start(self, node_id: int) -> float:
         """Start a node; returns the monotonic time just before its process was created."""
         node = self.nodes[node_id]
         if node.proc is not None and node.proc.poll() is None:
             raise BenchError(f"node {node_id} is already running")
+        peers, clients = self._peers, self._clients
+        if node.join:  # the members' addresses and its own (README, "Replacing a node")
+            peers += f",{node_id}={HOST}:{node.raft_port}"
+            clients += f",{node_id}={HOST}:{node.client_port}"
         argv = [sys.executable, "-m", "raftlib.cli", "serve", "--id", str(node_id),
-                "--peers", self._peers, "--data", str(node.data), "--insecure",
-                "--client-port", str(node.client_port), "--client-peers", self._clients,
-                *self.snapshot_args]
+                "--peers", peers, "--data", str(node.data), "--insecure",
+                "--client-port", str(node.client_port), "--client-peers", clients,
+                *(["--join"] if node.join else []), *self.snapshot_args]
         started = time.monotonic()
         node.proc = spawn(argv, node.log)
         return started
@@ -556,13 +586,21 @@ def measure_catch_up(base: Path, args: argparse.Namespace) -> dict[str, Any]:
         fill_seconds = fill_sequential(leader.client_port, keys, args.value_bytes,
                                        FILL_SECONDS_MAX)
         leader = cluster.wait_ready()
-        victim = next(n for n in cluster.nodes.values() if n is not leader)
-        cluster.stop(victim.node_id)
-        shutil.rmtree(victim.data)
+        lost = next(n for n in cluster.nodes.values() if n is not leader)
+        cluster.stop(lost.node_id)
+        shutil.rmtree(lost.data)  # its disk died
+        admin_call(leader.client_port, b"RAFT.REMOVE", b"%d" % lost.node_id,
+                   seconds_max=ADMIN_SECONDS_MAX)
+        victim = cluster.add_node()  # its replacement, under a new id
         commit = int(leader.info()["commit_index"])
         offsets = {i: n.log_size() for i, n in cluster.nodes.items()}
         started = cluster.start(victim.node_id)
         deadline = started + args.catch_up_seconds_max
+        # RAFT.ADD answers once the learner caught up and was promoted.
+        admin_call(leader.client_port, b"RAFT.ADD", b"%d" % victim.node_id,
+                   f"{HOST}:{victim.raft_port}".encode(),
+                   f"{HOST}:{victim.client_port}".encode(),
+                   seconds_max=args.catch_up_seconds_max)
         last = "no answer"
         while True:
             victim.check_alive()
@@ -573,7 +611,7 @@ def measure_catch_up(base: Path, args: argparse.Namespace) -> dict[str, Any]:
                 if applied >= commit:
                     break
             if time.monotonic() > deadline:
-                raise BenchError(f"wiped node {victim.node_id} did not catch up within "
+                raise BenchError(f"new node {victim.node_id} did not catch up within "
                                  f"{args.catch_up_seconds_max:g}s ({last}); see {victim.log}")
             time.sleep(POLL_SECONDS)
         seconds = time.monotonic() - started
@@ -591,7 +629,8 @@ def measure_catch_up(base: Path, args: argparse.Namespace) -> dict[str, Any]:
             "state_mb": round(keys * args.value_bytes / 1e6, 1),
             "fill_seconds": round(fill_seconds, 1),
             "leader": leader.node_id,
-            "wiped_node": victim.node_id,
+            "lost_node": lost.node_id,
+            "new_node": victim.node_id,
             "leader_commit_index": commit,
             "seconds": round(seconds, 3),
             "snapshots_sent": len(sent),
@@ -605,11 +644,11 @@ def measure_catch_up(base: Path, args: argparse.Namespace) -> dict[str, Any]:
             "transfer_seconds": None if transfer is None else round(transfer, 3),
             "transfer_mb_per_second": round(snapshot_bytes / 1e6 / transfer, 2)
             if transfer else None,
-            "note": "bench-only shortcut: the wiped node lost its term and vote with its data "
-                    "directory; replacing a lost node safely belongs to membership work",
+            "note": "the lost follower is replaced under a new id (README, Replacing a "
+                    "node): seconds run from the new node's start, RAFT.ADD included",
         }
         if not installed:
-            raise BenchError(f"wiped node {victim.node_id} caught up without installing a "
+            raise BenchError(f"new node {victim.node_id} caught up without installing a "
                              f"snapshot (no \"installed the leader's snapshot\" line in "
                              f"{victim.log}): {json.dumps(result)}")
         return result
@@ -685,7 +724,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    metavar="SECONDS",
                    help="run the soak for SECONDS (default 600)")
     p.add_argument("--restart", action="store_true", help="measure restart time")
-    p.add_argument("--catch-up", action="store_true", help="measure a wiped follower's catch-up")
+    p.add_argument("--catch-up", action="store_true",
+                   help="measure a lost follower's replacement catching up")
     p.add_argument("--p99", action="store_true", help="measure SET p99 with and without a snapshot")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script")
     p.add_argument("--soak-keyspace", type=int, default=SOAK_KEYSPACE,

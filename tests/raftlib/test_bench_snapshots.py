@@ -1,5 +1,6 @@
 """bench/snapshots.py: its figures are computed right (slope unit, redis-benchmark CSV, log
-stamps), and its catch-up run drives a wiped follower of live processes to a snapshot install."""
+stamps), and its catch-up run drives the replacement of a lost follower of live processes (a
+new node under a new id) to a snapshot install."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def test_log_lines_give_their_stamp_and_match() -> None:
     assert installed_at - sent_at == pytest.approx(0.018, abs=1e-6)
 
 
-def test_a_wiped_follower_catches_up_by_installing_the_leaders_snapshot(
+def test_a_lost_followers_replacement_catches_up_by_installing_the_leaders_snapshot(
         tmp_path: Path) -> None:
     if shutil.which("redis-benchmark") is None:
         pytest.skip("redis-tools (redis-benchmark) is not installed")
@@ -67,6 +68,7 @@ def test_a_wiped_follower_catches_up_by_installing_the_leaders_snapshot(
     report = json.loads(out.getvalue())
     assert status == 0, report
     catch_up = report["catch_up"]
+    assert catch_up["new_node"] == 4 and catch_up["lost_node"] in (1, 2, 3)
     assert catch_up["snapshot_bytes"] > 0
     assert catch_up["installed_snapshot_indexes"]
     assert re.fullmatch(r"[\d.]+", str(catch_up["mb_per_second"]))
