@@ -867,6 +867,22 @@ class Driver:
             if sender.tick():
                 self._send_chunks(sender)
 
+    # --- questions about the applied state (the Trio node and the simulator both ask) -----------
+
+    @property
+    def applied_every_command(self) -> bool:
+        """Whether no state-machine command can exist that this node has not applied: its log
+        (after its snapshot) holds none, or it leads, an entry of its term is committed (so is
+        everything before it, and every other entry never will be) and it applied everything
+        committed. Scans the log in the first case: for rare questions (a new cluster's)."""
+        core = self.core
+        commit = core.commit_index
+        if (core.role is Role.LEADER and core.term_at(commit) == core.term
+                and self.applied >= commit):
+            return True
+        entries = core.entries(core.first_index, core.last_index)
+        return all(entry.kind is not EntryKind.NORMAL for entry in entries)
+
 
 def _fail_all(waiters: Sequence[Waiter], exc: BaseException) -> None:
     for waiter in waiters:

@@ -42,7 +42,6 @@ from raftlib.core.raft import RaftCore
 from raftlib.core.types import (
     NO_NODE,
     ConfState,
-    EntryKind,
     Message,
     NodeId,
     Role,
@@ -411,17 +410,9 @@ class Node:
 
     @property
     def applied_every_command(self) -> bool:
-        """Whether no state-machine command can exist that this node has not applied: its log
-        (after its snapshot) holds none, or it leads, an entry of its term is committed (so is
-        everything before it, and every other entry never will be) and it applied everything
-        committed. Scans the log in the first case: for rare questions (a new cluster's)."""
-        core = self._core
-        commit = core.commit_index
-        if (core.role is Role.LEADER and core.term_at(commit) == core.term
-                and self._driver.applied >= commit):
-            return True
-        entries = core.entries(core.first_index, core.last_index)
-        return all(entry.kind is not EntryKind.NORMAL for entry in entries)
+        """Whether no state-machine command can exist that this node has not applied
+        (``Driver.applied_every_command``)."""
+        return self._driver.applied_every_command
 
     @property
     def lease_reads_served(self) -> int:

@@ -18,10 +18,11 @@ what is simulation:
   ticks it missed, as the Trio node counts them from its clock (``Driver.tick``): after the
   messages that queued, before any request;
 - the KV service around the state machine: each client write is wrapped into
-  ``Request(session, seq, now_ms, op)`` (``now_ms`` from this node's clock, as
-  ``raftlib.service`` stamps the leader's time) and a session open into ``OpenSession``; a
-  read goes through the driver's ReadIndex and is answered with ``KvStateMachine.get`` once
-  served.
+  ``Request(session, seq, now_ms, op)`` and a session open into ``OpenSession``, ``now_ms``
+  from production's leader clock (``raftlib.kv.leader_clock``, as ``raftlib.service`` stamps
+  it) on this node's clock (the clock nemesis skews its rate); a leader whose clock cannot
+  tell the time yet refuses the write (the service's ``-TRYAGAIN``); a read goes through the
+  driver's ReadIndex and is answered with ``KvStateMachine.get`` once served.
 
 Inputs that arrive at one instant are stepped together and pumped once (as the Trio loop
 drains its queue before it pumps). Methods are small on purpose: the bug zoo patches them, and
@@ -53,6 +54,7 @@ from raftlib.driver import Driver, DriverHooks, PersistJob, recover
 from raftlib.errors import Diverged, NotLeader, ProposalDropped, ProposalQueueFull
 from raftlib.invariants import Observer
 from raftlib.kv.commands import NO_SESSION, Op, OpenSession, Request, encode_command
+from raftlib.kv.leader_clock import LeaderClock, LeaderClockNotReady
 from raftlib.kv.machine import KvStateMachine
 from raftlib.snapshots import SnapshotPolicy
 from raftlib.storage.fs import CrashFS
@@ -215,8 +217,15 @@ class SimNode:
         self.driver: Driver | None = None
         self.sm = KvStateMachine()
         self._clock_rate = 1.0
+        # This node's clock (microseconds): it read _clock_base_us at simulated time
+        # _clock_since_us, and runs at clock_rate since (the clock nemesis changes the rate).
+        self._clock_base_us = 0
+        self._clock_since_us = 0
         self._tick_interval_us = 1  # between ticks, in simulated microseconds (set just below)
         self.clock_rate = 1.0
+        # The time a leader stamps into writes (production's, ``raftlib.kv.leader_clock``),
+        # on this node's clock: one per life, as a process has.
+        self._leader_clock: LeaderClock | None = None
         self._deferred: PersistJob | None = None  # an fsync that completed while paused
         self._missed_ticks = 0  # ticks that fell while paused: delivered at resume
         self._inbox: deque[tuple[int, Any]] = deque()
@@ -245,8 +254,19 @@ class SimNode:
 
     @clock_rate.setter
     def clock_rate(self, rate: float) -> None:
+        now = self._loop.now_us
+        self._clock_base_us = self._clock_us(now)
+        self._clock_since_us = now
         self._clock_rate = rate
         self._tick_interval_us = max(1, round(self._params.tick_us / rate))
+
+    def _clock_us(self, now_us: int) -> int:
+        return self._clock_base_us + round((now_us - self._clock_since_us) * self._clock_rate)
+
+    def clock_seconds(self) -> float:
+        """What this node's clock reads now: simulated time at its clock's rate (its wall
+        clock and its monotonic clock alike: the simulator steps neither)."""
+        return self._clock_us(self._loop.now_us) / 1_000_000
 
     @property
     def applied(self) -> int:
@@ -284,6 +304,11 @@ class SimNode:
             storage=storage if hasattr(storage, "create_snapshot") else None,
             snapshot_policy=self._snapshot_policy,
         )
+        core, driver, sm = self.core, self.driver, self.sm
+        self._leader_clock = LeaderClock(
+            lambda: core.term, lambda: sm.sessions.clock_ms,
+            lambda: driver.applied_every_command,
+            wall=self.clock_seconds, monotonic=self.clock_seconds)
         self.state = NodeState.UP
         self._missed_ticks = 0  # an earlier life's pause is not this one's
         self._pump_scheduled = False  # one scheduled by an earlier life never runs
@@ -472,11 +497,21 @@ class SimNode:
             self._reply(request, ReplyKind.NOT_LEADER, leader=core.leader)
             return
         command = self._command(request)
+        if command is None:
+            # The service's -TRYAGAIN: nothing was proposed (a definite failure).
+            self._reply(request, ReplyKind.REJECTED)
+            return
         driver.propose([command], [_WriteWaiter(self, request, command)])
 
-    def _command(self, request: ClientRequest) -> bytes:
-        """The log command of a write or session open, stamped with this leader's clock."""
-        now_ms = self._loop.now_us // 1000
+    def _command(self, request: ClientRequest) -> bytes | None:
+        """The log command of a write or session open, stamped with this leader's clock
+        (``raftlib.kv.leader_clock``, as ``raftlib.service`` stamps it); None while that clock
+        cannot tell the time yet (``LeaderClockNotReady``)."""
+        assert self._leader_clock is not None, "a node that is up has its leader clock"
+        try:
+            now_ms = self._leader_clock.now_ms()
+        except LeaderClockNotReady:
+            return None
         if request.kind is RequestKind.OPEN:
             return encode_command(OpenSession(now_ms))
         assert request.write is not None
