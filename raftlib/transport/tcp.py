@@ -510,6 +510,10 @@ class TcpEndpoint:
                     )
                 if reply.refused:
                     self._counters["refused_by_peer_identity"] += 1
+                    if reply.data_id == NO_DATA_ID:  # it knows no other: see its log
+                        raise IdentityRefused(
+                            f"node {peer.node_id} refuses this node's data directory "
+                            f"{format_data_id(self._data_id)} (its log says why)")
                     raise IdentityRefused(
                         f"node {peer.node_id} refuses this node: it knew node {self.node_id} "
                         f"on data directory {format_data_id(reply.data_id)}, and this one is "

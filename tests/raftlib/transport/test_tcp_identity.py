@@ -103,3 +103,23 @@ async def test_a_refused_node_is_told_which_data_directory_was_known_for_it(
         assert len(answer) == HELLO_BYTES
         assert decode_hello(answer) == Hello(1, 2, 0, data_id=0xAB, refused=True)
         assert e1.statistics()["refused_identity"] == 1
+
+
+async def test_a_refusal_naming_no_known_directory_says_to_read_the_refusers_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A peer may refuse for another reason than a known other directory (its records are
+    full): the refused node's error then claims no lost state."""
+    caplog.set_level(logging.INFO, logger="raftlib.transport")
+    monkeypatch.setattr("raftlib.identity.PEER_IDENTITIES_MAX", 0)
+    id1, id2 = identities(tmp_path, "n1", "n2")
+    transport = cluster(2)
+    transport.use_identity(1, id1)
+    transport.use_identity(2, id2)
+    async with transport.open(1), transport.open(2) as e2:
+        await eventually(lambda: e2.statistics()["refused_by_peer_identity"] >= 1,
+                         "node 1 refuses node 2: it may record no more peers")
+    refused = [r.getMessage() for r in caplog.records
+               if "node 2: cannot connect to node 1" in r.getMessage()]
+    assert refused and "(its log says why)" in refused[0], refused
+    assert "lost the votes" not in refused[0]
