@@ -11,6 +11,7 @@ import trio
 
 from raftlib.identity import DataIdentity
 from raftlib.transport.codec import HELLO_BYTES, Hello, decode_hello, encode_hello
+from raftlib.transport.tcp import TcpTransport
 from tests.raftlib.transport.test_tcp_transport import (
     TIMEOUT_SECONDS,
     cluster,
@@ -30,6 +31,16 @@ def identities(tmp_path: Path, *names: str) -> list[DataIdentity]:
     return made
 
 
+def two_nodes(tmp_path: Path, *more: str) -> tuple[TcpTransport, list[DataIdentity]]:
+    """Nodes 1 and 2, each showing its own data directory's identity (``n1``, ``n2``); the
+    identities of ``more`` directories follow those two in the list."""
+    made = identities(tmp_path, "n1", "n2", *more)
+    transport = cluster(2)
+    transport.use_identity(1, made[0])
+    transport.use_identity(2, made[1])
+    return transport, made
+
+
 async def test_a_peer_back_on_another_data_directory_is_refused_both_ways_and_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -39,10 +50,7 @@ async def test_a_peer_back_on_another_data_directory_is_refused_both_ways_and_lo
         return any(r.levelno == logging.ERROR and all(p in r.getMessage() for p in parts)
                    for r in caplog.records)
 
-    id1, id2, wiped = identities(tmp_path, "n1", "n2", "n2-wiped")
-    transport = cluster(2)
-    transport.use_identity(1, id1)
-    transport.use_identity(2, id2)
+    transport, (_, id2, wiped) = two_nodes(tmp_path, "n2-wiped")
     async with transport.open(1) as e1:
         async with transport.open(2) as e2:
             e1.send_nowait([msg(1, 2, 0)])
@@ -68,10 +76,7 @@ async def test_a_peer_back_on_another_data_directory_is_refused_both_ways_and_lo
 
 
 async def test_a_peer_restarted_on_its_own_data_directory_is_accepted(tmp_path: Path) -> None:
-    id1, id2 = identities(tmp_path, "n1", "n2")
-    transport = cluster(2)
-    transport.use_identity(1, id1)
-    transport.use_identity(2, id2)
+    transport, _ = two_nodes(tmp_path)
     async with transport.open(1) as e1:
         async with transport.open(2) as e2:
             e1.send_nowait([msg(1, 2, 0)])
@@ -112,10 +117,7 @@ async def test_a_refusal_naming_no_known_directory_says_to_read_the_refusers_log
     full): the refused node's error then claims no lost state."""
     caplog.set_level(logging.INFO, logger="raftlib.transport")
     monkeypatch.setattr("raftlib.identity.PEER_IDENTITIES_MAX", 0)
-    id1, id2 = identities(tmp_path, "n1", "n2")
-    transport = cluster(2)
-    transport.use_identity(1, id1)
-    transport.use_identity(2, id2)
+    transport, _ = two_nodes(tmp_path)
     async with transport.open(1), transport.open(2) as e2:
         await eventually(lambda: e2.statistics()["refused_by_peer_identity"] >= 1,
                          "node 1 refuses node 2: it may record no more peers")
