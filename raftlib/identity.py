@@ -16,7 +16,9 @@ lost its state. A directory copied whole (a backup restored) keeps its id and is
 it is as old as its copy, which Raft cannot tell from a slow node (the README says so).
 
 Ids are never forgotten, so a removed member's id cannot come back on a new disk either, for
-the members that knew it. A member added later learns only the ids it sees from then on.
+the members that knew it. Only peers that exchanged a hello with a directory know it: a member
+that was down, cut off or not yet added all that time takes a new directory for the node's
+first (recording the ids in the replicated log would close that; they are each node's own).
 
 Files (in the data directory; the storage's own files are ``raftlib.storage.wal``'s)::
 
@@ -32,6 +34,7 @@ guessed at.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import threading
@@ -51,6 +54,14 @@ PEER_IDENTITIES_MAX = 65_536
 # A data directory id is never 0: a hello carrying 0 comes from a node with no identity.
 NO_DATA_ID = 0
 _HEX16 = re.compile(r"[0-9a-f]{16}")
+# Files of a data directory that hold Raft state (``raftlib.storage.wal``'s names).
+_STATE_FILE = re.compile(r"(wal-\d+\.log|snapshot-\d+\.snap)")
+# Characters of a bad line quoted in an error (the rest is cut).
+QUOTED_CHARS_MAX = 60
+# An identity file is a line or a few thousand; one larger than this is refused unread.
+IDENTITY_FILE_BYTES_MAX = 4 * 1024 * 1024
+
+_LOG = logging.getLogger("raftlib.identity")
 
 
 class IdentityError(StorageError):
@@ -130,6 +141,14 @@ class DataIdentity:
         if not self._fs.exists(path):
             return None
         try:
+            fd = self._fs.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                size = self._fs.size(fd)
+            finally:
+                self._fs.close(fd)
+            if size > IDENTITY_FILE_BYTES_MAX:
+                raise IdentityError(f"{path}: {size} bytes, more than an identity file holds "
+                                    f"(IDENTITY_FILE_BYTES_MAX is {IDENTITY_FILE_BYTES_MAX})")
             data = self._fs.read_file(path)
         except OSError as exc:
             raise IdentityError(f"{path}: cannot read: {exc.strerror or exc}") from None
@@ -142,6 +161,13 @@ class DataIdentity:
         path = self._path(IDENTITY_NAME)
         text = self._read(IDENTITY_NAME)
         if text is None:
+            if any(_STATE_FILE.fullmatch(name) for name in self._fs.listdir(self._directory)):
+                # A directory from before ids (an upgrade), or one whose identity file was
+                # deleted: peers that knew it under another id will refuse it.
+                _LOG.warning(
+                    "%s holds Raft state but no %s file: giving it a new data directory id; "
+                    "peers that knew it under another id will refuse this node (restore the "
+                    "file if it was deleted)", self._directory, IDENTITY_NAME)
             data_id = NO_DATA_ID
             while data_id == NO_DATA_ID:
                 data_id = int.from_bytes(random_bytes(8), "big")
@@ -153,7 +179,7 @@ class DataIdentity:
                 or not _HEX16.fullmatch(digits) or int(digits, 16) == NO_DATA_ID):
             raise IdentityError(
                 f"{path}: line 1: expected '{_IDENTITY_HEADER}<16 hex digits>', "
-                f"got {text.splitlines()[0][:60] if text else ''!r}")
+                f"got {text.splitlines()[0][:QUOTED_CHARS_MAX] if text else ''!r}")
         return int(digits, 16)
 
     def _load_peers(self) -> dict[NodeId, int]:
@@ -171,7 +197,7 @@ class DataIdentity:
                     or int(fields[1], 16) == NO_DATA_ID):
                 raise IdentityError(
                     f"{path}: line {number}: expected '<node id> <16 hex digits>', "
-                    f"got {line[:60]!r}")
+                    f"got {line[:QUOTED_CHARS_MAX]!r}")
             node = int(fields[0])
             if node in peers:
                 raise IdentityError(f"{path}: line {number}: node {node} is listed twice")

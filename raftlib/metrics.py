@@ -170,7 +170,8 @@ def samples(node: Node, metrics: NodeMetrics) -> list[Sample]:
                "messages no correct peer could have sent"),
         Sample("raftlib_peers_refused_identity",
                counters.get("transport_refused_identity", 0), "counter",
-               "connections refused: the peer is not on the data directory known for its id"),
+               "connections refused at the data directory check (the peer is not on the one "
+               "known for its id, or it could not be recorded: see the log)"),
         Sample("raftlib_refused_by_peer_identity",
                counters.get("transport_refused_by_peer_identity", 0), "counter",
                "connections a peer refused: this node is not on the data directory it knew"),

@@ -1056,8 +1056,8 @@ async def open_node(
         entries=recovered.entries,
         snapshot=recovered.snapshot,
     )
-    _share_identity(config.node_id, storage, transport)
     try:
+        _share_identity(config.node_id, storage, transport)
         async with transport.open(config.node_id) as endpoint:
             node = Node(config, core, storage, endpoint, state_machine, hooks)
             try:

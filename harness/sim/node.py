@@ -76,7 +76,8 @@ class ReplyKind(enum.Enum):
     OK = "ok"
     NOT_LEADER = "not-leader"  # definite: the command never entered a log here
     UNAVAILABLE = "unavailable"  # connection refused: the node is down
-    REJECTED = "rejected"  # definite: dropped by a new leader, or backpressure
+    # definite: dropped by a new leader, backpressure, or a leader clock not ready (TRYAGAIN)
+    REJECTED = "rejected"
     LOST = "lost"  # the node crashed holding the request: outcome unknown
 
 

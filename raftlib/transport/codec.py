@@ -31,8 +31,10 @@ the sender's data directory (``raftlib.identity``; 0: none), is the one it knows
 and answers with its own hello, which the connecting side checks in turn (it reached the node
 it meant to, on the data directory it knows). An accepting side that refuses the sender's
 data directory answers with flag ``HELLO_REFUSED`` and, as ``data_id``, the id it knows for
-the sender, then closes: the refused node can say why in its log. Version 1 (32 bytes, no
-``flags`` or ``data_id``) is no longer spoken: a cluster is upgraded all at once.
+the sender (0 when it refuses for another reason: its log says which), then closes: the
+refused node can say why in its log. The first ``HELLO_HEAD_BYTES`` (magic, version) are
+checked before the rest is read, so a peer of another version is named as such. Version 1
+(32 bytes, no ``flags`` or ``data_id``) is no longer spoken: a cluster is upgraded all at once.
 """
 
 from __future__ import annotations
@@ -72,6 +74,9 @@ HELLO_VERSION = 2
 HELLO_REFUSED = 0x01  # flags: the sender's data directory is not the one known for its id
 _HELLO = struct.Struct(">4sBB2xQQQQ")
 HELLO_BYTES = _HELLO.size
+# Magic, version, flags and the reserved bytes: read and checked first, so that a peer of
+# another version is told apart from a silent one (an older hello is shorter).
+HELLO_HEAD_BYTES = 8
 
 
 class CodecError(ValueError):
@@ -348,6 +353,17 @@ def encode_hello(hello: Hello) -> bytes:
     flags = HELLO_REFUSED if hello.refused else 0
     return _HELLO.pack(HELLO_MAGIC, HELLO_VERSION, flags, hello.src, hello.dst,
                        hello.cluster_id, hello.data_id)
+
+
+def check_hello_head(head: bytes | bytearray | memoryview) -> None:
+    """Check a hello's first ``HELLO_HEAD_BYTES`` (magic and version); ``CodecError`` says
+    what is wrong, before the rest (whose length depends on the version) is awaited."""
+    magic, version = bytes(head[:4]), head[4]
+    if magic != HELLO_MAGIC:
+        raise CodecError(f"bad hello magic {magic!r} (expected {HELLO_MAGIC!r})")
+    if version != HELLO_VERSION:
+        raise CodecError(f"unsupported protocol version {version} (expected {HELLO_VERSION}; "
+                         f"nodes of different versions do not talk: upgrade them all)")
 
 
 def decode_hello(data: bytes | bytearray | memoryview) -> Hello:

@@ -31,7 +31,10 @@ heartbeats. A message addressed to a node that is not in ``addresses`` is droppe
 
 Inbound: every accepted connection must send a valid hello from a known member (not this
 node), addressed to this node, with the same cluster id, before the handshake timeout; anything
-else is refused and logged with the peer address. A newer connection from the same member
+else is refused and logged with the peer address. With an identity (``use_identity``), a peer
+must also show the data directory this node first saw it on (``raftlib.identity``), both ways:
+a refused one is told, and both sides log an error (the first, then every
+``_CONNECT_FAILURES_WARN``-th). A newer connection from the same member
 replaces the older one (a restarted peer's old connection may be half-dead). Frames are decoded
 with ``FrameDecoder``; a frame that fails to decode, exceeds ``max_frame_bytes``, or holds a
 message whose ``src``/``dst`` disagree with the hello CLOSES THAT CONNECTION and is logged on
@@ -75,10 +78,12 @@ from raftlib.transport.codec import (
     FRAME_HEADER_BYTES,
     FRAME_MESSAGES_MAX_DEFAULT,
     HELLO_BYTES,
+    HELLO_HEAD_BYTES,
     MAX_FRAME_BYTES_DEFAULT,
     CodecError,
     FrameDecoder,
     Hello,
+    check_hello_head,
     decode_hello,
     encode_frame,
     encode_hello,
@@ -104,6 +109,10 @@ class PeerRefused(Exception):
 class IdentityRefused(PeerRefused):
     """A peer's data directory is not the one known for its node id, or a peer refused this
     node's (``raftlib.identity``): a node that lost its state. Logged as an error."""
+
+    def __init__(self, message: str, peer_id: NodeId) -> None:
+        super().__init__(message)
+        self.peer_id = peer_id
 
 
 class StreamSecurity(Protocol):
@@ -332,6 +341,8 @@ class TcpEndpoint:
         self._inbox_space = trio.lowlevel.ParkingLot()
         self._inbound: dict[NodeId, trio.CancelScope] = {}
         self._handshakes = 0
+        # Refusals of each peer's data directory, for the throttled log (``_log_refusal``).
+        self._identity_refusals: dict[NodeId, int] = {}
         self._closed = False
         self._sink: Sink | None = None  # deliver_to's: batches go there, not to the inbox
         self._identity = transport._identities.get(node_id)
@@ -500,7 +511,7 @@ class TcpEndpoint:
                 stream = await transport.security.wrap_outbound(raw, peer.node_id)
                 await stream.send_all(encode_hello(Hello(
                     self.node_id, peer.node_id, transport.cluster_id, self._data_id)))
-                reply = decode_hello(await _receive_exactly(stream, HELLO_BYTES))
+                reply = await _receive_hello(stream)
                 expected = (peer.node_id, self.node_id, transport.cluster_id)
                 if (reply.src, reply.dst, reply.cluster_id) != expected:
                     raise PeerRefused(
@@ -513,13 +524,13 @@ class TcpEndpoint:
                     if reply.data_id == NO_DATA_ID:  # it knows no other: see its log
                         raise IdentityRefused(
                             f"node {peer.node_id} refuses this node's data directory "
-                            f"{format_data_id(self._data_id)} (its log says why)")
+                            f"{format_data_id(self._data_id)} (its log says why)", peer.node_id)
                     raise IdentityRefused(
                         f"node {peer.node_id} refuses this node: it knew node {self.node_id} "
                         f"on data directory {format_data_id(reply.data_id)}, and this one is "
                         f"{format_data_id(self._data_id)}: this node has lost the votes and "
                         f"entries it promised; replace it under a new node id (README: "
-                        f"Replacing a node)")
+                        f"Replacing a node)", peer.node_id)
                 await self._check_identity(peer.node_id, reply.data_id)
         except BaseException:
             await trio.aclose_forcefully(raw)
@@ -709,9 +720,17 @@ class TcpEndpoint:
             )
         except (PeerRefused, CodecError, trio.TooSlowError) as exc:
             self._counters["refused"] += 1
+            level = logging.WARNING
+            if isinstance(exc, IdentityRefused):
+                # An error, as each failed connection of the refused node logs one: the first
+                # and then every _CONNECT_FAILURES_WARN-th (its retries come every backoff).
+                count = self._identity_refusals.get(exc.peer_id, 0) + 1
+                self._identity_refusals[exc.peer_id] = count
+                level = (logging.ERROR if count == 1 or count % _CONNECT_FAILURES_WARN == 0
+                         else logging.DEBUG)
             logger.log(
-                logging.ERROR if isinstance(exc, IdentityRefused) else logging.WARNING,
-                "node %d: refused connection from %s: %s", self.node_id, address, _describe(exc)
+                level, "node %d: refused connection from %s: %s", self.node_id, address,
+                _describe(exc)
             )
         except _FrameRejected as exc:
             self._counters["closed_bad_frame"] += 1
@@ -741,7 +760,7 @@ class TcpEndpoint:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
         with trio.fail_after(transport.handshake_timeout_seconds):
             stream = await transport.security.wrap_inbound(raw)
-            hello = decode_hello(await _receive_exactly(stream, HELLO_BYTES))
+            hello = await _receive_hello(stream)
             if hello.cluster_id != transport.cluster_id:
                 raise PeerRefused(
                     f"cluster id {hello.cluster_id} is not this cluster's {transport.cluster_id}"
@@ -775,10 +794,15 @@ class TcpEndpoint:
             return
         refusal = identity.check(peer_id, data_id)
         if refusal is None and identity.known(peer_id) is None and data_id != NO_DATA_ID:
-            refusal = await trio.to_thread.run_sync(identity.record, peer_id, data_id)
+            try:
+                refusal = await trio.to_thread.run_sync(identity.record, peer_id, data_id)
+            except OSError as exc:
+                # Not the peer's fault, but nothing may be taken from it unrecorded.
+                refusal = (f"cannot record node {peer_id}'s data directory in "
+                           f"{identity.directory}: {exc.strerror or exc}")
         if refusal is not None:
             self._counters["refused_identity"] += 1
-            raise IdentityRefused(refusal)
+            raise IdentityRefused(refusal, peer_id)
 
     async def _receive_frames(self, stream: trio.abc.Stream, peer_id: NodeId) -> str:
         transport = self.transport
@@ -834,6 +858,14 @@ class TcpEndpoint:
 
 class _FrameRejected(Exception):
     """Internal: a frame on an established connection was invalid; close the connection."""
+
+
+async def _receive_hello(stream: trio.abc.Stream) -> Hello:
+    """A peer's hello; its head first (``check_hello_head``): a peer of another version sends
+    a hello of another length, and is named as such instead of timing out."""
+    head = await _receive_exactly(stream, HELLO_HEAD_BYTES)
+    check_hello_head(head)
+    return decode_hello(head + await _receive_exactly(stream, HELLO_BYTES - HELLO_HEAD_BYTES))
 
 
 async def _receive_exactly(stream: trio.abc.Stream, size: int) -> bytes:

@@ -3,11 +3,13 @@ other refused; damaged files refused with the file and line."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import pytest
 
+from raftlib.core.types import Entry
 from raftlib.identity import (
     IDENTITY_NAME,
     PEER_IDENTITIES_NAME,
@@ -149,3 +151,31 @@ def test_an_id_and_a_recorded_peer_survive_any_power_loss_once_written() -> None
     for state in states:
         assert isinstance(state, DataIdentity), state
         assert (state.own, state.known(2)) == (identity.own, 0xAB)
+
+
+def test_a_new_id_for_a_directory_that_holds_state_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An upgrade from a version without ids, or a deleted identity file: the node goes on
+    (refusing to start would block upgrades) but says its peers may refuse it."""
+    with WalStorage(tmp_path / "node") as storage:
+        storage.append([Entry(1, 1, b"x")])
+        storage.sync()
+    with caplog.at_level(logging.WARNING, logger="raftlib.identity"):
+        DataIdentity(tmp_path / "node")
+    assert any("holds Raft state but no identity file" in r.getMessage()
+               for r in caplog.records), caplog.text
+    caplog.clear()
+    (tmp_path / "fresh").mkdir()
+    with caplog.at_level(logging.WARNING, logger="raftlib.identity"):
+        DataIdentity(tmp_path / "fresh")
+    assert not caplog.records
+
+
+def test_an_identity_file_too_large_to_be_one_is_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    DataIdentity(tmp_path)
+    monkeypatch.setattr("raftlib.identity.IDENTITY_FILE_BYTES_MAX", 10)
+    with pytest.raises(IdentityError, match="IDENTITY_FILE_BYTES_MAX is 10"):
+        DataIdentity(tmp_path)

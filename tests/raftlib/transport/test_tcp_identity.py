@@ -3,6 +3,7 @@ the one it knew for its node id (``raftlib.identity``), and takes nothing from i
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -125,3 +126,68 @@ async def test_a_refusal_naming_no_known_directory_says_to_read_the_refusers_log
                if "node 2: cannot connect to node 1" in r.getMessage()]
     assert refused and "(its log says why)" in refused[0], refused
     assert "lost the votes" not in refused[0]
+
+
+async def test_a_peer_of_the_older_hello_version_is_named_as_such_not_timed_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A version-1 hello is 32 bytes: the head (magic, version) is checked before the rest is
+    awaited, so the refusal names the version at once instead of a handshake timeout."""
+    caplog.set_level(logging.INFO, logger="raftlib.transport")
+    transport = cluster(2, handshake_timeout_seconds=TIMEOUT_SECONDS)
+    async with transport.open(1) as e1:
+        stream = await trio.open_tcp_stream(*transport.address(1))
+        old_hello = b"RAFT\x01" + bytes(3) + (2).to_bytes(8, "big") + (1).to_bytes(8, "big") \
+            + bytes(8)
+        await stream.send_all(old_hello)
+        with trio.fail_after(TIMEOUT_SECONDS / 2):
+            assert await wait_closed_by_peer(stream) == b""
+        await stream.aclose()
+        await eventually(lambda: e1.statistics()["refused"] == 1, "the refusal is counted")
+    assert any("unsupported protocol version 1 (expected 2" in r.getMessage()
+               for r in caplog.records), caplog.text
+
+
+async def test_a_refused_peer_is_logged_as_an_error_once_per_few_attempts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each refused attempt is counted, but its error line is logged for the first and then
+    every fifth (the refused node retries every backoff; its own side logs likewise)."""
+    caplog.set_level(logging.DEBUG, logger="raftlib.transport")
+    (id1,) = identities(tmp_path, "n1")
+    id1.record(2, 0xAB)
+    transport = cluster(2)
+    transport.use_identity(1, id1)
+    async with transport.open(1) as e1:
+        for attempt in range(1, 7):
+            stream = await trio.open_tcp_stream(*transport.address(1))
+            await stream.send_all(encode_hello(Hello(2, 1, 0, data_id=0xCD)))
+            await wait_closed_by_peer(stream)
+            await stream.aclose()
+            counted = functools.partial(lambda n: e1.statistics()["refused_identity"] == n,
+                                        attempt)
+            await eventually(counted, f"refusal {attempt} is counted")
+    levels = [r.levelno for r in caplog.records if "refused connection from" in r.getMessage()]
+    assert levels == [logging.ERROR, *[logging.DEBUG] * 3, logging.ERROR, logging.DEBUG]
+
+
+async def test_a_peer_whose_directory_cannot_be_recorded_is_refused_and_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing is taken from a peer before its data directory is recorded: a disk error while
+    recording refuses it (and says where) instead of letting it in unrecorded."""
+    (id1,) = identities(tmp_path, "n1")
+
+    def failing_record(node: int, data_id: int) -> str | None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(id1, "record", failing_record)
+    transport = cluster(2)
+    transport.use_identity(1, id1)
+    async with transport.open(1) as e1:
+        stream = await trio.open_tcp_stream(*transport.address(1))
+        await stream.send_all(encode_hello(Hello(2, 1, 0, data_id=0xCD)))
+        answer = await wait_closed_by_peer(stream)
+        await stream.aclose()
+        assert decode_hello(answer).refused
+        assert e1.statistics()["refused_identity"] == 1 and e1.statistics()["accepted"] == 0
