@@ -45,6 +45,7 @@ from raftlib.transport.memory import MemoryNetwork
 )
 def test_bad_config_is_refused_naming_the_field(kwargs: dict[str, object], field: str) -> None:
     base: dict[str, object] = {"node_id": 1, "peers": {1: "127.0.0.1:7001"}}
+    kwargs = dict(kwargs)  # the parameter's dict is shared by every run of this case
     core = kwargs.pop("core", None)
     base.update(kwargs)
     with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
