@@ -341,7 +341,7 @@ class TcpEndpoint:
         self._inbox_space = trio.lowlevel.ParkingLot()
         self._inbound: dict[NodeId, trio.CancelScope] = {}
         self._handshakes = 0
-        # Refusals of each peer's data directory, for the throttled log (``_log_refusal``).
+        # Refusals of each peer's data directory (members only), for the throttled error log.
         self._identity_refusals: dict[NodeId, int] = {}
         self._closed = False
         self._sink: Sink | None = None  # deliver_to's: batches go there, not to the inbox
