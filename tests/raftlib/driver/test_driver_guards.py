@@ -17,7 +17,16 @@ from typing import Any, BinaryIO
 import crc32c
 import pytest
 
-from raftlib.core import AppendEntries, CoreConfig, Entry, EntryKind, HardState, RaftCore, Role
+from raftlib.core import (
+    AppendEntries,
+    AppendEntriesResponse,
+    CoreConfig,
+    Entry,
+    EntryKind,
+    HardState,
+    RaftCore,
+    Role,
+)
 from raftlib.core.membership import Change, ChangeOp
 from raftlib.core.types import (
     ConfState,
@@ -769,3 +778,62 @@ def test_a_leaders_tick_keeps_its_transfers_and_resends_what_was_not_acknowledge
     resent = [m for m in c.queue if isinstance(m, SnapshotChunk)]
     assert resent and resent[0].offset == sender.acked
 
+
+
+# --- counters (what metrics and status report) ---------------------------------------------------
+
+
+def test_the_counters_count_what_the_driver_did() -> None:
+    """The driver's counters are what an operator sees of its work: each must count exactly
+    what it names, checked here against what the driver handed to the network, the storage and
+    the core (driver.py:408, :414, :496, :497, :544, :545)."""
+    node = Node()
+    readies = 0
+    take = node.core.ready
+
+    def counted_ready() -> Any:
+        nonlocal readies
+        readies += 1
+        return take()
+
+    def acknowledge() -> None:
+        """Followers 2 and 3 take every append sent so far."""
+        answers = [AppendEntriesResponse(m.term, m.dst, 1, True, m.prev_log_index + len(m.entries),
+                                         stream=m.stream)
+                   for m in node.sent if isinstance(m, AppendEntries)]
+        node.driver.step(answers)
+
+    persisted: list[Any] = []
+    made_durable = node.driver.persisted
+
+    def counted_persisted(job: Any) -> None:
+        persisted.append(job)
+        made_durable(job)
+
+    node.core.ready = counted_ready  # type: ignore[method-assign]
+    node.driver.persisted = counted_persisted  # type: ignore[method-assign]
+    node.lead()
+    acknowledge()
+    node.pump()
+    for batch in ([b"a", b"b", b"c"], [b"d"], [b"e", b"f"]):
+        node.driver.propose(batch, [Outcome() for _ in batch])
+        job = node.driver.pump()
+        assert job is not None
+        acknowledge()
+        # A proposal while the sync runs: its appends leave before the sync returns.
+        node.driver.propose([b"early"], [Outcome()])
+        assert node.driver.pump() is None
+        job.run(node.store)
+        node.driver.persisted(job)
+        acknowledge()
+        node.pump()
+    counters = node.driver.counters
+    appends = [m for m in node.sent if isinstance(m, AppendEntries) and m.entries]
+    early = [m for m in appends if any(e.data == b"early" for e in m.entries)]
+    assert counters["readies"] == readies > 0
+    assert counters["append_messages_sent"] == len(appends) > 0
+    assert counters["append_entries_sent"] == sum(len(m.entries) for m in appends)
+    assert counters["early_append_messages"] == len(early) > 0
+    assert counters["syncs"] == len(persisted) > 3  # a job, a sync
+    assert counters["entries_persisted"] == sum(len(job.entries) for job in persisted)
+    assert counters["entries_persisted"] == node.core.last_index  # every entry, once
