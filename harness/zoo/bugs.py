@@ -12,6 +12,8 @@ original is back afterwards, so a refactoring of the library that breaks a patch
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -119,39 +121,33 @@ def ack_before_fsync() -> list[Patch]:
 
 
 def ack_before_fsync_live() -> list[Patch]:
-    """``ack_before_fsync`` for a real node (``harness.zoo.live``), whose storage runs on its
-    own thread one job at a time: the job stays the one in flight (the node checks that the
-    job it synced is the driver's), but what ``persisted`` would do happens at once, so acks
-    leave, the leader counts itself and clients are told ``ok`` before the fsync returns."""
-    acted: dict[int, PersistJob] = {}  # jobs acted on before their fsync, by id
+    """``ack_before_fsync`` for a real node (``harness.zoo.live``). Its storage runs on a
+    thread of its own, one job at a time, and the raft loop acts on a job's Ready when that
+    thread returns; so the bug is planted where the job ends: ``PersistJob.run`` hands the data
+    to storage and returns, and the sync runs later on a thread of the bug's, while the loop
+    sends the acks, counts the leader's own copy, applies and answers the clients. That is the
+    real bug's shape (the data is durable one sync later than the node acts as if it were),
+    and what the simulator's variant does to the driver. (Holding the Ready back instead, until
+    the next job, would let the leader answer a client only after its own fsync: a loss would
+    then need both followers to lose their copies and elect one of them, and runs rarely
+    showed it.)"""
+    disk = threading.Lock()  # one job's write or sync at a time, in job order
+    later = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="zoo-late-fsync")
 
-    def wrap_pump(original: Callable[..., Any]) -> Callable[..., Any]:
-        def pump(self: Driver) -> PersistJob | None:
-            job: PersistJob | None = original(self)
-            if job is not None and job.ready is not None:
-                held = [m for m in job.ready.messages if type(m) is not AppendEntries]
-                if held:
-                    self._send(held)
-                self.core.advance(job.ready)
-                acted[id(job)] = job
-            return job
+    def wrap_run(original: Callable[..., Any]) -> Callable[..., Any]:
+        def run(self: PersistJob, storage: Any) -> None:
+            with disk:  # after the previous job's sync: the WAL's buffer is not shared
+                self.write(storage)
 
-        return pump
+            def sync() -> None:
+                with disk:
+                    storage.sync()
 
-    def wrap_persisted(original: Callable[..., Any]) -> Callable[..., Any]:
-        def persisted(self: Driver, job: PersistJob) -> None:
-            if acted.pop(id(job), None) is None:
-                original(self, job)
-                return
-            # The rest of ``persisted``: the sends and the advance are done already.
-            assert job is self.persisting
-            self.persisting = None
-            if job.snapshot is not None:
-                self._snapshot_durable(job)
+            later.submit(sync)
 
-        return persisted
+        return run
 
-    return [(Driver, "persisted", wrap_persisted), (Driver, "pump", wrap_pump)]
+    return [(PersistJob, "run", wrap_run)]
 
 
 def send_before_fsync() -> list[Patch]:
