@@ -143,6 +143,18 @@ async def test_status_and_info_report_follower_lag_and_leader_changes(
         assert b"raftlib_proposals_total:5" in info
         assert b"raftlib_role_leader:1" in info
         assert b"raftlib_follower_lag_entries_" in info
+        counts = dict(line.split(":", 1) for line in info.decode().splitlines()
+                      if line.startswith("raftlib_"))
+        stats = c.node(leader).statistics()
+        for metric, counter in (("readies", "readies"), ("storage_syncs", "syncs"),
+                                ("entries_persisted", "entries_persisted"),
+                                ("append_messages_sent", "append_messages_sent"),
+                                ("append_entries_sent", "append_entries_sent"),
+                                ("append_messages_sent_early", "early_append_messages")):
+            assert float(counts[f"raftlib_{metric}_total"]) == stats[counter], metric
+        # Five SETs, each a write of its own, and the leader's no-op: each persisted and sent.
+        assert float(counts["raftlib_entries_persisted_total"]) >= 6
+        assert float(counts["raftlib_append_entries_sent_total"]) >= 2 * 5
         before = metrics.leader_changes
         await c.node(leader).transfer_leadership(follower)
         await trio.sleep(0.5)
