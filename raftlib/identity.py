@@ -33,7 +33,6 @@ guessed at.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import re
@@ -42,11 +41,10 @@ from collections.abc import Callable
 
 from raftlib.core.types import NodeId
 from raftlib.errors import StorageError
-from raftlib.storage.fs import FileSystem, default_file_system
+from raftlib.storage.fs import FileSystem, default_file_system, replace_file
 
 IDENTITY_NAME = "identity"
 PEER_IDENTITIES_NAME = "peer-identities"
-_TMP_SUFFIX = ".tmp"
 _IDENTITY_HEADER = "raftlib-data-id 1 "
 # Records kept in ``peer-identities``: far above any cluster's members over its life; a file
 # claiming more is damaged (and a peer past it is refused rather than the file grown).
@@ -208,19 +206,14 @@ class DataIdentity:
         return peers
 
     def _write_atomically(self, name: str, data: bytes) -> None:
-        """tmp, fsync, rename, directory fsync: a crash leaves the old file or the new one."""
+        """A crash leaves the old file or the new one (``raftlib.storage.fs.replace_file``)."""
         fs = self._fs
-        tmp = self._path(name + _TMP_SUFFIX)
-        fd = fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            if fs.write(fd, data) != len(data):
-                raise OSError(errno.EIO, f"short write of {tmp}")
-            fs.fsync(fd)
-        finally:
-            fs.close(fd)
-        fs.replace(tmp, self._path(name))
-        dir_fd = fs.open(self._directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            fs.fsync(dir_fd)
-        finally:
-            fs.close(dir_fd)
+
+        def flush_directory() -> None:
+            dir_fd = fs.open(self._directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                fs.fsync(dir_fd)
+            finally:
+                fs.close(dir_fd)
+
+        replace_file(fs, self._path(name), data, flush=fs.fsync, flush_directory=flush_directory)

@@ -163,6 +163,8 @@ class OsFileSystem:
 
 
 OS_FS = OsFileSystem()
+# What ``replace_file`` writes first, beside the file it replaces.
+TMP_SUFFIX = ".tmp"
 _default_fs: FileSystem = OS_FS
 
 
@@ -177,6 +179,28 @@ def set_default_file_system(fs: FileSystem) -> None:
     holds unsynced writes in memory); the server itself never calls it."""
     global _default_fs
     _default_fs = fs
+
+
+def replace_file(
+    fs: FileSystem, path: str, data: bytes, *,
+    flush: Callable[[int], None], flush_directory: Callable[[], None],
+) -> None:
+    """Give ``path`` the content ``data`` so that a crash at any moment leaves either the old
+    file or the new one, never a mix (the persistence model above): write ``path.tmp``, flush
+    it (``flush(fd)``), rename it over ``path``, flush the directory (``flush_directory``). The
+    caller's own flushes, so that each store keeps counting what it flushed. A crash before
+    the rename can leave ``path.tmp`` behind: the next call truncates it, and ``WalStorage``
+    deletes its own at open."""
+    tmp = path + TMP_SUFFIX
+    fd = fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        if fs.write(fd, data) != len(data):
+            raise OSError(errno.EIO, f"short write of {tmp}")
+        flush(fd)
+    finally:
+        fs.close(fd)
+    fs.replace(tmp, path)
+    flush_directory()
 
 
 class ForwardingFileSystem:

@@ -112,7 +112,13 @@ from raftlib.errors import ConfigError, CorruptLog, CorruptSnapshot, MissingHard
 from raftlib.identity import DataIdentity
 from raftlib.storage import _format as fmt
 from raftlib.storage.base import Recovered
-from raftlib.storage.fs import FileSystem, NoSyncFileSystem, default_file_system
+from raftlib.storage.fs import (
+    TMP_SUFFIX,
+    FileSystem,
+    NoSyncFileSystem,
+    default_file_system,
+    replace_file,
+)
 
 _LOG = logging.getLogger("raftlib.storage")
 _T = TypeVar("_T")
@@ -120,7 +126,7 @@ _P = ParamSpec("_P")
 
 LOCK_NAME = "LOCK"
 HARD_STATE_NAME = "hardstate"
-HARD_STATE_TMP_NAME = "hardstate.tmp"
+HARD_STATE_TMP_NAME = HARD_STATE_NAME + TMP_SUFFIX
 SEGMENT_BYTES_MAX_DEFAULT = 64 * 1024 * 1024
 SEGMENT_BYTES_MIN = 256
 # Appended records wait in memory for sync(); past this much they are written (and flushed:
@@ -864,16 +870,8 @@ class WalStorage:
 
     def _write_hard_state_file(self, hard_state: HardState) -> None:
         data = fmt.encode_hard_state(hard_state)
-        tmp = os.path.join(self._directory, HARD_STATE_TMP_NAME)
-        fd = self._fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            if self._fs.write(fd, data) != len(data):
-                raise OSError(errno.EIO, "short write of the hard state")
-            self._flush(fd)
-        finally:
-            self._fs.close(fd)
-        self._fs.replace(tmp, os.path.join(self._directory, HARD_STATE_NAME))
-        self._flush_directory()
+        replace_file(self._fs, os.path.join(self._directory, HARD_STATE_NAME), data,
+                     flush=self._flush, flush_directory=self._flush_directory)
         self._file_hard_state = hard_state
         self._commit_logged = max(self._commit_logged, hard_state.commit)
         self._hard_state_writes += 1
