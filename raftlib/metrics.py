@@ -121,6 +121,26 @@ class NodeMetrics:
         return out
 
 
+# Counters of ``Node.statistics()`` exported as they are: (metric, statistics key, help).
+_NODE_COUNTERS = (
+    ("raftlib_snapshots_taken", "snapshots_taken", "snapshots of the state machine written"),
+    ("raftlib_snapshots_sent", "snapshots_sent", "snapshots a follower acknowledged whole"),
+    ("raftlib_snapshots_installed", "snapshots_installed",
+     "snapshots received from a leader and installed"),
+    # How well writes are grouped: entries per sync and per AppendEntries are what a write
+    # costs the leader (each sync and each message is paid once for its batch).
+    ("raftlib_readies", "readies", "Ready batches the driver took from the Raft core"),
+    ("raftlib_storage_syncs", "syncs",
+     "storage syncs (group commit: one per Ready with something to persist)"),
+    ("raftlib_entries_persisted", "entries_persisted", "log entries handed to storage"),
+    ("raftlib_append_messages_sent", "append_messages_sent",
+     "AppendEntries with entries sent to followers (leader)"),
+    ("raftlib_append_entries_sent", "append_entries_sent", "entries in those AppendEntries"),
+    ("raftlib_append_messages_sent_early", "early_append_messages",
+     "AppendEntries sent while the leader's own sync ran (pipelining)"),
+)
+
+
 def samples(node: Node, metrics: NodeMetrics) -> list[Sample]:
     """Every value this node reports, read now (call on the node's Trio thread)."""
     st = node.status()
@@ -158,26 +178,10 @@ def samples(node: Node, metrics: NodeMetrics) -> list[Sample]:
                "reads this node answered under its leader lease, with no heartbeat round"),
         Sample("raftlib_leader_changes", metrics.leader_changes, "counter",
                "times this node saw a new leader"),
-        Sample("raftlib_snapshots_taken", counters.get("snapshots_taken", 0), "counter",
-               "snapshots of the state machine written"),
-        Sample("raftlib_snapshots_sent", counters.get("snapshots_sent", 0), "counter",
-               "snapshots a follower acknowledged whole"),
-        Sample("raftlib_snapshots_installed", counters.get("snapshots_installed", 0), "counter",
-               "snapshots received from a leader and installed"),
-        # How well writes are grouped: entries per sync and per AppendEntries are what a
-        # write costs the leader (each sync and each message is paid once for its batch).
-        Sample("raftlib_readies", counters.get("readies", 0), "counter",
-               "Ready batches the driver took from the Raft core"),
-        Sample("raftlib_storage_syncs", counters.get("syncs", 0), "counter",
-               "storage syncs (group commit: one per Ready with something to persist)"),
-        Sample("raftlib_entries_persisted", counters.get("entries_persisted", 0), "counter",
-               "log entries handed to storage"),
-        Sample("raftlib_append_messages_sent", counters.get("append_messages_sent", 0),
-               "counter", "AppendEntries with entries sent to followers (leader)"),
-        Sample("raftlib_append_entries_sent", counters.get("append_entries_sent", 0),
-               "counter", "entries in those AppendEntries"),
-        Sample("raftlib_append_messages_sent_early", counters.get("early_append_messages", 0),
-               "counter", "AppendEntries sent while the leader's own sync ran (pipelining)"),
+    ]
+    out += [Sample(name, counters.get(key, 0), "counter", what)
+            for name, key, what in _NODE_COUNTERS]
+    out += [
         Sample("raftlib_safety_anomalies", st.safety_anomalies, "counter",
                "what Raft says cannot happen, seen by this node"),
         Sample("raftlib_invalid_messages", st.invalid_messages, "counter",
