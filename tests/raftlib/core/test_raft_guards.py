@@ -22,7 +22,7 @@ from raftlib.core import (
     RequestVoteResponse,
 )
 from raftlib.core.types import ConfState, SnapshotMeta
-from tests.raftlib.core.network import drain, make_core, sent
+from tests.raftlib.core.network import ack_all, become_leader, drain, make_core, sent
 
 
 def test_a_request_of_an_older_term_is_refused_with_our_term() -> None:
@@ -53,3 +53,43 @@ def test_status_reports_the_cores_own_state() -> None:
     assert (status.node_id, status.term, status.vote) == (1, 3, 2)
     assert (status.commit, status.applied, status.persisted_index) == (6, 6, 7)
     assert (status.snapshot_index, status.first_index, status.last_index) == (5, 6, 7)
+
+
+# --- the constructor (RaftCore.__init__) ------------------------------------------------------
+
+
+def test_a_node_that_never_led_has_no_configuration_change_pending() -> None:
+    """``change_pending`` is how a caller learns that a configuration change this node appended
+    as leader has not taken effect yet (``propose_conf_change`` refuses the next one until it
+    has). A node that never led appended none: from its start it must answer False, neither
+    claim a change at index 1 that nothing appended nor fail to answer at all (the pending
+    index starts at 0, below anything applied). Once it leads, its no-op is the
+    pending barrier until it took effect."""
+    fresh = make_core(1)
+    assert fresh.change_pending is False
+    restarted = make_core(1, term=3, vote=2)
+    assert restarted.change_pending is False
+    ack_all(restarted, become_leader(restarted))
+    assert restarted.change_pending is True  # its no-op (index 1) is not applied yet
+    drain(restarted)
+    assert restarted.commit_index == restarted.applied_index == 1
+    assert restarted.change_pending is False
+
+
+def test_the_first_ready_after_a_restart_from_a_snapshot_carries_no_snapshot_to_install() -> None:
+    """``Ready.snapshot_keeps_log`` tells the driver how to treat its log when it commits the
+    Ready's snapshot (keep what follows the snapshot's index, or reset it); it goes with a
+    snapshot the core accepted from a leader and means nothing without one. A node restarted
+    from its own durable snapshot has accepted none: its first Ready (here the committed
+    entries after the snapshot, to apply) carries no snapshot and must not ask to keep the log
+    either: a driver acting on the flag would drop log entries for a snapshot that does not
+    exist."""
+    snapshot = SnapshotMeta(5, 2, ConfState((1, 2, 3)))
+    core = RaftCore(CoreConfig(node_id=1, voters=(1, 2, 3)), random.Random(0),
+                    HardState(2, 0, 7), [Entry(2, 6), Entry(2, 7)], None, snapshot)
+    assert core.has_ready()
+    ready = core.ready()
+    assert [entry.index for entry in ready.committed] == [6, 7]
+    assert ready.snapshot is None
+    assert ready.snapshot_keeps_log is False
+    assert core.pending_install is None
