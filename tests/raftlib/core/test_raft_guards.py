@@ -63,7 +63,7 @@ def test_a_node_that_never_led_has_no_configuration_change_pending() -> None:
     as leader has not taken effect yet (``propose_conf_change`` refuses the next one until it
     has). A node that never led appended none: from its start it must answer False, neither
     claim a change at index 1 that nothing appended nor fail to answer at all (the pending
-    index starts at 0, below anything applied). Once it leads, its no-op is the
+    index starts at 0, below anything applied: raft.py:140). Once it leads, its no-op is the
     pending barrier until it took effect."""
     fresh = make_core(1)
     assert fresh.change_pending is False
@@ -83,7 +83,7 @@ def test_the_first_ready_after_a_restart_from_a_snapshot_carries_no_snapshot_to_
     from its own durable snapshot has accepted none: its first Ready (here the committed
     entries after the snapshot, to apply) carries no snapshot and must not ask to keep the log
     either: a driver acting on the flag would drop log entries for a snapshot that does not
-    exist."""
+    exist (raft.py:143)."""
     snapshot = SnapshotMeta(5, 2, ConfState((1, 2, 3)))
     core = RaftCore(CoreConfig(node_id=1, voters=(1, 2, 3)), random.Random(0),
                     HardState(2, 0, 7), [Entry(2, 6), Entry(2, 7)], None, snapshot)
