@@ -268,6 +268,7 @@ def parse_rps(text: str) -> float:
 def run_benchmark(server: Server, test: str, requests: int, clients: int) -> dict[str, Any]:
     command = ["redis-benchmark", "-h", HOST, "-p", str(server.port), "-n", str(requests),
                "-c", str(clients), "-r", str(KEYSPACE), "--csv", *TESTS[test]]
+    counted_before = _batching_counters(server.port)
     user_before, sys_before = cpu_ticks(server.pid)
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, check=False,
@@ -278,13 +279,33 @@ def run_benchmark(server: Server, test: str, requests: int, clients: int) -> dic
         raise BenchError(f"{' '.join(command)} failed: {done.stderr.strip()[:300]}")
     per_request = 1e6 / CLK_TCK / requests
     user, system = user_after - user_before, sys_after - sys_before
-    return {
+    result: dict[str, Any] = {
         "rps": parse_rps(done.stdout),
         "seconds": round(seconds, 2),
         "cpu_us_per_request": round((user + system) * per_request, 1),
         "user_us_per_request": round(user * per_request, 1),
         "sys_us_per_request": round(system * per_request, 1),
     }
+    if counted_before:
+        # The leader's INFO is recomputed every 0.2 s: counts lag by at most that much.
+        counted_after = _batching_counters(server.port)
+        result["leader_per_request"] = {
+            name: round((counted_after[name] - counted_before[name]) / requests, 4)
+            for name in counted_before}
+    return result
+
+
+# The leader's counters of how writes are grouped (raftlib's INFO, "# Metrics"), per request.
+BATCHING_COUNTERS = ("readies", "storage_syncs", "entries_persisted", "append_messages_sent",
+                     "append_entries_sent")
+
+
+def _batching_counters(port: int) -> dict[str, float]:
+    """The leader's batching counters now; empty for a server that has none (Redis)."""
+    fields = info_fields(port)
+    if f"raftlib_{BATCHING_COUNTERS[0]}_total" not in fields:
+        return {}
+    return {name: float(fields[f"raftlib_{name}_total"]) for name in BATCHING_COUNTERS}
 
 
 def median_of(runs: list[dict[str, Any]], key: str) -> float:
@@ -300,7 +321,12 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, 
                         "user_us_per_request": median_of(runs, "user_us_per_request"),
                         "sys_us_per_request": median_of(runs, "sys_us_per_request"),
                         "runs": [r["rps"] for r in runs],
-                        "cpu_us_runs": [r["cpu_us_per_request"] for r in runs]}
+                        "cpu_us_runs": [r["cpu_us_per_request"] for r in runs],
+                        **({"leader_per_request": {
+                            name: round(float(statistics.median(
+                                r["leader_per_request"][name] for r in runs)), 4)
+                            for name in BATCHING_COUNTERS}}
+                           if all("leader_per_request" in r for r in runs) else {})}
                  for test, runs in by_test.items()}
         for target, by_test in results.items()
     }
