@@ -74,6 +74,9 @@ TARGETS = ("redis_always", "redis_everysec", "raftlib")
 # With --lease-reads: a second raftlib cluster serving reads from the leader's lease (reported
 # apart, issue 17: the linearizable GET figure stays the ReadIndex one).
 LEASE_TARGET = "raftlib_lease"
+# With --sync-on-loop: a raftlib cluster whose nodes fsync on their event loop, as Redis does
+# (``raftlib serve --sync-on-loop``), reported apart: the default keeps the sync thread.
+SYNC_ON_LOOP_TARGET = "raftlib_sync_on_loop"
 KEYSPACE = 100_000
 BENCHMARK_SECONDS_MAX = 300.0
 START_SECONDS_MAX = 30.0
@@ -356,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tmp", default=None, help="directory for data (default: a temp dir)")
     parser.add_argument("--lease-reads", action="store_true",
                         help="also run a raftlib cluster with --lease-reads (reported apart)")
+    parser.add_argument("--sync-on-loop", action="store_true",
+                        help="also run a raftlib cluster with --sync-on-loop (reported apart)")
     parser.add_argument("--tests", default=",".join(DEFAULT_TESTS),
                         help=f"comma list of {', '.join(TESTS)} (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -374,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="redis-vs-raftlib-", dir=args.tmp) as tmp:
         base = Path(tmp)
         fsync = measure_fsync(base)
-        names = (*TARGETS, LEASE_TARGET) if args.lease_reads else TARGETS
+        names = (*TARGETS, *((LEASE_TARGET,) if args.lease_reads else ()),
+                 *((SYNC_ON_LOOP_TARGET,) if args.sync_on_loop else ()))
         results: dict[str, dict[str, list[dict[str, Any]]]] = {
             t: {test: [] for test in tests} for t in names}
         with contextlib.ExitStack() as stack:
@@ -386,6 +392,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.lease_reads:
                 servers.append(stack.enter_context(raftlib_cluster(
                     base / "raftlib-lease", name=LEASE_TARGET, flags=("--lease-reads",))))
+            if args.sync_on_loop:
+                servers.append(stack.enter_context(raftlib_cluster(
+                    base / "raftlib-sync-on-loop", name=SYNC_ON_LOOP_TARGET,
+                    flags=("--sync-on-loop",))))
             for _ in range(args.runs):
                 for test in tests:
                     for server in servers:

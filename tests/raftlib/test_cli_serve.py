@@ -165,3 +165,42 @@ def test_a_serving_process_freezes_its_start_up_objects_and_collects_young_ones_
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(("flags", "threaded"), [([], True), (["--sync-on-loop"], False)])
+def test_sync_on_loop_moves_the_storage_syncs_onto_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    flags: list[str], threaded: bool,
+) -> None:
+    """``--sync-on-loop`` reaches the node as ``NodeConfig.storage_thread=False`` (the syncs run
+    on the loop, as Redis's appendfsync always does); without it the node keeps its sync
+    thread. The node is not started: the configuration it would get is taken instead."""
+    import contextlib
+
+    from raftlib import cli
+    from raftlib.errors import ConfigError
+    from raftlib.node import NodeConfig
+
+    seen: list[NodeConfig] = []
+
+    @contextlib.asynccontextmanager
+    async def taken(config: NodeConfig, **_: object):  # type: ignore[no-untyped-def]
+        seen.append(config)
+        raise ConfigError("configuration taken")
+        yield
+
+    monkeypatch.setattr(cli, "open_node", taken)
+    status = cli.main(["serve", "--id", "1", "--peers", "1=127.0.0.1:7001", "--insecure",
+                       "--data", str(tmp_path / "d"), *flags])
+    assert status == 2 and "configuration taken" in capsys.readouterr().err
+    assert [config.storage_thread for config in seen] == [threaded]
+
+
+def test_cluster_passes_sync_on_loop_to_every_node() -> None:
+    from raftlib.cli import cluster_node_argv
+
+    def argv(sync_on_loop: bool) -> list[str]:
+        return cluster_node_argv(2, nodes=3, data_dir=Path("d"), base_port=7001,
+                                 client_base_port=6379, tick_ms=25.0, sync_on_loop=sync_on_loop)
+
+    assert "--sync-on-loop" in argv(True) and "--sync-on-loop" not in argv(False)
