@@ -341,6 +341,10 @@ class RunOptions:
                                   argv=IF_SET)
     ssh_python: str = option("", "python on the --ssh-hosts (default: this harness's own, "
                              "at the same path on every host)", validator=_text, argv=IF_SET)
+    # Live raftlib nodes fsync on their event loop instead of their sync thread.
+    sync_on_loop: bool = option(
+        False, "live raftlib nodes run each fsync on their event loop (raftlib serve "
+        "--sync-on-loop) instead of their sync thread", validator=_flag_value, argv=IF_SET)
     # The system under test (harness.targets): raftlib, or another one on the live backend.
     target: str = option("raftlib", f"system under test, live backend (one of "
                          f"{', '.join(TARGETS)})", validator=_target, argv=IF_SET)
@@ -370,6 +374,9 @@ class RunOptions:
             raise OptionsError(f"{_flag(next(iter(self.core)))}: core settings are raftlib's; "
                                f"--target {self.target} runs another system")
         self._check_target()
+        if self.sync_on_loop and (self.backend != "live" or self.target != "raftlib"):
+            raise OptionsError("--sync-on-loop: live raftlib nodes only (--backend live; the "
+                               "simulator has no sync thread)")
         if self.bug:
             from harness.zoo import UnknownBug, get
 
@@ -433,7 +440,7 @@ class RunOptions:
         return ["--snapshot-entries", str(self.snapshot_entries), "--snapshot-state-ratio", "0",
                 "--snapshot-trailing", str(self.snapshot_trailing),
                 "--snapshot-chunk-bytes", str(self.snapshot_chunk_bytes),
-                *core_argv(self.core)]
+                *core_argv(self.core), *(["--sync-on-loop"] if self.sync_on_loop else [])]
 
     def core_text(self) -> str:
         """The non-default core settings for people ("" when every one is the default)."""

@@ -210,12 +210,13 @@ def _outages(time_limit: float) -> Schedule:
     return Schedule(nodes=3, time_limit=time_limit, faults=faults)
 
 
-def _under_outages(tmp_path: Path, bug: str) -> dict[str, object]:
+def _under_outages(tmp_path: Path, bug: str, sync_on_loop: bool = False) -> dict[str, object]:
     # 500 operations a second keeps the ten clients busy, so that some acknowledged entry is
     # nearly always inside a sync when the power goes.
     time_limit = 30.0
     options = RunOptions(backend="live", nodes=3, workload="append", nemesis=("disk",),
-                         rate=500.0, time_limit=time_limit, seed=1, bug=bug)
+                         rate=500.0, time_limit=time_limit, seed=1, bug=bug,
+                         sync_on_loop=sync_on_loop)
     report = run(options, tmp_path / "run", schedule=_outages(time_limit))
     results: dict[str, object] = report.results
     return results
@@ -234,12 +235,15 @@ def test_the_zoo_bug_ack_before_fsync_is_caught_by_a_live_run_with_power_losses(
 
 @pytest.mark.slow
 @needs_netns
+@pytest.mark.parametrize("sync_on_loop", [False, True], ids=["sync-thread", "sync-on-loop"])
 def test_the_same_whole_cluster_power_losses_without_the_bug_lose_nothing(
-    tmp_path: Path,
+    tmp_path: Path, sync_on_loop: bool,
 ) -> None:
     """The other half of the test above: its schedule, rate and checks find nothing in
-    raftlib as it is, so what they find there is the bug."""
-    results = _under_outages(tmp_path, bug="")
+    raftlib as it is, so what they find there is the bug. The same holds with the syncs on
+    the event loop (``raftlib serve --sync-on-loop``), where the node persists each job
+    before it looks at anything else."""
+    results = _under_outages(tmp_path, bug="", sync_on_loop=sync_on_loop)
     assert results["verdict"] == "valid", results["failed_checks"]
 
 

@@ -46,6 +46,20 @@ def test_core_settings_are_validated_in_one_line_and_are_raftlibs_only() -> None
     assert "--lease-reads" in flags and flags[flags.index("--lease-drift-ticks") + 1] == "4"
 
 
+def test_sync_on_loop_reaches_live_raftlib_nodes_and_nothing_else() -> None:
+    """``--sync-on-loop`` is a ``raftlib serve`` flag of the live nodes (their syncs on the
+    loop); the simulator has no sync thread and another target no such flag: both refused in
+    one line. It is in the run's command and options, so a replay runs it again."""
+    live = RunOptions(backend="live", sync_on_loop=True)
+    assert "--sync-on-loop" in live.node_flags()
+    assert "--sync-on-loop" not in RunOptions(backend="live").node_flags()
+    assert "--sync-on-loop" in live.to_argv()
+    assert RunOptions.from_json(live.to_json(), "t") == live
+    for refused in ({"backend": "sim"}, {"backend": "live", "target": "etcd"}):
+        with pytest.raises(OptionsError, match=r"^--sync-on-loop: live raftlib nodes only"):
+            RunOptions(sync_on_loop=True, **refused)  # type: ignore[arg-type]
+
+
 def test_core_settings_round_trip_through_argv_and_json() -> None:
     options = RunOptions(core={"pre_vote": False, "check_quorum": False,
                                "append_entries_max": 1}, seed=3)
