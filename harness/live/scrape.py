@@ -50,13 +50,18 @@ async def _get(raw: socket.socket, port: int) -> bytes:
         raise ScrapeError(f"cannot connect: {exc}") from None
     chunks: list[bytes] = []
     size = 0
-    async with trio.SocketStream(sock) as stream:
-        await stream.send_all(b"GET /metrics HTTP/1.0\r\nHost: node\r\n\r\n")
-        while data := await stream.receive_some(65536):
-            size += len(data)
-            if size > SCRAPE_BYTES_MAX:
-                raise ScrapeError(f"page over {SCRAPE_BYTES_MAX} bytes")
-            chunks.append(data)
+    try:
+        async with trio.SocketStream(sock) as stream:
+            await stream.send_all(b"GET /metrics HTTP/1.0\r\nHost: node\r\n\r\n")
+            while data := await stream.receive_some(65536):
+                size += len(data)
+                if size > SCRAPE_BYTES_MAX:
+                    raise ScrapeError(f"page over {SCRAPE_BYTES_MAX} bytes")
+                chunks.append(data)
+    except (OSError, trio.BrokenResourceError) as exc:
+        # The node died (or was killed by the nemesis) while it answered: a missed scrape,
+        # as for a node that is down, never a reason to stop the run.
+        raise ScrapeError(f"connection broken: {exc}") from None
     head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/") or b" 200 " not in head.split(b"\r\n", 1)[0]:
         raise ScrapeError(f"not a 200 answer: {head[:60]!r}")

@@ -41,6 +41,35 @@ def test_a_page_that_is_no_metrics_page_is_refused_in_one_line() -> None:
         scrape.parse(b"raftlib_term seven\n")
 
 
+async def test_a_node_that_dies_while_it_answers_is_a_missed_scrape_not_a_crash() -> None:
+    """A node killed by the nemesis while the monitor reads its page resets the connection:
+    that is a ``ScrapeError`` (the monitor skips the node this round), never an exception that
+    stops the run (a five-node live run once ended so)."""
+    import socket
+    import struct
+
+    import trio
+
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    async def reset_after_the_request() -> None:
+        conn, _ = await listener.accept()
+        with conn:
+            await conn.recv(1024)
+            # SO_LINGER with a zero timeout: close() sends a RST, as a killed process's does.
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reset_after_the_request)
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        with pytest.raises(scrape.ScrapeError, match="connection broken"):
+            await scrape._get(raw, port)
+    listener.close()
+
+
 @needs_netns
 def test_the_scraped_metrics_show_the_leader_change_a_kill_caused(tmp_path: Path) -> None:
     out = tmp_path / "run"
