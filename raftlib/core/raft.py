@@ -333,8 +333,16 @@ class RaftCore(
                         self._send(RequestVoteResponse(self._term, self._id, msg.src, False, True))
                     return
                 if not msg.pre_vote:
+                    # A follower's election timer keeps running: only a vote it grants (in
+                    # _on_request_vote) or its leader's word resets it (Figure 2, Followers).
+                    # Reset by every newer vote request, a node with the most up-to-date log
+                    # could be kept from ever campaigning by candidates that cannot win (their
+                    # logs are behind): without PreVote and with a narrow timeout range, two
+                    # such candidates took turns every timeout and no leader was elected
+                    # (swarm seed 17005).
                     self._become_follower(
-                        term, NO_NODE, f"vote request of term {term} from node {msg.src}"
+                        term, NO_NODE, f"vote request of term {term} from node {msg.src}",
+                        keep_timer=self._role is _FOLLOWER,
                     )
             elif type(msg) is RequestVoteResponse and msg.pre_vote and msg.granted:
                 # A pre-vote grant carries the term we would campaign in; ours stays.
@@ -400,7 +408,9 @@ class RaftCore(
             self._forwarded_reads.clear()
         self._leader = leader
 
-    def _become_follower(self, term: int, leader: NodeId, reason: str) -> None:
+    def _become_follower(
+        self, term: int, leader: NodeId, reason: str, keep_timer: bool = False,
+    ) -> None:
         if term < self._term:
             raise AssertionError(f"term would decrease from {self._term} to {term}")
         if term > self._term:
@@ -414,6 +424,7 @@ class RaftCore(
         self._role_reason = reason
         self._set_leader(leader)
         self._votes = {}
-        self._reset_election_timer()
+        if not keep_timer:
+            self._reset_election_timer()
 
     # --- output ----------------------------------------------------------------------------

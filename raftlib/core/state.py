@@ -133,7 +133,9 @@ class CoreState:
 
     # Implemented by the parts (declared here so each part type-checks alone).
 
-    def _become_follower(self, term: int, leader: NodeId, reason: str) -> None:
+    def _become_follower(
+        self, term: int, leader: NodeId, reason: str, keep_timer: bool = False,
+    ) -> None:
         raise NotImplementedError
 
     def _set_leader(self, leader: NodeId) -> None:

@@ -92,8 +92,8 @@ def test_runs_with_every_fault_and_membership_changes_are_valid(workload: str) -
 MEMBERSHIP_BUGS = [
     ("learner-in-quorum", 16, "safety"),
     ("removed-node-campaigns", 0, "safety"),
-    ("pending-conf-ignored", 238, "safety"),
-    ("early-leave-joint", 19, "safety"),
+    ("pending-conf-ignored", 166, "safety"),
+    ("early-leave-joint", 145, "safety"),
 ]
 
 

@@ -25,7 +25,7 @@ def test_broken_reads() -> None:
     pass
 
 def test_fixture_expects_the_bug_caught(raft_campaign) -> None:
-    outcomes = raft_campaign(seeds="1..1", workload="append", nemesis="kill,partition",
+    outcomes = raft_campaign(seeds="2..2", workload="append", nemesis="kill,partition",
                              nemesis_interval=0.5, rate=100, bug="session-cache-off",
                              expect="invalid", swarm=False)
     assert outcomes[0].verdict == "invalid"

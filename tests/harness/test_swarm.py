@@ -18,6 +18,7 @@ from harness.cli import main
 from harness.options import NEMESIS_KINDS, OptionsError, RunOptions
 from harness.outcomes import summary
 from harness.report.campaign_page import render_campaign_index
+from harness.runner import run
 
 SEEDS = range(300)
 # A zoo bug and the swarm seeds among 0..5 (2 simulated seconds each) that catch it.
@@ -353,4 +354,15 @@ def test_swarm_seed_2660_stays_valid() -> None:
     from harness.runner import run
 
     report = run(swarm.draw(2660, RunOptions(swarm=True)), None, lincheck_parallel=False)
+    assert report.verdict == "valid", report.line
+
+
+def test_swarm_seed_17005_elects_a_leader_after_the_heal() -> None:
+    """The swarm's finding, kept: PreVote off, election timeouts of 40 to 44 ticks, a removal
+    left uncommitted in two logs. After the heal two nodes whose logs are behind took turns
+    campaigning every timeout, and each vote request restarted the election timer of the one
+    node that could win, so no leader was ever elected (liveness failed, and with it
+    durability). A refused vote request no longer restarts that timer (Figure 2)."""
+    options = swarm.draw(17005, RunOptions(swarm=True))
+    report = run(options, None, lincheck_parallel=False)
     assert report.verdict == "valid", report.line

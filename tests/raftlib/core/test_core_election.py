@@ -6,7 +6,14 @@ from collections.abc import Callable
 
 import pytest
 
-from raftlib.core import NO_NODE, AppendEntries, RequestVote, RequestVoteResponse, Role
+from raftlib.core import (
+    NO_NODE,
+    AppendEntries,
+    RaftCore,
+    RequestVote,
+    RequestVoteResponse,
+    Role,
+)
 from raftlib.errors import NotLeader, ProposalDropped
 from tests.raftlib.core.network import Network, become_leader, drain, make_core, sent
 
@@ -215,3 +222,32 @@ def test_transfer_to_unknown_node_is_refused() -> None:
     become_leader(core)
     with pytest.raises(ValueError, match="not a voter"):
         core.transfer_leadership(9)
+
+
+def test_a_refused_vote_request_of_a_newer_term_does_not_restart_the_election_timer() -> None:
+    """Figure 2 (Followers): only the current leader's AppendEntries or a vote this node grants
+    restart its election timer. A newer term's vote request that it refuses (the candidate's
+    log is behind) moves it to that term, but its timer runs on: otherwise candidates that can
+    never win, taking turns, keep the one node that could win from ever campaigning, and no
+    leader is elected (found by the swarm: seed 17005, PreVote off, timeouts of 40 to 44
+    ticks). A vote it grants does restart the timer."""
+    def follower() -> RaftCore:
+        return make_core(1, term=1, log_terms=[1, 1, 1], pre_vote=False,
+                         election_timeout_ticks_min=10, election_timeout_ticks_max=12)
+
+    refused, granted = follower(), follower()
+    for core in (refused, granted):
+        drain(core)
+        for _ in range(9):  # one tick short of the shortest timeout
+            core.tick()
+        assert core.role is Role.FOLLOWER
+    refused.step(RequestVote(5, 2, 1, 1, 1))  # its log ends before ours: refused
+    granted.step(RequestVote(5, 2, 1, 3, 1))  # as long as ours: granted
+    assert [m.granted for m in sent(refused) if isinstance(m, RequestVoteResponse)] == [False]
+    assert [m.granted for m in sent(granted) if isinstance(m, RequestVoteResponse)] == [True]
+    assert refused.term == granted.term == 5
+    for core in (refused, granted):
+        for _ in range(3):  # 12 ticks since the start, 3 since the request
+            core.tick()
+    assert refused.role is Role.CANDIDATE and refused.term == 6
+    assert granted.role is Role.FOLLOWER and granted.term == 5

@@ -151,7 +151,7 @@ async def test_a_lost_reply_without_a_session_is_reported_unknown_not_failed(
 async def test_counters_under_leader_crashes_count_every_increment_exactly_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    seed = 11
+    seed = 12
     per_client = 30
     clients = 4
     async with open_local_cluster(3, seed=seed, state_machine_factory=KvStateMachine) as c:
