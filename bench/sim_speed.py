@@ -7,7 +7,14 @@ median of the runs is the figure. Speed is also given per CPU second of this pro
 (``process_time``), which a loaded machine disturbs less than wall time. ``--matrix`` adds
 3 and 7 nodes, and every nemesis, once each. Prints one JSON object.
 
+``--compare-native`` measures the optional native build (``raftlib.native``: the core and the
+driver compiled with mypyc) beside the interpreted code: it compiles a build (or takes
+``--native-build DIR``), then runs the headline in fresh processes, interpreted and native in
+turn, ``--runs`` times each, and reports both medians and their ratio. It skips, saying why,
+where mypy or a C compiler is missing.
+
     python3 bench/sim_speed.py [--time-limit 60] [--runs 3] [--seed 1] [--matrix]
+    python3 bench/sim_speed.py --compare-native [--runs 5] [--native-build DIR]
 """
 
 from __future__ import annotations
@@ -17,11 +24,16 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from harness.options import NEMESIS_KINDS, RunOptions
 from harness.runner import simulate
+from raftlib import native
 
 TARGET_SPEEDUP = 300  # simulated seconds per wall second, 5 nodes, 10 clients, no faults
 CLIENTS = 10
@@ -60,6 +72,38 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def compare_native(args: argparse.Namespace) -> dict[str, Any]:
+    """The headline interpreted and native, in fresh processes taking turns."""
+    with tempfile.TemporaryDirectory(prefix="sim-speed-native-") as scratch:
+        build = Path(args.native_build) if args.native_build else Path(scratch) / "build"
+        if not args.native_build:
+            try:
+                native.build(build)
+            except (native.NativeBuildError, OSError, SystemExit) as exc:
+                return {"skipped": f"no native build: {exc}"}
+        command = [sys.executable, __file__, "--runs", "1", "--time-limit",
+                   str(args.time_limit), "--seed", str(args.seed)]
+        env_plain = {k: v for k, v in os.environ.items() if k != native.ENVIRONMENT_VARIABLE}
+        env_native = {**env_plain, native.ENVIRONMENT_VARIABLE: str(build)}
+        runs: dict[str, list[dict[str, Any]]] = {"interpreted": [], "native": []}
+        for _ in range(args.runs):
+            for name, env in (("interpreted", env_plain), ("native", env_native)):
+                out = subprocess.run(command, env=env, capture_output=True, text=True,
+                                     check=True, timeout=3600)
+                result = json.loads(out.stdout)
+                assert result["native"] == (name == "native"), result
+                runs[name].append(result["nodes_5_no_faults"]["each"][0])
+    interpreted = median_of(runs["interpreted"])
+    compiled = median_of(runs["native"])
+    return {
+        "interpreted": interpreted,
+        "native": compiled,
+        "native_over_interpreted": round(
+            compiled["speedup_median"] / interpreted["speedup_median"], 2),
+        "target_met_native": compiled["speedup_median"] >= TARGET_SPEEDUP,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--time-limit", type=float, default=60.0,
@@ -68,14 +112,30 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--matrix", action="store_true",
                         help="also 3 and 7 nodes, and every nemesis (one run each)")
+    parser.add_argument("--compare-native", action="store_true",
+                        help="interpreted against the native build (raftlib.native), taking "
+                        "turns in fresh processes")
+    parser.add_argument("--native-build", default=None, metavar="DIR",
+                        help="with --compare-native: use this build instead of compiling one")
     args = parser.parse_args()
     if args.runs < 1:
         parser.error(f"--runs must be at least 1, got {args.runs}")
+    if args.compare_native:
+        print(json.dumps({
+            "python": platform.python_version(),
+            "load_average_1min": round(os.getloadavg()[0], 2),
+            "clients": CLIENTS,
+            "time_limit_seconds": args.time_limit,
+            "target_speedup": TARGET_SPEEDUP,
+            **compare_native(args),
+        }, indent=1))
+        return
     # A first short run pays for imports and warm-up, so the measured ones do not.
     simulate(RunOptions(nodes=5, clients=CLIENTS, time_limit=1.0, seed=args.seed))
     headline = median_of([measure(5, (), args.time_limit, args.seed) for _ in range(args.runs)])
     results: dict[str, Any] = {
         "python": platform.python_version(),
+        "native": native.active(),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
         "clients": CLIENTS,

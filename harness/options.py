@@ -378,11 +378,12 @@ class RunOptions:
             raise OptionsError("--sync-on-loop: live raftlib nodes only (--backend live; the "
                                "simulator has no sync thread)")
         if self.bug:
-            from harness.zoo import UnknownBug, get
+            from harness.zoo import UnknownBug, ZooUnavailable, get, refuse_if_native
 
             try:
                 get(self.bug)
-            except UnknownBug as exc:
+                refuse_if_native()
+            except (UnknownBug, ZooUnavailable) as exc:
                 raise OptionsError(str(exc)) from None
             if self.backend == "live":
                 from harness.zoo.live import live_refusal

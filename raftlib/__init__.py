@@ -3,6 +3,14 @@
 The public surface is re-exported here; everything else is internal.
 """
 
+# ruff: noqa: E402 - the native build is activated before anything else is imported.
+# First, before any compiled module could be imported: the optional native build
+# (raftlib.native; only when RAFTLIB_NATIVE is set).
+from raftlib import native as _native
+
+_native.activate_from_environment()
+
+
 from raftlib.core.types import Entry as Entry
 from raftlib.core.types import HardState as HardState
 from raftlib.core.types import Role as Role

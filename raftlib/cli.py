@@ -193,6 +193,10 @@ def _parser() -> _Parser:
                       help="extra host name or IP for every node certificate (repeatable)")
     init.add_argument("--days", type=int, default=VALIDITY_DAYS,
                       help=f"validity in days (default {VALIDITY_DAYS})")
+    native = sub.add_parser(
+        "native-build", help="compile the core and the driver with mypyc (opt-in; needs mypy "
+        "and a C compiler): run with RAFTLIB_NATIVE=DIR set (raftlib.native)")
+    native.add_argument("directory", type=Path, help="where to put the build (created)")
     cluster = sub.add_parser("cluster", help="run a local cluster of KV nodes on loopback")
     cluster.add_argument("--nodes", type=int, default=3, help="number of nodes (1..9)")
     cluster.add_argument("--data", required=True, help="directory for every node's data")
@@ -499,6 +503,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cluster_main(args)
         if args.command == "certs":
             return _certs_main(args)
+        if args.command == "native-build":
+            return _native_build_main(args)
         try:
             command = operator_command(args)
         except ValueError as exc:
@@ -524,6 +530,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(leaf, RaftError):
             return EXIT_ERROR
         raise
+    return 0
+
+
+def _native_build_main(args: argparse.Namespace) -> int:
+    from raftlib import native
+
+    try:
+        out = native.build(args.directory)
+    except native.NativeBuildError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"built {len(native.NATIVE_MODULES)} modules; run with "
+          f"{native.ENVIRONMENT_VARIABLE}={out}")
     return 0
 
 

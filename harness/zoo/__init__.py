@@ -197,6 +197,22 @@ class UnknownBug(ValueError):
     """A bug name not in the zoo (one line listing the known ones)."""
 
 
+class ZooUnavailable(RuntimeError):
+    """The bugs cannot be planted in this process (one line: why)."""
+
+
+def refuse_if_native() -> None:
+    """The zoo swaps methods of raftlib's classes; the native build (``raftlib.native``)
+    compiled them, and compiled code calls its methods directly, so a patch there would
+    silently not take effect: a bug that is never planted, a campaign that cannot fail."""
+    from raftlib import native
+
+    if native.active():
+        raise ZooUnavailable(
+            f"--bug: the bug zoo patches raftlib's core and driver, which the native build "
+            f"compiled ({native.ENVIRONMENT_VARIABLE} is set); run without it")
+
+
 def get(name: str) -> Bug:
     bug = BUGS.get(name)
     if bug is None:
@@ -220,6 +236,7 @@ def active(name: str | None, live: bool = False) -> Iterator[Bug | None]:
         yield None
         return
     bug = get(name)
+    refuse_if_native()
     saved: list[tuple[type, str, Any]] = []
     try:
         for owner, attribute, wrap in bug.patches_for(live):
@@ -235,4 +252,5 @@ def active(name: str | None, live: bool = False) -> Iterator[Bug | None]:
             setattr(owner, attribute, original)
 
 
-__all__ = ["BUGS", "Bug", "Detection", "UnknownBug", "active", "get", "listing"]
+__all__ = ["BUGS", "Bug", "Detection", "UnknownBug", "ZooUnavailable", "active", "get", "listing",
+           "refuse_if_native"]

@@ -7,6 +7,8 @@ disrupting the cluster)."""
 
 from __future__ import annotations
 
+from mypy_extensions import trait
+
 from raftlib.core import quorum
 from raftlib.core.lease import LeaseMixin
 from raftlib.core.types import (
@@ -18,6 +20,7 @@ from raftlib.core.types import (
 )
 
 
+@trait
 class ElectionMixin(LeaseMixin):
     def _in_lease(self, msg: RequestVote) -> bool:
         """Whether a (pre)vote request must be refused because a leader is known and was heard

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from mypy_extensions import trait
+
 from raftlib.core.state import CoreState
 from raftlib.core.types import (
     NO_NODE,
@@ -24,6 +26,7 @@ _LEADER = Role.LEADER
 _FOLLOWER = Role.FOLLOWER
 
 
+@trait
 class FollowerMixin(CoreState):
     def _follow(self, leader: NodeId) -> bool:
         """A message from ``leader`` as the leader of our term: follow it (and restart the

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import repeat
 
+from mypy_extensions import trait
+
 from raftlib.core.lease import LeaseMixin
 from raftlib.core.progress import Progress, ProgressState, StreamIds
 from raftlib.core.types import (
@@ -35,6 +37,7 @@ _PROBE = ProgressState.PROBE
 SNAPSHOT_STALL_ELECTION_TIMEOUTS = 5
 
 
+@trait
 class LeaderMixin(LeaseMixin):
     def _tick_leader(self) -> None:
         cfg = self.config

@@ -37,6 +37,8 @@ from __future__ import annotations
 
 from collections import deque
 
+from mypy_extensions import trait
+
 from raftlib.core.state import CoreState
 from raftlib.core.types import NO_NODE, NodeId, ReadIndexResponse, ReadState, Role
 
@@ -110,6 +112,7 @@ class Lease:
         return max(0, start + lease_ticks - self.now_ticks)
 
 
+@trait
 class LeaseMixin(CoreState):
     _lease: Lease
 

@@ -5,6 +5,8 @@ and answers once a quorum echoed it; a follower forwards the request to its lead
 
 from __future__ import annotations
 
+from mypy_extensions import trait
+
 from raftlib.core.lease import LeaseMixin
 from raftlib.core.state import PendingRead
 from raftlib.core.types import (
@@ -17,6 +19,7 @@ from raftlib.core.types import (
 )
 
 
+@trait
 class ReadsMixin(LeaseMixin):
     def read_index(self, request_id: int) -> None:
         """Ask for a linearizable read (thesis §6.4). The answer arrives in a later Ready as

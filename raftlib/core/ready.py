@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from mypy_extensions import trait
+
 from raftlib.core.state import CoreState
 from raftlib.core.types import (
     AppendEntries,
@@ -19,6 +21,7 @@ from raftlib.core.types import (
 _LEADER = Role.LEADER
 
 
+@trait
 class ReadyMixin(CoreState):
     def has_ready(self) -> bool:
         """Whether ``ready()`` would return anything. A pure query: it changes no state (in

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from mypy_extensions import trait
+
 from raftlib.core import membership, quorum
 from raftlib.core.membership import Change
 from raftlib.core.progress import Progress
@@ -34,6 +36,7 @@ from raftlib.errors import ChangeInProgress, NotLeader, ProposalDropped
 CONF_CACHE_ENTRIES_MAX = 64
 
 
+@trait
 class ReconfigureMixin(CoreState):
     @property
     def is_voter(self) -> bool:

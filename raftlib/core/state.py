@@ -14,6 +14,10 @@ as etcd-io/raft keeps raft.go, read_only.go, tracker/ and rawnode.go apart:
 
 This class only declares the fields (set by ``RaftCore.__init__``) and the few operations
 every part uses, so each part type-checks on its own.
+
+Each part is marked ``@trait`` (a no-op when interpreted): the optional native build
+(``raftlib.native``) compiles the core with mypyc, which takes multiple inheritance only from
+traits.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections import deque
 from collections.abc import Sequence
 
 import attrs
+from mypy_extensions import trait
 
 from raftlib.core.config import CoreConfig, Rng
 from raftlib.core.log import RaftLog
@@ -57,6 +62,7 @@ class PendingRead:
     index: int | None
 
 
+@trait
 class CoreState:
     config: CoreConfig
     _election_timeout_min: int  # config.election_timeout_ticks_min, read on every tick

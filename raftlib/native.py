@@ -1,0 +1,182 @@
+"""The optional native build: the Raft core and the driver compiled with mypyc.
+
+The same source, compiled: mypyc turns the type-annotated modules of ``NATIVE_MODULES`` into C
+extensions, which run the deterministic simulator about 1.4x as fast (``bench/sim_speed.py
+--compare-native``). Nothing else changes: the modules are the ones the tests check, and a test
+(``tests/raftlib/test_native.py``) runs simulations under both builds and requires the same
+history, event for event.
+
+It is opt-in and kept apart from the checkout, so an edited source can never run as stale
+machine code:
+
+    raftlib native-build DIR      # needs mypy (the ``native`` extra) and a C compiler
+    RAFTLIB_NATIVE=DIR raft-harness campaign --backend sim ...
+
+``RAFTLIB_NATIVE`` is read once, when ``raftlib`` is imported. The build's manifest records the
+SHA-256 of every compiled source and the interpreter it was built for; a source that changed
+since, or another interpreter, refuses the import in one line naming it (rebuild). With the
+variable unset (the default) nothing here runs and raftlib is plain Python.
+
+What the native build cannot do: compiled classes cannot be patched at run time, so the bug
+zoo (``harness.zoo``, which swaps methods of the core and the driver) refuses to run under it;
+and a wrong type passed into the core is refused by the compiled code's own checks
+(``TypeError``) before the core's validation could name the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
+from pathlib import Path
+from types import ModuleType
+
+ENVIRONMENT_VARIABLE = "RAFTLIB_NATIVE"
+MANIFEST = "manifest.json"
+_ROOT = Path(__file__).resolve().parent.parent
+
+# The compiled modules. Left out, and why: ``core/types.py`` and ``core/membership.py`` define
+# msgspec Structs (mypyc drops the class keywords: tags, array_like); ``core/config.py`` and
+# ``core/status.py`` are attrs classes with validators and are not on any hot path; the
+# packages' ``__init__`` files stay interpreted so that activation can run first.
+NATIVE_MODULES: tuple[str, ...] = (
+    "raftlib.core.election",
+    "raftlib.core.follower",
+    "raftlib.core.leader",
+    "raftlib.core.lease",
+    "raftlib.core.log",
+    "raftlib.core.progress",
+    "raftlib.core.quorum",
+    "raftlib.core.raft",
+    "raftlib.core.reads",
+    "raftlib.core.ready",
+    "raftlib.core.reconfigure",
+    "raftlib.core.restart",
+    "raftlib.core.state",
+    "raftlib.core.validation",
+    "raftlib.driver",
+)
+
+_active: Path | None = None
+
+
+class NativeBuildError(ImportError):
+    """The native build named by RAFTLIB_NATIVE cannot be used (one line: what and where)."""
+
+
+def source_of(module: str) -> Path:
+    return _ROOT.joinpath(*module.split(".")).with_suffix(".py")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _interpreter() -> str:
+    return f"{sys.implementation.cache_tag} {sys.platform}"
+
+
+def active() -> bool:
+    """Whether this process runs the native build."""
+    return _active is not None
+
+
+def build(out: Path, modules: Sequence[str] = NATIVE_MODULES) -> Path:
+    """Compile ``modules`` into ``out`` (created) with its manifest; returns ``out``."""
+    try:
+        from mypyc.build import mypycify
+        from setuptools import Distribution  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise NativeBuildError(
+            f"the native build needs mypy and setuptools ({exc}); "
+            "pip install 'raft-toolkit[native]'") from exc
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    sources = [str(source_of(m).relative_to(_ROOT)) for m in modules]
+    here = Path.cwd()
+    os.chdir(_ROOT)  # mypyc names the modules after their paths from the project's root
+    try:
+        extensions = mypycify(sources, opt_level="3", target_dir=str(out / "c"))
+        dist = Distribution({"name": "raftlib-native", "ext_modules": extensions})
+        command = dist.get_command_obj("build_ext")
+        command.build_lib = str(out)
+        command.build_temp = str(out / "tmp")
+        dist.run_command("build_ext")
+    finally:
+        os.chdir(here)
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    entries = {}
+    for module in modules:
+        binary = out.joinpath(*module.split(".")).with_name(module.rsplit(".", 1)[1] + suffix)
+        if not binary.is_file():
+            raise NativeBuildError(f"native build: mypyc left no {binary} for {module}")
+        entries[module] = {"binary": str(binary.relative_to(out)),
+                           "source_sha256": _digest(source_of(module))}
+    manifest = {"interpreter": _interpreter(), "modules": entries}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return out
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    """Finds the compiled modules in the build, and only those."""
+
+    def __init__(self, binaries: dict[str, Path]) -> None:
+        self._binaries = binaries
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
+        binary = self._binaries.get(fullname)
+        if binary is None:
+            return None
+        return importlib.util.spec_from_file_location(fullname, binary)
+
+
+def activate(directory: Path) -> None:
+    """Run the compiled modules of the build in ``directory`` from now on (before any of them
+    is imported); refuses a missing, stale or foreign build."""
+    global _active
+    where = f"{ENVIRONMENT_VARIABLE}={directory}"
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+        interpreter = manifest["interpreter"]
+        entries = manifest["modules"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise NativeBuildError(
+            f"{where}: no readable native build there ({exc}); "
+            "build one with raftlib native-build DIR") from None
+    if interpreter != _interpreter():
+        raise NativeBuildError(f"{where}: built for {interpreter}, this is {_interpreter()}; "
+                               "rebuild with raftlib native-build DIR")
+    binaries: dict[str, Path] = {}
+    for module in NATIVE_MODULES:
+        entry = entries.get(module) if isinstance(entries, dict) else None
+        if not isinstance(entry, dict):
+            raise NativeBuildError(f"{where}: the build has no {module}; rebuild it")
+        if module in sys.modules:
+            raise NativeBuildError(f"{where}: {module} was imported before the native build "
+                                   "was activated")
+        if entry.get("source_sha256") != _digest(source_of(module)):
+            raise NativeBuildError(f"{where}: {source_of(module)} changed since the build; "
+                                   "rebuild with raftlib native-build DIR")
+        binary = directory / str(entry.get("binary"))
+        if not binary.is_file():
+            raise NativeBuildError(f"{where}: {binary} is missing; rebuild")
+        binaries[module] = binary
+    # mypyc puts the code of all the modules in one shared library, which each module's
+    # small extension imports by a top-level name.
+    sys.path.insert(0, str(directory))
+    sys.meta_path.insert(0, _Finder(binaries))
+    _active = directory
+
+
+def activate_from_environment() -> None:
+    """``activate`` the build named by RAFTLIB_NATIVE, if it is set (raftlib's import)."""
+    value = os.environ.get(ENVIRONMENT_VARIABLE)
+    if value and _active is None:
+        activate(Path(value).resolve())
