@@ -79,7 +79,7 @@ def compare_native(args: argparse.Namespace) -> dict[str, Any]:
         if not args.native_build:
             try:
                 native.build(build)
-            except (native.NativeBuildError, OSError, SystemExit) as exc:
+            except (native.NativeBuildError, OSError) as exc:
                 return {"skipped": f"no native build: {exc}"}
         command = [sys.executable, __file__, "--runs", "1", "--time-limit",
                    str(args.time_limit), "--seed", str(args.seed)]

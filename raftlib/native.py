@@ -25,6 +25,7 @@ and a wrong type passed into the core is refused by the compiled code's own chec
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.abc
 import importlib.machinery
@@ -32,13 +33,14 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
 
 ENVIRONMENT_VARIABLE = "RAFTLIB_NATIVE"
 MANIFEST = "manifest.json"
+BUILD_LOG = "build.log"  # what mypyc and the C compiler printed
 _ROOT = Path(__file__).resolve().parent.parent
 
 # The compiled modules. Left out, and why: ``core/types.py`` and ``core/membership.py`` define
@@ -99,15 +101,20 @@ def build(out: Path, modules: Sequence[str] = NATIVE_MODULES) -> Path:
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     sources = [str(source_of(m).relative_to(_ROOT)) for m in modules]
+    log = out / BUILD_LOG
     here = Path.cwd()
     os.chdir(_ROOT)  # mypyc names the modules after their paths from the project's root
     try:
-        extensions = mypycify(sources, opt_level="3", target_dir=str(out / "c"))
-        dist = Distribution({"name": "raftlib-native", "ext_modules": extensions})
-        command = dist.get_command_obj("build_ext")
-        command.build_lib = str(out)
-        command.build_temp = str(out / "tmp")
-        dist.run_command("build_ext")
+        with _output_to(log):  # mypyc's and the compiler's chatter: the log, not our stdout
+            extensions = mypycify(sources, opt_level="3", target_dir=str(out / "c"))
+            dist = Distribution({"name": "raftlib-native", "ext_modules": extensions})
+            command = dist.get_command_obj("build_ext")
+            command.build_lib = str(out)
+            command.build_temp = str(out / "tmp")
+            dist.run_command("build_ext")
+    except (Exception, SystemExit) as exc:  # mypyc exits on a type error
+        raise NativeBuildError(f"native build failed: {_first_error(log) or exc!r}; "
+                               f"see {log}") from None
     finally:
         os.chdir(here)
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
@@ -121,6 +128,38 @@ def build(out: Path, modules: Sequence[str] = NATIVE_MODULES) -> Path:
     manifest = {"interpreter": _interpreter(), "modules": entries}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return out
+
+
+def _first_error(log: Path) -> str | None:
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    return next((line.strip() for line in lines if "error" in line.lower()), None)
+
+
+@contextlib.contextmanager
+def _output_to(log: Path) -> Iterator[None]:
+    """Send this process's stdout and stderr, its children's included, to ``log``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    log.write_bytes(b"")
+    # Appending, so that what Python prints (through the streams, which a test runner may have
+    # replaced) and what the compiler writes to the descriptors interleave without overwriting.
+    with log.open("a", buffering=1) as sink:
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
 
 
 class _Finder(importlib.abc.MetaPathFinder):

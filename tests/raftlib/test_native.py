@@ -150,6 +150,15 @@ def test_a_build_missing_a_compiled_module_is_refused(tmp_path: Path) -> None:
     assert "driver" in line and "is missing" in line, line
 
 
+def test_a_failed_build_says_what_failed_in_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("mypyc", reason="mypy (mypyc) is not installed")
+    with pytest.raises(native.NativeBuildError) as failure:
+        native.build(tmp_path, modules=("raftlib.no_such_module",))
+    message = str(failure.value)
+    assert "\n" not in message
+    assert "raftlib/no_such_module.py" in message and str(tmp_path / native.BUILD_LOG) in message
+
+
 def test_the_bug_zoo_refuses_to_plant_a_bug_the_native_build_would_ignore(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
