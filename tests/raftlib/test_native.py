@@ -32,7 +32,7 @@ SWARM_SEEDS = range(100, 124)
 SIM_SECONDS = 12.0
 
 
-def _configurations() -> list[RunOptions]:
+def _configurations(swarm_seeds: range = SWARM_SEEDS) -> list[RunOptions]:
     """The pinned seeds' options (every fault kind, elections, snapshots), then swarm draws
     (lease reads, membership changes, PreVote and CheckQuorum off, the WAL on a faulty disk)."""
     sys.path.insert(0, str(PINNED_TESTS.parent))
@@ -42,20 +42,21 @@ def _configurations() -> list[RunOptions]:
         sys.path.remove(str(PINNED_TESTS.parent))
     pinned = [RunOptions(workload=w, nemesis=n, nodes=nodes, clients=10, time_limit=SIM_SECONDS,
                          seed=seed) for w, n, nodes, seed, _ in PINS]
-    drawn = [swarm.draw(seed, RunOptions(swarm=True)) for seed in SWARM_SEEDS]
+    drawn = [swarm.draw(seed, RunOptions(swarm=True)) for seed in swarm_seeds]
     return pinned + [attrs.evolve(o, time_limit=min(o.time_limit, SIM_SECONDS)) for o in drawn]
 
 
-def _digests() -> list[str]:
+def _digests(swarm_seeds: range = SWARM_SEEDS) -> list[str]:
     sys.path.insert(0, str(PINNED_TESTS.parent))
     try:
         from test_sim_pinned_histories import outcome_digest
     finally:
         sys.path.remove(str(PINNED_TESTS.parent))
-    return [outcome_digest(simulate(options)) for options in _configurations()]
+    return [outcome_digest(simulate(options)) for options in _configurations(swarm_seeds)]
 
 
-def _in_subprocess(build: Path) -> subprocess.CompletedProcess[str]:
+def _in_subprocess(build: Path, swarm_seeds: range = SWARM_SEEDS,
+                   ) -> subprocess.CompletedProcess[str]:
     script = (
         "import json, sys\n"
         "import raftlib.core.raft, raftlib.driver\n"
@@ -64,7 +65,7 @@ def _in_subprocess(build: Path) -> subprocess.CompletedProcess[str]:
         f"assert raftlib.core.raft.__file__.endswith({_suffix()!r}), raftlib.core.raft.__file__\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from test_native import _digests\n"
-        "print(json.dumps(_digests()))\n"
+        f"print(json.dumps(_digests(range({swarm_seeds.start}, {swarm_seeds.stop}))))\n"
     )
     env = {**os.environ, native.ENVIRONMENT_VARIABLE: str(build)}
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -94,6 +95,19 @@ def test_the_native_build_decides_every_seed_as_the_interpreted_code_does(
     compiled = json.loads(run.stdout.strip().splitlines()[-1])
     interpreted = _digests()
     assert len(compiled) == len(interpreted) == 6 + len(SWARM_SEEDS)
+    differing = [i for i, (a, b) in enumerate(zip(compiled, interpreted, strict=True)) if a != b]
+    assert not differing, f"configurations whose runs differ between the builds: {differing}"
+
+
+@pytest.mark.slow
+def test_the_native_build_decides_four_hundred_swarm_seeds_as_the_interpreted_code_does(
+    native_build: Path,
+) -> None:
+    seeds = range(0, 400)
+    run = _in_subprocess(native_build, seeds)
+    assert run.returncode == 0, run.stderr[-3000:]
+    compiled = json.loads(run.stdout.strip().splitlines()[-1])
+    interpreted = _digests(seeds)
     differing = [i for i, (a, b) in enumerate(zip(compiled, interpreted, strict=True)) if a != b]
     assert not differing, f"configurations whose runs differ between the builds: {differing}"
 
