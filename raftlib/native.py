@@ -13,8 +13,8 @@ machine code:
     RAFTLIB_NATIVE=DIR raft-harness campaign --backend sim ...
 
 ``RAFTLIB_NATIVE`` is read once, when ``raftlib`` is imported. The build's manifest records the
-SHA-256 of every compiled source and the interpreter it was built for; a source that changed
-since, or another interpreter, refuses the import in one line naming it (rebuild). With the
+SHA-256 of every source file of raftlib and the interpreter it was built for; a file that
+changed since, or another interpreter, refuses the import in one line naming it (rebuild). With the
 variable unset (the default) nothing here runs and raftlib is plain Python.
 
 What the native build cannot do: compiled classes cannot be patched at run time, so the bug
@@ -80,6 +80,15 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def sources_digest() -> dict[str, str]:
+    """The SHA-256 of every source file of raftlib, by path. All of them, not only the
+    compiled ones: compiled code relies on what it learnt of the modules it imports (the
+    fields of a message type, say), so any change to raftlib asks for a new build."""
+    package = _ROOT / "raftlib"
+    return {str(path.relative_to(_ROOT)): _digest(path)
+            for path in sorted(package.rglob("*.py"))}
+
+
 def _interpreter() -> str:
     return f"{sys.implementation.cache_tag} {sys.platform}"
 
@@ -123,9 +132,8 @@ def build(out: Path, modules: Sequence[str] = NATIVE_MODULES) -> Path:
         binary = out.joinpath(*module.split(".")).with_name(module.rsplit(".", 1)[1] + suffix)
         if not binary.is_file():
             raise NativeBuildError(f"native build: mypyc left no {binary} for {module}")
-        entries[module] = {"binary": str(binary.relative_to(out)),
-                           "source_sha256": _digest(source_of(module))}
-    manifest = {"interpreter": _interpreter(), "modules": entries}
+        entries[module] = str(binary.relative_to(out))
+    manifest = {"interpreter": _interpreter(), "modules": entries, "sources": sources_digest()}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return out
 
@@ -192,18 +200,23 @@ def activate(directory: Path) -> None:
     if interpreter != _interpreter():
         raise NativeBuildError(f"{where}: built for {interpreter}, this is {_interpreter()}; "
                                "rebuild with raftlib native-build DIR")
+    built_from = manifest.get("sources")
+    now = sources_digest()
+    if built_from != now:
+        changed = sorted(set(now.items()) ^ set(
+            built_from.items() if isinstance(built_from, dict) else ()))
+        path = changed[0][0] if changed else "raftlib"
+        raise NativeBuildError(f"{where}: {path} changed since the build; "
+                               "rebuild with raftlib native-build DIR")
     binaries: dict[str, Path] = {}
     for module in NATIVE_MODULES:
         entry = entries.get(module) if isinstance(entries, dict) else None
-        if not isinstance(entry, dict):
+        if not isinstance(entry, str):
             raise NativeBuildError(f"{where}: the build has no {module}; rebuild it")
         if module in sys.modules:
             raise NativeBuildError(f"{where}: {module} was imported before the native build "
                                    "was activated")
-        if entry.get("source_sha256") != _digest(source_of(module)):
-            raise NativeBuildError(f"{where}: {source_of(module)} changed since the build; "
-                                   "rebuild with raftlib native-build DIR")
-        binary = directory / str(entry.get("binary"))
+        binary = directory / entry
         if not binary.is_file():
             raise NativeBuildError(f"{where}: {binary} is missing; rebuild")
         binaries[module] = binary

@@ -130,10 +130,9 @@ def _fake_build(directory: Path, interpreter: str | None = None,
         binary = Path(*module.split(".")).with_name(module.rsplit(".", 1)[1] + _suffix())
         (directory / binary).parent.mkdir(parents=True, exist_ok=True)
         (directory / binary).write_bytes(b"")
-        digest = native._digest(native.source_of(module))
-        entries[module] = {"binary": str(binary),
-                           "source_sha256": (sources or {}).get(module, digest)}
-    manifest = {"interpreter": interpreter or native._interpreter(), "modules": entries}
+        entries[module] = str(binary)
+    manifest = {"interpreter": interpreter or native._interpreter(), "modules": entries,
+                "sources": {**native.sources_digest(), **(sources or {})}}
     (directory / native.MANIFEST).write_text(json.dumps(manifest))
     return directory
 
@@ -147,9 +146,18 @@ def test_a_directory_without_a_build_is_refused_naming_it(tmp_path: Path) -> Non
 def test_a_build_whose_source_changed_since_is_refused_naming_the_source(
     tmp_path: Path,
 ) -> None:
-    build = _fake_build(tmp_path, sources={"raftlib.core.leader": "0" * 64})
+    build = _fake_build(tmp_path, sources={"raftlib/core/leader.py": "0" * 64})
     line = _import_with(build)
     assert "raftlib/core/leader.py changed since the build" in line, line
+
+
+def test_a_build_is_stale_when_an_interpreted_module_it_relies_on_changed(
+    tmp_path: Path,
+) -> None:
+    # types.py stays interpreted, but the compiled core knows its messages' fields.
+    build = _fake_build(tmp_path, sources={"raftlib/core/types.py": "0" * 64})
+    line = _import_with(build)
+    assert "raftlib/core/types.py changed since the build" in line, line
 
 
 def test_a_build_for_another_interpreter_is_refused(tmp_path: Path) -> None:
