@@ -1,7 +1,7 @@
 """The optional native build: the Raft core and the driver compiled with mypyc.
 
 The same source, compiled: mypyc turns the type-annotated modules of ``NATIVE_MODULES`` into C
-extensions, which run the deterministic simulator about 1.4x as fast (``bench/sim_speed.py
+extensions, which run the deterministic simulator about 1.6x as fast (``bench/sim_speed.py
 --compare-native``). Nothing else changes: the modules are the ones the tests check, and a test
 (``tests/raftlib/test_native.py``) runs simulations under both builds and requires the same
 history, event for event.
