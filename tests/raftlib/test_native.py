@@ -143,21 +143,15 @@ def test_a_directory_without_a_build_is_refused_naming_it(tmp_path: Path) -> Non
     assert "no readable native build" in line, line
 
 
-def test_a_build_whose_source_changed_since_is_refused_naming_the_source(
-    tmp_path: Path,
+# A compiled module, and one that stays interpreted but whose types the compiled core knows
+# (its messages' fields).
+@pytest.mark.parametrize("source", ["raftlib/core/leader.py", "raftlib/core/types.py"])
+def test_a_build_whose_sources_changed_since_is_refused_naming_the_file(
+    tmp_path: Path, source: str,
 ) -> None:
-    build = _fake_build(tmp_path, sources={"raftlib/core/leader.py": "0" * 64})
+    build = _fake_build(tmp_path, sources={source: "0" * 64})
     line = _import_with(build)
-    assert "raftlib/core/leader.py changed since the build" in line, line
-
-
-def test_a_build_is_stale_when_an_interpreted_module_it_relies_on_changed(
-    tmp_path: Path,
-) -> None:
-    # types.py stays interpreted, but the compiled core knows its messages' fields.
-    build = _fake_build(tmp_path, sources={"raftlib/core/types.py": "0" * 64})
-    line = _import_with(build)
-    assert "raftlib/core/types.py changed since the build" in line, line
+    assert f"{source} changed since the build" in line, line
 
 
 def test_a_build_for_another_interpreter_is_refused(tmp_path: Path) -> None:
