@@ -10,7 +10,7 @@ It is opt-in and kept apart from the checkout, so an edited source can never run
 machine code:
 
     raftlib native-build DIR      # needs mypy (the ``native`` extra) and a C compiler
-    RAFTLIB_NATIVE=DIR raft-harness campaign --backend sim ...
+    RAFTLIB_NATIVE=DIR raft-harness run --backend sim ...
 
 ``RAFTLIB_NATIVE`` is read once, when ``raftlib`` is imported. The build's manifest records the
 SHA-256 of every source file of raftlib and the interpreter it was built for; a file that
