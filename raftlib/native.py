@@ -143,7 +143,8 @@ def _first_error(log: Path) -> str | None:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:
         return None
-    return next((line.strip() for line in lines if "error" in line.lower()), None)
+    # "error:" as mypy and the C compiler write it (the compiler's command lines hold -Werror).
+    return next((line.strip() for line in lines if "error:" in line), None)
 
 
 @contextlib.contextmanager
