@@ -27,6 +27,9 @@ Also measured in the same run:
 - each server's CPU per request: utime + stime of the server process (for raftlib: the leader)
   from ``/proc/PID/stat`` across a run, divided by its requests (clock ticks: coarse for small
   ``--requests``), also split into user and system time;
+- ``ratios.cpu_over_redis_always_cpu``: each raftlib target's CPU per request over Redis's
+  (AOF always) in the same run: the absolute figures scale with the machine (a slower one
+  raises Redis's and raftlib's alike), this ratio much less;
 - ``targets_met``: issue 17's acceptance on raftlib's medians (leader CPU per SET <= 30 us, per
   GET <= 25 us, SET -P 16 >= 4x SET without pipelining);
 - the load average at the start and end (figures taken on a loaded machine are not comparable).
@@ -339,6 +342,16 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, 
                                     for test in tests}
         for target in ("redis_always", "redis_everysec")
     }
+    # CPU per request over Redis's (AOF always) in the same run, for each raftlib target: what
+    # a slower or faster machine scales alike mostly cancels out, so figures from different
+    # machines can be compared (the absolute targets below are not portable).
+    redis_cpu = {test: median_of(results["redis_always"][test], "cpu_us_per_request")
+                 for test in tests}
+    ratios["cpu_over_redis_always_cpu"] = {
+        target: {test: round(median_of(results[target][test], "cpu_us_per_request")
+                             / redis_cpu[test], 2)
+                 for test in tests if redis_cpu[test]}
+        for target in results if target.startswith("raftlib")}
     targets: dict[str, bool] = {}
     if "set" in tests and "set_p16" in tests:
         gain = rps["raftlib"]["set_p16"] / rps["raftlib"]["set"]

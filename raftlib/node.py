@@ -529,7 +529,8 @@ class Node:
         task or the ticker's: it must only note that the group is done, never raise. Raises
         ``NotLeader``, ``Stopped``, or ``ProposalQueueFull`` when the node's input queue is
         full (nothing was queued)."""
-        assert commands and all(type(c) is bytes for c in commands), "non-empty, bytes"
+        # (The types by map, not a generator: this runs once per client batch.)
+        assert commands and set(map(type, commands)) == {bytes}, "non-empty, bytes"
         self._check_running()
         if self._core.role is not Role.LEADER:
             raise self.not_leader()

@@ -305,6 +305,27 @@ class _PendingBatch:
                     replies[position] = step.fn()
 
 
+class _PendingOne:
+    """``_PendingBatch`` for a batch of one write or one read."""
+
+    __slots__ = ("_handler", "_replies", "_waiting")
+
+    def __init__(self, handler: KvCommandHandler, replies: list[Reply],
+                 waiting: _WritesInFlight | _ReadsInFlight) -> None:
+        self._handler = handler
+        self._replies = replies
+        self._waiting: _WritesInFlight | _ReadsInFlight | None = waiting
+
+    def advance(self) -> list[Reply] | None:
+        waiting = self._waiting
+        if waiting is not None:
+            if not waiting.done:
+                return None
+            self._waiting = None
+            waiting.finish(self._handler, self._replies)
+        return self._replies
+
+
 class KvCommandHandler:
     """Answers RESP commands for one node. Writes carry the leader time of a ``LeaderClock``
     (session expiry's clock): ``clock`` (the wall clock, seconds) only seeds a new cluster's
@@ -420,9 +441,11 @@ class KvCommandHandler:
         rest = args[1:]
         write = _WRITES.get(name)
         if write is not None:
-            self._check_arity(name, rest, write[0], write[1])
+            low, high, build = write
+            if not low <= len(rest) <= (high if high is not None else len(rest)):
+                self._check_arity(name, rest, low, high)  # raises, naming the command
             self._check_sizes(rest)
-            op = write[2](rest)
+            op = build(rest)
             entry = encode_command(Request(session, seq, self._now_ms(), op))
             return _Write(entry, cas=isinstance(op, Cas))
         entry_of = self._commands.get(name)
@@ -574,7 +597,7 @@ class KvCommandHandler:
 
     def begin_batch(
         self, commands: list[list[bytes]], wake: Callable[[], None],
-    ) -> list[Reply] | _PendingBatch | None:
+    ) -> list[Reply] | _PendingBatch | _PendingOne | None:
         """What ``handle_batch`` answers, for the RESP server's event loop: the replies now
         when no command needs the log, else a pending batch that runs the same runs of writes
         and reads in the same order and calls ``wake`` whenever it may go on; None (the loop
@@ -582,6 +605,8 @@ class KvCommandHandler:
         batcher."""
         if self._batcher is None:
             return None
+        if len(commands) == 1:
+            return self._begin_one(commands[0], wake)
         replies, runs = self._plan_runs(commands)
         if not runs:
             return replies
@@ -591,6 +616,34 @@ class KvCommandHandler:
         pending = _PendingBatch(self, replies, runs, wake)
         done = pending.advance()
         return pending if done is None else done
+
+    def _begin_one(
+        self, args: list[bytes], wake: Callable[[], None],
+    ) -> list[Reply] | _PendingOne | None:
+        """``begin_batch`` of a batch of one command (each request of a client that does not
+        pipeline): the same steps as ``_plan_runs`` and ``_PendingBatch`` take for it, without
+        building runs to order."""
+        try:
+            step = self._plan(args, NO_SESSION, 0)
+        except _CommandError as exc:
+            return [ErrorReply(f"ERR {exc}")]
+        except LeaderClockNotReady:
+            return [self._clock_not_ready()]
+        replies: list[Reply] = [None]
+        waiting: _WritesInFlight | _ReadsInFlight | None
+        if isinstance(step, _Write):
+            waiting = self._begin_writes([(0, step)], replies, wake)
+            if waiting is None:
+                return replies  # refused: nothing entered the log
+        elif isinstance(step, _Read):
+            waiting = _ReadsInFlight(self._join_read_round(wake), [(0, step)])
+        elif isinstance(step, _Local):
+            return [step.reply]
+        elif isinstance(step, _InOrder):
+            return [step.fn()]
+        else:
+            return None  # an operator's command: the loop awaits handle_batch for it
+        return _PendingOne(self, replies, waiting)
 
     def _session_open(self, args: list[bytes]) -> _Step:
         return _Write(encode_command(OpenSession(self._now_ms())))

@@ -118,11 +118,14 @@ class _Conn:
 
     __slots__ = (
         "closed", "closing", "done", "fd", "held", "idle_since", "out", "parser", "pending",
-        "readable", "round", "tail", "want_write",
+        "readable", "round", "tail", "wake", "want_write",
     )
 
-    def __init__(self, fd: int, parser: RespParser, now: float) -> None:
+    def __init__(self, fd: int, parser: RespParser, now: float,
+                 wake: Callable[[_Conn], None]) -> None:
         self.fd = fd
+        # What its pending batches call when they may go on (built once, not per batch).
+        self.wake: Callable[[], None] = functools.partial(wake, self)
         self.parser = parser
         self.held = 0  # what its parser holds, as counted in parser_bytes_held
         self.out = bytearray()  # replies not yet written
@@ -166,7 +169,8 @@ class Reactor:
         """Serve ``stream`` from the loop; returns when the loop closed it (the caller closes
         the socket)."""
         fd = stream.socket.fileno()
-        conn = _Conn(fd, RespParser(self._server.limits.protocol), trio.current_time())
+        conn = _Conn(fd, RespParser(self._server.limits.protocol), trio.current_time(),
+                     self._mark_ready)
         self._conns[fd] = conn
         self._epoll.register(fd, _READ_EVENTS | select.EPOLLET)
         self._mark_ready(conn)  # bytes may have arrived before the registration
@@ -341,7 +345,7 @@ class Reactor:
                 stats.batches += 1
                 batches += 1
                 commands_run += len(commands)
-                wake = functools.partial(self._mark_ready, conn)
+                wake = conn.wake
                 started = self._begin(commands, wake)
                 if started is None:
                     task = _TaskBatch(wake)

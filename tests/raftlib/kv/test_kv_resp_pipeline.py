@@ -146,6 +146,21 @@ async def test_bad_commands_in_a_pipeline_get_their_own_errors_and_split_nothing
     assert spy.calls == ["propose_batch(2)", "read_barrier"]
 
 
+async def test_writes_a_new_leader_cannot_stamp_yet_are_refused_alone_or_in_a_pipeline(
+    spied: tuple[Batches, SpyNode],
+) -> None:
+    """Until a new leader applied the entries before its term, its leader clock has no time
+    to stamp a write with (``LeaderClockNotReady``): each such write is answered TRYAGAIN and
+    nothing is proposed, in a batch of one command as in a pipeline."""
+    handler, spy = spied
+    spy.applied_every_command = False  # (the handler's leader clock asks the node)
+    retry = ErrorReply("TRYAGAIN a new leader is applying its log; nothing was applied")
+    assert await handler.handle_batch([cmd("SET a 1")]) == [retry]
+    assert await handler.handle_batch([cmd("SET a 1"), cmd("PING")]) == [
+        retry, SimpleString("PONG")]
+    assert spy.calls == []
+
+
 class CountingStream(trio.abc.Stream):
     """The server's end of an in-memory connection; counts the server's sends."""
 
