@@ -89,7 +89,11 @@ def compare_native(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.runs):
             for name, env in (("interpreted", env_plain), ("native", env_native)):
                 out = subprocess.run(command, env=env, capture_output=True, text=True,
-                                     check=True, timeout=3600)
+                                     check=False, timeout=3600)
+                if out.returncode != 0:
+                    # One line: the error the run ended with (a refused build names itself).
+                    lines = out.stderr.strip().splitlines() or [f"exit {out.returncode}"]
+                    return {"error": f"the {name} run failed: {lines[-1]}"}
                 result = json.loads(out.stdout)
                 assert result["native"] == (name == "native"), result
                 runs[name].append(result["nodes_5_no_faults"]["each"][0])
@@ -121,14 +125,17 @@ def main() -> None:
     if args.runs < 1:
         parser.error(f"--runs must be at least 1, got {args.runs}")
     if args.compare_native:
+        compared = compare_native(args)
         print(json.dumps({
             "python": platform.python_version(),
             "load_average_1min": round(os.getloadavg()[0], 2),
             "clients": CLIENTS,
             "time_limit_seconds": args.time_limit,
             "target_speedup": TARGET_SPEEDUP,
-            **compare_native(args),
+            **compared,
         }, indent=1))
+        if "error" in compared:
+            sys.exit(1)
         return
     # A first short run pays for imports and warm-up, so the measured ones do not.
     simulate(RunOptions(nodes=5, clients=CLIENTS, time_limit=1.0, seed=args.seed))
