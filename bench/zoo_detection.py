@@ -175,7 +175,8 @@ def _pooled(base: RunOptions, seeds: range, jobs: int, out: Path, seconds_max: f
                 seed = next(upcoming, None)
                 if seed is None or time.monotonic() - started > seconds_max:
                     break
-                job = (campaign.options_for(base, seed).to_json(), str(out / f"seed-{seed}"))
+                job = campaign.SeedJob(campaign.options_for(base, seed).to_json(),
+                                       str(out / f"seed-{seed}"))
                 pending[pool.submit(campaign.run_seed, job)] = seed
             if not pending:
                 break

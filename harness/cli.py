@@ -2,9 +2,10 @@
 
     raft-harness run      [run options] [--out DIR]
     raft-harness campaign --seeds A..B [--jobs J | --scheduler tcp://HOST:PORT] [run options]
-                          [--out DIR]
+                          [--out DIR] [--report-pages failed|all]
     raft-harness replay   DIR [--out DIR2]
-    raft-harness report   DIR    (re)build DIR/report.html (a campaign DIR: every run's)
+    raft-harness report   DIR    (re)build DIR/report.html (a campaign DIR: every run's, and
+                                 its index.html)
 
 Run options: ``--backend sim --nodes N --clients C --workload register|kv|append|counter|set|queue
 --nemesis partition,kill,pause,...|all|none --time-limit S --seed N --rate OPS
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from harness import swarm
-from harness.campaign import JOBS_MAX, SEEDS_MAX, run_campaign
+from harness.campaign import JOBS_MAX, REPORT_PAGES, SEEDS_MAX, run_campaign
 from harness.nemesis import ScheduleError, schedule_from_json
 from harness.options import OptionsError, RunOptions, command_line, options_fields
 from harness.progress import CampaignProgress, print_outcomes, run_progress
@@ -98,6 +99,10 @@ def build_parser() -> _Parser:
     p_campaign.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                             help="worker processes")
     p_campaign.add_argument("--out", help="campaign directory (default runs/campaign-A-B)")
+    p_campaign.add_argument("--report-pages", choices=REPORT_PAGES, default="failed",
+                            help="whose report page to draw: the runs that were not valid "
+                            "(default; 'raft-harness report DIR' draws the others' later) or "
+                            "all (drawing a page takes most of a short run's time)")
     p_campaign.add_argument("--scheduler", help="run the seeds as tasks on this Dask "
                                                 "scheduler's workers (tcp://HOST:PORT; needs "
                                                 "the dask extra) instead of --jobs processes")
@@ -244,7 +249,7 @@ def _campaign(args: argparse.Namespace) -> int:
         executor = None if args.scheduler is None else dask_executor(args.scheduler)
         with CampaignProgress(len(seeds), disabled=args.no_progress) as progress:
             outcomes = run_campaign(base, seeds, args.jobs, out, progress.seed_done, executor,
-                                    pinned=args.pinned)
+                                    pinned=args.pinned, report_pages=args.report_pages)
     except DaskCampaignError as exc:
         raise UsageError(f"{PROG}: {exc}") from None
     from harness.report import write_campaign_index
@@ -299,6 +304,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from harness.report import write_report
+    from harness.report.campaign_page import INDEX_NAME as CAMPAIGN_INDEX
 
     target = Path(args.dir)
     if not target.is_dir():
@@ -310,6 +316,17 @@ def _report(args: argparse.Namespace) -> int:
                          "history.jsonl or nemesis.json, here or in its subdirectories)")
     for run_dir in runs:
         print(write_report(run_dir))
+    if runs != [target] and (target / CAMPAIGN_INDEX).is_file():
+        # A campaign's index links the pages that exist: draw it again, now that all do.
+        from harness.campaign import outcome_of
+        from harness.report import write_campaign_index
+
+        try:
+            outcomes = [outcome_of(run_dir) for run_dir in runs]
+        except (OSError, ValueError, KeyError, TypeError, OptionsError) as exc:
+            raise UsageError(f"{PROG}: report: {target}/{CAMPAIGN_INDEX} not redrawn: a run's "
+                             f"results.json does not read: {exc}") from None
+        print(write_campaign_index(target, outcomes))
     return 0
 
 

@@ -68,7 +68,7 @@ def check_address(address: str) -> str:
 def run_seed_archived(job: SeedJob) -> tuple[SeedOutcome, bytes]:
     """The task: run one seed in a fresh temporary directory, return its outcome and the run
     directory as a gzipped tar (paths inside relative to the run directory)."""
-    final = job[1]
+    final = job.out_dir
     with _ONE_SEED_AT_A_TIME, tempfile.TemporaryDirectory(prefix="raft-harness-seed-") as tmp:
         run_dir = Path(tmp) / "run"
         outcome = run_seed(job, write_to=run_dir)
@@ -145,7 +145,7 @@ def _execute(address: str, work: list[SeedJob]) -> Iterator[SeedOutcome]:
         token = uuid.uuid4().hex[:8]  # task keys unique to this campaign
         futures = [
             client.submit(run_seed_archived, job, key=f"raft-harness-{token}-seed-"
-                          f"{job[0]['seed']}", retries=TASK_RETRIES_MAX, pure=False)
+                          f"{job.options['seed']}", retries=TASK_RETRIES_MAX, pure=False)
             for job in work
         ]
         for future in dask.as_completed(futures):

@@ -60,14 +60,18 @@ def run(
     lincheck_parallel: bool | None = None,
     command: str | None = None,
     progress: RunProgress | None = None,
+    valid_page: bool = True,
 ) -> RunReport:
+    """Run ``options`` and check its history; with ``out_dir``, write its run directory and
+    its report page (``valid_page`` False: only if the run was not valid; a campaign's
+    choice, ``harness.campaign.REPORT_PAGES``)."""
     progress = progress or NO_PROGRESS
     if options.backend == "live":
         from harness.live.runner import run_live  # real processes: see harness.live
 
         report: RunReport = run_live(options, out_dir, schedule=schedule, command=command,
                                      progress=progress)
-        if out_dir is not None:
+        if out_dir is not None and (valid_page or report.verdict != "valid"):
             progress.phase("writing report")
             _write_report(out_dir)
         return report
@@ -108,8 +112,9 @@ def run(
     jsonl = outcome.history.jsonl()
     if out_dir is not None:
         _write_dir(out_dir, outcome, results, jsonl, history, result, lin)
-        progress.phase("writing report")
-        _write_report(out_dir)
+        if valid_page or verdict != "valid":
+            progress.phase("writing report")
+            _write_report(out_dir)
     line = _one_line(outcome, all_checks, verdict, wall, out_dir)
     return RunReport(verdict, line, out_dir, results, jsonl)
 

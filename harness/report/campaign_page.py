@@ -1,5 +1,7 @@
-"""index.html of a campaign directory: one row per seed, linking each run's report.html,
-failing seeds first, with the command that replays each. Self-contained like a run's page."""
+"""index.html of a campaign directory: one row per seed, linking each run's report.html where
+it was drawn (a campaign draws the failures' pages, and the valid runs' with
+``--report-pages all``), failing seeds first, with the command that replays each.
+Self-contained like a run's page."""
 
 from __future__ import annotations
 
@@ -34,8 +36,10 @@ def render_campaign_index(out_dir: Path, outcomes: Sequence[SeedOutcome]) -> str
         cls = {"invalid": "fail", "unknown": "undecided"}.get(o.verdict, "pass")
         replay = ("" if o.verdict == "valid"
                   else f"<code>raft-harness replay {esc(o.out_dir)}</code>")
+        seed = (f'<a href="{esc(_link(out_dir, o.out_dir))}">{o.seed}</a>'
+                if (Path(o.out_dir) / "report.html").is_file() else str(o.seed))
         rows.append(
-            f'<tr><td class=num><a href="{esc(_link(out_dir, o.out_dir))}">{o.seed}</a></td>'
+            f'<tr><td class=num>{seed}</td>'
             f'<td><span class="{cls}">{esc(o.verdict)}</span></td>'
             f"<td class=num>{o.operations}</td><td class=num>{o.faults}</td>"
             f"<td class=num>{o.wall_seconds:.1f}</td>"
@@ -47,7 +51,9 @@ def render_campaign_index(out_dir: Path, outcomes: Sequence[SeedOutcome]) -> str
         f'<p class="note">Campaign directory <code>{esc(out_dir)}</code></p>'
         f'<div class="verdict v-{worst}"><div class="word">{esc(worst.upper())}</div>'
         f'<div class="line">{esc(line)}</div></div>'
-        "<p>Each seed links to its run's report.</p>"
+        "<p>Each seed links to its run's report where one was drawn: every run that was not "
+        "valid has one; a valid run's is drawn with <code>--report-pages all</code>, or later by "
+        f"<code>raft-harness report {esc(out_dir)}</code> (every run's).</p>"
         "<table><thead><tr><th class=num>seed</th><th>verdict</th><th class=num>ops</th>"
         "<th class=num>faults</th><th class=num>wall s</th><th>failing check</th>"
         f"<th>replay</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -81,6 +82,40 @@ def test_campaign_lists_the_replay_command_of_each_failing_seed(
     assert code == 1
     assert f"seed 5 invalid: raft-harness replay {tmp_path / 'c' / 'seed-5'}" in out
     assert "--seed 6" in out
+
+
+def test_a_campaign_draws_the_failures_pages_and_report_draws_the_rest_and_the_index(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """By default only the runs that were not valid get report.html (drawing one takes most
+    of a short run's time) and the index links those; ``raft-harness report`` on the campaign
+    draws every run's page and the index again, linking all; ``--report-pages all`` draws
+    every page at once."""
+    out = tmp_path / "c"
+    # apply-before-commit: swarm seeds 1, 2 and 4 of 0..5 catch it (tests/harness/test_swarm).
+    argv = ["campaign", "--seeds", "0..5", "--jobs", "1", "--swarm", "--time-limit", "2",
+            "--bug", "apply-before-commit", "--no-progress"]
+    assert main([*argv, "--out", str(out)]) == 1
+    drawn = {seed for seed in range(6) if (out / f"seed-{seed}" / "report.html").is_file()}
+    assert drawn == {1, 2, 4}
+    assert all((out / f"seed-{seed}" / "results.json").is_file() for seed in range(6))
+    index = (out / "index.html").read_text()
+    assert sorted(re.findall(r'href="seed-(\d+)/report.html"', index)) == ["1", "2", "4"]
+    assert f"raft-harness report {out}" in index
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed[-1] == str(out / "index.html") and len(printed) == 7
+    redrawn = (out / "index.html").read_text()
+    assert sorted(re.findall(r'href="seed-(\d+)/report.html"', redrawn)) == [
+        str(seed) for seed in range(6)]
+    # The same rows as the campaign drew (the wall times aside).
+    rows = re.compile(r"<tr><td class=num>(?:<a [^>]*>)?(\d+)(?:</a>)?</td><td><span[^<]*>"
+                      r"(\w+)</span></td><td class=num>(\d+)</td><td class=num>(\d+)</td>")
+    assert rows.findall(redrawn) == rows.findall(index) and len(rows.findall(index)) == 6
+    every = tmp_path / "all"
+    assert main([*argv, "--out", str(every), "--report-pages", "all"]) == 1
+    assert all((every / f"seed-{seed}" / "report.html").is_file() for seed in range(6))
 
 
 @pytest.mark.parametrize(

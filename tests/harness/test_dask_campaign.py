@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 import pytest
 
-from harness.campaign import run_campaign, run_seed
+from harness.campaign import SeedJob, run_campaign, run_seed
 from harness.cli import main
 from harness.dask_campaign import (
     DaskCampaignError,
@@ -54,7 +54,7 @@ def verdicts(outcomes: list[SeedOutcome]) -> list[tuple[Any, ...]]:
 
 def test_a_task_ships_its_run_directory_named_as_the_campaigns(tmp_path: Path) -> None:
     final = tmp_path / "campaign" / "seed-3"
-    job = (small(3).to_json(), str(final))
+    job = SeedJob(small(3).to_json(), str(final), valid_page=True)
     outcome, archive = run_seed_archived(job)
     assert outcome.out_dir == str(final) and f"--out {final}" in outcome.command
     assert not final.exists()  # the worker wrote elsewhere
@@ -73,7 +73,7 @@ def test_unpacking_a_rerun_replaces_what_an_earlier_attempt_left(tmp_path: Path)
     final = tmp_path / "seed-0"
     final.mkdir()
     (final / "stale-from-a-dead-worker").write_text("x")
-    _, archive = run_seed_archived((small(0).to_json(), str(final)))
+    _, archive = run_seed_archived(SeedJob(small(0).to_json(), str(final)))
     unpack(archive, final)
     assert not (final / "stale-from-a-dead-worker").exists()
     assert (final / "results.json").is_file()

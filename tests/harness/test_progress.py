@@ -104,7 +104,8 @@ def test_campaign_cli_writes_an_index_linking_every_runs_report(
 ) -> None:
     out = tmp_path / "c"
     code = main(["campaign", "--seeds", "0..1", "--jobs", "1", "--nodes", "3", "--time-limit",
-                 "2", "--nemesis", "kill", "--out", str(out), "--no-progress"])
+                 "2", "--nemesis", "kill", "--out", str(out), "--no-progress",
+                 "--report-pages", "all"])
     assert code == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[-1] == "2 runs: 2 valid, 0 invalid, 0 unknown"
