@@ -16,7 +16,11 @@ data, so a checker can report every violation of a run at once.
   applied prefix once the cluster has recovered and caught up (a prefix a node took from a
   snapshot counts as the entries applied there elsewhere);
 - membership: a node whose applied configuration does not count it as a voter, and whose log
-  brings none that does, never campaigns (it was removed, or is a learner; thesis §4.2.2).
+  brings none that does, never campaigns (it was removed, or is a learner; thesis §4.2.2);
+- commit durability: when a leader commits an entry, a majority of the voters of the
+  configuration it decides by (each majority of a joint one; thesis §4.3) holds it on disk
+  (§5.4.2: else the voters that lack it can elect a leader without it). The observer is told
+  who holds it; it does not ask the leader.
 
 Logs and applied entries are keyed by index, since a log may start after a snapshot.
 """
@@ -24,12 +28,12 @@ Logs and applied entries are keyed by index, since a log may start after a snaps
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import attrs
 
 from raftlib.core import membership
-from raftlib.core.types import Entry, EntryKind, NodeId
+from raftlib.core.types import ConfState, Entry, EntryKind, NodeId
 
 # Violations of one kind kept at most (a broken run would otherwise list thousands).
 VIOLATIONS_KEPT_MAX = 100
@@ -54,6 +58,8 @@ class Observer:
     conf_indexes: list[int] = attrs.field(factory=list)
     # nodes that campaigned although no configuration they knew counted them as voters
     campaigns: list[str] = attrs.field(factory=list)
+    # commits made while no majority of the deciding voters held the entry on disk
+    unsafe_commits: list[str] = attrs.field(factory=list)
 
     def saw_leader(self, node: NodeId, term: int) -> None:
         self.leaders.setdefault(term, set()).add(node)
@@ -91,6 +97,25 @@ class Observer:
                 f"membership: node {node} campaigned for term {term} after applying {where} "
                 f"(voters {sorted(voters)}), with no configuration in its log counting it")
 
+    def saw_commit(self, leader: NodeId, term: int, index: int, conf: ConfState,
+                   holders: Collection[NodeId]) -> None:
+        """``leader``, leading ``term``, advanced its commit index to ``index``, deciding by
+        ``conf`` (the latest configuration of its log); ``holders``: the nodes whose disk held
+        that entry at that moment."""
+        held = frozenset(holders)
+        for voters in (conf.voters, conf.voters_outgoing):
+            if not voters:
+                continue  # no outgoing half: not a joint configuration
+            have = held.intersection(voters)
+            if 2 * len(have) > len(voters):
+                continue
+            if len(self.unsafe_commits) < VIOLATIONS_KEPT_MAX:
+                self.unsafe_commits.append(
+                    f"commit durability: leader {leader} of term {term} committed index "
+                    f"{index} while only {sorted(have)} of the voters {sorted(voters)} held it "
+                    "on disk")
+            return
+
     def saw_applied(self, node: NodeId, entries: Iterable[Entry]) -> None:
         table = self.applied.setdefault(node, {})
         for entry in entries:
@@ -114,6 +139,7 @@ class Observer:
         out = election_safety(self.leaders)
         out += self.conflicts
         out += self.campaigns
+        out += self.unsafe_commits
         out += state_machine_safety(self.applied)
         for index, entry in self.committed.items():
             for node, table in self.applied.items():

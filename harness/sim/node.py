@@ -42,6 +42,7 @@ from typing import Any, Protocol
 import attrs
 
 from harness import commands
+from harness.sim.durable import DurableLog
 from harness.sim.loop import EventLoop
 from harness.sim.network import SimNetwork
 from harness.sim.params import SimParams
@@ -188,6 +189,7 @@ class SimNode:
         network: SimNetwork,
         params: SimParams,
         observer: Observer,
+        durable_logs: dict[NodeId, DurableLog],
         log: EventLog,
         seed: int,
         core_settings: Mapping[str, Any] | None = None,
@@ -211,6 +213,12 @@ class SimNode:
         # (what a power loss keeps is its model); "memory": one MemoryStorage for all lives.
         self.fs = CrashFS()
         self._memory = MemoryStorage() if params.disk == "memory" else None
+        # What its disk holds for certain (harness.sim.durable), which every node's commit
+        # check reads; the term this node last led, and the commit index it last checked.
+        self.durable = durable_logs[node_id] = DurableLog()
+        self._durable_logs = durable_logs
+        self._led_term = -1
+        self._commit_checked = 0
         self.storage: WalStorage | MemoryStorage | None = self._memory
         self.state = NodeState.DOWN
         self.incarnation = 0
@@ -285,6 +293,7 @@ class SimNode:
         self.storage = self._open_disk()  # a new process opens its data directory afresh
         recovered = recover(self.storage, self.sm)
         hard_state, entries = recovered.hard_state, recovered.entries
+        self.durable.booted(recovered.snapshot, entries)
         if recovered.snapshot is not None:
             self._observer.saw_snapshot(self.id, recovered.snapshot.index)
         self.incarnation += 1
@@ -362,6 +371,7 @@ class SimNode:
         self.crash(lose_unsynced=True, torn=False)
         self.crashes -= 1  # counted as a membership change, not a crash
         self.retired = True
+        self.durable.lost()
         self._log(self.id, "retired: disk lost, never restarted under this id")
 
     def propose_change(
@@ -373,6 +383,7 @@ class SimNode:
         if driver is None or self.state is not NodeState.UP:
             done(NotLeader())
             return
+        self._check_commit()  # (a commit before the new entry is judged by the one before)
         driver.propose_conf_change(changes, _ChangeWaiter(done))
         self._schedule_pump()
 
@@ -414,6 +425,7 @@ class SimNode:
         driver = self.driver
         assert driver is not None
         driver.step(msgs)
+        self._check_commit()
         for msg in msgs:
             if type(msg) is not AppendEntriesResponse:
                 # It asks for an answer (or brings news): pump without asking the driver
@@ -465,6 +477,7 @@ class SimNode:
                 tag, item = inbox.popleft()
                 if tag == _MSGS:
                     driver.step(item)
+                    self._check_commit()
                     continue
                 self._deliver_missed_ticks()
                 if tag == _REQUEST:
@@ -625,6 +638,7 @@ class SimNode:
         """Write now (it reaches the OS); the fsync completes after the disk latency."""
         assert self.storage is not None
         job.write(self.storage)
+        self.durable.written(job)
         params = self._params
         latency = params.fsync_us_min + int(
             self._disk_rng.random() * (params.fsync_us_max - params.fsync_us_min + 1)
@@ -644,9 +658,37 @@ class SimNode:
     def _complete_persist(self, job: PersistJob) -> None:
         assert self.storage is not None
         self.storage.sync()
+        self.durable.synced(job)
         driver = self.driver
         assert driver is not None
         driver.persisted(job)
+        self._check_commit()
+
+    def _check_commit(self) -> None:
+        """Called after each input that can move a leader's commit index (a message, its own
+        fsync): a commit this leader made must be on the disks of a majority of the voters it
+        decides by (``Observer.saw_commit``; ``harness.sim.durable``). Only commits it made
+        count: the index it had when its term began was its predecessors'."""
+        core = self.core
+        if core is None or core.role is not Role.LEADER:
+            return
+        commit = core.commit_index
+        if core.term != self._led_term:
+            self._led_term = core.term
+            self._commit_checked = commit
+            return
+        if commit <= self._commit_checked:
+            return
+        self._commit_checked = commit
+        term = core.term_at(commit)
+        if term is None:
+            return  # compacted already: checked when it was committed
+        # The configuration the log brings last, as the correct core decides by (read from
+        # the log's configuration entries, not from what the core decided with).
+        confs = core._log_confs()
+        conf = confs[-1] if confs else core.conf
+        holders = [node for node, log in self._durable_logs.items() if log.holds(commit, term)]
+        self._observer.saw_commit(self.id, core.term, commit, conf, holders)
 
     def _reply_error(self, request: ClientRequest, error: BaseException) -> None:
         if isinstance(error, NotLeader):

@@ -25,6 +25,7 @@ from harness.history import HistoryRecorder
 from harness.nemesis import Schedule
 from harness.options import RunOptions
 from harness.sim.client import Completion, SimClient
+from harness.sim.durable import DurableLog
 from harness.sim.loop import EventLoop, seconds_to_us
 from harness.sim.membership import SPARE_NODES, MembershipNemesis
 from harness.sim.nemesis_runtime import NemesisRuntime
@@ -109,6 +110,8 @@ class SimWorld:
         self.workload = make_workload(options.workload, stream(seed, "workload"))
         self.history = HistoryRecorder(lambda: self.loop.now_us, self.workload.keyed)
         self.observer = Observer()
+        # Each node's synced log as the harness sees it (harness.sim.durable), by node id.
+        self.durable_logs: dict[NodeId, DurableLog] = {}
         self.node_log: list[str] = []
         p = self.params
         self.network = SimNetwork(
@@ -160,8 +163,8 @@ class SimWorld:
         node = SimNode(
             node_id, self._voters if node_id in self._voters else (), loop=self.loop,
             network=self.network, params=self.params, observer=self.observer,
-            log=self._node_event, seed=options.seed, core_settings=options.core_settings(),
-            snapshot_settings=options.snapshot_settings(),
+            durable_logs=self.durable_logs, log=self._node_event, seed=options.seed,
+            core_settings=options.core_settings(), snapshot_settings=options.snapshot_settings(),
         )
         self.network.receivers[node_id] = node
         return node
