@@ -33,7 +33,7 @@ JOBS_MAX = 256
 
 # Which runs' report pages (report.html) a campaign draws: those that were not valid, or all.
 # Drawing a page (its plots) took most of a short simulated run's time: 23.5 of 32.6 s for 20
-# swarm seeds, so a campaign that draws every page runs about a third as many seeds a minute,
+# swarm seeds, so a campaign that draws every page runs about a quarter as many seeds a minute,
 # and its reader opens the failures' pages.
 REPORT_PAGES: tuple[str, ...] = ("failed", "all")
 
