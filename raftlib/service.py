@@ -418,14 +418,7 @@ class KvCommandHandler:
         replies: list[Reply] = [None] * len(commands)
         runs: _Runs = collections.deque()
         for position, args in enumerate(commands):
-            try:
-                step = self._plan(args, NO_SESSION, 0)
-            except _CommandError as exc:
-                replies[position] = ErrorReply(f"ERR {exc}")
-                continue
-            except LeaderClockNotReady:
-                replies[position] = self._clock_not_ready()
-                continue
+            step = self._plan_or_refuse(args)
             if isinstance(step, _Local):
                 replies[position] = step.reply
                 continue
@@ -436,16 +429,24 @@ class KvCommandHandler:
                 runs.append((kind, [(position, step)]))
         return replies, runs
 
+    def _plan_or_refuse(self, args: list[bytes]) -> _Step:
+        """``_plan`` of a command outside a session; a command that cannot run gets its error
+        reply as a local step."""
+        try:
+            return self._plan(args, NO_SESSION, 0)
+        except _CommandError as exc:
+            return _Local(ErrorReply(f"ERR {exc}"))
+        except LeaderClockNotReady:
+            return _Local(self._clock_not_ready())
+
     def _plan(self, args: list[bytes], session: int, seq: int) -> _Step:
         name = args[0].upper()
         rest = args[1:]
         write = _WRITES.get(name)
         if write is not None:
-            low, high, build = write
-            if not low <= len(rest) <= (high if high is not None else len(rest)):
-                self._check_arity(name, rest, low, high)  # raises, naming the command
+            self._check_arity(name, rest, write[0], write[1])
             self._check_sizes(rest)
-            op = build(rest)
+            op = write[2](rest)
             entry = encode_command(Request(session, seq, self._now_ms(), op))
             return _Write(entry, cas=isinstance(op, Cas))
         entry_of = self._commands.get(name)
@@ -623,12 +624,7 @@ class KvCommandHandler:
         """``begin_batch`` of a batch of one command (each request of a client that does not
         pipeline): the same steps as ``_plan_runs`` and ``_PendingBatch`` take for it, without
         building runs to order."""
-        try:
-            step = self._plan(args, NO_SESSION, 0)
-        except _CommandError as exc:
-            return [ErrorReply(f"ERR {exc}")]
-        except LeaderClockNotReady:
-            return [self._clock_not_ready()]
+        step = self._plan_or_refuse(args)
         replies: list[Reply] = [None]
         waiting: _WritesInFlight | _ReadsInFlight | None
         if isinstance(step, _Write):
