@@ -737,7 +737,6 @@ async def serve_kv(
     metrics = NodeMetrics(histograms=metrics_port is not None)
     hooks = NodeHooks(on_observation=metrics.observe,
                       on_sync=metrics.sync_took if metrics_port is not None else None)
-    listeners = await open_tcp_listeners(client_port, client_host, ssl_context=ssl_context)
     async with open_node(config, storage=storage, transport=transport,
                          state_machine=machine, hooks=hooks) as node:
         batcher = ReadBatcher(
@@ -752,11 +751,17 @@ async def serve_kv(
             nursery.start_soon(batcher.run)
             if metrics_port is not None:
                 # Before the client port: whoever sees the node answer clients (an operator's
-                # "ready") finds its metrics served too.
+                # "ready", a supervisor probing the port) finds its metrics served too.
                 port = await nursery.start(serve_metrics, node, metrics, metrics_port,
                                            client_host)
                 log.info("node %d: metrics on http://%s:%d/metrics", config.node_id,
                          client_host, port)
+            # The client port listens only now, with the node open and its metrics served: a
+            # listening socket takes connections into its backlog before anyone accepts them,
+            # so listening earlier made a probe of the port (``raftlib cluster``'s "ready")
+            # succeed while the node was still opening and the metrics port not yet bound.
+            listeners = await open_tcp_listeners(client_port, client_host,
+                                                 ssl_context=ssl_context)
             await nursery.start(server.serve, listeners)
             log.info("node %d: RESP%s on %s:%d", config.node_id,
                      " (TLS)" if ssl_context is not None else "", client_host, client_port)

@@ -20,9 +20,11 @@ that: under ``ci`` a Hypothesis test that is not derandomized stops the run, nam
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import unittest
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -55,6 +57,65 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+# Test modules that start node processes, a cluster of Trio nodes on real sockets, or a live
+# harness run (paths from the repository's root, fnmatch patterns). Under pytest-xdist
+# (``.ci/run``: two workers) they are one unit of work, which one worker runs one test after
+# another while the other worker takes the rest: two clusters never compete for a 2-core
+# machine, and a cluster's timeouts see at most one other busy core, as they did when the
+# suite ran in one process. A new such module belongs here (tests/test_suite_groups.py).
+PROCESS_MODULES: Final = (
+    "tests/harness/test_live*.py",
+    "tests/harness/test_targets_live.py",
+    "tests/harness/test_ci_campaigns.py",
+    "tests/harness/test_ssh_live.py",
+    "tests/harness/test_report_chromium.py",
+    "tests/raftlib/kv/test_kv_processes.py",
+    "tests/raftlib/kv/test_kv_resp_limits_processes.py",
+    "tests/raftlib/kv/test_redis_py_sessions.py",
+    "tests/raftlib/kv/test_kv_cli_and_example.py",
+    "tests/raftlib/kv/test_kv_service_start.py",
+    "tests/raftlib/security/test_redis_cli_tls.py",
+    "tests/raftlib/security/test_secure_cluster.py",
+    "tests/raftlib/security/test_peer_tls.py",
+    "tests/raftlib/security/test_certs_and_cli.py",
+    "tests/raftlib/test_supervisor.py",
+    "tests/raftlib/test_node_api.py",
+    "tests/raftlib/test_node_identity.py",
+    "tests/raftlib/test_operator_processes.py",
+    "tests/raftlib/test_process_crash.py",
+    "tests/raftlib/test_cli_serve.py",
+    "tests/raftlib/test_bench_snapshots.py",
+)
+PROCESS_UNIT: Final = "processes"
+# Modules whose time is mostly one long step (the native build's compile, about a minute):
+# handed out first under xdist, so that no worker ends the run alone with one.
+FIRST_MODULES: Final = ("tests/raftlib/test_native.py",)
+ROOT: Final = Path(__file__).resolve().parent.parent
+
+
+def _matches(nodeid: str, patterns: tuple[str, ...]) -> bool:
+    path = nodeid.split("::", 1)[0]
+    return any(fnmatch.fnmatchcase(path, pattern) for pattern in patterns)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Each test its own unit of work, except the process modules' tests, which are one unit.
+
+    (pytest-xdist's ``--dist loadgroup`` would do this with marks, but it renames test ids
+    through an attribute pytest 9.2 no longer has, and silently groups nothing.) Units are
+    handed out in collection order, which ``pytest_collection_modifyitems`` starts with
+    ``FIRST_MODULES`` and the process modules."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ProcessUnitScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return PROCESS_UNIT if _matches(nodeid, PROCESS_MODULES) else nodeid
+
+    config.option.loadscopereorder = False
+    return ProcessUnitScheduling(config, log)
 
 
 def profile_name(config: pytest.Config) -> str:
@@ -98,6 +159,10 @@ def settings_of(item: pytest.Item) -> settings:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Every worker collects the same list and sorts it the same way (a stable sort).
+        items.sort(key=lambda item: (not _matches(item.nodeid, FIRST_MODULES),
+                                     not _matches(item.nodeid, PROCESS_MODULES)))
     search = settings.get_current_profile_name() == "search"
     scaled: set[int] = set()  # a parametrized test or a state machine spans several items
     for item in items:
