@@ -12,9 +12,26 @@ exists when a run stopped half way. ``raft-harness report DIR`` rebuilds it; a c
 directory gets an ``index.html`` linking every run's page (``write_campaign_index``).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from harness.report.campaign_page import write_campaign_index as write_campaign_index
-from harness.report.write import REPORT_NAME as REPORT_NAME
-from harness.report.write import render_report as render_report
-from harness.report.write import write_report as write_report
+
+if TYPE_CHECKING:
+    from harness.report.write import REPORT_NAME as REPORT_NAME
+    from harness.report.write import render_report as render_report
+    from harness.report.write import write_report as write_report
+
+# A run's page (``write``) imports matplotlib, about a second: it loads on first use, so a
+# campaign's index (and whatever imports this package for it) does without.
+_FROM_WRITE = frozenset({"REPORT_NAME", "render_report", "write_report"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_WRITE:
+        from harness.report import write
+
+        return getattr(write, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["REPORT_NAME", "render_report", "write_campaign_index", "write_report"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from harness import swarm
 from harness.outcomes import SeedOutcome
-from harness.report.page import CSS, esc
+from harness.report.style import CSS, esc
 
 INDEX_NAME = "index.html"
 

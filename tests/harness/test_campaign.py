@@ -39,3 +39,24 @@ def test_two_hundred_seeds_with_all_nemeses_are_valid(workload: str, tmp_path: P
     outcomes = run_campaign(base, range(0, 200), 2, tmp_path)
     bad = [o for o in outcomes if o.verdict != "valid"]
     assert not bad, "\n".join(o.line for o in bad)
+
+
+def test_a_campaign_of_valid_runs_never_imports_matplotlib(tmp_path: Path) -> None:
+    """Only a run's page draws plots; a campaign whose runs are all valid draws none, and its
+    index is plain HTML: importing matplotlib (about a second) would be pure cost per
+    campaign, paid by every CI job that runs a small one."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from harness.cli import main\n"
+        f"status = main(['campaign', '--backend', 'sim', '--seeds', '0..1', '--jobs', '1',\n"
+        f"               '--time-limit', '2', '--no-progress', '--out', {str(tmp_path)!r}])\n"
+        "print(status, 'matplotlib' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stdout + done.stderr
+    assert (tmp_path / "index.html").exists()
