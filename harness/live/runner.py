@@ -270,7 +270,15 @@ class LiveRun(RunBase[LiveOutcome]):
                         live.caught_up_at = self.clock()
                         break
                     await trio.sleep(CATCH_UP_POLL_SECONDS)
+                # Then every node still running, a member or not, answers before the stop: a
+                # node restarted late in the run (a removed one, which nothing above waits
+                # for) may still be importing, and SIGTERM would end it before it could stop
+                # cleanly, telling the process check nothing about it.
+                while self._starting(monitor):
+                    await trio.sleep(CATCH_UP_POLL_SECONDS)
+                    await monitor.poll_once()
                 nursery.cancel_scope.cancel()
+        live.starting = self._starting(monitor)
         if self.membership is not None and self.final_members is None:
             # The recovery failed before asking: still judge durability on the final
             # configuration's members if a leader can tell it.
@@ -282,6 +290,12 @@ class LiveRun(RunBase[LiveOutcome]):
         with trio.move_on_after(2 * self.options.request_timeout + 2):
             while any(client.busy for client in [*clients, probe]):
                 await trio.sleep(CATCH_UP_POLL_SECONDS)
+
+
+    def _starting(self, monitor: Monitor) -> list[int]:
+        """Running nodes that did not answer the monitor's last round."""
+        return [n for n in sorted(self.cluster.members)
+                if self.cluster.running(n) and n not in monitor.views]
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -431,7 +445,7 @@ def _finish(
                                    outcome.members),
         live_checks.check_liveness(outcome.liveness),
         live_checks.check_processes(cluster.unexpected_exits, cluster.forced_stops,
-                                    cluster.stop_statuses),
+                                    cluster.stop_statuses, outcome.liveness.starting),
     ]
     if outcome.nemesis.file_faults:
         all_checks.append(filefaults.check_file_faults(outcome.nemesis.file_faults))
