@@ -424,8 +424,20 @@ class SimNode:
             return
         driver = self.driver
         assert driver is not None
-        driver.step(msgs)
-        self._check_commit()
+        core = self.core
+        if (core is not None and core.role is Role.LEADER and len(msgs) > 1
+                and any(msg.term > core.term for msg in msgs)):
+            # A batch that may depose this leader (a higher term in it) may also, before
+            # that, carry the acknowledgements that move its commit index: checked after
+            # each message, or a commit made just before the step-down would go unchecked
+            # (the check only judges a leader's commits). The driver steps a batch one
+            # message after another, so this changes nothing else.
+            for msg in msgs:
+                driver.step((msg,))
+                self._check_commit()
+        else:
+            driver.step(msgs)
+            self._check_commit()
         for msg in msgs:
             if type(msg) is not AppendEntriesResponse:
                 # It asks for an answer (or brings news): pump without asking the driver

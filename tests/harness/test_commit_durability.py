@@ -32,3 +32,45 @@ def test_a_commit_without_a_durable_majority_is_reported_when_it_is_made(name: s
     assert any(v.startswith("commit durability: leader ") for v in found), found[:3]
     correct = run(options, None, lincheck_parallel=False)
     assert correct.verdict == "valid", correct.line
+
+
+@pytest.mark.parametrize("seed", [24, 1558])
+def test_every_commit_a_leader_makes_is_checked_even_in_the_batch_that_deposes_it(
+    seed: int, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On these swarm seeds a paused follower comes back and sends its leader, in one batch,
+    acknowledgements that move the leader's commit index and a vote request of a higher term
+    that deposes it. Checked only after the whole batch, those commits went unchecked (the check
+    judges a leader's commits, and the node was no longer leader): a bug's unsafe commit there
+    would have escaped. Every leader's highest commit index in each of its terms must reach the
+    check."""
+    from collections import defaultdict
+
+    from harness.campaign import options_for
+    from harness.runner import simulate
+    from raftlib.core.leader import LeaderMixin
+    from raftlib.invariants import Observer
+
+    made: dict[tuple[int, int], int] = defaultdict(int)
+    checked: dict[tuple[int, int], int] = defaultdict(int)
+    maybe_commit = LeaderMixin._maybe_commit
+    saw_commit = Observer.saw_commit
+
+    def recording_maybe_commit(core: LeaderMixin) -> None:
+        maybe_commit(core)
+        key = (core.node_id, core.term)
+        made[key] = max(made[key], core.commit_index)
+
+    def recording_saw_commit(observer: Observer, leader: int, term: int, index: int,
+                             *rest: object) -> None:
+        saw_commit(observer, leader, term, index, *rest)  # type: ignore[arg-type]
+        checked[(leader, term)] = max(checked[(leader, term)], index)
+
+    monkeypatch.setattr(LeaderMixin, "_maybe_commit", recording_maybe_commit)
+    monkeypatch.setattr(Observer, "saw_commit", recording_saw_commit)
+    outcome = simulate(options_for(RunOptions(backend="sim", swarm=True), seed))
+    assert outcome.observer.unsafe_commits == []
+    assert checked, "no commit was checked"
+    unchecked = {key: (index, checked.get(key, 0)) for key, index in made.items()
+                 if index > checked.get(key, 0) and index > 0}
+    assert not unchecked, f"swarm seed {seed}: (leader, term): (made, checked) {unchecked}"
