@@ -77,6 +77,12 @@ class MembershipNemesis:
         core = self._nodes[leader].core
         return core.conf if core is not None else None
 
+    def _pending_confs(self) -> list[ConfState]:
+        """The configurations in the leader's log beyond what it applied (usually none)."""
+        leader = self._leader()
+        core = self._nodes[leader].core if leader is not None else None
+        return core._log_confs() if core is not None else []
+
     def _outsiders(self, conf: ConfState) -> list[NodeId]:
         members = set(conf.voters) | set(conf.learners) | set(conf.voters_outgoing)
         return [n for n, node in sorted(self._nodes.items())
@@ -124,9 +130,15 @@ class MembershipNemesis:
 
             def add_new(conf: ConfState) -> tuple[Change, ...] | None:
                 if not new:
-                    members = set(conf.voters) | set(conf.learners) | set(conf.voters_outgoing)
+                    # Kept if another window added it back meanwhile, in the applied
+                    # configuration or in one still pending in the leader's log: wiping a voter
+                    # of a configuration the leader may decide by would be the harness losing
+                    # acknowledged entries, which the commit-durability check would blame on
+                    # Raft.
+                    members = {n for c in (conf, *self._pending_confs())
+                               for n in (*c.voters, *c.learners, *c.voters_outgoing)}
                     if not chosen or chosen[0] in members:
-                        return None  # another window added it back meanwhile: keep it
+                        return None
                     self._nodes[chosen[0]].retire()
                     new_id = max(self._nodes) + 1
                     self._created += 1

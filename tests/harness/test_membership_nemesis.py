@@ -123,3 +123,56 @@ def test_writes_that_only_removed_nodes_applied_count_as_held_by_a_members_snaps
     report = run(options, None, lincheck_parallel=False)
     assert report.verdict == "valid", report.line
     assert report.results["stats"]["membership_changes"] > 0
+
+
+def test_wipe_replace_keeps_a_node_that_a_pending_configuration_added_back() -> None:
+    """wipe-replace removes a voter, then retires it (wipes its disk) unless another window
+    added it back meanwhile. Added back in a configuration still pending in the leader's log
+    counts too: the leader may decide by that configuration and count the node's copies, so
+    wiping it would be the harness losing acknowledged entries, which the commit-durability
+    check would then blame on Raft."""
+    import random
+    from types import SimpleNamespace
+
+    from harness.sim.loop import EventLoop
+    from harness.sim.membership import MembershipNemesis
+    from raftlib.core.membership import ChangeOp
+    from raftlib.core.types import ConfState
+
+    def node(applied: ConfState) -> Any:
+        fake = SimpleNamespace(retired=False, diverged=None,
+                               core=SimpleNamespace(conf=applied, pending=[]))
+        fake.core._log_confs = lambda: fake.core.pending
+
+        def retire() -> None:
+            fake.retired = True
+
+        def propose_change(changes: Any, done: Any) -> None:
+            (change,) = changes
+            if change.op is not ChangeOp.REMOVE:  # the new node's ADD_LEARNER
+                done(None)
+                return
+            voters = tuple(v for v in fake.core.conf.voters if v != change.node)
+            fake.core.conf = ConfState(voters=voters)
+            # Another window's restore proposes it back; not applied yet.
+            fake.core.pending = [ConfState(voters=(*voters, change.node))]
+            done(None)
+
+        fake.retire = retire
+        fake.propose_change = propose_change
+        return fake
+
+    loop = EventLoop()
+    leader = node(ConfState(voters=(1, 2, 3)))
+    nodes: dict[int, Any] = {1: leader, 2: node(leader.core.conf), 3: node(leader.core.conf)}
+    made: list[int] = []
+    nemesis = MembershipNemesis(loop=loop, nodes=nodes, size=3,
+                                make_node=lambda n: made.append(n) or node(leader.core.conf),
+                                leader=lambda: 1, log=lambda _: None, rng=random.Random(1),
+                                time_limit_us=10_000_000)
+    nemesis.start("wipe-replace", 5_000_000)
+    loop.run_until(5_000_000)
+    removed = set(leader.core.pending[0].voters) - set(leader.core.conf.voters)
+    assert len(removed) == 1, "the window removed no voter"
+    assert not any(n.retired for n in nodes.values()), "a voter of the pending conf was wiped"
+    assert made == []
