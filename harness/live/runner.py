@@ -291,7 +291,6 @@ class LiveRun(RunBase[LiveOutcome]):
             while any(client.busy for client in [*clients, probe]):
                 await trio.sleep(CATCH_UP_POLL_SECONDS)
 
-
     def _starting(self, monitor: Monitor) -> list[int]:
         """Running nodes that did not answer the monitor's last round."""
         return [n for n in sorted(self.cluster.members)
