@@ -424,20 +424,7 @@ class SimNode:
             return
         driver = self.driver
         assert driver is not None
-        core = self.core
-        if (core is not None and core.role is Role.LEADER and len(msgs) > 1
-                and any(msg.term > core.term for msg in msgs)):
-            # A batch that may depose this leader (a higher term in it) may also, before
-            # that, carry the acknowledgements that move its commit index: checked after
-            # each message, or a commit made just before the step-down would go unchecked
-            # (the check only judges a leader's commits). The driver steps a batch one
-            # message after another, so this changes nothing else.
-            for msg in msgs:
-                driver.step((msg,))
-                self._check_commit()
-        else:
-            driver.step(msgs)
-            self._check_commit()
+        self._step(driver, msgs)
         for msg in msgs:
             if type(msg) is not AppendEntriesResponse:
                 # It asks for an answer (or brings news): pump without asking the driver
@@ -478,6 +465,23 @@ class SimNode:
             return
         self._inbox.append((tag, item))
 
+    def _step(self, driver: Driver, msgs: Sequence[Message]) -> None:
+        """Step a batch of messages, then check the commits it made."""
+        core = self.core
+        if (core is not None and core.role is Role.LEADER and len(msgs) > 1
+                and any(msg.term > core.term for msg in msgs)):
+            # A batch that may depose this leader (a higher term in it) may also, before
+            # that, carry the acknowledgements that move its commit index: checked after
+            # each message, or a commit made just before the step-down would go unchecked
+            # (the check only judges a leader's commits). The driver steps a batch one
+            # message after another, so this changes nothing else.
+            for msg in msgs:
+                driver.step((msg,))
+                self._check_commit()
+        else:
+            driver.step(msgs)
+            self._check_commit()
+
     def _run_inbox(self) -> None:
         """Handle what queued up while paused, in batches, pumping after each."""
         inbox = self._inbox
@@ -488,8 +492,7 @@ class SimNode:
             for _ in range(min(limit, len(inbox))):
                 tag, item = inbox.popleft()
                 if tag == _MSGS:
-                    driver.step(item)
-                    self._check_commit()
+                    self._step(driver, item)
                     continue
                 self._deliver_missed_ticks()
                 if tag == _REQUEST:
